@@ -1,0 +1,6 @@
+"""Python client of the Agent Training Service."""
+
+from agent_training_client.client import DEFAULT_TARGET, AgentTrainingClient
+from agent_training_client.errors import AgentTrainingError, FieldViolation
+
+__all__ = ["DEFAULT_TARGET", "AgentTrainingClient", "AgentTrainingError", "FieldViolation"]

@@ -1,0 +1,205 @@
+"""A typed Python client over the generated stubs.
+
+Every method takes the request's fields as keyword arguments, returns the contract's messages, and
+raises :class:`AgentTrainingError` (the seed's error object) on failure. Streams are iterators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agent_training.v1 import (
+    agents_pb2,
+    service_pb2,
+    service_pb2_grpc,
+    training_pb2,
+)
+from agent_training_client.errors import AgentTrainingError
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+R = TypeVar("R")
+
+
+class AgentTrainingClient:
+    """Client of agent_training.v1.AgentTrainingService.
+
+    Args:
+        target: ``host:port`` of the service.
+        timeout: Deadline in seconds of unary calls (streams have none unless given per call).
+        channel: An existing channel to use instead of opening one (its owner closes it).
+        max_message_bytes: Largest message sent or received.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        channel: grpc.Channel | None = None,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self._owns_channel = channel is None
+        self._channel = channel or grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.keepalive_time_ms", 30_000),
+            ],
+        )
+        self._stub = service_pb2_grpc.AgentTrainingServiceStub(self._channel)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        """Close the channel if this client opened it."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> AgentTrainingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _unary(self, method: Callable[..., R], request: Any, timeout: float | None = None) -> R:
+        try:
+            return method(request, timeout=timeout if timeout is not None else self._timeout)
+        except grpc.RpcError as error:
+            raise AgentTrainingError.from_rpc_error(error) from None
+
+    def _events(self, call: Any) -> Iterator[training_pb2.TrainingEvent]:
+        try:
+            for response in call:
+                yield response.event
+        except grpc.RpcError as error:
+            raise AgentTrainingError.from_rpc_error(error) from None
+        finally:
+            call.cancel()  # closing early detaches the subscriber; the job goes on
+
+    # The four seed operations --------------------------------------------------------------
+
+    def train_agent(
+        self, *, timeout: float | None = None, **fields: Any
+    ) -> Iterator[training_pb2.TrainingEvent]:
+        """Start a training job and yield its events: accepted, progress..., finished."""
+        call = self._stub.TrainAgent(service_pb2.TrainAgentRequest(**fields), timeout=timeout)
+        return self._events(call)
+
+    def generate_synthetic_training_data(
+        self, *, timeout: float | None = None, **fields: Any
+    ) -> Iterator[service_pb2.GenerateSyntheticTrainingDataResponse]:
+        """Yield chunks of generated examples."""
+        request = service_pb2.GenerateSyntheticTrainingDataRequest(**fields)
+        call = self._stub.GenerateSyntheticTrainingData(request, timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise AgentTrainingError.from_rpc_error(error) from None
+
+    def analyze_and_optimize(self, **fields: Any) -> service_pb2.AnalyzeAndOptimizeResponse:
+        """Evaluate an agent version and get measured suggestions."""
+        request = service_pb2.AnalyzeAndOptimizeRequest(**fields)
+        return self._unary(self._stub.AnalyzeAndOptimize, request)
+
+    def adapt_agent_behavior(self, **fields: Any) -> service_pb2.AdaptAgentBehaviorResponse:
+        """Adapt an agent's behaviour from production metrics."""
+        request = service_pb2.AdaptAgentBehaviorRequest(**fields)
+        return self._unary(self._stub.AdaptAgentBehavior, request)
+
+    # Agents ---------------------------------------------------------------------------------
+
+    def create_agent(self, **fields: Any) -> agents_pb2.Agent:
+        """Create an agent and return it."""
+        request = service_pb2.CreateAgentRequest(**fields)
+        return self._unary(self._stub.CreateAgent, request).agent
+
+    def get_agent(self, agent_id: str) -> agents_pb2.Agent:
+        """Return an agent."""
+        request = service_pb2.GetAgentRequest(agent_id=agent_id)
+        return self._unary(self._stub.GetAgent, request).agent
+
+    def list_agents(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> service_pb2.ListAgentsResponse:
+        """Return one page of agents."""
+        request = service_pb2.ListAgentsRequest(page_size=page_size, page_token=page_token)
+        return self._unary(self._stub.ListAgents, request)
+
+    def iter_agents(self, page_size: int = 0) -> Iterator[agents_pb2.Agent]:
+        """Yield every agent, fetching pages as needed."""
+        token = ""
+        while True:
+            page = self.list_agents(page_size, token)
+            yield from page.agents
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_agent(self, agent_id: str, *, force: bool = False) -> None:
+        """Delete an agent with its versions and jobs."""
+        request = service_pb2.DeleteAgentRequest(agent_id=agent_id, force=force)
+        self._unary(self._stub.DeleteAgent, request)
+
+    def list_agent_versions(
+        self, agent_id: str, page_size: int = 0, page_token: str = ""
+    ) -> service_pb2.ListAgentVersionsResponse:
+        """Return one page of an agent's versions, newest first."""
+        request = service_pb2.ListAgentVersionsRequest(
+            agent_id=agent_id, page_size=page_size, page_token=page_token
+        )
+        return self._unary(self._stub.ListAgentVersions, request)
+
+    def activate_agent_version(self, agent_id: str, version_id: str) -> agents_pb2.Agent:
+        """Make a version active (roll back or forward) and return the agent."""
+        request = service_pb2.ActivateAgentVersionRequest(agent_id=agent_id, version_id=version_id)
+        return self._unary(self._stub.ActivateAgentVersion, request).agent
+
+    # Jobs -----------------------------------------------------------------------------------
+
+    def get_training_job(self, training_id: str) -> training_pb2.TrainingJob:
+        """Return a training job."""
+        request = service_pb2.GetTrainingJobRequest(training_id=training_id)
+        return self._unary(self._stub.GetTrainingJob, request).job
+
+    def list_training_jobs(self, **fields: Any) -> service_pb2.ListTrainingJobsResponse:
+        """Return one page of jobs (filters: agent_id, status)."""
+        request = service_pb2.ListTrainingJobsRequest(**fields)
+        return self._unary(self._stub.ListTrainingJobs, request)
+
+    def cancel_training_job(self, training_id: str) -> training_pb2.TrainingJob:
+        """Cancel a queued or running job and return it."""
+        request = service_pb2.CancelTrainingJobRequest(training_id=training_id)
+        return self._unary(self._stub.CancelTrainingJob, request).job
+
+    def watch_training_job(
+        self, training_id: str, from_sequence: int = 0, *, timeout: float | None = None
+    ) -> Iterator[training_pb2.TrainingEvent]:
+        """Yield a job's events from ``from_sequence`` to its end."""
+        request = service_pb2.WatchTrainingJobRequest(
+            training_id=training_id, from_sequence=from_sequence
+        )
+        return self._events(self._stub.WatchTrainingJob(request, timeout=timeout))
+
+    # Using agents ---------------------------------------------------------------------------
+
+    def invoke_agent(self, **fields: Any) -> service_pb2.InvokeAgentResponse:
+        """Answer one ``input`` or a batch of ``inputs``."""
+        request = service_pb2.InvokeAgentRequest(**fields)
+        return self._unary(self._stub.InvokeAgent, request)
+
+    def record_feedback(self, **fields: Any) -> service_pb2.RecordFeedbackResponse:
+        """Record how an answer was received."""
+        request = service_pb2.RecordFeedbackRequest(**fields)
+        return self._unary(self._stub.RecordFeedback, request)
+
+    # Standard services ----------------------------------------------------------------------
+
+    def health(self, service: str = "") -> str:
+        """Return the standard health status name (e.g. ``SERVING``) of the server or a service."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        response = self._unary(stub.Check, health_pb2.HealthCheckRequest(service=service))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

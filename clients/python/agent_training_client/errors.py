@@ -1,0 +1,107 @@
+"""The one exception type the client raises, carrying the seed's error object."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from agent_training.v1 import errors_pb2
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldViolation:
+    """An invalid request field, from the status's BadRequest details."""
+
+    field: str
+    description: str
+
+
+class AgentTrainingError(Exception):
+    """A failed call: the seed's ``{code, message, hint, retryable, trace_id}`` plus gRPC facts.
+
+    Attributes:
+        code: Stable error code, e.g. ``AGENT_NOT_FOUND`` (docs/errors.md).
+        message: What went wrong.
+        hint: How to fix or work around it.
+        retryable: Whether the same call may succeed later.
+        trace_id: OpenTelemetry trace id of the request on the server.
+        status_code: The gRPC status code.
+        field_violations: Invalid fields, for INVALID_ARGUMENT.
+        retry_delay_seconds: How long to wait before retrying, when the server said.
+    """
+
+    def __init__(
+        self,
+        *,
+        code: str,
+        message: str,
+        hint: str = "",
+        retryable: bool = False,
+        trace_id: str = "",
+        status_code: grpc.StatusCode = grpc.StatusCode.UNKNOWN,
+        field_violations: tuple[FieldViolation, ...] = (),
+        retry_delay_seconds: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}" + (f" (hint: {hint})" if hint else ""))
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.retryable = retryable
+        self.trace_id = trace_id
+        self.status_code = status_code
+        self.field_violations = field_violations
+        self.retry_delay_seconds = retry_delay_seconds
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the seed's error object."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+            "retryable": self.retryable,
+            "trace_id": self.trace_id,
+        }
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> AgentTrainingError:
+        """Decode a failed call's rich status; fall back to the plain status for other servers."""
+        status_code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+        if status is None:
+            details = error.details() if hasattr(error, "details") else str(error)
+            retryable = status_code in (grpc.StatusCode.UNAVAILABLE,)
+            return cls(
+                code=status_code.name,
+                message=details or status_code.name,
+                retryable=retryable,
+                status_code=status_code,
+            )
+        detail = errors_pb2.ErrorDetail()
+        violations: list[FieldViolation] = []
+        retry_delay = None
+        for packed in status.details:
+            if packed.Is(errors_pb2.ErrorDetail.DESCRIPTOR):
+                packed.Unpack(detail)
+            elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                packed.Unpack(bad_request)
+                violations.extend(
+                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
+                )
+            elif packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry_info = error_details_pb2.RetryInfo()
+                packed.Unpack(retry_info)
+                retry_delay = retry_info.retry_delay.ToMilliseconds() / 1000
+        return cls(
+            code=detail.code or status_code.name,
+            message=detail.message or status.message,
+            hint=detail.hint,
+            retryable=detail.retryable,
+            trace_id=detail.trace_id,
+            status_code=status_code,
+            field_violations=tuple(violations),
+            retry_delay_seconds=retry_delay,
+        )

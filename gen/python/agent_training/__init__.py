@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code of the Agent Training Service contract."""

@@ -1,0 +1,1 @@
+"""agent_training.v1: generated from protos/agent_training/v1 by make proto; do not edit."""

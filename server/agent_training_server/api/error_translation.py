@@ -1,0 +1,161 @@
+"""The one place where failures become gRPC statuses with rich details.
+
+Every error reaching a client carries a ``google.rpc.Status`` in ``grpc-status-details-bin`` with
+our ``ErrorDetail`` (the seed's error object), a ``google.rpc.ErrorInfo``, a ``RetryInfo`` when
+retrying helps and a ``BadRequest`` with field violations for invalid input. Unexpected exceptions
+are logged with their stack and reach the client only as INTERNAL with the trace_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from agent_training.v1 import errors_pb2
+from agent_training_server import errors
+from agent_training_server.telemetry import current_trace_id
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "agent-training.v1"
+
+_STATUS_BY_ERROR: dict[type[errors.ServiceError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_code_for(error: errors.ServiceError) -> grpc.StatusCode:
+    """Return the gRPC status code of a domain error."""
+    for kind in type(error).__mro__:
+        if kind in _STATUS_BY_ERROR:
+            return _STATUS_BY_ERROR[kind]
+    return grpc.StatusCode.INTERNAL
+
+
+def error_detail(error: errors.ServiceError, trace_id: str) -> errors_pb2.ErrorDetail:
+    """Return the seed's error object for a domain error."""
+    return errors_pb2.ErrorDetail(
+        code=error.code,
+        message=error.message,
+        hint=error.hint,
+        retryable=error.retryable,
+        trace_id=trace_id,
+    )
+
+
+def to_status(error: errors.ServiceError, trace_id: str) -> grpc.Status:
+    """Build the rich gRPC status for a domain error."""
+    code = status_code_for(error)
+    details = [
+        error_detail(error, trace_id),
+        error_details_pb2.ErrorInfo(
+            reason=error.code, domain=ERROR_DOMAIN, metadata={"trace_id": trace_id}
+        ),
+    ]
+    if error.retryable:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int((error.retry_after_seconds or 1.0) * 1000))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    if error.violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    message = f"{error.message} (trace_id={trace_id})" if trace_id else error.message
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=packed)
+    return rpc_status.to_status(status)
+
+
+def _as_service_error(exception: BaseException) -> errors.ServiceError:
+    if isinstance(exception, errors.ServiceError):
+        return exception
+    log.exception("unexpected error while handling a call", exc_info=exception)
+    return errors.Internal("the service failed to handle the call")
+
+
+async def _abort(context: grpc.aio.ServicerContext, exception: BaseException) -> None:
+    status = to_status(_as_service_error(exception), current_trace_id())
+    # abort() rather than abort_with_status(): the tracing interceptor's context wrapper records
+    # the status on the server span only through abort().
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exception:
+            failure = exception
+        await _abort(context, failure)
+
+    return handle
+
+
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+            return
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exception:
+            failure = exception
+        await _abort(context, failure)
+
+    return handle
+
+
+class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
+    """Turns exceptions raised by our service's handlers into rich gRPC statuses.
+
+    It must run inside the tracing interceptor, so that the server span is current and its
+    trace id goes into the error.
+    """
+
+    def __init__(self, service_prefix: str) -> None:
+        self._prefix = service_prefix
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap the handler of our service's methods; leave others (health, reflection) alone."""
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(self._prefix):
+            return handler
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+        return handler

@@ -1,0 +1,173 @@
+"""The gRPC servicer: thin handlers that validate, convert and call the domain services.
+
+Handlers raise domain errors; ErrorTranslationInterceptor turns them into rich statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from agent_training.v1 import service_pb2, service_pb2_grpc
+from agent_training_server.api import convert, validation
+from agent_training_server.api.validation import Checker
+from agent_training_server.config import ServerConfig
+from agent_training_server.errors import Unimplemented
+from agent_training_server.services.agents import AgentService
+
+Context = grpc.aio.ServicerContext
+
+
+def _not_yet(rpc: str, what: str) -> Unimplemented:
+    return Unimplemented(
+        f"{rpc} is part of the contract but this server does not serve it yet",
+        hint=f"{what} arrives in a later release; check the service's README for what is served.",
+    )
+
+
+class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
+    """Serves agent_training.v1.AgentTrainingService."""
+
+    def __init__(self, config: ServerConfig, agents: AgentService) -> None:
+        self._config = config
+        self._agents = agents
+
+    # Agents -------------------------------------------------------------------------------
+
+    async def CreateAgent(  # noqa: D102
+        self, request: service_pb2.CreateAgentRequest, context: Context
+    ) -> service_pb2.CreateAgentResponse:
+        validation.check_create_agent(request)
+        agent = await self._agents.create(
+            agent_id=request.agent_id,
+            display_name=request.display_name,
+            description=request.description,
+            labels=dict(request.labels),
+            default_behavior=convert.behavior_from_proto(request.default_behavior),
+            request_id=request.request_id,
+            request_bytes=request.SerializeToString(deterministic=True),
+        )
+        return service_pb2.CreateAgentResponse(agent=convert.agent_to_proto(agent))
+
+    async def GetAgent(  # noqa: D102
+        self, request: service_pb2.GetAgentRequest, context: Context
+    ) -> service_pb2.GetAgentResponse:
+        validation.check_agent_id_only(request.agent_id)
+        agent = await self._agents.get(request.agent_id)
+        return service_pb2.GetAgentResponse(agent=convert.agent_to_proto(agent))
+
+    async def ListAgents(  # noqa: D102
+        self, request: service_pb2.ListAgentsRequest, context: Context
+    ) -> service_pb2.ListAgentsResponse:
+        checker = Checker()
+        position = checker.page(request.page_size, request.page_token, self._config)
+        checker.raise_if_any()
+        page = await self._agents.list(
+            validation.page_size_or_default(request.page_size), str(position.get("after", ""))
+        )
+        return service_pb2.ListAgentsResponse(
+            agents=[convert.agent_to_proto(agent) for agent in page.items],
+            next_page_token=_token({"after": page.next_page_token}, page.next_page_token),
+        )
+
+    async def DeleteAgent(  # noqa: D102
+        self, request: service_pb2.DeleteAgentRequest, context: Context
+    ) -> service_pb2.DeleteAgentResponse:
+        validation.check_agent_id_only(request.agent_id)
+        await self._agents.delete(request.agent_id)
+        return service_pb2.DeleteAgentResponse()
+
+    async def ListAgentVersions(  # noqa: D102
+        self, request: service_pb2.ListAgentVersionsRequest, context: Context
+    ) -> service_pb2.ListAgentVersionsResponse:
+        checker = Checker()
+        checker.resource_id("agent_id", request.agent_id)
+        position = checker.page(request.page_size, request.page_token, self._config)
+        before = position.get("before", 0)
+        if not isinstance(before, int) or before < 0:
+            checker.add("page_token", "is not a token returned by this list call")
+        checker.raise_if_any()
+        page, active = await self._agents.list_versions(
+            request.agent_id, validation.page_size_or_default(request.page_size), before
+        )
+        next_before = int(page.next_page_token or 0)
+        return service_pb2.ListAgentVersionsResponse(
+            versions=[convert.version_to_proto(v, active) for v in page.items],
+            next_page_token=_token({"before": next_before}, page.next_page_token),
+        )
+
+    async def ActivateAgentVersion(  # noqa: D102
+        self, request: service_pb2.ActivateAgentVersionRequest, context: Context
+    ) -> service_pb2.ActivateAgentVersionResponse:
+        checker = Checker()
+        checker.resource_id("agent_id", request.agent_id)
+        checker.resource_id("version_id", request.version_id)
+        checker.raise_if_any()
+        agent = await self._agents.activate(request.agent_id, request.version_id)
+        return service_pb2.ActivateAgentVersionResponse(agent=convert.agent_to_proto(agent))
+
+    # Training -----------------------------------------------------------------------------
+
+    async def TrainAgent(  # noqa: D102
+        self, request: service_pb2.TrainAgentRequest, context: Context
+    ) -> AsyncIterator[service_pb2.TrainAgentResponse]:
+        validation.check_train_agent(request, self._config)
+        await self._agents.get(request.agent_id)
+        raise _not_yet("TrainAgent", "Training")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def GetTrainingJob(  # noqa: D102
+        self, request: service_pb2.GetTrainingJobRequest, context: Context
+    ) -> service_pb2.GetTrainingJobResponse:
+        raise _not_yet("GetTrainingJob", "Training")
+
+    async def ListTrainingJobs(  # noqa: D102
+        self, request: service_pb2.ListTrainingJobsRequest, context: Context
+    ) -> service_pb2.ListTrainingJobsResponse:
+        raise _not_yet("ListTrainingJobs", "Training")
+
+    async def CancelTrainingJob(  # noqa: D102
+        self, request: service_pb2.CancelTrainingJobRequest, context: Context
+    ) -> service_pb2.CancelTrainingJobResponse:
+        raise _not_yet("CancelTrainingJob", "Training")
+
+    async def WatchTrainingJob(  # noqa: D102
+        self, request: service_pb2.WatchTrainingJobRequest, context: Context
+    ) -> AsyncIterator[service_pb2.WatchTrainingJobResponse]:
+        raise _not_yet("WatchTrainingJob", "Training")
+        yield  # pragma: no cover - makes this an async generator
+
+    # Using agents -------------------------------------------------------------------------
+
+    async def InvokeAgent(  # noqa: D102
+        self, request: service_pb2.InvokeAgentRequest, context: Context
+    ) -> service_pb2.InvokeAgentResponse:
+        raise _not_yet("InvokeAgent", "Invoking trained agents")
+
+    async def RecordFeedback(  # noqa: D102
+        self, request: service_pb2.RecordFeedbackRequest, context: Context
+    ) -> service_pb2.RecordFeedbackResponse:
+        raise _not_yet("RecordFeedback", "Feedback recording")
+
+    # Seed operations still to come ----------------------------------------------------------
+
+    async def GenerateSyntheticTrainingData(  # noqa: D102
+        self, request: service_pb2.GenerateSyntheticTrainingDataRequest, context: Context
+    ) -> AsyncIterator[service_pb2.GenerateSyntheticTrainingDataResponse]:
+        raise _not_yet("GenerateSyntheticTrainingData", "Synthetic data generation")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def AnalyzeAndOptimize(  # noqa: D102
+        self, request: service_pb2.AnalyzeAndOptimizeRequest, context: Context
+    ) -> service_pb2.AnalyzeAndOptimizeResponse:
+        raise _not_yet("AnalyzeAndOptimize", "Analysis and optimisation")
+
+    async def AdaptAgentBehavior(  # noqa: D102
+        self, request: service_pb2.AdaptAgentBehaviorRequest, context: Context
+    ) -> service_pb2.AdaptAgentBehaviorResponse:
+        raise _not_yet("AdaptAgentBehavior", "Behaviour adaptation")
+
+
+def _token(position: dict, present: str) -> str:
+    return validation.encode_page_token(position) if present else ""

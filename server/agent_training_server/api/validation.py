@@ -1,0 +1,293 @@
+"""Request validation: every field checked, every problem reported at once with how to fix it.
+
+Validators collect field violations and raise one InvalidArgument carrying all of them, so a
+caller fixes a request in one round trip. Nothing is stored before validation passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
+from agent_training.v1 import agents_pb2, service_pb2, training_pb2
+from agent_training_server.config import ServerConfig
+from agent_training_server.errors import FieldViolation, InvalidArgument
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ID_RULE = "1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '-', starting with a letter or digit"
+MAX_REQUEST_ID = 128
+MAX_DISPLAY_NAME = 200
+MAX_DESCRIPTION = 2000
+MAX_LABELS = 32
+MAX_LABEL_TEXT = 64
+DEFAULT_PAGE_SIZE = 50
+FEEDBACK_WORDS = ("correct", "incorrect")
+
+
+class Checker:
+    """Collects field violations of one request."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        """Record a violation."""
+        self.violations.append(FieldViolation(field, description))
+
+    def raise_if_any(self, hint: str | None = None) -> None:
+        """Raise InvalidArgument listing every violation, if there are any."""
+        if not self.violations:
+            return
+        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
+        more = len(self.violations) - 5
+        if more > 0:
+            summary += f"; and {more} more"
+        raise InvalidArgument(
+            f"invalid request: {summary}",
+            hint=hint or _hint_for(self.violations),
+            violations=self.violations,
+        )
+
+    def resource_id(self, field: str, value: str, *, required: bool = True) -> None:
+        """Check an id such as agent_id."""
+        if not value:
+            if required:
+                self.add(field, f"is required: {ID_RULE}")
+            return
+        if not ID_PATTERN.match(value):
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            self.add(field, f"{shown!r} is not a valid id: {ID_RULE}")
+
+    def text(self, field: str, value: str, max_length: int, *, required: bool = False) -> None:
+        """Check a free text's presence and length."""
+        if required and not value.strip():
+            self.add(field, "is required and must not be blank")
+        elif len(value) > max_length:
+            self.add(field, f"has {len(value)} characters; at most {max_length} are allowed")
+
+    def request_id(self, value: str) -> None:
+        """Check an optional idempotency key."""
+        if len(value) > MAX_REQUEST_ID or (value and not value.isprintable()):
+            self.add("request_id", f"must be at most {MAX_REQUEST_ID} printable characters")
+
+    def enum(
+        self, field: str, value: int, wrapper: EnumTypeWrapper, *, allow_unspecified: bool = True
+    ) -> None:
+        """Check that an enum value is one the contract defines."""
+        # EnumTypeWrapper is not a dict: keys() is its only way to list names.
+        all_names = wrapper.keys()
+        names = [name for name in all_names if not name.endswith("_UNSPECIFIED")]
+        if value not in wrapper.values():
+            self.add(field, f"unknown value {value}; use one of {', '.join(names)}")
+        elif value == 0 and not allow_unspecified:
+            self.add(field, f"is required; use one of {', '.join(names)}")
+
+    def number(
+        self,
+        field: str,
+        value: float,
+        *,
+        low: float,
+        high: float,
+        low_open: bool = False,
+    ) -> None:
+        """Check that a number is finite and within [low, high] (or (low, high])."""
+        if not math.isfinite(value):
+            self.add(field, f"must be a finite number, got {value}")
+            return
+        too_low = value <= low if low_open else value < low
+        if too_low or value > high:
+            bracket = "(" if low_open else "["
+            self.add(field, f"must be in {bracket}{low:g}, {high:g}], got {value:g}")
+
+    def page(self, page_size: int, page_token: str, config: ServerConfig) -> dict[str, Any]:
+        """Check page_size and decode page_token; return the decoded token (empty for page 1)."""
+        if page_size < 0 or page_size > config.max_page_size:
+            self.add("page_size", f"must be in [0, {config.max_page_size}], got {page_size}")
+        if not page_token:
+            return {}
+        try:
+            return decode_page_token(page_token)
+        except ValueError:
+            self.add("page_token", "is not a token returned by this list call")
+            return {}
+
+
+def _hint_for(violations: Iterable[FieldViolation]) -> str:
+    fields = sorted({v.field.split("[")[0].split(".")[0] for v in violations})
+    return (
+        f"Fix {', '.join(fields)} as described in the BadRequest field violations and send the"
+        " request again; the contract's field comments give every rule."
+    )
+
+
+def page_size_or_default(page_size: int) -> int:
+    """Return the page size to use (0 means the default)."""
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+def encode_page_token(position: dict[str, Any]) -> str:
+    """Return an opaque token for a listing position."""
+    raw = json.dumps(position, sort_keys=True, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> dict[str, Any]:
+    """Decode a token made by encode_page_token. Raises ValueError when it is not one."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as error:
+        raise ValueError("bad page token") from error
+    if not isinstance(value, dict):
+        raise ValueError("bad page token")
+    return value
+
+
+# Requests -------------------------------------------------------------------------------------
+
+
+def check_behavior(checker: Checker, prefix: str, behavior: agents_pb2.BehaviorSettings) -> None:
+    """Check behaviour settings."""
+    if behavior.HasField("confidence_threshold"):
+        checker.number(
+            f"{prefix}.confidence_threshold", behavior.confidence_threshold, low=0, high=1
+        )
+    if behavior.HasField("exploration_rate"):
+        checker.number(f"{prefix}.exploration_rate", behavior.exploration_rate, low=0, high=1)
+    if behavior.HasField("temperature"):
+        checker.number(
+            f"{prefix}.temperature", behavior.temperature, low=0, high=100, low_open=True
+        )
+    if behavior.HasField("num_alternatives") and not 0 <= behavior.num_alternatives <= 20:
+        checker.add(f"{prefix}.num_alternatives", "must be in [0, 20]")
+    checker.text(f"{prefix}.fallback_output", behavior.fallback_output, 200)
+
+
+def check_create_agent(request: service_pb2.CreateAgentRequest) -> None:
+    """Validate CreateAgent."""
+    checker = Checker()
+    checker.resource_id("agent_id", request.agent_id, required=False)
+    checker.text("display_name", request.display_name, MAX_DISPLAY_NAME)
+    checker.text("description", request.description, MAX_DESCRIPTION)
+    if len(request.labels) > MAX_LABELS:
+        checker.add("labels", f"has {len(request.labels)} labels; at most {MAX_LABELS} allowed")
+    for key, value in request.labels.items():
+        if not key or len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT:
+            checker.add(
+                f"labels[{key[:20]!r}]",
+                f"keys must be 1 to {MAX_LABEL_TEXT} and values at most"
+                f" {MAX_LABEL_TEXT} characters",
+            )
+    check_behavior(checker, "default_behavior", request.default_behavior)
+    checker.request_id(request.request_id)
+    checker.raise_if_any()
+
+
+def check_agent_id_only(agent_id: str) -> None:
+    """Validate a request whose only required field is agent_id."""
+    checker = Checker()
+    checker.resource_id("agent_id", agent_id)
+    checker.raise_if_any()
+
+
+def check_training_config(
+    checker: Checker, config: training_pb2.TrainingConfig, server: ServerConfig
+) -> None:
+    """Check a training configuration's ranges."""
+    if config.HasField("epochs") and not 1 <= config.epochs <= 1000:
+        checker.add("config.epochs", f"must be in [1, 1000], got {config.epochs}")
+    if config.HasField("learning_rate"):
+        checker.number("config.learning_rate", config.learning_rate, low=0, high=10, low_open=True)
+    if config.HasField("batch_size") and not 1 <= config.batch_size <= 4096:
+        checker.add("config.batch_size", f"must be in [1, 4096], got {config.batch_size}")
+    if config.HasField("validation_split"):
+        checker.number("config.validation_split", config.validation_split, low=0, high=0.5)
+    stopping = config.early_stopping
+    if stopping.HasField("patience") and not 0 <= stopping.patience <= 1000:
+        checker.add("config.early_stopping.patience", "must be in [0, 1000]")
+    if stopping.HasField("min_delta"):
+        checker.number("config.early_stopping.min_delta", stopping.min_delta, low=0, high=1e6)
+    if config.HasField("max_duration_seconds") and not (
+        1 <= config.max_duration_seconds <= server.max_job_seconds
+    ):
+        checker.add(
+            "config.max_duration_seconds",
+            f"must be in [1, {server.max_job_seconds}] (the server's max_job_seconds)",
+        )
+    if config.encoder not in ("", "hashed_ngrams", "all-MiniLM-L6-v2"):
+        checker.add("config.encoder", "must be empty, 'hashed_ngrams' or 'all-MiniLM-L6-v2'")
+    checker.resource_id("config.base_agent_id", config.base_agent_id, required=False)
+    if config.base_version_id and not config.base_agent_id:
+        checker.add("config.base_version_id", "needs config.base_agent_id")
+
+
+def check_feedback(checker: Checker, field: str, feedback: str, *, required: bool) -> None:
+    """Check a feedback value: correct, incorrect, or a reward in [-1, 1]."""
+    if not feedback:
+        if required:
+            checker.add(field, "is required: 'correct', 'incorrect' or a number in [-1, 1]")
+        return
+    if feedback.strip().lower() in FEEDBACK_WORDS:
+        return
+    try:
+        reward = float(feedback)
+    except ValueError:
+        checker.add(field, f"{feedback[:40]!r} is not 'correct', 'incorrect' or a number")
+        return
+    checker.number(field, reward, low=-1, high=1)
+
+
+def check_train_agent(request: service_pb2.TrainAgentRequest, server: ServerConfig) -> None:
+    """Validate TrainAgent (everything that can be checked without the store)."""
+    checker = Checker()
+    checker.resource_id("agent_id", request.agent_id)
+    checker.enum("training_type", request.training_type, training_pb2.TrainingType)
+    checker.request_id(request.request_id)
+    check_training_config(checker, request.config, server)
+    examples = request.training_data
+    if not examples:
+        checker.add("training_data", "is required: give at least one example per output")
+    elif len(examples) > server.max_examples_per_request:
+        checker.add(
+            "training_data",
+            f"has {len(examples)} examples; at most"
+            f" {server.max_examples_per_request} are allowed per request",
+        )
+    else:
+        _check_examples(checker, examples, server)
+    checker.raise_if_any()
+
+
+def _check_examples(
+    checker: Checker, examples: Iterable[training_pb2.TrainingExample], server: ServerConfig
+) -> None:
+    outputs: set[str] = set()
+    for index, example in enumerate(examples):
+        field = f"training_data[{index}]"
+        checker.text(f"{field}.input", example.input, server.max_text_length, required=True)
+        checker.text(
+            f"{field}.expected_output",
+            example.expected_output,
+            server.max_text_length,
+            required=True,
+        )
+        check_feedback(checker, f"{field}.feedback", example.feedback, required=False)
+        if example.HasField("propensity"):
+            checker.number(f"{field}.propensity", example.propensity, low=0, high=1, low_open=True)
+        outputs.add(example.expected_output)
+        if len(checker.violations) >= 100:  # enough to act on; stop scanning a huge request
+            return
+    if len(outputs) > server.max_outputs_per_agent:
+        checker.add(
+            "training_data",
+            f"has {len(outputs)} distinct outputs; at most"
+            f" {server.max_outputs_per_agent} are allowed per agent",
+        )

@@ -1,0 +1,104 @@
+"""Builds the gRPC server: our service, health checking, reflection and interceptors."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
+
+from agent_training.v1 import service_pb2, service_pb2_grpc
+from agent_training_server.api.error_translation import ErrorTranslationInterceptor
+from agent_training_server.api.servicer import AgentTrainingServicer
+from agent_training_server.config import ServerConfig
+from agent_training_server.services.agents import AgentService
+from agent_training_server.store.sqlite import SqliteStore
+from agent_training_server.telemetry import create_tracer_provider
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["AgentTrainingService"].full_name
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A started server and what it owns."""
+
+    server: grpc.aio.Server
+    port: int
+    """The port it listens on (the chosen one when the address asked for port 0)."""
+    config: ServerConfig
+    health: health_aio.HealthServicer
+    store: SqliteStore
+    tracer_provider: TracerProvider
+
+    @property
+    def address(self) -> str:
+        """host:port clients can dial."""
+        host = self.config.address.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let running ones finish within the grace period, release all."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        self.store.close()
+        self.tracer_provider.shutdown()
+
+
+def _channel_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        # Training streams stay open for minutes with gaps between events: keep them alive
+        # through proxies, and let clients ping as often as every 10 s.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+async def create_server(
+    config: ServerConfig, tracer_provider: TracerProvider | None = None
+) -> RunningServer:
+    """Build and start the server described by ``config``."""
+    tracer_provider = tracer_provider or create_tracer_provider()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(config.database_path)
+    agents = AgentService(store, config.data_dir)
+
+    server = grpc.aio.server(
+        interceptors=[
+            # Order matters: tracing outermost, so errors see the server span's trace id.
+            aio_server_interceptor(tracer_provider=tracer_provider),
+            ErrorTranslationInterceptor(f"/{SERVICE_NAME}/"),
+        ],
+        options=_channel_options(config),
+    )
+    service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
+        AgentTrainingServicer(config, agents), server
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(config.address)
+    if port == 0:
+        store.close()
+        raise OSError(f"cannot listen on {config.address}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, config, health, store, tracer_provider)

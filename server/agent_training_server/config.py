@@ -1,0 +1,152 @@
+"""Server configuration: one frozen dataclass, read from flags and environment in one place.
+
+Every field can be set by a flag (``--max-queued-jobs 8``) or an environment variable
+(``AGENT_TRAINING_MAX_QUEUED_JOBS=8``); a flag wins over the environment, which wins over the
+default. docs/configuration.md lists them all (generated from the same field help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "AGENT_TRAINING_"
+
+
+def _default_workers() -> int:
+    # One training process per two cores leaves room for the RPC server and the OS.
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def _setting(default: Any, help: str, **kwargs: Any) -> Any:
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata={"help": help, **kwargs})
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Everything the server can be configured with."""
+
+    address: str = _setting("127.0.0.1:50051", "host:port to listen on; port 0 picks a free one")
+    # Path is immutable, so one shared default instance is safe.
+    data_dir: Path = _setting(Path("data"), "folder of the database and weights")  # noqa: RUF009
+    max_message_bytes: int = _setting(64 * 1024 * 1024, "largest request or response message")
+    max_examples_per_request: int = _setting(200_000, "most training examples in one request")
+    max_text_length: int = _setting(4_000, "most characters in one input or output text")
+    max_outputs_per_agent: int = _setting(2_000, "most distinct outputs one agent can learn")
+    max_batch_size: int = _setting(4_096, "most inputs in one InvokeAgent call")
+    max_page_size: int = _setting(1_000, "largest page a list call returns")
+    workers: int = _setting(_default_workers, "training worker processes (default: cores / 2)")
+    max_queued_jobs: int = _setting(32, "jobs waiting for a worker before TrainAgent is refused")
+    max_job_seconds: int = _setting(3_600, "default wall-clock limit of one training job")
+    torch_threads: int = _setting(0, "threads per training worker; 0 means cores / workers")
+    shutdown_grace_seconds: float = _setting(10.0, "time given to running calls on shutdown")
+    log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING or ERROR")
+
+    @property
+    def database_path(self) -> Path:
+        """Path of the SQLite database file."""
+        return self.data_dir / "agent_training.sqlite3"
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_argument_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add one flag per ServerConfig field to ``parser`` (or a new parser) and return it."""
+    parser = parser or argparse.ArgumentParser(description="Run the Agent Training Service.")
+    for field in dataclasses.fields(ServerConfig):
+        env = ENV_PREFIX + field.name.upper()
+        parser.add_argument(
+            _flag(field.name),
+            dest=field.name,
+            default=None,
+            help=f"{field.metadata['help']} (env {env})",
+        )
+    return parser
+
+
+def load_config(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    parsed: argparse.Namespace | None = None,
+) -> ServerConfig:
+    """Build the configuration from flags, then environment, then defaults.
+
+    Raises:
+        ValueError: a value has the wrong type or is out of range, with the setting's name.
+    """
+    environ = os.environ if environ is None else environ
+    if parsed is None:
+        parsed = build_argument_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(ServerConfig):
+        raw = getattr(parsed, field.name, None)
+        if raw is None:
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+        if raw is None:
+            continue
+        values[field.name] = _convert(field, raw)
+    config = ServerConfig(**values)
+    _check(config)
+    return config
+
+
+def _convert(field: dataclasses.Field[Any], raw: str) -> Any:
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError as error:
+        raise ValueError(f"{field.name}: {raw!r} is not a valid {kind}") from error
+    return raw
+
+
+def _check(config: ServerConfig) -> None:
+    positive = (
+        "max_message_bytes",
+        "max_examples_per_request",
+        "max_text_length",
+        "max_outputs_per_agent",
+        "max_batch_size",
+        "max_page_size",
+        "workers",
+        "max_job_seconds",
+    )
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.max_queued_jobs < 0 or config.torch_threads < 0:
+        raise ValueError("max_queued_jobs and torch_threads must not be negative")
+    if ":" not in config.address:
+        raise ValueError(f"address must be host:port, got {config.address!r}")
+
+
+def describe_settings() -> list[tuple[str, str, str, str]]:
+    """Return (flag, environment variable, default, help) for every setting, for the docs."""
+    rows = []
+    for field in dataclasses.fields(ServerConfig):
+        default = field.default_factory() if callable(field.default_factory) else field.default
+        rows.append(
+            (
+                _flag(field.name),
+                ENV_PREFIX + field.name.upper(),
+                str(default),
+                field.metadata["help"],
+            )
+        )
+    return rows

@@ -1,0 +1,94 @@
+"""Domain types: plain dataclasses shared by the services, the store and the conversions.
+
+Times are seconds since the epoch (float, UTC). Nothing here knows about gRPC or SQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BehaviorSettings:
+    """How an agent version answers, separate from its weights."""
+
+    confidence_threshold: float = 0.0
+    """Answers under this confidence return the fallback output."""
+    fallback_output: str = "fallback"
+    """What the agent answers when unsure."""
+    exploration_rate: float = 0.0
+    """Probability of offering a non-top output, to learn from feedback."""
+    temperature: float = 1.0
+    """Softmax temperature applied to the model's scores."""
+    num_alternatives: int = 3
+    """Runner-up outputs returned with each answer."""
+    disabled_outputs: tuple[str, ...] = ()
+    """Outputs never answered."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        data = dataclasses.asdict(self)
+        data["disabled_outputs"] = list(self.disabled_outputs)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BehaviorSettings:
+        """Build from ``to_json`` output, ignoring unknown keys written by newer versions."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        if "disabled_outputs" in values:
+            values["disabled_outputs"] = tuple(values["disabled_outputs"])
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Agent:
+    """An agent and the version it serves."""
+
+    agent_id: str
+    display_name: str = ""
+    description: str = ""
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    default_behavior: BehaviorSettings = dataclasses.field(default_factory=BehaviorSettings)
+    active_version_id: str = ""
+    version_count: int = 0
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AgentVersion:
+    """An immutable version of an agent."""
+
+    version_id: str
+    agent_id: str
+    version_number: int
+    source: str
+    """"training", "adaptation" or "optimization"."""
+    training_type: str
+    """"supervised", "reinforcement", "few_shot" or "transfer"."""
+    training_id: str = ""
+    parent_version_id: str = ""
+    outputs: tuple[str, ...] = ()
+    encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
+    behavior: BehaviorSettings = dataclasses.field(default_factory=BehaviorSettings)
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    manifest: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Replay manifest: seed, data hash, resolved config, package version, encoder."""
+    size_bytes: int = 0
+    parameter_count: int = 0
+    description: str = ""
+    artifact_dir: str = ""
+    """Folder of the weights, relative to the data folder."""
+    create_time: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing."""
+
+    items: list[T]
+    next_page_token: str

@@ -1,0 +1,140 @@
+"""The engine interface: what every training paradigm implements.
+
+Engines know nothing of gRPC, the store or the job system. They are fed examples, settings and a
+progress reporter, and return an :class:`Artifact`. That keeps them runnable anywhere: a local
+worker process today, a distributed executor later.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+class TrainingCancelled(Exception):
+    """Raised by an engine when its reporter says the job was cancelled."""
+
+
+class TrainingTimedOut(Exception):
+    """Raised by an engine when the job ran past its maximum run time."""
+
+
+class TrainingDataError(ValueError):
+    """Raised by an engine when the examples cannot be trained on (for example one output only)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One training example, in the shape of the contract's ``TrainingExample``."""
+
+    input: str
+    expected_output: str
+    feedback: str = ""
+    """Empty, ``"correct"``, ``"incorrect"`` or a numeric reward in [-1, 1] as text."""
+    context: tuple[str, ...] = ()
+    """Earlier conversation turns, oldest first."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """Resolved training settings: every field has its final value here."""
+
+    epochs: int = 30
+    """Maximum number of passes over the training split."""
+    learning_rate: float = 0.5
+    """Optimizer step size."""
+    batch_size: int = 32
+    """Examples per optimizer step."""
+    seed: int = 0
+    """Seed for the split, initialisation and data order: the same seed gives the same result."""
+    validation_split: float = 0.1
+    """Fraction of examples held out (stratified by output) to measure generalisation."""
+    early_stopping_patience: int = 3
+    """Epochs without improvement of validation loss before training stops; 0 disables."""
+    early_stopping_min_delta: float = 1e-4
+    """Smallest decrease of validation loss that counts as an improvement."""
+    max_duration_seconds: float = 3600.0
+    """Wall-clock budget; past it the engine stops and keeps its best checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Progress:
+    """A progress report from inside an engine."""
+
+    phase: str
+    """One of ``loading_data``, ``training``, ``evaluating``, ``saving``."""
+    epoch: int = 0
+    total_epochs: int = 0
+    step: int = 0
+    """Optimizer steps done so far, over all epochs."""
+    total_steps: int = 0
+    """Optimizer steps planned over all epochs (an upper bound when early stopping may cut it)."""
+    loss: float | None = None
+    train_accuracy: float | None = None
+    validation_accuracy: float | None = None
+    validation_loss: float | None = None
+    examples_per_second: float | None = None
+
+
+class Reporter(Protocol):
+    """How an engine talks to whoever runs it."""
+
+    def progress(self, update: Progress) -> None:
+        """Receive a progress report; engines call it per epoch and every few steps."""
+
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled; engines check it each step and raise TrainingCancelled."""
+
+
+@dataclasses.dataclass
+class Artifact:
+    """What a finished training produces; the job system stores it as an agent version."""
+
+    tensors: dict[str, torch.Tensor]
+    """Model weights, saved with safetensors (never pickled)."""
+    spec: dict[str, Any]
+    """JSON-serialisable description sufficient to rebuild the predictor with the tensors."""
+    outputs: list[str]
+    """The output repertoire, in the order of the model's output units."""
+    metrics: dict[str, float]
+    """At least accuracy, loss, validation_accuracy, validation_loss, macro_f1, epochs_run,
+    examples_per_second, duration_seconds, train_examples, validation_examples."""
+    encoder: dict[str, Any]
+    """Description of the text encoder (kind, dimensions, n-gram ranges...)."""
+
+
+class Engine(abc.ABC):
+    """A training paradigm."""
+
+    training_type: ClassVar[str]
+    """The contract's training type this engine implements, e.g. ``"supervised"``."""
+
+    @abc.abstractmethod
+    def train(
+        self,
+        examples: Sequence[Example],
+        settings: TrainSettings,
+        reporter: Reporter,
+        workdir: Path,
+    ) -> Artifact:
+        """Train on the examples and return the artifact.
+
+        ``workdir`` is a private folder for checkpoints (one per epoch, safetensors).
+        """
+
+
+class Predictor(abc.ABC):
+    """A loaded model that scores inputs."""
+
+    outputs: list[str]
+
+    @abc.abstractmethod
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Return an array of shape (len(texts), len(outputs)) of probabilities."""

@@ -1,0 +1,110 @@
+"""Domain errors: what went wrong, in terms a caller can act on.
+
+Domain code raises these; `api.error_translation` is the one place that turns them into a gRPC
+status with rich details. Every error has a stable code (catalogued in docs/errors.md), a message
+and a hint. Messages never carry internals such as paths, SQL or stack traces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldViolation:
+    """One invalid request field, in the shape of google.rpc.BadRequest.FieldViolation."""
+
+    field: str
+    """Path of the field, e.g. ``config.epochs`` or ``training_data[3].input``."""
+    description: str
+    """What is wrong and what is allowed."""
+
+
+class ServiceError(Exception):
+    """Base of all errors a caller may see. Subclasses fix the kind (and so the gRPC status)."""
+
+    default_code = "INTERNAL"
+    default_hint = ""
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        hint: str | None = None,
+        violations: list[FieldViolation] | None = None,
+        retry_after_seconds: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.hint = hint if hint is not None else self.default_hint
+        self.violations = violations or []
+        self.retry_after_seconds = retry_after_seconds
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed or a value is out of range; fixing the request helps."""
+
+    default_code = "INVALID_ARGUMENT"
+    default_hint = "Fix the fields listed in the BadRequest details and send the request again."
+
+
+class NotFound(ServiceError):
+    """A named resource does not exist."""
+
+    default_code = "NOT_FOUND"
+
+
+class AlreadyExists(ServiceError):
+    """The resource to create exists already."""
+
+    default_code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(ServiceError):
+    """The system is not in a state where the call can succeed (e.g. an agent with no version)."""
+
+    default_code = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(ServiceError):
+    """A limit was reached; retryable when it is a capacity limit that frees up."""
+
+    default_code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(ServiceError):
+    """The service cannot take the call now (starting, shutting down); retry later."""
+
+    default_code = "UNAVAILABLE"
+    retryable = True
+
+
+class Cancelled(ServiceError):
+    """The operation was cancelled."""
+
+    default_code = "CANCELLED"
+
+
+class DeadlineExceeded(ServiceError):
+    """The operation ran past its time limit."""
+
+    default_code = "DEADLINE_EXCEEDED"
+
+
+class Unimplemented(ServiceError):
+    """The RPC is part of the contract but not served by this version of the server."""
+
+    default_code = "NOT_IMPLEMENTED"
+
+
+class Internal(ServiceError):
+    """An unexpected failure inside the service; details are in the server log and trace."""
+
+    default_code = "INTERNAL"
+    default_hint = "This is a bug or an environment problem on the server; report the trace_id."

@@ -1,0 +1,61 @@
+"""Entry point: ``agent-training-server`` (also ``agent-training serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from agent_training_server.app import create_server
+from agent_training_server.config import ServerConfig, build_argument_parser, load_config
+
+log = logging.getLogger("agent_training_server")
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run the server until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await create_server(config)
+    print(
+        f"agent-training: serving agent_training.v1.AgentTrainingService on {running.address}"
+        f" (data in {config.data_dir.resolve()})",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing running calls within %ss", config.shutdown_grace_seconds)
+    await running.stop()
+    log.info("stopped")
+
+
+def run(parsed: argparse.Namespace | None = None, argv: Sequence[str] | None = None) -> int:
+    """Load the configuration and serve; return the process exit code."""
+    try:
+        config = load_config(argv, parsed=parsed)
+    except ValueError as error:
+        print(f"agent-training: bad configuration: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Weights ship with the packages; nothing may be fetched from a model hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    asyncio.run(serve(config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    parser = build_argument_parser()
+    sys.exit(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The store interface: durable state of agents, versions, jobs and their event logs.
+
+Implementations are synchronous and thread-safe; async callers run them in a thread. Every write
+is committed before the method returns.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+from agent_training_server.domain import Agent, AgentVersion
+
+
+@dataclasses.dataclass(frozen=True)
+class IdempotencyKey:
+    """A caller's ``request_id`` for a create call, with a digest of the request it came with."""
+
+    method: str
+    request_id: str
+    request_sha256: str
+
+
+class Store(abc.ABC):
+    """Durable state of the service."""
+
+    # Agents -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_agent(self, agent: Agent, key: IdempotencyKey | None = None) -> tuple[Agent, bool]:
+        """Insert an agent; return it and whether it was replayed from an earlier same-key call.
+
+        Raises:
+            AlreadyExists: the id is taken, or the key was used with a different request.
+        """
+
+    @abc.abstractmethod
+    def get_agent(self, agent_id: str) -> Agent:
+        """Return an agent. Raises NotFound."""
+
+    @abc.abstractmethod
+    def list_agents(self, limit: int, after_agent_id: str = "") -> list[Agent]:
+        """Return up to ``limit`` agents ordered by id, starting after ``after_agent_id``."""
+
+    @abc.abstractmethod
+    def delete_agent(self, agent_id: str) -> None:
+        """Delete an agent with its versions and jobs. Raises NotFound."""
+
+    # Versions -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_version(self, version: AgentVersion, activate: bool) -> AgentVersion:
+        """Insert a version, numbered after the agent's last one; optionally make it active.
+
+        The ``version_number`` of the argument is ignored; the stored version is returned.
+        """
+
+    @abc.abstractmethod
+    def get_version(self, agent_id: str, version_id: str) -> AgentVersion:
+        """Return a version of an agent. Raises NotFound."""
+
+    @abc.abstractmethod
+    def list_versions(
+        self, agent_id: str, limit: int, before_number: int = 0
+    ) -> list[AgentVersion]:
+        """Return up to ``limit`` versions newest first, numbered below ``before_number`` if set."""
+
+    @abc.abstractmethod
+    def activate_version(self, agent_id: str, version_id: str) -> Agent:
+        """Make a version the agent's active one and return the agent. Raises NotFound."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store's resources."""

@@ -1,0 +1,315 @@
+"""SQLite implementation of the store: one database file under the data folder.
+
+WAL mode lets readers proceed while a writer commits; ``synchronous=FULL`` makes every commit
+durable before it returns, so an acknowledged write survives a crash or power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
+from agent_training_server.errors import AlreadyExists, NotFound
+from agent_training_server.store.base import IdempotencyKey, Store
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id          TEXT PRIMARY KEY,
+    display_name      TEXT NOT NULL,
+    description       TEXT NOT NULL,
+    labels_json       TEXT NOT NULL,
+    behavior_json     TEXT NOT NULL,
+    active_version_id TEXT NOT NULL,
+    create_time       REAL NOT NULL,
+    update_time       REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    version_id        TEXT PRIMARY KEY,
+    agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    version_number    INTEGER NOT NULL,
+    source            TEXT NOT NULL,
+    training_type     TEXT NOT NULL,
+    training_id       TEXT NOT NULL,
+    parent_version_id TEXT NOT NULL,
+    outputs_json      TEXT NOT NULL,
+    encoder_json      TEXT NOT NULL,
+    behavior_json     TEXT NOT NULL,
+    metrics_json      TEXT NOT NULL,
+    manifest_json     TEXT NOT NULL,
+    size_bytes        INTEGER NOT NULL,
+    parameter_count   INTEGER NOT NULL,
+    description       TEXT NOT NULL,
+    artifact_dir      TEXT NOT NULL,
+    create_time       REAL NOT NULL,
+    UNIQUE (agent_id, version_number)
+);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    method         TEXT NOT NULL,
+    request_id     TEXT NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    resource_id    TEXT NOT NULL,
+    create_time    REAL NOT NULL,
+    PRIMARY KEY (method, request_id)
+);
+"""
+
+
+class SqliteStore(Store):
+    """A store in one SQLite file. Thread-safe: one connection, serialised by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write).
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed on success, rolled back on any error."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    # Agents -------------------------------------------------------------------------------
+
+    def create_agent(self, agent: Agent, key: IdempotencyKey | None = None) -> tuple[Agent, bool]:
+        """Insert an agent, or replay the agent an earlier call with the same key created."""
+        with self._write() as db:
+            if key is not None:
+                row = db.execute(
+                    "SELECT request_sha256, resource_id FROM idempotency_keys"
+                    " WHERE method = ? AND request_id = ?",
+                    (key.method, key.request_id),
+                ).fetchone()
+                if row is not None:
+                    if row["request_sha256"] != key.request_sha256:
+                        raise AlreadyExists(
+                            f"request_id {key.request_id!r} was already used with another request",
+                            code="REQUEST_ID_REUSED",
+                            hint="Use a new request_id for a different request; reuse it only to"
+                            " retry the identical request.",
+                        )
+                    return self._agent_in(db, row["resource_id"]), True
+            exists = db.execute(
+                "SELECT 1 FROM agents WHERE agent_id = ?", (agent.agent_id,)
+            ).fetchone()
+            if exists:
+                raise AlreadyExists(
+                    f"agent {agent.agent_id!r} already exists",
+                    code="AGENT_ALREADY_EXISTS",
+                    hint="Choose another agent_id, or GetAgent to use the existing one.",
+                )
+            db.execute(
+                "INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    agent.agent_id,
+                    agent.display_name,
+                    agent.description,
+                    json.dumps(agent.labels, sort_keys=True),
+                    json.dumps(agent.default_behavior.to_json()),
+                    agent.active_version_id,
+                    agent.create_time,
+                    agent.update_time,
+                ),
+            )
+            if key is not None:
+                db.execute(
+                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+                    (
+                        key.method,
+                        key.request_id,
+                        key.request_sha256,
+                        agent.agent_id,
+                        agent.create_time,
+                    ),
+                )
+            return self._agent_in(db, agent.agent_id), False
+
+    def get_agent(self, agent_id: str) -> Agent:
+        """Return an agent or raise NotFound."""
+        with self._lock:
+            return self._agent_in(self._db, agent_id)
+
+    def list_agents(self, limit: int, after_agent_id: str = "") -> list[Agent]:
+        """Return a page of agents ordered by id."""
+        rows = self._read(
+            f"{_AGENT_SELECT} WHERE a.agent_id > ? ORDER BY a.agent_id LIMIT ?",
+            (after_agent_id, limit),
+        )
+        return [_agent_from_row(row) for row in rows]
+
+    def delete_agent(self, agent_id: str) -> None:
+        """Delete an agent; versions go with it (ON DELETE CASCADE)."""
+        with self._write() as db:
+            deleted = db.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,)).rowcount
+            if not deleted:
+                raise _agent_not_found(agent_id)
+
+    def _agent_in(self, db: sqlite3.Connection, agent_id: str) -> Agent:
+        row = db.execute(f"{_AGENT_SELECT} WHERE a.agent_id = ?", (agent_id,)).fetchone()
+        if row is None:
+            raise _agent_not_found(agent_id)
+        return _agent_from_row(row)
+
+    # Versions -----------------------------------------------------------------------------
+
+    def add_version(self, version: AgentVersion, activate: bool) -> AgentVersion:
+        """Insert a version numbered after the agent's last; optionally activate it."""
+        with self._write() as db:
+            self._agent_in(db, version.agent_id)
+            (last,) = db.execute(
+                "SELECT COALESCE(MAX(version_number), 0) FROM versions WHERE agent_id = ?",
+                (version.agent_id,),
+            ).fetchone()
+            v = version
+            db.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    v.version_id,
+                    v.agent_id,
+                    last + 1,
+                    v.source,
+                    v.training_type,
+                    v.training_id,
+                    v.parent_version_id,
+                    json.dumps(list(v.outputs)),
+                    json.dumps(v.encoder),
+                    json.dumps(v.behavior.to_json()),
+                    json.dumps(v.metrics),
+                    json.dumps(v.manifest),
+                    v.size_bytes,
+                    v.parameter_count,
+                    v.description,
+                    v.artifact_dir,
+                    v.create_time,
+                ),
+            )
+            if activate:
+                db.execute(
+                    "UPDATE agents SET active_version_id = ?, update_time = ? WHERE agent_id = ?",
+                    (v.version_id, v.create_time, v.agent_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE agents SET update_time = ? WHERE agent_id = ?",
+                    (v.create_time, v.agent_id),
+                )
+            return self._version_in(db, v.agent_id, v.version_id)
+
+    def get_version(self, agent_id: str, version_id: str) -> AgentVersion:
+        """Return a version or raise NotFound."""
+        with self._lock:
+            return self._version_in(self._db, agent_id, version_id)
+
+    def list_versions(
+        self, agent_id: str, limit: int, before_number: int = 0
+    ) -> list[AgentVersion]:
+        """Return versions newest first."""
+        with self._lock:
+            self._agent_in(self._db, agent_id)
+            rows = self._db.execute(
+                "SELECT * FROM versions WHERE agent_id = ? AND (? = 0 OR version_number < ?)"
+                " ORDER BY version_number DESC LIMIT ?",
+                (agent_id, before_number, before_number, limit),
+            ).fetchall()
+        return [_version_from_row(row) for row in rows]
+
+    def activate_version(self, agent_id: str, version_id: str) -> Agent:
+        """Make a version active."""
+        with self._write() as db:
+            self._version_in(db, agent_id, version_id)
+            db.execute(
+                "UPDATE agents SET active_version_id = ?, update_time = ? WHERE agent_id = ?",
+                (version_id, time.time(), agent_id),
+            )
+            return self._agent_in(db, agent_id)
+
+    def _version_in(self, db: sqlite3.Connection, agent_id: str, version_id: str) -> AgentVersion:
+        self._agent_in(db, agent_id)
+        row = db.execute(
+            "SELECT * FROM versions WHERE agent_id = ? AND version_id = ?", (agent_id, version_id)
+        ).fetchone()
+        if row is None:
+            raise NotFound(
+                f"agent {agent_id!r} has no version {version_id!r}",
+                code="VERSION_NOT_FOUND",
+                hint="ListAgentVersions shows the agent's versions.",
+            )
+        return _version_from_row(row)
+
+
+_AGENT_SELECT = (
+    "SELECT a.*, (SELECT COUNT(*) FROM versions v WHERE v.agent_id = a.agent_id) AS version_count"
+    " FROM agents a"
+)
+
+
+def _agent_not_found(agent_id: str) -> NotFound:
+    return NotFound(
+        f"agent {agent_id!r} does not exist",
+        code="AGENT_NOT_FOUND",
+        hint="Check the agent_id, or CreateAgent first; ListAgents shows existing agents.",
+    )
+
+
+def _agent_from_row(row: sqlite3.Row) -> Agent:
+    return Agent(
+        agent_id=row["agent_id"],
+        display_name=row["display_name"],
+        description=row["description"],
+        labels=json.loads(row["labels_json"]),
+        default_behavior=BehaviorSettings.from_json(json.loads(row["behavior_json"])),
+        active_version_id=row["active_version_id"],
+        version_count=row["version_count"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )
+
+
+def _version_from_row(row: sqlite3.Row) -> AgentVersion:
+    return AgentVersion(
+        version_id=row["version_id"],
+        agent_id=row["agent_id"],
+        version_number=row["version_number"],
+        source=row["source"],
+        training_type=row["training_type"],
+        training_id=row["training_id"],
+        parent_version_id=row["parent_version_id"],
+        outputs=tuple(json.loads(row["outputs_json"])),
+        encoder=json.loads(row["encoder_json"]),
+        behavior=BehaviorSettings.from_json(json.loads(row["behavior_json"])),
+        metrics=json.loads(row["metrics_json"]),
+        manifest=json.loads(row["manifest_json"]),
+        size_bytes=row["size_bytes"],
+        parameter_count=row["parameter_count"],
+        description=row["description"],
+        artifact_dir=row["artifact_dir"],
+        create_time=row["create_time"],
+    )
