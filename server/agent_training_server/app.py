@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -16,7 +17,10 @@ from agent_training.v1 import service_pb2, service_pb2_grpc
 from agent_training_server.api.error_translation import ErrorTranslationInterceptor
 from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.config import ServerConfig
+from agent_training_server.jobs.pool import WorkerPool
 from agent_training_server.services.agents import AgentService
+from agent_training_server.services.inference import InferenceService
+from agent_training_server.services.jobs import JobManager
 from agent_training_server.store.sqlite import SqliteStore
 from agent_training_server.telemetry import create_tracer_provider
 
@@ -35,6 +39,7 @@ class RunningServer:
     config: ServerConfig
     health: health_aio.HealthServicer
     store: SqliteStore
+    jobs: JobManager
     tracer_provider: TracerProvider
 
     @property
@@ -47,6 +52,7 @@ class RunningServer:
         """Stop accepting calls, let running ones finish within the grace period, release all."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        await self.jobs.stop()
         self.store.close()
         self.tracer_provider.shutdown()
 
@@ -72,6 +78,9 @@ async def create_server(
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(config.database_path)
     agents = AgentService(store, config.data_dir)
+    jobs = JobManager(store, config, WorkerPool(config.workers, _torch_threads(config)))
+    await jobs.start()
+    inference = InferenceService(store, config.data_dir)
 
     server = grpc.aio.server(
         interceptors=[
@@ -82,7 +91,7 @@ async def create_server(
         options=_channel_options(config),
     )
     service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
-        AgentTrainingServicer(config, agents), server
+        AgentTrainingServicer(config, agents, jobs, inference), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -96,9 +105,16 @@ async def create_server(
     )
     port = server.add_insecure_port(config.address)
     if port == 0:
+        await jobs.stop()
         store.close()
         raise OSError(f"cannot listen on {config.address}")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, config, health, store, tracer_provider)
+    return RunningServer(server, port, config, health, store, jobs, tracer_provider)
+
+
+def _torch_threads(config: ServerConfig) -> int:
+    if config.torch_threads:
+        return config.torch_threads
+    return max(1, (os.cpu_count() or 1) // config.workers)

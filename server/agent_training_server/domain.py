@@ -92,3 +92,56 @@ class Page(Generic[T]):
 
     items: list[T]
     next_page_token: str
+
+
+class JobStatus:
+    """Job states (the contract's TrainingStatus without the prefix)."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    ENDED = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainingJob:
+    """A training job as stored."""
+
+    training_id: str
+    agent_id: str
+    training_type: str
+    status: str = JobStatus.QUEUED
+    phase: str = ""
+    """"loading_data", "training", "evaluating", "saving" while running; "" otherwise."""
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The resolved configuration."""
+    example_count: int = 0
+    output_count: int = 0
+    dataset_sha256: str = ""
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    version_id: str = ""
+    error: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The error object (code, message, hint, retryable) when FAILED or CANCELLED."""
+    percent_complete: float = 0.0
+    last_sequence: int = 0
+    timeline: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Status transitions: {"status", "time", "reason"}, oldest first."""
+    parent_version_id: str = ""
+    executor: str = "local"
+    create_time: float = 0.0
+    start_time: float = 0.0
+    end_time: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEvent:
+    """One entry of a job's event log; ``payload`` mirrors the contract's event message."""
+
+    training_id: str
+    sequence: int
+    time: float
+    kind: str
+    """"accepted", "progress" or "finished"."""
+    payload: dict[str, Any]

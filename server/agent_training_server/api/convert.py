@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
+from collections.abc import Iterable
+from typing import Any
 
-from agent_training.v1 import agents_pb2, training_pb2
-from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
+from google.protobuf import json_format, timestamp_pb2
+
+from agent_training.v1 import agents_pb2, errors_pb2, invocation_pb2, training_pb2
+from agent_training_server.domain import (
+    Agent,
+    AgentVersion,
+    BehaviorSettings,
+    JobEvent,
+    TrainingJob,
+)
+from agent_training_server.engines.base import Example, TrainSettings
+from agent_training_server.services.inference import Answer
 
 TRAINING_TYPE_NAMES = {
     training_pb2.TRAINING_TYPE_UNSPECIFIED: "supervised",
@@ -150,3 +161,125 @@ def config_to_proto(config: dict) -> training_pb2.TrainingConfig:
     if "early_stopping_min_delta" in config:
         message.early_stopping.min_delta = float(config["early_stopping_min_delta"])
     return message
+
+
+# Jobs ---------------------------------------------------------------------------------------
+
+
+def settings_from_proto(
+    config: training_pb2.TrainingConfig, default_max_seconds: int
+) -> TrainSettings:
+    """Resolve a request's config: unset fields take the engine defaults."""
+    defaults = TrainSettings()
+    stopping = config.early_stopping
+
+    def pick(message: Any, name: str, default: Any) -> Any:
+        return getattr(message, name) if message.HasField(name) else default
+
+    return TrainSettings(
+        epochs=pick(config, "epochs", defaults.epochs),
+        learning_rate=pick(config, "learning_rate", defaults.learning_rate),
+        batch_size=pick(config, "batch_size", defaults.batch_size),
+        seed=pick(config, "seed", defaults.seed),
+        validation_split=pick(config, "validation_split", defaults.validation_split),
+        early_stopping_patience=pick(stopping, "patience", defaults.early_stopping_patience),
+        early_stopping_min_delta=pick(stopping, "min_delta", defaults.early_stopping_min_delta),
+        max_duration_seconds=float(pick(config, "max_duration_seconds", default_max_seconds)),
+    )
+
+
+def examples_from_proto(examples: Iterable[training_pb2.TrainingExample]) -> list[Example]:
+    """Return engine examples."""
+    return [
+        Example(e.input, e.expected_output, e.feedback.strip().lower(), tuple(e.context))
+        for e in examples
+    ]
+
+
+def job_to_proto(job: TrainingJob) -> training_pb2.TrainingJob:
+    """Return the contract message of a job."""
+    message = training_pb2.TrainingJob(
+        training_id=job.training_id,
+        agent_id=job.agent_id,
+        training_type=TRAINING_TYPE_VALUES.get(job.training_type, 0),
+        status=training_pb2.TrainingStatus.Value(f"TRAINING_STATUS_{job.status}"),
+        phase=_phase_value(job.phase),
+        config=config_to_proto(job.config),
+        example_count=job.example_count,
+        output_count=job.output_count,
+        metrics=metrics_to_proto(job.metrics),
+        version_id=job.version_id,
+        percent_complete=job.percent_complete,
+        last_sequence=job.last_sequence,
+        create_time=timestamp(job.create_time),
+        start_time=timestamp(job.start_time),
+        end_time=timestamp(job.end_time),
+        parent_version_id=job.parent_version_id,
+        executor=job.executor,
+        timeline=[
+            training_pb2.StatusTransition(
+                status=training_pb2.TrainingStatus.Value(f"TRAINING_STATUS_{entry['status']}"),
+                time=timestamp(entry["time"]),
+                reason=entry.get("reason", ""),
+            )
+            for entry in job.timeline
+        ],
+    )
+    if job.error:
+        message.error.CopyFrom(error_to_proto(job.error))
+    return message
+
+
+def error_to_proto(error: dict[str, Any]) -> errors_pb2.ErrorDetail:
+    """Return the error object of a failed job (its trace_id is the job's request's)."""
+    return errors_pb2.ErrorDetail(
+        code=error.get("code", ""),
+        message=error.get("message", ""),
+        hint=error.get("hint", ""),
+        retryable=bool(error.get("retryable", False)),
+        trace_id=error.get("trace_id", ""),
+    )
+
+
+def _phase_value(phase: str) -> int:
+    return training_pb2.TrainingPhase.Value(f"TRAINING_PHASE_{phase.upper()}") if phase else 0
+
+
+def event_to_proto(event: JobEvent) -> training_pb2.TrainingEvent:
+    """Return the contract message of a stored event (its payload mirrors the message)."""
+    message = training_pb2.TrainingEvent(
+        training_id=event.training_id, sequence=event.sequence, time=timestamp(event.time)
+    )
+    payload = dict(event.payload)
+    if event.kind == "finished":
+        metrics = payload.pop("metrics", {})
+        error = payload.pop("error", None)
+        body = json_format.ParseDict(payload, training_pb2.TrainingFinished())
+        body.metrics.CopyFrom(metrics_to_proto(metrics))
+        if error:
+            body.error.CopyFrom(error_to_proto(error))
+        message.finished.CopyFrom(body)
+    else:
+        body_type = {
+            "accepted": training_pb2.TrainingAccepted,
+            "progress": training_pb2.TrainingProgress,
+        }[event.kind]
+        getattr(message, event.kind).CopyFrom(json_format.ParseDict(payload, body_type()))
+    return message
+
+
+def answer_to_proto(answer: Answer) -> invocation_pb2.Prediction:
+    """Return the contract message of an answer."""
+    return invocation_pb2.Prediction(
+        invocation_id=answer.invocation_id,
+        input=answer.input,
+        output=answer.output,
+        confidence=answer.confidence,
+        is_fallback=answer.is_fallback,
+        alternatives=[
+            invocation_pb2.Alternative(output=output, confidence=confidence)
+            for output, confidence in answer.alternatives
+        ],
+        propensity=answer.propensity,
+        explored=answer.explored,
+    )

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from agent_training.v1 import service_pb2, service_pb2_grpc
+from agent_training.v1 import service_pb2, service_pb2_grpc, training_pb2
 from agent_training_server.api import convert, validation
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
-from agent_training_server.errors import Unimplemented
+from agent_training_server.errors import FailedPrecondition, Unimplemented
 from agent_training_server.services.agents import AgentService
+from agent_training_server.services.inference import InferenceService
+from agent_training_server.services.jobs import JobManager
 
 Context = grpc.aio.ServicerContext
 
@@ -29,9 +31,17 @@ def _not_yet(rpc: str, what: str) -> Unimplemented:
 class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
     """Serves agent_training.v1.AgentTrainingService."""
 
-    def __init__(self, config: ServerConfig, agents: AgentService) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        agents: AgentService,
+        jobs: JobManager,
+        inference: InferenceService,
+    ) -> None:
         self._config = config
         self._agents = agents
+        self._jobs = jobs
+        self._inference = inference
 
     # Agents -------------------------------------------------------------------------------
 
@@ -75,6 +85,16 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         self, request: service_pb2.DeleteAgentRequest, context: Context
     ) -> service_pb2.DeleteAgentResponse:
         validation.check_agent_id_only(request.agent_id)
+        await self._agents.get(request.agent_id)
+        unfinished = self._jobs.running_jobs_of(request.agent_id)
+        if unfinished and not request.force:
+            raise FailedPrecondition(
+                f"agent {request.agent_id!r} has {len(unfinished)} queued or running jobs",
+                code="AGENT_HAS_RUNNING_JOBS",
+                hint="Cancel them first, or pass force=true to cancel them and delete.",
+            )
+        for job in unfinished:
+            await self._jobs.cancel(job.training_id)
         await self._agents.delete(request.agent_id)
         return service_pb2.DeleteAgentResponse()
 
@@ -113,37 +133,90 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         self, request: service_pb2.TrainAgentRequest, context: Context
     ) -> AsyncIterator[service_pb2.TrainAgentResponse]:
         validation.check_train_agent(request, self._config)
-        await self._agents.get(request.agent_id)
-        raise _not_yet("TrainAgent", "Training")
-        yield  # pragma: no cover - makes this an async generator
+        training_type = convert.TRAINING_TYPE_NAMES[request.training_type]
+        if training_type != "supervised":
+            raise Unimplemented(
+                f"training_type {training_type} is not served by this server release",
+                hint="Use TRAINING_TYPE_SUPERVISED; the other paradigms arrive in a later release.",
+            )
+        agent = await self._agents.get(request.agent_id)
+        job = await self._jobs.submit(
+            agent_id=agent.agent_id,
+            training_type=training_type,
+            examples=convert.examples_from_proto(request.training_data),
+            settings=convert.settings_from_proto(request.config, self._config.max_job_seconds),
+            parent_version_id=agent.active_version_id,
+            request_id=request.request_id,
+            request_bytes=request.SerializeToString(deterministic=True),
+        )
+        # The stream only watches: a client that goes away leaves the job running.
+        async for event in self._jobs.watch(job.training_id, 1):
+            yield service_pb2.TrainAgentResponse(event=convert.event_to_proto(event))
 
     async def GetTrainingJob(  # noqa: D102
         self, request: service_pb2.GetTrainingJobRequest, context: Context
     ) -> service_pb2.GetTrainingJobResponse:
-        raise _not_yet("GetTrainingJob", "Training")
+        validation.check_training_id(request.training_id)
+        job = await self._jobs.get(request.training_id)
+        return service_pb2.GetTrainingJobResponse(job=convert.job_to_proto(job))
 
     async def ListTrainingJobs(  # noqa: D102
         self, request: service_pb2.ListTrainingJobsRequest, context: Context
     ) -> service_pb2.ListTrainingJobsResponse:
-        raise _not_yet("ListTrainingJobs", "Training")
+        checker = Checker()
+        checker.resource_id("agent_id", request.agent_id, required=False)
+        checker.enum("status", request.status, training_pb2.TrainingStatus)
+        position = checker.page(request.page_size, request.page_token, self._config)
+        before = position.get("before", 0)
+        if not isinstance(before, int) or before < 0:
+            checker.add("page_token", "is not a token returned by this list call")
+        checker.raise_if_any()
+        statuses = ()
+        if request.status:
+            name = training_pb2.TrainingStatus.Name(request.status)
+            statuses = (name.removeprefix("TRAINING_STATUS_"),)
+        page = await self._jobs.list(
+            request.agent_id, statuses, validation.page_size_or_default(request.page_size), before
+        )
+        return service_pb2.ListTrainingJobsResponse(
+            jobs=[convert.job_to_proto(job) for job in page.items],
+            next_page_token=_token(
+                {"before": int(page.next_page_token or 0)}, page.next_page_token
+            ),
+        )
 
     async def CancelTrainingJob(  # noqa: D102
         self, request: service_pb2.CancelTrainingJobRequest, context: Context
     ) -> service_pb2.CancelTrainingJobResponse:
-        raise _not_yet("CancelTrainingJob", "Training")
+        validation.check_training_id(request.training_id)
+        job = await self._jobs.cancel(request.training_id)
+        return service_pb2.CancelTrainingJobResponse(job=convert.job_to_proto(job))
 
     async def WatchTrainingJob(  # noqa: D102
         self, request: service_pb2.WatchTrainingJobRequest, context: Context
     ) -> AsyncIterator[service_pb2.WatchTrainingJobResponse]:
-        raise _not_yet("WatchTrainingJob", "Training")
-        yield  # pragma: no cover - makes this an async generator
+        checker = Checker()
+        checker.resource_id("training_id", request.training_id)
+        if request.from_sequence < 0:
+            checker.add("from_sequence", "must be 0 or more")
+        checker.raise_if_any()
+        async for event in self._jobs.watch(request.training_id, request.from_sequence):
+            yield service_pb2.WatchTrainingJobResponse(event=convert.event_to_proto(event))
 
     # Using agents -------------------------------------------------------------------------
 
     async def InvokeAgent(  # noqa: D102
         self, request: service_pb2.InvokeAgentRequest, context: Context
     ) -> service_pb2.InvokeAgentResponse:
-        raise _not_yet("InvokeAgent", "Invoking trained agents")
+        validation.check_invoke_agent(request, self._config)
+        inputs = [request.input] if request.input else list(request.inputs)
+        version, answers = await self._inference.invoke(
+            request.agent_id, inputs, request.version_id
+        )
+        return service_pb2.InvokeAgentResponse(
+            version_id=version.version_id,
+            predictions=[convert.answer_to_proto(answer) for answer in answers],
+        )
 
     async def RecordFeedback(  # noqa: D102
         self, request: service_pb2.RecordFeedbackRequest, context: Context

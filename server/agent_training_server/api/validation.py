@@ -262,15 +262,33 @@ def check_train_agent(request: service_pb2.TrainAgentRequest, server: ServerConf
             f" {server.max_examples_per_request} are allowed per request",
         )
     else:
-        _check_examples(checker, examples, server)
+        labelled = request.training_type != training_pb2.TRAINING_TYPE_REINFORCEMENT
+        _check_examples(checker, examples, server, labelled=labelled)
     checker.raise_if_any()
 
 
+def is_negative_feedback(feedback: str) -> bool:
+    """Whether feedback says the output was wrong ("incorrect" or a negative reward)."""
+    text = feedback.strip().lower()
+    if text == "incorrect":
+        return True
+    try:
+        return float(text) < 0
+    except ValueError:
+        return False
+
+
 def _check_examples(
-    checker: Checker, examples: Iterable[training_pb2.TrainingExample], server: ServerConfig
+    checker: Checker,
+    examples: Iterable[training_pb2.TrainingExample],
+    server: ServerConfig,
+    *,
+    labelled: bool,
 ) -> None:
+    """Check each example; ``labelled`` paradigms learn expected_output as the target."""
     outputs: set[str] = set()
-    for index, example in enumerate(examples):
+    examples_list = list(examples)
+    for index, example in enumerate(examples_list):
         field = f"training_data[{index}]"
         checker.text(f"{field}.input", example.input, server.max_text_length, required=True)
         checker.text(
@@ -285,9 +303,45 @@ def _check_examples(
         outputs.add(example.expected_output)
         if len(checker.violations) >= 100:  # enough to act on; stop scanning a huge request
             return
+    taught = {e.expected_output for e in examples_list if not is_negative_feedback(e.feedback)}
+    if len(taught) < 2 and labelled and not checker.violations:
+        checker.add(
+            "training_data",
+            f"teaches {len(taught)} distinct output(s); an agent needs"
+            " at least 2 to choose between (examples marked incorrect are not taught)",
+        )
     if len(outputs) > server.max_outputs_per_agent:
         checker.add(
             "training_data",
             f"has {len(outputs)} distinct outputs; at most"
             f" {server.max_outputs_per_agent} are allowed per agent",
         )
+
+
+def check_training_id(training_id: str) -> None:
+    """Validate a request whose only required field is training_id."""
+    checker = Checker()
+    checker.resource_id("training_id", training_id)
+    checker.raise_if_any()
+
+
+def check_invoke_agent(request: service_pb2.InvokeAgentRequest, server: ServerConfig) -> None:
+    """Validate InvokeAgent."""
+    checker = Checker()
+    checker.resource_id("agent_id", request.agent_id)
+    checker.resource_id("version_id", request.version_id, required=False)
+    if bool(request.input) == bool(request.inputs):
+        checker.add("input", "set exactly one of input (one text) and inputs (a batch)")
+    if len(request.inputs) > server.max_batch_size:
+        checker.add(
+            "inputs",
+            f"has {len(request.inputs)} texts; at most"
+            f" {server.max_batch_size} are allowed per call",
+        )
+    texts = [request.input] if request.input else request.inputs
+    for index, text in enumerate(texts[: server.max_batch_size]):
+        field = "input" if request.input else f"inputs[{index}]"
+        checker.text(field, text, server.max_text_length, required=True)
+        if len(checker.violations) >= 100:
+            break
+    checker.raise_if_any()

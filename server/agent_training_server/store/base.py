@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 
-from agent_training_server.domain import Agent, AgentVersion
+from agent_training_server.domain import Agent, AgentVersion, JobEvent, TrainingJob
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,48 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def activate_version(self, agent_id: str, version_id: str) -> Agent:
         """Make a version the agent's active one and return the agent. Raises NotFound."""
+
+    # Datasets, jobs and their event logs ---------------------------------------------------
+
+    @abc.abstractmethod
+    def save_dataset(self, sha256: str, example_count: int, data: bytes) -> None:
+        """Store training data under its content hash (a no-op when already stored)."""
+
+    @abc.abstractmethod
+    def load_dataset(self, sha256: str) -> bytes:
+        """Return stored training data. Raises NotFound."""
+
+    @abc.abstractmethod
+    def create_job(
+        self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
+    ) -> tuple[TrainingJob, bool]:
+        """Insert a job with its first event; return it and whether it was a same-key replay."""
+
+    @abc.abstractmethod
+    def get_job(self, training_id: str) -> TrainingJob:
+        """Return a job. Raises NotFound."""
+
+    @abc.abstractmethod
+    def list_jobs(
+        self, *, agent_id: str, statuses: tuple[str, ...], limit: int, before_position: int
+    ) -> list[tuple[int, TrainingJob]]:
+        """Return (position, job) newest first; filters are ignored when empty or 0."""
+
+    @abc.abstractmethod
+    def append_event(
+        self,
+        event: JobEvent,
+        job: TrainingJob,
+        new_version: AgentVersion | None = None,
+    ) -> None:
+        """Append an event, save the job's state and maybe add an active version, atomically.
+
+        ``event.sequence`` must be the job's last sequence plus one.
+        """
+
+    @abc.abstractmethod
+    def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
+        """Return a job's events with sequence >= from_sequence, in order."""
 
     @abc.abstractmethod
     def close(self) -> None:

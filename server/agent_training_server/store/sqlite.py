@@ -18,6 +18,7 @@ from typing import Any
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
 from agent_training_server.errors import AlreadyExists, NotFound
 from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.store.sqlite_jobs import JobTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -50,6 +51,28 @@ CREATE TABLE IF NOT EXISTS versions (
     create_time       REAL NOT NULL,
     UNIQUE (agent_id, version_number)
 );
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset_sha256 TEXT PRIMARY KEY,
+    example_count  INTEGER NOT NULL,
+    data           BLOB NOT NULL,
+    create_time    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    position          INTEGER PRIMARY KEY AUTOINCREMENT,
+    training_id       TEXT NOT NULL UNIQUE,
+    agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    status            TEXT NOT NULL,
+    job_json          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent_id, position);
+CREATE TABLE IF NOT EXISTS job_events (
+    training_id  TEXT NOT NULL REFERENCES jobs(training_id) ON DELETE CASCADE,
+    sequence     INTEGER NOT NULL,
+    time         REAL NOT NULL,
+    kind         TEXT NOT NULL,
+    payload_json TEXT NOT NULL,
+    PRIMARY KEY (training_id, sequence)
+);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     method         TEXT NOT NULL,
     request_id     TEXT NOT NULL,
@@ -61,7 +84,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 """
 
 
-class SqliteStore(Store):
+class SqliteStore(JobTables, Store):
     """A store in one SQLite file. Thread-safe: one connection, serialised by a lock."""
 
     def __init__(self, path: Path) -> None:
@@ -183,45 +206,50 @@ class SqliteStore(Store):
     def add_version(self, version: AgentVersion, activate: bool) -> AgentVersion:
         """Insert a version numbered after the agent's last; optionally activate it."""
         with self._write() as db:
-            self._agent_in(db, version.agent_id)
-            (last,) = db.execute(
-                "SELECT COALESCE(MAX(version_number), 0) FROM versions WHERE agent_id = ?",
-                (version.agent_id,),
-            ).fetchone()
-            v = version
+            return self._insert_version(db, version, activate)
+
+    def _insert_version(
+        self, db: sqlite3.Connection, version: AgentVersion, activate: bool
+    ) -> AgentVersion:
+        self._agent_in(db, version.agent_id)
+        (last,) = db.execute(
+            "SELECT COALESCE(MAX(version_number), 0) FROM versions WHERE agent_id = ?",
+            (version.agent_id,),
+        ).fetchone()
+        v = version
+        db.execute(
+            "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v.version_id,
+                v.agent_id,
+                last + 1,
+                v.source,
+                v.training_type,
+                v.training_id,
+                v.parent_version_id,
+                json.dumps(list(v.outputs)),
+                json.dumps(v.encoder),
+                json.dumps(v.behavior.to_json()),
+                json.dumps(v.metrics),
+                json.dumps(v.manifest),
+                v.size_bytes,
+                v.parameter_count,
+                v.description,
+                v.artifact_dir,
+                v.create_time,
+            ),
+        )
+        if activate:
             db.execute(
-                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    v.version_id,
-                    v.agent_id,
-                    last + 1,
-                    v.source,
-                    v.training_type,
-                    v.training_id,
-                    v.parent_version_id,
-                    json.dumps(list(v.outputs)),
-                    json.dumps(v.encoder),
-                    json.dumps(v.behavior.to_json()),
-                    json.dumps(v.metrics),
-                    json.dumps(v.manifest),
-                    v.size_bytes,
-                    v.parameter_count,
-                    v.description,
-                    v.artifact_dir,
-                    v.create_time,
-                ),
+                "UPDATE agents SET active_version_id = ?, update_time = ? WHERE agent_id = ?",
+                (v.version_id, v.create_time, v.agent_id),
             )
-            if activate:
-                db.execute(
-                    "UPDATE agents SET active_version_id = ?, update_time = ? WHERE agent_id = ?",
-                    (v.version_id, v.create_time, v.agent_id),
-                )
-            else:
-                db.execute(
-                    "UPDATE agents SET update_time = ? WHERE agent_id = ?",
-                    (v.create_time, v.agent_id),
-                )
-            return self._version_in(db, v.agent_id, v.version_id)
+        else:
+            db.execute(
+                "UPDATE agents SET update_time = ? WHERE agent_id = ?",
+                (v.create_time, v.agent_id),
+            )
+        return self._version_in(db, v.agent_id, v.version_id)
 
     def get_version(self, agent_id: str, version_id: str) -> AgentVersion:
         """Return a version or raise NotFound."""

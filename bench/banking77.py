@@ -1,0 +1,203 @@
+"""Banking77 through the running service, against scikit-learn's TF-IDF + LinearSVC, in one run.
+
+1. Starts the service (``agent-training serve``) on a free loopback port with a fresh data folder.
+2. Trains on train.csv with one TrainAgent call carrying the data, timed from the call to the
+   final event, then scores test.csv with InvokeAgent batches.
+3. Fits TF-IDF (word 1-2 grams + char 2-5 grams, sublinear tf) + LinearSVC on the same split.
+4. Trains the same engine in-process (no gRPC, no worker) to show what the service adds.
+
+Prints one table and writes bench/results/banking77.json. Usage:
+    python bench/banking77.py [--data ../shared/data/banking77]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "banking77"
+
+
+def read_split(path: Path) -> tuple[list[str], list[str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row["text"] for row in rows], [row["category"] for row in rows]
+
+
+def linear_svc(train, test) -> dict[str, float]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion, make_pipeline
+    from sklearn.svm import LinearSVC
+
+    started = time.perf_counter()
+    model = make_pipeline(
+        FeatureUnion(
+            [
+                ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+                (
+                    "chars",
+                    TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+                ),
+            ]
+        ),
+        LinearSVC(),
+    )
+    model.fit(*train)
+    seconds = time.perf_counter() - started
+    accuracy = sum(p == y for p, y in zip(model.predict(test[0]), test[1], strict=True)) / len(
+        test[1]
+    )
+    return {"accuracy": accuracy, "train_seconds": seconds}
+
+
+def start_service(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent_training_client",
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    line = process.stdout.readline()
+    match = re.search(r"on (127\.0\.0\.1:\d+)", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"service did not start: {line!r}")
+    return process, match.group(1)
+
+
+def through_service(train, test) -> dict[str, float]:
+    from agent_training.v1 import training_pb2
+    from agent_training_client import AgentTrainingClient
+
+    examples = [
+        training_pb2.TrainingExample(input=text, expected_output=label)
+        for text, label in zip(*train, strict=True)
+    ]
+    with tempfile.TemporaryDirectory() as data_dir:
+        process, address = start_service(Path(data_dir))
+        try:
+            with AgentTrainingClient(address, timeout=120) as client:
+                # A tiny job first: the workers finish importing torch, as in a running service.
+                client.create_agent(agent_id="warmup")
+                list(
+                    client.train_agent(
+                        agent_id="warmup",
+                        training_data=examples[:200],
+                        config=training_pb2.TrainingConfig(epochs=1),
+                    )
+                )
+                client.create_agent(agent_id="banking77")
+                started = time.perf_counter()
+                events = list(client.train_agent(agent_id="banking77", training_data=examples))
+                seconds = time.perf_counter() - started
+                final = events[-1].finished
+                if final.status != training_pb2.TRAINING_STATUS_SUCCEEDED:
+                    raise RuntimeError(f"training failed: {final.error}")
+                predicted = []
+                for start in range(0, len(test[0]), 1000):
+                    response = client.invoke_agent(
+                        agent_id="banking77", inputs=test[0][start : start + 1000]
+                    )
+                    predicted += [p.output for p in response.predictions]
+        finally:
+            process.terminate()
+            process.wait(30)
+    accuracy = sum(p == y for p, y in zip(predicted, test[1], strict=True)) / len(test[1])
+    return {
+        "accuracy": accuracy,
+        "train_seconds": seconds,
+        "epochs_run": final.metrics.epochs_run,
+        "validation_accuracy": final.metrics.validation_accuracy,
+    }
+
+
+class _Silent:
+    def progress(self, update) -> None:
+        pass
+
+    def cancelled(self) -> bool:
+        return False
+
+
+def in_process(train, test) -> dict[str, float]:
+    import torch
+
+    from agent_training_server.engines import registry
+    from agent_training_server.engines.base import Example, TrainSettings
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    examples = [Example(text, label) for text, label in zip(*train, strict=True)]
+    with tempfile.TemporaryDirectory() as workdir:
+        started = time.perf_counter()
+        artifact = registry.get_engine("supervised").train(
+            examples, TrainSettings(), _Silent(), Path(workdir)
+        )
+        seconds = time.perf_counter() - started
+    predictor = registry.load_predictor(artifact.spec, artifact.tensors)
+    best = predictor.predict_proba(test[0]).argmax(axis=1)
+    accuracy = sum(artifact.outputs[i] == y for i, y in zip(best, test[1], strict=True)) / len(
+        test[1]
+    )
+    return {"accuracy": accuracy, "train_seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    train = read_split(args.data / "train.csv")
+    test = read_split(args.data / "test.csv")
+
+    results = {
+        "linear_svc": linear_svc(train, test),
+        "service": through_service(train, test),
+        "in_process": in_process(train, test),
+    }
+    svc = results["linear_svc"]
+    print(
+        f"Banking77: {len(train[0])} train / {len(test[0])} test examples, {os.cpu_count()} cores"
+    )
+    print(f"{'system':<44} {'test accuracy':>13} {'train s':>8} {'time ratio':>10}")
+    names = {
+        "service": "agent-training service (gRPC, worker process)",
+        "in_process": "same engine in-process (plain torch loop)",
+        "linear_svc": "TF-IDF word 1-2 + char 2-5 + LinearSVC",
+    }
+    for key in ("service", "in_process", "linear_svc"):
+        row = results[key]
+        ratio = row["train_seconds"] / svc["train_seconds"]
+        print(
+            f"{names[key]:<44} {row['accuracy']:>13.4f} {row['train_seconds']:>8.2f} {ratio:>10.2f}"
+        )
+    service = results["service"]
+    print(
+        f"service vs LinearSVC: accuracy {service['accuracy'] - svc['accuracy']:+.4f},"
+        f" train time x{service['train_seconds'] / svc['train_seconds']:.2f}"
+    )
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "banking77.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

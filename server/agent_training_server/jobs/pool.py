@@ -1,0 +1,139 @@
+"""A pool of long-lived training worker processes, bridged to the server's event loop.
+
+Tasks go out on one shared queue (a free worker takes the next); messages come back on another
+queue, read by a thread that hands them to the event loop. A second thread waits on the workers'
+process sentinels, so a worker that dies is noticed at once (no polling) and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent_training_server.jobs.worker import JobTask, worker_main
+
+log = logging.getLogger(__name__)
+
+Message = tuple[str, str, dict[str, Any]]
+"""(kind, training_id, payload) as sent by workers; kind "worker_lost" comes from the pool."""
+
+
+class WorkerPool:
+    """N worker processes running training tasks."""
+
+    def __init__(self, size: int, torch_threads: int) -> None:
+        self._size = size
+        self._torch_threads = torch_threads
+        self._context = multiprocessing.get_context("spawn")
+        self._tasks = self._context.Queue()
+        self._events = self._context.Queue()
+        self._workers: list[Any] = []
+        self._controls: list[Any] = []
+        self._running_on: dict[str, int] = {}
+        """training_id -> index of the worker running it."""
+        self._stopping = False
+        self._on_message: Callable[[Message], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of worker processes."""
+        return self._size
+
+    def start(self, on_message: Callable[[Message], None]) -> None:
+        """Start the workers; ``on_message`` is called on the current event loop per message."""
+        self._loop = asyncio.get_running_loop()
+        self._on_message = on_message
+        for index in range(self._size):
+            self._controls.append(self._context.Queue())
+            self._workers.append(self._spawn(index))
+        threading.Thread(target=self._read_events, name="worker-events", daemon=True).start()
+        threading.Thread(target=self._watch_workers, name="worker-watch", daemon=True).start()
+
+    def _spawn(self, index: int) -> Any:
+        process = self._context.Process(
+            target=worker_main,
+            args=(index, self._tasks, self._events, self._controls[index], self._torch_threads),
+            name=f"training-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def submit(self, task: JobTask) -> None:
+        """Hand a task to the next free worker (the caller keeps at most ``size`` in flight)."""
+        self._tasks.put(task)
+
+    def cancel(self, training_id: str) -> None:
+        """Ask the worker running a job to stop it at its next step."""
+        index = self._running_on.get(training_id)
+        targets = [index] if index is not None else range(len(self._controls))
+        for target in targets:
+            self._controls[target].put(training_id)
+
+    def _deliver(self, message: Message) -> None:
+        kind, training_id, payload = message
+        if kind == "started":
+            self._running_on[training_id] = payload["worker"]
+        elif kind in ("succeeded", "failed", "cancelled"):
+            self._running_on.pop(training_id, None)
+        assert self._on_message is not None
+        self._on_message(message)
+
+    def _read_events(self) -> None:
+        while True:
+            try:
+                message = self._events.get()
+            except (EOFError, OSError):
+                return
+            if message is None:
+                return
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._deliver, message)
+
+    def _watch_workers(self) -> None:
+        while not self._stopping:
+            sentinels = {process.sentinel: index for index, process in enumerate(self._workers)}
+            ready = multiprocessing.connection.wait(list(sentinels), timeout=None)
+            if self._stopping:
+                return
+            for sentinel in ready:
+                index = sentinels[sentinel]
+                log.error(
+                    "training worker %d exited (code %s); restarting it",
+                    index,
+                    self._workers[index].exitcode,
+                )
+                lost = [tid for tid, worker in self._running_on.items() if worker == index]
+                self._workers[index] = self._spawn(index)
+                for training_id in lost:
+                    assert self._loop is not None
+                    self._loop.call_soon_threadsafe(
+                        self._deliver, ("worker_lost", training_id, {"worker": index})
+                    )
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the workers; those still busy after ``timeout`` are terminated.
+
+        A terminated job loses at most the epoch in progress: it stays RUNNING in the store and
+        resumes from its last checkpoint at the next start.
+        """
+        self._stopping = True
+        for _ in self._workers:
+            self._tasks.put(None)
+        for control in self._controls:
+            control.put(None)
+        deadline = time.monotonic() + timeout
+        for process in self._workers:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in self._workers:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        self._events.put(None)

@@ -1,0 +1,169 @@
+"""The training worker process: runs engines, reports progress back over a queue.
+
+Workers are started once (spawn) and reused, so torch is imported once per worker rather than per
+job. Everything crossing the process boundary is a plain picklable value, never a gRPC object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from agent_training_server.engines.base import (
+    Example,
+    Progress,
+    TrainingCancelled,
+    TrainingDataError,
+    TrainingTimedOut,
+    TrainSettings,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 0.5
+"""Least time between two forwarded progress reports of the same phase and epoch."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobTask:
+    """One job handed to a worker."""
+
+    training_id: str
+    training_type: str
+    examples: list[Example]
+    settings: TrainSettings
+    workdir: str
+    """Private folder of the job: checkpoints, and the artifact once trained."""
+
+
+class QueueReporter:
+    """Forwards an engine's progress to the server and answers whether the job was cancelled."""
+
+    def __init__(self, training_id: str, events: Any, cancelled: set[str]) -> None:
+        self._training_id = training_id
+        self._events = events
+        self._cancelled = cancelled
+        self._last_sent = 0.0
+        self._last_key: tuple[str, int] | None = None
+
+    def progress(self, update: Progress) -> None:
+        """Forward a report, skipping reports that come too soon within the same epoch."""
+        now = time.monotonic()
+        key = (update.phase, update.epoch)
+        if key == self._last_key and now - self._last_sent < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._last_key, self._last_sent = key, now
+        self._events.put(("progress", self._training_id, dataclasses.asdict(update)))
+
+    def cancelled(self) -> bool:
+        """Whether the server asked to cancel this job (a set lookup: cheap every step)."""
+        return self._training_id in self._cancelled
+
+
+def _listen_for_cancellations(control: Any, cancelled: set[str]) -> None:
+    while True:
+        training_id = control.get()
+        if training_id is None:
+            return
+        cancelled.add(training_id)
+
+
+def _error(code: str, message: str, hint: str, retryable: bool = False) -> dict[str, Any]:
+    return {"code": code, "message": message, "hint": hint, "retryable": retryable}
+
+
+def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
+    """Train one job and report its outcome on ``events``."""
+    from agent_training_server.engines import registry
+
+    reporter = QueueReporter(task.training_id, events, cancelled)
+    workdir = Path(task.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = registry.get_engine(task.training_type)
+        artifact = engine.train(task.examples, task.settings, reporter, workdir / "checkpoints")
+        reporter.progress(Progress(phase="saving"))
+        artifact_dir = workdir / "artifact"
+        registry.save_artifact(artifact, artifact_dir)
+        size = sum(path.stat().st_size for path in artifact_dir.iterdir())
+        parameters = sum(int(tensor.numel()) for tensor in artifact.tensors.values())
+        result = {
+            "metrics": artifact.metrics,
+            "outputs": artifact.outputs,
+            "encoder": artifact.encoder,
+            "size_bytes": size,
+            "parameter_count": parameters,
+        }
+        events.put(("succeeded", task.training_id, result))
+    except TrainingCancelled:
+        events.put(("cancelled", task.training_id, {}))
+    except TrainingTimedOut as error:
+        events.put(
+            (
+                "failed",
+                task.training_id,
+                _error(
+                    "TRAINING_TIMEOUT",
+                    str(error) or "the job ran past its maximum run time",
+                    "Raise config.max_duration_seconds, train fewer epochs, or send less data; the best"
+                    " checkpoint so far is kept.",
+                ),
+            )
+        )
+    except TrainingDataError as error:
+        events.put(
+            (
+                "failed",
+                task.training_id,
+                _error(
+                    "TRAINING_DATA_INVALID", str(error), "Fix the training data and train again."
+                ),
+            )
+        )
+    except Exception as error:
+        log.error("job %s failed:\n%s", task.training_id, traceback.format_exc())
+        events.put(
+            (
+                "failed",
+                task.training_id,
+                _error(
+                    "TRAINING_ERROR",
+                    f"training failed: {type(error).__name__}",
+                    "Check the training data format; if it persists, report the trace_id.",
+                    retryable=True,
+                ),
+            )
+        )
+    finally:
+        cancelled.discard(task.training_id)
+
+
+def worker_main(index: int, tasks: Any, events: Any, control: Any, torch_threads: int) -> None:
+    """Entry point of a worker process: take tasks until told to stop (a None task)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch  # imported here, once, so jobs start without paying for it
+
+    torch.set_num_threads(max(1, torch_threads))
+    from agent_training_server.engines import registry  # noqa: F401 - warm the import
+
+    cancelled: set[str] = set()
+    threading.Thread(
+        target=_listen_for_cancellations, args=(control, cancelled), daemon=True
+    ).start()
+    events.put(("ready", str(index), {}))
+    while True:
+        try:
+            task = tasks.get()
+        except (EOFError, OSError, queue.Empty):
+            return
+        if task is None:
+            return
+        events.put(("started", task.training_id, {"worker": index}))
+        run_task(task, events, cancelled)

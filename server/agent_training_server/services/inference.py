@@ -1,0 +1,142 @@
+"""Answering with a trained agent: load a version's model (cached), score, apply its behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import random
+import secrets
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent_training_server.domain import AgentVersion, BehaviorSettings
+from agent_training_server.errors import FailedPrecondition
+from agent_training_server.store.base import Store
+
+CACHE_SIZE = 16
+"""Loaded models kept in memory, least recently used evicted first."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """The answer to one input."""
+
+    invocation_id: str
+    input: str
+    output: str
+    confidence: float
+    is_fallback: bool
+    alternatives: list[tuple[str, float]]
+    propensity: float
+    explored: bool
+
+
+def apply_behavior(
+    probabilities: np.ndarray,
+    outputs: Sequence[str],
+    behavior: BehaviorSettings,
+    rng: random.Random,
+) -> tuple[str, float, bool, list[tuple[str, float]], float, bool]:
+    """Choose an output for one input's probabilities, as the behaviour settings say.
+
+    Returns (output, confidence, is_fallback, alternatives, propensity, explored).
+    """
+    scores = probabilities.astype(np.float64)
+    if behavior.temperature != 1.0:
+        # Same as dividing the logits by the temperature, computed from probabilities.
+        scores = np.power(np.clip(scores, 1e-12, 1.0), 1.0 / behavior.temperature)
+    if behavior.disabled_outputs:
+        disabled = set(behavior.disabled_outputs)
+        scores = np.where([name in disabled for name in outputs], 0.0, scores)
+    total = scores.sum()
+    scores = scores / total if total > 0 else np.full(len(outputs), 1.0 / len(outputs))
+    order = np.argsort(-scores, kind="stable")
+    best = int(order[0])
+    chosen, propensity, explored = best, 1.0, False
+    candidates = [int(i) for i in order[1:] if scores[i] > 0]
+    if behavior.exploration_rate > 0 and candidates:
+        # epsilon-greedy: the logged propensity lets off-policy learning correct for it.
+        if rng.random() < behavior.exploration_rate:
+            chosen, explored = rng.choice(candidates), True
+            propensity = behavior.exploration_rate / len(candidates)
+        else:
+            propensity = 1.0 - behavior.exploration_rate
+    confidence = float(scores[chosen])
+    alternatives = [
+        (outputs[int(i)], float(scores[int(i)]))
+        for i in order[: behavior.num_alternatives + 1]
+        if int(i) != chosen
+    ][: behavior.num_alternatives]
+    if not explored and confidence < behavior.confidence_threshold:
+        return behavior.fallback_output, confidence, True, alternatives, propensity, False
+    return outputs[chosen], confidence, False, alternatives, propensity, explored
+
+
+class InferenceService:
+    """Answers inputs with an agent's active (or a named) version."""
+
+    def __init__(self, store: Store, data_dir: Path) -> None:
+        self._store = store
+        self._data_dir = data_dir
+        self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._rng = random.Random()
+
+    async def invoke(
+        self, agent_id: str, inputs: Sequence[str], version_id: str = ""
+    ) -> tuple[AgentVersion, list[Answer]]:
+        """Answer each input in order."""
+        agent = await asyncio.to_thread(self._store.get_agent, agent_id)
+        version_id = version_id or agent.active_version_id
+        if not version_id:
+            raise FailedPrecondition(
+                f"agent {agent_id!r} has no trained version yet",
+                code="NO_ACTIVE_VERSION",
+                hint="Train the agent with TrainAgent first, or name a version_id.",
+            )
+        version = await asyncio.to_thread(self._store.get_version, agent_id, version_id)
+        probabilities = await asyncio.to_thread(self._score, version, list(inputs))
+        answers = []
+        for text, row in zip(inputs, probabilities, strict=True):
+            output, confidence, fallback, alternatives, propensity, explored = apply_behavior(
+                row, version.outputs, version.behavior, self._rng
+            )
+            answers.append(
+                Answer(
+                    invocation_id=f"inv_{secrets.token_hex(8)}",
+                    input=text,
+                    output=output,
+                    confidence=confidence,
+                    is_fallback=fallback,
+                    alternatives=alternatives,
+                    propensity=propensity,
+                    explored=explored,
+                )
+            )
+        return version, answers
+
+    def _score(self, version: AgentVersion, texts: list[str]) -> np.ndarray:
+        return self._predictor(version).predict_proba(texts)
+
+    def _predictor(self, version: AgentVersion) -> Any:
+        with self._cache_lock:
+            predictor = self._cache.get(version.version_id)
+            if predictor is not None:
+                self._cache.move_to_end(version.version_id)
+                return predictor
+        # Loading imports torch on first use: the server starts fast and pays once.
+        from agent_training_server.engines import registry
+
+        folder = self._data_dir / version.artifact_dir
+        spec, tensors, _outputs = registry.load_artifact_files(folder)
+        predictor = registry.load_predictor(spec, tensors)
+        with self._cache_lock:
+            self._cache[version.version_id] = predictor
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return predictor

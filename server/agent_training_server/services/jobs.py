@@ -1,0 +1,462 @@
+"""Training jobs: accept, queue, dispatch to workers, record every event, fan out to watchers.
+
+Every state change of a job is one event appended to its durable log together with the job's new
+state (one transaction), and only then published to live subscribers. A watcher subscribes before
+it reads the stored log, so between the two it misses nothing and, skipping sequence numbers it
+has sent, repeats nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent_training_server import __version__
+from agent_training_server.config import ServerConfig
+from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
+from agent_training_server.engines.base import Example, TrainSettings
+from agent_training_server.errors import FailedPrecondition, ResourceExhausted
+from agent_training_server.jobs.pool import Message, WorkerPool
+from agent_training_server.jobs.progress import percent_and_eta
+from agent_training_server.jobs.worker import JobTask
+from agent_training_server.services.agents import new_id, request_digest
+from agent_training_server.store.base import IdempotencyKey, Store
+
+log = logging.getLogger(__name__)
+
+
+def dataset_bytes(examples: Sequence[Example]) -> bytes:
+    """Canonical serialisation of training data: its hash identifies the data set."""
+    rows = [[e.input, e.expected_output, e.feedback, list(e.context)] for e in examples]
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def examples_from_bytes(data: bytes) -> list[Example]:
+    """Inverse of dataset_bytes."""
+    return [Example(row[0], row[1], row[2], tuple(row[3])) for row in json.loads(data)]
+
+
+@dataclasses.dataclass
+class _ActiveJob:
+    """In-memory state of a job that has not ended."""
+
+    job: TrainingJob
+    task: JobTask | None = None
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    subscribers: set[asyncio.Queue[JobEvent]] = dataclasses.field(default_factory=set)
+    started_at: float = 0.0
+    dispatched: bool = False
+    """Handed to the pool: it holds a worker slot until it ends."""
+
+
+class JobManager:
+    """Owns the queue, the workers and the event logs of training jobs."""
+
+    def __init__(self, store: Store, config: ServerConfig, pool: WorkerPool) -> None:
+        self._store = store
+        self._config = config
+        self._pool = pool
+        self._active: dict[str, _ActiveJob] = {}
+        self._waiting: collections.deque[str] = collections.deque()
+        self._free_workers = asyncio.Semaphore(pool.size)
+        self._work_available = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._messages: asyncio.Queue[Message] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start workers, resume jobs a previous run left unfinished, and start dispatching."""
+        self._pool.start(self._messages.put_nowait)
+        self._consumer = asyncio.create_task(self._consume_messages())
+        await self._recover()
+        self._dispatcher = asyncio.create_task(self._dispatch())
+
+    async def stop(self) -> None:
+        """Stop dispatching and stop the workers; unfinished jobs resume at the next start."""
+        for task in (self._dispatcher, self._consumer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await asyncio.to_thread(self._pool.stop)
+
+    async def _recover(self) -> None:
+        unfinished = await asyncio.to_thread(
+            self._store.list_jobs,
+            agent_id="",
+            statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
+            limit=1_000_000,
+            before_position=0,
+        )
+        for _position, job in reversed(unfinished):  # oldest first keeps the queue order
+            log.info("resuming job %s (was %s)", job.training_id, job.status)
+            data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
+            active = _ActiveJob(job, self._task_for(job, examples_from_bytes(data)))
+            self._active[job.training_id] = active
+            if job.status == JobStatus.RUNNING:
+                await self._record(
+                    active,
+                    "progress",
+                    {"status": "TRAINING_STATUS_QUEUED"},
+                    status=JobStatus.QUEUED,
+                    phase="",
+                    timeline=_timeline(job, JobStatus.QUEUED, "server restarted"),
+                )
+            self._waiting.append(job.training_id)
+        self._work_available.set()
+
+    # Submitting ---------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        *,
+        agent_id: str,
+        training_type: str,
+        examples: list[Example],
+        settings: TrainSettings,
+        parent_version_id: str,
+        request_id: str = "",
+        request_bytes: bytes = b"",
+    ) -> TrainingJob:
+        """Store the data and the job, append its accepted event and queue it."""
+        queued = sum(1 for a in self._active.values() if a.job.status == JobStatus.QUEUED)
+        if queued >= self._config.max_queued_jobs:
+            raise ResourceExhausted(
+                f"the training queue is full ({queued} jobs waiting)",
+                code="QUEUE_FULL",
+                hint="Retry after the RetryInfo delay, or ask the operator to raise"
+                " max_queued_jobs or add workers.",
+                retryable=True,
+                retry_after_seconds=10.0,
+            )
+        data = dataset_bytes(examples)
+        sha256 = hashlib.sha256(data).hexdigest()
+        await asyncio.to_thread(self._store.save_dataset, sha256, len(examples), data)
+        now = time.time()
+        job = TrainingJob(
+            training_id=new_id("train"),
+            agent_id=agent_id,
+            training_type=training_type,
+            config=dataclasses.asdict(settings),
+            example_count=len(examples),
+            output_count=len({e.expected_output for e in examples}),
+            dataset_sha256=sha256,
+            last_sequence=1,
+            parent_version_id=parent_version_id,
+            create_time=now,
+            timeline=[{"status": JobStatus.QUEUED, "time": now, "reason": "accepted"}],
+        )
+        accepted = JobEvent(
+            job.training_id,
+            1,
+            now,
+            "accepted",
+            {
+                "status": "TRAINING_STATUS_QUEUED",
+                "queue_position": len(self._waiting),
+                "example_count": job.example_count,
+                "output_count": job.output_count,
+            },
+        )
+        key = None
+        if request_id:
+            key = IdempotencyKey("TrainAgent", request_id, request_digest(request_bytes))
+        stored, replayed = await asyncio.to_thread(self._store.create_job, job, accepted, key)
+        if replayed:
+            return stored
+        self._active[job.training_id] = _ActiveJob(job, self._task_for(job, examples))
+        self._waiting.append(job.training_id)
+        self._work_available.set()
+        return job
+
+    def _task_for(self, job: TrainingJob, examples: list[Example]) -> JobTask:
+        return JobTask(
+            training_id=job.training_id,
+            training_type=job.training_type,
+            examples=examples,
+            settings=TrainSettings(**job.config),
+            workdir=str(self._workdir(job.training_id)),
+        )
+
+    def _workdir(self, training_id: str) -> Path:
+        return self._config.data_dir / "jobs" / training_id
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._free_workers.acquire()
+            while not self._waiting:
+                self._work_available.clear()
+                await self._work_available.wait()
+            active = self._active.get(self._waiting.popleft())
+            if active is None or active.job.status != JobStatus.QUEUED or active.task is None:
+                self._free_workers.release()  # cancelled while waiting
+                continue
+            active.dispatched = True
+            self._pool.submit(active.task)
+
+    # Worker messages ----------------------------------------------------------------------
+
+    async def _consume_messages(self) -> None:
+        while True:
+            message = await self._messages.get()
+            try:
+                await self._handle(message)
+            except Exception:
+                log.exception("failed to record a message from a training worker: %s", message[:2])
+
+    async def _handle(self, message: Message) -> None:
+        kind, training_id, payload = message
+        active = self._active.get(training_id)
+        if active is None:
+            return  # a worker's "ready", or a job that already ended
+        if kind == "started":
+            active.started_at = time.monotonic()
+            now = time.time()
+            await self._record(
+                active,
+                "progress",
+                {
+                    "status": "TRAINING_STATUS_RUNNING",
+                    "phase": "TRAINING_PHASE_LOADING_DATA",
+                    "percent_complete": 0.0,
+                },
+                status=JobStatus.RUNNING,
+                phase="loading_data",
+                start_time=now,
+                timeline=_timeline(active.job, JobStatus.RUNNING, "worker started"),
+            )
+        elif kind == "progress":
+            await self._record_progress(active, payload)
+        elif kind == "succeeded":
+            await self._succeed(active, payload)
+        elif kind == "cancelled":
+            await self._end(active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request")
+        elif kind == "failed":
+            await self._end(active, JobStatus.FAILED, payload, payload.get("message", "failed"))
+        elif kind == "worker_lost":
+            error = {
+                "code": "WORKER_LOST",
+                "message": "the training worker process exited",
+                "hint": "Train again; if it repeats, the data or settings may exhaust memory.",
+                "retryable": True,
+            }
+            await self._end(active, JobStatus.FAILED, error, "worker process exited")
+
+    async def _record_progress(self, active: _ActiveJob, update: dict[str, Any]) -> None:
+        percent, eta = percent_and_eta(update, time.monotonic() - active.started_at)
+        payload = {
+            "status": "TRAINING_STATUS_RUNNING",
+            "phase": f"TRAINING_PHASE_{update['phase'].upper()}",
+            "epoch": update["epoch"],
+            "total_epochs": update["total_epochs"],
+            "step": update["step"],
+            "total_steps": update["total_steps"],
+            "examples_per_second": update["examples_per_second"] or 0.0,
+            "percent_complete": percent,
+        }
+        for name in ("loss", "train_accuracy", "validation_accuracy", "validation_loss"):
+            if update.get(name) is not None:
+                payload[name] = update[name]
+        if eta is not None:
+            payload["eta_seconds"] = eta
+        await self._record(
+            active, "progress", payload, phase=update["phase"], percent_complete=percent
+        )
+
+    async def _succeed(self, active: _ActiveJob, result: dict[str, Any]) -> None:
+        job = active.job
+        version_id = new_id("ver")
+        relative = Path("artifacts") / job.agent_id / version_id
+        target = self._config.data_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(shutil.move, self._workdir(job.training_id) / "artifact", target)
+        agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
+        version = AgentVersion(
+            version_id=version_id,
+            agent_id=job.agent_id,
+            version_number=0,
+            source="training",
+            training_type=job.training_type,
+            training_id=job.training_id,
+            parent_version_id=job.parent_version_id,
+            outputs=tuple(result["outputs"]),
+            encoder=result["encoder"],
+            behavior=agent.default_behavior,
+            metrics=result["metrics"],
+            size_bytes=result["size_bytes"],
+            parameter_count=result["parameter_count"],
+            artifact_dir=str(relative),
+            create_time=time.time(),
+            manifest={
+                "seed": job.config.get("seed", 0),
+                "data_sha256": job.dataset_sha256,
+                "config": job.config,
+                "package_version": __version__,
+                "encoder": result["encoder"],
+            },
+        )
+        await self._end(
+            active, JobStatus.SUCCEEDED, {}, "trained", version=version, metrics=result["metrics"]
+        )
+
+    # Recording ----------------------------------------------------------------------------
+
+    async def _record(
+        self,
+        active: _ActiveJob,
+        kind: str,
+        payload: dict[str, Any],
+        version: AgentVersion | None = None,
+        **changes: Any,
+    ) -> JobEvent:
+        """Append one event with the job's changes, durably, then publish it."""
+        async with active.lock:
+            sequence = active.job.last_sequence + 1
+            job = dataclasses.replace(active.job, last_sequence=sequence, **changes)
+            event = JobEvent(job.training_id, sequence, time.time(), kind, payload)
+            await asyncio.to_thread(self._store.append_event, event, job, version)
+            active.job = job
+        for subscriber in list(active.subscribers):
+            subscriber.put_nowait(event)
+        return event
+
+    async def _end(
+        self,
+        active: _ActiveJob,
+        status: str,
+        error: dict[str, Any],
+        reason: str,
+        version: AgentVersion | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        if active.job.status in JobStatus.ENDED:
+            return
+        metrics = metrics if metrics is not None else active.job.metrics
+        payload: dict[str, Any] = {"status": f"TRAINING_STATUS_{status}", "metrics": metrics}
+        if version is not None:
+            payload["version_id"] = version.version_id
+        if error:
+            payload["error"] = error
+        await self._record(
+            active,
+            "finished",
+            payload,
+            version=version,
+            status=status,
+            phase="",
+            error=error,
+            metrics=metrics,
+            end_time=time.time(),
+            version_id=version.version_id if version else "",
+            percent_complete=(
+                100.0 if status == JobStatus.SUCCEEDED else active.job.percent_complete
+            ),
+            timeline=_timeline(active.job, status, reason),
+        )
+        self._active.pop(active.job.training_id, None)
+        if active.dispatched:
+            self._free_workers.release()
+
+    # Reading, watching, cancelling ------------------------------------------------------------
+
+    async def get(self, training_id: str) -> TrainingJob:
+        """Return a job (live state when it is running)."""
+        active = self._active.get(training_id)
+        if active is not None:
+            return active.job
+        return await asyncio.to_thread(self._store.get_job, training_id)
+
+    async def list(
+        self, agent_id: str, statuses: tuple[str, ...], page_size: int, before_position: int
+    ) -> Page[TrainingJob]:
+        """Return a page of jobs, newest first."""
+        rows = await asyncio.to_thread(
+            self._store.list_jobs,
+            agent_id=agent_id,
+            statuses=statuses,
+            limit=page_size + 1,
+            before_position=before_position,
+        )
+        jobs = [
+            self._active[job.training_id].job if job.training_id in self._active else job
+            for _position, job in rows[:page_size]
+        ]
+        next_position = str(rows[page_size - 1][0]) if len(rows) > page_size else ""
+        return Page(jobs, next_position)
+
+    def running_jobs_of(self, agent_id: str) -> list[TrainingJob]:
+        """Jobs of an agent that have not ended."""
+        return [a.job for a in self._active.values() if a.job.agent_id == agent_id]
+
+    async def watch(self, training_id: str, from_sequence: int) -> AsyncIterator[JobEvent]:
+        """Yield a job's events from ``from_sequence`` to its end: stored ones, then live ones."""
+        await self.get(training_id)  # NotFound for unknown jobs
+        inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
+        active = self._active.get(training_id)
+        if active is not None:
+            active.subscribers.add(inbox)
+        try:
+            last = max(from_sequence, 1) - 1
+            for event in await asyncio.to_thread(self._store.list_events, training_id, last + 1):
+                last = event.sequence
+                yield event
+                if event.kind == "finished":
+                    return
+            if active is None:
+                return
+            while True:
+                event = await inbox.get()
+                if event.sequence <= last:
+                    continue  # already sent from the stored log
+                last = event.sequence
+                yield event
+                if event.kind == "finished":
+                    return
+        finally:
+            if active is not None:
+                active.subscribers.discard(inbox)
+
+    async def cancel(self, training_id: str, wait_seconds: float = 10.0) -> TrainingJob:
+        """Cancel a job; a running one stops at its next step (waited for up to wait_seconds)."""
+        job = await self.get(training_id)
+        active = self._active.get(training_id)
+        if active is None or job.status in JobStatus.ENDED:
+            raise FailedPrecondition(
+                f"training job {training_id!r} has already ended ({job.status})",
+                code="JOB_ALREADY_ENDED",
+                hint="Only QUEUED or RUNNING jobs can be cancelled.",
+            )
+        if not active.dispatched:
+            await self._end(active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request")
+            return await self.get(training_id)
+        self._pool.cancel(training_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_seconds):
+                async for _event in self.watch(training_id, job.last_sequence + 1):
+                    pass
+        return await self.get(training_id)
+
+
+def _timeline(job: TrainingJob, status: str, reason: str) -> list[dict[str, Any]]:
+    return [*job.timeline, {"status": status, "time": time.time(), "reason": reason}]
+
+
+def _cancelled_error() -> dict[str, Any]:
+    return {
+        "code": "TRAINING_CANCELLED",
+        "message": "the job was cancelled",
+        "hint": "The agent keeps its previous active version; train again when ready.",
+        "retryable": False,
+    }

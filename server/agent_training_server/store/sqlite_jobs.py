@@ -1,0 +1,168 @@
+"""SQLite tables of datasets, training jobs and their event logs (part of SqliteStore).
+
+A job's record and its event log change together in one transaction, so a reader never sees an
+event whose effect on the job is missing, or the reverse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any
+
+from agent_training_server.domain import AgentVersion, JobEvent, TrainingJob
+from agent_training_server.errors import AlreadyExists, NotFound
+
+if TYPE_CHECKING:
+    from agent_training_server.store.base import IdempotencyKey
+
+
+class JobTables:
+    """Job methods of SqliteStore; relies on its ``_write``, ``_lock`` and ``_db``."""
+
+    _db: sqlite3.Connection
+
+    def save_dataset(self, sha256: str, example_count: int, data: bytes) -> None:
+        """Store training data once per content hash."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            db.execute(
+                "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?)",
+                (sha256, example_count, data, time.time()),
+            )
+
+    def load_dataset(self, sha256: str) -> bytes:
+        """Return stored training data."""
+        with self._lock:  # type: ignore[attr-defined]
+            row = self._db.execute(
+                "SELECT data FROM datasets WHERE dataset_sha256 = ?", (sha256,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"dataset {sha256[:12]} is not stored", code="DATASET_NOT_FOUND")
+        return bytes(row["data"])
+
+    def create_job(
+        self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
+    ) -> tuple[TrainingJob, bool]:
+        """Insert a job and its first event, or replay the job an earlier same-key call made."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            if key is not None:
+                row = db.execute(
+                    "SELECT request_sha256, resource_id FROM idempotency_keys"
+                    " WHERE method = ? AND request_id = ?",
+                    (key.method, key.request_id),
+                ).fetchone()
+                if row is not None:
+                    if row["request_sha256"] != key.request_sha256:
+                        raise AlreadyExists(
+                            f"request_id {key.request_id!r} was already used with another request",
+                            code="REQUEST_ID_REUSED",
+                            hint="Use a new request_id for a different request.",
+                        )
+                    return self._job_in(db, row["resource_id"]), True
+            db.execute(
+                "INSERT INTO jobs (training_id, agent_id, status, job_json) VALUES (?, ?, ?, ?)",
+                (job.training_id, job.agent_id, job.status, _job_json(job)),
+            )
+            _insert_event(db, first_event)
+            if key is not None:
+                db.execute(
+                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+                    (key.method, key.request_id, key.request_sha256, job.training_id, time.time()),
+                )
+            return job, False
+
+    def get_job(self, training_id: str) -> TrainingJob:
+        """Return a job."""
+        with self._lock:  # type: ignore[attr-defined]
+            return self._job_in(self._db, training_id)
+
+    def list_jobs(
+        self, *, agent_id: str, statuses: tuple[str, ...], limit: int, before_position: int
+    ) -> list[tuple[int, TrainingJob]]:
+        """Return (position, job) newest first."""
+        clauses, params = [], []
+        if agent_id:
+            clauses.append("agent_id = ?")
+            params.append(agent_id)
+        if statuses:
+            clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params.extend(statuses)
+        if before_position:
+            clauses.append("position < ?")
+            params.append(before_position)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:  # type: ignore[attr-defined]
+            rows = self._db.execute(
+                f"SELECT position, job_json FROM jobs {where} ORDER BY position DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [(row["position"], _job_from_json(row["job_json"])) for row in rows]
+
+    def append_event(
+        self, event: JobEvent, job: TrainingJob, new_version: AgentVersion | None = None
+    ) -> None:
+        """Append an event and save the job (and a new active version) in one transaction."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            if new_version is not None:
+                self._insert_version(db, new_version, activate=True)  # type: ignore[attr-defined]
+            _insert_event(db, event)
+            updated = db.execute(
+                "UPDATE jobs SET status = ?, job_json = ? WHERE training_id = ?",
+                (job.status, _job_json(job), job.training_id),
+            ).rowcount
+            if not updated:
+                raise _job_not_found(job.training_id)
+
+    def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
+        """Return a job's events from a sequence number on."""
+        with self._lock:  # type: ignore[attr-defined]
+            rows = self._db.execute(
+                "SELECT * FROM job_events WHERE training_id = ? AND sequence >= ?"
+                " ORDER BY sequence",
+                (training_id, from_sequence),
+            ).fetchall()
+        return [
+            JobEvent(
+                row["training_id"],
+                row["sequence"],
+                row["time"],
+                row["kind"],
+                json.loads(row["payload_json"]),
+            )
+            for row in rows
+        ]
+
+    def _job_in(self, db: sqlite3.Connection, training_id: str) -> TrainingJob:
+        row = db.execute(
+            "SELECT job_json FROM jobs WHERE training_id = ?", (training_id,)
+        ).fetchone()
+        if row is None:
+            raise _job_not_found(training_id)
+        return _job_from_json(row["job_json"])
+
+
+def _insert_event(db: sqlite3.Connection, event: JobEvent) -> None:
+    db.execute(
+        "INSERT INTO job_events VALUES (?, ?, ?, ?, ?)",
+        (event.training_id, event.sequence, event.time, event.kind, json.dumps(event.payload)),
+    )
+
+
+def _job_json(job: TrainingJob) -> str:
+    return json.dumps(dataclasses.asdict(job))
+
+
+def _job_from_json(text: str) -> TrainingJob:
+    data: dict[str, Any] = json.loads(text)
+    known = {field.name for field in dataclasses.fields(TrainingJob)}
+    return TrainingJob(**{key: value for key, value in data.items() if key in known})
+
+
+def _job_not_found(training_id: str) -> NotFound:
+    return NotFound(
+        f"training job {training_id!r} does not exist",
+        code="TRAINING_JOB_NOT_FOUND",
+        hint="Check the training_id; ListTrainingJobs shows the jobs of an agent.",
+    )
