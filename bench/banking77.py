@@ -33,6 +33,10 @@ def read_split(path: Path) -> tuple[list[str], list[str]]:
     return [row["text"] for row in rows], [row["category"] for row in rows]
 
 
+def accuracy_of(predicted: list[str], expected: list[str]) -> float:
+    return sum(p == y for p, y in zip(predicted, expected, strict=True)) / len(expected)
+
+
 def linear_svc(train, test) -> dict[str, float]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion, make_pipeline
@@ -122,7 +126,7 @@ def through_service(train, test) -> dict[str, float]:
         finally:
             process.terminate()
             process.wait(30)
-    accuracy = sum(p == y for p, y in zip(predicted, test[1], strict=True)) / len(test[1])
+    accuracy = accuracy_of(predicted, test[1])
     return {
         "accuracy": accuracy,
         "train_seconds": seconds,
