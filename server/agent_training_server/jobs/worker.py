@@ -112,8 +112,8 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
                 _error(
                     "TRAINING_TIMEOUT",
                     str(error) or "the job ran past its maximum run time",
-                    "Raise config.max_duration_seconds, train fewer epochs, or send less data; the best"
-                    " checkpoint so far is kept.",
+                    "Raise config.max_duration_seconds, train fewer epochs, or send less data;"
+                    " the best checkpoint so far is kept.",
                 ),
             )
         )
