@@ -267,6 +267,7 @@ def test_too_many_examples_and_full_queue(tmp_path: Path) -> None:
             )
             running = client.train_agent(agent_id="limited", training_data=small, config=config)
             running_id = next(running).training_id
+            next(running)  # RUNNING: the worker took it, so the queue is empty again
             queued = client.train_agent(agent_id="limited", training_data=small, config=config)
             queued_id = next(queued).training_id
             error = expect_error(client.train_agent, agent_id="limited", training_data=small)

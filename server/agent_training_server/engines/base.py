@@ -46,19 +46,19 @@ class Example:
 class TrainSettings:
     """Resolved training settings: every field has its final value here."""
 
-    epochs: int = 30
+    epochs: int = 10
     """Maximum number of passes over the training split."""
-    learning_rate: float = 0.5
-    """Optimizer step size."""
-    batch_size: int = 32
-    """Examples per optimizer step."""
+    learning_rate: float = 0.02
+    """Optimizer (Adam) step size."""
+    batch_size: int = 0
+    """Examples per optimizer step; 0 means automatic (about 40 steps per epoch, 16 to 256)."""
     seed: int = 0
     """Seed for the split, initialisation and data order: the same seed gives the same result."""
     validation_split: float = 0.1
     """Fraction of examples held out (stratified by output) to measure generalisation."""
     early_stopping_patience: int = 3
     """Epochs without improvement of validation loss before training stops; 0 disables."""
-    early_stopping_min_delta: float = 1e-4
+    early_stopping_min_delta: float = 1e-3
     """Smallest decrease of validation loss that counts as an improvement."""
     max_duration_seconds: float = 3600.0
     """Wall-clock budget; past it the engine stops and keeps its best checkpoint."""

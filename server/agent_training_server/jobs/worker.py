@@ -153,6 +153,10 @@ def worker_main(index: int, tasks: Any, events: Any, control: Any, torch_threads
     torch.set_num_threads(max(1, torch_threads))
     from agent_training_server.engines import registry  # noqa: F401 - warm the import
 
+    # The first optimizer built in a process imports torch's compiler stack (about a second);
+    # pay for it now rather than in the first job.
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
+
     cancelled: set[str] = set()
     threading.Thread(
         target=_listen_for_cancellations, args=(control, cancelled), daemon=True

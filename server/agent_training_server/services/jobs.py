@@ -131,7 +131,7 @@ class JobManager:
         request_bytes: bytes = b"",
     ) -> TrainingJob:
         """Store the data and the job, append its accepted event and queue it."""
-        queued = sum(1 for a in self._active.values() if a.job.status == JobStatus.QUEUED)
+        queued = sum(1 for active in self._active.values() if not active.dispatched)
         if queued >= self._config.max_queued_jobs:
             raise ResourceExhausted(
                 f"the training queue is full ({queued} jobs waiting)",

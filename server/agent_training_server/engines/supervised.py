@@ -1,0 +1,276 @@
+"""The supervised engine: a linear softmax model over hashed n-gram TF-IDF features, from scratch.
+
+The model is one EmbeddingBag (a sparse linear layer: each n-gram's row holds its score for every
+output) plus a bias, trained with Adam on mini-batches. The features do the heavy lifting, as they
+do for a linear SVM; the whole Banking77 training set trains in seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agent_training_server.engines import text_features as tf
+from agent_training_server.engines.base import (
+    Artifact,
+    Engine,
+    Example,
+    Predictor,
+    Progress,
+    Reporter,
+    TrainingCancelled,
+    TrainingDataError,
+    TrainingTimedOut,
+    TrainSettings,
+)
+from agent_training_server.engines.checkpoint import load_checkpoint, save_checkpoint
+from agent_training_server.engines.evaluation import macro_f1, stratified_split
+
+KIND = "hashed_ngram_linear"
+REPORT_EVERY_STEPS = 50
+MIN_DOCUMENT_FREQUENCY = 1
+"""Keep every n-gram seen in training: pruning rare ones (2+) trains faster but scores lower."""
+
+
+class SparseLinear(nn.Module):
+    """Scores of every output for a batch of sparse feature rows."""
+
+    def __init__(self, features: int, outputs: int) -> None:
+        super().__init__()
+        self.weight = nn.EmbeddingBag(features, outputs, mode="sum")
+        self.bias = nn.Parameter(torch.zeros(outputs))
+        nn.init.zeros_(self.weight.weight)
+
+    def forward(self, batch: tf.SparseBatch) -> torch.Tensor:
+        """Return logits of shape (rows, outputs)."""
+        return (
+            self.weight(
+                torch.from_numpy(batch.indices),
+                torch.from_numpy(batch.offsets[:-1]),
+                per_sample_weights=torch.from_numpy(batch.weights),
+            )
+            + self.bias
+        )
+
+
+def auto_batch_size(train_examples: int) -> int:
+    """Default batch size: about 40 steps per epoch, between 16 and 256 examples."""
+    return max(16, min(256, train_examples // 40))
+
+
+def taught(examples: Sequence[Example]) -> list[Example]:
+    """Drop examples whose feedback says the output was wrong: they are not targets."""
+    kept = []
+    for example in examples:
+        feedback = example.feedback.strip().lower()
+        if feedback == "incorrect":
+            continue
+        try:
+            if feedback and float(feedback) < 0:
+                continue
+        except ValueError:
+            pass
+        kept.append(example)
+    return kept
+
+
+@torch.no_grad()
+def evaluate(model: SparseLinear, rows: tf.SparseBatch, labels: np.ndarray) -> tuple[float, float]:
+    """Return (mean cross-entropy, accuracy) over all rows."""
+    logits = model(rows)
+    target = torch.from_numpy(labels)
+    loss = nn.functional.cross_entropy(logits, target).item()
+    accuracy = (logits.argmax(dim=1) == target).float().mean().item()
+    return loss, accuracy
+
+
+class SupervisedEngine(Engine):
+    """Learns input -> expected_output from labelled examples."""
+
+    training_type = "supervised"
+
+    def train(
+        self,
+        examples: Sequence[Example],
+        settings: TrainSettings,
+        reporter: Reporter,
+        workdir: Path,
+    ) -> Artifact:
+        """Train, with early stopping on validation loss and a checkpoint per epoch."""
+        started = time.monotonic()
+        deadline = started + settings.max_duration_seconds
+        reporter.progress(Progress(phase="loading_data"))
+        examples = taught(examples)
+        outputs = sorted({example.expected_output for example in examples})
+        if len(outputs) < 2:
+            raise TrainingDataError(
+                f"the data teaches {len(outputs)} distinct output(s); at least 2 are needed"
+            )
+        label_of = {output: index for index, output in enumerate(outputs)}
+        labels = np.array([label_of[e.expected_output] for e in examples], dtype=np.int64)
+        train_rows, valid_rows = stratified_split(labels, settings.validation_split, settings.seed)
+
+        # Phase: features. The vocabulary and idf come from the training split only.
+        config = tf.FeatureConfig()
+        texts = [example.input for example in examples]
+        blocks = tf.raw_features(texts, config)
+        train_blocks = [
+            tuple(part[np.isin(block[0], train_rows)] for part in block) for block in blocks
+        ]
+        vocabulary = tf.fit_vocabulary(train_blocks, len(train_rows), MIN_DOCUMENT_FREQUENCY)
+        features = tf.transform(blocks, vocabulary, len(texts))
+        train_x, train_y = features.rows(train_rows), labels[train_rows]
+        valid_x, valid_y = features.rows(valid_rows), labels[valid_rows]
+
+        torch.manual_seed(settings.seed)
+        model = SparseLinear(vocabulary.size, len(outputs))
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
+        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "stale": 0}
+        best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        resumed = load_checkpoint(workdir)
+        if resumed is not None:
+            model.load_state_dict(resumed["model"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            best, state = resumed["best"] or resumed["model"], resumed["state"]
+
+        batch_size = settings.batch_size or auto_batch_size(len(train_rows))
+        steps_per_epoch = -(-len(train_rows) // batch_size)
+        total_steps = steps_per_epoch * settings.epochs
+        seen_examples = 0
+        while state["epoch"] < settings.epochs:
+            epoch = state["epoch"] + 1
+            # Each epoch's order derives from (seed, epoch): a resumed run replays it exactly.
+            order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
+            # Training loss and accuracy of the epoch accumulate on the fly: no extra pass.
+            loss_sum = torch.zeros(())
+            correct = torch.zeros((), dtype=torch.long)
+            for batch_number, start in enumerate(range(0, len(order), batch_size)):
+                if reporter.cancelled():
+                    raise TrainingCancelled()
+                if time.monotonic() > deadline:
+                    raise TrainingTimedOut(
+                        f"stopped after {settings.max_duration_seconds:g} s in epoch {epoch};"
+                        f" the best checkpoint (epoch {state['best_epoch']}) is kept"
+                    )
+                selection = order[start : start + batch_size]
+                logits = model(train_x.rows(selection))
+                target = torch.from_numpy(train_y[selection])
+                loss = nn.functional.cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    loss_sum += loss.detach() * len(selection)
+                    correct += (logits.argmax(dim=1) == target).sum()
+                seen_examples += len(selection)
+                step = (epoch - 1) * steps_per_epoch + batch_number + 1
+                if step % REPORT_EVERY_STEPS == 0:
+                    reporter.progress(
+                        Progress(
+                            phase="training",
+                            epoch=epoch,
+                            total_epochs=settings.epochs,
+                            step=step,
+                            total_steps=total_steps,
+                            loss=loss.item(),  # .item(): a sync point
+                            examples_per_second=seen_examples / (time.monotonic() - started),
+                        )
+                    )
+            # Phase: end of epoch. Measure, keep the best, checkpoint.
+            train_loss = loss_sum.item() / len(train_rows)  # .item(): a sync point, once an epoch
+            train_accuracy = correct.item() / len(train_rows)
+            valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
+            state["epoch"] = epoch
+            if valid_loss < state["best_loss"] - settings.early_stopping_min_delta:
+                state.update(best_loss=valid_loss, best_epoch=epoch, stale=0)
+                best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+            else:
+                state["stale"] += 1
+            # While the current weights are the best, the checkpoint needs them once, not twice.
+            best_copy = None if state["best_epoch"] == epoch else best
+            save_checkpoint(workdir, model.state_dict(), optimizer.state_dict(), best_copy, state)
+            reporter.progress(
+                Progress(
+                    phase="training",
+                    epoch=epoch,
+                    total_epochs=settings.epochs,
+                    step=epoch * steps_per_epoch,
+                    total_steps=total_steps,
+                    loss=train_loss,
+                    train_accuracy=train_accuracy,
+                    validation_accuracy=valid_accuracy,
+                    validation_loss=valid_loss,
+                    examples_per_second=seen_examples / (time.monotonic() - started),
+                )
+            )
+            patience = settings.early_stopping_patience
+            if patience and state["stale"] >= patience:
+                break
+
+        # Phase: evaluate the best weights.
+        reporter.progress(
+            Progress(phase="evaluating", epoch=state["epoch"], total_epochs=settings.epochs)
+        )
+        model.load_state_dict(best)
+        train_loss, train_accuracy = evaluate(model, train_x, train_y)
+        valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
+        with torch.no_grad():
+            predicted = model(valid_x).argmax(dim=1).numpy()
+        duration = time.monotonic() - started
+        metrics = {
+            "accuracy": train_accuracy,
+            "loss": train_loss,
+            "validation_accuracy": valid_accuracy,
+            "validation_loss": valid_loss,
+            "macro_f1": macro_f1(valid_y, predicted, len(outputs)),
+            "epochs_run": state["epoch"],
+            "examples_per_second": seen_examples / duration if seen_examples else 0.0,
+            "duration_seconds": duration,
+            "train_examples": len(train_rows),
+            "batch_size": batch_size,
+            "validation_examples": len(valid_rows) if valid_rows is not train_rows else 0,
+        }
+        encoder = {
+            "name": "hashed_ngrams",
+            "dimensions": vocabulary.size,
+            "word_ngrams": "1-2",
+            "char_ngrams": f"{config.char_ngram_min}-{config.char_ngram_max}",
+            "weighting": "sublinear tf-idf, l2 per block",
+        }
+        tensors = {
+            "weight": model.weight.weight.detach().contiguous(),
+            "bias": model.bias.detach().contiguous(),
+            "vocabulary": torch.from_numpy(vocabulary.buckets),
+            "idf": torch.from_numpy(vocabulary.idf),
+        }
+        spec = {"kind": KIND, "features": dataclasses.asdict(config), "outputs": outputs}
+        return Artifact(
+            tensors=tensors, spec=spec, outputs=outputs, metrics=metrics, encoder=encoder
+        )
+
+
+class SupervisedPredictor(Predictor):
+    """Scores texts with a trained SparseLinear model."""
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.outputs = list(spec["outputs"])
+        self._config = tf.FeatureConfig(**spec["features"])
+        self._vocabulary = tf.Vocabulary(tensors["vocabulary"].numpy(), tensors["idf"].numpy())
+        weight = tensors["weight"]
+        self._model = SparseLinear(weight.shape[0], weight.shape[1])
+        self._model.load_state_dict({"weight.weight": weight, "bias": tensors["bias"]})
+        self._model.eval()
+
+    @torch.no_grad()
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Return output probabilities per text."""
+        blocks = tf.raw_features(texts, self._config)
+        rows = tf.transform(blocks, self._vocabulary, len(texts))
+        return torch.softmax(self._model(rows), dim=1).numpy()

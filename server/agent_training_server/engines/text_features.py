@@ -1,0 +1,161 @@
+"""Hashed word and character n-gram TF-IDF features, computed with numpy over a whole batch.
+
+Short customer messages are well served by sparse n-gram features: word unigrams and bigrams
+catch intent words, character 2-5 grams catch morphology and typos. Hashing keeps memory bounded;
+the vocabulary is then compacted to the buckets seen in training, so the model only has rows
+for features it can learn. Everything is vectorised (a rolling hash over the concatenated bytes of
+all texts) because a Python loop over every n-gram of 10,000 texts would cost seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+WORD = re.compile(r"\w+")
+PRIME = np.uint64(1099511628211)  # FNV-1a 64-bit prime: mixes bytes well enough for bucketing
+SEPARATOR = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """How texts become features."""
+
+    word_buckets: int = 1 << 20
+    char_buckets: int = 1 << 21
+    char_ngram_min: int = 2
+    char_ngram_max: int = 5
+
+
+@dataclasses.dataclass
+class SparseBatch:
+    """Features of a batch of texts in CSR form: feature ids, row offsets, tf-idf weights."""
+
+    indices: np.ndarray  # int64, into the compact vocabulary
+    offsets: np.ndarray  # int64, len = rows + 1
+    weights: np.ndarray  # float32
+
+    def rows(self, selection: np.ndarray) -> SparseBatch:
+        """Return the CSR of the selected rows, in the given order."""
+        starts, ends = self.offsets[selection], self.offsets[selection + 1]
+        lengths = ends - starts
+        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        # Position of every kept entry: its row's start plus its rank within the row.
+        within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+        positions = np.repeat(starts, lengths) + within
+        return SparseBatch(self.indices[positions], offsets, self.weights[positions])
+
+
+def _word_hashes(texts: Sequence[str], config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    docs, hashes = [], []
+    for doc, text in enumerate(texts):
+        tokens = [zlib.crc32(token.encode()) for token in WORD.findall(text)]
+        if not tokens:
+            continue
+        unigrams = np.asarray(tokens, dtype=np.uint64)
+        bigrams = unigrams[:-1] * PRIME ^ (unigrams[1:] + np.uint64(0x9E3779B97F4A7C15))
+        grams = np.concatenate((unigrams, bigrams))
+        docs.append(np.full(len(grams), doc, dtype=np.int64))
+        hashes.append(grams)
+    if not docs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    buckets = (np.concatenate(hashes) % np.uint64(config.word_buckets)).astype(np.int64)
+    return np.concatenate(docs), buckets
+
+
+def _char_hashes(texts: Sequence[str], config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    # Like scikit-learn's "char_wb": n-grams inside each space-padded word, none across words.
+    words = [(doc, f" {word} ".encode()) for doc, text in enumerate(texts) for word in text.split()]
+    if not words:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    encoded = [word for _doc, word in words]
+    lengths = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
+    data = np.frombuffer(b"\x00".join(encoded) + b"\x00", dtype=np.uint8)
+    word_doc = np.fromiter((doc for doc, _word in words), dtype=np.int64, count=len(words))
+    doc_of = np.repeat(word_doc, lengths)
+    separators = np.concatenate(([0], np.cumsum(data == SEPARATOR)))
+    values = data.astype(np.uint64)
+    docs, buckets = [], []
+    with np.errstate(over="ignore"):  # the rolling hash wraps around 2**64 on purpose
+        for n in range(config.char_ngram_min, config.char_ngram_max + 1):
+            count = len(data) - n + 1
+            if count <= 0:
+                continue
+            grams = np.full(count, np.uint64(n), dtype=np.uint64)
+            for k in range(n):
+                grams = grams * PRIME ^ values[k : k + count]
+            # Keep n-grams that do not cross from one text into the next.
+            inside = separators[n : n + count] - separators[:count] == 0
+            docs.append(doc_of[:count][inside])
+            buckets.append((grams[inside] % np.uint64(config.char_buckets)).astype(np.int64))
+    return np.concatenate(docs), np.concatenate(buckets) + config.word_buckets
+
+
+def raw_features(texts: Sequence[str], config: FeatureConfig) -> list[tuple[np.ndarray, ...]]:
+    """Return, per block (words, chars), (doc ids, bucket ids, term counts), one entry per term."""
+    lowered = [text.lower() for text in texts]
+    blocks = []
+    for docs, buckets in (_word_hashes(lowered, config), _char_hashes(lowered, config)):
+        total = config.word_buckets + config.char_buckets
+        keys, counts = np.unique(docs * total + buckets, return_counts=True)
+        blocks.append((keys // total, keys % total, counts))
+    return blocks
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    """The buckets seen in training, with their inverse document frequencies."""
+
+    buckets: np.ndarray  # sorted int64 bucket ids
+    idf: np.ndarray  # float32, one per bucket
+
+    @property
+    def size(self) -> int:
+        """Number of features."""
+        return len(self.buckets)
+
+
+def fit_vocabulary(
+    blocks: list[tuple[np.ndarray, ...]], documents: int, min_document_frequency: int = 1
+) -> Vocabulary:
+    """Learn the vocabulary and smoothed idf (as scikit-learn's) from training features.
+
+    N-grams seen in fewer than ``min_document_frequency`` texts are left out: they cannot
+    generalise, and every row saved makes each training step cheaper.
+    """
+    all_buckets = np.concatenate([block[1] for block in blocks])
+    buckets, document_frequency = np.unique(all_buckets, return_counts=True)
+    frequent = document_frequency >= min_document_frequency
+    buckets, document_frequency = buckets[frequent], document_frequency[frequent]
+    idf = np.log((1.0 + documents) / (1.0 + document_frequency)) + 1.0
+    return Vocabulary(buckets, idf.astype(np.float32))
+
+
+def transform(
+    blocks: list[tuple[np.ndarray, ...]], vocabulary: Vocabulary, documents: int
+) -> SparseBatch:
+    """Weight terms by sublinear tf x idf, L2-normalise each block per text, build the CSR."""
+    all_docs, all_ids, all_weights = [], [], []
+    for docs, buckets, counts in blocks:
+        position = np.searchsorted(vocabulary.buckets, buckets)
+        position = np.minimum(position, vocabulary.size - 1)
+        known = vocabulary.buckets[position] == buckets  # unseen n-grams carry no weight
+        docs, ids = docs[known], position[known]
+        weights = (1.0 + np.log(counts[known])) * vocabulary.idf[ids]
+        norms = np.sqrt(np.bincount(docs, weights=weights**2, minlength=documents))
+        weights = weights / np.maximum(norms[docs], 1e-12)
+        all_docs.append(docs)
+        all_ids.append(ids)
+        all_weights.append(weights)
+    docs = np.concatenate(all_docs)
+    order = np.argsort(docs, kind="stable")
+    offsets = np.concatenate(([0], np.cumsum(np.bincount(docs, minlength=documents))))
+    return SparseBatch(
+        np.concatenate(all_ids)[order].astype(np.int64),
+        offsets.astype(np.int64),
+        np.concatenate(all_weights)[order].astype(np.float32),
+    )
