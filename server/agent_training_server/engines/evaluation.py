@@ -19,7 +19,7 @@ def stratified_split(
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
         rng.shuffle(rows)
-        held = int(round(len(rows) * fraction)) if len(rows) >= 2 else 0
+        held = round(len(rows) * fraction) if len(rows) >= 2 else 0
         held = min(held, len(rows) - 1)
         valid.append(rows[:held])
         train.append(rows[held:])
