@@ -6,8 +6,10 @@ Nothing is pickled: tensors go in the file, everything else is JSON in its metad
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,58 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
         "best": best,
         "state": json.loads(metadata["state"]),
     }
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a background thread, at most one at a time.
+
+    Training goes on while the file is written; the tensors are copied first, because the
+    optimizer keeps changing the live ones. ``wait`` makes sure the last checkpoint is complete.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(
+        self,
+        model: dict[str, torch.Tensor],
+        optimizer: dict[str, Any],
+        best: dict[str, torch.Tensor] | None,
+        state: dict[str, Any],
+    ) -> None:
+        """Start writing a checkpoint of copies of the given tensors."""
+        self.wait()
+        model_copy = {name: tensor.clone() for name, tensor in model.items()}
+        optimizer_copy = {
+            "state": {
+                param: {
+                    k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in values.items()
+                }
+                for param, values in optimizer["state"].items()
+            },
+            "param_groups": copy.deepcopy(optimizer["param_groups"]),
+        }
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(model_copy, optimizer_copy, best, dict(state)),
+            name="checkpoint-writer",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(self, *args: Any) -> None:
+        try:
+            save_checkpoint(self._folder, *args)
+        except BaseException as error:
+            self._error = error
+
+    def wait(self) -> None:
+        """Block until the checkpoint being written is on disk; re-raise its error if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

@@ -30,7 +30,7 @@ from agent_training_server.engines.base import (
     TrainingTimedOut,
     TrainSettings,
 )
-from agent_training_server.engines.checkpoint import load_checkpoint, save_checkpoint
+from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
 
 KIND = "hashed_ngram_linear"
@@ -134,6 +134,7 @@ class SupervisedEngine(Engine):
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
         state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "stale": 0}
         best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        checkpoints = CheckpointWriter(workdir)
         resumed = load_checkpoint(workdir)
         if resumed is not None:
             model.load_state_dict(resumed["model"])
@@ -153,8 +154,10 @@ class SupervisedEngine(Engine):
             correct = torch.zeros((), dtype=torch.long)
             for batch_number, start in enumerate(range(0, len(order), batch_size)):
                 if reporter.cancelled():
+                    checkpoints.wait()
                     raise TrainingCancelled()
                 if time.monotonic() > deadline:
+                    checkpoints.wait()
                     raise TrainingTimedOut(
                         f"stopped after {settings.max_duration_seconds:g} s in epoch {epoch};"
                         f" the best checkpoint (epoch {state['best_epoch']}) is kept"
@@ -195,7 +198,7 @@ class SupervisedEngine(Engine):
                 state["stale"] += 1
             # While the current weights are the best, the checkpoint needs them once, not twice.
             best_copy = None if state["best_epoch"] == epoch else best
-            save_checkpoint(workdir, model.state_dict(), optimizer.state_dict(), best_copy, state)
+            checkpoints.write(model.state_dict(), optimizer.state_dict(), best_copy, state)
             reporter.progress(
                 Progress(
                     phase="training",
@@ -214,6 +217,7 @@ class SupervisedEngine(Engine):
             if patience and state["stale"] >= patience:
                 break
 
+        checkpoints.wait()
         # Phase: evaluate the best weights.
         reporter.progress(
             Progress(phase="evaluating", epoch=state["epoch"], total_epochs=settings.epochs)
