@@ -287,3 +287,35 @@ def test_invoke_without_a_version_is_failed_precondition(trainer: AgentTrainingC
     assert error.code == "NO_ACTIVE_VERSION"
     error = expect_error(trainer.invoke_agent, agent_id="untrained", input="a", inputs=["b"])
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_cli_trains_with_progress_watches_and_invokes(shared_server: ServerThread, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "train.csv"
+    with data.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        for example in banking_examples():
+            writer.writerow([example.input, example.expected_output])
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "agent_training_client", "--target", shared_server.address,
+             *args], capture_output=True, text=True, timeout=300, check=False)
+
+    assert cli("agents", "create", "cli-trained").returncode == 0
+    trained = cli("train", str(data), "--agent", "cli-trained", "--epochs", "15", "--follow")
+    assert trained.returncode == 0, trained.stderr
+    assert "accepted: 150 examples, 5 outputs" in trained.stderr
+    assert "epoch" in trained.stderr and "loss" in trained.stderr and "ETA" in trained.stderr
+    assert '"status": "TRAINING_STATUS_SUCCEEDED"' in trained.stdout
+
+    job_id = cli("jobs", "list", "--agent", "cli-trained").stdout.split()[0]
+    watched = cli("jobs", "watch", job_id)
+    assert watched.returncode == 0 and "TRAINING_STATUS_SUCCEEDED" in watched.stdout
+
+    answer = cli("invoke", "--agent", "cli-trained", "I still have not received my new card")
+    assert answer.returncode == 0, answer.stderr
+    assert '"output": "card_arrival"' in answer.stdout
