@@ -289,7 +289,9 @@ def test_invoke_without_a_version_is_failed_precondition(trainer: AgentTrainingC
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
 
 
-def test_cli_trains_with_progress_watches_and_invokes(shared_server: ServerThread, tmp_path) -> None:
+def test_cli_trains_with_progress_watches_and_invokes(
+    shared_server: ServerThread, tmp_path
+) -> None:
     import subprocess
     import sys
 
@@ -302,8 +304,19 @@ def test_cli_trains_with_progress_watches_and_invokes(shared_server: ServerThrea
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "agent_training_client", "--target", shared_server.address,
-             *args], capture_output=True, text=True, timeout=300, check=False)
+            [
+                sys.executable,
+                "-m",
+                "agent_training_client",
+                "--target",
+                shared_server.address,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     assert cli("agents", "create", "cli-trained").returncode == 0
     trained = cli("train", str(data), "--agent", "cli-trained", "--epochs", "15", "--follow")
