@@ -332,3 +332,72 @@ def test_cli_trains_with_progress_watches_and_invokes(
     answer = cli("invoke", "--agent", "cli-trained", "I still have not received my new card")
     assert answer.returncode == 0, answer.stderr
     assert '"output": "card_arrival"' in answer.stdout
+
+
+def test_job_past_its_time_limit_fails_clearly(trainer: AgentTrainingClient) -> None:
+    trainer.create_agent(agent_id="slow")
+    config = training_pb2.TrainingConfig(
+        epochs=1000,
+        batch_size=1,
+        max_duration_seconds=1,
+        early_stopping=training_pb2.EarlyStopping(patience=0),
+    )
+    events = list(
+        trainer.train_agent(
+            agent_id="slow", training_data=banking_examples(), config=config, timeout=120
+        )
+    )
+    finished = events[-1].finished
+    assert finished.status == training_pb2.TRAINING_STATUS_FAILED
+    assert finished.error.code == "TRAINING_TIMEOUT"
+    assert "max_duration_seconds" in finished.error.hint
+    assert trainer.get_agent("slow").active_version_id == ""
+
+
+def test_delete_agent_with_running_job_needs_force(trainer: AgentTrainingClient) -> None:
+    trainer.create_agent(agent_id="doomed")
+    stream = _long_job(trainer, "doomed")
+    training_id = next(stream).training_id
+    error = expect_error(trainer.delete_agent, "doomed")
+    assert_status(error, grpc.StatusCode.FAILED_PRECONDITION)
+    assert error.code == "AGENT_HAS_RUNNING_JOBS"
+    trainer.delete_agent("doomed", force=True)
+    assert_status(expect_error(trainer.get_agent, "doomed"), grpc.StatusCode.NOT_FOUND)
+    assert_status(expect_error(trainer.get_training_job, training_id), grpc.StatusCode.NOT_FOUND)
+
+
+def test_interrupted_job_resumes_after_restart(tmp_path: Path) -> None:
+    server = ServerThread(make_config(tmp_path, workers=1))
+    with AgentTrainingClient(server.address) as client:
+        client.create_agent(agent_id="survivor")
+        stream = client.train_agent(
+            agent_id="survivor",
+            training_data=banking_examples(per_intent=60),
+            config=training_pb2.TrainingConfig(
+                epochs=40, batch_size=4, early_stopping=training_pb2.EarlyStopping(patience=0)
+            ),
+        )
+        before = [next(stream)]
+        for event in stream:
+            before.append(event)
+            if event.HasField("progress") and event.progress.epoch >= 2:
+                break
+    server.stop()
+
+    restarted = ServerThread(make_config(tmp_path, workers=1))
+    try:
+        with AgentTrainingClient(restarted.address) as client:
+            training_id = before[0].training_id
+            events = list(client.watch_training_job(training_id, 0, timeout=300))
+            sequences = [event.sequence for event in events]
+            assert sequences == list(range(1, len(events) + 1))
+            assert [e.SerializeToString() for e in events[: len(before)]] == [
+                e.SerializeToString() for e in before
+            ]
+            assert events[-1].finished.status == SUCCEEDED
+            job = client.get_training_job(training_id)
+            reasons = [transition.reason for transition in job.timeline]
+            assert "server restarted" in reasons
+            assert client.get_agent("survivor").active_version_id == job.version_id
+    finally:
+        restarted.stop()
