@@ -28,7 +28,7 @@ class FeatureConfig:
     word_buckets: int = 1 << 20
     char_buckets: int = 1 << 21
     char_ngram_min: int = 2
-    char_ngram_max: int = 5
+    char_ngram_max: int = 4
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import multiprocessing.connection
 import threading
 import time
@@ -19,6 +20,15 @@ from typing import Any
 from agent_training_server.jobs.worker import JobTask, worker_main
 
 log = logging.getLogger(__name__)
+
+WORKER_ENVIRONMENT = {
+    # glibc returns large freed blocks to the OS at once, so every job would page-fault its
+    # feature arrays and optimizer state in again. A long-lived training worker keeps them.
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024),
+    # Weights ship with the packages; nothing may be fetched from a model hub at run time.
+    "HF_HUB_OFFLINE": "1",
+}
 
 Message = tuple[str, str, dict[str, Any]]
 """(kind, training_id, payload) as sent by workers; kind "worker_lost" comes from the pool."""
@@ -63,7 +73,15 @@ class WorkerPool:
             name=f"training-worker-{index}",
             daemon=True,
         )
-        process.start()
+        # A spawned child inherits os.environ as it is at start(); set the worker's on top.
+        saved = {name: os.environ.get(name) for name in WORKER_ENVIRONMENT}
+        os.environ.update({k: v for k, v in WORKER_ENVIRONMENT.items() if saved[k] is None})
+        try:
+            process.start()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
         return process
 
     def submit(self, task: JobTask) -> None:
