@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import multiprocessing.connection
+import os
 import threading
 import time
 from collections.abc import Callable
