@@ -401,3 +401,16 @@ def test_interrupted_job_resumes_after_restart(tmp_path: Path) -> None:
             assert client.get_agent("survivor").active_version_id == job.version_id
     finally:
         restarted.stop()
+
+
+def test_finished_jobs_leave_no_checkpoints_and_deleted_agents_no_files(
+    shared_server: ServerThread, trainer: AgentTrainingClient
+) -> None:
+    trainer.create_agent(agent_id="tidy")
+    events = train(trainer, "tidy", epochs=3)
+    data_dir = shared_server.config.data_dir
+    assert not (data_dir / "jobs" / events[0].training_id).exists()
+    version = trainer.get_agent("tidy").active_version_id
+    assert (data_dir / "artifacts" / "tidy" / version / "model.safetensors").exists()
+    trainer.delete_agent("tidy")
+    assert not (data_dir / "artifacts" / "tidy").exists()

@@ -95,7 +95,7 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
             )
         for job in unfinished:
             await self._jobs.cancel(job.training_id)
-        await self._agents.delete(request.agent_id)
+        await self._jobs.delete_agent_jobs(request.agent_id, self._agents.delete)
         return service_pb2.DeleteAgentResponse()
 
     async def ListAgentVersions(  # noqa: D102

@@ -349,6 +349,11 @@ class JobManager:
             payload["version_id"] = version.version_id
         if error:
             payload["error"] = error
+        if status != JobStatus.FAILED:
+            # Checkpoints only matter to a job that failed (a timed-out one keeps its best); the
+            # weights of a succeeded job now live in its version. Removed before the final event,
+            # so that a client seeing it sees the final state on disk too.
+            await self._remove_workdirs([active.job.training_id])
         await self._record(
             active,
             "finished",
@@ -368,6 +373,22 @@ class JobManager:
         self._active.pop(active.job.training_id, None)
         if active.dispatched:
             self._free_workers.release()
+
+    async def _remove_workdirs(self, training_ids: list[str]) -> None:
+        for training_id in training_ids:
+            await asyncio.to_thread(shutil.rmtree, self._workdir(training_id), ignore_errors=True)
+
+    async def delete_agent_jobs(self, agent_id: str, delete_agent: Any) -> None:
+        """Delete an agent through ``delete_agent`` and then its jobs' folders on disk."""
+        rows = await asyncio.to_thread(
+            self._store.list_jobs,
+            agent_id=agent_id,
+            statuses=(),
+            limit=1_000_000,
+            before_position=0,
+        )
+        await delete_agent(agent_id)
+        await self._remove_workdirs([job.training_id for _position, job in rows])
 
     # Reading, watching, cancelling ------------------------------------------------------------
 
