@@ -414,3 +414,32 @@ def test_finished_jobs_leave_no_checkpoints_and_deleted_agents_no_files(
     assert (data_dir / "artifacts" / "tidy" / version / "model.safetensors").exists()
     trainer.delete_agent("tidy")
     assert not (data_dir / "artifacts" / "tidy").exists()
+
+
+def test_train_retry_with_same_request_id_reattaches_to_the_same_job(
+    trainer: AgentTrainingClient,
+) -> None:
+    trainer.create_agent(agent_id="retried")
+    examples = banking_examples()
+    first = list(
+        trainer.train_agent(
+            agent_id="retried",
+            training_data=examples,
+            config=training_pb2.TrainingConfig(epochs=3),
+            request_id="train-once",
+        )
+    )
+    again = list(
+        trainer.train_agent(
+            agent_id="retried",
+            training_data=examples,
+            config=training_pb2.TrainingConfig(epochs=3),
+            request_id="train-once",
+        )
+    )
+    assert [e.SerializeToString() for e in again] == [e.SerializeToString() for e in first]
+    assert len(trainer.list_training_jobs(agent_id="retried").jobs) == 1
+    error = expect_error(
+        trainer.train_agent, agent_id="retried", training_data=examples, request_id="train-once"
+    )
+    assert error.code == "REQUEST_ID_REUSED"

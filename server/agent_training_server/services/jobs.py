@@ -328,8 +328,9 @@ class JobManager:
             event = JobEvent(job.training_id, sequence, time.time(), kind, payload)
             await asyncio.to_thread(self._store.append_event, event, job, version)
             active.job = job
-        for subscriber in list(active.subscribers):
-            subscriber.put_nowait(event)
+            # Published under the lock: subscribers must receive events in sequence order.
+            for subscriber in list(active.subscribers):
+                subscriber.put_nowait(event)
         return event
 
     async def _end(

@@ -18,6 +18,7 @@ from typing import Any
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
 from agent_training_server.errors import AlreadyExists, NotFound
 from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.store.idempotency import remember, replayed_resource
 from agent_training_server.store.sqlite_jobs import JobTables
 
 SCHEMA = """
@@ -125,21 +126,9 @@ class SqliteStore(JobTables, Store):
     def create_agent(self, agent: Agent, key: IdempotencyKey | None = None) -> tuple[Agent, bool]:
         """Insert an agent, or replay the agent an earlier call with the same key created."""
         with self._write() as db:
-            if key is not None:
-                row = db.execute(
-                    "SELECT request_sha256, resource_id FROM idempotency_keys"
-                    " WHERE method = ? AND request_id = ?",
-                    (key.method, key.request_id),
-                ).fetchone()
-                if row is not None:
-                    if row["request_sha256"] != key.request_sha256:
-                        raise AlreadyExists(
-                            f"request_id {key.request_id!r} was already used with another request",
-                            code="REQUEST_ID_REUSED",
-                            hint="Use a new request_id for a different request; reuse it only to"
-                            " retry the identical request.",
-                        )
-                    return self._agent_in(db, row["resource_id"]), True
+            replayed = replayed_resource(db, key)
+            if replayed is not None:
+                return self._agent_in(db, replayed), True
             exists = db.execute(
                 "SELECT 1 FROM agents WHERE agent_id = ?", (agent.agent_id,)
             ).fetchone()
@@ -162,17 +151,7 @@ class SqliteStore(JobTables, Store):
                     agent.update_time,
                 ),
             )
-            if key is not None:
-                db.execute(
-                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
-                    (
-                        key.method,
-                        key.request_id,
-                        key.request_sha256,
-                        agent.agent_id,
-                        agent.create_time,
-                    ),
-                )
+            remember(db, key, agent.agent_id)
             return self._agent_in(db, agent.agent_id), False
 
     def get_agent(self, agent_id: str) -> Agent:

@@ -13,7 +13,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agent_training_server.domain import AgentVersion, JobEvent, TrainingJob
-from agent_training_server.errors import AlreadyExists, NotFound
+from agent_training_server.errors import NotFound
+from agent_training_server.store.idempotency import remember, replayed_resource
 
 if TYPE_CHECKING:
     from agent_training_server.store.base import IdempotencyKey
@@ -47,30 +48,15 @@ class JobTables:
     ) -> tuple[TrainingJob, bool]:
         """Insert a job and its first event, or replay the job an earlier same-key call made."""
         with self._write() as db:  # type: ignore[attr-defined]
-            if key is not None:
-                row = db.execute(
-                    "SELECT request_sha256, resource_id FROM idempotency_keys"
-                    " WHERE method = ? AND request_id = ?",
-                    (key.method, key.request_id),
-                ).fetchone()
-                if row is not None:
-                    if row["request_sha256"] != key.request_sha256:
-                        raise AlreadyExists(
-                            f"request_id {key.request_id!r} was already used with another request",
-                            code="REQUEST_ID_REUSED",
-                            hint="Use a new request_id for a different request.",
-                        )
-                    return self._job_in(db, row["resource_id"]), True
+            replayed = replayed_resource(db, key)
+            if replayed is not None:
+                return self._job_in(db, replayed), True
             db.execute(
                 "INSERT INTO jobs (training_id, agent_id, status, job_json) VALUES (?, ?, ?, ?)",
                 (job.training_id, job.agent_id, job.status, _job_json(job)),
             )
             _insert_event(db, first_event)
-            if key is not None:
-                db.execute(
-                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
-                    (key.method, key.request_id, key.request_sha256, job.training_id, time.time()),
-                )
+            remember(db, key, job.training_id)
             return job, False
 
     def get_job(self, training_id: str) -> TrainingJob:

@@ -1,0 +1,43 @@
+"""Idempotency keys: a create call retried with the same request_id returns the first result."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from agent_training_server.errors import AlreadyExists
+from agent_training_server.store.base import IdempotencyKey
+
+
+def replayed_resource(db: sqlite3.Connection, key: IdempotencyKey | None) -> str | None:
+    """Return the id of what an earlier call with this key created, if any.
+
+    Raises:
+        AlreadyExists: the key was used with a different request.
+    """
+    if key is None:
+        return None
+    row = db.execute(
+        "SELECT request_sha256, resource_id FROM idempotency_keys"
+        " WHERE method = ? AND request_id = ?",
+        (key.method, key.request_id),
+    ).fetchone()
+    if row is None:
+        return None
+    if row["request_sha256"] != key.request_sha256:
+        raise AlreadyExists(
+            f"request_id {key.request_id!r} was already used with another request",
+            code="REQUEST_ID_REUSED",
+            hint="Use a new request_id for a different request; reuse it only to retry the"
+            " identical request.",
+        )
+    return str(row["resource_id"])
+
+
+def remember(db: sqlite3.Connection, key: IdempotencyKey | None, resource_id: str) -> None:
+    """Record what a call with this key created (in the caller's transaction)."""
+    if key is not None:
+        db.execute(
+            "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+            (key.method, key.request_id, key.request_sha256, resource_id, time.time()),
+        )
