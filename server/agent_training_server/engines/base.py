@@ -29,6 +29,8 @@ class TrainingTimedOut(Exception):
 class TrainingDataError(ValueError):
     """Raised by an engine when the examples cannot be trained on (for example one output only)."""
 
+    error_code = "TRAINING_DATA_INVALID"
+
 
 @dataclasses.dataclass(frozen=True)
 class Example:

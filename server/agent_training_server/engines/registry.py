@@ -9,11 +9,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from agent_training_server.engines import few_shot, supervised
 from agent_training_server.engines.base import Artifact, Engine, Predictor
-from agent_training_server.engines.supervised import KIND, SupervisedEngine, SupervisedPredictor
 
-_ENGINES: dict[str, type[Engine]] = {SupervisedEngine.training_type: SupervisedEngine}
-_PREDICTORS: dict[str, type[Predictor]] = {KIND: SupervisedPredictor}
+_ENGINES: dict[str, type[Engine]] = {
+    supervised.SupervisedEngine.training_type: supervised.SupervisedEngine,
+    few_shot.FewShotEngine.training_type: few_shot.FewShotEngine,
+}
+_PREDICTORS: dict[str, type[Predictor]] = {
+    supervised.KIND: supervised.SupervisedPredictor,
+    few_shot.KIND: few_shot.FewShotPredictor,
+}
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "spec.json"

@@ -123,7 +123,10 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
                 "failed",
                 task.training_id,
                 _error(
-                    "TRAINING_DATA_INVALID", str(error), "Fix the training data and train again."
+                    error.error_code,
+                    str(error),
+                    "Fix the training data (or the server set-up the message names) and train"
+                    " again.",
                 ),
             )
         )

