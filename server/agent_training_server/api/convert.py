@@ -192,7 +192,13 @@ def settings_from_proto(
 def examples_from_proto(examples: Iterable[training_pb2.TrainingExample]) -> list[Example]:
     """Return engine examples."""
     return [
-        Example(e.input, e.expected_output, e.feedback.strip().lower(), tuple(e.context))
+        Example(
+            e.input,
+            e.expected_output,
+            e.feedback.strip().lower(),
+            tuple(e.context),
+            e.propensity if e.HasField("propensity") else None,
+        )
         for e in examples
     ]
 

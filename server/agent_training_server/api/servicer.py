@@ -19,7 +19,7 @@ from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 
 Context = grpc.aio.ServicerContext
-SERVED_TRAINING_TYPES = ("supervised", "few_shot")
+SERVED_TRAINING_TYPES = ("supervised", "few_shot", "reinforcement")
 
 
 def _not_yet(rpc: str, what: str) -> Unimplemented:
@@ -138,8 +138,8 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         if training_type not in SERVED_TRAINING_TYPES:
             raise Unimplemented(
                 f"training_type {training_type} is not served by this server release",
-                hint="Use TRAINING_TYPE_SUPERVISED or TRAINING_TYPE_FEW_SHOT; the other"
-                " paradigms arrive in a later release.",
+                hint="Use TRAINING_TYPE_SUPERVISED, TRAINING_TYPE_FEW_SHOT or"
+                " TRAINING_TYPE_REINFORCEMENT; transfer arrives in a later release.",
             )
         agent = await self._agents.get(request.agent_id)
         job = await self._jobs.submit(

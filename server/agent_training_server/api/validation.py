@@ -301,7 +301,8 @@ def _check_examples(
             server.max_text_length,
             required=True,
         )
-        check_feedback(checker, f"{field}.feedback", example.feedback, required=False)
+        # Reinforcement learns from the reward alone: every interaction needs one.
+        check_feedback(checker, f"{field}.feedback", example.feedback, required=not labelled)
         if example.HasField("propensity"):
             checker.number(f"{field}.propensity", example.propensity, low=0, high=1, low_open=True)
         outputs.add(example.expected_output)

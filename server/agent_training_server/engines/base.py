@@ -42,6 +42,8 @@ class Example:
     """Empty, ``"correct"``, ``"incorrect"`` or a numeric reward in [-1, 1] as text."""
     context: tuple[str, ...] = ()
     """Earlier conversation turns, oldest first."""
+    propensity: float | None = None
+    """Reinforcement: probability with which the logging policy chose ``expected_output``."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -83,6 +85,8 @@ class Progress:
     validation_accuracy: float | None = None
     validation_loss: float | None = None
     examples_per_second: float | None = None
+    policy_value: float | None = None
+    """Reinforcement: off-policy (SNIPS) estimate of the policy's expected reward."""
 
 
 class Reporter(Protocol):
@@ -117,6 +121,8 @@ class Engine(abc.ABC):
 
     training_type: ClassVar[str]
     """The contract's training type this engine implements, e.g. ``"supervised"``."""
+    starts_from_version: ClassVar[bool] = False
+    """Whether ``train`` takes ``start_from``: the (spec, tensors) of the agent's active version."""
 
     @abc.abstractmethod
     def train(

@@ -41,6 +41,8 @@ class JobTask:
     settings: TrainSettings
     workdir: str
     """Private folder of the job: checkpoints, and the artifact once trained."""
+    start_from_dir: str = ""
+    """Artifact folder of the version to start from, for engines that start from one."""
 
 
 class QueueReporter:
@@ -88,7 +90,13 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         engine = registry.get_engine(task.training_type)
-        artifact = engine.train(task.examples, task.settings, reporter, workdir / "checkpoints")
+        extra = {}
+        if engine.starts_from_version and task.start_from_dir:
+            spec, tensors, _outputs = registry.load_artifact_files(Path(task.start_from_dir))
+            extra["start_from"] = (spec, tensors)
+        artifact = engine.train(
+            task.examples, task.settings, reporter, workdir / "checkpoints", **extra
+        )
         reporter.progress(Progress(phase="saving"))
         artifact_dir = workdir / "artifact"
         registry.save_artifact(artifact, artifact_dir)

@@ -34,16 +34,22 @@ from agent_training_server.store.base import IdempotencyKey, Store
 
 log = logging.getLogger(__name__)
 
+STARTS_FROM_VERSION = ("reinforcement",)
+"""Paradigms that continue from the agent's active version (engines are not imported here:
+they bring torch, which the RPC server process does not need to accept jobs)."""
+
 
 def dataset_bytes(examples: Sequence[Example]) -> bytes:
     """Canonical serialisation of training data: its hash identifies the data set."""
-    rows = [[e.input, e.expected_output, e.feedback, list(e.context)] for e in examples]
+    rows = [
+        [e.input, e.expected_output, e.feedback, list(e.context), e.propensity] for e in examples
+    ]
     return json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def examples_from_bytes(data: bytes) -> list[Example]:
     """Inverse of dataset_bytes."""
-    return [Example(row[0], row[1], row[2], tuple(row[3])) for row in json.loads(data)]
+    return [Example(row[0], row[1], row[2], tuple(row[3]), row[4]) for row in json.loads(data)]
 
 
 @dataclasses.dataclass
@@ -103,7 +109,7 @@ class JobManager:
         for _position, job in reversed(unfinished):  # oldest first keeps the queue order
             log.info("resuming job %s (was %s)", job.training_id, job.status)
             data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
-            active = _ActiveJob(job, self._task_for(job, examples_from_bytes(data)))
+            active = _ActiveJob(job, await self._task_for(job, examples_from_bytes(data)))
             self._active[job.training_id] = active
             if job.status == JobStatus.RUNNING:
                 await self._record(
@@ -176,18 +182,25 @@ class JobManager:
         stored, replayed = await asyncio.to_thread(self._store.create_job, job, accepted, key)
         if replayed:
             return stored
-        self._active[job.training_id] = _ActiveJob(job, self._task_for(job, examples))
+        self._active[job.training_id] = _ActiveJob(job, await self._task_for(job, examples))
         self._waiting.append(job.training_id)
         self._work_available.set()
         return job
 
-    def _task_for(self, job: TrainingJob, examples: list[Example]) -> JobTask:
+    async def _task_for(self, job: TrainingJob, examples: list[Example]) -> JobTask:
+        start_from_dir = ""
+        if job.training_type in STARTS_FROM_VERSION and job.parent_version_id:
+            parent = await asyncio.to_thread(
+                self._store.get_version, job.agent_id, job.parent_version_id
+            )
+            start_from_dir = str(self._config.data_dir / parent.artifact_dir)
         return JobTask(
             training_id=job.training_id,
             training_type=job.training_type,
             examples=examples,
             settings=TrainSettings(**job.config),
             workdir=str(self._workdir(job.training_id)),
+            start_from_dir=start_from_dir,
         )
 
     def _workdir(self, training_id: str) -> Path:
@@ -266,7 +279,13 @@ class JobManager:
             "examples_per_second": update["examples_per_second"] or 0.0,
             "percent_complete": percent,
         }
-        for name in ("loss", "train_accuracy", "validation_accuracy", "validation_loss"):
+        for name in (
+            "loss",
+            "train_accuracy",
+            "validation_accuracy",
+            "validation_loss",
+            "policy_value",
+        ):
             if update.get(name) is not None:
                 payload[name] = update[name]
         if eta is not None:

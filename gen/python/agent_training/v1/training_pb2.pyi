@@ -313,6 +313,7 @@ class TrainingMetrics(_message.Message):
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     TRAIN_EXAMPLES_FIELD_NUMBER: _builtins.int
     VALIDATION_EXAMPLES_FIELD_NUMBER: _builtins.int
+    POLICY_VALUE_FIELD_NUMBER: _builtins.int
     accuracy: _builtins.float
     """Accuracy on the training split, in [0, 1]."""
     loss: _builtins.float
@@ -333,6 +334,11 @@ class TrainingMetrics(_message.Message):
     """Number of examples trained on."""
     validation_examples: _builtins.int
     """Number of examples held out for validation."""
+    policy_value: _builtins.float
+    """Reinforcement: off-policy estimate of the final policy's expected reward on held-out
+    interactions, in [-1, 1]. For reinforcement, `accuracy` and `validation_accuracy` are the
+    estimated share of rewarded answers, (value + 1) / 2.
+    """
     def __init__(
         self,
         *,
@@ -346,10 +352,11 @@ class TrainingMetrics(_message.Message):
         duration_seconds: _builtins.float = ...,
         train_examples: _builtins.int = ...,
         validation_examples: _builtins.int = ...,
+        policy_value: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "duration_seconds", b"duration_seconds", "epochs_run", b"epochs_run", "examples_per_second", b"examples_per_second", "loss", b"loss", "macro_f1", b"macro_f1", "train_examples", b"train_examples", "validation_accuracy", b"validation_accuracy", "validation_examples", b"validation_examples", "validation_loss", b"validation_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "duration_seconds", b"duration_seconds", "epochs_run", b"epochs_run", "examples_per_second", b"examples_per_second", "loss", b"loss", "macro_f1", b"macro_f1", "policy_value", b"policy_value", "train_examples", b"train_examples", "validation_accuracy", b"validation_accuracy", "validation_examples", b"validation_examples", "validation_loss", b"validation_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -548,6 +555,7 @@ class TrainingProgress(_message.Message):
     EXAMPLES_PER_SECOND_FIELD_NUMBER: _builtins.int
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
     PERCENT_COMPLETE_FIELD_NUMBER: _builtins.int
+    POLICY_VALUE_FIELD_NUMBER: _builtins.int
     status: Global___TrainingStatus.ValueType
     """Status (RUNNING)."""
     phase: Global___TrainingPhase.ValueType
@@ -574,6 +582,10 @@ class TrainingProgress(_message.Message):
     """Estimated seconds until training finishes."""
     percent_complete: _builtins.float
     """Progress in percent, 0 to 100."""
+    policy_value: _builtins.float
+    """Reinforcement: off-policy (self-normalised inverse propensity) estimate of the policy's
+    expected reward on held-out interactions, in [-1, 1].
+    """
     def __init__(
         self,
         *,
@@ -590,15 +602,18 @@ class TrainingProgress(_message.Message):
         examples_per_second: _builtins.float = ...,
         eta_seconds: _builtins.float | None = ...,
         percent_complete: _builtins.float = ...,
+        policy_value: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "_loss", b"_loss", "_train_accuracy", b"_train_accuracy", "_validation_accuracy", b"_validation_accuracy", "_validation_loss", b"_validation_loss", "eta_seconds", b"eta_seconds", "loss", b"loss", "train_accuracy", b"train_accuracy", "validation_accuracy", b"validation_accuracy", "validation_loss", b"validation_loss"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "_loss", b"_loss", "_policy_value", b"_policy_value", "_train_accuracy", b"_train_accuracy", "_validation_accuracy", b"_validation_accuracy", "_validation_loss", b"_validation_loss", "eta_seconds", b"eta_seconds", "loss", b"loss", "policy_value", b"policy_value", "train_accuracy", b"train_accuracy", "validation_accuracy", b"validation_accuracy", "validation_loss", b"validation_loss"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "_loss", b"_loss", "_train_accuracy", b"_train_accuracy", "_validation_accuracy", b"_validation_accuracy", "_validation_loss", b"_validation_loss", "epoch", b"epoch", "eta_seconds", b"eta_seconds", "examples_per_second", b"examples_per_second", "loss", b"loss", "percent_complete", b"percent_complete", "phase", b"phase", "status", b"status", "step", b"step", "total_epochs", b"total_epochs", "total_steps", b"total_steps", "train_accuracy", b"train_accuracy", "validation_accuracy", b"validation_accuracy", "validation_loss", b"validation_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "_loss", b"_loss", "_policy_value", b"_policy_value", "_train_accuracy", b"_train_accuracy", "_validation_accuracy", b"_validation_accuracy", "_validation_loss", b"_validation_loss", "epoch", b"epoch", "eta_seconds", b"eta_seconds", "examples_per_second", b"examples_per_second", "loss", b"loss", "percent_complete", b"percent_complete", "phase", b"phase", "policy_value", b"policy_value", "status", b"status", "step", b"step", "total_epochs", b"total_epochs", "total_steps", b"total_steps", "train_accuracy", b"train_accuracy", "validation_accuracy", b"validation_accuracy", "validation_loss", b"validation_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__eta_seconds: _TypeAlias = _typing.Literal["eta_seconds"]  # noqa: Y015
     _WhichOneofArgType__eta_seconds: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds"]  # noqa: Y015
     _WhichOneofReturnType__loss: _TypeAlias = _typing.Literal["loss"]  # noqa: Y015
     _WhichOneofArgType__loss: _TypeAlias = _typing.Literal["_loss", b"_loss"]  # noqa: Y015
+    _WhichOneofReturnType__policy_value: _TypeAlias = _typing.Literal["policy_value"]  # noqa: Y015
+    _WhichOneofArgType__policy_value: _TypeAlias = _typing.Literal["_policy_value", b"_policy_value"]  # noqa: Y015
     _WhichOneofReturnType__train_accuracy: _TypeAlias = _typing.Literal["train_accuracy"]  # noqa: Y015
     _WhichOneofArgType__train_accuracy: _TypeAlias = _typing.Literal["_train_accuracy", b"_train_accuracy"]  # noqa: Y015
     _WhichOneofReturnType__validation_accuracy: _TypeAlias = _typing.Literal["validation_accuracy"]  # noqa: Y015
@@ -609,6 +624,8 @@ class TrainingProgress(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__eta_seconds) -> _WhichOneofReturnType__eta_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__loss) -> _WhichOneofReturnType__loss | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__policy_value) -> _WhichOneofReturnType__policy_value | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__train_accuracy) -> _WhichOneofReturnType__train_accuracy | None: ...
     @_typing.overload
