@@ -148,7 +148,7 @@ def version_to_proto(version: AgentVersion, active_version_id: str) -> agents_pb
 def config_to_proto(config: dict) -> training_pb2.TrainingConfig:
     """Return a TrainingConfig from a resolved config dict (as stored in manifests and jobs)."""
     message = training_pb2.TrainingConfig()
-    for name in ("epochs", "batch_size", "seed", "max_duration_seconds"):
+    for name in ("epochs", "batch_size", "seed", "max_duration_seconds", "freeze_encoder_epochs"):
         if name in config:
             setattr(message, name, int(config[name]))
     for name in ("learning_rate", "validation_split"):
@@ -186,6 +186,9 @@ def settings_from_proto(
         early_stopping_patience=pick(stopping, "patience", defaults.early_stopping_patience),
         early_stopping_min_delta=pick(stopping, "min_delta", defaults.early_stopping_min_delta),
         max_duration_seconds=float(pick(config, "max_duration_seconds", default_max_seconds)),
+        freeze_encoder_epochs=pick(config, "freeze_encoder_epochs", defaults.freeze_encoder_epochs),
+        base_agent_id=config.base_agent_id,
+        base_version_id=config.base_version_id,
     )
 
 

@@ -5,6 +5,7 @@ Handlers raise domain errors; ErrorTranslationInterceptor turns them into rich s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import grpc
@@ -13,13 +14,14 @@ from agent_training.v1 import service_pb2, service_pb2_grpc, training_pb2
 from agent_training_server.api import convert, validation
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
-from agent_training_server.errors import FailedPrecondition, Unimplemented
+from agent_training_server.engines.base import TrainSettings
+from agent_training_server.errors import FailedPrecondition, NotFound, Unimplemented
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 
 Context = grpc.aio.ServicerContext
-SERVED_TRAINING_TYPES = ("supervised", "few_shot", "reinforcement")
+SERVED_TRAINING_TYPES = ("supervised", "few_shot", "reinforcement", "transfer")
 
 
 def _not_yet(rpc: str, what: str) -> Unimplemented:
@@ -138,17 +140,19 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         if training_type not in SERVED_TRAINING_TYPES:
             raise Unimplemented(
                 f"training_type {training_type} is not served by this server release",
-                hint="Use TRAINING_TYPE_SUPERVISED, TRAINING_TYPE_FEW_SHOT or"
-                " TRAINING_TYPE_REINFORCEMENT; transfer arrives in a later release.",
+                hint="Use a TRAINING_TYPE_ value the contract lists.",
             )
         agent = await self._agents.get(request.agent_id)
+        settings = convert.settings_from_proto(
+            request.config, training_type, self._config.max_job_seconds
+        )
+        if training_type == "transfer" and settings.base_agent_id:
+            settings = await self._resolve_base(settings)
         job = await self._jobs.submit(
             agent_id=agent.agent_id,
             training_type=training_type,
             examples=convert.examples_from_proto(request.training_data),
-            settings=convert.settings_from_proto(
-                request.config, training_type, self._config.max_job_seconds
-            ),
+            settings=settings,
             parent_version_id=agent.active_version_id,
             request_id=request.request_id,
             request_bytes=request.SerializeToString(deterministic=True),
@@ -156,6 +160,35 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         # The stream only watches: a client that goes away leaves the job running.
         async for event in self._jobs.watch(job.training_id, 1):
             yield service_pb2.TrainAgentResponse(event=convert.event_to_proto(event))
+
+    async def _resolve_base(self, settings: TrainSettings) -> TrainSettings:
+        """Check the transfer base and pin its version, so a retry or resume uses the same one."""
+        try:
+            base = await self._agents.get(settings.base_agent_id)
+        except NotFound as error:
+            raise NotFound(
+                f"base agent {settings.base_agent_id!r} of config.base_agent_id does not exist",
+                code="BASE_AGENT_NOT_FOUND",
+                hint="Name an existing agent trained with few_shot or transfer, or leave"
+                " config.base_agent_id empty to start from the pretrained encoder.",
+            ) from error
+        version_id = settings.base_version_id or base.active_version_id
+        if not version_id:
+            raise FailedPrecondition(
+                f"base agent {base.agent_id!r} has no trained version",
+                code="BASE_AGENT_UNTRAINED",
+                hint="Train the base agent first, or name config.base_version_id.",
+            )
+        version = await self._agents.get_version(base.agent_id, version_id)
+        if version.encoder.get("name") != "all-MiniLM-L6-v2":
+            raise FailedPrecondition(
+                f"base version {version_id!r} uses the {version.encoder.get('name')} encoder",
+                code="BASE_ENCODER_NOT_TRANSFERABLE",
+                hint="Transfer reuses a pretrained-encoder version (trained with few_shot or"
+                " transfer); leave config.base_agent_id empty to start from the pretrained"
+                " encoder.",
+            )
+        return dataclasses.replace(settings, base_version_id=version_id)
 
     async def GetTrainingJob(  # noqa: D102
         self, request: service_pb2.GetTrainingJobRequest, context: Context

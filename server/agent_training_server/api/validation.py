@@ -227,6 +227,10 @@ def check_training_config(
     if config.encoder not in ("", "hashed_ngrams", "all-MiniLM-L6-v2"):
         checker.add("config.encoder", "must be empty, 'hashed_ngrams' or 'all-MiniLM-L6-v2'")
     checker.resource_id("config.base_agent_id", config.base_agent_id, required=False)
+    if config.HasField("freeze_encoder_epochs") and not (
+        0 <= config.freeze_encoder_epochs <= (config.epochs if config.HasField("epochs") else 1000)
+    ):
+        checker.add("config.freeze_encoder_epochs", "must be in [0, epochs]")
     if config.base_version_id and not config.base_agent_id:
         checker.add("config.base_version_id", "needs config.base_agent_id")
 

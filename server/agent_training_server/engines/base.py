@@ -66,6 +66,12 @@ class TrainSettings:
     """Smallest decrease of validation loss that counts as an improvement."""
     max_duration_seconds: float = 3600.0
     """Wall-clock budget; past it the engine stops and keeps its best checkpoint."""
+    freeze_encoder_epochs: int = 0
+    """Pretrained-encoder paradigms: epochs that train only the head before fine-tuning."""
+    base_agent_id: str = ""
+    """Transfer: the agent whose version to start from (resolved by the job system)."""
+    base_version_id: str = ""
+    """Transfer: that agent's version; empty means its active version."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

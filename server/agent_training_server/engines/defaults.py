@@ -9,6 +9,8 @@ DEFAULTS: dict[str, TrainSettings] = {
     # Fine-tuning a pretrained encoder: few passes, a small step, and with at most 20 examples
     # per output no held-out split (validation metrics then measure fit, as documented).
     "few_shot": TrainSettings(epochs=3, learning_rate=5e-5, batch_size=16, validation_split=0.0),
+    "transfer": TrainSettings(epochs=3, learning_rate=3e-5, batch_size=32, validation_split=0.1),
+    "reinforcement": TrainSettings(),
 }
 
 

@@ -64,11 +64,13 @@ class CosineClassifier(nn.Module):
         self.head.bias.zero_()
 
 
-def _check_counts(examples: Sequence[Example]) -> None:
+def _check_counts(examples: Sequence[Example], most_per_output: int | None) -> None:
     counts = collections.Counter(example.expected_output for example in examples)
     if len(counts) < 2:
         raise TrainingDataError(f"the data teaches {len(counts)} output(s); at least 2 are needed")
-    crowded = {output: n for output, n in counts.items() if n > MAX_EXAMPLES_PER_OUTPUT}
+    if most_per_output is None:
+        return
+    crowded = {output: n for output, n in counts.items() if n > most_per_output}
     if crowded:
         output, count = max(crowded.items(), key=lambda item: item[1])
         raise TrainingDataError(
@@ -89,6 +91,7 @@ class FewShotEngine(Engine):
     """Learns outputs from a handful of examples each."""
 
     training_type = "few_shot"
+    most_examples_per_output: int | None = MAX_EXAMPLES_PER_OUTPUT
 
     def train(
         self,
@@ -96,13 +99,18 @@ class FewShotEngine(Engine):
         settings: TrainSettings,
         reporter: Reporter,
         workdir: Path,
+        start_from: tuple[dict[str, Any], dict[str, torch.Tensor]] | None = None,
     ) -> Artifact:
-        """Fine-tune encoder and head; a checkpoint per epoch; early stopping when validated."""
+        """Fine-tune encoder and head; a checkpoint per epoch; early stopping when validated.
+
+        ``start_from`` (spec, tensors) of an encoder version: its fine-tuned encoder is reused,
+        the head is trained anew for these outputs.
+        """
         started = time.monotonic()
         deadline = started + settings.max_duration_seconds
         reporter.progress(Progress(phase="loading_data"))
         examples = taught(examples)
-        _check_counts(examples)
+        _check_counts(examples, self.most_examples_per_output)
         outputs = sorted({example.expected_output for example in examples})
         label_of = {output: index for index, output in enumerate(outputs)}
         labels = np.array([label_of[e.expected_output] for e in examples], dtype=np.int64)
@@ -115,6 +123,8 @@ class FewShotEngine(Engine):
 
         torch.manual_seed(settings.seed)
         model = CosineClassifier(pretrained.SentenceEncoder(), len(outputs))
+        if start_from is not None:
+            load_encoder(model, *start_from)
         model.start_from_prototypes(model.encoder.embed(train_texts), train_y)
         optimizer = torch.optim.AdamW(
             [
@@ -142,6 +152,8 @@ class FewShotEngine(Engine):
         model.train()
         while state["epoch"] < settings.epochs:
             epoch = state["epoch"] + 1
+            # Frozen first epochs let the new head settle before the encoder moves.
+            model.encoder.requires_grad_(epoch > settings.freeze_encoder_epochs)
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
             for batch_number, start in enumerate(range(0, len(order), batch_size)):
                 if reporter.cancelled() or time.monotonic() > deadline:
@@ -230,6 +242,33 @@ class FewShotEngine(Engine):
             metrics=metrics,
             encoder=pretrained.describe(),
         )
+
+
+def load_encoder(
+    model: CosineClassifier, spec: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> None:
+    """Put a version's fine-tuned encoder weights into ``model`` (its head stays new)."""
+    if spec.get("kind") != KIND:
+        raise TrainingDataError(
+            "transfer reuses the encoder of a version trained on the pretrained encoder"
+            f" (few_shot or transfer); the base version is {spec.get('kind')}"
+        )
+    prefix = "encoder."
+    model.encoder.load_state_dict(
+        {name[len(prefix) :]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
+    )
+
+
+class TransferEngine(FewShotEngine):
+    """Trains new outputs on top of the pretrained encoder or another agent's fine-tuned one.
+
+    The encoder can stay frozen for the first ``freeze_encoder_epochs`` (the head settles on
+    it), then it is fine-tuned at the configured, lower learning rate.
+    """
+
+    training_type = "transfer"
+    starts_from_version = True
+    most_examples_per_output = None
 
 
 class FewShotPredictor(Predictor):

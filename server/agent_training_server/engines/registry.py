@@ -15,6 +15,7 @@ from agent_training_server.engines.base import Artifact, Engine, Predictor
 _ENGINES: dict[str, type[Engine]] = {
     supervised.SupervisedEngine.training_type: supervised.SupervisedEngine,
     few_shot.FewShotEngine.training_type: few_shot.FewShotEngine,
+    few_shot.TransferEngine.training_type: few_shot.TransferEngine,
     reinforcement.ReinforcementEngine.training_type: reinforcement.ReinforcementEngine,
 }
 _PREDICTORS: dict[str, type[Predictor]] = {

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 STARTS_FROM_VERSION = ("reinforcement",)
 """Paradigms that continue from the agent's active version (engines are not imported here:
 they bring torch, which the RPC server process does not need to accept jobs)."""
+STARTS_FROM_BASE_AGENT = ("transfer",)
+"""Paradigms that start from another agent's version when config.base_agent_id is set."""
 
 
 def dataset_bytes(examples: Sequence[Example]) -> bytes:
@@ -194,6 +196,12 @@ class JobManager:
                 self._store.get_version, job.agent_id, job.parent_version_id
             )
             start_from_dir = str(self._config.data_dir / parent.artifact_dir)
+        base_agent = job.config.get("base_agent_id", "")
+        if job.training_type in STARTS_FROM_BASE_AGENT and base_agent:
+            base = await asyncio.to_thread(
+                self._store.get_version, base_agent, job.config["base_version_id"]
+            )
+            start_from_dir = str(self._config.data_dir / base.artifact_dir)
         return JobTask(
             training_id=job.training_id,
             training_type=job.training_type,
