@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["banking77.py", "few_shot.py", "reinforcement.py"]
+BENCHMARKS = ["banking77.py", "few_shot.py", "reinforcement.py", "transfer.py"]
 
 
 def main() -> int:

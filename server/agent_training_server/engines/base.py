@@ -140,7 +140,10 @@ class Engine(abc.ABC):
     ) -> Artifact:
         """Train on the examples and return the artifact.
 
-        ``workdir`` is a private folder for checkpoints (one per epoch, safetensors).
+        ``workdir`` is a private folder for checkpoints (one per epoch, safetensors); a
+        checkpoint found there at the start is resumed from. Engines whose
+        ``starts_from_version`` is true also take ``start_from``: the (spec, tensors) of the
+        version to continue from.
         """
 
 

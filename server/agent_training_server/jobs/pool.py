@@ -28,6 +28,9 @@ WORKER_ENVIRONMENT = {
     "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024),
     # Weights ship with the packages; nothing may be fetched from a model hub at run time.
     "HF_HUB_OFFLINE": "1",
+    # Loading the pretrained encoder must not draw progress bars into the service's log.
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
 }
 
 Message = tuple[str, str, dict[str, Any]]
