@@ -57,3 +57,44 @@ def test_few_shot_refuses_large_sets_with_a_hint(client: AgentTrainingClient) ->
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
     assert "1 to 20 examples per output" in error.field_violations[0].description
     assert "SUPERVISED" in error.field_violations[0].description
+
+
+def test_adding_a_new_output_extends_the_agent_without_retraining(
+    client: AgentTrainingClient,
+) -> None:
+    client.create_agent(agent_id="growing")
+    old = banking_examples(INTENTS, per_intent=5)
+    list(
+        client.train_agent(
+            agent_id="growing", training_data=old, training_type=FEW_SHOT, timeout=300
+        )
+    )
+    new = banking_examples(("pin_blocked",), per_intent=5)
+    events = list(
+        client.train_agent(
+            agent_id="growing", training_data=new, training_type=FEW_SHOT, timeout=300
+        )
+    )
+    finished = events[-1].finished
+    assert finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED, finished.error
+    assert finished.metrics.epochs_run == 0  # no step: the old outputs are untouched
+
+    version = client.list_agent_versions("growing").versions[0]
+    assert sorted(version.outputs) == sorted((*INTENTS, "pin_blocked"))
+    answers = client.invoke_agent(agent_id="growing", inputs=[e.input for e in old + new])
+    right = sum(
+        a.output == e.expected_output for a, e in zip(answers.predictions, old + new, strict=True)
+    )
+    assert right / len(answers.predictions) >= 0.9
+
+
+def test_one_output_on_a_fresh_agent_is_refused(client: AgentTrainingClient) -> None:
+    client.create_agent(agent_id="single")
+    error = expect_error(
+        client.train_agent,
+        agent_id="single",
+        training_type=FEW_SHOT,
+        training_data=banking_examples(("pin_blocked",), per_intent=5),
+    )
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "extend" in error.field_violations[0].description

@@ -143,6 +143,12 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
                 hint="Use a TRAINING_TYPE_ value the contract lists.",
             )
         agent = await self._agents.get(request.agent_id)
+        if training_type == "few_shot":
+            extends = False
+            if agent.active_version_id:
+                active = await self._agents.get_version(agent.agent_id, agent.active_version_id)
+                extends = active.encoder.get("name") == "all-MiniLM-L6-v2"
+            validation.check_few_shot_outputs(request, extends)
         settings = convert.settings_from_proto(
             request.config, training_type, self._config.max_job_seconds
         )

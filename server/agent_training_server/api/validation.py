@@ -324,7 +324,7 @@ def _check_examples(
             f" per output; {output[:60]!r} has {count}: use TRAINING_TYPE_SUPERVISED or"
             " TRAINING_TYPE_TRANSFER for larger sets",
         )
-    if len(taught) < 2 and labelled and not checker.violations:
+    if len(taught) < 2 and labelled and not few_shot and not checker.violations:
         checker.add(
             "training_data",
             f"teaches {len(taught)} distinct output(s); an agent needs"
@@ -364,4 +364,22 @@ def check_invoke_agent(request: service_pb2.InvokeAgentRequest, server: ServerCo
         checker.text(field, text, server.max_text_length, required=True)
         if len(checker.violations) >= 100:
             break
+    checker.raise_if_any()
+
+
+def check_few_shot_outputs(
+    request: service_pb2.TrainAgentRequest, extends_few_shot_version: bool
+) -> None:
+    """few_shot may teach a single new output only when it extends a few_shot version."""
+    taught = {
+        e.expected_output for e in request.training_data if not is_negative_feedback(e.feedback)
+    }
+    if len(taught) >= 2 or extends_few_shot_version:
+        return
+    checker = Checker()
+    checker.add(
+        "training_data",
+        f"teaches {len(taught)} distinct output(s); few_shot needs at"
+        " least 2, or an agent whose active version was trained with few_shot to extend",
+    )
     checker.raise_if_any()

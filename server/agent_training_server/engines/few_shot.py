@@ -59,14 +59,18 @@ class CosineClassifier(nn.Module):
     def start_from_prototypes(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
         """Set each output's row to its examples' mean embedding (scaled)."""
         for label in range(self.head.out_features):
+            if not bool((labels == label).any()):
+                continue  # an output kept from the version being extended
             mean = embeddings[labels == label].mean(dim=0)
             self.head.weight[label] = nn.functional.normalize(mean, dim=0) * SCALE
         self.head.bias.zero_()
 
 
-def _check_counts(examples: Sequence[Example], most_per_output: int | None) -> None:
+def _check_counts(
+    examples: Sequence[Example], most_per_output: int | None, known: Sequence[str] = ()
+) -> None:
     counts = collections.Counter(example.expected_output for example in examples)
-    if len(counts) < 2:
+    if len(set(counts) | set(known)) < 2:
         raise TrainingDataError(f"the data teaches {len(counts)} output(s); at least 2 are needed")
     if most_per_output is None:
         return
@@ -93,6 +97,14 @@ class FewShotEngine(Engine):
     training_type = "few_shot"
     most_examples_per_output: int | None = MAX_EXAMPLES_PER_OUTPUT
 
+    starts_from_version = True
+
+    def _extension(self, start_from: tuple[dict[str, Any], Any] | None) -> list[str]:
+        """Outputs of the version being extended: few_shot adds outputs to a few_shot agent."""
+        if start_from is None or start_from[0].get("kind") != KIND:
+            return []
+        return list(start_from[0]["outputs"])
+
     def train(
         self,
         examples: Sequence[Example],
@@ -103,15 +115,26 @@ class FewShotEngine(Engine):
     ) -> Artifact:
         """Fine-tune encoder and head; a checkpoint per epoch; early stopping when validated.
 
-        ``start_from`` (spec, tensors) of an encoder version: its fine-tuned encoder is reused,
-        the head is trained anew for these outputs.
+        ``start_from`` (spec, tensors) of an encoder version: transfer reuses its fine-tuned
+        encoder and trains a new head; few_shot *extends* it (see ``_extension``).
         """
         started = time.monotonic()
         deadline = started + settings.max_duration_seconds
         reporter.progress(Progress(phase="loading_data"))
         examples = taught(examples)
-        _check_counts(examples, self.most_examples_per_output)
-        outputs = sorted({example.expected_output for example in examples})
+        if self.training_type == "few_shot" and start_from and start_from[0].get("kind") != KIND:
+            start_from = None  # an n-gram version has no encoder to extend: start afresh
+        known = self._extension(start_from)
+        _check_counts(examples, self.most_examples_per_output, known)
+        new_outputs = sorted({e.expected_output for e in examples} - set(known))
+        outputs = known + new_outputs
+        # Only new outputs: the existing ones keep their rows untouched, the new ones get their
+        # prototypes, and no step is taken (a step on new outputs alone would erode the old).
+        epochs = (
+            0
+            if known and not set(known) & {e.expected_output for e in examples}
+            else (settings.epochs)
+        )
         label_of = {output: index for index, output in enumerate(outputs)}
         labels = np.array([label_of[e.expected_output] for e in examples], dtype=np.int64)
         train_rows, valid_rows = stratified_split(labels, settings.validation_split, settings.seed)
@@ -126,6 +149,10 @@ class FewShotEngine(Engine):
         if start_from is not None:
             load_encoder(model, *start_from)
         model.start_from_prototypes(model.encoder.embed(train_texts), train_y)
+        if known:
+            with torch.no_grad():
+                model.head.weight[: len(known)] = start_from[1]["head.weight"]
+                model.head.bias[: len(known)] = start_from[1]["head.bias"]
         optimizer = torch.optim.AdamW(
             [
                 {"params": model.encoder.parameters(), "lr": settings.learning_rate},
@@ -147,10 +174,10 @@ class FewShotEngine(Engine):
 
         batch_size = settings.batch_size or 16
         steps_per_epoch = -(-len(train_rows) // batch_size)
-        total_steps = steps_per_epoch * settings.epochs
+        total_steps = steps_per_epoch * epochs
         seen = 0
         model.train()
-        while state["epoch"] < settings.epochs:
+        while state["epoch"] < epochs:
             epoch = state["epoch"] + 1
             # Frozen first epochs let the new head settle before the encoder moves.
             model.encoder.requires_grad_(epoch > settings.freeze_encoder_epochs)
@@ -175,7 +202,7 @@ class FewShotEngine(Engine):
                     Progress(
                         phase="training",
                         epoch=epoch,
-                        total_epochs=settings.epochs,
+                        total_epochs=epochs,
                         step=(epoch - 1) * steps_per_epoch + batch_number + 1,
                         total_steps=total_steps,
                         loss=loss.item(),
@@ -197,7 +224,7 @@ class FewShotEngine(Engine):
                 Progress(
                     phase="training",
                     epoch=epoch,
-                    total_epochs=settings.epochs,
+                    total_epochs=epochs,
                     step=epoch * steps_per_epoch,
                     total_steps=total_steps,
                     validation_accuracy=valid_accuracy,
@@ -210,9 +237,7 @@ class FewShotEngine(Engine):
                 break
         checkpoints.wait()
 
-        reporter.progress(
-            Progress(phase="evaluating", epoch=state["epoch"], total_epochs=settings.epochs)
-        )
+        reporter.progress(Progress(phase="evaluating", epoch=state["epoch"], total_epochs=epochs))
         model.load_state_dict(best)
         model.eval()
         train_loss, train_accuracy, _ = _evaluate(model, train_texts, train_y)
@@ -267,8 +292,11 @@ class TransferEngine(FewShotEngine):
     """
 
     training_type = "transfer"
-    starts_from_version = True
     most_examples_per_output = None
+
+    def _extension(self, start_from: tuple[dict[str, Any], Any] | None) -> list[str]:
+        """Transfer never extends: it trains a new head on the reused encoder."""
+        return []
 
 
 class FewShotPredictor(Predictor):

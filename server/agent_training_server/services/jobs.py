@@ -34,7 +34,7 @@ from agent_training_server.store.base import IdempotencyKey, Store
 
 log = logging.getLogger(__name__)
 
-STARTS_FROM_VERSION = ("reinforcement",)
+STARTS_FROM_VERSION = ("reinforcement", "few_shot")
 """Paradigms that continue from the agent's active version (engines are not imported here:
 they bring torch, which the RPC server process does not need to accept jobs)."""
 STARTS_FROM_BASE_AGENT = ("transfer",)
