@@ -9,6 +9,7 @@ each output's examples cluster, which generalises to wordings unlike the example
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +33,9 @@ from agent_training_server.engines.base import (
     TrainSettings,
 )
 from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
+from agent_training_server.engines.defaults import defaults_for
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
-from agent_training_server.engines.supervised import taught
+from agent_training_server.engines.supervised import SupervisedEngine, SupervisedPredictor, taught
 
 KIND = "minilm_cosine"
 MAX_EXAMPLES_PER_OUTPUT = 20
@@ -84,6 +86,38 @@ def _check_counts(
 
 
 @torch.no_grad()
+def _probabilities(model: CosineClassifier, texts: list[str]) -> np.ndarray:
+    logits = torch.cat([model(texts[start : start + 64]) for start in range(0, len(texts), 64)])
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def _scores(probabilities: np.ndarray, labels: torch.Tensor) -> tuple[float, float, np.ndarray]:
+    """(mean negative log-likelihood, accuracy, predictions) of probabilities."""
+    truth = labels.numpy()
+    picked = probabilities[np.arange(len(truth)), truth]
+    predicted = probabilities.argmax(axis=1)
+    return (
+        float(-np.log(np.clip(picked, 1e-12, 1.0)).mean()),
+        float((predicted == truth).mean()),
+        (predicted),
+    )
+
+
+class _CancellationOnly:
+    """Passes cancellation through to a helper engine, not its progress (one job, one story)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+
+    def progress(self, update: Progress) -> None:
+        """Dropped."""
+
+    def cancelled(self) -> bool:
+        """The job's cancellation."""
+        return self._reporter.cancelled()
+
+
+@torch.no_grad()
 def _evaluate(model: CosineClassifier, texts: list[str], labels: torch.Tensor) -> tuple:
     logits = torch.cat([model(texts[start : start + 64]) for start in range(0, len(texts), 64)])
     loss = nn.functional.cross_entropy(logits, labels).item()
@@ -96,6 +130,26 @@ class FewShotEngine(Engine):
 
     training_type = "few_shot"
     most_examples_per_output: int | None = MAX_EXAMPLES_PER_OUTPUT
+    with_ngram_model = False
+    """Whether to train the hashed n-gram model beside the encoder and average the two."""
+
+    def _train_ngram_model(
+        self,
+        examples: Sequence[Example],
+        settings: TrainSettings,
+        reporter: Reporter,
+        workdir: Path,
+        deadline: float,
+    ) -> Artifact:
+        ngram_settings = dataclasses.replace(
+            defaults_for("supervised"),
+            seed=settings.seed,
+            validation_split=settings.validation_split,
+            max_duration_seconds=max(1.0, deadline - time.monotonic()),
+        )
+        return SupervisedEngine().train(
+            examples, ngram_settings, _CancellationOnly(reporter), workdir / "ngrams"
+        )
 
     starts_from_version = True
 
@@ -240,8 +294,22 @@ class FewShotEngine(Engine):
         reporter.progress(Progress(phase="evaluating", epoch=state["epoch"], total_epochs=epochs))
         model.load_state_dict(best)
         model.eval()
-        train_loss, train_accuracy, _ = _evaluate(model, train_texts, train_y)
-        valid_loss, valid_accuracy, predicted = _evaluate(model, valid_texts, valid_y)
+        tensors = {
+            name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
+        }
+        spec: dict[str, Any] = {"kind": KIND, "outputs": outputs}
+        train_p, valid_p = _probabilities(model, train_texts), _probabilities(model, valid_texts)
+        if self.with_ngram_model:
+            ngrams = self._train_ngram_model(examples, settings, reporter, workdir, deadline)
+            if ngrams.outputs != outputs:
+                raise TrainingDataError("the n-gram model learned other outputs than the encoder")
+            spec["ngrams"] = ngrams.spec
+            tensors.update({f"ngrams.{name}": t for name, t in ngrams.tensors.items()})
+            ngram_predictor = SupervisedPredictor(ngrams.spec, ngrams.tensors)
+            train_p = (train_p + ngram_predictor.predict_proba(train_texts)) / 2
+            valid_p = (valid_p + ngram_predictor.predict_proba(valid_texts)) / 2
+        train_loss, train_accuracy, _ = _scores(train_p, train_y)
+        valid_loss, valid_accuracy, predicted = _scores(valid_p, valid_y)
         duration = time.monotonic() - started
         metrics = {
             "accuracy": train_accuracy,
@@ -256,10 +324,6 @@ class FewShotEngine(Engine):
             "validation_examples": len(valid_rows) if valid_rows is not train_rows else 0,
             "batch_size": batch_size,
         }
-        tensors = {
-            name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
-        }
-        spec = {"kind": KIND, "outputs": outputs}
         return Artifact(
             tensors=tensors,
             spec=spec,
@@ -293,6 +357,9 @@ class TransferEngine(FewShotEngine):
 
     training_type = "transfer"
     most_examples_per_output = None
+    # With enough data, the lexical n-gram model and the semantic encoder make different
+    # mistakes: averaging their probabilities is more accurate than either alone.
+    with_ngram_model = True
 
     def _extension(self, start_from: tuple[dict[str, Any], Any] | None) -> list[str]:
         """Transfer never extends: it trains a new head on the reused encoder."""
@@ -305,13 +372,25 @@ class FewShotPredictor(Predictor):
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         self.outputs = list(spec["outputs"])
         self._model = CosineClassifier(pretrained.SentenceEncoder(), len(self.outputs))
-        self._model.load_state_dict(tensors)
+        self._model.load_state_dict(
+            {name: t for name, t in tensors.items() if not name.startswith("ngrams.")}
+        )
         self._model.eval()
+        self._ngrams = None
+        if "ngrams" in spec:
+            self._ngrams = SupervisedPredictor(
+                spec["ngrams"],
+                {
+                    name.removeprefix("ngrams."): t
+                    for name, t in tensors.items()
+                    if name.startswith("ngrams.")
+                },
+            )
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Return output probabilities per text."""
-        logits = torch.cat(
-            [self._model(texts[start : start + 64]) for start in range(0, len(texts), 64)]
-        )
-        return torch.softmax(logits, dim=1).numpy()
+        probabilities = _probabilities(self._model, list(texts))
+        if self._ngrams is not None:
+            probabilities = (probabilities + self._ngrams.predict_proba(texts)) / 2
+        return probabilities
