@@ -1,20 +1,82 @@
-"""Runs every benchmark under bench/ in turn (make bench)."""
+"""Runs every benchmark under bench/ in turn (make bench), then prints one summary table."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["banking77.py", "few_shot.py", "reinforcement.py", "transfer.py"]
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["banking77.py", "few_shot.py", "reinforcement.py", "transfer.py", "transfer_full.py"]
+
+
+def _load(name: str) -> dict | None:
+    path = HERE / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def summary() -> list[tuple[str, str, str]]:
+    """(paradigm, ours, reference) rows from the results files of this run."""
+    rows = []
+    if result := _load("banking77"):
+        ours, peer = result["service"], result["linear_svc"]
+        rows.append(
+            (
+                "supervised, Banking77 full",
+                f"{ours['accuracy']:.2%} in {ours['train_seconds']:.2f} s",
+                f"TF-IDF + LinearSVC {peer['accuracy']:.2%} in {peer['train_seconds']:.2f} s",
+            )
+        )
+    if result := _load("few_shot"):
+        ours = result["service"]
+        rows.append(
+            (
+                "few_shot, 10 per intent",
+                f"{ours['accuracy']:.2%} in {ours['train_seconds']:.0f} s",
+                f"frozen MiniLM + LR {result['reference']['accuracy']:.2%}",
+            )
+        )
+    if result := _load("transfer_full"):
+        rows.append(
+            (
+                "transfer, Banking77 full",
+                f"{result['accuracy']:.2%} in {result['train_seconds']:.0f} s",
+                "frozen MiniLM + LR 93.0% (brief)",
+            )
+        )
+    if result := _load("transfer"):
+        rows.append(
+            (
+                "transfer from agent A, 37 new intents x 10",
+                f"{result['from_agent_a']['accuracy']:.2%}",
+                f"from scratch {result['from_scratch']['accuracy']:.2%}, from pretrained"
+                f" {result['from_pretrained']['accuracy']:.2%}",
+            )
+        )
+    if result := _load("reinforcement"):
+        rows.append(
+            (
+                "reinforcement, bandit log",
+                f"{result['reinforcement']['accuracy']:.2%}",
+                f"logging policy {result['logging_policy']['accuracy']:.2%}, positives only"
+                f" {result['positives_only']['accuracy']:.2%}",
+            )
+        )
+    return rows
 
 
 def main() -> int:
-    here = Path(__file__).resolve().parent
     failures = 0
     for name in BENCHMARKS:
         print(f"== {name}", flush=True)
-        failures += subprocess.run([sys.executable, str(here / name)], check=False).returncode != 0
+        run = subprocess.run([sys.executable, str(HERE / name)], check=False)
+        failures += run.returncode != 0
+    print("\n== summary (test accuracy on Banking77 test.csv)")
+    rows = summary()
+    widths = [max(len(row[i]) for row in rows) for i in range(3)] if rows else [0, 0, 0]
+    for row in [("paradigm", "agent-training", "reference, same run"), *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return 1 if failures else 0
 
 

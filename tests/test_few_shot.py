@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+import torch
 
 from agent_training.v1 import training_pb2
 from agent_training_client import AgentTrainingClient
@@ -98,3 +99,19 @@ def test_one_output_on_a_fresh_agent_is_refused(client: AgentTrainingClient) -> 
     )
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
     assert "extend" in error.field_violations[0].description
+
+
+def test_pretrained_embeddings_are_cached_by_content(tmp_path) -> None:
+    from agent_training_server.engines import pretrained
+
+    encoder = pretrained.SentenceEncoder()
+    texts = ["where is my card", "what is the exchange rate"]
+    first = pretrained.cached_embeddings(encoder, texts, tmp_path)
+    files = list(tmp_path.glob("embeddings-*.npy"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    again = pretrained.cached_embeddings(encoder, texts, tmp_path)
+    assert files[0].stat().st_mtime_ns == stamp  # read back, not recomputed
+    assert torch.allclose(first, again)
+    other = pretrained.cached_embeddings(encoder, [*texts, "hello"], tmp_path)
+    assert other.shape == (3, 384) and len(list(tmp_path.glob("embeddings-*.npy"))) == 2

@@ -127,6 +127,8 @@ class Engine(abc.ABC):
 
     training_type: ClassVar[str]
     """The contract's training type this engine implements, e.g. ``"supervised"``."""
+    cache_dir: Path | None = None
+    """Folder shared by jobs for reusable intermediate results (e.g. pretrained embeddings)."""
     starts_from_version: ClassVar[bool] = False
     """Whether ``train`` takes ``start_from``: the (spec, tensors) of the agent's active version."""
 

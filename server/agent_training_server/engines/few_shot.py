@@ -202,7 +202,10 @@ class FewShotEngine(Engine):
         model = CosineClassifier(pretrained.SentenceEncoder(), len(outputs))
         if start_from is not None:
             load_encoder(model, *start_from)
-        model.start_from_prototypes(model.encoder.embed(train_texts), train_y)
+            initial = model.encoder.embed(train_texts)
+        else:  # pretrained weights: the same data embeds the same, so reuse earlier jobs' work
+            initial = pretrained.cached_embeddings(model.encoder, train_texts, self.cache_dir)
+        model.start_from_prototypes(initial, train_y)
         if known:
             with torch.no_grad():
                 model.head.weight[: len(known)] = start_from[1]["head.weight"]

