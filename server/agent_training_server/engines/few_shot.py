@@ -9,7 +9,6 @@ each output's examples cluster, which generalises to wordings unlike the example
 from __future__ import annotations
 
 import collections
-import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,9 +32,8 @@ from agent_training_server.engines.base import (
     TrainSettings,
 )
 from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
-from agent_training_server.engines.defaults import defaults_for
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
-from agent_training_server.engines.supervised import SupervisedEngine, SupervisedPredictor, taught
+from agent_training_server.engines.supervised import SupervisedPredictor, taught
 
 KIND = "minilm_cosine"
 MAX_EXAMPLES_PER_OUTPUT = 20
@@ -103,20 +101,6 @@ def _scores(probabilities: np.ndarray, labels: torch.Tensor) -> tuple[float, flo
     )
 
 
-class _CancellationOnly:
-    """Passes cancellation through to a helper engine, not its progress (one job, one story)."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        self._reporter = reporter
-
-    def progress(self, update: Progress) -> None:
-        """Dropped."""
-
-    def cancelled(self) -> bool:
-        """The job's cancellation."""
-        return self._reporter.cancelled()
-
-
 @torch.no_grad()
 def _evaluate(model: CosineClassifier, texts: list[str], labels: torch.Tensor) -> tuple:
     logits = torch.cat([model(texts[start : start + 64]) for start in range(0, len(texts), 64)])
@@ -130,28 +114,18 @@ class FewShotEngine(Engine):
 
     training_type = "few_shot"
     most_examples_per_output: int | None = MAX_EXAMPLES_PER_OUTPUT
-    with_ngram_model = False
-    """Whether to train the hashed n-gram model beside the encoder and average the two."""
+    starts_from_version = True
 
-    def _train_ngram_model(
+    def _companion_model(
         self,
         examples: Sequence[Example],
         settings: TrainSettings,
         reporter: Reporter,
         workdir: Path,
         deadline: float,
-    ) -> Artifact:
-        ngram_settings = dataclasses.replace(
-            defaults_for("supervised"),
-            seed=settings.seed,
-            validation_split=settings.validation_split,
-            max_duration_seconds=max(1.0, deadline - time.monotonic()),
-        )
-        return SupervisedEngine().train(
-            examples, ngram_settings, _CancellationOnly(reporter), workdir / "ngrams"
-        )
-
-    starts_from_version = True
+    ) -> Artifact | None:
+        """A second model whose probabilities are averaged with the encoder's (none here)."""
+        return None
 
     def _extension(self, start_from: tuple[dict[str, Any], Any] | None) -> list[str]:
         """Outputs of the version being extended: few_shot adds outputs to a few_shot agent."""
@@ -302,8 +276,8 @@ class FewShotEngine(Engine):
         }
         spec: dict[str, Any] = {"kind": KIND, "outputs": outputs}
         train_p, valid_p = _probabilities(model, train_texts), _probabilities(model, valid_texts)
-        if self.with_ngram_model:
-            ngrams = self._train_ngram_model(examples, settings, reporter, workdir, deadline)
+        ngrams = self._companion_model(examples, settings, reporter, workdir, deadline)
+        if ngrams is not None:
             if ngrams.outputs != outputs:
                 raise TrainingDataError("the n-gram model learned other outputs than the encoder")
             spec["ngrams"] = ngrams.spec
@@ -349,24 +323,6 @@ def load_encoder(
     model.encoder.load_state_dict(
         {name[len(prefix) :]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
     )
-
-
-class TransferEngine(FewShotEngine):
-    """Trains new outputs on top of the pretrained encoder or another agent's fine-tuned one.
-
-    The encoder can stay frozen for the first ``freeze_encoder_epochs`` (the head settles on
-    it), then it is fine-tuned at the configured, lower learning rate.
-    """
-
-    training_type = "transfer"
-    most_examples_per_output = None
-    # With enough data, the lexical n-gram model and the semantic encoder make different
-    # mistakes: averaging their probabilities is more accurate than either alone.
-    with_ngram_model = True
-
-    def _extension(self, start_from: tuple[dict[str, Any], Any] | None) -> list[str]:
-        """Transfer never extends: it trains a new head on the reused encoder."""
-        return []
 
 
 class FewShotPredictor(Predictor):

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from agent_training_server.engines import few_shot, reinforcement, supervised
+from agent_training_server.engines import few_shot, reinforcement, supervised, transfer
 from agent_training_server.engines.base import Artifact, Engine, Predictor
 
 _ENGINES: dict[str, type[Engine]] = {
     supervised.SupervisedEngine.training_type: supervised.SupervisedEngine,
     few_shot.FewShotEngine.training_type: few_shot.FewShotEngine,
-    few_shot.TransferEngine.training_type: few_shot.TransferEngine,
+    transfer.TransferEngine.training_type: transfer.TransferEngine,
     reinforcement.ReinforcementEngine.training_type: reinforcement.ReinforcementEngine,
 }
 _PREDICTORS: dict[str, type[Predictor]] = {
