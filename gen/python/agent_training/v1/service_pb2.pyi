@@ -35,6 +35,7 @@ class TrainAgentRequest(_message.Message):
     TRAINING_TYPE_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent to train. Required; the agent must exist."""
     training_type: _training_pb2.TrainingType.ValueType
@@ -43,9 +44,11 @@ class TrainAgentRequest(_message.Message):
     """Optional idempotency key (at most 128 characters): a retry with the same key returns the
     stream of the job the first call started instead of starting another.
     """
+    dataset_id: _builtins.str
+    """Train on this stored dataset instead of `training_data` (exactly one of the two is set)."""
     @_builtins.property
     def training_data(self) -> _containers.RepeatedCompositeFieldContainer[_training_pb2.TrainingExample]:
-        """The training examples. Required (1 to `max_examples_per_request`)."""
+        """The training examples: 1 to `max_examples_per_request`, or none when `dataset_id` is set."""
 
     @_builtins.property
     def config(self) -> _training_pb2.TrainingConfig:
@@ -59,10 +62,11 @@ class TrainAgentRequest(_message.Message):
         training_type: _training_pb2.TrainingType.ValueType = ...,
         config: _training_pb2.TrainingConfig | None = ...,
         request_id: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "config", b"config", "request_id", b"request_id", "training_data", b"training_data", "training_type", b"training_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "config", b"config", "dataset_id", b"dataset_id", "request_id", b"request_id", "training_data", b"training_data", "training_type", b"training_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -102,12 +106,20 @@ class GenerateSyntheticTrainingDataRequest(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SAVE_AS_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     data_type: _synthetic_pb2.SyntheticDataType.ValueType
     """The kind of data. Required."""
     count: _builtins.int
     """Number of examples, 1 to `max_synthetic_count`. Required."""
     request_id: _builtins.str
-    """Optional idempotency key."""
+    """Optional idempotency key: with `save_as`, a retry with the same key returns the dataset the
+    first call saved instead of failing on the taken name.
+    """
+    save_as: _builtins.str
+    """Save the generated examples as a dataset with this name (unique, 1 to 128 characters)."""
+    chunk_size: _builtins.int
+    """Examples per streamed chunk, 1 to 10000. Default 1000."""
     @_builtins.property
     def parameters(self) -> _synthetic_pb2.SyntheticDataParameters:
         """Parameters steering generation."""
@@ -119,10 +131,12 @@ class GenerateSyntheticTrainingDataRequest(_message.Message):
         count: _builtins.int = ...,
         parameters: _synthetic_pb2.SyntheticDataParameters | None = ...,
         request_id: _builtins.str = ...,
+        save_as: _builtins.str = ...,
+        chunk_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "data_type", b"data_type", "parameters", b"parameters", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "count", b"count", "data_type", b"data_type", "parameters", b"parameters", "request_id", b"request_id", "save_as", b"save_as"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -137,6 +151,7 @@ class GenerateSyntheticTrainingDataResponse(_message.Message):
     EXAMPLES_FIELD_NUMBER: _builtins.int
     GENERATED_COUNT_FIELD_NUMBER: _builtins.int
     TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     generated_count: _builtins.int
     """Examples sent so far, this chunk included."""
     total_count: _builtins.int
@@ -145,20 +160,95 @@ class GenerateSyntheticTrainingDataResponse(_message.Message):
     def examples(self) -> _containers.RepeatedCompositeFieldContainer[_synthetic_pb2.SyntheticExample]:
         """The examples of this chunk."""
 
+    @_builtins.property
+    def summary(self) -> _synthetic_pb2.GenerationSummary:
+        """Set on the last chunk only."""
+
     def __init__(
         self,
         *,
         examples: _abc.Iterable[_synthetic_pb2.SyntheticExample] | None = ...,
         generated_count: _builtins.int = ...,
         total_count: _builtins.int = ...,
+        summary: _synthetic_pb2.GenerationSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples", b"examples", "generated_count", b"generated_count", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples", b"examples", "generated_count", b"generated_count", "summary", b"summary", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GenerateSyntheticTrainingDataResponse: _TypeAlias = GenerateSyntheticTrainingDataResponse  # noqa: Y015
+
+@_typing.final
+class GenerateSyntheticExamplesRequest(_message.Message):
+    """Request of GenerateSyntheticExamples: GenerateSyntheticTrainingData's fields, without chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SAVE_AS_FIELD_NUMBER: _builtins.int
+    data_type: _synthetic_pb2.SyntheticDataType.ValueType
+    """The kind of data. Required."""
+    count: _builtins.int
+    """Number of examples, 1 to `max_unary_synthetic_count`. Required."""
+    request_id: _builtins.str
+    """Optional idempotency key, as in GenerateSyntheticTrainingData."""
+    save_as: _builtins.str
+    """Save the generated examples as a dataset with this name."""
+    @_builtins.property
+    def parameters(self) -> _synthetic_pb2.SyntheticDataParameters:
+        """Parameters steering generation."""
+
+    def __init__(
+        self,
+        *,
+        data_type: _synthetic_pb2.SyntheticDataType.ValueType = ...,
+        count: _builtins.int = ...,
+        parameters: _synthetic_pb2.SyntheticDataParameters | None = ...,
+        request_id: _builtins.str = ...,
+        save_as: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "data_type", b"data_type", "parameters", b"parameters", "request_id", b"request_id", "save_as", b"save_as"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateSyntheticExamplesRequest: _TypeAlias = GenerateSyntheticExamplesRequest  # noqa: Y015
+
+@_typing.final
+class GenerateSyntheticExamplesResponse(_message.Message):
+    """Response of GenerateSyntheticExamples."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedCompositeFieldContainer[_synthetic_pb2.SyntheticExample]:
+        """All generated examples."""
+
+    @_builtins.property
+    def summary(self) -> _synthetic_pb2.GenerationSummary:
+        """What was produced."""
+
+    def __init__(
+        self,
+        *,
+        examples: _abc.Iterable[_synthetic_pb2.SyntheticExample] | None = ...,
+        summary: _synthetic_pb2.GenerationSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples", b"examples", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateSyntheticExamplesResponse: _TypeAlias = GenerateSyntheticExamplesResponse  # noqa: Y015
 
 @_typing.final
 class AnalyzeAndOptimizeRequest(_message.Message):
@@ -1064,3 +1154,264 @@ class RecordFeedbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordFeedbackResponse: _TypeAlias = RecordFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class UploadDatasetRequest(_message.Message):
+    """One message of UploadDataset's stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique name of the new dataset, 1 to 128 characters. Required in the first message, ignored
+    in later ones.
+    """
+    description: _builtins.str
+    """What it holds (optional; first message only)."""
+    request_id: _builtins.str
+    """Optional idempotency key (first message only): a retry with the same key returns the dataset
+    the first call stored.
+    """
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedCompositeFieldContainer[_training_pb2.TrainingExample]:
+        """A chunk of examples, validated as TrainAgent's `training_data`."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        examples: _abc.Iterable[_training_pb2.TrainingExample] | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "examples", b"examples", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadDatasetRequest: _TypeAlias = UploadDatasetRequest  # noqa: Y015
+
+@_typing.final
+class UploadDatasetResponse(_message.Message):
+    """Response of UploadDataset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset(self) -> _synthetic_pb2.Dataset:
+        """The stored dataset."""
+
+    def __init__(
+        self,
+        *,
+        dataset: _synthetic_pb2.Dataset | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadDatasetResponse: _TypeAlias = UploadDatasetResponse  # noqa: Y015
+
+@_typing.final
+class GetDatasetRequest(_message.Message):
+    """Request of GetDataset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    """The dataset. Required."""
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetRequest: _TypeAlias = GetDatasetRequest  # noqa: Y015
+
+@_typing.final
+class GetDatasetResponse(_message.Message):
+    """Response of GetDataset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset(self) -> _synthetic_pb2.Dataset:
+        """The dataset."""
+
+    def __init__(
+        self,
+        *,
+        dataset: _synthetic_pb2.Dataset | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetResponse: _TypeAlias = GetDatasetResponse  # noqa: Y015
+
+@_typing.final
+class ListDatasetsRequest(_message.Message):
+    """Request of ListDatasets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum datasets per page, 0 to 1000; 0 means 50."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetsRequest: _TypeAlias = ListDatasetsRequest  # noqa: Y015
+
+@_typing.final
+class ListDatasetsResponse(_message.Message):
+    """Response of ListDatasets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASETS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[_synthetic_pb2.Dataset]:
+        """A page of datasets, ordered by name."""
+
+    def __init__(
+        self,
+        *,
+        datasets: _abc.Iterable[_synthetic_pb2.Dataset] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetsResponse: _TypeAlias = ListDatasetsResponse  # noqa: Y015
+
+@_typing.final
+class ListDatasetExamplesRequest(_message.Message):
+    """Request of ListDatasetExamples."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    """The dataset. Required."""
+    page_size: _builtins.int
+    """Maximum examples per page, 0 to 10000; 0 means 1000."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetExamplesRequest: _TypeAlias = ListDatasetExamplesRequest  # noqa: Y015
+
+@_typing.final
+class ListDatasetExamplesResponse(_message.Message):
+    """Response of ListDatasetExamples."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedCompositeFieldContainer[_synthetic_pb2.SyntheticExample]:
+        """A page of examples, in stored order; generated datasets keep their metadata."""
+
+    def __init__(
+        self,
+        *,
+        examples: _abc.Iterable[_synthetic_pb2.SyntheticExample] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples", b"examples", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetExamplesResponse: _TypeAlias = ListDatasetExamplesResponse  # noqa: Y015
+
+@_typing.final
+class DeleteDatasetRequest(_message.Message):
+    """Request of DeleteDataset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    """The dataset. Required."""
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDatasetRequest: _TypeAlias = DeleteDatasetRequest  # noqa: Y015
+
+@_typing.final
+class DeleteDatasetResponse(_message.Message):
+    """Response of DeleteDataset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDatasetResponse: _TypeAlias = DeleteDatasetResponse  # noqa: Y015

@@ -47,6 +47,11 @@ class AgentTrainingServiceStub:
                 request_serializer=agent__training_dot_v1_dot_service__pb2.GenerateSyntheticTrainingDataRequest.SerializeToString,
                 response_deserializer=agent__training_dot_v1_dot_service__pb2.GenerateSyntheticTrainingDataResponse.FromString,
                 _registered_method=True)
+        self.GenerateSyntheticExamples = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/GenerateSyntheticExamples',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.GenerateSyntheticExamplesRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.GenerateSyntheticExamplesResponse.FromString,
+                _registered_method=True)
         self.AnalyzeAndOptimize = channel.unary_unary(
                 '/agent_training.v1.AgentTrainingService/AnalyzeAndOptimize',
                 request_serializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeRequest.SerializeToString,
@@ -117,6 +122,31 @@ class AgentTrainingServiceStub:
                 request_serializer=agent__training_dot_v1_dot_service__pb2.RecordFeedbackRequest.SerializeToString,
                 response_deserializer=agent__training_dot_v1_dot_service__pb2.RecordFeedbackResponse.FromString,
                 _registered_method=True)
+        self.UploadDataset = channel.stream_unary(
+                '/agent_training.v1.AgentTrainingService/UploadDataset',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.UploadDatasetResponse.FromString,
+                _registered_method=True)
+        self.GetDataset = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/GetDataset',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.GetDatasetResponse.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/ListDatasets',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.ListDatasetExamples = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/ListDatasetExamples',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.ListDatasetExamplesRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.ListDatasetExamplesResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/DeleteDataset',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class AgentTrainingServiceServicer:
@@ -135,7 +165,15 @@ class AgentTrainingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GenerateSyntheticTrainingData(self, request, context):
-        """Generates synthetic examples in the shape TrainAgent takes, streamed in chunks.
+        """Generates synthetic examples in the shape TrainAgent takes, streamed in chunks of at most
+        `chunk_size`, up to `max_synthetic_count` examples; the last chunk carries the summary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GenerateSyntheticExamples(self, request, context):
+        """The same in one response, for counts up to `max_unary_synthetic_count`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +277,42 @@ class AgentTrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadDataset(self, request_iterator, context):
+        """Stores a dataset sent in chunks: the first message names it, every message may carry
+        examples. For sets larger than one message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataset(self, request, context):
+        """Returns a dataset's description.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Lists datasets, ordered by name, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasetExamples(self, request, context):
+        """Reads a dataset's examples back, in stored order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Deletes a dataset. Jobs trained on it keep their own copy of the data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentTrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +325,11 @@ def add_AgentTrainingServiceServicer_to_server(servicer, server):
                     servicer.GenerateSyntheticTrainingData,
                     request_deserializer=agent__training_dot_v1_dot_service__pb2.GenerateSyntheticTrainingDataRequest.FromString,
                     response_serializer=agent__training_dot_v1_dot_service__pb2.GenerateSyntheticTrainingDataResponse.SerializeToString,
+            ),
+            'GenerateSyntheticExamples': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateSyntheticExamples,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.GenerateSyntheticExamplesRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.GenerateSyntheticExamplesResponse.SerializeToString,
             ),
             'AnalyzeAndOptimize': grpc.unary_unary_rpc_method_handler(
                     servicer.AnalyzeAndOptimize,
@@ -322,6 +401,31 @@ def add_AgentTrainingServiceServicer_to_server(servicer, server):
                     request_deserializer=agent__training_dot_v1_dot_service__pb2.RecordFeedbackRequest.FromString,
                     response_serializer=agent__training_dot_v1_dot_service__pb2.RecordFeedbackResponse.SerializeToString,
             ),
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.UploadDatasetResponse.SerializeToString,
+            ),
+            'GetDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataset,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.GetDatasetRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.GetDatasetResponse.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'ListDatasetExamples': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasetExamples,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.ListDatasetExamplesRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.ListDatasetExamplesResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'agent_training.v1.AgentTrainingService', rpc_method_handlers)
@@ -380,6 +484,33 @@ class AgentTrainingService:
             '/agent_training.v1.AgentTrainingService/GenerateSyntheticTrainingData',
             agent__training_dot_v1_dot_service__pb2.GenerateSyntheticTrainingDataRequest.SerializeToString,
             agent__training_dot_v1_dot_service__pb2.GenerateSyntheticTrainingDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateSyntheticExamples(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/GenerateSyntheticExamples',
+            agent__training_dot_v1_dot_service__pb2.GenerateSyntheticExamplesRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.GenerateSyntheticExamplesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -758,6 +889,141 @@ class AgentTrainingService:
             '/agent_training.v1.AgentTrainingService/RecordFeedback',
             agent__training_dot_v1_dot_service__pb2.RecordFeedbackRequest.SerializeToString,
             agent__training_dot_v1_dot_service__pb2.RecordFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/agent_training.v1.AgentTrainingService/UploadDataset',
+            agent__training_dot_v1_dot_service__pb2.UploadDatasetRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.UploadDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/GetDataset',
+            agent__training_dot_v1_dot_service__pb2.GetDatasetRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.GetDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/ListDatasets',
+            agent__training_dot_v1_dot_service__pb2.ListDatasetsRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasetExamples(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/ListDatasetExamples',
+            agent__training_dot_v1_dot_service__pb2.ListDatasetExamplesRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.ListDatasetExamplesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/DeleteDataset',
+            agent__training_dot_v1_dot_service__pb2.DeleteDatasetRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

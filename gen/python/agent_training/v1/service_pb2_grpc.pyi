@@ -42,7 +42,11 @@ class AgentTrainingServiceStub:
     version. Closing the stream does not cancel the job; re-attach with WatchTrainingJob.
     """
     GenerateSyntheticTrainingData: _grpc.UnaryStreamMultiCallable[_service_pb2.GenerateSyntheticTrainingDataRequest, _service_pb2.GenerateSyntheticTrainingDataResponse]
-    """Generates synthetic examples in the shape TrainAgent takes, streamed in chunks."""
+    """Generates synthetic examples in the shape TrainAgent takes, streamed in chunks of at most
+    `chunk_size`, up to `max_synthetic_count` examples; the last chunk carries the summary.
+    """
+    GenerateSyntheticExamples: _grpc.UnaryUnaryMultiCallable[_service_pb2.GenerateSyntheticExamplesRequest, _service_pb2.GenerateSyntheticExamplesResponse]
+    """The same in one response, for counts up to `max_unary_synthetic_count`."""
     AnalyzeAndOptimize: _grpc.UnaryUnaryMultiCallable[_service_pb2.AnalyzeAndOptimizeRequest, _service_pb2.AnalyzeAndOptimizeResponse]
     """Evaluates an agent version and returns measured suggestions for each optimisation goal."""
     AdaptAgentBehavior: _grpc.UnaryUnaryMultiCallable[_service_pb2.AdaptAgentBehaviorRequest, _service_pb2.AdaptAgentBehaviorResponse]
@@ -71,6 +75,18 @@ class AgentTrainingServiceStub:
     """Answers one input or a batch with the agent's active (or a named) version."""
     RecordFeedback: _grpc.UnaryUnaryMultiCallable[_service_pb2.RecordFeedbackRequest, _service_pb2.RecordFeedbackResponse]
     """Records how an answer was received."""
+    UploadDataset: _grpc.StreamUnaryMultiCallable[_service_pb2.UploadDatasetRequest, _service_pb2.UploadDatasetResponse]
+    """Stores a dataset sent in chunks: the first message names it, every message may carry
+    examples. For sets larger than one message.
+    """
+    GetDataset: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetDatasetRequest, _service_pb2.GetDatasetResponse]
+    """Returns a dataset's description."""
+    ListDatasets: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListDatasetsRequest, _service_pb2.ListDatasetsResponse]
+    """Lists datasets, ordered by name, a page at a time."""
+    ListDatasetExamples: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListDatasetExamplesRequest, _service_pb2.ListDatasetExamplesResponse]
+    """Reads a dataset's examples back, in stored order, a page at a time."""
+    DeleteDataset: _grpc.UnaryUnaryMultiCallable[_service_pb2.DeleteDatasetRequest, _service_pb2.DeleteDatasetResponse]
+    """Deletes a dataset. Jobs trained on it keep their own copy of the data."""
 
 @_typing.type_check_only
 class AgentTrainingServiceAsyncStub(AgentTrainingServiceStub):
@@ -86,7 +102,11 @@ class AgentTrainingServiceAsyncStub(AgentTrainingServiceStub):
     version. Closing the stream does not cancel the job; re-attach with WatchTrainingJob.
     """
     GenerateSyntheticTrainingData: _aio.UnaryStreamMultiCallable[_service_pb2.GenerateSyntheticTrainingDataRequest, _service_pb2.GenerateSyntheticTrainingDataResponse]  # type: ignore[assignment]
-    """Generates synthetic examples in the shape TrainAgent takes, streamed in chunks."""
+    """Generates synthetic examples in the shape TrainAgent takes, streamed in chunks of at most
+    `chunk_size`, up to `max_synthetic_count` examples; the last chunk carries the summary.
+    """
+    GenerateSyntheticExamples: _aio.UnaryUnaryMultiCallable[_service_pb2.GenerateSyntheticExamplesRequest, _service_pb2.GenerateSyntheticExamplesResponse]  # type: ignore[assignment]
+    """The same in one response, for counts up to `max_unary_synthetic_count`."""
     AnalyzeAndOptimize: _aio.UnaryUnaryMultiCallable[_service_pb2.AnalyzeAndOptimizeRequest, _service_pb2.AnalyzeAndOptimizeResponse]  # type: ignore[assignment]
     """Evaluates an agent version and returns measured suggestions for each optimisation goal."""
     AdaptAgentBehavior: _aio.UnaryUnaryMultiCallable[_service_pb2.AdaptAgentBehaviorRequest, _service_pb2.AdaptAgentBehaviorResponse]  # type: ignore[assignment]
@@ -115,6 +135,18 @@ class AgentTrainingServiceAsyncStub(AgentTrainingServiceStub):
     """Answers one input or a batch with the agent's active (or a named) version."""
     RecordFeedback: _aio.UnaryUnaryMultiCallable[_service_pb2.RecordFeedbackRequest, _service_pb2.RecordFeedbackResponse]  # type: ignore[assignment]
     """Records how an answer was received."""
+    UploadDataset: _aio.StreamUnaryMultiCallable[_service_pb2.UploadDatasetRequest, _service_pb2.UploadDatasetResponse]  # type: ignore[assignment]
+    """Stores a dataset sent in chunks: the first message names it, every message may carry
+    examples. For sets larger than one message.
+    """
+    GetDataset: _aio.UnaryUnaryMultiCallable[_service_pb2.GetDatasetRequest, _service_pb2.GetDatasetResponse]  # type: ignore[assignment]
+    """Returns a dataset's description."""
+    ListDatasets: _aio.UnaryUnaryMultiCallable[_service_pb2.ListDatasetsRequest, _service_pb2.ListDatasetsResponse]  # type: ignore[assignment]
+    """Lists datasets, ordered by name, a page at a time."""
+    ListDatasetExamples: _aio.UnaryUnaryMultiCallable[_service_pb2.ListDatasetExamplesRequest, _service_pb2.ListDatasetExamplesResponse]  # type: ignore[assignment]
+    """Reads a dataset's examples back, in stored order, a page at a time."""
+    DeleteDataset: _aio.UnaryUnaryMultiCallable[_service_pb2.DeleteDatasetRequest, _service_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
+    """Deletes a dataset. Jobs trained on it keep their own copy of the data."""
 
 class AgentTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trains, evaluates and adapts customer-facing agents.
@@ -139,7 +171,17 @@ class AgentTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.GenerateSyntheticTrainingDataRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_service_pb2.GenerateSyntheticTrainingDataResponse], _abc.AsyncIterator[_service_pb2.GenerateSyntheticTrainingDataResponse]]:
-        """Generates synthetic examples in the shape TrainAgent takes, streamed in chunks."""
+        """Generates synthetic examples in the shape TrainAgent takes, streamed in chunks of at most
+        `chunk_size`, up to `max_synthetic_count` examples; the last chunk carries the summary.
+        """
+
+    @_abc_1.abstractmethod
+    def GenerateSyntheticExamples(
+        self,
+        request: _service_pb2.GenerateSyntheticExamplesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GenerateSyntheticExamplesResponse, _abc.Awaitable[_service_pb2.GenerateSyntheticExamplesResponse]]:
+        """The same in one response, for counts up to `max_unary_synthetic_count`."""
 
     @_abc_1.abstractmethod
     def AnalyzeAndOptimize(
@@ -252,5 +294,47 @@ class AgentTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.RecordFeedbackResponse, _abc.Awaitable[_service_pb2.RecordFeedbackResponse]]:
         """Records how an answer was received."""
+
+    @_abc_1.abstractmethod
+    def UploadDataset(
+        self,
+        request_iterator: _MaybeAsyncIterator[_service_pb2.UploadDatasetRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.UploadDatasetResponse, _abc.Awaitable[_service_pb2.UploadDatasetResponse]]:
+        """Stores a dataset sent in chunks: the first message names it, every message may carry
+        examples. For sets larger than one message.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDataset(
+        self,
+        request: _service_pb2.GetDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetDatasetResponse, _abc.Awaitable[_service_pb2.GetDatasetResponse]]:
+        """Returns a dataset's description."""
+
+    @_abc_1.abstractmethod
+    def ListDatasets(
+        self,
+        request: _service_pb2.ListDatasetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListDatasetsResponse, _abc.Awaitable[_service_pb2.ListDatasetsResponse]]:
+        """Lists datasets, ordered by name, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def ListDatasetExamples(
+        self,
+        request: _service_pb2.ListDatasetExamplesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListDatasetExamplesResponse, _abc.Awaitable[_service_pb2.ListDatasetExamplesResponse]]:
+        """Reads a dataset's examples back, in stored order, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def DeleteDataset(
+        self,
+        request: _service_pb2.DeleteDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.DeleteDatasetResponse, _abc.Awaitable[_service_pb2.DeleteDatasetResponse]]:
+        """Deletes a dataset. Jobs trained on it keep their own copy of the data."""
 
 def add_AgentTrainingServiceServicer_to_server(servicer: AgentTrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,21 +23,36 @@ _sym_db = _symbol_database.Default()
 
 
 from agent_training.v1 import training_pb2 as agent__training_dot_v1_dot_training__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agent_training/v1/synthetic.proto\x12\x11\x61gent_training.v1\x1a agent_training/v1/training.proto\"\xc7\x01\n\x17SyntheticDataParameters\x12\x31\n\ndifficulty\x18\x01 \x01(\x0e\x32\x1d.agent_training.v1.Difficulty\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12;\n\x0fsource_examples\x18\x04 \x03(\x0b\x32\".agent_training.v1.TrainingExample\x12\x10\n\x08\x61gent_id\x18\x05 \x01(\tB\x07\n\x05_seed\"\xac\x01\n\x10SyntheticExample\x12\x33\n\x07\x65xample\x18\x01 \x01(\x0b\x32\".agent_training.v1.TrainingExample\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06intent\x18\x03 \x01(\t\x12\x31\n\ndifficulty\x18\x04 \x01(\x0e\x32\x1d.agent_training.v1.Difficulty\x12\x11\n\tgenerator\x18\x05 \x01(\t*\xfb\x01\n\x11SyntheticDataType\x12#\n\x1fSYNTHETIC_DATA_TYPE_UNSPECIFIED\x10\x00\x12(\n$SYNTHETIC_DATA_TYPE_CUSTOMER_QUERIES\x10\x01\x12%\n!SYNTHETIC_DATA_TYPE_CONVERSATIONS\x10\x02\x12#\n\x1fSYNTHETIC_DATA_TYPE_PARAPHRASES\x10\x03\x12$\n SYNTHETIC_DATA_TYPE_OUT_OF_SCOPE\x10\x04\x12%\n!SYNTHETIC_DATA_TYPE_FEEDBACK_LOGS\x10\x05*i\n\nDifficulty\x12\x1a\n\x16\x44IFFICULTY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IFFICULTY_EASY\x10\x01\x12\x15\n\x11\x44IFFICULTY_MEDIUM\x10\x02\x12\x13\n\x0f\x44IFFICULTY_HARD\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agent_training/v1/synthetic.proto\x12\x11\x61gent_training.v1\x1a agent_training/v1/training.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x04\n\x17SyntheticDataParameters\x12\x31\n\ndifficulty\x18\x01 \x01(\x0e\x32\x1d.agent_training.v1.Difficulty\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12;\n\x0fsource_examples\x18\x04 \x03(\x0b\x32\".agent_training.v1.TrainingExample\x12\x10\n\x08\x61gent_id\x18\x05 \x01(\t\x12\x12\n\ndataset_id\x18\x06 \x01(\t\x12\x17\n\x0ftarget_agent_id\x18\x07 \x01(\t\x12\x1b\n\x0emin_confidence\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07grammar\x18\t \x01(\t\x12\x30\n\x05label\x18\n \x01(\x0e\x32!.agent_training.v1.SyntheticLabel\x12\x17\n\x0f\x66\x61llback_output\x18\x0b \x01(\t\x12\x1a\n\rcontext_turns\x18\x0c \x01(\x05H\x02\x88\x01\x01\x12!\n\x14variants_per_example\x18\r \x01(\x05H\x03\x88\x01\x01\x12\x1d\n\x10\x65xploration_rate\x18\x0e \x01(\x01H\x04\x88\x01\x01\x42\x07\n\x05_seedB\x11\n\x0f_min_confidenceB\x10\n\x0e_context_turnsB\x17\n\x15_variants_per_exampleB\x13\n\x11_exploration_rate\"\xac\x01\n\x10SyntheticExample\x12\x33\n\x07\x65xample\x18\x01 \x01(\x0b\x32\".agent_training.v1.TrainingExample\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06intent\x18\x03 \x01(\t\x12\x31\n\ndifficulty\x18\x04 \x01(\x0e\x32\x1d.agent_training.v1.Difficulty\x12\x11\n\tgenerator\x18\x05 \x01(\t\"\xe1\x03\n\x11GenerationSummary\x12\x17\n\x0fgenerated_count\x18\x01 \x01(\x05\x12\x17\n\x0frequested_count\x18\x02 \x01(\x05\x12\x18\n\x10shortfall_reason\x18\x03 \x01(\t\x12\x18\n\x10\x63\x61ndidates_tried\x18\x04 \x01(\x03\x12 \n\x18\x65xact_duplicates_removed\x18\x05 \x01(\x03\x12%\n\x1dnormalized_duplicates_removed\x18\x06 \x01(\x03\x12\x1f\n\x17near_duplicates_removed\x18\x07 \x01(\x03\x12\x1d\n\x10target_pass_rate\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\x12target_tried_count\x18\t \x01(\x03\x12K\n\x0clabel_counts\x18\n \x03(\x0b\x32\x35.agent_training.v1.GenerationSummary.LabelCountsEntry\x12+\n\x07\x64\x61taset\x18\x0b \x01(\x0b\x32\x1a.agent_training.v1.Dataset\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x42\x13\n\x11_target_pass_rate\"\x9a\x01\n\x10GenerationRecipe\x12\x37\n\tdata_type\x18\x01 \x01(\x0e\x32$.agent_training.v1.SyntheticDataType\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12>\n\nparameters\x18\x03 \x01(\x0b\x32*.agent_training.v1.SyntheticDataParameters\"\x9d\x02\n\x07\x44\x61taset\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rexample_count\x18\x04 \x01(\x03\x12\x30\n\x06source\x18\x05 \x01(\x0e\x32 .agent_training.v1.DatasetSource\x12\x33\n\x06recipe\x18\x06 \x01(\x0b\x32#.agent_training.v1.GenerationRecipe\x12\x16\n\x0e\x63ontent_sha256\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coutput_count\x18\t \x01(\x05*\x9e\x02\n\x11SyntheticDataType\x12#\n\x1fSYNTHETIC_DATA_TYPE_UNSPECIFIED\x10\x00\x12(\n$SYNTHETIC_DATA_TYPE_CUSTOMER_QUERIES\x10\x01\x12%\n!SYNTHETIC_DATA_TYPE_CONVERSATIONS\x10\x02\x12#\n\x1fSYNTHETIC_DATA_TYPE_PARAPHRASES\x10\x03\x12$\n SYNTHETIC_DATA_TYPE_OUT_OF_SCOPE\x10\x04\x12%\n!SYNTHETIC_DATA_TYPE_FEEDBACK_LOGS\x10\x05\x12!\n\x1dSYNTHETIC_DATA_TYPE_TEMPLATES\x10\x06*k\n\x0eSyntheticLabel\x12\x1f\n\x1bSYNTHETIC_LABEL_UNSPECIFIED\x10\x00\x12\x1a\n\x16SYNTHETIC_LABEL_INTENT\x10\x01\x12\x1c\n\x18SYNTHETIC_LABEL_RESPONSE\x10\x02*i\n\nDifficulty\x12\x1a\n\x16\x44IFFICULTY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IFFICULTY_EASY\x10\x01\x12\x15\n\x11\x44IFFICULTY_MEDIUM\x10\x02\x12\x13\n\x0f\x44IFFICULTY_HARD\x10\x03*h\n\rDatasetSource\x12\x1e\n\x1a\x44\x41TASET_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x41TASET_SOURCE_UPLOAD\x10\x01\x12\x1c\n\x18\x44\x41TASET_SOURCE_GENERATED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent_training.v1.synthetic_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SYNTHETICDATATYPE']._serialized_start=468
-  _globals['_SYNTHETICDATATYPE']._serialized_end=719
-  _globals['_DIFFICULTY']._serialized_start=721
-  _globals['_DIFFICULTY']._serialized_end=826
-  _globals['_SYNTHETICDATAPARAMETERS']._serialized_start=91
-  _globals['_SYNTHETICDATAPARAMETERS']._serialized_end=290
-  _globals['_SYNTHETICEXAMPLE']._serialized_start=293
-  _globals['_SYNTHETICEXAMPLE']._serialized_end=465
+  _globals['_GENERATIONSUMMARY_LABELCOUNTSENTRY']._loaded_options = None
+  _globals['_GENERATIONSUMMARY_LABELCOUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_SYNTHETICDATATYPE']._serialized_start=1773
+  _globals['_SYNTHETICDATATYPE']._serialized_end=2059
+  _globals['_SYNTHETICLABEL']._serialized_start=2061
+  _globals['_SYNTHETICLABEL']._serialized_end=2168
+  _globals['_DIFFICULTY']._serialized_start=2170
+  _globals['_DIFFICULTY']._serialized_end=2275
+  _globals['_DATASETSOURCE']._serialized_start=2277
+  _globals['_DATASETSOURCE']._serialized_end=2381
+  _globals['_SYNTHETICDATAPARAMETERS']._serialized_start=124
+  _globals['_SYNTHETICDATAPARAMETERS']._serialized_end=666
+  _globals['_SYNTHETICEXAMPLE']._serialized_start=669
+  _globals['_SYNTHETICEXAMPLE']._serialized_end=841
+  _globals['_GENERATIONSUMMARY']._serialized_start=844
+  _globals['_GENERATIONSUMMARY']._serialized_end=1325
+  _globals['_GENERATIONSUMMARY_LABELCOUNTSENTRY']._serialized_start=1254
+  _globals['_GENERATIONSUMMARY_LABELCOUNTSENTRY']._serialized_end=1304
+  _globals['_GENERATIONRECIPE']._serialized_start=1328
+  _globals['_GENERATIONRECIPE']._serialized_end=1482
+  _globals['_DATASET']._serialized_start=1485
+  _globals['_DATASET']._serialized_end=1770
 # @@protoc_insertion_point(module_scope)

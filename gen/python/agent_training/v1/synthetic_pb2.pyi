@@ -7,6 +7,7 @@ from agent_training.v1 import training_pb2 as _training_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -38,6 +39,8 @@ class _SyntheticDataTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Syn
     """Queries that belong to no topic, labelled with the fallback output."""
     SYNTHETIC_DATA_TYPE_FEEDBACK_LOGS: _SyntheticDataType.ValueType  # 5
     """Logged interactions with feedback, for reinforcement training."""
+    SYNTHETIC_DATA_TYPE_TEMPLATES: _SyntheticDataType.ValueType  # 6
+    """Sentences of a user-defined template grammar (`parameters.grammar`)."""
 
 class SyntheticDataType(_SyntheticDataType, metaclass=_SyntheticDataTypeEnumTypeWrapper):
     """Kinds of synthetic data."""
@@ -54,7 +57,33 @@ SYNTHETIC_DATA_TYPE_OUT_OF_SCOPE: SyntheticDataType.ValueType  # 4
 """Queries that belong to no topic, labelled with the fallback output."""
 SYNTHETIC_DATA_TYPE_FEEDBACK_LOGS: SyntheticDataType.ValueType  # 5
 """Logged interactions with feedback, for reinforcement training."""
+SYNTHETIC_DATA_TYPE_TEMPLATES: SyntheticDataType.ValueType  # 6
+"""Sentences of a user-defined template grammar (`parameters.grammar`)."""
 Global___SyntheticDataType: _TypeAlias = SyntheticDataType  # noqa: Y015
+
+class _SyntheticLabel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SyntheticLabelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyntheticLabel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SYNTHETIC_LABEL_UNSPECIFIED: _SyntheticLabel.ValueType  # 0
+    """Not set: the intent name."""
+    SYNTHETIC_LABEL_INTENT: _SyntheticLabel.ValueType  # 1
+    """The intent's name, e.g. "track_package"."""
+    SYNTHETIC_LABEL_RESPONSE: _SyntheticLabel.ValueType  # 2
+    """The intent's canonical response, e.g. "You can follow your parcel from ..."."""
+
+class SyntheticLabel(_SyntheticLabel, metaclass=_SyntheticLabelEnumTypeWrapper):
+    """What a generated query is labelled with."""
+
+SYNTHETIC_LABEL_UNSPECIFIED: SyntheticLabel.ValueType  # 0
+"""Not set: the intent name."""
+SYNTHETIC_LABEL_INTENT: SyntheticLabel.ValueType  # 1
+"""The intent's name, e.g. "track_package"."""
+SYNTHETIC_LABEL_RESPONSE: SyntheticLabel.ValueType  # 2
+"""The intent's canonical response, e.g. "You can follow your parcel from ..."."""
+Global___SyntheticLabel: _TypeAlias = SyntheticLabel  # noqa: Y015
 
 class _Difficulty:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -84,6 +113,30 @@ DIFFICULTY_HARD: Difficulty.ValueType  # 3
 """Typos, indirect phrasing, several sentences, negation and distractor topics."""
 Global___Difficulty: _TypeAlias = Difficulty  # noqa: Y015
 
+class _DatasetSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DatasetSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DatasetSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DATASET_SOURCE_UNSPECIFIED: _DatasetSource.ValueType  # 0
+    """Not set."""
+    DATASET_SOURCE_UPLOAD: _DatasetSource.ValueType  # 1
+    """Uploaded with UploadDataset."""
+    DATASET_SOURCE_GENERATED: _DatasetSource.ValueType  # 2
+    """Saved by GenerateSyntheticTrainingData."""
+
+class DatasetSource(_DatasetSource, metaclass=_DatasetSourceEnumTypeWrapper):
+    """Where a dataset came from."""
+
+DATASET_SOURCE_UNSPECIFIED: DatasetSource.ValueType  # 0
+"""Not set."""
+DATASET_SOURCE_UPLOAD: DatasetSource.ValueType  # 1
+"""Uploaded with UploadDataset."""
+DATASET_SOURCE_GENERATED: DatasetSource.ValueType  # 2
+"""Saved by GenerateSyntheticTrainingData."""
+Global___DatasetSource: _TypeAlias = DatasetSource  # noqa: Y015
+
 @_typing.final
 class SyntheticDataParameters(_message.Message):
     """Parameters steering generation."""
@@ -95,12 +148,49 @@ class SyntheticDataParameters(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     SOURCE_EXAMPLES_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    TARGET_AGENT_ID_FIELD_NUMBER: _builtins.int
+    MIN_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    GRAMMAR_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    FALLBACK_OUTPUT_FIELD_NUMBER: _builtins.int
+    CONTEXT_TURNS_FIELD_NUMBER: _builtins.int
+    VARIANTS_PER_EXAMPLE_FIELD_NUMBER: _builtins.int
+    EXPLORATION_RATE_FIELD_NUMBER: _builtins.int
     difficulty: Global___Difficulty.ValueType
     """How hard the language is."""
     seed: _builtins.int
     """Seed; the same request with the same seed gives the same examples. Default 0."""
     agent_id: _builtins.str
     """Agent whose active version answers the queries (feedback_logs)."""
+    dataset_id: _builtins.str
+    """A stored dataset to draw source examples from instead of `source_examples` (paraphrases,
+    feedback_logs).
+    """
+    target_agent_id: _builtins.str
+    """Hard-example mining: keep only examples this agent's active version gets wrong or answers
+    with a confidence under `min_confidence`.
+    """
+    min_confidence: _builtins.float
+    """Confidence under which a mined example counts as hard, in (0, 1]. Default the target
+    version's confidence threshold, or 0.5 when it has none.
+    """
+    grammar: _builtins.str
+    """The template grammar (templates); see docs/synthetic.md for the syntax."""
+    label: Global___SyntheticLabel.ValueType
+    """What queries are labelled with (customer_queries, conversations, templates)."""
+    fallback_output: _builtins.str
+    """The label of out_of_scope examples. Default "fallback"."""
+    context_turns: _builtins.int
+    """Turns of context before the last user turn (conversations), 1 to 6. Default 2."""
+    variants_per_example: _builtins.int
+    """Variants made per source example before moving to the next source (paraphrases). Default 0:
+    spread `count` evenly over the sources.
+    """
+    exploration_rate: _builtins.float
+    """Probability that the simulated agent answers with a random other output instead of its own
+    choice (feedback_logs), in [0, 1]. Default 0.2.
+    """
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Topics to draw from, e.g. "billing", "support"; empty means all built-in topics."""
@@ -117,14 +207,40 @@ class SyntheticDataParameters(_message.Message):
         seed: _builtins.int | None = ...,
         source_examples: _abc.Iterable[_training_pb2.TrainingExample] | None = ...,
         agent_id: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
+        target_agent_id: _builtins.str = ...,
+        min_confidence: _builtins.float | None = ...,
+        grammar: _builtins.str = ...,
+        label: Global___SyntheticLabel.ValueType = ...,
+        fallback_output: _builtins.str = ...,
+        context_turns: _builtins.int | None = ...,
+        variants_per_example: _builtins.int | None = ...,
+        exploration_rate: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_turns", b"_context_turns", "_exploration_rate", b"_exploration_rate", "_min_confidence", b"_min_confidence", "_seed", b"_seed", "_variants_per_example", b"_variants_per_example", "context_turns", b"context_turns", "exploration_rate", b"exploration_rate", "min_confidence", b"min_confidence", "seed", b"seed", "variants_per_example", b"variants_per_example"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "agent_id", b"agent_id", "difficulty", b"difficulty", "seed", b"seed", "source_examples", b"source_examples", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_turns", b"_context_turns", "_exploration_rate", b"_exploration_rate", "_min_confidence", b"_min_confidence", "_seed", b"_seed", "_variants_per_example", b"_variants_per_example", "agent_id", b"agent_id", "context_turns", b"context_turns", "dataset_id", b"dataset_id", "difficulty", b"difficulty", "exploration_rate", b"exploration_rate", "fallback_output", b"fallback_output", "grammar", b"grammar", "label", b"label", "min_confidence", b"min_confidence", "seed", b"seed", "source_examples", b"source_examples", "target_agent_id", b"target_agent_id", "topics", b"topics", "variants_per_example", b"variants_per_example"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__context_turns: _TypeAlias = _typing.Literal["context_turns"]  # noqa: Y015
+    _WhichOneofArgType__context_turns: _TypeAlias = _typing.Literal["_context_turns", b"_context_turns"]  # noqa: Y015
+    _WhichOneofReturnType__exploration_rate: _TypeAlias = _typing.Literal["exploration_rate"]  # noqa: Y015
+    _WhichOneofArgType__exploration_rate: _TypeAlias = _typing.Literal["_exploration_rate", b"_exploration_rate"]  # noqa: Y015
+    _WhichOneofReturnType__min_confidence: _TypeAlias = _typing.Literal["min_confidence"]  # noqa: Y015
+    _WhichOneofArgType__min_confidence: _TypeAlias = _typing.Literal["_min_confidence", b"_min_confidence"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__variants_per_example: _TypeAlias = _typing.Literal["variants_per_example"]  # noqa: Y015
+    _WhichOneofArgType__variants_per_example: _TypeAlias = _typing.Literal["_variants_per_example", b"_variants_per_example"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__context_turns) -> _WhichOneofReturnType__context_turns | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exploration_rate) -> _WhichOneofReturnType__exploration_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_confidence) -> _WhichOneofReturnType__min_confidence | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__variants_per_example) -> _WhichOneofReturnType__variants_per_example | None: ...
 
 Global___SyntheticDataParameters: _TypeAlias = SyntheticDataParameters  # noqa: Y015
 
@@ -167,3 +283,183 @@ class SyntheticExample(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SyntheticExample: _TypeAlias = SyntheticExample  # noqa: Y015
+
+@_typing.final
+class GenerationSummary(_message.Message):
+    """What a generation produced, beside the examples: sent once, with the last chunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    GENERATED_COUNT_FIELD_NUMBER: _builtins.int
+    REQUESTED_COUNT_FIELD_NUMBER: _builtins.int
+    SHORTFALL_REASON_FIELD_NUMBER: _builtins.int
+    CANDIDATES_TRIED_FIELD_NUMBER: _builtins.int
+    EXACT_DUPLICATES_REMOVED_FIELD_NUMBER: _builtins.int
+    NORMALIZED_DUPLICATES_REMOVED_FIELD_NUMBER: _builtins.int
+    NEAR_DUPLICATES_REMOVED_FIELD_NUMBER: _builtins.int
+    TARGET_PASS_RATE_FIELD_NUMBER: _builtins.int
+    TARGET_TRIED_COUNT_FIELD_NUMBER: _builtins.int
+    LABEL_COUNTS_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    generated_count: _builtins.int
+    """Examples produced."""
+    requested_count: _builtins.int
+    """Examples requested."""
+    shortfall_reason: _builtins.str
+    """Why fewer than requested were produced; empty when the count was met."""
+    candidates_tried: _builtins.int
+    """Candidates made in all, kept or not."""
+    exact_duplicates_removed: _builtins.int
+    """Candidates dropped as exact duplicates of an earlier one."""
+    normalized_duplicates_removed: _builtins.int
+    """Candidates dropped as duplicates after normalisation (case, spacing, punctuation)."""
+    near_duplicates_removed: _builtins.int
+    """Candidates dropped as near duplicates (MinHash estimate of word Jaccard similarity >= 0.8)."""
+    target_pass_rate: _builtins.float
+    """Hard-example mining: share of the tried candidates the target agent answered correctly
+    with enough confidence.
+    """
+    target_tried_count: _builtins.int
+    """Hard-example mining: candidates shown to the target agent."""
+    @_builtins.property
+    def label_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Examples per output (label), in output order."""
+
+    @_builtins.property
+    def dataset(self) -> Global___Dataset:
+        """The dataset the examples were saved as, when `save_as` was set."""
+
+    def __init__(
+        self,
+        *,
+        generated_count: _builtins.int = ...,
+        requested_count: _builtins.int = ...,
+        shortfall_reason: _builtins.str = ...,
+        candidates_tried: _builtins.int = ...,
+        exact_duplicates_removed: _builtins.int = ...,
+        normalized_duplicates_removed: _builtins.int = ...,
+        near_duplicates_removed: _builtins.int = ...,
+        target_pass_rate: _builtins.float | None = ...,
+        target_tried_count: _builtins.int = ...,
+        label_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        dataset: Global___Dataset | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_pass_rate", b"_target_pass_rate", "dataset", b"dataset", "target_pass_rate", b"target_pass_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_pass_rate", b"_target_pass_rate", "candidates_tried", b"candidates_tried", "dataset", b"dataset", "exact_duplicates_removed", b"exact_duplicates_removed", "generated_count", b"generated_count", "label_counts", b"label_counts", "near_duplicates_removed", b"near_duplicates_removed", "normalized_duplicates_removed", b"normalized_duplicates_removed", "requested_count", b"requested_count", "shortfall_reason", b"shortfall_reason", "target_pass_rate", b"target_pass_rate", "target_tried_count", b"target_tried_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__target_pass_rate: _TypeAlias = _typing.Literal["target_pass_rate"]  # noqa: Y015
+    _WhichOneofArgType__target_pass_rate: _TypeAlias = _typing.Literal["_target_pass_rate", b"_target_pass_rate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_pass_rate) -> _WhichOneofReturnType__target_pass_rate | None: ...
+
+Global___GenerationSummary: _TypeAlias = GenerationSummary  # noqa: Y015
+
+@_typing.final
+class GenerationRecipe(_message.Message):
+    """How a generated dataset was made: enough to make it again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    data_type: Global___SyntheticDataType.ValueType
+    """The kind of data."""
+    count: _builtins.int
+    """Examples requested."""
+    @_builtins.property
+    def parameters(self) -> Global___SyntheticDataParameters:
+        """The parameters, as given."""
+
+    def __init__(
+        self,
+        *,
+        data_type: Global___SyntheticDataType.ValueType = ...,
+        count: _builtins.int = ...,
+        parameters: Global___SyntheticDataParameters | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "data_type", b"data_type", "parameters", b"parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerationRecipe: _TypeAlias = GenerationRecipe  # noqa: Y015
+
+@_typing.final
+class Dataset(_message.Message):
+    """A stored, named, immutable collection of examples."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    EXAMPLE_COUNT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RECIPE_FIELD_NUMBER: _builtins.int
+    CONTENT_SHA256_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    OUTPUT_COUNT_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    """Server-assigned id ("ds_" and 16 hex digits)."""
+    name: _builtins.str
+    """Unique name."""
+    description: _builtins.str
+    """What it holds (optional)."""
+    example_count: _builtins.int
+    """Number of examples."""
+    source: Global___DatasetSource.ValueType
+    """Where it came from."""
+    content_sha256: _builtins.str
+    """SHA-256 of the examples' canonical serialisation, to compare datasets."""
+    output_count: _builtins.int
+    """Distinct outputs (labels) of its examples."""
+    @_builtins.property
+    def recipe(self) -> Global___GenerationRecipe:
+        """The generation request, for generated datasets."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was stored."""
+
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        example_count: _builtins.int = ...,
+        source: Global___DatasetSource.ValueType = ...,
+        recipe: Global___GenerationRecipe | None = ...,
+        content_sha256: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        output_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "recipe", b"recipe"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_sha256", b"content_sha256", "create_time", b"create_time", "dataset_id", b"dataset_id", "description", b"description", "example_count", b"example_count", "name", b"name", "output_count", b"output_count", "recipe", b"recipe", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dataset: _TypeAlias = Dataset  # noqa: Y015
