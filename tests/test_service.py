@@ -32,7 +32,7 @@ def test_every_rpc_has_a_client_method_none_missing_none_extra() -> None:
         for name in vars(AgentTrainingClient)
         if not name.startswith("_") and callable(getattr(AgentTrainingClient, name))
     }
-    helpers = {"close", "iter_agents", "health"}
+    helpers = {"close", "iter_agents", "iter_dataset_examples", "health"}
     assert rpc_methods - client_methods == set()
     assert client_methods - rpc_methods - helpers == set()
 
@@ -48,7 +48,8 @@ def test_contract_has_the_seed_operations_and_streams() -> None:
         assert name in methods
     streaming = {name for name, method in methods.items() if method.server_streaming}
     assert streaming == {"TrainAgent", "WatchTrainingJob", "GenerateSyntheticTrainingData"}
-    assert not any(method.client_streaming for method in methods.values())
+    uploads = {name for name, method in methods.items() if method.client_streaming}
+    assert uploads == {"UploadDataset"}
     request = service_pb2.TrainAgentRequest.DESCRIPTOR.fields_by_name
     assert {"agent_id", "training_data", "training_type", "config"} <= set(request)
 

@@ -19,8 +19,10 @@ from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.config import ServerConfig
 from agent_training_server.jobs.pool import WorkerPool
 from agent_training_server.services.agents import AgentService
+from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
+from agent_training_server.services.synthetic import SyntheticService
 from agent_training_server.store.sqlite import SqliteStore
 from agent_training_server.telemetry import create_tracer_provider
 
@@ -81,6 +83,9 @@ async def create_server(
     jobs = JobManager(store, config, WorkerPool(config.workers, _torch_threads(config)))
     await jobs.start()
     inference = InferenceService(store, config.data_dir)
+    store.discard_unfinished_datasets()
+    datasets = DatasetService(store, config.max_dataset_examples)
+    synthetic = SyntheticService(inference)
 
     server = grpc.aio.server(
         interceptors=[
@@ -91,7 +96,7 @@ async def create_server(
         options=_channel_options(config),
     )
     service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
-        AgentTrainingServicer(config, agents, jobs, inference), server
+        AgentTrainingServicer(config, agents, jobs, inference, datasets, synthetic), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

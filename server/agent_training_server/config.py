@@ -41,6 +41,11 @@ class ServerConfig:
     max_outputs_per_agent: int = _setting(2_000, "most distinct outputs one agent can learn")
     max_batch_size: int = _setting(4_096, "most inputs in one InvokeAgent call")
     max_page_size: int = _setting(1_000, "largest page a list call returns")
+    max_synthetic_count: int = _setting(10_000_000, "most examples one streamed generation makes")
+    max_unary_synthetic_count: int = _setting(
+        10_000, "most examples GenerateSyntheticExamples returns in one response"
+    )
+    max_dataset_examples: int = _setting(1_000_000, "most examples in one stored dataset")
     workers: int = _setting(_default_workers, "training worker processes (default: cores / 2)")
     max_queued_jobs: int = _setting(32, "jobs waiting for a worker before TrainAgent is refused")
     max_job_seconds: int = _setting(3_600, "default wall-clock limit of one training job")
@@ -124,6 +129,9 @@ def _check(config: ServerConfig) -> None:
         "max_outputs_per_agent",
         "max_batch_size",
         "max_page_size",
+        "max_synthetic_count",
+        "max_unary_synthetic_count",
+        "max_dataset_examples",
         "workers",
         "max_job_seconds",
     )

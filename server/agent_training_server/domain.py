@@ -145,3 +145,20 @@ class JobEvent:
     kind: str
     """"accepted", "progress" or "finished"."""
     payload: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Dataset:
+    """A stored, named, immutable collection of examples."""
+
+    dataset_id: str
+    name: str
+    description: str = ""
+    source: str = "upload"
+    """"upload" or "generated"."""
+    recipe: bytes = b""
+    """The serialised GenerationRecipe of a generated dataset."""
+    example_count: int = 0
+    output_count: int = 0
+    content_sha256: str = ""
+    create_time: float = 0.0

@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from agent_training.v1 import training_pb2
+from agent_training_client import cli_data
 from agent_training_client.client import DEFAULT_TARGET, AgentTrainingClient
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.progress import ProgressPrinter
@@ -99,7 +100,9 @@ def read_examples(path: Path) -> Iterator[training_pb2.TrainingExample]:
         with path.open(encoding="utf-8") as lines:
             for line in lines:
                 if line.strip():
-                    yield json_format.ParseDict(json.loads(line), training_pb2.TrainingExample())
+                    yield json_format.ParseDict(
+                        json.loads(line), training_pb2.TrainingExample(), ignore_unknown_fields=True
+                    )
         return
     with path.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -136,7 +139,8 @@ def _train(args: argparse.Namespace) -> int:
     with _client(args) as client:
         events = client.train_agent(
             agent_id=args.agent,
-            training_data=list(read_examples(Path(args.file))),
+            training_data=list(read_examples(Path(args.file))) if args.file else [],
+            dataset_id=args.dataset,
             training_type=training_type,
             config=config,
             request_id=args.request_id,
@@ -179,6 +183,16 @@ def _invoke(args: argparse.Namespace) -> None:
         else:
             fields["inputs"] = args.text
         _print_message(client.invoke_agent(**fields))
+
+
+def _with_client(command: Any) -> Any:
+    """Adapt a data command, command(args, client, read_examples), to a CLI handler."""
+
+    def handler(args: argparse.Namespace) -> int:
+        with _client(args) as client:
+            return command(args, client, read_examples)
+
+    return handler
 
 
 def _health(args: argparse.Namespace) -> None:
@@ -239,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     activate.set_defaults(handler=_agents_activate)
 
     train = commands.add_parser("train", help="train an agent from a CSV or JSONL file")
-    train.add_argument("file")
+    train.add_argument("file", nargs="?", default="", help="CSV or JSONL (or use --dataset)")
     train.add_argument("--agent", required=True)
+    train.add_argument("--dataset", default="", help="train on a stored dataset instead")
     train.add_argument("--type", choices=TRAINING_TYPES, default="supervised")
     train.add_argument("--epochs", type=int)
     train.add_argument("--learning-rate", type=float)
@@ -273,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--agent", required=True)
     invoke.add_argument("text", nargs="+")
     invoke.set_defaults(handler=_invoke)
+
+    cli_data.add_commands(commands, _with_client)
 
     health = commands.add_parser("health", help="standard health check")
     health.add_argument("service", nargs="?", default="")

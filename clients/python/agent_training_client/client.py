@@ -6,7 +6,7 @@ raises :class:`AgentTrainingError` (the seed's error object) on failure. Streams
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -16,6 +16,7 @@ from agent_training.v1 import (
     agents_pb2,
     service_pb2,
     service_pb2_grpc,
+    synthetic_pb2,
     training_pb2,
 )
 from agent_training_client.errors import AgentTrainingError
@@ -99,6 +100,13 @@ class AgentTrainingClient:
             yield from call
         except grpc.RpcError as error:
             raise AgentTrainingError.from_rpc_error(error) from None
+
+    def generate_synthetic_examples(
+        self, **fields: Any
+    ) -> service_pb2.GenerateSyntheticExamplesResponse:
+        """Generate up to the server's unary limit of examples in one response."""
+        request = service_pb2.GenerateSyntheticExamplesRequest(**fields)
+        return self._unary(self._stub.GenerateSyntheticExamples, request)
 
     def analyze_and_optimize(self, **fields: Any) -> service_pb2.AnalyzeAndOptimizeResponse:
         """Evaluate an agent version and get measured suggestions."""
@@ -197,6 +205,77 @@ class AgentTrainingClient:
         return self._unary(self._stub.RecordFeedback, request)
 
     # Standard services ----------------------------------------------------------------------
+
+    # Datasets -------------------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        name: str,
+        examples: Iterable[training_pb2.TrainingExample],
+        *,
+        description: str = "",
+        request_id: str = "",
+        chunk_size: int = 5_000,
+        timeout: float | None = None,
+    ) -> synthetic_pb2.Dataset:
+        """Store `examples` as a dataset, sent `chunk_size` at a time (any size fits)."""
+
+        def messages() -> Iterator[service_pb2.UploadDatasetRequest]:
+            first = service_pb2.UploadDatasetRequest(
+                name=name, description=description, request_id=request_id
+            )
+            chunk: list[training_pb2.TrainingExample] = []
+            for example in examples:
+                chunk.append(example)
+                if len(chunk) == chunk_size:
+                    first.examples.extend(chunk)
+                    yield first
+                    first, chunk = service_pb2.UploadDatasetRequest(), []
+            first.examples.extend(chunk)
+            yield first
+
+        try:
+            return self._stub.UploadDataset(messages(), timeout=timeout).dataset
+        except grpc.RpcError as error:
+            raise AgentTrainingError.from_rpc_error(error) from None
+
+    def get_dataset(self, dataset_id: str) -> synthetic_pb2.Dataset:
+        """Return a dataset's description."""
+        request = service_pb2.GetDatasetRequest(dataset_id=dataset_id)
+        return self._unary(self._stub.GetDataset, request).dataset
+
+    def list_datasets(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> service_pb2.ListDatasetsResponse:
+        """Return one page of datasets, ordered by name."""
+        request = service_pb2.ListDatasetsRequest(page_size=page_size, page_token=page_token)
+        return self._unary(self._stub.ListDatasets, request)
+
+    def list_dataset_examples(
+        self, dataset_id: str, page_size: int = 0, page_token: str = ""
+    ) -> service_pb2.ListDatasetExamplesResponse:
+        """Return one page of a dataset's examples, in stored order."""
+        request = service_pb2.ListDatasetExamplesRequest(
+            dataset_id=dataset_id, page_size=page_size, page_token=page_token
+        )
+        return self._unary(self._stub.ListDatasetExamples, request)
+
+    def iter_dataset_examples(
+        self, dataset_id: str, page_size: int = 0
+    ) -> Iterator[synthetic_pb2.SyntheticExample]:
+        """Yield every example of a dataset, reading it page by page."""
+        token = ""
+        while True:
+            page = self.list_dataset_examples(dataset_id, page_size, token)
+            yield from page.examples
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset."""
+        request = service_pb2.DeleteDatasetRequest(dataset_id=dataset_id)
+        self._unary(self._stub.DeleteDataset, request)
 
     def health(self, service: str = "") -> str:
         """Return the standard health status name (e.g. ``SERVING``) of the server or a service."""

@@ -158,4 +158,7 @@ class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
         if handler.unary_stream is not None:
             return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+        if handler.stream_unary is not None:
+            # A unary wrapper fits: it passes the request iterator through untouched.
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
         return handler

@@ -12,13 +12,16 @@ import grpc
 
 from agent_training.v1 import service_pb2, service_pb2_grpc, training_pb2
 from agent_training_server.api import convert, validation
+from agent_training_server.api.synthetic_handlers import SyntheticHandlers
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.engines.base import TrainSettings
 from agent_training_server.errors import FailedPrecondition, NotFound, Unimplemented
 from agent_training_server.services.agents import AgentService
+from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
+from agent_training_server.services.synthetic import SyntheticService
 
 Context = grpc.aio.ServicerContext
 SERVED_TRAINING_TYPES = ("supervised", "few_shot", "reinforcement", "transfer")
@@ -31,7 +34,7 @@ def _not_yet(rpc: str, what: str) -> Unimplemented:
     )
 
 
-class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
+class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingServiceServicer):
     """Serves agent_training.v1.AgentTrainingService."""
 
     def __init__(
@@ -40,11 +43,15 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         agents: AgentService,
         jobs: JobManager,
         inference: InferenceService,
+        datasets: DatasetService,
+        synthetic: SyntheticService,
     ) -> None:
         self._config = config
         self._agents = agents
         self._jobs = jobs
         self._inference = inference
+        self._datasets = datasets
+        self._synthetic = synthetic
 
     # Agents -------------------------------------------------------------------------------
 
@@ -136,6 +143,18 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         self, request: service_pb2.TrainAgentRequest, context: Context
     ) -> AsyncIterator[service_pb2.TrainAgentResponse]:
         validation.check_train_agent(request, self._config)
+        if request.dataset_id:
+            # Train on a stored dataset: validated as if its examples had come inline.
+            stored = await self.dataset_training_data(request.dataset_id)
+            request = service_pb2.TrainAgentRequest(
+                agent_id=request.agent_id,
+                training_data=stored,
+                training_type=request.training_type,
+                config=request.config,
+                request_id=request.request_id,
+                dataset_id=request.dataset_id,
+            )
+            validation.check_train_agent(request, self._config, from_dataset=True)
         training_type = convert.TRAINING_TYPE_NAMES[request.training_type]
         if training_type not in SERVED_TRAINING_TYPES:
             raise Unimplemented(
@@ -267,12 +286,6 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         raise _not_yet("RecordFeedback", "Feedback recording")
 
     # Seed operations still to come ----------------------------------------------------------
-
-    async def GenerateSyntheticTrainingData(  # noqa: D102
-        self, request: service_pb2.GenerateSyntheticTrainingDataRequest, context: Context
-    ) -> AsyncIterator[service_pb2.GenerateSyntheticTrainingDataResponse]:
-        raise _not_yet("GenerateSyntheticTrainingData", "Synthetic data generation")
-        yield  # pragma: no cover - makes this an async generator
 
     async def AnalyzeAndOptimize(  # noqa: D102
         self, request: service_pb2.AnalyzeAndOptimizeRequest, context: Context

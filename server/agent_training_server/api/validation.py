@@ -251,21 +251,31 @@ def check_feedback(checker: Checker, field: str, feedback: str, *, required: boo
     checker.number(field, reward, low=-1, high=1)
 
 
-def check_train_agent(request: service_pb2.TrainAgentRequest, server: ServerConfig) -> None:
-    """Validate TrainAgent (everything that can be checked without the store)."""
+def check_train_agent(
+    request: service_pb2.TrainAgentRequest, server: ServerConfig, *, from_dataset: bool = False
+) -> None:
+    """Validate TrainAgent (everything that can be checked without the store).
+
+    With `dataset_id`, call it once on the request as sent and once, `from_dataset`, with the
+    dataset's examples in `training_data`.
+    """
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id)
     checker.enum("training_type", request.training_type, training_pb2.TrainingType)
     checker.request_id(request.request_id)
     check_training_config(checker, request.config, server)
     examples = request.training_data
-    if not examples:
+    limit = server.max_dataset_examples if from_dataset else server.max_examples_per_request
+    if request.dataset_id and not from_dataset:
+        checker.resource_id("dataset_id", request.dataset_id)
+        if examples:
+            checker.add("training_data", "must be empty when dataset_id is set (one or the other)")
+    elif not examples:
         checker.add("training_data", "is required: give at least one example per output")
-    elif len(examples) > server.max_examples_per_request:
+    elif len(examples) > limit:
         checker.add(
             "training_data",
-            f"has {len(examples)} examples; at most"
-            f" {server.max_examples_per_request} are allowed per request",
+            f"has {len(examples)} examples; at most {limit} are allowed per request",
         )
     else:
         labelled = request.training_type != training_pb2.TRAINING_TYPE_REINFORCEMENT

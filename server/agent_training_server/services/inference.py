@@ -8,7 +8,7 @@ import dataclasses
 import random
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,19 +87,19 @@ class InferenceService:
         self._cache_lock = threading.Lock()
         self._rng = random.Random()
 
+    async def scorer(
+        self, agent_id: str
+    ) -> tuple[AgentVersion, Callable[[Sequence[str]], np.ndarray]]:
+        """The agent's active version and a function scoring texts with it (any thread)."""
+        version = await self._active_version(agent_id, "")
+        predictor = await asyncio.to_thread(self._predictor, version)
+        return version, lambda texts: predictor.predict_proba(list(texts))
+
     async def invoke(
         self, agent_id: str, inputs: Sequence[str], version_id: str = ""
     ) -> tuple[AgentVersion, list[Answer]]:
         """Answer each input in order."""
-        agent = await asyncio.to_thread(self._store.get_agent, agent_id)
-        version_id = version_id or agent.active_version_id
-        if not version_id:
-            raise FailedPrecondition(
-                f"agent {agent_id!r} has no trained version yet",
-                code="NO_ACTIVE_VERSION",
-                hint="Train the agent with TrainAgent first, or name a version_id.",
-            )
-        version = await asyncio.to_thread(self._store.get_version, agent_id, version_id)
+        version = await self._active_version(agent_id, version_id)
         probabilities = await asyncio.to_thread(self._score, version, list(inputs))
         answers = []
         for text, row in zip(inputs, probabilities, strict=True):
@@ -119,6 +119,18 @@ class InferenceService:
                 )
             )
         return version, answers
+
+    async def _active_version(self, agent_id: str, version_id: str) -> AgentVersion:
+        """The named version, or the agent's active one."""
+        agent = await asyncio.to_thread(self._store.get_agent, agent_id)
+        version_id = version_id or agent.active_version_id
+        if not version_id:
+            raise FailedPrecondition(
+                f"agent {agent_id!r} has no trained version yet",
+                code="NO_ACTIVE_VERSION",
+                hint="Train the agent with TrainAgent first, or name a version_id.",
+            )
+        return await asyncio.to_thread(self._store.get_version, agent_id, version_id)
 
     def _score(self, version: AgentVersion, texts: list[str]) -> np.ndarray:
         return self._predictor(version).predict_proba(texts)

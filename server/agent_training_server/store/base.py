@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 
-from agent_training_server.domain import Agent, AgentVersion, JobEvent, TrainingJob
+from agent_training_server.domain import Agent, AgentVersion, Dataset, JobEvent, TrainingJob
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,57 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def activate_version(self, agent_id: str, version_id: str) -> Agent:
         """Make a version the agent's active one and return the agent. Raises NotFound."""
+
+    # Named datasets -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
+        """Reserve a dataset's name and start writing it.
+
+        Returns the earlier dataset instead on a same-key replay. Raises AlreadyExists when the
+        name is taken.
+        """
+
+    @abc.abstractmethod
+    def append_dataset_examples(
+        self, dataset_id: str, first_position: int, examples: Sequence[bytes]
+    ) -> None:
+        """Store serialised examples of a dataset being written."""
+
+    @abc.abstractmethod
+    def finish_dataset(
+        self,
+        dataset_id: str,
+        example_count: int,
+        output_count: int,
+        content_sha256: str,
+        key: IdempotencyKey | None = None,
+    ) -> Dataset:
+        """Make a written dataset visible, with its totals."""
+
+    @abc.abstractmethod
+    def discard_dataset(self, dataset_id: str) -> None:
+        """Drop a dataset that could not be finished."""
+
+    @abc.abstractmethod
+    def discard_unfinished_datasets(self) -> int:
+        """Drop datasets a stopped server left half-written; return how many."""
+
+    @abc.abstractmethod
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """Return a dataset. Raises NotFound."""
+
+    @abc.abstractmethod
+    def list_datasets(self, limit: int, after_name: str = "") -> list[Dataset]:
+        """Return up to `limit` datasets ordered by name, after `after_name`."""
+
+    @abc.abstractmethod
+    def read_dataset_examples(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
+        """Return serialised examples from position `start`. Raises NotFound."""
+
+    @abc.abstractmethod
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset and its examples. Raises NotFound."""
 
     # Datasets, jobs and their event logs ---------------------------------------------------
 

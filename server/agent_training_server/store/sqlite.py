@@ -19,6 +19,7 @@ from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
 from agent_training_server.errors import AlreadyExists, NotFound
 from agent_training_server.store.base import IdempotencyKey, Store
 from agent_training_server.store.idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_datasets import DATASET_SCHEMA, DatasetTables
 from agent_training_server.store.sqlite_jobs import JobTables
 
 SCHEMA = """
@@ -85,7 +86,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 """
 
 
-class SqliteStore(JobTables, Store):
+class SqliteStore(DatasetTables, JobTables, Store):
     """A store in one SQLite file. Thread-safe: one connection, serialised by a lock."""
 
     def __init__(self, path: Path) -> None:
@@ -98,7 +99,7 @@ class SqliteStore(JobTables, Store):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA + DATASET_SCHEMA)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

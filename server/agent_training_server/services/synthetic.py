@@ -1,0 +1,107 @@
+"""Running a generation: in a thread, handing chunks to the RPC through a small bounded queue.
+
+Generation is CPU work; it runs in its own thread so the event loop keeps serving other calls.
+The queue holds at most `QUEUE_CHUNKS` chunks: when the client reads slowly, the generator waits
+instead of piling examples up, so server memory stays bounded whatever the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from agent_training_server.errors import Cancelled, FailedPrecondition, InvalidArgument
+from agent_training_server.services.inference import InferenceService
+from agent_training_server.synthetic import plan as plans
+from agent_training_server.synthetic.grammar import GrammarError
+from agent_training_server.synthetic.pipeline import Generation
+from agent_training_server.synthetic.sources import Sample
+
+QUEUE_CHUNKS = 4
+"""Chunks that may wait between the generator thread and the RPC."""
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class SyntheticService:
+    """Prepares and runs generations."""
+
+    def __init__(self, inference: InferenceService) -> None:
+        self._inference = inference
+
+    async def prepare(
+        self, plan: plans.GenerationPlan, answering_agent_id: str, target_agent_id: str
+    ) -> Generation:
+        """Load the agents the plan needs and build its generation.
+
+        Raises:
+            InvalidArgument: the grammar does not compile.
+            NotFound, FailedPrecondition: an agent is missing or untrained.
+        """
+        answering = (
+            await self._agent(answering_agent_id, "agent_id") if answering_agent_id else None
+        )
+        target = await self._agent(target_agent_id, "target_agent_id") if target_agent_id else None
+        try:
+            return await asyncio.to_thread(plans.build, plan, answering=answering, target=target)
+        except GrammarError as error:
+            raise InvalidArgument(str(error), code="INVALID_GRAMMAR", hint=error.hint) from error
+
+    async def _agent(self, agent_id: str, field: str) -> plans.Agent:
+        version, score = await self._inference.scorer(agent_id)
+        if len(version.outputs) < 1:
+            raise FailedPrecondition(
+                f"agent {agent_id!r} of {field} has no outputs", code="NO_ACTIVE_VERSION"
+            )
+        return plans.Agent(
+            outputs=list(version.outputs),
+            score=score,
+            confidence_threshold=version.behavior.confidence_threshold,
+        )
+
+    async def run(
+        self,
+        generation: Generation,
+        chunk_size: int,
+        to_message: Callable[[list[Sample]], T],
+    ) -> AsyncIterator[T]:
+        """Run `generation` in a thread and yield `to_message(chunk)` for each chunk."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in generation.chunks(chunk_size):
+                    if stop.is_set():
+                        return
+                    message = to_message(chunk)
+                    asyncio.run_coroutine_threadsafe(queue.put(message), loop).result()
+                item: Any = _DONE
+            except BaseException as error:  # handed to the RPC, which reports it
+                item = error
+            if not stop.is_set():
+                asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        worker = threading.Thread(target=produce, name="synthetic-generation", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            # Unblock a producer waiting on a full queue, then let it notice `stop`.
+            while not queue.empty():
+                queue.get_nowait()
+            if worker.is_alive():
+                await asyncio.to_thread(worker.join, 5.0)
+            if worker.is_alive():  # pragma: no cover - a chunk larger than 5 s of work
+                raise Cancelled("generation did not stop in time")

@@ -1,0 +1,184 @@
+"""SQLite tables of named datasets and their examples (part of SqliteStore).
+
+A dataset is written in chunks while it is generated or uploaded, in state "writing", and becomes
+visible only when `finish_dataset` marks it "ready"; a server restart drops unfinished ones. Its
+examples are stored one row each (serialised protobuf), so a page is read without loading the set.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from agent_training_server.domain import Dataset
+from agent_training_server.errors import AlreadyExists, NotFound
+from agent_training_server.store.idempotency import remember, replayed_resource
+
+if TYPE_CHECKING:
+    from agent_training_server.store.base import IdempotencyKey
+
+DATASET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS named_datasets (
+    dataset_id     TEXT PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    description    TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    recipe         BLOB NOT NULL,
+    example_count  INTEGER NOT NULL,
+    output_count   INTEGER NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    create_time    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dataset_examples (
+    dataset_id TEXT NOT NULL REFERENCES named_datasets(dataset_id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL,
+    example    BLOB NOT NULL,
+    PRIMARY KEY (dataset_id, position)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "dataset_id, name, description, source, recipe, example_count, output_count,"
+    " content_sha256, create_time"
+)
+
+
+class DatasetTables:
+    """Dataset methods of SqliteStore; relies on its ``_write``, ``_lock`` and ``_db``."""
+
+    _db: sqlite3.Connection
+
+    def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
+        """Reserve the name and start writing; return the earlier dataset on a same-key replay.
+
+        Raises:
+            AlreadyExists: the name is taken (by a ready dataset or one being written).
+        """
+        with self._write() as db:  # type: ignore[attr-defined]
+            replayed = replayed_resource(db, key)
+            if replayed is not None:
+                return _dataset_in(db, replayed)
+            taken = db.execute(
+                "SELECT 1 FROM named_datasets WHERE name = ?", (dataset.name,)
+            ).fetchone()
+            if taken:
+                raise AlreadyExists(
+                    f"a dataset named {dataset.name!r} already exists",
+                    code="DATASET_ALREADY_EXISTS",
+                    hint="Choose another name, or DeleteDataset the existing one first.",
+                )
+            d = dataset
+            db.execute(
+                f"INSERT INTO named_datasets ({_COLUMNS}, state)"
+                " VALUES (?, ?, ?, ?, ?, 0, 0, '', ?, 'writing')",
+                (d.dataset_id, d.name, d.description, d.source, d.recipe, d.create_time),
+            )
+            return None
+
+    def append_dataset_examples(
+        self, dataset_id: str, first_position: int, examples: Sequence[bytes]
+    ) -> None:
+        """Store serialised examples at consecutive positions from `first_position`."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            db.executemany(
+                "INSERT INTO dataset_examples VALUES (?, ?, ?)",
+                ((dataset_id, first_position + i, row) for i, row in enumerate(examples)),
+            )
+
+    def finish_dataset(
+        self,
+        dataset_id: str,
+        example_count: int,
+        output_count: int,
+        content_sha256: str,
+        key: IdempotencyKey | None = None,
+    ) -> Dataset:
+        """Mark a dataset ready (visible) with its totals."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            db.execute(
+                "UPDATE named_datasets SET state = 'ready', example_count = ?, output_count = ?,"
+                " content_sha256 = ? WHERE dataset_id = ?",
+                (example_count, output_count, content_sha256, dataset_id),
+            )
+            remember(db, key, dataset_id)
+            return _dataset_in(db, dataset_id)
+
+    def discard_dataset(self, dataset_id: str) -> None:
+        """Drop a dataset that could not be finished."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            db.execute("DELETE FROM named_datasets WHERE dataset_id = ?", (dataset_id,))
+
+    def discard_unfinished_datasets(self) -> int:
+        """Drop datasets left half-written by a stopped server; return how many."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            return db.execute("DELETE FROM named_datasets WHERE state = 'writing'").rowcount
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """Return a ready dataset. Raises NotFound."""
+        with self._lock:  # type: ignore[attr-defined]
+            return _dataset_in(self._db, dataset_id)
+
+    def list_datasets(self, limit: int, after_name: str = "") -> list[Dataset]:
+        """Return up to `limit` ready datasets ordered by name, after `after_name`."""
+        with self._lock:  # type: ignore[attr-defined]
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM named_datasets WHERE state = 'ready' AND name > ?"
+                " ORDER BY name LIMIT ?",
+                (after_name, limit),
+            ).fetchall()
+        return [_dataset_from_row(row) for row in rows]
+
+    def read_dataset_examples(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
+        """Return up to `limit` serialised examples from position `start`. Raises NotFound."""
+        with self._lock:  # type: ignore[attr-defined]
+            _dataset_in(self._db, dataset_id)
+            rows = self._db.execute(
+                "SELECT example FROM dataset_examples WHERE dataset_id = ? AND position >= ?"
+                " ORDER BY position LIMIT ?",
+                (dataset_id, start, limit),
+            ).fetchall()
+        return [bytes(row["example"]) for row in rows]
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a ready dataset and its examples. Raises NotFound."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            deleted = db.execute(
+                "DELETE FROM named_datasets WHERE dataset_id = ? AND state = 'ready'",
+                (dataset_id,),
+            ).rowcount
+            if not deleted:
+                raise _not_found(dataset_id)
+
+
+def _dataset_in(db: sqlite3.Connection, dataset_id: str) -> Dataset:
+    row = db.execute(
+        f"SELECT {_COLUMNS} FROM named_datasets WHERE dataset_id = ? AND state = 'ready'",
+        (dataset_id,),
+    ).fetchone()
+    if row is None:
+        raise _not_found(dataset_id)
+    return _dataset_from_row(row)
+
+
+def _dataset_from_row(row: sqlite3.Row) -> Dataset:
+    return Dataset(
+        dataset_id=row["dataset_id"],
+        name=row["name"],
+        description=row["description"],
+        source=row["source"],
+        recipe=bytes(row["recipe"]),
+        example_count=row["example_count"],
+        output_count=row["output_count"],
+        content_sha256=row["content_sha256"],
+        create_time=row["create_time"],
+    )
+
+
+def _not_found(dataset_id: str) -> NotFound:
+    return NotFound(
+        f"dataset {dataset_id!r} does not exist",
+        code="DATASET_NOT_FOUND",
+        hint="ListDatasets shows the stored datasets.",
+    )

@@ -1,0 +1,189 @@
+"""Candidate sources: one per data type, each making one candidate example for a balance unit.
+
+A source lists its balance `units` (intents, or labels for paraphrases) and makes a candidate
+for a unit on request; the pipeline (pipeline.py) does the round-robin, duplicate removal and
+counting. Every random choice comes from the source's own seeded `random.Random`.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
+
+from agent_training_server.synthetic import textops
+from agent_training_server.synthetic.catalog import styles, topics
+from agent_training_server.synthetic.grammar import Grammar, Intent, parse_grammar
+from agent_training_server.synthetic.textops import pick
+
+EASY, MEDIUM, HARD = "easy", "medium", "hard"
+DIFFICULTIES = (EASY, MEDIUM, HARD)
+OUT_OF_SCOPE_TOPIC = "out_of_scope"
+CUSTOM_TOPIC = "custom"
+
+
+class Sample(NamedTuple):
+    """One generated example with its metadata."""
+
+    input: str
+    label: str
+    topic: str
+    intent: str
+    context: tuple[str, ...] = ()
+    feedback: str = ""
+    propensity: float | None = None
+
+
+class SourceExample(NamedTuple):
+    """An example given to rewrite (paraphrases) or to answer (feedback_logs)."""
+
+    input: str
+    label: str
+    context: tuple[str, ...] = ()
+    feedback: str = ""
+    topic: str = ""
+
+
+@functools.cache
+def builtin_topics() -> dict[str, Grammar]:
+    """The built-in topics, compiled once per process (seed 0, so every process agrees)."""
+    return {
+        name: parse_grammar(topics.COMMON_GRAMMAR + "\n" + text)
+        for name, text in topics.TOPIC_GRAMMARS.items()
+    }
+
+
+@functools.cache
+def out_of_scope_grammar() -> Grammar:
+    """The built-in out-of-scope themes, compiled once per process."""
+    return parse_grammar(topics.COMMON_GRAMMAR + "\n" + topics.OUT_OF_SCOPE_GRAMMAR)
+
+
+class QuerySource:
+    """Queries from grammar intents, styled by difficulty (customer_queries, templates)."""
+
+    generator = "customer_queries"
+
+    def __init__(
+        self,
+        grammars: dict[str, Grammar],
+        difficulty: str,
+        rng: random.Random,
+        label_by_response: bool = False,
+        fixed_label: str = "",
+    ) -> None:
+        self._entries: list[tuple[str, Intent]] = [
+            (topic, intent) for topic, grammar in grammars.items() for intent in grammar.intents
+        ]
+        self.units = [intent.name for _topic, intent in self._entries]
+        self._difficulty = difficulty
+        self._rng = rng
+        self._label_by_response = label_by_response
+        self._fixed_label = fixed_label
+        self._other_topics = {
+            topic: [other for other in styles.DISTRACTORS if other != topic] for topic in grammars
+        }
+
+    def label(self, intent: Intent) -> str:
+        """What a query of `intent` is labelled with."""
+        if self._fixed_label:
+            return self._fixed_label
+        if self._label_by_response and intent.response:
+            return intent.response
+        return intent.name
+
+    def query(self, unit: int) -> tuple[str, str, Intent]:
+        """A styled query for `unit`: (text, topic, intent)."""
+        topic, intent = self._entries[unit]
+        core = pick(self._rng.random, intent.sentences)
+        if self._difficulty == EASY:
+            text = textops.style_easy(core, self._rng)
+        elif self._difficulty == MEDIUM:
+            text = textops.style_medium(core, self._rng)
+        else:
+            text = textops.style_hard(core, self._rng, topic, self._other_topics[topic])
+        return text, topic, intent
+
+    def candidate(self, unit: int) -> Sample:
+        """One candidate example for `unit`."""
+        text, topic, intent = self.query(unit)
+        return Sample(text, self.label(intent), topic, intent.name)
+
+
+class ConversationSource:
+    """Earlier turns as context and the user's last turn as input (conversations)."""
+
+    generator = "conversations"
+
+    def __init__(self, queries: QuerySource, context_turns: int, rng: random.Random) -> None:
+        self._queries = queries
+        self.units = queries.units
+        self._turns = context_turns
+        self._rng = rng
+
+    def candidate(self, unit: int) -> Sample:
+        """One conversation whose last user turn belongs to `unit`."""
+        rnd = self._rng.random
+        turns = [pick(rnd, styles.CONVERSATION_OPENERS), pick(rnd, styles.AGENT_ACKNOWLEDGEMENTS)]
+        while len(turns) < self._turns:
+            # An earlier, different request and the agent's answer to it.
+            other = int(rnd() * len(self.units))
+            text, _topic, intent = self._queries.query(other)
+            turns += [text, intent.response or "Done, is there anything else?"]
+        context = tuple(turns[len(turns) - self._turns :])
+        text, topic, intent = self._queries.query(unit)
+        if len(context) > 2 or rnd() < 0.5:
+            text = pick(rnd, styles.FOLLOW_UP_FRAMES).format(q=text[:1].lower() + text[1:])
+        return Sample(text, self._queries.label(intent), topic, intent.name, context)
+
+
+class ParaphraseSource:
+    """Label-keeping rewrites of given examples (paraphrases)."""
+
+    generator = "paraphrases"
+
+    OPERATIONS: ClassVar[dict[str, int]] = {EASY: 1, MEDIUM: 2, HARD: 3}
+
+    def __init__(
+        self,
+        examples: Sequence[SourceExample],
+        difficulty: str,
+        rng: random.Random,
+        variants_per_example: int = 0,
+    ) -> None:
+        by_label: dict[str, list[SourceExample]] = {}
+        for example in examples:
+            by_label.setdefault(example.label, []).append(example)
+        self.units = list(by_label)
+        self._examples = [by_label[label] for label in self.units]
+        self._next = [0] * len(self.units)
+        self._operations = self.OPERATIONS[difficulty]
+        self._variants = max(1, variants_per_example)
+        self._rng = rng
+
+    def candidate(self, unit: int) -> Sample:
+        """A rewrite of the next source example of label `unit`."""
+        examples = self._examples[unit]
+        turn = self._next[unit]
+        self._next[unit] = turn + 1
+        source = examples[(turn // self._variants) % len(examples)]
+        operations = self._operations + int(self._rng.random() * 2)
+        text = textops.paraphrase(source.input, self._rng, operations)
+        return Sample(
+            text, source.label, source.topic, source.label, source.context, source.feedback
+        )
+
+
+class SourceExampleQueries:
+    """Given examples as the queries a simulated user asks (feedback_logs from a dataset)."""
+
+    generator = "feedback_logs"
+
+    def __init__(self, paraphrases: ParaphraseSource) -> None:
+        self._paraphrases = paraphrases
+        self.units = paraphrases.units
+
+    def candidate(self, unit: int) -> Sample:
+        """A rewrite of a source example, asked by the simulated user."""
+        return self._paraphrases.candidate(unit)
