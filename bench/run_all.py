@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["banking77.py", "few_shot.py", "reinforcement.py", "transfer.py", "transfer_full.py"]
+BENCHMARKS = [
+    "banking77.py",
+    "few_shot.py",
+    "reinforcement.py",
+    "transfer.py",
+    "transfer_full.py",
+    "synthetic_usefulness.py",
+    "synthetic_throughput.py",
+]
 
 
 def _load(name: str) -> dict | None:
@@ -63,6 +71,25 @@ def summary() -> list[tuple[str, str, str]]:
                 f" {result['positives_only']['accuracy']:.2%}",
             )
         )
+    if result := _load("synthetic_usefulness"):
+        rows.append(
+            (
+                "supervised, 10 per intent + paraphrases",
+                f"{result['with_paraphrases']['accuracy']:.2%}"
+                f" ({result['gain_points']:+.2f} points)",
+                f"same sample without them {result['sample_only']['accuracy']:.2%}",
+            )
+        )
+    if result := _load("synthetic_throughput"):
+        grpc, local, dups = result["grpc"], result["in_process"], result["duplicates"]
+        rows.append(
+            (
+                "synthetic customer_queries, medium",
+                f"{local['per_second']:,.0f}/s in process, {grpc['per_second']:,.0f}/s over"
+                f" gRPC, +{grpc['server_rss_growth_mb']:.0f} MB for {grpc['examples']:,}",
+                f"near duplicates {dups['near_rate']:.2%} (datasketch MinHash LSH)",
+            )
+        )
     return rows
 
 
@@ -72,7 +99,7 @@ def main() -> int:
         print(f"== {name}", flush=True)
         run = subprocess.run([sys.executable, str(HERE / name)], check=False)
         failures += run.returncode != 0
-    print("\n== summary (test accuracy on Banking77 test.csv)")
+    print("\n== summary (Banking77 test.csv accuracy unless stated)")
     rows = summary()
     widths = [max(len(row[i]) for row in rows) for i in range(3)] if rows else [0, 0, 0]
     for row in [("paradigm", "agent-training", "reference, same run"), *rows]:

@@ -2,9 +2,10 @@
 
 - exact: the same text;
 - normalised: the same after lower-casing and dropping punctuation and extra spaces;
-- near: word sets of at least ``MIN_WORDS_FOR_NEAR`` distinct words that differ by one word
-  added, removed or replaced, in any order (word Jaccard similarity of 0.71 and more: "where is my
-  parcel now" and "now where is my parcel please" are near duplicates).
+- near: sets of at least ``MIN_WORDS_FOR_NEAR`` distinct content words (``STOP_WORDS`` aside)
+  that differ by one word added, removed or replaced, in any order: "please cancel my hotel
+  booking for friday night" and "cancel the hotel booking for friday night please" are near
+  duplicates.
 
 Near duplicates are found with the symmetric-delete method (as in SymSpell), on word sets: a set
 is keyed by the sum of its word hashes and by that sum less each word's hash; two sets within one
@@ -26,8 +27,20 @@ from collections.abc import Sequence
 import rbloom
 import xxhash
 
-MIN_WORDS_FOR_NEAR = 6
-"""Distinct words a text needs before one-word differences make it a near duplicate."""
+MIN_WORDS_FOR_NEAR = 5
+"""Distinct content words a text needs before one-word differences make it a near duplicate."""
+
+# fmt: off
+STOP_WORDS = frozenset((
+    "a", "about", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but", "by", "can",
+    "could", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "him", "his",
+    "how", "i", "i'm", "i've", "if", "in", "is", "it", "it's", "its", "me", "my", "of", "on",
+    "or", "our", "she", "so", "that", "the", "their", "them", "then", "there", "they", "this",
+    "to", "us", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will",
+    "with", "would", "you", "your",
+))
+# fmt: on
+"""Function words left out of near-duplicate word sets: they say little about the content."""
 
 FALSE_POSITIVE_RATE = 1e-4
 _TOKEN_CACHE_LIMIT = 200_000
@@ -72,6 +85,12 @@ class Deduplicator:
         self._token_hashes: dict[str, int] = {}
         self.counts = DuplicateCounts()
 
+    def remember(self, text: str) -> None:
+        """Count `text` as seen for exact and normalised duplicates (not near ones)."""
+        self._exact.add(xxhash.xxh3_64_intdigest(text.encode()))
+        normalized = " ".join(normalized_words(text))
+        self._normalized.add(xxhash.xxh3_64_intdigest(normalized.encode()))
+
     def keep(self, texts: Sequence[str]) -> list[bool]:
         """For each text in order, whether it is new; the new ones are remembered."""
         return [self.keep_one(text) for text in texts]
@@ -99,8 +118,9 @@ class Deduplicator:
         return True
 
     def _near_keys(self, words: list[str]) -> list[int]:
-        """The word set's key and its keys with one word left out (none for short texts)."""
+        """The content-word set's key and its keys with one word left out (none if short)."""
         unique = set(words)
+        unique -= STOP_WORDS
         if len(unique) < MIN_WORDS_FOR_NEAR:
             return []
         cache = self._token_hashes

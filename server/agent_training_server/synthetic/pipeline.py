@@ -77,9 +77,10 @@ class Generation:
         self._finish = finish
         self._dedup = Deduplicator(count + len(seen))
         for text in seen:
-            # Inputs given as sources are not new: a rewrite equal to one of them is a duplicate.
-            self._dedup.keep_one(text)
-        self._dedup.counts = DuplicateCounts()
+            # A rewrite equal to a source (up to case and punctuation) adds nothing; one a word
+            # away from its source is what paraphrasing is for, so near duplicates are only
+            # checked among the generated examples.
+            self._dedup.remember(text)
         self.summary = Summary(requested=count, duplicates=self._dedup.counts)
 
     def chunks(self, chunk_size: int) -> Iterator[list[Sample]]:

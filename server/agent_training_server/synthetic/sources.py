@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Sequence
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 from agent_training_server.synthetic import textops
 from agent_training_server.synthetic.catalog import styles, topics
@@ -143,8 +143,6 @@ class ParaphraseSource:
 
     generator = "paraphrases"
 
-    OPERATIONS: ClassVar[dict[str, int]] = {EASY: 1, MEDIUM: 2, HARD: 3}
-
     def __init__(
         self,
         examples: Sequence[SourceExample],
@@ -158,7 +156,7 @@ class ParaphraseSource:
         self.units = list(by_label)
         self._examples = [by_label[label] for label in self.units]
         self._next = [0] * len(self.units)
-        self._operations = self.OPERATIONS[difficulty]
+        self._rates = textops.PARAPHRASE_RATES[difficulty]
         self._variants = max(1, variants_per_example)
         self._rng = rng
 
@@ -168,8 +166,7 @@ class ParaphraseSource:
         turn = self._next[unit]
         self._next[unit] = turn + 1
         source = examples[(turn // self._variants) % len(examples)]
-        operations = self._operations + int(self._rng.random() * 2)
-        text = textops.paraphrase(source.input, self._rng, operations)
+        text = textops.paraphrase(source.input, self._rng, self._rates)
         return Sample(
             text, source.label, source.topic, source.label, source.context, source.feedback
         )

@@ -6,6 +6,7 @@ hot path of generation (millions of calls), hence the plain loops and pre-built 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -47,32 +48,62 @@ def pick(rnd: Callable[[], float], items: Sequence[str]) -> str:
     return items[int(rnd() * len(items))]
 
 
-def substitute_synonyms(text: str, rng: random.Random, rate: float) -> str:
-    """Replace each lexicon word or word pair with a synonym with probability `rate`."""
-    words = text.split()
-    rnd = rng.random
-    single, pairs, pair_starts = _SINGLE_WORD_SYNONYMS, _TWO_WORD_SYNONYMS, _PAIR_FIRST_WORDS
-    out: list[str] = []
+_SynonymHit = tuple[int, int, tuple[str, ...], str]
+"""(word index, words covered (1 or 2), synonyms, trailing punctuation to keep)."""
+
+_SYNONYM_HITS: dict[str, tuple[tuple[str, ...], tuple[_SynonymHit, ...]]] = {}
+_SYNONYM_CACHE_LIMIT = 100_000
+
+
+def _synonym_hits(text: str) -> tuple[tuple[str, ...], tuple[_SynonymHit, ...]]:
+    """The words of `text` and where the lexicon has synonyms for them.
+
+    Cached: the same core sentences and sources come back again and again.
+    """
+    found = _SYNONYM_HITS.get(text)
+    if found is not None:
+        return found
+    if len(_SYNONYM_HITS) >= _SYNONYM_CACHE_LIMIT:
+        _SYNONYM_HITS.clear()
+    words = tuple(text.split())
+    hits: list[_SynonymHit] = []
     index, count = 0, len(words)
     while index < count:
         word = words[index]
-        if word in pair_starts and index + 1 < count:
-            options = pairs.get(word + " " + words[index + 1])
-            if options is not None and rnd() < rate:
-                out.append(pick(rnd, options))
+        if word in _PAIR_FIRST_WORDS and index + 1 < count:
+            options = _TWO_WORD_SYNONYMS.get(word + " " + words[index + 1])
+            if options is not None:
+                hits.append((index, 2, options, ""))
                 index += 2
                 continue
-        options = single.get(word)
-        mark = ""
+        options, mark = _SINGLE_WORD_SYNONYMS.get(word), ""
         if options is None and word[-1] in ",.?!":
             # A word carrying sentence punctuation ("card?"): look it up without it.
-            options, mark = single.get(word[:-1]), word[-1]
-        if options is not None and rnd() < rate:
-            out.append(pick(rnd, options) + mark)
-        else:
-            out.append(word)
+            options, mark = _SINGLE_WORD_SYNONYMS.get(word[:-1]), word[-1]
+        if options is not None:
+            hits.append((index, 1, options, mark))
         index += 1
-    return " ".join(out)
+    found = _SYNONYM_HITS[text] = (words, tuple(hits))
+    return found
+
+
+def substitute_synonyms(text: str, rng: random.Random, rate: float) -> str:
+    """Replace each lexicon word or word pair with a synonym with probability `rate`."""
+    words, hits = _synonym_hits(text)
+    if not hits:
+        return text
+    rnd = rng.random
+    out: list[str] | None = None
+    for index, span, options, mark in hits:
+        if rnd() < rate:
+            if out is None:
+                out = list(words)
+            out[index] = pick(rnd, options) + mark
+            if span == 2:
+                out[index + 1] = ""
+    if out is None:
+        return text
+    return " ".join(word for word in out if word)
 
 
 def reword(text: str, rng: random.Random) -> str:
@@ -237,21 +268,47 @@ def style_hard(core: str, rng: random.Random, topic: str, other_topics: Sequence
     return add_typos(text, rng, 1 + int(rnd() * 3))
 
 
-def paraphrase(text: str, rng: random.Random, operations: int) -> str:
-    """Apply `operations` label-keeping rewrites: synonyms, rewording, word edits, typos."""
+@dataclasses.dataclass(frozen=True)
+class ParaphraseRates:
+    """How likely each label-keeping rewrite is, per variant."""
+
+    synonyms: float
+    """Per lexicon word or pair: the chance it is swapped for a synonym."""
+    rewording: float
+    word_edit: float
+    typo: float
+    filler: float
+    opener: float
+    closing: float
+    context: float
+
+
+# Measured on Banking77 (10 examples per intent, supervised from scratch): politeness, openers,
+# closings and context sentences, spread over every label, teach the model to ignore words that
+# say nothing about the intent; they gave most of the gain, synonyms and rewordings the rest.
+PARAPHRASE_RATES = {
+    "easy": ParaphraseRates(0.25, 0.5, 0.0, 0.0, 0.1, 0.3, 0.2, 0.1),
+    "medium": ParaphraseRates(0.35, 0.5, 0.15, 0.3, 0.2, 0.5, 0.3, 0.3),
+    "hard": ParaphraseRates(0.5, 0.7, 0.4, 0.6, 0.3, 0.6, 0.4, 0.5),
+}
+
+
+def paraphrase(text: str, rng: random.Random, rates: ParaphraseRates) -> str:
+    """A label-keeping rewrite: synonyms, rewording, a word edit, typos, politeness, context."""
     rnd = rng.random
-    result = text.lower()
-    for _ in range(operations):
-        kind = int(rnd() * 5)
-        if kind == 0:
-            result = substitute_synonyms(result, rng, 0.35)
-        elif kind == 1:
-            rewritten = reword(result, rng)
-            result = rewritten if rewritten != result else substitute_synonyms(result, rng, 0.35)
-        elif kind == 2:
-            result = edit_words(result, rng)
-        elif kind == 3:
-            result = add_typos(result, rng, 1)
-        else:
-            result = pick(rnd, styles.POLITE_OPENERS) + ", " + result
+    result = substitute_synonyms(text.lower(), rng, rates.synonyms)
+    if rnd() < rates.rewording:
+        result = reword(result, rng)
+    if rnd() < rates.word_edit:
+        result = edit_words(result, rng)
+    if rnd() < rates.typo:
+        result = add_typos(result, rng, 1)
+    if rnd() < rates.filler:
+        result = pick(rnd, styles.FILLERS) + " " + result
+    if rnd() < rates.opener:
+        result = pick(rnd, styles.POLITE_OPENERS) + ", " + result
+    if rnd() < rates.closing:
+        result = result + " " + pick(rnd, styles.CLOSINGS)
+    if rnd() < rates.context:
+        result = pick(rnd, styles.CONTEXT_SENTENCES) + " " + result
     return result
