@@ -171,6 +171,19 @@ def test_generated_examples_train_an_agent(client, data_type, difficulty):
     train_short(client, name, training_data=[e.example for e in examples])
 
 
+@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+def test_paraphrases_and_out_of_scope_train_an_agent(client, difficulty):
+    sources = banking_examples(per_intent=10)
+    paraphrases, _ = generate(
+        client, PARAPHRASES, 100, source_examples=sources, difficulty=difficulty
+    )
+    off_topic, _ = generate(client, OUT_OF_SCOPE, 30, difficulty=difficulty)
+    assert all(e.difficulty == difficulty for e in paraphrases + off_topic)
+    data = [*sources, *(e.example for e in paraphrases + off_topic)]
+    job = train_short(client, f"para-oos-{difficulty}", training_data=data)
+    assert job.output_count == len({e.expected_output for e in sources}) + 1
+
+
 def test_response_labels_use_the_canonical_response(client):
     examples, _ = generate(
         client,
@@ -365,6 +378,25 @@ def test_upload_retry_with_the_same_request_id_returns_the_first_dataset(client)
     first = client.upload_dataset("retried", [example], request_id="upload-1")
     second = client.upload_dataset("retried", [example], request_id="upload-1")
     assert first.dataset_id == second.dataset_id
+
+
+def test_a_dataset_half_written_when_the_server_stopped_is_dropped(tmp_path):
+    from agent_training_server.domain import Dataset
+    from agent_training_server.store.sqlite import SqliteStore
+
+    config = make_config(tmp_path, workers=1)
+    store = SqliteStore(config.database_path)
+    store.begin_dataset(Dataset(dataset_id="ds_00000000000000aa", name="interrupted"))
+    store.append_dataset_examples("ds_00000000000000aa", 0, [b"\n\x04\n\x02hi"])
+    store.close()
+    running = ServerThread(config)
+    try:
+        with AgentTrainingClient(running.address, timeout=30) as client:
+            assert list(client.list_datasets().datasets) == []
+            example = training_pb2.TrainingExample(input="hi", expected_output="greet")
+            assert client.upload_dataset("interrupted", [example]).example_count == 1
+    finally:
+        running.stop()
 
 
 def test_train_with_both_inline_data_and_dataset_is_refused(client):

@@ -1,0 +1,83 @@
+"""The template grammar and the duplicate filter, on their own."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_training_server.synthetic.dedup import Deduplicator, normalize
+from agent_training_server.synthetic.grammar import GrammarError, parse_grammar
+
+
+def test_grammar_expands_aliases_slots_choices_and_optional_parts() -> None:
+    grammar = parse_grammar(
+        "%[greet] -> Hello!\n"
+        "    (hi|hello) @[who][ again]\n"
+        "    ~[polite?] good morning\n"
+        "~[polite]\n"
+        "    well\n"
+        "@[who]\n"
+        "    there\n"
+        "    friend\n"
+    )
+    (intent,) = grammar.intents
+    assert intent.name == "greet" and intent.response == "Hello!"
+    assert set(intent.sentences) == {
+        "hi there", "hi there again", "hi friend", "hi friend again",
+        "hello there", "hello there again", "hello friend", "hello friend again",
+        "good morning", "well good morning",
+    }  # fmt: skip
+    assert intent.possible_sentences == 10
+
+
+def test_large_grammars_are_sampled_to_a_bounded_pool() -> None:
+    digits = "\n".join(f"    {d}" for d in range(10))
+    grammar = parse_grammar(
+        "%[number]\n    @[d]@[d]@[d]@[d]@[d]@[d]\n@[d]\n" + digits + "\n", seed=1
+    )
+    (intent,) = grammar.intents
+    assert intent.possible_sentences == 10**6
+    assert 3_000 < len(intent.sentences) <= 4_000
+    again = parse_grammar("%[number]\n    @[d]@[d]@[d]@[d]@[d]@[d]\n@[d]\n" + digits, seed=1)
+    assert again.intents[0].sentences == intent.sentences
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("    orphan line", 1, "before any definition"),
+        ("%[a]\n    hi ~[missing]", 2, "unknown alias ~[missing]"),
+        ("%[a]\n    (x|(y))", 2, "nested '('"),
+        ("%[a]\n    [open", 2, "'[' without its ']'"),
+        ("%[a]\n    (a|b", 2, "'(' without its ')'"),
+        ("%[a]\n    ~[x]\n~[x]\n    ~[x]", 4, "refers to itself"),
+        ("%[a]\n    x\n%[a]\n    y", 3, "defined twice"),
+        ("~[a] -> nope\n    x", 1, "only intents take"),
+        ("~[a]\n    x", 0, "defines no intent"),
+    ],
+)
+def test_grammar_errors_name_the_line(text: str, line: int, words: str) -> None:
+    with pytest.raises(GrammarError) as caught:
+        parse_grammar(text)
+    assert caught.value.line == line
+    assert words in str(caught.value)
+    assert caught.value.hint
+
+
+def test_deduplicator_removes_exact_normalised_and_near_duplicates() -> None:
+    dedup = Deduplicator(100)
+    original = "Please cancel my hotel booking for Friday night"
+    assert dedup.keep_one(original)
+    assert not dedup.keep_one(original)
+    assert not dedup.keep_one("please, cancel my HOTEL booking for friday night!")
+    # Same content words in another order, one word replaced: a near duplicate.
+    assert not dedup.keep_one("cancel the hotel booking for friday evening please")
+    # Two content words changed: different enough.
+    assert dedup.keep_one("please move my hotel booking to saturday night")
+    # Short texts are only compared exactly (one word changes their meaning).
+    assert dedup.keep_one("cancel my order")
+    assert dedup.keep_one("track my order")
+    assert (dedup.counts.exact, dedup.counts.normalized, dedup.counts.near) == (1, 1, 1)
+
+
+def test_normalize_ignores_case_punctuation_and_spacing() -> None:
+    assert normalize("  Where IS my   parcel?!") == "where is my parcel"
