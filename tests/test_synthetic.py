@@ -4,6 +4,7 @@ balance, duplicates, limits, datasets, and training on generated data."""
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -420,3 +421,54 @@ def test_training_on_a_missing_dataset_is_not_found(client):
     )
     assert_status(error, grpc.StatusCode.NOT_FOUND)
     assert error.code == "DATASET_NOT_FOUND"
+
+
+# Command line ---------------------------------------------------------------------------------
+
+
+def test_cli_generates_jsonl_saves_a_dataset_and_trains_from_both(shared_server, tmp_path):
+    from tests.test_service import _cli
+
+    address = shared_server.address
+    out = tmp_path / "data.jsonl"
+    made = _cli(
+        address, "generate", "customer_queries", "--count", "200", "--topics",
+        "billing,support", "--difficulty", "hard", "--out", str(out), "--save-as", "cli-set",
+        "--quiet",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 200
+    assert {"input", "expected_output", "topic", "intent", "difficulty", "generator"} <= set(
+        lines[0]
+    )
+    assert {line["topic"] for line in lines} == {"billing", "support"}
+    summary = json.loads(made.stderr)
+    dataset_id = summary["dataset"]["dataset_id"]
+    listed = _cli(address, "datasets", "list")
+    assert dataset_id in listed.stdout and "cli-set" in listed.stdout
+    assert _cli(address, "agents", "create", "cli-synth").returncode == 0
+    from_file = _cli(address, "train", str(out), "--agent", "cli-synth", "--follow", "--quiet")
+    assert from_file.returncode == 0, from_file.stderr
+    from_set = _cli(address, "train", "--dataset", dataset_id, "--agent", "cli-synth", "--quiet",
+                    "--follow")  # fmt: skip
+    assert from_set.returncode == 0, from_set.stderr
+    exported = tmp_path / "copy.jsonl"
+    assert _cli(address, "datasets", "export", dataset_id, "--out", str(exported)).returncode == 0
+    assert exported.read_text() == out.read_text()
+
+
+def test_save_as_retried_with_the_same_request_id_returns_the_first_dataset(client):
+    request = dict(
+        data_type=CUSTOMER_QUERIES, count=30, save_as="retry-set", request_id="generate-1"
+    )
+    first = client.generate_synthetic_examples(**request)
+    second = client.generate_synthetic_examples(**request)
+    assert first.summary.dataset.dataset_id == second.summary.dataset.dataset_id
+    assert list(first.examples) == list(second.examples)
+    error = expect_error(
+        client.generate_synthetic_examples, data_type=CUSTOMER_QUERIES, count=30,
+        save_as="retry-set",
+    )  # fmt: skip
+    assert_status(error, grpc.StatusCode.ALREADY_EXISTS)
+    assert error.code == "DATASET_ALREADY_EXISTS"
