@@ -130,7 +130,8 @@ def test_output_has_no_exact_or_normalised_duplicates(client):
         + summary.normalized_duplicates_removed
         + summary.near_duplicates_removed
     )
-    assert summary.candidates_tried == len(examples) + removed
+    # Candidates are made in batches: some made ahead are not needed once the count is met.
+    assert summary.candidates_tried >= len(examples) + removed
 
 
 def test_small_grammar_reports_its_shortfall(client):

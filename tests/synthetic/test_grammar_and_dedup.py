@@ -81,3 +81,18 @@ def test_deduplicator_removes_exact_normalised_and_near_duplicates() -> None:
 
 def test_normalize_ignores_case_punctuation_and_spacing() -> None:
     assert normalize("  Where IS my   parcel?!") == "where is my parcel"
+
+
+def test_blocked_bloom_filter_has_no_false_negatives_and_few_false_positives() -> None:
+    import numpy as np
+
+    from agent_training_server.synthetic.dedup import BlockedBloomFilter
+
+    bloom = BlockedBloomFilter(200_000)
+    rng = np.random.default_rng(0)
+    added = rng.integers(0, 2**63, 200_000, dtype=np.uint64)
+    bloom.add(bloom.locate(added))
+    assert bloom.contains(bloom.locate(added)).all()
+    others = rng.integers(0, 2**63, 200_000, dtype=np.uint64)
+    assert bloom.contains(bloom.locate(others)).mean() < 3e-3
+    assert bloom.nbytes == 200_000 * 3

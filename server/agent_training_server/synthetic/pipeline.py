@@ -19,8 +19,11 @@ from agent_training_server.synthetic.sources import Sample
 DUPLICATE_PATIENCE = 300
 """Duplicates in a row after which a unit counts as out of distinct sentences."""
 
-MINING_PATIENCE = 40
-"""Mining attempts per round after which a unit the target agent always answers well is dropped."""
+MINING_PATIENCE = 200
+"""Candidates in a row that the target agent answers well, after which mining drops a unit."""
+
+BATCH_TARGET = 4096
+"""Candidates made and checked together (duplicate removal is vectorised over a batch)."""
 
 
 class Source(Protocol):
@@ -82,6 +85,10 @@ class Generation:
             # checked among the generated examples.
             self._dedup.remember(text)
         self.summary = Summary(requested=count, duplicates=self._dedup.counts)
+        units = len(source.units)
+        self._queues: list[collections.deque[Sample]] = [collections.deque() for _ in range(units)]
+        self._duplicates_in_a_row = [0] * units
+        self._easy_in_a_row = [0] * units
 
     def chunks(self, chunk_size: int) -> Iterator[list[Sample]]:
         """The examples, `chunk_size` at a time (the last chunk may be shorter)."""
@@ -105,7 +112,8 @@ class Generation:
         produced = 0
         while produced < self._count and active:
             wanted = active[: self._count - produced]
-            samples, exhausted = self._round(wanted)
+            exhausted = self._fill(wanted)
+            samples = [self._queues[unit].popleft() for unit in wanted if self._queues[unit]]
             produced += len(samples)
             yield samples
             if exhausted:
@@ -127,53 +135,66 @@ class Generation:
         if produced < self._count and not self.summary.shortfall_reason:
             self.summary.shortfall_reason = "the source has no units to generate from"
 
-    def _round(self, units: list[int]) -> tuple[list[Sample], list[int]]:
-        """One new example per unit (fewer when units run out); returns (samples, exhausted)."""
-        if self._accept is None:
-            samples, exhausted = [], []
-            for unit in units:
-                sample = self._distinct(unit)
-                if sample is None:
-                    exhausted.append(unit)
-                else:
-                    samples.append(sample)
-            return samples, exhausted
-        return self._mined_round(units)
+    def _fill(self, units: list[int]) -> list[int]:
+        """Queue at least one new example for each unit; return the units that ran out.
 
-    def _mined_round(self, units: list[int]) -> tuple[list[Sample], list[int]]:
-        assert self._accept is not None
-        found: dict[int, Sample] = {}
-        waiting = list(units)
+        Candidates are made and checked a batch at a time (several per unit when there are few
+        units), which is what makes duplicate removal cheap; extras wait in the unit's queue.
+        """
         exhausted: list[int] = []
-        for _attempt in range(MINING_PATIENCE):
-            candidates: list[tuple[int, Sample]] = []
-            for unit in waiting:
-                sample = self._distinct(unit)
-                if sample is None:
+        waiting = [unit for unit in units if not self._queues[unit]]
+        per_unit = max(1, min(64, BATCH_TARGET // max(1, len(waiting))))
+        candidate = self._source.candidate
+        while waiting:
+            batch = [candidate(unit) for unit in waiting for _ in range(per_unit)]
+            self.summary.candidates_tried += len(batch)
+            distinct = self._dedup.keep([sample.input for sample in batch])
+            if self._accept is not None:
+                distinct = self._mine(batch, distinct)
+            still = []
+            for position, unit in enumerate(waiting):
+                start = position * per_unit
+                self._take(
+                    unit, batch[start : start + per_unit], distinct[start : start + per_unit]
+                )
+                if self._queues[unit]:
+                    continue
+                if (
+                    self._duplicates_in_a_row[unit] >= DUPLICATE_PATIENCE
+                    or self._easy_in_a_row[unit] >= MINING_PATIENCE
+                ):
                     exhausted.append(unit)
                 else:
-                    candidates.append((unit, sample))
-            if not candidates:
-                break
-            verdicts = self._accept([sample for _unit, sample in candidates])
-            self.summary.target_tried += len(candidates)
-            self.summary.target_passed += verdicts.count(False)
-            for (unit, sample), hard in zip(candidates, verdicts, strict=True):
-                if hard:
-                    found[unit] = sample
-            waiting = [unit for unit, _sample in candidates if unit not in found]
-            if not waiting:
-                break
-        exhausted += waiting
-        return [found[unit] for unit in units if unit in found], exhausted
+                    still.append(unit)
+            waiting = still
+        return exhausted
 
-    def _distinct(self, unit: int) -> Sample | None:
-        """A candidate for `unit` that is no duplicate, or None after DUPLICATE_PATIENCE tries."""
-        candidate = self._source.candidate
-        keep = self._dedup.keep_one
-        for _ in range(DUPLICATE_PATIENCE):
-            sample = candidate(unit)
-            self.summary.candidates_tried += 1
-            if keep(sample.input):
-                return sample
-        return None
+    def _take(self, unit: int, samples: list[Sample], verdicts: list[bool | None]) -> None:
+        """Queue a unit's kept candidates; update its counts of failures in a row.
+
+        A verdict is True (kept), False (a duplicate) or None (mining: distinct but too easy).
+        """
+        queue = self._queues[unit]
+        for sample, verdict in zip(samples, verdicts, strict=True):
+            if verdict:
+                queue.append(sample)
+                self._duplicates_in_a_row[unit] = self._easy_in_a_row[unit] = 0
+            elif verdict is None:
+                self._duplicates_in_a_row[unit] = 0
+                self._easy_in_a_row[unit] += 1
+            else:
+                self._duplicates_in_a_row[unit] += 1
+
+    def _mine(self, batch: list[Sample], distinct: list[bool]) -> list[bool | None]:
+        """Ask the target agent about the distinct candidates: None marks the too easy ones."""
+        assert self._accept is not None
+        fresh = [sample for sample, keep in zip(batch, distinct, strict=True) if keep]
+        verdicts = iter(self._accept(fresh) if fresh else [])
+        self.summary.target_tried += len(fresh)
+        result: list[bool | None] = []
+        for keep in distinct:
+            hard = next(verdicts) if keep else False
+            if keep and not hard:
+                self.summary.target_passed += 1
+            result.append(True if hard else (None if keep else False))
+        return result
