@@ -136,7 +136,7 @@ class Deduplicator:
     def __init__(self, expected_items: int) -> None:
         capacity = max(1_000, expected_items)
         self._filter = BlockedBloomFilter(capacity * _KEYS_PER_TEXT)
-        self._token_hashes: dict[str, int] = {}
+        self._word_hashes = _WordHashes()
         self.counts = DuplicateCounts()
 
     def remember(self, text: str) -> None:
@@ -173,48 +173,85 @@ class Deduplicator:
         return kept.tolist()
 
     def _keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, tuple]:
-        """Exact keys, normalised keys, and near keys with the index of their text."""
+        """Exact keys, normalised keys, and near keys with the index of their text.
+
+        Python only splits the texts and looks each word's hash up; the keys themselves are
+        computed with numpy over the whole batch.
+        """
         digest = xxhash.xxh3_64_intdigest
         exact = np.array([digest(text.encode()) for text in texts], dtype=np.uint64)
         word_lists = [normalized_words(text) for text in texts]
-        normalized = np.array(
-            [digest(" ".join(words).encode()) for words in word_lists], dtype=np.uint64
+        word_hashes = self._word_hashes
+        if len(word_hashes) > _TOKEN_CACHE_LIMIT:
+            word_hashes.clear()
+        lookup = word_hashes.__getitem__
+        lengths = np.array([len(words) for words in word_lists], dtype=np.intp)
+        flat = np.fromiter(
+            itertools.chain.from_iterable(map(lookup, words) for words in word_lists),
+            np.uint64,
+            int(lengths.sum()),
         )
-        hash_lists = [self._content_hashes(words) for words in word_lists]
-        lengths = np.array([len(values) for values in hash_lists], dtype=np.intp)
-        hashes = np.array(list(itertools.chain.from_iterable(hash_lists)), dtype=np.uint64)
-        return exact ^ _EXACT_TAG, normalized ^ _NORMALIZED_TAG, _near_keys(hashes, lengths)
-
-    def _content_hashes(self, words: list[str]) -> list[int]:
-        """Hashes of the distinct content words; none when there are too few to compare."""
-        unique = set(words)
-        unique -= STOP_WORDS
-        if len(unique) < MIN_WORDS_FOR_NEAR:
-            return []
-        cache = self._token_hashes
-        hashes = list(map(cache.get, unique))
-        if None in hashes:
-            if len(cache) > _TOKEN_CACHE_LIMIT:
-                cache.clear()
-            hashes = [
-                cache.setdefault(word, xxhash.xxh3_64_intdigest(word.encode())) for word in unique
-            ]
-        return hashes
+        owner = np.repeat(np.arange(len(texts)), lengths)
+        return (
+            exact ^ _EXACT_TAG,
+            _sequence_keys(flat, lengths) ^ _NORMALIZED_TAG,
+            _near_keys(flat, owner, len(texts)),
+        )
 
 
-def _near_keys(hashes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each word set's key (the sum of its word hashes) and the sum less each word's hash.
+class _WordHashes(dict):
+    """Word -> its xxHash, computed on first use; the lowest bit set marks stop words."""
 
-    Returns the keys and, for each, the index of its text.
-    """
-    texts = np.arange(len(lengths))
+    def __missing__(self, word: str) -> int:
+        value = xxhash.xxh3_64_intdigest(word.encode()) & ~1 | (word in STOP_WORDS)
+        self[word] = value
+        return value
+
+
+_MAX_WORDS = 1 << 16
+_POWERS = np.cumprod(np.full(_MAX_WORDS, 0x100000001B3, dtype=np.uint64), dtype=np.uint64)
+"""Powers of a 64-bit odd multiplier: position weights for hashing a word sequence."""
+
+
+def _sequence_keys(flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """One key per text for its exact word sequence (the normalised text)."""
+    keys = np.zeros(len(lengths), dtype=np.uint64)
     has_words = lengths > 0
     if not has_words.any():
-        return np.zeros(0, np.uint64), np.zeros(0, np.intp)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[has_words]
+        return keys
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    positions = np.arange(len(flat)) - np.repeat(starts, lengths)
     with np.errstate(over="ignore"):
-        totals = np.add.reduceat(hashes, starts, dtype=np.uint64)
-        deletions = np.repeat(totals, lengths[has_words]) - hashes
-    keys = np.concatenate([totals, deletions])
-    owners = np.concatenate([texts[has_words], np.repeat(texts, lengths)])
-    return keys, owners
+        weighted = flat * _POWERS[np.minimum(positions, _MAX_WORDS - 1)]
+        keys[has_words] = np.add.reduceat(weighted, starts[has_words], dtype=np.uint64)
+    return keys
+
+
+def _near_keys(flat: np.ndarray, owner: np.ndarray, texts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each content-word set's key (the sum of its word hashes) and the sum less each word.
+
+    Only texts with at least MIN_WORDS_FOR_NEAR distinct content words get keys. Returns the
+    keys and, for each, the index of its text.
+    """
+    content = (flat & np.uint64(1)) == 0
+    words, owners = flat[content], owner[content]
+    # Distinct words per text: sort by (text, word) and drop repeats.
+    order = np.lexsort((words, owners))
+    words, owners = words[order], owners[order]
+    first = np.ones(len(words), dtype=bool)
+    first[1:] = (words[1:] != words[:-1]) | (owners[1:] != owners[:-1])
+    words, owners = words[first], owners[first]
+    counts = np.bincount(owners, minlength=texts)
+    eligible = counts[owners] >= MIN_WORDS_FOR_NEAR
+    words, owners = words[eligible], owners[eligible]
+    if not len(words):
+        return np.zeros(0, np.uint64), np.zeros(0, np.intp)
+    starts = np.flatnonzero(np.concatenate(([True], owners[1:] != owners[:-1])))
+    with np.errstate(over="ignore"):
+        totals = np.add.reduceat(words, starts, dtype=np.uint64)
+        deletions = (
+            totals[np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(words))))]
+            - words
+        )
+    return np.concatenate([totals, deletions]), np.concatenate([owners[starts], owners])
