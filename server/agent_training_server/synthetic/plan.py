@@ -97,8 +97,7 @@ def build(
     Raises:
         GrammarError: the plan's grammar does not compile.
     """
-    rng = random.Random(plan.seed)
-    source = _source(plan, rng)
+    source = make_source(plan)
     accept = _mining_filter(target, plan.min_confidence) if target else None
     finish = None
     if plan.data_type == "feedback_logs":
@@ -108,11 +107,13 @@ def build(
     return Generation(source, plan.count, accept=accept, finish=finish, seen=seen)
 
 
-def _source(plan: GenerationPlan, rng: random.Random) -> Source:
+def make_source(plan: GenerationPlan) -> Source:
+    """The candidate source of a plan (no agents needed: they act on candidates later)."""
     kind = plan.data_type
+    seed = plan.seed
     if kind in ("paraphrases", "feedback_logs") and plan.source_examples:
         paraphrases = ParaphraseSource(
-            plan.source_examples, plan.difficulty, rng, plan.variants_per_example
+            plan.source_examples, plan.difficulty, seed, plan.variants_per_example
         )
         if kind == "feedback_logs":
             return sources.SourceExampleQueries(paraphrases)
@@ -122,7 +123,7 @@ def _source(plan: GenerationPlan, rng: random.Random) -> Source:
         query_source = QuerySource(
             {sources.OUT_OF_SCOPE_TOPIC: grammar},
             plan.difficulty,
-            rng,
+            seed,
             fixed_label=plan.fallback_output,
         )
         query_source.generator = "out_of_scope"
@@ -132,10 +133,10 @@ def _source(plan: GenerationPlan, rng: random.Random) -> Source:
     else:
         topics = sources.builtin_topics()
         grammars = {name: topics[name] for name in plan.topics or topics}
-    queries = QuerySource(grammars, plan.difficulty, rng, plan.label_by_response)
+    queries = QuerySource(grammars, plan.difficulty, seed, plan.label_by_response)
     queries.generator = kind
     if kind == "conversations":
-        return ConversationSource(queries, plan.context_turns, rng)
+        return ConversationSource(queries, plan.context_turns, seed)
     return queries
 
 

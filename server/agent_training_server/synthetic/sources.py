@@ -2,7 +2,9 @@
 
 A source lists its balance `units` (intents, or labels for paraphrases) and makes a candidate
 for a unit on request; the pipeline (pipeline.py) does the round-robin, duplicate removal and
-counting. Every random choice comes from the source's own seeded `random.Random`.
+counting. Each unit draws from its own seeded random stream, so a unit's n-th candidate is the
+same however the units' requests interleave: candidates can be made ahead, in another process,
+and the output stays byte-identical for a seed.
 """
 
 from __future__ import annotations
@@ -45,6 +47,21 @@ class SourceExample(NamedTuple):
     topic: str = ""
 
 
+class UnitStreams:
+    """One seeded `random.Random` per unit, made on first use."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._streams: dict[int, random.Random] = {}
+
+    def __getitem__(self, unit: int) -> random.Random:
+        stream = self._streams.get(unit)
+        if stream is None:
+            # A str seed is hashed with SHA-512: stable across processes and Python versions.
+            stream = self._streams[unit] = random.Random(f"{self._seed}/{unit}")
+        return stream
+
+
 @functools.cache
 def builtin_topics() -> dict[str, Grammar]:
     """The built-in topics, compiled once per process (seed 0, so every process agrees)."""
@@ -69,7 +86,7 @@ class QuerySource:
         self,
         grammars: dict[str, Grammar],
         difficulty: str,
-        rng: random.Random,
+        seed: int,
         label_by_response: bool = False,
         fixed_label: str = "",
     ) -> None:
@@ -78,7 +95,7 @@ class QuerySource:
         ]
         self.units = [intent.name for _topic, intent in self._entries]
         self._difficulty = difficulty
-        self._rng = rng
+        self._streams = UnitStreams(seed)
         self._label_by_response = label_by_response
         self._fixed_label = fixed_label
         self._other_topics = {
@@ -93,21 +110,21 @@ class QuerySource:
             return intent.response
         return intent.name
 
-    def query(self, unit: int) -> tuple[str, str, Intent]:
-        """A styled query for `unit`: (text, topic, intent)."""
+    def query(self, unit: int, rng: random.Random) -> tuple[str, str, Intent]:
+        """A styled query for `unit`, drawn from `rng`: (text, topic, intent)."""
         topic, intent = self._entries[unit]
-        core = pick(self._rng.random, intent.sentences)
+        core = pick(rng.random, intent.sentences)
         if self._difficulty == EASY:
-            text = textops.style_easy(core, self._rng)
+            text = textops.style_easy(core, rng)
         elif self._difficulty == MEDIUM:
-            text = textops.style_medium(core, self._rng)
+            text = textops.style_medium(core, rng)
         else:
-            text = textops.style_hard(core, self._rng, topic, self._other_topics[topic])
+            text = textops.style_hard(core, rng, topic, self._other_topics[topic])
         return text, topic, intent
 
     def candidate(self, unit: int) -> Sample:
         """One candidate example for `unit`."""
-        text, topic, intent = self.query(unit)
+        text, topic, intent = self.query(unit, self._streams[unit])
         return Sample(text, self.label(intent), topic, intent.name)
 
 
@@ -116,23 +133,24 @@ class ConversationSource:
 
     generator = "conversations"
 
-    def __init__(self, queries: QuerySource, context_turns: int, rng: random.Random) -> None:
+    def __init__(self, queries: QuerySource, context_turns: int, seed: int) -> None:
         self._queries = queries
         self.units = queries.units
         self._turns = context_turns
-        self._rng = rng
+        self._streams = UnitStreams(seed)
 
     def candidate(self, unit: int) -> Sample:
         """One conversation whose last user turn belongs to `unit`."""
-        rnd = self._rng.random
+        rng = self._streams[unit]
+        rnd = rng.random
         turns = [pick(rnd, styles.CONVERSATION_OPENERS), pick(rnd, styles.AGENT_ACKNOWLEDGEMENTS)]
         while len(turns) < self._turns:
             # An earlier, different request and the agent's answer to it.
             other = int(rnd() * len(self.units))
-            text, _topic, intent = self._queries.query(other)
+            text, _topic, intent = self._queries.query(other, rng)
             turns += [text, intent.response or "Done, is there anything else?"]
         context = tuple(turns[len(turns) - self._turns :])
-        text, topic, intent = self._queries.query(unit)
+        text, topic, intent = self._queries.query(unit, rng)
         if len(context) > 2 or rnd() < 0.5:
             text = pick(rnd, styles.FOLLOW_UP_FRAMES).format(q=text[:1].lower() + text[1:])
         return Sample(text, self._queries.label(intent), topic, intent.name, context)
@@ -147,7 +165,7 @@ class ParaphraseSource:
         self,
         examples: Sequence[SourceExample],
         difficulty: str,
-        rng: random.Random,
+        seed: int,
         variants_per_example: int = 0,
     ) -> None:
         by_label: dict[str, list[SourceExample]] = {}
@@ -158,7 +176,7 @@ class ParaphraseSource:
         self._next = [0] * len(self.units)
         self._rates = textops.PARAPHRASE_RATES[difficulty]
         self._variants = max(1, variants_per_example)
-        self._rng = rng
+        self._streams = UnitStreams(seed)
 
     def candidate(self, unit: int) -> Sample:
         """A rewrite of the next source example of label `unit`."""
@@ -166,7 +184,7 @@ class ParaphraseSource:
         turn = self._next[unit]
         self._next[unit] = turn + 1
         source = examples[(turn // self._variants) % len(examples)]
-        text = textops.paraphrase(source.input, self._rng, self._rates)
+        text = textops.paraphrase(source.input, self._streams[unit], self._rates)
         return Sample(
             text, source.label, source.topic, source.label, source.context, source.feedback
         )
