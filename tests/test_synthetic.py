@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -473,3 +474,34 @@ def test_save_as_retried_with_the_same_request_id_returns_the_first_dataset(clie
     )  # fmt: skip
     assert_status(error, grpc.StatusCode.ALREADY_EXISTS)
     assert error.code == "DATASET_ALREADY_EXISTS"
+
+
+def _generation_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "synthetic-generation"]
+
+
+def test_closing_a_stream_stops_its_generation_and_frees_its_slot(tmp_path):
+    running = ServerThread(make_config(tmp_path, workers=1, max_concurrent_generations=1))
+    try:
+        with AgentTrainingClient(running.address, timeout=30) as client:
+            stream = client.generate_synthetic_training_data(
+                data_type=CUSTOMER_QUERIES, count=1_000_000, chunk_size=100
+            )
+            first = next(stream)
+            assert len(first.examples) == 100 and first.total_count == 1_000_000
+            busy = expect_error(
+                client.generate_synthetic_examples, data_type=CUSTOMER_QUERIES, count=5
+            )
+            assert_status(busy, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            assert busy.code == "TOO_MANY_GENERATIONS" and busy.retryable
+            stream.close()  # the client goes away mid-stream
+            deadline = time.monotonic() + 10
+            while _generation_threads() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _generation_threads()
+            answer = client.generate_synthetic_examples(data_type=CUSTOMER_QUERIES, count=5)
+            assert len(answer.examples) == 5
+    finally:
+        running.stop()

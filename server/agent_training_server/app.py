@@ -85,7 +85,7 @@ async def create_server(
     inference = InferenceService(store, config.data_dir)
     store.discard_unfinished_datasets()
     datasets = DatasetService(store, config.max_dataset_examples)
-    synthetic = SyntheticService(inference)
+    synthetic = SyntheticService(inference, config.max_concurrent_generations)
 
     server = grpc.aio.server(
         interceptors=[

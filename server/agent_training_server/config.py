@@ -46,6 +46,9 @@ class ServerConfig:
         10_000, "most examples GenerateSyntheticExamples returns in one response"
     )
     max_dataset_examples: int = _setting(1_000_000, "most examples in one stored dataset")
+    max_concurrent_generations: int = _setting(
+        4, "synthetic data generations running at once before more are refused"
+    )
     workers: int = _setting(_default_workers, "training worker processes (default: cores / 2)")
     max_queued_jobs: int = _setting(32, "jobs waiting for a worker before TrainAgent is refused")
     max_job_seconds: int = _setting(3_600, "default wall-clock limit of one training job")
@@ -132,6 +135,7 @@ def _check(config: ServerConfig) -> None:
         "max_synthetic_count",
         "max_unary_synthetic_count",
         "max_dataset_examples",
+        "max_concurrent_generations",
         "workers",
         "max_job_seconds",
     )

@@ -100,6 +100,8 @@ class AgentTrainingClient:
             yield from call
         except grpc.RpcError as error:
             raise AgentTrainingError.from_rpc_error(error) from None
+        finally:
+            call.cancel()  # stopping early (closing the iterator) ends the server's generation
 
     def generate_synthetic_examples(
         self, **fields: Any

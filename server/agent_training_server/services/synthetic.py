@@ -12,7 +12,12 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from agent_training_server.errors import Cancelled, FailedPrecondition, InvalidArgument
+from agent_training_server.errors import (
+    Cancelled,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+)
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.synthetic import plan as plans
 from agent_training_server.synthetic.grammar import GrammarError
@@ -27,10 +32,12 @@ _DONE = object()
 
 
 class SyntheticService:
-    """Prepares and runs generations."""
+    """Prepares and runs generations, at most `max_concurrent` at a time."""
 
-    def __init__(self, inference: InferenceService) -> None:
+    def __init__(self, inference: InferenceService, max_concurrent: int) -> None:
         self._inference = inference
+        self._max_concurrent = max_concurrent
+        self._running = 0
 
     async def prepare(
         self, plan: plans.GenerationPlan, answering_agent_id: str, target_agent_id: str
@@ -68,7 +75,33 @@ class SyntheticService:
         chunk_size: int,
         to_message: Callable[[list[Sample]], T],
     ) -> AsyncIterator[T]:
-        """Run `generation` in a thread and yield `to_message(chunk)` for each chunk."""
+        """Run `generation` in a thread and yield `to_message(chunk)` for each chunk.
+
+        Raises:
+            ResourceExhausted: `max_concurrent` generations are already running.
+        """
+        if self._running >= self._max_concurrent:
+            raise ResourceExhausted(
+                f"{self._running} generations are running; the limit is {self._max_concurrent}",
+                code="TOO_MANY_GENERATIONS",
+                hint="Retry after the RetryInfo delay, or ask the operator to raise"
+                " max_concurrent_generations.",
+                retryable=True,
+                retry_after_seconds=5.0,
+            )
+        self._running += 1
+        try:
+            async for message in self._run(generation, chunk_size, to_message):
+                yield message
+        finally:
+            self._running -= 1
+
+    async def _run(
+        self,
+        generation: Generation,
+        chunk_size: int,
+        to_message: Callable[[list[Sample]], T],
+    ) -> AsyncIterator[T]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
         stop = threading.Event()
