@@ -75,10 +75,12 @@ def test_reflection_lists_and_describes_the_service(server: ServerThread) -> Non
 def test_rpcs_not_served_yet_answer_unimplemented_with_a_hint(client: AgentTrainingClient) -> None:
     from tests.conftest import assert_status, expect_error
 
-    error = expect_error(client.analyze_and_optimize, agent_id="someone")
+    error = expect_error(
+        client.adapt_agent_behavior, agent_id="someone", performance_metrics={"success_rate": 0.9}
+    )
     assert_status(error, grpc.StatusCode.UNIMPLEMENTED)
     assert error.code == "NOT_IMPLEMENTED"
-    assert "AnalyzeAndOptimize" in error.message
+    assert "AdaptAgentBehavior" in error.message
 
 
 def _cli(address: str, *args: str) -> subprocess.CompletedProcess:

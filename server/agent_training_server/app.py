@@ -19,6 +19,7 @@ from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.config import ServerConfig
 from agent_training_server.jobs.pool import WorkerPool
 from agent_training_server.services.agents import AgentService
+from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
@@ -86,6 +87,7 @@ async def create_server(
     store.discard_unfinished_datasets()
     datasets = DatasetService(store, config.max_dataset_examples)
     synthetic = SyntheticService(inference, config.max_concurrent_generations)
+    analysis = AnalysisService(store, agents, inference)
 
     server = grpc.aio.server(
         interceptors=[
@@ -96,7 +98,8 @@ async def create_server(
         options=_channel_options(config),
     )
     service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
-        AgentTrainingServicer(config, agents, jobs, inference, datasets, synthetic), server
+        AgentTrainingServicer(config, agents, jobs, inference, datasets, synthetic, analysis),
+        server,
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

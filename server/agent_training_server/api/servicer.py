@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator
 import grpc
 
 from agent_training.v1 import service_pb2, service_pb2_grpc, training_pb2
-from agent_training_server.api import convert, validation
+from agent_training_server.api import analysis_requests, convert, validation
 from agent_training_server.api.synthetic_handlers import SyntheticHandlers
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.engines.base import TrainSettings
 from agent_training_server.errors import FailedPrecondition, NotFound, Unimplemented
 from agent_training_server.services.agents import AgentService
+from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
@@ -45,6 +46,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         inference: InferenceService,
         datasets: DatasetService,
         synthetic: SyntheticService,
+        analysis: AnalysisService,
     ) -> None:
         self._config = config
         self._agents = agents
@@ -52,6 +54,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self._inference = inference
         self._datasets = datasets
         self._synthetic = synthetic
+        self._analysis = analysis
 
     # Agents -------------------------------------------------------------------------------
 
@@ -290,7 +293,26 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     async def AnalyzeAndOptimize(  # noqa: D102
         self, request: service_pb2.AnalyzeAndOptimizeRequest, context: Context
     ) -> service_pb2.AnalyzeAndOptimizeResponse:
-        raise _not_yet("AnalyzeAndOptimize", "Analysis and optimisation")
+        goals = analysis_requests.check_analyze(request, self._config)
+        if request.apply_suggestion_id:
+            version = await self._analysis.apply(
+                request.agent_id, request.apply_suggestion_id, request.activate
+            )
+            agent = await self._agents.get(request.agent_id)
+            return service_pb2.AnalyzeAndOptimizeResponse(
+                version_id=version.parent_version_id,
+                applied_version=convert.version_to_proto(version, agent.active_version_id),
+            )
+        evaluation = list(request.evaluation_data)
+        if request.dataset_id:
+            evaluation = await self.dataset_training_data(request.dataset_id)
+        report = await self._analysis.analyze(
+            request.agent_id,
+            request.version_id,
+            convert.examples_from_proto(evaluation) if evaluation else None,
+            goals,
+        )
+        return analysis_requests.report_to_proto(report)
 
     async def AdaptAgentBehavior(  # noqa: D102
         self, request: service_pb2.AdaptAgentBehaviorRequest, context: Context

@@ -132,6 +132,10 @@ class InferenceService:
             )
         return await asyncio.to_thread(self._store.get_version, agent_id, version_id)
 
+    def predictor(self, version: AgentVersion) -> Any:
+        """The loaded model of a version (cached); call from a worker thread."""
+        return self._predictor(version)
+
     def _score(self, version: AgentVersion, texts: list[str]) -> np.ndarray:
         return self._predictor(version).predict_proba(texts)
 

@@ -190,6 +190,11 @@ class Analysis(_message.Message):
     PARAMETER_COUNT_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     TRAINING_CURVE_SUMMARY_FIELD_NUMBER: _builtins.int
+    BATCH_LATENCY_FIELD_NUMBER: _builtins.int
+    RELIABILITY_FIELD_NUMBER: _builtins.int
+    UNSEEN_OUTPUTS_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    LOG_LOSS_FIELD_NUMBER: _builtins.int
     example_count: _builtins.int
     """Number of evaluation examples."""
     accuracy: _builtins.float
@@ -210,6 +215,10 @@ class Analysis(_message.Message):
     """Size of the weights on disk, in bytes."""
     training_curve_summary: _builtins.str
     """Summary of the training curve, e.g. "overfitting: validation loss rose after epoch 6"."""
+    confidence_threshold: _builtins.float
+    """The confidence threshold `coverage` and `accuracy_when_answered` were measured at."""
+    log_loss: _builtins.float
+    """Mean negative log-likelihood of the expected outputs (seen ones)."""
     @_builtins.property
     def per_output(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputMetrics]:
         """Per-output precision, recall, F1 and support."""
@@ -221,6 +230,20 @@ class Analysis(_message.Message):
     @_builtins.property
     def latency(self) -> Global___LatencyReport:
         """Measured inference latency."""
+
+    @_builtins.property
+    def batch_latency(self) -> Global___LatencyReport:
+        """Latency of batched calls (`latency` is measured at batch size 1)."""
+
+    @_builtins.property
+    def reliability(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReliabilityBin]:
+        """Reliability table: the evaluation split into 10 equal-width confidence bins."""
+
+    @_builtins.property
+    def unseen_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Expected outputs of the evaluation set that the version never learned (each such example
+        counts as an error).
+        """
 
     def __init__(
         self,
@@ -238,14 +261,57 @@ class Analysis(_message.Message):
         parameter_count: _builtins.int = ...,
         size_bytes: _builtins.int = ...,
         training_curve_summary: _builtins.str = ...,
+        batch_latency: Global___LatencyReport | None = ...,
+        reliability: _abc.Iterable[Global___ReliabilityBin] | None = ...,
+        unseen_outputs: _abc.Iterable[_builtins.str] | None = ...,
+        confidence_threshold: _builtins.float = ...,
+        log_loss: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_latency", b"batch_latency", "latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "accuracy_when_answered", b"accuracy_when_answered", "confused_pairs", b"confused_pairs", "coverage", b"coverage", "example_count", b"example_count", "expected_calibration_error", b"expected_calibration_error", "latency", b"latency", "macro_f1", b"macro_f1", "parameter_count", b"parameter_count", "per_output", b"per_output", "size_bytes", b"size_bytes", "training_curve_summary", b"training_curve_summary", "weighted_f1", b"weighted_f1"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "accuracy_when_answered", b"accuracy_when_answered", "batch_latency", b"batch_latency", "confidence_threshold", b"confidence_threshold", "confused_pairs", b"confused_pairs", "coverage", b"coverage", "example_count", b"example_count", "expected_calibration_error", b"expected_calibration_error", "latency", b"latency", "log_loss", b"log_loss", "macro_f1", b"macro_f1", "parameter_count", b"parameter_count", "per_output", b"per_output", "reliability", b"reliability", "size_bytes", b"size_bytes", "training_curve_summary", b"training_curve_summary", "unseen_outputs", b"unseen_outputs", "weighted_f1", b"weighted_f1"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Analysis: _TypeAlias = Analysis  # noqa: Y015
+
+@_typing.final
+class ReliabilityBin(_message.Message):
+    """One confidence bin of a reliability table."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOWER_FIELD_NUMBER: _builtins.int
+    UPPER_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    MEAN_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    lower: _builtins.float
+    """Lower edge of the bin (inclusive, except for 0)."""
+    upper: _builtins.float
+    """Upper edge of the bin."""
+    count: _builtins.int
+    """Examples whose confidence falls in the bin."""
+    accuracy: _builtins.float
+    """Their accuracy."""
+    mean_confidence: _builtins.float
+    """Their mean confidence."""
+    def __init__(
+        self,
+        *,
+        lower: _builtins.float = ...,
+        upper: _builtins.float = ...,
+        count: _builtins.int = ...,
+        accuracy: _builtins.float = ...,
+        mean_confidence: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "count", b"count", "lower", b"lower", "mean_confidence", b"mean_confidence", "upper", b"upper"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReliabilityBin: _TypeAlias = ReliabilityBin  # noqa: Y015
 
 @_typing.final
 class Suggestion(_message.Message):

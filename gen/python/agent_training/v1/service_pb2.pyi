@@ -262,6 +262,8 @@ class AnalyzeAndOptimizeRequest(_message.Message):
     EVALUATION_DATA_FIELD_NUMBER: _builtins.int
     APPLY_SUGGESTION_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    ACTIVATE_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent to analyse. Required."""
     version_id: _builtins.str
@@ -270,6 +272,10 @@ class AnalyzeAndOptimizeRequest(_message.Message):
     """Apply this suggestion (from an earlier response) to make a new version."""
     request_id: _builtins.str
     """Optional idempotency key for applying a suggestion."""
+    dataset_id: _builtins.str
+    """Evaluate on this stored dataset instead of `evaluation_data`."""
+    activate: _builtins.bool
+    """Make the version made by `apply_suggestion_id` the agent's active version."""
     @_builtins.property
     def optimization_goals(self) -> _containers.RepeatedScalarFieldContainer[_analysis_pb2.OptimizationGoal.ValueType]:
         """Goals to make suggestions for."""
@@ -287,10 +293,12 @@ class AnalyzeAndOptimizeRequest(_message.Message):
         evaluation_data: _abc.Iterable[_training_pb2.TrainingExample] | None = ...,
         apply_suggestion_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
+        activate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "apply_suggestion_id", b"apply_suggestion_id", "evaluation_data", b"evaluation_data", "optimization_goals", b"optimization_goals", "request_id", b"request_id", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activate", b"activate", "agent_id", b"agent_id", "apply_suggestion_id", b"apply_suggestion_id", "dataset_id", b"dataset_id", "evaluation_data", b"evaluation_data", "optimization_goals", b"optimization_goals", "request_id", b"request_id", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Analysis of agent versions: evaluation metrics and measured optimisations."""

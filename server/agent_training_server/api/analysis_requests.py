@@ -1,0 +1,131 @@
+"""AnalyzeAndOptimize requests: validation and the report as the contract's messages."""
+
+from __future__ import annotations
+
+from agent_training.v1 import analysis_pb2, service_pb2
+from agent_training_server.api.validation import Checker
+from agent_training_server.config import ServerConfig
+from agent_training_server.services.analysis import Report
+
+_GOAL_NAMES = [
+    name
+    for name in analysis_pb2.OptimizationGoal.DESCRIPTOR.values_by_name
+    if not name.endswith("UNSPECIFIED")
+]
+
+MAX_EVALUATION_EXAMPLES = 20_000
+"""Largest evaluation set analysed in one call."""
+
+
+def check_analyze(
+    request: service_pb2.AnalyzeAndOptimizeRequest, server: ServerConfig
+) -> list[str]:
+    """Validate the request; return its goals as short names ("improve_calibration")."""
+    checker = Checker()
+    checker.resource_id("agent_id", request.agent_id)
+    checker.resource_id("version_id", request.version_id, required=False)
+    checker.request_id(request.request_id)
+    goals = []
+    for index, goal in enumerate(request.optimization_goals):
+        try:
+            name = analysis_pb2.OptimizationGoal.Name(goal)
+        except ValueError:
+            name = ""
+        if not goal or not name:
+            valid = ", ".join(_GOAL_NAMES)
+            checker.add(f"optimization_goals[{index}]", f"unknown goal {goal}; one of {valid}")
+        else:
+            goals.append(name.removeprefix("OPTIMIZATION_GOAL_").lower())
+    if request.evaluation_data and request.dataset_id:
+        checker.add("dataset_id", "set evaluation_data or dataset_id, not both")
+    if len(request.evaluation_data) > MAX_EVALUATION_EXAMPLES:
+        checker.add("evaluation_data", f"at most {MAX_EVALUATION_EXAMPLES} examples per call")
+    for index, example in enumerate(request.evaluation_data[:MAX_EVALUATION_EXAMPLES]):
+        field = f"evaluation_data[{index}]"
+        checker.text(f"{field}.input", example.input, server.max_text_length, required=True)
+        checker.text(
+            f"{field}.expected_output",
+            example.expected_output,
+            server.max_text_length,
+            required=True,
+        )
+        if len(checker.violations) >= 20:
+            break
+    checker.raise_if_any()
+    return goals
+
+
+def report_to_proto(report: Report) -> service_pb2.AnalyzeAndOptimizeResponse:
+    """An analysis report as AnalyzeAndOptimize's response."""
+    e = report.evaluation
+    analysis = analysis_pb2.Analysis(
+        example_count=e.example_count,
+        accuracy=e.accuracy,
+        macro_f1=e.macro_f1,
+        weighted_f1=e.weighted_f1,
+        per_output=[
+            analysis_pb2.OutputMetrics(
+                output=s.output,
+                precision=s.precision,
+                recall=s.recall,
+                f1=s.f1,
+                support=s.support,
+            )
+            for s in e.per_output
+        ],
+        confused_pairs=[
+            analysis_pb2.ConfusedPair(
+                expected_output=expected,
+                predicted_output=predicted,
+                count=count,
+                example_inputs=inputs,
+            )
+            for expected, predicted, count, inputs in e.confused_pairs
+        ],
+        expected_calibration_error=e.expected_calibration_error,
+        coverage=e.coverage,
+        accuracy_when_answered=e.accuracy_when_answered,
+        latency=_latency(report.latency),
+        batch_latency=_latency(report.batch_latency),
+        parameter_count=report.version.parameter_count,
+        size_bytes=report.version.size_bytes,
+        training_curve_summary=report.training_curve_summary,
+        reliability=[
+            analysis_pb2.ReliabilityBin(
+                lower=b.lower,
+                upper=b.upper,
+                count=b.count,
+                accuracy=b.accuracy,
+                mean_confidence=b.mean_confidence,
+            )
+            for b in e.reliability
+        ],
+        unseen_outputs=e.unseen_outputs,
+        confidence_threshold=e.confidence_threshold,
+        log_loss=e.log_loss,
+    )
+    suggestions = [
+        analysis_pb2.Suggestion(
+            suggestion_id=s.suggestion_id,
+            goal=analysis_pb2.OptimizationGoal.Value(f"OPTIMIZATION_GOAL_{s.goal.upper()}"),
+            action=s.action,
+            rationale=s.rationale,
+            before=s.before,
+            after=s.after,
+            applicable=s.applicable,
+        )
+        for s in report.suggestions
+    ]
+    return service_pb2.AnalyzeAndOptimizeResponse(
+        version_id=report.version.version_id, analysis=analysis, suggestions=suggestions
+    )
+
+
+def _latency(latency) -> analysis_pb2.LatencyReport:  # noqa: ANN001
+    return analysis_pb2.LatencyReport(
+        p50_ms=latency.p50_ms,
+        p95_ms=latency.p95_ms,
+        p99_ms=latency.p99_ms,
+        batch_size=latency.batch_size,
+        throughput_per_second=latency.throughput_per_second,
+    )

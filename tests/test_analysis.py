@@ -1,0 +1,191 @@
+"""AnalyzeAndOptimize over a real channel: every figure checked against InvokeAgent's answers."""
+
+from __future__ import annotations
+
+import collections
+import csv
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from agent_training.v1 import agents_pb2, analysis_pb2, training_pb2
+from agent_training_client import AgentTrainingClient
+from tests.conftest import BANKING77, ServerThread, assert_status, expect_error, make_config
+from tests.test_training import INTENTS, banking_examples
+
+CALIBRATION = analysis_pb2.OPTIMIZATION_GOAL_IMPROVE_CALIBRATION
+COVERAGE = analysis_pb2.OPTIMIZATION_GOAL_MAXIMIZE_COVERAGE
+
+
+def banking_test_examples(per_intent: int = 25) -> list[training_pb2.TrainingExample]:
+    """Banking77 test-set examples of the trained intents."""
+    counts: collections.Counter[str] = collections.Counter()
+    examples = []
+    with (BANKING77 / "test.csv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["category"] in INTENTS and counts[row["category"]] < per_intent:
+                counts[row["category"]] += 1
+                examples.append(
+                    training_pb2.TrainingExample(input=row["text"], expected_output=row["category"])
+                )
+    return examples
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[ServerThread]:
+    running = ServerThread(make_config(tmp_path_factory.mktemp("analysis"), workers=1))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerThread) -> Iterator[AgentTrainingClient]:
+    with AgentTrainingClient(server.address, timeout=120) as made:
+        yield made
+
+
+def trained(client: AgentTrainingClient, agent_id: str, **behavior) -> agents_pb2.Agent:
+    client.create_agent(agent_id=agent_id, default_behavior=agents_pb2.BehaviorSettings(**behavior))
+    events = list(client.train_agent(agent_id=agent_id, training_data=banking_examples()))
+    assert events[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
+    return client.get_agent(agent_id)
+
+
+def expected_calibration_error(confidence: np.ndarray, right: np.ndarray) -> float:
+    """An independent ECE: 10 equal-width bins, (lower, upper]."""
+    total = 0.0
+    for lower in np.arange(10) / 10:
+        members = (confidence > lower) & (confidence <= lower + 0.1 + 1e-12)
+        if lower == 0:
+            members |= confidence == 0
+        if members.any():
+            total += members.mean() * abs(right[members].mean() - confidence[members].mean())
+    return total
+
+
+def test_report_agrees_with_invoke_agent_answers(client):
+    trained(client, "analysed")
+    evaluation = banking_test_examples()
+    unseen = training_pb2.TrainingExample(input="what is the weather", expected_output="weather")
+    response = client.analyze_and_optimize(
+        agent_id="analysed", evaluation_data=[*evaluation, unseen]
+    )
+    analysis = response.analysis
+    inputs = [e.input for e in evaluation] + [unseen.input]
+    expected = [e.expected_output for e in evaluation] + ["weather"]
+    answers = client.invoke_agent(agent_id="analysed", inputs=inputs).predictions
+    right = np.array([a.output == e for a, e in zip(answers, expected, strict=True)])
+    confidence = np.array([a.confidence for a in answers])
+    assert analysis.example_count == len(inputs)
+    assert analysis.accuracy == pytest.approx(right.mean())
+    assert list(analysis.unseen_outputs) == ["weather"]
+    assert analysis.expected_calibration_error == pytest.approx(
+        expected_calibration_error(confidence, right), abs=1e-6
+    )
+    assert sum(b.count for b in analysis.reliability) == len(inputs)
+    assert analysis.coverage == 1.0 and analysis.accuracy_when_answered == analysis.accuracy
+    support = {m.output: m.support for m in analysis.per_output}
+    assert support == {**collections.Counter(expected)} | {
+        m.output: 0 for m in analysis.per_output if m.output not in expected
+    }
+    mistakes = collections.Counter(
+        (e, a.output) for a, e in zip(answers, expected, strict=True) if a.output != e
+    )
+    top = analysis.confused_pairs[0]
+    assert top.count == max(mistakes.values())
+    assert mistakes[(top.expected_output, top.predicted_output)] == top.count
+    assert 1 <= len(top.example_inputs) <= 3
+    assert analysis.latency.batch_size == 1 and analysis.latency.p50_ms > 0
+    assert analysis.latency.p50_ms <= analysis.latency.p95_ms <= analysis.latency.p99_ms
+    assert analysis.batch_latency.batch_size > 1
+    assert analysis.parameter_count > 0 and analysis.size_bytes > 0
+    assert analysis.training_curve_summary
+
+
+def test_default_evaluation_is_the_held_out_split_training_measured(client):
+    agent = trained(client, "held-out")
+    response = client.analyze_and_optimize(agent_id="held-out")
+    version = client.list_agent_versions("held-out").versions[0]
+    assert response.version_id == agent.active_version_id == version.version_id
+    assert response.analysis.example_count == version.metrics.validation_examples
+    assert response.analysis.accuracy == pytest.approx(version.metrics.validation_accuracy)
+
+
+def test_calibration_suggestion_is_measured_and_applied_as_a_new_version(client):
+    # A high temperature makes the agent under-confident: temperature scaling must fix it.
+    agent = trained(client, "hot", temperature=4.0)
+    response = client.analyze_and_optimize(
+        agent_id="hot", optimization_goals=[CALIBRATION], evaluation_data=banking_test_examples()
+    )
+    (suggestion,) = response.suggestions
+    assert suggestion.goal == CALIBRATION and suggestion.applicable
+    before = suggestion.before["expected_calibration_error"]
+    after = suggestion.after["expected_calibration_error"]
+    assert after <= before / 2
+    assert before == pytest.approx(response.analysis.expected_calibration_error)
+    applied = client.analyze_and_optimize(
+        agent_id="hot", apply_suggestion_id=suggestion.suggestion_id
+    ).applied_version
+    assert applied.parent_version_id == agent.active_version_id
+    assert not applied.active
+    assert applied.behavior.temperature < 4.0
+    assert client.get_agent("hot").active_version_id == agent.active_version_id
+    fixed = client.analyze_and_optimize(
+        agent_id="hot", version_id=applied.version_id, evaluation_data=banking_test_examples()
+    )
+    assert fixed.analysis.expected_calibration_error < before
+    assert fixed.analysis.accuracy == pytest.approx(response.analysis.accuracy)
+
+
+def test_coverage_suggestion_lowers_the_threshold_without_losing_precision(client):
+    trained(client, "strict", confidence_threshold=0.95)
+    evaluation = banking_test_examples()
+    response = client.analyze_and_optimize(
+        agent_id="strict", optimization_goals=[COVERAGE], evaluation_data=evaluation
+    )
+    (suggestion,) = response.suggestions
+    assert suggestion.applicable
+    assert suggestion.after["coverage"] > suggestion.before["coverage"]
+    assert suggestion.after["accuracy_when_answered"] >= (
+        suggestion.before["accuracy_when_answered"] - 0.005
+    )
+    answers = client.invoke_agent(
+        agent_id="strict", inputs=[e.input for e in evaluation]
+    ).predictions
+    answered = [not a.is_fallback for a in answers]
+    assert response.analysis.coverage == pytest.approx(np.mean(answered))
+    assert suggestion.before["coverage"] == pytest.approx(np.mean(answered))
+    applied = client.analyze_and_optimize(
+        agent_id="strict", apply_suggestion_id=suggestion.suggestion_id, activate=True
+    ).applied_version
+    assert applied.active
+    assert applied.behavior.confidence_threshold == pytest.approx(suggestion.after["threshold"])
+    answers = client.invoke_agent(
+        agent_id="strict", inputs=[e.input for e in evaluation]
+    ).predictions
+    assert np.mean([not a.is_fallback for a in answers]) == pytest.approx(
+        suggestion.after["coverage"]
+    )
+
+
+def test_bad_requests_get_clear_errors(client):
+    trained(client, "errors")
+    error = expect_error(client.analyze_and_optimize, agent_id="errors", optimization_goals=[99])
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "OPTIMIZATION_GOAL_MINIMIZE_LATENCY" in error.message
+    error = expect_error(
+        client.analyze_and_optimize,
+        agent_id="errors",
+        optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_LATENCY],
+    )
+    assert_status(error, grpc.StatusCode.UNIMPLEMENTED)
+    assert error.code == "GOAL_NOT_SERVED" and "improve_calibration" in error.hint
+    error = expect_error(client.analyze_and_optimize, agent_id="errors", version_id="ver_nope")
+    assert_status(error, grpc.StatusCode.NOT_FOUND)
+    error = expect_error(
+        client.analyze_and_optimize, agent_id="errors", apply_suggestion_id="sug_garbage"
+    )
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+    assert error.trace_id
