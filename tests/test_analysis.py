@@ -189,3 +189,24 @@ def test_bad_requests_get_clear_errors(client):
     )
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
     assert error.trace_id
+
+
+def test_cli_prints_a_readable_report_and_applies(server, client, tmp_path):
+    from tests.test_service import _cli
+
+    trained(client, "cli-analysed", confidence_threshold=0.95)
+    evaluation = tmp_path / "eval.csv"
+    rows = ["input,expected_output"] + [
+        f'"{e.input}",{e.expected_output}' for e in banking_test_examples(10)
+    ]
+    evaluation.write_text("\n".join(rows) + "\n")
+    shown = _cli(
+        server.address, "analyze", "cli-analysed", "--goals", "maximize_coverage",
+        "--eval", str(evaluation),
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "accuracy" in shown.stdout and "maximize_coverage:" in shown.stdout
+    suggestion = shown.stdout.split("--apply ")[1].split()[0]
+    applied = _cli(server.address, "analyze", "cli-analysed", "--apply", suggestion)
+    assert applied.returncode == 0, applied.stderr
+    assert "(not active)" in applied.stdout

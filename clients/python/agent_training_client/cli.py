@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from agent_training.v1 import training_pb2
-from agent_training_client import cli_data
+from agent_training_client import cli_analysis, cli_data
 from agent_training_client.client import DEFAULT_TARGET, AgentTrainingClient
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.progress import ProgressPrinter
@@ -290,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.set_defaults(handler=_invoke)
 
     cli_data.add_commands(commands, _with_client)
+    cli_analysis.add_command(commands, _with_client)
 
     health = commands.add_parser("health", help="standard health check")
     health.add_argument("service", nargs="?", default="")

@@ -1,0 +1,85 @@
+"""The ``agent-training analyze`` command: a readable AnalyzeAndOptimize report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agent_training.v1 import analysis_pb2, service_pb2
+from agent_training_client.client import AgentTrainingClient
+
+
+def report_text(response: service_pb2.AnalyzeAndOptimizeResponse) -> str:
+    """The analysis and suggestions as plain text."""
+    a = response.analysis
+    lines = [
+        f"version {response.version_id}: {a.example_count} evaluation examples",
+        f"  accuracy {a.accuracy:.2%}   macro-F1 {a.macro_f1:.3f}"
+        f"   weighted-F1 {a.weighted_f1:.3f}",
+        f"  calibration error (ECE) {a.expected_calibration_error:.3f}   log-loss {a.log_loss:.3f}",
+        f"  coverage {a.coverage:.1%} at threshold {a.confidence_threshold:g},"
+        f" {a.accuracy_when_answered:.2%} of those right",
+        f"  latency p50/p95/p99 {a.latency.p50_ms:.2f}/{a.latency.p95_ms:.2f}/"
+        f"{a.latency.p99_ms:.2f} ms at batch 1; {a.batch_latency.throughput_per_second:,.0f}"
+        f" inputs/s at batch {a.batch_latency.batch_size}",
+        f"  {a.parameter_count:,} parameters, {a.size_bytes:,} bytes",
+        f"  training: {a.training_curve_summary}",
+    ]
+    if a.unseen_outputs:
+        lines.append(f"  outputs never learned: {', '.join(a.unseen_outputs)}")
+    weakest = sorted(a.per_output, key=lambda m: m.f1)[:5]
+    lines.append("  weakest outputs: " + ", ".join(f"{m.output} F1 {m.f1:.2f}" for m in weakest))
+    for pair in a.confused_pairs[:5]:
+        lines.append(
+            f"  confused: {pair.expected_output} -> {pair.predicted_output} x{pair.count}"
+            f" (e.g. {pair.example_inputs[0]!r})"
+        )
+    for s in response.suggestions:
+        goal = analysis_pb2.OptimizationGoal.Name(s.goal).removeprefix("OPTIMIZATION_GOAL_")
+        lines.append(f"{goal.lower()}: {s.action}")
+        lines.append(f"  why: {s.rationale}")
+        for name in s.before:
+            lines.append(f"  {name}: {s.before[name]:.4g} -> {s.after[name]:.4g}")
+        if s.applicable:
+            lines.append(f"  apply with: --apply {s.suggestion_id}")
+    return "\n".join(lines)
+
+
+def analyze(args: argparse.Namespace, client: AgentTrainingClient, read_examples: Any) -> int:
+    """`agent-training analyze AGENT ...`."""
+    if args.apply:
+        response = client.analyze_and_optimize(
+            agent_id=args.agent, apply_suggestion_id=args.apply, activate=args.activate
+        )
+        version = response.applied_version
+        state = "active" if version.active else "not active"
+        print(f"made version {version.version_id} from {response.version_id} ({state})")
+        return 0
+    goals = [
+        analysis_pb2.OptimizationGoal.Value(f"OPTIMIZATION_GOAL_{goal.strip().upper()}")
+        for goal in args.goals.split(",")
+        if goal.strip()
+    ]
+    response = client.analyze_and_optimize(
+        agent_id=args.agent,
+        version_id=args.version,
+        optimization_goals=goals,
+        evaluation_data=list(read_examples(Path(args.eval))) if args.eval else [],
+        dataset_id=args.dataset,
+    )
+    print(report_text(response))
+    return 0
+
+
+def add_command(commands: Any, handler: Any) -> None:
+    """Add `analyze` to the CLI; `handler(fn)` wraps fn(args, client, read_examples)."""
+    sub = commands.add_parser("analyze", help="evaluate an agent version and suggest changes")
+    sub.add_argument("agent")
+    sub.add_argument("--goals", default="", help="e.g. improve_calibration,maximize_coverage")
+    sub.add_argument("--version", default="", help="version to analyse (default: active)")
+    sub.add_argument("--eval", default="", help="CSV or JSONL evaluation examples")
+    sub.add_argument("--dataset", default="", help="stored dataset to evaluate on")
+    sub.add_argument("--apply", default="", metavar="SUGGESTION_ID", help="apply a suggestion")
+    sub.add_argument("--activate", action="store_true", help="make the applied version active")
+    sub.set_defaults(handler=handler(analyze))
