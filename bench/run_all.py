@@ -16,6 +16,7 @@ BENCHMARKS = [
     "transfer_full.py",
     "synthetic_usefulness.py",
     "synthetic_throughput.py",
+    "analysis.py",
 ]
 
 
@@ -88,6 +89,15 @@ def summary() -> list[tuple[str, str, str]]:
                 f"{local['per_second']:,.0f}/s in process, {grpc['per_second']:,.0f}/s over"
                 f" gRPC, +{grpc['server_rss_growth_mb']:.0f} MB for {grpc['examples']:,}",
                 f"near duplicates {dups['near_rate']:.2%} (datasketch MinHash LSH)",
+            )
+        )
+    if result := _load("analysis"):
+        rows.append(
+            (
+                "improve_calibration, Banking77 supervised",
+                f"ECE {result['ece_before']:.4f} -> {result['ece_after_applied']:.4f}"
+                f" (temperature {result['temperature']:.3g})",
+                f"accuracy unchanged: {result['accuracy']:.2%} -> {result['accuracy_after']:.2%}",
             )
         )
     return rows
