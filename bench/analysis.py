@@ -1,8 +1,9 @@
-"""AnalyzeAndOptimize on the Banking77 supervised agent: calibration before and after.
+"""AnalyzeAndOptimize on the Banking77 supervised agent: calibration, size and latency.
 
 The service trains a supervised agent on train.csv, then AnalyzeAndOptimize evaluates it on
-test.csv with the improve_calibration goal; the suggested temperature is applied as a new
-version and that version is analysed again on test.csv, so "after" is measured, not predicted.
+test.csv with improve_calibration, minimize_size and minimize_latency; the suggested temperature
+is applied as a new version and that version is analysed again on test.csv, so "after" is
+measured, not predicted. The size and latency suggestions report the candidates they measured.
 Prints one table; writes bench/results/analysis.json.
 Usage: python bench/analysis.py
 """
@@ -31,7 +32,11 @@ def main() -> None:
         training_pb2.TrainingExample(input=t, expected_output=label)
         for t, label in zip(*test, strict=True)
     ]
-    goal = analysis_pb2.OPTIMIZATION_GOAL_IMPROVE_CALIBRATION
+    goals = [
+        analysis_pb2.OPTIMIZATION_GOAL_IMPROVE_CALIBRATION,
+        analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_SIZE,
+        analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_LATENCY,
+    ]
     with tempfile.TemporaryDirectory() as data_dir:
         process, address = start_service(Path(data_dir))
         try:
@@ -41,9 +46,9 @@ def main() -> None:
                 if events[-1].finished.status != training_pb2.TRAINING_STATUS_SUCCEEDED:
                     raise RuntimeError(f"training failed: {events[-1].finished.error}")
                 report = client.analyze_and_optimize(
-                    agent_id="banking77", optimization_goals=[goal], evaluation_data=evaluation
+                    agent_id="banking77", optimization_goals=goals, evaluation_data=evaluation
                 )
-                (suggestion,) = report.suggestions
+                suggestion, size, latency = report.suggestions
                 applied = client.analyze_and_optimize(
                     agent_id="banking77", apply_suggestion_id=suggestion.suggestion_id
                 ).applied_version
@@ -64,6 +69,14 @@ def main() -> None:
         "temperature": applied.behavior.temperature,
         "accuracy_after": after.accuracy,
         "latency_p50_ms": before.latency.p50_ms,
+        "size": {"action": size.action, "before": dict(size.before), "after": dict(size.after)},
+        "latency": {
+            "action": latency.action,
+            "applicable": latency.applicable,
+            "before": dict(latency.before),
+            "after": dict(latency.after),
+            "rationale": latency.rationale,
+        },
     }
     print(f"Banking77 supervised agent, {len(evaluation)} test examples, {os.cpu_count()} cores")
     print(f"accuracy {before.accuracy:.4f} (after: {after.accuracy:.4f})")
@@ -73,6 +86,13 @@ def main() -> None:
         f" with temperature {applied.behavior.temperature:.3g}"
         f" (cross-fitted estimate {suggestion.after['expected_calibration_error']:.4f})"
     )
+    print(
+        f"minimize_size: {size.action}: {size.before['size_bytes']:,.0f} ->"
+        f" {size.after['size_bytes']:,.0f} bytes, accuracy {size.before['accuracy']:.4f} ->"
+        f" {size.after['accuracy']:.4f}"
+    )
+    print(f"minimize_latency: {latency.action}")
+    print(f"  {latency.rationale}")
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "analysis.json").write_text(json.dumps(results, indent=2))

@@ -170,6 +170,39 @@ def test_coverage_suggestion_lowers_the_threshold_without_losing_precision(clien
     )
 
 
+def test_size_and_latency_candidates_are_measured_and_the_smaller_model_applies(client):
+    agent = trained(client, "compact")
+    evaluation = banking_test_examples()
+    response = client.analyze_and_optimize(
+        agent_id="compact",
+        optimization_goals=[
+            analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_SIZE,
+            analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_LATENCY,
+        ],
+        evaluation_data=evaluation,
+    )
+    size, latency = response.suggestions
+    assert size.applicable
+    assert size.after["size_bytes"] < size.before["size_bytes"]
+    assert size.after["accuracy"] >= size.before["accuracy"] - 0.005
+    assert size.before["accuracy"] == pytest.approx(response.analysis.accuracy)
+    assert "measured candidates" in latency.rationale and "p50" in latency.rationale
+    if not latency.applicable:
+        assert "no candidate reached" in latency.action
+    applied = client.analyze_and_optimize(
+        agent_id="compact", apply_suggestion_id=size.suggestion_id
+    ).applied_version
+    assert applied.parent_version_id == agent.active_version_id and not applied.active
+    assert applied.size_bytes < client.list_agent_versions("compact").versions[1].size_bytes
+    answers = client.invoke_agent(
+        agent_id="compact", version_id=applied.version_id, inputs=[e.input for e in evaluation]
+    ).predictions
+    accuracy = np.mean(
+        [a.output == e.expected_output for a, e in zip(answers, evaluation, strict=True)]
+    )
+    assert accuracy == pytest.approx(size.after["accuracy"])
+
+
 def test_bad_requests_get_clear_errors(client):
     trained(client, "errors")
     error = expect_error(client.analyze_and_optimize, agent_id="errors", optimization_goals=[99])
@@ -178,7 +211,7 @@ def test_bad_requests_get_clear_errors(client):
     error = expect_error(
         client.analyze_and_optimize,
         agent_id="errors",
-        optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_LATENCY],
+        optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_BALANCE_OUTPUTS],
     )
     assert_status(error, grpc.StatusCode.UNIMPLEMENTED)
     assert error.code == "GOAL_NOT_SERVED" and "improve_calibration" in error.hint

@@ -87,7 +87,7 @@ async def create_server(
     store.discard_unfinished_datasets()
     datasets = DatasetService(store, config.max_dataset_examples)
     synthetic = SyntheticService(inference, config.max_concurrent_generations)
-    analysis = AnalysisService(store, agents, inference)
+    analysis = AnalysisService(store, agents, inference, config.data_dir)
 
     server = grpc.aio.server(
         interceptors=[

@@ -267,7 +267,7 @@ class SupervisedPredictor(Predictor):
         self.outputs = list(spec["outputs"])
         self._config = tf.FeatureConfig(**spec["features"])
         self._vocabulary = tf.Vocabulary(tensors["vocabulary"].numpy(), tensors["idf"].numpy())
-        weight = tensors["weight"]
+        weight = tensors["weight"] if "weight" in tensors else dequantized(tensors)
         self._model = SparseLinear(weight.shape[0], weight.shape[1])
         self._model.load_state_dict({"weight.weight": weight, "bias": tensors["bias"]})
         self._model.eval()
@@ -278,3 +278,34 @@ class SupervisedPredictor(Predictor):
         blocks = tf.raw_features(texts, self._config)
         rows = tf.transform(blocks, self._vocabulary, len(texts))
         return torch.softmax(self._model(rows), dim=1).numpy()
+
+
+def compact(tensors: dict[str, torch.Tensor], keep: float, int8: bool) -> dict[str, torch.Tensor]:
+    """A smaller model: the `keep` fraction of features with the largest weights, maybe int8.
+
+    int8 weights have one scale per output. Accuracy must be measured: it may drop.
+    """
+    weight = tensors["weight"] if "weight" in tensors else dequantized(tensors)
+    vocabulary, idf = tensors["vocabulary"], tensors["idf"]
+    if keep < 1.0:
+        strength = weight.abs().amax(dim=1)
+        count = max(1, round(len(strength) * keep))
+        rows = torch.sort(torch.topk(strength, count).indices).values  # buckets stay sorted
+        weight, vocabulary, idf = weight[rows], vocabulary[rows], idf[rows]
+    result = {
+        "vocabulary": vocabulary.contiguous(),
+        "idf": idf.contiguous(),
+        "bias": tensors["bias"],
+    }
+    if int8:
+        scale = weight.abs().amax(dim=0).clamp(min=1e-12) / 127.0
+        result["weight_int8"] = torch.round(weight / scale).to(torch.int8).contiguous()
+        result["weight_scale"] = scale.to(torch.float32).contiguous()
+    else:
+        result["weight"] = weight.contiguous()
+    return result
+
+
+def dequantized(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """float32 weights from int8 ones and their per-output scales."""
+    return tensors["weight_int8"].to(torch.float32) * tensors["weight_scale"]

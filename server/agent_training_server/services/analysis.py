@@ -14,13 +14,15 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent_training_server.analysis import metrics, optimize
+from agent_training_server.analysis import compaction, metrics, optimize
 from agent_training_server.domain import AgentVersion
-from agent_training_server.engines.base import Example
+from agent_training_server.engines import registry, supervised
+from agent_training_server.engines.base import Artifact, Example
 from agent_training_server.engines.evaluation import stratified_split
 from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from agent_training_server.services.agents import AgentService, new_id
@@ -28,7 +30,9 @@ from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import examples_from_bytes
 from agent_training_server.store.base import Store
 
-SERVED_GOALS = ("improve_calibration", "maximize_coverage")
+SERVED_GOALS = ("improve_calibration", "maximize_coverage", "minimize_size", "minimize_latency")
+LATENCY_SPEEDUP = 1.5
+"""Speed-up a minimize_latency candidate must reach to be suggested."""
 LATENCY_CALLS = 200
 BATCH_SIZE = 256
 BATCH_CALLS = 10
@@ -63,10 +67,13 @@ class Report:
 class AnalysisService:
     """Analyses versions and applies suggestions."""
 
-    def __init__(self, store: Store, agents: AgentService, inference: InferenceService) -> None:
+    def __init__(
+        self, store: Store, agents: AgentService, inference: InferenceService, data_dir: Path
+    ) -> None:
         self._store = store
         self._agents = agents
         self._inference = inference
+        self._data_dir = data_dir
 
     async def analyze(
         self,
@@ -110,11 +117,15 @@ class AnalysisService:
         batch = optimize.measure_latency(score, inputs, BATCH_SIZE, BATCH_CALLS)
         configured = int(version.manifest.get("config", {}).get("epochs", 0) or 0)
         suggestions = []
+        variants = None
         for goal in dict.fromkeys(goals):
             if goal == "improve_calibration":
                 suggestions.append(_calibration(version, expected, outputs, raw))
             elif goal == "maximize_coverage":
                 suggestions.append(_coverage(version, expected, outputs, probabilities))
+            else:
+                variants = variants or self._variants(version, inputs, expected)
+                suggestions.append(_compaction(version, goal, variants))
         return Report(
             version=version,
             evaluation=evaluation,
@@ -124,10 +135,23 @@ class AnalysisService:
             suggestions=suggestions,
         )
 
+    def _variants(
+        self, version: AgentVersion, inputs: list[str], expected: list[str]
+    ) -> tuple[compaction.Variant, list[compaction.Variant]] | None:
+        """Measured smaller variants of a supervised version's model (None for other kinds)."""
+        if version.training_type != "supervised":
+            return None
+        spec, tensors, _outputs = registry.load_artifact_files(
+            self._data_dir / version.artifact_dir
+        )
+        return compaction.measure(spec, tensors, inputs, expected)
+
     async def apply(self, agent_id: str, suggestion_id: str, activate: bool) -> AgentVersion:
         """Make a new version from a suggestion; it becomes active only if `activate`."""
         change = decode_suggestion(suggestion_id)
         version = await self._version(agent_id, change["version_id"])
+        if "keep" in change:
+            return await asyncio.to_thread(self._apply_compaction, version, change, activate)
         behavior = version.behavior
         if "temperature" in change:
             behavior = dataclasses.replace(behavior, temperature=change["temperature"])
@@ -150,6 +174,35 @@ class AnalysisService:
             create_time=time.time(),
         )
         return await asyncio.to_thread(self._store.add_version, made, activate)
+
+    def _apply_compaction(
+        self, version: AgentVersion, change: dict[str, Any], activate: bool
+    ) -> AgentVersion:
+        """A new version whose weights are the compacted ones, in its own artifact folder."""
+        folder = self._data_dir / version.artifact_dir
+        spec, tensors, outputs = registry.load_artifact_files(folder)
+        smaller = supervised.compact(tensors, float(change["keep"]), bool(change["int8"]))
+        version_id = new_id("ver")
+        relative = Path("artifacts") / version.agent_id / version_id
+        artifact = Artifact(spec=spec, tensors=smaller, outputs=outputs, metrics={},
+                            encoder=spec.get("encoder", {}))  # fmt: skip
+        registry.save_artifact(artifact, self._data_dir / relative)
+        size = sum(path.stat().st_size for path in (self._data_dir / relative).iterdir())
+        made = dataclasses.replace(
+            version,
+            version_id=version_id,
+            version_number=0,
+            source="optimization",
+            training_id="",
+            parent_version_id=version.version_id,
+            artifact_dir=str(relative),
+            size_bytes=size,
+            parameter_count=sum(t.numel() for k, t in smaller.items() if k.startswith("weight"))
+            + int(smaller["bias"].numel()),
+            description=f"applied: {_variant_words(change)}",
+            create_time=time.time(),
+        )
+        return self._store.add_version(made, activate)
 
     async def _version(self, agent_id: str, version_id: str) -> AgentVersion:
         agent = await self._agents.get(agent_id)
@@ -195,7 +248,7 @@ def _taught(examples: list[Example]) -> list[Example]:
     return taught(examples)
 
 
-def encode_suggestion(version_id: str, **change: float) -> str:
+def encode_suggestion(version_id: str, **change: float | bool) -> str:
     """A self-describing suggestion id: what to set, on which version."""
     payload = json.dumps({"version_id": version_id, **change}, sort_keys=True).encode()
     return "sug_" + base64.urlsafe_b64encode(payload).decode().rstrip("=")
@@ -211,6 +264,9 @@ def decode_suggestion(suggestion_id: str) -> dict[str, Any]:
             raise ValueError
         if "temperature" in change:
             if not 0 < float(change["temperature"]) <= MAX_TEMPERATURE:
+                raise ValueError
+        elif "keep" in change:
+            if not 0 < float(change["keep"]) <= 1 or not isinstance(change["int8"], bool):
                 raise ValueError
         elif not 0 <= float(change["threshold"]) <= 1:
             raise ValueError
@@ -279,3 +335,64 @@ def check_goals(goals: Sequence[str]) -> None:
             "optimization_goals holds OPTIMIZATION_GOAL_UNSPECIFIED",
             hint="Name goals such as OPTIMIZATION_GOAL_IMPROVE_CALIBRATION.",
         )
+
+
+def _variant_words(change: dict[str, Any]) -> str:
+    return compaction.Variant(float(change["keep"]), bool(change["int8"]), 0.0, 0.0, 0).name
+
+
+def _compaction(
+    version: AgentVersion,
+    goal: str,
+    measured: tuple[compaction.Variant, list[compaction.Variant]] | None,
+) -> Suggestion:
+    """minimize_size / minimize_latency from the measured variants."""
+    if measured is None:
+        return Suggestion(
+            suggestion_id="",
+            goal=goal,
+            action="no candidate: compaction is measured for supervised (n-gram) versions",
+            rationale=f"this version is {version.training_type}; its encoder is not compacted",
+            before={},
+            after={},
+            applicable=False,
+        )
+    baseline, variants = measured
+    fine = compaction.acceptable(baseline, variants)
+    tried = "; ".join(
+        f"{v.name}: accuracy {v.accuracy:.2%}, p50 {v.p50_ms:.3f} ms, {v.size_bytes:,} bytes"
+        for v in variants
+    )
+    fields = ("accuracy", "p50_ms", "size_bytes")
+    before = {name: float(getattr(baseline, name)) for name in fields}
+    if goal == "minimize_size":
+        best = min(fine, key=lambda v: v.size_bytes, default=None)
+        useful = best is not None and best.size_bytes < baseline.size_bytes
+        verdict = (
+            f"{baseline.size_bytes / best.size_bytes:.1f}x smaller"
+            if useful and best
+            else "no candidate is smaller within half a point of accuracy"
+        )
+    else:
+        best = min(fine, key=lambda v: v.p50_ms, default=None)
+        speedup = baseline.p50_ms / best.p50_ms if best else 1.0
+        useful = best is not None and speedup >= LATENCY_SPEEDUP
+        verdict = (
+            f"{speedup:.2f}x faster at batch 1"
+            if useful
+            else f"no candidate reached {LATENCY_SPEEDUP}x lower p50 latency within half a point"
+            f" of accuracy (best {speedup:.2f}x): featurising the text, not the weights,"
+            " dominates batch-1 latency"
+        )
+    return Suggestion(
+        suggestion_id=encode_suggestion(version.version_id, keep=best.keep, int8=best.int8)
+        if useful and best
+        else "",
+        goal=goal,
+        action=f"use {best.name} ({verdict})" if useful and best else verdict,
+        rationale=f"as trained: accuracy {baseline.accuracy:.2%}, p50 {baseline.p50_ms:.3f} ms,"
+        f" {baseline.size_bytes:,} bytes; measured candidates: {tried}",
+        before=before,
+        after={name: float(getattr(best, name)) for name in fields} if useful and best else before,
+        applicable=useful,
+    )

@@ -1,0 +1,83 @@
+"""Smaller (and maybe faster) variants of a supervised n-gram model, measured on the evaluation set.
+
+Candidates: int8 weights with one scale per output, and keeping only the features with the
+largest weights (50%, 25%, 10%), alone or with int8. Each is rebuilt as a predictor and measured
+like the original: accuracy on the evaluation set, p50 latency at batch size 1, bytes of its
+weights as safetensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+
+from agent_training_server.analysis import optimize
+from agent_training_server.engines import registry, supervised
+
+CANDIDATES = ((1.0, True), (0.5, False), (0.5, True), (0.25, True), (0.1, True))
+"""(fraction of features kept, int8 weights) pairs tried."""
+
+ACCURACY_SLACK = 0.005
+"""Accuracy a candidate may lose and still be suggested (half a point)."""
+
+LATENCY_CALLS = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A measured model variant."""
+
+    keep: float
+    int8: bool
+    accuracy: float
+    p50_ms: float
+    size_bytes: int
+
+    @property
+    def name(self) -> str:
+        """In words, e.g. "int8 weights, 50% of features"."""
+        parts = ["int8 weights"] if self.int8 else []
+        if self.keep < 1.0:
+            parts.append(f"the {self.keep:.0%} strongest features")
+        return ", ".join(parts) or "the model as trained"
+
+
+def measure(
+    spec: dict[str, Any],
+    tensors: dict[str, Any],
+    inputs: Sequence[str],
+    expected: Sequence[str],
+) -> tuple[Variant, list[Variant]]:
+    """(the model as it is, every candidate), each measured the same way."""
+    baseline = _measure(spec, tensors, inputs, expected, 1.0, False)
+    return baseline, [
+        _measure(spec, supervised.compact(tensors, keep, int8), inputs, expected, keep, int8)
+        for keep, int8 in CANDIDATES
+    ]
+
+
+def _measure(
+    spec: dict[str, Any],
+    tensors: dict[str, Any],
+    inputs: Sequence[str],
+    expected: Sequence[str],
+    keep: float,
+    int8: bool,
+) -> Variant:
+    predictor = registry.load_predictor(spec, tensors)
+    best = predictor.predict_proba(list(inputs)).argmax(axis=1)
+    right = [predictor.outputs[b] == e for b, e in zip(best, expected, strict=True)]
+    latency = optimize.measure_latency(
+        lambda texts: predictor.predict_proba(texts), inputs, 1, LATENCY_CALLS
+    )
+    size = len(safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()}))
+    return Variant(keep, int8, float(np.mean(right)), latency.p50_ms, size)
+
+
+def acceptable(baseline: Variant, variants: list[Variant]) -> list[Variant]:
+    """The variants that lose at most ACCURACY_SLACK of accuracy."""
+    return [v for v in variants if v.accuracy >= baseline.accuracy - ACCURACY_SLACK]
