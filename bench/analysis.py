@@ -36,6 +36,7 @@ def main() -> None:
         analysis_pb2.OPTIMIZATION_GOAL_IMPROVE_CALIBRATION,
         analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_SIZE,
         analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_LATENCY,
+        analysis_pb2.OPTIMIZATION_GOAL_MAXIMIZE_ACCURACY,
     ]
     with tempfile.TemporaryDirectory() as data_dir:
         process, address = start_service(Path(data_dir))
@@ -48,7 +49,7 @@ def main() -> None:
                 report = client.analyze_and_optimize(
                     agent_id="banking77", optimization_goals=goals, evaluation_data=evaluation
                 )
-                suggestion, size, latency = report.suggestions
+                suggestion, size, latency, accuracy = report.suggestions
                 applied = client.analyze_and_optimize(
                     agent_id="banking77", apply_suggestion_id=suggestion.suggestion_id
                 ).applied_version
@@ -70,6 +71,11 @@ def main() -> None:
         "accuracy_after": after.accuracy,
         "latency_p50_ms": before.latency.p50_ms,
         "size": {"action": size.action, "before": dict(size.before), "after": dict(size.after)},
+        "accuracy_search": {
+            "action": accuracy.action,
+            "before": dict(accuracy.before),
+            "after": dict(accuracy.after),
+        },
         "latency": {
             "action": latency.action,
             "applicable": latency.applicable,
@@ -92,6 +98,10 @@ def main() -> None:
         f" {size.after['accuracy']:.4f}"
     )
     print(f"minimize_latency: {latency.action}")
+    print(
+        f"maximize_accuracy: {accuracy.action}: test accuracy {accuracy.before['accuracy']:.4f}"
+        f" -> {accuracy.after['accuracy']:.4f}"
+    )
     print(f"  {latency.rationale}")
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,15 @@ CALIBRATION = analysis_pb2.OPTIMIZATION_GOAL_IMPROVE_CALIBRATION
 COVERAGE = analysis_pb2.OPTIMIZATION_GOAL_MAXIMIZE_COVERAGE
 
 
-def banking_test_examples(per_intent: int = 25) -> list[training_pb2.TrainingExample]:
-    """Banking77 test-set examples of the trained intents."""
+def banking_test_examples(
+    per_intent: int = 25, intents=INTENTS, split: str = "test"
+) -> list[training_pb2.TrainingExample]:
+    """Banking77 examples of `intents` from the test (or train) split."""
     counts: collections.Counter[str] = collections.Counter()
     examples = []
-    with (BANKING77 / "test.csv").open(newline="", encoding="utf-8") as handle:
+    with (BANKING77 / f"{split}.csv").open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            if row["category"] in INTENTS and counts[row["category"]] < per_intent:
+            if row["category"] in intents and counts[row["category"]] < per_intent:
                 counts[row["category"]] += 1
                 examples.append(
                     training_pb2.TrainingExample(input=row["text"], expected_output=row["category"])
@@ -46,9 +48,15 @@ def client(server: ServerThread) -> Iterator[AgentTrainingClient]:
         yield made
 
 
-def trained(client: AgentTrainingClient, agent_id: str, **behavior) -> agents_pb2.Agent:
+def trained(
+    client: AgentTrainingClient, agent_id: str, config=None, data=None, **behavior
+) -> agents_pb2.Agent:
     client.create_agent(agent_id=agent_id, default_behavior=agents_pb2.BehaviorSettings(**behavior))
-    events = list(client.train_agent(agent_id=agent_id, training_data=banking_examples()))
+    events = list(
+        client.train_agent(
+            agent_id=agent_id, training_data=data or banking_examples(), config=config
+        )
+    )
     assert events[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
     return client.get_agent(agent_id)
 
@@ -201,6 +209,40 @@ def test_size_and_latency_candidates_are_measured_and_the_smaller_model_applies(
         [a.output == e.expected_output for a, e in zip(answers, evaluation, strict=True)]
     )
     assert accuracy == pytest.approx(size.after["accuracy"])
+
+
+def test_accuracy_search_retrains_and_the_pick_applies_as_measured(client):
+    # Deliberately undertrained, on 20 intents: one epoch at a small learning rate.
+    with (BANKING77 / "test.csv").open(newline="", encoding="utf-8") as handle:
+        intents = sorted({row["category"] for row in csv.DictReader(handle)})[:20]
+    weak = training_pb2.TrainingConfig(epochs=1, learning_rate=0.0005)
+    data = banking_test_examples(20, intents, split="train")
+    agent = trained(client, "undertrained", config=weak, data=data)
+    evaluation = banking_test_examples(10, intents)
+    response = client.analyze_and_optimize(
+        agent_id="undertrained",
+        optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_MAXIMIZE_ACCURACY],
+        evaluation_data=evaluation,
+    )
+    (suggestion,) = response.suggestions
+    assert suggestion.applicable, suggestion.rationale
+    assert suggestion.after["accuracy"] > suggestion.before["accuracy"]
+    assert suggestion.after["validation_loss"] < suggestion.before["validation_loss"]
+    assert suggestion.rationale.count("epochs") >= 5
+    applied = client.analyze_and_optimize(
+        agent_id="undertrained", apply_suggestion_id=suggestion.suggestion_id
+    ).applied_version
+    assert applied.parent_version_id == agent.active_version_id
+    assert applied.manifest.config.epochs == int(suggestion.after["epochs"])
+    answers = client.invoke_agent(
+        agent_id="undertrained",
+        version_id=applied.version_id,
+        inputs=[e.input for e in evaluation],
+    ).predictions
+    accuracy = np.mean(
+        [a.output == e.expected_output for a, e in zip(answers, evaluation, strict=True)]
+    )
+    assert accuracy == pytest.approx(suggestion.after["accuracy"])
 
 
 def test_bad_requests_get_clear_errors(client):

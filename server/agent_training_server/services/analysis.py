@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from agent_training_server.analysis import compaction, metrics, optimize
+from agent_training_server.analysis import compaction, metrics, optimize, search
 from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry, supervised
-from agent_training_server.engines.base import Artifact, Example
+from agent_training_server.engines.base import Artifact, Example, TrainSettings
 from agent_training_server.engines.evaluation import stratified_split
 from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from agent_training_server.services.agents import AgentService, new_id
@@ -30,7 +30,13 @@ from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import examples_from_bytes
 from agent_training_server.store.base import Store
 
-SERVED_GOALS = ("improve_calibration", "maximize_coverage", "minimize_size", "minimize_latency")
+SERVED_GOALS = (
+    "improve_calibration",
+    "maximize_coverage",
+    "minimize_size",
+    "minimize_latency",
+    "maximize_accuracy",
+)
 LATENCY_SPEEDUP = 1.5
 """Speed-up a minimize_latency candidate must reach to be suggested."""
 LATENCY_CALLS = 200
@@ -94,11 +100,21 @@ class AnalysisService:
             )
         version = await self._version(agent_id, version_id)
         examples = list(evaluation) if evaluation else await self._held_out(version)
+        training_data = None
+        if "maximize_accuracy" in goals and version.training_type == "supervised":
+            training_data = await self._training_data(version)
         predictor = await asyncio.to_thread(self._inference.predictor, version)
-        return await asyncio.to_thread(self._report, version, predictor, examples, goals)
+        return await asyncio.to_thread(
+            self._report, version, predictor, examples, goals, training_data
+        )
 
     def _report(
-        self, version: AgentVersion, predictor: Any, examples: list[Example], goals: Sequence[str]
+        self,
+        version: AgentVersion,
+        predictor: Any,
+        examples: list[Example],
+        goals: Sequence[str],
+        training_data: list[Example] | None,
     ) -> Report:
         inputs = [e.input for e in examples]
         expected = [e.expected_output for e in examples]
@@ -123,6 +139,10 @@ class AnalysisService:
                 suggestions.append(_calibration(version, expected, outputs, raw))
             elif goal == "maximize_coverage":
                 suggestions.append(_coverage(version, expected, outputs, probabilities))
+            elif goal == "maximize_accuracy":
+                suggestions.append(
+                    _accuracy_search(version, training_data, inputs, expected, evaluation.accuracy)
+                )
             else:
                 variants = variants or self._variants(version, inputs, expected)
                 suggestions.append(_compaction(version, goal, variants))
@@ -150,6 +170,9 @@ class AnalysisService:
         """Make a new version from a suggestion; it becomes active only if `activate`."""
         change = decode_suggestion(suggestion_id)
         version = await self._version(agent_id, change["version_id"])
+        if "epochs" in change:
+            data = await self._training_data(version)
+            return await asyncio.to_thread(self._apply_retraining, version, data, change, activate)
         if "keep" in change:
             return await asyncio.to_thread(self._apply_compaction, version, change, activate)
         behavior = version.behavior
@@ -174,6 +197,39 @@ class AnalysisService:
             create_time=time.time(),
         )
         return await asyncio.to_thread(self._store.add_version, made, activate)
+
+    def _apply_retraining(
+        self,
+        version: AgentVersion,
+        data: list[Example],
+        change: dict[str, Any],
+        activate: bool,
+    ) -> AgentVersion:
+        """Retrain with the suggested settings (deterministic: the model that was measured)."""
+        settings = dataclasses.replace(
+            _settings(version), epochs=int(change["epochs"]), learning_rate=change["learning_rate"]
+        )
+        artifact = search.train(version.training_type, data, settings)
+        version_id = new_id("ver")
+        relative = Path("artifacts") / version.agent_id / version_id
+        registry.save_artifact(artifact, self._data_dir / relative)
+        manifest = {**version.manifest, "config": dataclasses.asdict(settings)}
+        made = dataclasses.replace(
+            version,
+            version_id=version_id,
+            version_number=0,
+            source="optimization",
+            training_id="",
+            parent_version_id=version.version_id,
+            artifact_dir=str(relative),
+            metrics=artifact.metrics,
+            manifest=manifest,
+            size_bytes=sum(p.stat().st_size for p in (self._data_dir / relative).iterdir()),
+            description=f"applied: retrained with epochs {settings.epochs},"
+            f" learning_rate {settings.learning_rate:g}",
+            create_time=time.time(),
+        )
+        return self._store.add_version(made, activate)
 
     def _apply_compaction(
         self, version: AgentVersion, change: dict[str, Any], activate: bool
@@ -215,19 +271,29 @@ class AnalysisService:
             )
         return await self._agents.get_version(agent_id, version_id)
 
+    async def _training_data(self, version: AgentVersion) -> list[Example]:
+        """The data the version was trained on (from its job's stored copy)."""
+        data_sha256 = version.manifest.get("data_sha256", "")
+        if not data_sha256:
+            raise FailedPrecondition(
+                f"version {version.version_id} has no stored training data",
+                code="NO_TRAINING_DATA",
+                hint="Versions made by training jobs keep their data; this one was not.",
+            )
+        data = await asyncio.to_thread(self._store.load_dataset, data_sha256)
+        return examples_from_bytes(data)
+
     async def _held_out(self, version: AgentVersion) -> list[Example]:
         """The validation split the version was measured on (supervised versions)."""
         config = version.manifest.get("config", {})
-        data_sha256 = version.manifest.get("data_sha256", "")
-        if version.training_type != "supervised" or not data_sha256:
+        if version.training_type != "supervised" or not version.manifest.get("data_sha256"):
             raise FailedPrecondition(
                 f"version {version.version_id} has no held-out split this service can rebuild",
                 code="NO_EVALUATION_DATA",
                 hint="Pass evaluation_data or dataset_id (the held-out split is rebuilt for"
                 " supervised versions only).",
             )
-        data = await asyncio.to_thread(self._store.load_dataset, data_sha256)
-        examples = _taught(examples_from_bytes(data))
+        examples = _taught(await self._training_data(version))
         column = {output: index for index, output in enumerate(version.outputs)}
         labels = np.array([column[e.expected_output] for e in examples], dtype=np.int64)
         train_rows, valid_rows = stratified_split(
@@ -267,6 +333,12 @@ def decode_suggestion(suggestion_id: str) -> dict[str, Any]:
                 raise ValueError
         elif "keep" in change:
             if not 0 < float(change["keep"]) <= 1 or not isinstance(change["int8"], bool):
+                raise ValueError
+        elif "epochs" in change:
+            if (
+                not 1 <= int(change["epochs"]) <= 1000
+                or not 0 < float(change["learning_rate"]) < 10
+            ):
                 raise ValueError
         elif not 0 <= float(change["threshold"]) <= 1:
             raise ValueError
@@ -394,5 +466,75 @@ def _compaction(
         f" {baseline.size_bytes:,} bytes; measured candidates: {tried}",
         before=before,
         after={name: float(getattr(best, name)) for name in fields} if useful and best else before,
+        applicable=useful,
+    )
+
+
+def _settings(version: AgentVersion) -> TrainSettings:
+    """The settings the version was trained with."""
+    known = {field.name for field in dataclasses.fields(TrainSettings)}
+    config = version.manifest.get("config", {})
+    return TrainSettings(**{k: v for k, v in config.items() if k in known})
+
+
+def _accuracy_search(
+    version: AgentVersion,
+    training_data: list[Example] | None,
+    inputs: list[str],
+    expected: list[str],
+    accuracy: float,
+) -> Suggestion:
+    """maximize_accuracy: retrain around the current settings, pick by validation accuracy."""
+    if training_data is None:
+        return Suggestion(
+            suggestion_id="",
+            goal="maximize_accuracy",
+            action="no candidate: the search retrains supervised versions only",
+            rationale=f"this version is {version.training_type}",
+            before={},
+            after={},
+            applicable=False,
+        )
+    settings = _settings(version)
+    trials = search.run(version.training_type, training_data, settings, inputs, expected)
+    current_validation = float(version.metrics.get("validation_accuracy", 0.0))
+    current_loss = float(version.metrics.get("validation_loss", float("inf")))
+    best = min(trials, key=lambda t: (t.validation_loss, t.epochs))
+    useful = best.validation_loss < current_loss and best.evaluation_accuracy > accuracy
+    tried = "; ".join(
+        f"epochs {t.epochs}, learning rate {t.learning_rate:g}: validation loss"
+        f" {t.validation_loss:.4f}, accuracy {t.validation_accuracy:.2%}, evaluation"
+        f" {t.evaluation_accuracy:.2%}"
+        for t in trials
+    )
+    before = {
+        "accuracy": accuracy,
+        "validation_loss": current_loss,
+        "validation_accuracy": current_validation,
+        "epochs": float(settings.epochs),
+        "learning_rate": settings.learning_rate,
+    }
+    after = {
+        "accuracy": best.evaluation_accuracy,
+        "validation_loss": best.validation_loss,
+        "validation_accuracy": best.validation_accuracy,
+        "epochs": float(best.epochs),
+        "learning_rate": best.learning_rate,
+    }
+    return Suggestion(
+        suggestion_id=encode_suggestion(
+            version.version_id, epochs=best.epochs, learning_rate=best.learning_rate
+        )
+        if useful
+        else "",
+        goal="maximize_accuracy",
+        action=f"retrain with epochs {best.epochs} and learning rate {best.learning_rate:g}"
+        if useful
+        else "keep the settings: no nearby setting did better on validation and evaluation",
+        rationale=f"trained with epochs {settings.epochs}, learning rate"
+        f" {settings.learning_rate:g} (validation loss {current_loss:.4f}); picked by"
+        f" validation loss among: {tried}",
+        before=before,
+        after=after if useful else before,
         applicable=useful,
     )
