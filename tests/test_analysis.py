@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from agent_training.v1 import agents_pb2, analysis_pb2, training_pb2
+from agent_training.v1 import agents_pb2, analysis_pb2, synthetic_pb2, training_pb2
 from agent_training_client import AgentTrainingClient
 from tests.conftest import BANKING77, ServerThread, assert_status, expect_error, make_config
 from tests.test_training import INTENTS, banking_examples
@@ -245,18 +245,46 @@ def test_accuracy_search_retrains_and_the_pick_applies_as_measured(client):
     assert accuracy == pytest.approx(suggestion.after["accuracy"])
 
 
+def test_balance_outputs_lifts_the_weakest_with_paraphrases_and_a_ready_request(client):
+    with (BANKING77 / "test.csv").open(newline="", encoding="utf-8") as handle:
+        intents = sorted({row["category"] for row in csv.DictReader(handle)})[:20]
+    agent = trained(client, "unbalanced", data=banking_test_examples(8, intents, split="train"))
+    evaluation = banking_test_examples(10, intents)
+    response = client.analyze_and_optimize(
+        agent_id="unbalanced",
+        optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_BALANCE_OUTPUTS],
+        evaluation_data=evaluation,
+    )
+    (suggestion,) = response.suggestions
+    weakest = sorted((m for m in response.analysis.per_output if m.support), key=lambda m: m.f1)
+    assert suggestion.before["weakest_mean_f1"] == pytest.approx(
+        np.mean([m.f1 for m in weakest[:5]])
+    )
+    assert weakest[0].output in suggestion.rationale
+    request = suggestion.synthetic_parameters
+    assert suggestion.synthetic_data_type == synthetic_pb2.SYNTHETIC_DATA_TYPE_PARAPHRASES
+    assert {e.expected_output for e in request.source_examples} == {m.output for m in weakest[:5]}
+    assert suggestion.synthetic_count == 5 * len(request.source_examples)
+    generated = client.generate_synthetic_examples(
+        data_type=suggestion.synthetic_data_type,
+        count=suggestion.synthetic_count,
+        parameters=request,
+    )
+    assert len(generated.examples) == suggestion.synthetic_count
+    if suggestion.applicable:
+        assert suggestion.after["weakest_mean_f1"] > suggestion.before["weakest_mean_f1"]
+        applied = client.analyze_and_optimize(
+            agent_id="unbalanced", apply_suggestion_id=suggestion.suggestion_id
+        ).applied_version
+        assert applied.parent_version_id == agent.active_version_id
+        assert "paraphrases" in applied.description
+
+
 def test_bad_requests_get_clear_errors(client):
     trained(client, "errors")
     error = expect_error(client.analyze_and_optimize, agent_id="errors", optimization_goals=[99])
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
     assert "OPTIMIZATION_GOAL_MINIMIZE_LATENCY" in error.message
-    error = expect_error(
-        client.analyze_and_optimize,
-        agent_id="errors",
-        optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_BALANCE_OUTPUTS],
-    )
-    assert_status(error, grpc.StatusCode.UNIMPLEMENTED)
-    assert error.code == "GOAL_NOT_SERVED" and "improve_calibration" in error.hint
     error = expect_error(client.analyze_and_optimize, agent_id="errors", version_id="ver_nope")
     assert_status(error, grpc.StatusCode.NOT_FOUND)
     error = expect_error(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agent_training.v1 import analysis_pb2, service_pb2
+from agent_training.v1 import analysis_pb2, service_pb2, synthetic_pb2, training_pb2
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
-from agent_training_server.services.analysis import Report
+from agent_training_server.services.analysis import BALANCE_VARIANTS, Report, Suggestion
 
 _GOAL_NAMES = [
     name
@@ -104,18 +104,7 @@ def report_to_proto(report: Report) -> service_pb2.AnalyzeAndOptimizeResponse:
         confidence_threshold=e.confidence_threshold,
         log_loss=e.log_loss,
     )
-    suggestions = [
-        analysis_pb2.Suggestion(
-            suggestion_id=s.suggestion_id,
-            goal=analysis_pb2.OptimizationGoal.Value(f"OPTIMIZATION_GOAL_{s.goal.upper()}"),
-            action=s.action,
-            rationale=s.rationale,
-            before=s.before,
-            after=s.after,
-            applicable=s.applicable,
-        )
-        for s in report.suggestions
-    ]
+    suggestions = [_suggestion(s) for s in report.suggestions]
     return service_pb2.AnalyzeAndOptimizeResponse(
         version_id=report.version.version_id, analysis=analysis, suggestions=suggestions
     )
@@ -129,3 +118,24 @@ def _latency(latency) -> analysis_pb2.LatencyReport:  # noqa: ANN001
         batch_size=latency.batch_size,
         throughput_per_second=latency.throughput_per_second,
     )
+
+
+def _suggestion(s: Suggestion) -> analysis_pb2.Suggestion:
+    message = analysis_pb2.Suggestion(
+        suggestion_id=s.suggestion_id,
+        goal=analysis_pb2.OptimizationGoal.Value(f"OPTIMIZATION_GOAL_{s.goal.upper()}"),
+        action=s.action,
+        rationale=s.rationale,
+        before=s.before,
+        after=s.after,
+        applicable=s.applicable,
+    )
+    if s.synthetic_sources:
+        # A ready GenerateSyntheticTrainingData request: the paraphrases that were measured.
+        message.synthetic_data_type = synthetic_pb2.SYNTHETIC_DATA_TYPE_PARAPHRASES
+        message.synthetic_parameters.source_examples.extend(
+            training_pb2.TrainingExample(input=text, expected_output=output)
+            for text, output in s.synthetic_sources
+        )
+        message.synthetic_count = BALANCE_VARIANTS * len(s.synthetic_sources)
+    return message

@@ -1,9 +1,9 @@
 """AnalyzeAndOptimize: evaluate a version, measure candidate optimisations, apply one.
 
-Goals served so far: improve_calibration (temperature scaling) and maximize_coverage (threshold
-sweep). Their suggestions change only behaviour settings, so applying one makes a new version
-that shares the analysed version's weights. A suggestion id carries what it would set, so it can
-be applied later without the service remembering it.
+Every goal of the contract is measured (see docs/analysis.md): calibration and coverage change
+behaviour settings (the new version shares the weights); size and latency compact the weights;
+accuracy and balance retrain on the version's own data. A suggestion id carries what it would
+do, so it can be applied later without the service remembering it.
 """
 
 from __future__ import annotations
@@ -24,19 +24,16 @@ from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry, supervised
 from agent_training_server.engines.base import Artifact, Example, TrainSettings
 from agent_training_server.engines.evaluation import stratified_split
-from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from agent_training_server.errors import FailedPrecondition, InvalidArgument
 from agent_training_server.services.agents import AgentService, new_id
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import examples_from_bytes
 from agent_training_server.store.base import Store
 
-SERVED_GOALS = (
-    "improve_calibration",
-    "maximize_coverage",
-    "minimize_size",
-    "minimize_latency",
-    "maximize_accuracy",
-)
+WEAKEST_OUTPUTS = 5
+"""Outputs balance_outputs tries to lift: the lowest F1 on the evaluation set."""
+BALANCE_VARIANTS = 5
+"""Paraphrases made per training example of a weak output."""
 LATENCY_SPEEDUP = 1.5
 """Speed-up a minimize_latency candidate must reach to be suggested."""
 LATENCY_CALLS = 200
@@ -56,6 +53,8 @@ class Suggestion:
     before: dict[str, float]
     after: dict[str, float]
     applicable: bool
+    synthetic_sources: tuple[tuple[str, str], ...] = ()
+    """balance_outputs: (input, output) training examples to paraphrase, BALANCE_VARIANTS each."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,19 +88,12 @@ class AnalysisService:
         goals: Sequence[str],
     ) -> Report:
         """Evaluate a version (the active one by default) and measure suggestions for `goals`."""
-        not_served = [goal for goal in goals if goal not in SERVED_GOALS]
-        if not_served:
-            raise Unimplemented(
-                f"optimization goal(s) {', '.join(not_served)} are not measured by this server"
-                " release",
-                code="GOAL_NOT_SERVED",
-                hint=f"Served goals: {', '.join(SERVED_GOALS)}; the analysis itself is always"
-                " returned.",
-            )
         version = await self._version(agent_id, version_id)
         examples = list(evaluation) if evaluation else await self._held_out(version)
         training_data = None
-        if "maximize_accuracy" in goals and version.training_type == "supervised":
+        if {"maximize_accuracy", "balance_outputs"} & set(goals) and (
+            version.training_type == "supervised"
+        ):
             training_data = await self._training_data(version)
         predictor = await asyncio.to_thread(self._inference.predictor, version)
         return await asyncio.to_thread(
@@ -143,6 +135,8 @@ class AnalysisService:
                 suggestions.append(
                     _accuracy_search(version, training_data, inputs, expected, evaluation.accuracy)
                 )
+            elif goal == "balance_outputs":
+                suggestions.append(_balance(version, training_data, inputs, expected, evaluation))
             else:
                 variants = variants or self._variants(version, inputs, expected)
                 suggestions.append(_compaction(version, goal, variants))
@@ -170,7 +164,7 @@ class AnalysisService:
         """Make a new version from a suggestion; it becomes active only if `activate`."""
         change = decode_suggestion(suggestion_id)
         version = await self._version(agent_id, change["version_id"])
-        if "epochs" in change:
+        if "epochs" in change or "balance" in change:
             data = await self._training_data(version)
             return await asyncio.to_thread(self._apply_retraining, version, data, change, activate)
         if "keep" in change:
@@ -205,10 +199,19 @@ class AnalysisService:
         change: dict[str, Any],
         activate: bool,
     ) -> AgentVersion:
-        """Retrain with the suggested settings (deterministic: the model that was measured)."""
-        settings = dataclasses.replace(
-            _settings(version), epochs=int(change["epochs"]), learning_rate=change["learning_rate"]
-        )
+        """Retrain with the suggested settings or extra data (deterministic: the measured model)."""
+        settings = _settings(version)
+        if "balance" in change:
+            extra = _paraphrases(data, change["balance"])
+            data = [*data, *extra]
+            what = f"retrained with {len(extra)} paraphrases of {', '.join(change['balance'])}"
+        else:
+            settings = dataclasses.replace(
+                settings, epochs=int(change["epochs"]), learning_rate=change["learning_rate"]
+            )
+            what = (
+                f"retrained with epochs {settings.epochs}, learning_rate {settings.learning_rate:g}"
+            )
         artifact = search.train(version.training_type, data, settings)
         version_id = new_id("ver")
         relative = Path("artifacts") / version.agent_id / version_id
@@ -225,8 +228,7 @@ class AnalysisService:
             metrics=artifact.metrics,
             manifest=manifest,
             size_bytes=sum(p.stat().st_size for p in (self._data_dir / relative).iterdir()),
-            description=f"applied: retrained with epochs {settings.epochs},"
-            f" learning_rate {settings.learning_rate:g}",
+            description=f"applied: {what}",
             create_time=time.time(),
         )
         return self._store.add_version(made, activate)
@@ -314,7 +316,7 @@ def _taught(examples: list[Example]) -> list[Example]:
     return taught(examples)
 
 
-def encode_suggestion(version_id: str, **change: float | bool) -> str:
+def encode_suggestion(version_id: str, **change: float | bool | list[str]) -> str:
     """A self-describing suggestion id: what to set, on which version."""
     payload = json.dumps({"version_id": version_id, **change}, sort_keys=True).encode()
     return "sug_" + base64.urlsafe_b64encode(payload).decode().rstrip("=")
@@ -333,6 +335,10 @@ def decode_suggestion(suggestion_id: str) -> dict[str, Any]:
                 raise ValueError
         elif "keep" in change:
             if not 0 < float(change["keep"]) <= 1 or not isinstance(change["int8"], bool):
+                raise ValueError
+        elif "balance" in change:
+            outputs = change["balance"]
+            if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
                 raise ValueError
         elif "epochs" in change:
             if (
@@ -538,3 +544,83 @@ def _accuracy_search(
         after=after if useful else before,
         applicable=useful,
     )
+
+
+def _paraphrases(data: list[Example], outputs: Sequence[str]) -> list[Example]:
+    """BALANCE_VARIANTS paraphrases of each training example of `outputs` (seed 0)."""
+    from agent_training_server.synthetic.plan import GenerationPlan, build
+    from agent_training_server.synthetic.sources import SourceExample
+
+    wanted = set(outputs)
+    sources = tuple(
+        SourceExample(e.input, e.expected_output) for e in data if e.expected_output in wanted
+    )
+    if not sources:
+        return []
+    plan = GenerationPlan(
+        data_type="paraphrases", count=len(sources) * BALANCE_VARIANTS, source_examples=sources
+    )
+    return [
+        Example(sample.input, sample.label)
+        for chunk in build(plan).chunks(10_000)
+        for sample in chunk
+    ]
+
+
+def _balance(
+    version: AgentVersion,
+    training_data: list[Example] | None,
+    inputs: list[str],
+    expected: list[str],
+    evaluation: metrics.Evaluation,
+) -> Suggestion:
+    """balance_outputs: paraphrase the weakest outputs' training examples, retrain, measure."""
+    weakest = sorted(
+        (score for score in evaluation.per_output if score.support), key=lambda s: s.f1
+    )[:WEAKEST_OUTPUTS]
+    names = [score.output for score in weakest]
+    if training_data is None or not names:
+        return Suggestion(
+            suggestion_id="",
+            goal="balance_outputs",
+            action="no candidate: balancing retrains supervised versions only",
+            rationale=f"this version is {version.training_type}",
+            before={},
+            after={},
+            applicable=False,
+        )
+    extra = _paraphrases(training_data, names)
+    artifact = search.train(version.training_type, [*training_data, *extra], _settings(version))
+    predictor = registry.load_predictor(
+        {**artifact.spec, "outputs": artifact.outputs}, artifact.tensors
+    )
+    retrained = metrics.evaluate(
+        inputs, expected, artifact.outputs, predictor.predict_proba(inputs)
+    )
+    f1_after = {score.output: score.f1 for score in retrained.per_output}
+    mean_before = float(np.mean([score.f1 for score in weakest]))
+    mean_after = float(np.mean([f1_after.get(name, 0.0) for name in names]))
+    useful = mean_after > mean_before and retrained.accuracy >= evaluation.accuracy - 0.005
+    before = {"weakest_mean_f1": mean_before, "accuracy": evaluation.accuracy}
+    after = {"weakest_mean_f1": mean_after, "accuracy": retrained.accuracy}
+    suggestion = Suggestion(
+        suggestion_id=encode_suggestion(version.version_id, balance=names) if useful else "",
+        goal="balance_outputs",
+        action=f"add {len(extra)} paraphrases of the training examples of {', '.join(names)}"
+        " and retrain"
+        if useful
+        else "keep the data: paraphrasing the weakest outputs did not lift them",
+        rationale="weakest outputs on the evaluation set: "
+        + ", ".join(
+            f"{s.output} F1 {s.f1:.2f} -> {f1_after.get(s.output, 0.0):.2f}" for s in weakest
+        )
+        + f"; {BALANCE_VARIANTS} paraphrases per example, retrained and measured",
+        before=before,
+        after=after if useful else before,
+        applicable=useful,
+    )
+    wanted = set(names)
+    sources = tuple(
+        (e.input, e.expected_output) for e in training_data if e.expected_output in wanted
+    )
+    return dataclasses.replace(suggestion, synthetic_sources=sources)

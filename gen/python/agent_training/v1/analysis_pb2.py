@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agent_training.v1 import synthetic_pb2 as agent__training_dot_v1_dot_synthetic__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agent_training/v1/analysis.proto\x12\x11\x61gent_training.v1\"_\n\rOutputMetrics\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\x01\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\n\n\x02\x66\x31\x18\x04 \x01(\x01\x12\x0f\n\x07support\x18\x05 \x01(\x05\"h\n\x0c\x43onfusedPair\x12\x17\n\x0f\x65xpected_output\x18\x01 \x01(\t\x12\x18\n\x10predicted_output\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x16\n\x0e\x65xample_inputs\x18\x04 \x03(\t\"r\n\rLatencyReport\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x1d\n\x15throughput_per_second\x18\x05 \x01(\x01\"\xd8\x04\n\x08\x41nalysis\x12\x15\n\rexample_count\x18\x01 \x01(\x05\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x10\n\x08macro_f1\x18\x03 \x01(\x01\x12\x13\n\x0bweighted_f1\x18\x04 \x01(\x01\x12\x34\n\nper_output\x18\x05 \x03(\x0b\x32 .agent_training.v1.OutputMetrics\x12\x37\n\x0e\x63onfused_pairs\x18\x06 \x03(\x0b\x32\x1f.agent_training.v1.ConfusedPair\x12\"\n\x1a\x65xpected_calibration_error\x18\x07 \x01(\x01\x12\x10\n\x08\x63overage\x18\x08 \x01(\x01\x12\x1e\n\x16\x61\x63\x63uracy_when_answered\x18\t \x01(\x01\x12\x31\n\x07latency\x18\n \x01(\x0b\x32 .agent_training.v1.LatencyReport\x12\x17\n\x0fparameter_count\x18\x0b \x01(\x03\x12\x12\n\nsize_bytes\x18\x0c \x01(\x03\x12\x1e\n\x16training_curve_summary\x18\r \x01(\t\x12\x37\n\rbatch_latency\x18\x0e \x01(\x0b\x32 .agent_training.v1.LatencyReport\x12\x36\n\x0breliability\x18\x0f \x03(\x0b\x32!.agent_training.v1.ReliabilityBin\x12\x16\n\x0eunseen_outputs\x18\x10 \x03(\t\x12\x1c\n\x14\x63onfidence_threshold\x18\x11 \x01(\x01\x12\x10\n\x08log_loss\x18\x12 \x01(\x01\"h\n\x0eReliabilityBin\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x05 \x01(\x01\"\xde\x02\n\nSuggestion\x12\x15\n\rsuggestion_id\x18\x01 \x01(\t\x12\x31\n\x04goal\x18\x02 \x01(\x0e\x32#.agent_training.v1.OptimizationGoal\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\trationale\x18\x04 \x01(\t\x12\x39\n\x06\x62\x65\x66ore\x18\x05 \x03(\x0b\x32).agent_training.v1.Suggestion.BeforeEntry\x12\x37\n\x05\x61\x66ter\x18\x06 \x03(\x0b\x32(.agent_training.v1.Suggestion.AfterEntry\x12\x12\n\napplicable\x18\x07 \x01(\x08\x1a-\n\x0b\x42\x65\x66oreEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a,\n\nAfterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xa6\x02\n\x10OptimizationGoal\x12!\n\x1dOPTIMIZATION_GOAL_UNSPECIFIED\x10\x00\x12\'\n#OPTIMIZATION_GOAL_MAXIMIZE_ACCURACY\x10\x01\x12&\n\"OPTIMIZATION_GOAL_MINIMIZE_LATENCY\x10\x02\x12#\n\x1fOPTIMIZATION_GOAL_MINIMIZE_SIZE\x10\x03\x12)\n%OPTIMIZATION_GOAL_IMPROVE_CALIBRATION\x10\x04\x12\'\n#OPTIMIZATION_GOAL_MAXIMIZE_COVERAGE\x10\x05\x12%\n!OPTIMIZATION_GOAL_BALANCE_OUTPUTS\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agent_training/v1/analysis.proto\x12\x11\x61gent_training.v1\x1a!agent_training/v1/synthetic.proto\"_\n\rOutputMetrics\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\x01\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\n\n\x02\x66\x31\x18\x04 \x01(\x01\x12\x0f\n\x07support\x18\x05 \x01(\x05\"h\n\x0c\x43onfusedPair\x12\x17\n\x0f\x65xpected_output\x18\x01 \x01(\t\x12\x18\n\x10predicted_output\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x16\n\x0e\x65xample_inputs\x18\x04 \x03(\t\"r\n\rLatencyReport\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x1d\n\x15throughput_per_second\x18\x05 \x01(\x01\"\xd8\x04\n\x08\x41nalysis\x12\x15\n\rexample_count\x18\x01 \x01(\x05\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x10\n\x08macro_f1\x18\x03 \x01(\x01\x12\x13\n\x0bweighted_f1\x18\x04 \x01(\x01\x12\x34\n\nper_output\x18\x05 \x03(\x0b\x32 .agent_training.v1.OutputMetrics\x12\x37\n\x0e\x63onfused_pairs\x18\x06 \x03(\x0b\x32\x1f.agent_training.v1.ConfusedPair\x12\"\n\x1a\x65xpected_calibration_error\x18\x07 \x01(\x01\x12\x10\n\x08\x63overage\x18\x08 \x01(\x01\x12\x1e\n\x16\x61\x63\x63uracy_when_answered\x18\t \x01(\x01\x12\x31\n\x07latency\x18\n \x01(\x0b\x32 .agent_training.v1.LatencyReport\x12\x17\n\x0fparameter_count\x18\x0b \x01(\x03\x12\x12\n\nsize_bytes\x18\x0c \x01(\x03\x12\x1e\n\x16training_curve_summary\x18\r \x01(\t\x12\x37\n\rbatch_latency\x18\x0e \x01(\x0b\x32 .agent_training.v1.LatencyReport\x12\x36\n\x0breliability\x18\x0f \x03(\x0b\x32!.agent_training.v1.ReliabilityBin\x12\x16\n\x0eunseen_outputs\x18\x10 \x03(\t\x12\x1c\n\x14\x63onfidence_threshold\x18\x11 \x01(\x01\x12\x10\n\x08log_loss\x18\x12 \x01(\x01\"h\n\x0eReliabilityBin\x12\r\n\x05lower\x18\x01 \x01(\x01\x12\r\n\x05upper\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x05 \x01(\x01\"\x84\x04\n\nSuggestion\x12\x15\n\rsuggestion_id\x18\x01 \x01(\t\x12\x31\n\x04goal\x18\x02 \x01(\x0e\x32#.agent_training.v1.OptimizationGoal\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\trationale\x18\x04 \x01(\t\x12\x39\n\x06\x62\x65\x66ore\x18\x05 \x03(\x0b\x32).agent_training.v1.Suggestion.BeforeEntry\x12\x37\n\x05\x61\x66ter\x18\x06 \x03(\x0b\x32(.agent_training.v1.Suggestion.AfterEntry\x12\x12\n\napplicable\x18\x07 \x01(\x08\x12\x41\n\x13synthetic_data_type\x18\x08 \x01(\x0e\x32$.agent_training.v1.SyntheticDataType\x12H\n\x14synthetic_parameters\x18\t \x01(\x0b\x32*.agent_training.v1.SyntheticDataParameters\x12\x17\n\x0fsynthetic_count\x18\n \x01(\x05\x1a-\n\x0b\x42\x65\x66oreEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a,\n\nAfterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xa6\x02\n\x10OptimizationGoal\x12!\n\x1dOPTIMIZATION_GOAL_UNSPECIFIED\x10\x00\x12\'\n#OPTIMIZATION_GOAL_MAXIMIZE_ACCURACY\x10\x01\x12&\n\"OPTIMIZATION_GOAL_MINIMIZE_LATENCY\x10\x02\x12#\n\x1fOPTIMIZATION_GOAL_MINIMIZE_SIZE\x10\x03\x12)\n%OPTIMIZATION_GOAL_IMPROVE_CALIBRATION\x10\x04\x12\'\n#OPTIMIZATION_GOAL_MAXIMIZE_COVERAGE\x10\x05\x12%\n!OPTIMIZATION_GOAL_BALANCE_OUTPUTS\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,22 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUGGESTION_BEFOREENTRY']._serialized_options = b'8\001'
   _globals['_SUGGESTION_AFTERENTRY']._loaded_options = None
   _globals['_SUGGESTION_AFTERENTRY']._serialized_options = b'8\001'
-  _globals['_OPTIMIZATIONGOAL']._serialized_start=1437
-  _globals['_OPTIMIZATIONGOAL']._serialized_end=1731
-  _globals['_OUTPUTMETRICS']._serialized_start=55
-  _globals['_OUTPUTMETRICS']._serialized_end=150
-  _globals['_CONFUSEDPAIR']._serialized_start=152
-  _globals['_CONFUSEDPAIR']._serialized_end=256
-  _globals['_LATENCYREPORT']._serialized_start=258
-  _globals['_LATENCYREPORT']._serialized_end=372
-  _globals['_ANALYSIS']._serialized_start=375
-  _globals['_ANALYSIS']._serialized_end=975
-  _globals['_RELIABILITYBIN']._serialized_start=977
-  _globals['_RELIABILITYBIN']._serialized_end=1081
-  _globals['_SUGGESTION']._serialized_start=1084
-  _globals['_SUGGESTION']._serialized_end=1434
-  _globals['_SUGGESTION_BEFOREENTRY']._serialized_start=1343
-  _globals['_SUGGESTION_BEFOREENTRY']._serialized_end=1388
-  _globals['_SUGGESTION_AFTERENTRY']._serialized_start=1390
-  _globals['_SUGGESTION_AFTERENTRY']._serialized_end=1434
+  _globals['_OPTIMIZATIONGOAL']._serialized_start=1638
+  _globals['_OPTIMIZATIONGOAL']._serialized_end=1932
+  _globals['_OUTPUTMETRICS']._serialized_start=90
+  _globals['_OUTPUTMETRICS']._serialized_end=185
+  _globals['_CONFUSEDPAIR']._serialized_start=187
+  _globals['_CONFUSEDPAIR']._serialized_end=291
+  _globals['_LATENCYREPORT']._serialized_start=293
+  _globals['_LATENCYREPORT']._serialized_end=407
+  _globals['_ANALYSIS']._serialized_start=410
+  _globals['_ANALYSIS']._serialized_end=1010
+  _globals['_RELIABILITYBIN']._serialized_start=1012
+  _globals['_RELIABILITYBIN']._serialized_end=1116
+  _globals['_SUGGESTION']._serialized_start=1119
+  _globals['_SUGGESTION']._serialized_end=1635
+  _globals['_SUGGESTION_BEFOREENTRY']._serialized_start=1544
+  _globals['_SUGGESTION_BEFOREENTRY']._serialized_end=1589
+  _globals['_SUGGESTION_AFTERENTRY']._serialized_start=1591
+  _globals['_SUGGESTION_AFTERENTRY']._serialized_end=1635
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from agent_training.v1 import synthetic_pb2 as _synthetic_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -366,6 +367,9 @@ class Suggestion(_message.Message):
     BEFORE_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     APPLICABLE_FIELD_NUMBER: _builtins.int
+    SYNTHETIC_DATA_TYPE_FIELD_NUMBER: _builtins.int
+    SYNTHETIC_PARAMETERS_FIELD_NUMBER: _builtins.int
+    SYNTHETIC_COUNT_FIELD_NUMBER: _builtins.int
     suggestion_id: _builtins.str
     """Id to pass as `apply_suggestion_id` to make a version from it."""
     goal: Global___OptimizationGoal.ValueType
@@ -376,6 +380,12 @@ class Suggestion(_message.Message):
     """Why: the analysis finding that triggered it."""
     applicable: _builtins.bool
     """Whether the service can apply it to make a new version."""
+    synthetic_data_type: _synthetic_pb2.SyntheticDataType.ValueType
+    """balance_outputs: the GenerateSyntheticTrainingData request that makes the extra examples
+    (its data type); with `synthetic_parameters` and `synthetic_count`, ready to send.
+    """
+    synthetic_count: _builtins.int
+    """balance_outputs: the count of that request."""
     @_builtins.property
     def before(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Measured values before, by metric name."""
@@ -383,6 +393,10 @@ class Suggestion(_message.Message):
     @_builtins.property
     def after(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Measured values after, by metric name."""
+
+    @_builtins.property
+    def synthetic_parameters(self) -> _synthetic_pb2.SyntheticDataParameters:
+        """balance_outputs: the parameters of that request."""
 
     def __init__(
         self,
@@ -394,10 +408,13 @@ class Suggestion(_message.Message):
         before: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         after: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         applicable: _builtins.bool = ...,
+        synthetic_data_type: _synthetic_pb2.SyntheticDataType.ValueType = ...,
+        synthetic_parameters: _synthetic_pb2.SyntheticDataParameters | None = ...,
+        synthetic_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["synthetic_parameters", b"synthetic_parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "after", b"after", "applicable", b"applicable", "before", b"before", "goal", b"goal", "rationale", b"rationale", "suggestion_id", b"suggestion_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "after", b"after", "applicable", b"applicable", "before", b"before", "goal", b"goal", "rationale", b"rationale", "suggestion_id", b"suggestion_id", "synthetic_count", b"synthetic_count", "synthetic_data_type", b"synthetic_data_type", "synthetic_parameters", b"synthetic_parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
