@@ -37,6 +37,7 @@ def main() -> None:
         analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_SIZE,
         analysis_pb2.OPTIMIZATION_GOAL_MINIMIZE_LATENCY,
         analysis_pb2.OPTIMIZATION_GOAL_MAXIMIZE_ACCURACY,
+        analysis_pb2.OPTIMIZATION_GOAL_BALANCE_OUTPUTS,
     ]
     with tempfile.TemporaryDirectory() as data_dir:
         process, address = start_service(Path(data_dir))
@@ -49,7 +50,7 @@ def main() -> None:
                 report = client.analyze_and_optimize(
                     agent_id="banking77", optimization_goals=goals, evaluation_data=evaluation
                 )
-                suggestion, size, latency, accuracy = report.suggestions
+                suggestion, size, latency, accuracy, balance = report.suggestions
                 applied = client.analyze_and_optimize(
                     agent_id="banking77", apply_suggestion_id=suggestion.suggestion_id
                 ).applied_version
@@ -71,6 +72,11 @@ def main() -> None:
         "accuracy_after": after.accuracy,
         "latency_p50_ms": before.latency.p50_ms,
         "size": {"action": size.action, "before": dict(size.before), "after": dict(size.after)},
+        "balance": {
+            "action": balance.action,
+            "before": dict(balance.before),
+            "after": dict(balance.after),
+        },
         "accuracy_search": {
             "action": accuracy.action,
             "before": dict(accuracy.before),
@@ -103,6 +109,11 @@ def main() -> None:
         f" -> {accuracy.after['accuracy']:.4f}"
     )
     print(f"  {latency.rationale}")
+    print(
+        f"balance_outputs: {balance.action}: weakest mean F1"
+        f" {balance.before['weakest_mean_f1']:.3f} -> {balance.after['weakest_mean_f1']:.3f},"
+        f" accuracy {balance.before['accuracy']:.4f} -> {balance.after['accuracy']:.4f}"
+    )
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "analysis.json").write_text(json.dumps(results, indent=2))
