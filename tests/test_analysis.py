@@ -303,12 +303,14 @@ def test_cli_prints_a_readable_report_and_applies(server, client, tmp_path):
         f'"{e.input}",{e.expected_output}' for e in banking_test_examples(10)
     ]
     evaluation.write_text("\n".join(rows) + "\n")
+    picture = tmp_path / "report.png"
     shown = _cli(
         server.address, "analyze", "cli-analysed", "--goals", "maximize_coverage",
-        "--eval", str(evaluation),
+        "--eval", str(evaluation), "--plot", str(picture),
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert "accuracy" in shown.stdout and "maximize_coverage:" in shown.stdout
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     suggestion = shown.stdout.split("--apply ")[1].split()[0]
     applied = _cli(server.address, "analyze", "cli-analysed", "--apply", suggestion)
     assert applied.returncode == 0, applied.stderr

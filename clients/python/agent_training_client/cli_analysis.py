@@ -69,7 +69,58 @@ def analyze(args: argparse.Namespace, client: AgentTrainingClient, read_examples
         dataset_id=args.dataset,
     )
     print(report_text(response))
+    if args.plot:
+        plot(response, Path(args.plot))
+        print(f"plots written to {args.plot}")
     return 0
+
+
+def plot(response: service_pb2.AnalyzeAndOptimizeResponse, path: Path) -> None:
+    """Reliability diagram, top confused pairs and latency percentiles, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    a = response.analysis
+    figure, (reliability, confusion, latency) = plt.subplots(1, 3, figsize=(16, 5))
+    bins = [b for b in a.reliability if b.count]
+    centres = [(b.lower + b.upper) / 2 for b in bins]
+    reliability.bar(centres, [b.accuracy for b in bins], width=0.09, label="accuracy")
+    reliability.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    reliability.plot(centres, [b.mean_confidence for b in bins], "o", label="mean confidence")
+    reliability.set(
+        title=f"Reliability (ECE {a.expected_calibration_error:.3f})",
+        xlabel="confidence",
+        ylabel="accuracy",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    reliability.legend()
+    pairs = list(a.confused_pairs)[:10][::-1]
+    confusion.barh(
+        [f"{p.expected_output} -> {p.predicted_output}" for p in pairs], [p.count for p in pairs]
+    )
+    confusion.set(title="Most confused pairs (expected -> answered)", xlabel="examples")
+    confusion.tick_params(axis="y", labelsize=7)
+    names = ["p50", "p95", "p99"]
+    single = [a.latency.p50_ms, a.latency.p95_ms, a.latency.p99_ms]
+    batched = [a.batch_latency.p50_ms, a.batch_latency.p95_ms, a.batch_latency.p99_ms]
+    positions = range(len(names))
+    latency.bar([p - 0.2 for p in positions], single, width=0.4, label="batch 1")
+    latency.bar(
+        [p + 0.2 for p in positions],
+        batched,
+        width=0.4,
+        label=f"batch {a.batch_latency.batch_size}",
+    )
+    latency.set(title="Latency per call", ylabel="ms", xticks=list(positions), xticklabels=names)
+    latency.set_yscale("log")
+    latency.legend()
+    figure.suptitle(f"version {response.version_id}: accuracy {a.accuracy:.2%}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def add_command(commands: Any, handler: Any) -> None:
@@ -82,4 +133,5 @@ def add_command(commands: Any, handler: Any) -> None:
     sub.add_argument("--dataset", default="", help="stored dataset to evaluate on")
     sub.add_argument("--apply", default="", metavar="SUGGESTION_ID", help="apply a suggestion")
     sub.add_argument("--activate", action="store_true", help="make the applied version active")
+    sub.add_argument("--plot", default="", metavar="FILE.png", help="also draw the report")
     sub.set_defaults(handler=handler(analyze))
