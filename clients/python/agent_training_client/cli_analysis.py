@@ -87,8 +87,15 @@ def plot(response: service_pb2.AnalyzeAndOptimizeResponse, path: Path) -> None:
     bins = [b for b in a.reliability if b.count]
     centres = [(b.lower + b.upper) / 2 for b in bins]
     reliability.bar(centres, [b.accuracy for b in bins], width=0.09, label="accuracy")
-    reliability.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    reliability.plot(centres, [b.mean_confidence for b in bins], "o", label="mean confidence")
+    reliability.plot([0, 1], [0, 1], "k--", label="perfect calibration", zorder=3)
+    reliability.plot(
+        centres,
+        [b.mean_confidence for b in bins],
+        "o",
+        color="C1",
+        label="mean confidence",
+        zorder=4,
+    )
     reliability.set(
         title=f"Reliability (ECE {a.expected_calibration_error:.3f})",
         xlabel="confidence",
