@@ -94,6 +94,14 @@ def test_report_agrees_with_invoke_agent_answers(client):
     )
     assert sum(b.count for b in analysis.reliability) == len(inputs)
     assert analysis.coverage == 1.0 and analysis.accuracy_when_answered == analysis.accuracy
+    f1 = {}
+    for output in set(expected) | {a.output for a in answers}:
+        hits = sum(a.output == e == output for a, e in zip(answers, expected, strict=True))
+        said = sum(a.output == output for a in answers)
+        wanted = expected.count(output)
+        precision, recall = hits / said if said else 0.0, hits / wanted if wanted else 0.0
+        f1[output] = 2 * precision * recall / (precision + recall) if hits else 0.0
+    assert analysis.macro_f1 == pytest.approx(np.mean([f1[o] for o in set(expected)]))
     support = {m.output: m.support for m in analysis.per_output}
     assert support == {**collections.Counter(expected)} | {
         m.output: 0 for m in analysis.per_output if m.output not in expected
@@ -165,9 +173,16 @@ def test_coverage_suggestion_lowers_the_threshold_without_losing_precision(clien
     answered = [not a.is_fallback for a in answers]
     assert response.analysis.coverage == pytest.approx(np.mean(answered))
     assert suggestion.before["coverage"] == pytest.approx(np.mean(answered))
-    applied = client.analyze_and_optimize(
-        agent_id="strict", apply_suggestion_id=suggestion.suggestion_id, activate=True
-    ).applied_version
+    request = dict(
+        agent_id="strict",
+        apply_suggestion_id=suggestion.suggestion_id,
+        activate=True,
+        request_id="apply-once",
+    )
+    applied = client.analyze_and_optimize(**request).applied_version
+    retried = client.analyze_and_optimize(**request).applied_version
+    assert retried.version_id == applied.version_id
+    assert len(client.list_agent_versions("strict").versions) == 2
     assert applied.active
     assert applied.behavior.confidence_threshold == pytest.approx(suggestion.after["threshold"])
     answers = client.invoke_agent(
@@ -195,6 +210,7 @@ def test_size_and_latency_candidates_are_measured_and_the_smaller_model_applies(
     assert size.after["accuracy"] >= size.before["accuracy"] - 0.005
     assert size.before["accuracy"] == pytest.approx(response.analysis.accuracy)
     assert "measured candidates" in latency.rationale and "p50" in latency.rationale
+    assert "Pareto options" in size.rationale
     if not latency.applicable:
         assert "no candidate reached" in latency.action
     applied = client.analyze_and_optimize(

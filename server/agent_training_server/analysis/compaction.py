@@ -81,3 +81,15 @@ def _measure(
 def acceptable(baseline: Variant, variants: list[Variant]) -> list[Variant]:
     """The variants that lose at most ACCURACY_SLACK of accuracy."""
     return [v for v in variants if v.accuracy >= baseline.accuracy - ACCURACY_SLACK]
+
+
+def pareto(variants: list[Variant]) -> list[Variant]:
+    """The variants no other beats on accuracy, size and latency at once: the trade-offs."""
+
+    def dominates(a: Variant, b: Variant) -> bool:
+        no_worse = a.accuracy >= b.accuracy and a.size_bytes <= b.size_bytes
+        no_worse = no_worse and a.p50_ms <= b.p50_ms
+        better = a.accuracy > b.accuracy or a.size_bytes < b.size_bytes or a.p50_ms < b.p50_ms
+        return no_worse and better
+
+    return [v for v in variants if not any(dominates(o, v) for o in variants if o is not v)]

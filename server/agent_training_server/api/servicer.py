@@ -6,6 +6,7 @@ Handlers raise domain errors; ErrorTranslationInterceptor turns them into rich s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -23,6 +24,7 @@ from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
+from agent_training_server.store.base import IdempotencyKey
 
 Context = grpc.aio.ServicerContext
 SERVED_TRAINING_TYPES = ("supervised", "few_shot", "reinforcement", "transfer")
@@ -295,8 +297,12 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     ) -> service_pb2.AnalyzeAndOptimizeResponse:
         goals = analysis_requests.check_analyze(request, self._config)
         if request.apply_suggestion_id:
+            key = None
+            if request.request_id:
+                digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+                key = IdempotencyKey("ApplySuggestion", request.request_id, digest)
             version = await self._analysis.apply(
-                request.agent_id, request.apply_suggestion_id, request.activate
+                request.agent_id, request.apply_suggestion_id, request.activate, key
             )
             agent = await self._agents.get(request.agent_id)
             return service_pb2.AnalyzeAndOptimizeResponse(

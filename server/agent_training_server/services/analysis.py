@@ -28,7 +28,7 @@ from agent_training_server.errors import FailedPrecondition, InvalidArgument
 from agent_training_server.services.agents import AgentService, new_id
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import examples_from_bytes
-from agent_training_server.store.base import Store
+from agent_training_server.store.base import IdempotencyKey, Store
 
 WEAKEST_OUTPUTS = 5
 """Outputs balance_outputs tries to lift: the lowest F1 on the evaluation set."""
@@ -160,15 +160,37 @@ class AnalysisService:
         )
         return compaction.measure(spec, tensors, inputs, expected)
 
-    async def apply(self, agent_id: str, suggestion_id: str, activate: bool) -> AgentVersion:
-        """Make a new version from a suggestion; it becomes active only if `activate`."""
+    async def apply(
+        self,
+        agent_id: str,
+        suggestion_id: str,
+        activate: bool,
+        key: IdempotencyKey | None = None,
+    ) -> AgentVersion:
+        """Make a new version from a suggestion; it becomes active only if `activate`.
+
+        With a `key` (the request_id), a retry returns the version the first call made.
+        """
         change = decode_suggestion(suggestion_id)
+        if key is not None:
+            replayed = await asyncio.to_thread(self._store.replayed_version, agent_id, key)
+            if replayed is not None:
+                return replayed
         version = await self._version(agent_id, change["version_id"])
         if "epochs" in change or "balance" in change:
             data = await self._training_data(version)
-            return await asyncio.to_thread(self._apply_retraining, version, data, change, activate)
-        if "keep" in change:
-            return await asyncio.to_thread(self._apply_compaction, version, change, activate)
+            made = await asyncio.to_thread(self._retrained, version, data, change)
+        elif "keep" in change:
+            made = await asyncio.to_thread(self._compacted, version, change)
+        else:
+            made = self._with_behavior(version, change, suggestion_id)
+        return await asyncio.to_thread(self._store.add_version, made, activate, key)
+
+    @staticmethod
+    def _with_behavior(
+        version: AgentVersion, change: dict[str, Any], suggestion_id: str
+    ) -> AgentVersion:
+        """A version sharing the weights, with the suggested temperature or threshold."""
         behavior = version.behavior
         if "temperature" in change:
             behavior = dataclasses.replace(behavior, temperature=change["temperature"])
@@ -179,7 +201,7 @@ class AnalysisService:
                 f"confidence threshold {version.behavior.confidence_threshold:g}"
                 f" -> {change['threshold']:g}"
             )
-        made = dataclasses.replace(
+        return dataclasses.replace(
             version,
             version_id=new_id("ver"),
             version_number=0,
@@ -190,14 +212,9 @@ class AnalysisService:
             description=f"applied {suggestion_id[:24]}...: {what}",
             create_time=time.time(),
         )
-        return await asyncio.to_thread(self._store.add_version, made, activate)
 
-    def _apply_retraining(
-        self,
-        version: AgentVersion,
-        data: list[Example],
-        change: dict[str, Any],
-        activate: bool,
+    def _retrained(
+        self, version: AgentVersion, data: list[Example], change: dict[str, Any]
     ) -> AgentVersion:
         """Retrain with the suggested settings or extra data (deterministic: the measured model)."""
         settings = _settings(version)
@@ -217,7 +234,7 @@ class AnalysisService:
         relative = Path("artifacts") / version.agent_id / version_id
         registry.save_artifact(artifact, self._data_dir / relative)
         manifest = {**version.manifest, "config": dataclasses.asdict(settings)}
-        made = dataclasses.replace(
+        return dataclasses.replace(
             version,
             version_id=version_id,
             version_number=0,
@@ -231,11 +248,8 @@ class AnalysisService:
             description=f"applied: {what}",
             create_time=time.time(),
         )
-        return self._store.add_version(made, activate)
 
-    def _apply_compaction(
-        self, version: AgentVersion, change: dict[str, Any], activate: bool
-    ) -> AgentVersion:
+    def _compacted(self, version: AgentVersion, change: dict[str, Any]) -> AgentVersion:
         """A new version whose weights are the compacted ones, in its own artifact folder."""
         folder = self._data_dir / version.artifact_dir
         spec, tensors, outputs = registry.load_artifact_files(folder)
@@ -246,7 +260,7 @@ class AnalysisService:
                             encoder=spec.get("encoder", {}))  # fmt: skip
         registry.save_artifact(artifact, self._data_dir / relative)
         size = sum(path.stat().st_size for path in (self._data_dir / relative).iterdir())
-        made = dataclasses.replace(
+        return dataclasses.replace(
             version,
             version_id=version_id,
             version_number=0,
@@ -260,7 +274,6 @@ class AnalysisService:
             description=f"applied: {_variant_words(change)}",
             create_time=time.time(),
         )
-        return self._store.add_version(made, activate)
 
     async def _version(self, agent_id: str, version_id: str) -> AgentVersion:
         agent = await self._agents.get(agent_id)
@@ -441,6 +454,10 @@ def _compaction(
         f"{v.name}: accuracy {v.accuracy:.2%}, p50 {v.p50_ms:.3f} ms, {v.size_bytes:,} bytes"
         for v in variants
     )
+    front = compaction.pareto([baseline, *variants])
+    trade_offs = "; ".join(
+        f"{v.name} ({v.accuracy:.2%}, {v.size_bytes:,} bytes, {v.p50_ms:.3f} ms)" for v in front
+    )
     fields = ("accuracy", "p50_ms", "size_bytes")
     before = {name: float(getattr(baseline, name)) for name in fields}
     if goal == "minimize_size":
@@ -469,7 +486,8 @@ def _compaction(
         goal=goal,
         action=f"use {best.name} ({verdict})" if useful and best else verdict,
         rationale=f"as trained: accuracy {baseline.accuracy:.2%}, p50 {baseline.p50_ms:.3f} ms,"
-        f" {baseline.size_bytes:,} bytes; measured candidates: {tried}",
+        f" {baseline.size_bytes:,} bytes; measured candidates: {tried}. Pareto options"
+        f" (accuracy, size, latency): {trade_offs}",
         before=before,
         after={name: float(getattr(best, name)) for name in fields} if useful and best else before,
         applicable=useful,

@@ -50,11 +50,18 @@ class Store(abc.ABC):
     # Versions -----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def add_version(self, version: AgentVersion, activate: bool) -> AgentVersion:
+    def add_version(
+        self, version: AgentVersion, activate: bool, key: IdempotencyKey | None = None
+    ) -> AgentVersion:
         """Insert a version, numbered after the agent's last one; optionally make it active.
 
-        The ``version_number`` of the argument is ignored; the stored version is returned.
+        The ``version_number`` of the argument is ignored; the stored version is returned. With
+        a key used before for the same request, the version that call made is returned instead.
         """
+
+    @abc.abstractmethod
+    def replayed_version(self, agent_id: str, key: IdempotencyKey) -> AgentVersion | None:
+        """The version an earlier call with this key made, if any."""
 
     @abc.abstractmethod
     def get_version(self, agent_id: str, version_id: str) -> AgentVersion:

@@ -183,10 +183,26 @@ class SqliteStore(DatasetTables, JobTables, Store):
 
     # Versions -----------------------------------------------------------------------------
 
-    def add_version(self, version: AgentVersion, activate: bool) -> AgentVersion:
-        """Insert a version numbered after the agent's last; optionally activate it."""
+    def add_version(
+        self, version: AgentVersion, activate: bool, key: IdempotencyKey | None = None
+    ) -> AgentVersion:
+        """Insert a version numbered after the agent's last; optionally activate it.
+
+        With a key already used for the same request, return the version that call made.
+        """
         with self._write() as db:
-            return self._insert_version(db, version, activate)
+            replayed = replayed_resource(db, key)
+            if replayed is not None:
+                return self._version_in(db, version.agent_id, replayed)
+            made = self._insert_version(db, version, activate)
+            remember(db, key, made.version_id)
+            return made
+
+    def replayed_version(self, agent_id: str, key: IdempotencyKey) -> AgentVersion | None:
+        """The version an earlier call with this key made, if any (AlreadyExists on misuse)."""
+        with self._lock:
+            replayed = replayed_resource(self._db, key)
+            return None if replayed is None else self._version_in(self._db, agent_id, replayed)
 
     def _insert_version(
         self, db: sqlite3.Connection, version: AgentVersion, activate: bool
