@@ -331,3 +331,36 @@ def test_cli_prints_a_readable_report_and_applies(server, client, tmp_path):
     applied = _cli(server.address, "analyze", "cli-analysed", "--apply", suggestion)
     assert applied.returncode == 0, applied.stderr
     assert "(not active)" in applied.stdout
+
+
+def test_large_evaluation_sets_stream_progress_instead_of_a_silent_call(tmp_path, monkeypatch):
+    from agent_training_server.services import analysis
+
+    monkeypatch.setattr(analysis, "SCORING_CHUNK", 20)
+    small = ServerThread(make_config(tmp_path, workers=1, max_direct_analysis_examples=50))
+    try:
+        with AgentTrainingClient(small.address, timeout=120) as client:
+            trained(client, "big-eval")
+            evaluation = banking_test_examples(25)  # 125 examples: over the direct limit
+            error = expect_error(
+                client.analyze_and_optimize, agent_id="big-eval", evaluation_data=evaluation
+            )
+            assert_status(error, grpc.StatusCode.FAILED_PRECONDITION)
+            assert error.code == "EVALUATION_TOO_LARGE"
+            assert "AnalyzeAndOptimizeStream" in error.hint
+            messages = list(
+                client.analyze_and_optimize_stream(
+                    agent_id="big-eval", evaluation_data=evaluation, optimization_goals=[COVERAGE]
+                )
+            )
+            progress = [m.progress for m in messages if m.WhichOneof("kind") == "progress"]
+            scored = [p.examples_done for p in progress if p.phase == "scoring"]
+            assert scored == [20, 40, 60, 80, 100, 120, 125]
+            assert all(p.examples_total == 125 for p in progress)
+            percents = [p.percent_complete for p in progress]
+            assert percents == sorted(percents) and percents[-1] < 100
+            assert messages[-1].WhichOneof("kind") == "result"
+            result = messages[-1].result
+            assert result.analysis.example_count == 125 and len(result.suggestions) == 1
+    finally:
+        small.stop()

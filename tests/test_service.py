@@ -47,7 +47,12 @@ def test_contract_has_the_seed_operations_and_streams() -> None:
     ):
         assert name in methods
     streaming = {name for name, method in methods.items() if method.server_streaming}
-    assert streaming == {"TrainAgent", "WatchTrainingJob", "GenerateSyntheticTrainingData"}
+    assert streaming == {
+        "TrainAgent",
+        "WatchTrainingJob",
+        "GenerateSyntheticTrainingData",
+        "AnalyzeAndOptimizeStream",
+    }
     uploads = {name for name, method in methods.items() if method.client_streaming}
     assert uploads == {"UploadDataset"}
     request = service_pb2.TrainAgentRequest.DESCRIPTOR.fields_by_name

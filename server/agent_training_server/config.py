@@ -46,6 +46,9 @@ class ServerConfig:
         10_000, "most examples GenerateSyntheticExamples returns in one response"
     )
     max_dataset_examples: int = _setting(1_000_000, "most examples in one stored dataset")
+    max_direct_analysis_examples: int = _setting(
+        5_000, "largest evaluation set AnalyzeAndOptimize answers directly (more: the stream)"
+    )
     max_concurrent_generations: int = _setting(
         4, "synthetic data generations running at once before more are refused"
     )
@@ -136,6 +139,7 @@ def _check(config: ServerConfig) -> None:
         "max_unary_synthetic_count",
         "max_dataset_examples",
         "max_concurrent_generations",
+        "max_direct_analysis_examples",
         "workers",
         "max_job_seconds",
     )

@@ -115,6 +115,21 @@ class AgentTrainingClient:
         request = service_pb2.AnalyzeAndOptimizeRequest(**fields)
         return self._unary(self._stub.AnalyzeAndOptimize, request)
 
+    def analyze_and_optimize_stream(
+        self, *, timeout: float | None = None, **fields: Any
+    ) -> Iterator[service_pb2.AnalyzeAndOptimizeStreamResponse]:
+        """Analyse with progress messages, then the result (for large evaluation sets)."""
+        request = service_pb2.AnalyzeAndOptimizeStreamRequest(
+            request=service_pb2.AnalyzeAndOptimizeRequest(**fields)
+        )
+        call = self._stub.AnalyzeAndOptimizeStream(request, timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise AgentTrainingError.from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
     def adapt_agent_behavior(self, **fields: Any) -> service_pb2.AdaptAgentBehaviorResponse:
         """Adapt an agent's behaviour from production metrics."""
         request = service_pb2.AdaptAgentBehaviorRequest(**fields)

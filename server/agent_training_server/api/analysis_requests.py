@@ -13,8 +13,8 @@ _GOAL_NAMES = [
     if not name.endswith("UNSPECIFIED")
 ]
 
-MAX_EVALUATION_EXAMPLES = 20_000
-"""Largest evaluation set analysed in one call."""
+MAX_EVALUATION_EXAMPLES = 200_000
+"""Most inline evaluation examples in one request (a dataset_id may hold more)."""
 
 
 def check_analyze(

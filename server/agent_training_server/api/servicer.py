@@ -5,9 +5,11 @@ Handlers raise domain errors; ErrorTranslationInterceptor turns them into rich s
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -17,7 +19,12 @@ from agent_training_server.api.synthetic_handlers import SyntheticHandlers
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.engines.base import TrainSettings
-from agent_training_server.errors import FailedPrecondition, NotFound, Unimplemented
+from agent_training_server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+)
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.datasets import DatasetService
@@ -297,18 +304,54 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     ) -> service_pb2.AnalyzeAndOptimizeResponse:
         goals = analysis_requests.check_analyze(request, self._config)
         if request.apply_suggestion_id:
-            key = None
-            if request.request_id:
-                digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-                key = IdempotencyKey("ApplySuggestion", request.request_id, digest)
-            version = await self._analysis.apply(
-                request.agent_id, request.apply_suggestion_id, request.activate, key
+            return await self._apply_suggestion(request)
+        return await self._analyze(request, goals, self._config.max_direct_analysis_examples)
+
+    async def AnalyzeAndOptimizeStream(  # noqa: D102
+        self, request: service_pb2.AnalyzeAndOptimizeStreamRequest, context: Context
+    ) -> AsyncIterator[service_pb2.AnalyzeAndOptimizeStreamResponse]:
+        inner = request.request
+        goals = analysis_requests.check_analyze(inner, self._config)
+        if inner.apply_suggestion_id:
+            raise InvalidArgument(
+                "AnalyzeAndOptimizeStream does not apply suggestions",
+                hint="Apply a suggestion with AnalyzeAndOptimize (it answers at once).",
             )
-            agent = await self._agents.get(request.agent_id)
-            return service_pb2.AnalyzeAndOptimizeResponse(
-                version_id=version.parent_version_id,
-                applied_version=convert.version_to_proto(version, agent.active_version_id),
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[service_pb2.AnalysisProgress] = asyncio.Queue()
+
+        def progress(phase: str, done: int, total: int, percent: float) -> None:
+            message = service_pb2.AnalysisProgress(
+                phase=phase,
+                examples_done=done,
+                examples_total=total,
+                percent_complete=round(percent, 1),
             )
+            loop.call_soon_threadsafe(events.put_nowait, message)
+
+        work = asyncio.ensure_future(
+            self._analyze(inner, goals, self._config.max_dataset_examples, progress)
+        )
+        try:
+            while not work.done() or not events.empty():
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield service_pb2.AnalyzeAndOptimizeStreamResponse(progress=getter.result())
+                else:
+                    getter.cancel()
+            yield service_pb2.AnalyzeAndOptimizeStreamResponse(result=work.result())
+        finally:
+            if not work.done():
+                work.cancel()
+
+    async def _analyze(
+        self,
+        request: service_pb2.AnalyzeAndOptimizeRequest,
+        goals: list[str],
+        max_examples: int,
+        progress: Any = None,
+    ) -> service_pb2.AnalyzeAndOptimizeResponse:
         evaluation = list(request.evaluation_data)
         if request.dataset_id:
             evaluation = await self.dataset_training_data(request.dataset_id)
@@ -317,8 +360,26 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
             request.version_id,
             convert.examples_from_proto(evaluation) if evaluation else None,
             goals,
+            max_examples=max_examples,
+            progress=progress,
         )
         return analysis_requests.report_to_proto(report)
+
+    async def _apply_suggestion(
+        self, request: service_pb2.AnalyzeAndOptimizeRequest
+    ) -> service_pb2.AnalyzeAndOptimizeResponse:
+        key = None
+        if request.request_id:
+            digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+            key = IdempotencyKey("ApplySuggestion", request.request_id, digest)
+        version = await self._analysis.apply(
+            request.agent_id, request.apply_suggestion_id, request.activate, key
+        )
+        agent = await self._agents.get(request.agent_id)
+        return service_pb2.AnalyzeAndOptimizeResponse(
+            version_id=version.parent_version_id,
+            applied_version=convert.version_to_proto(version, agent.active_version_id),
+        )
 
     async def AdaptAgentBehavior(  # noqa: D102
         self, request: service_pb2.AdaptAgentBehaviorRequest, context: Context

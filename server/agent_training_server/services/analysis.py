@@ -13,7 +13,7 @@ import base64
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,12 @@ BALANCE_VARIANTS = 5
 """Paraphrases made per training example of a weak output."""
 LATENCY_SPEEDUP = 1.5
 """Speed-up a minimize_latency candidate must reach to be suggested."""
+ProgressCallback = Callable[[str, int, int, float], None]
+"""progress(phase, examples scored, examples in all, percent complete), from the analysis thread."""
+
+SCORING_CHUNK = 2_000
+"""Evaluation examples scored between two progress reports."""
+
 LATENCY_CALLS = 200
 BATCH_SIZE = 256
 BATCH_CALLS = 10
@@ -86,10 +92,24 @@ class AnalysisService:
         version_id: str,
         evaluation: Sequence[Example] | None,
         goals: Sequence[str],
+        *,
+        max_examples: int,
+        progress: ProgressCallback | None = None,
     ) -> Report:
-        """Evaluate a version (the active one by default) and measure suggestions for `goals`."""
+        """Evaluate a version (the active one by default) and measure suggestions for `goals`.
+
+        Raises:
+            FailedPrecondition: more than `max_examples` to evaluate (the caller's limit).
+        """
         version = await self._version(agent_id, version_id)
         examples = list(evaluation) if evaluation else await self._held_out(version)
+        if len(examples) > max_examples:
+            raise FailedPrecondition(
+                f"{len(examples)} evaluation examples; this call analyses at most {max_examples}",
+                code="EVALUATION_TOO_LARGE",
+                hint="Use AnalyzeAndOptimizeStream, which reports progress while it works, or"
+                " a smaller evaluation set.",
+            )
         training_data = None
         if {"maximize_accuracy", "balance_outputs"} & set(goals) and (
             version.training_type == "supervised"
@@ -97,7 +117,7 @@ class AnalysisService:
             training_data = await self._training_data(version)
         predictor = await asyncio.to_thread(self._inference.predictor, version)
         return await asyncio.to_thread(
-            self._report, version, predictor, examples, goals, training_data
+            self._report, version, predictor, examples, goals, training_data, progress
         )
 
     def _report(
@@ -107,11 +127,23 @@ class AnalysisService:
         examples: list[Example],
         goals: Sequence[str],
         training_data: list[Example] | None,
+        progress: ProgressCallback | None,
     ) -> Report:
         inputs = [e.input for e in examples]
         expected = [e.expected_output for e in examples]
         outputs = list(version.outputs)
-        raw = predictor.predict_proba(inputs)
+        total = len(inputs)
+
+        def report(phase: str, done: int, percent: float) -> None:
+            if progress is not None:
+                progress(phase, done, total, percent)
+
+        parts = []
+        for start in range(0, len(inputs), SCORING_CHUNK):
+            parts.append(predictor.predict_proba(inputs[start : start + SCORING_CHUNK]))
+            done = min(len(inputs), start + SCORING_CHUNK)
+            report("scoring", done, 60.0 * done / max(1, len(inputs)))
+        raw = np.concatenate(parts) if parts else np.zeros((0, len(outputs)), np.float32)
         behavior = version.behavior
         probabilities = metrics.tempered(raw, behavior.temperature)
         evaluation = metrics.evaluate(
@@ -121,12 +153,16 @@ class AnalysisService:
         def score(texts: list[str]) -> np.ndarray:
             return predictor.predict_proba(texts)
 
+        report("measuring_latency", len(inputs), 60.0)
         latency = optimize.measure_latency(score, inputs, 1, LATENCY_CALLS)
         batch = optimize.measure_latency(score, inputs, BATCH_SIZE, BATCH_CALLS)
+        report("optimizing", len(inputs), 70.0)
         configured = int(version.manifest.get("config", {}).get("epochs", 0) or 0)
         suggestions = []
         variants = None
-        for goal in dict.fromkeys(goals):
+        unique_goals = list(dict.fromkeys(goals))
+        for number, goal in enumerate(unique_goals):
+            report("optimizing", len(inputs), 70.0 + 30.0 * number / len(unique_goals))
             if goal == "improve_calibration":
                 suggestions.append(_calibration(version, expected, outputs, raw))
             elif goal == "maximize_coverage":

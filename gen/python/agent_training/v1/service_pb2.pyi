@@ -345,6 +345,96 @@ class AnalyzeAndOptimizeResponse(_message.Message):
 Global___AnalyzeAndOptimizeResponse: _TypeAlias = AnalyzeAndOptimizeResponse  # noqa: Y015
 
 @_typing.final
+class AnalyzeAndOptimizeStreamRequest(_message.Message):
+    """Request of AnalyzeAndOptimizeStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___AnalyzeAndOptimizeRequest:
+        """What to analyse, as for AnalyzeAndOptimize (applying a suggestion is not streamed)."""
+
+    def __init__(
+        self,
+        *,
+        request: Global___AnalyzeAndOptimizeRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyzeAndOptimizeStreamRequest: _TypeAlias = AnalyzeAndOptimizeStreamRequest  # noqa: Y015
+
+@_typing.final
+class AnalysisProgress(_message.Message):
+    """Progress of a streamed analysis."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    EXAMPLES_DONE_FIELD_NUMBER: _builtins.int
+    EXAMPLES_TOTAL_FIELD_NUMBER: _builtins.int
+    PERCENT_COMPLETE_FIELD_NUMBER: _builtins.int
+    phase: _builtins.str
+    """What it is doing: "loading", "scoring", "measuring_latency", "optimizing"."""
+    examples_done: _builtins.int
+    """Evaluation examples scored so far."""
+    examples_total: _builtins.int
+    """Evaluation examples in all."""
+    percent_complete: _builtins.float
+    """Overall progress, 0 to 100."""
+    def __init__(
+        self,
+        *,
+        phase: _builtins.str = ...,
+        examples_done: _builtins.int = ...,
+        examples_total: _builtins.int = ...,
+        percent_complete: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples_done", b"examples_done", "examples_total", b"examples_total", "percent_complete", b"percent_complete", "phase", b"phase"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalysisProgress: _TypeAlias = AnalysisProgress  # noqa: Y015
+
+@_typing.final
+class AnalyzeAndOptimizeStreamResponse(_message.Message):
+    """One message of AnalyzeAndOptimizeStream: progress, then the result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> Global___AnalysisProgress:
+        """Progress so far."""
+
+    @_builtins.property
+    def result(self) -> Global___AnalyzeAndOptimizeResponse:
+        """The result, last."""
+
+    def __init__(
+        self,
+        *,
+        progress: Global___AnalysisProgress | None = ...,
+        result: Global___AnalyzeAndOptimizeResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["progress", "result"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___AnalyzeAndOptimizeStreamResponse: _TypeAlias = AnalyzeAndOptimizeStreamResponse  # noqa: Y015
+
+@_typing.final
 class AdaptAgentBehaviorRequest(_message.Message):
     """Request of AdaptAgentBehavior."""
 

@@ -57,6 +57,11 @@ class AgentTrainingServiceStub:
                 request_serializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeRequest.SerializeToString,
                 response_deserializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeResponse.FromString,
                 _registered_method=True)
+        self.AnalyzeAndOptimizeStream = channel.unary_stream(
+                '/agent_training.v1.AgentTrainingService/AnalyzeAndOptimizeStream',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamResponse.FromString,
+                _registered_method=True)
         self.AdaptAgentBehavior = channel.unary_unary(
                 '/agent_training.v1.AgentTrainingService/AdaptAgentBehavior',
                 request_serializer=agent__training_dot_v1_dot_service__pb2.AdaptAgentBehaviorRequest.SerializeToString,
@@ -181,6 +186,14 @@ class AgentTrainingServiceServicer:
 
     def AnalyzeAndOptimize(self, request, context):
         """Evaluates an agent version and returns measured suggestions for each optimisation goal.
+        Evaluation sets of more than `max_direct_analysis_examples` go to AnalyzeAndOptimizeStream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnalyzeAndOptimizeStream(self, request, context):
+        """The same, streaming progress while it works (for large evaluation sets), then the result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -335,6 +348,11 @@ def add_AgentTrainingServiceServicer_to_server(servicer, server):
                     servicer.AnalyzeAndOptimize,
                     request_deserializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeRequest.FromString,
                     response_serializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeResponse.SerializeToString,
+            ),
+            'AnalyzeAndOptimizeStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.AnalyzeAndOptimizeStream,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamResponse.SerializeToString,
             ),
             'AdaptAgentBehavior': grpc.unary_unary_rpc_method_handler(
                     servicer.AdaptAgentBehavior,
@@ -538,6 +556,33 @@ class AgentTrainingService:
             '/agent_training.v1.AgentTrainingService/AnalyzeAndOptimize',
             agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeRequest.SerializeToString,
             agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeAndOptimizeStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/AnalyzeAndOptimizeStream',
+            agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

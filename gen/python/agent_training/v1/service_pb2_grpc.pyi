@@ -48,7 +48,11 @@ class AgentTrainingServiceStub:
     GenerateSyntheticExamples: _grpc.UnaryUnaryMultiCallable[_service_pb2.GenerateSyntheticExamplesRequest, _service_pb2.GenerateSyntheticExamplesResponse]
     """The same in one response, for counts up to `max_unary_synthetic_count`."""
     AnalyzeAndOptimize: _grpc.UnaryUnaryMultiCallable[_service_pb2.AnalyzeAndOptimizeRequest, _service_pb2.AnalyzeAndOptimizeResponse]
-    """Evaluates an agent version and returns measured suggestions for each optimisation goal."""
+    """Evaluates an agent version and returns measured suggestions for each optimisation goal.
+    Evaluation sets of more than `max_direct_analysis_examples` go to AnalyzeAndOptimizeStream.
+    """
+    AnalyzeAndOptimizeStream: _grpc.UnaryStreamMultiCallable[_service_pb2.AnalyzeAndOptimizeStreamRequest, _service_pb2.AnalyzeAndOptimizeStreamResponse]
+    """The same, streaming progress while it works (for large evaluation sets), then the result."""
     AdaptAgentBehavior: _grpc.UnaryUnaryMultiCallable[_service_pb2.AdaptAgentBehaviorRequest, _service_pb2.AdaptAgentBehaviorResponse]
     """Changes an agent's behaviour from production metrics and feedback, as a new version."""
     CreateAgent: _grpc.UnaryUnaryMultiCallable[_service_pb2.CreateAgentRequest, _service_pb2.CreateAgentResponse]
@@ -108,7 +112,11 @@ class AgentTrainingServiceAsyncStub(AgentTrainingServiceStub):
     GenerateSyntheticExamples: _aio.UnaryUnaryMultiCallable[_service_pb2.GenerateSyntheticExamplesRequest, _service_pb2.GenerateSyntheticExamplesResponse]  # type: ignore[assignment]
     """The same in one response, for counts up to `max_unary_synthetic_count`."""
     AnalyzeAndOptimize: _aio.UnaryUnaryMultiCallable[_service_pb2.AnalyzeAndOptimizeRequest, _service_pb2.AnalyzeAndOptimizeResponse]  # type: ignore[assignment]
-    """Evaluates an agent version and returns measured suggestions for each optimisation goal."""
+    """Evaluates an agent version and returns measured suggestions for each optimisation goal.
+    Evaluation sets of more than `max_direct_analysis_examples` go to AnalyzeAndOptimizeStream.
+    """
+    AnalyzeAndOptimizeStream: _aio.UnaryStreamMultiCallable[_service_pb2.AnalyzeAndOptimizeStreamRequest, _service_pb2.AnalyzeAndOptimizeStreamResponse]  # type: ignore[assignment]
+    """The same, streaming progress while it works (for large evaluation sets), then the result."""
     AdaptAgentBehavior: _aio.UnaryUnaryMultiCallable[_service_pb2.AdaptAgentBehaviorRequest, _service_pb2.AdaptAgentBehaviorResponse]  # type: ignore[assignment]
     """Changes an agent's behaviour from production metrics and feedback, as a new version."""
     CreateAgent: _aio.UnaryUnaryMultiCallable[_service_pb2.CreateAgentRequest, _service_pb2.CreateAgentResponse]  # type: ignore[assignment]
@@ -189,7 +197,17 @@ class AgentTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.AnalyzeAndOptimizeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.AnalyzeAndOptimizeResponse, _abc.Awaitable[_service_pb2.AnalyzeAndOptimizeResponse]]:
-        """Evaluates an agent version and returns measured suggestions for each optimisation goal."""
+        """Evaluates an agent version and returns measured suggestions for each optimisation goal.
+        Evaluation sets of more than `max_direct_analysis_examples` go to AnalyzeAndOptimizeStream.
+        """
+
+    @_abc_1.abstractmethod
+    def AnalyzeAndOptimizeStream(
+        self,
+        request: _service_pb2.AnalyzeAndOptimizeStreamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.AnalyzeAndOptimizeStreamResponse], _abc.AsyncIterator[_service_pb2.AnalyzeAndOptimizeStreamResponse]]:
+        """The same, streaming progress while it works (for large evaluation sets), then the result."""
 
     @_abc_1.abstractmethod
     def AdaptAgentBehavior(
