@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,27 @@ def analyze(args: argparse.Namespace, client: AgentTrainingClient, read_examples
         for goal in args.goals.split(",")
         if goal.strip()
     ]
-    response = client.analyze_and_optimize(
+    # The stream works for any size and shows progress; the unary call is for small sets.
+    response = None
+    for message in client.analyze_and_optimize_stream(
         agent_id=args.agent,
         version_id=args.version,
         optimization_goals=goals,
         evaluation_data=list(read_examples(Path(args.eval))) if args.eval else [],
         dataset_id=args.dataset,
-    )
+    ):
+        if message.WhichOneof("kind") == "progress":
+            p = message.progress
+            print(
+                f"\r{p.percent_complete:5.1f}%  {p.phase}  {p.examples_done}/{p.examples_total}",
+                end="",
+                file=sys.stderr,
+            )
+        else:
+            response = message.result
+    print(file=sys.stderr)
+    if response is None:
+        return 1
     print(report_text(response))
     if args.plot:
         plot(response, Path(args.plot))
