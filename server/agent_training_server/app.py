@@ -21,6 +21,7 @@ from agent_training_server.jobs.pool import WorkerPool
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.datasets import DatasetService
+from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
@@ -44,6 +45,7 @@ class RunningServer:
     store: SqliteStore
     jobs: JobManager
     tracer_provider: TracerProvider
+    feedback: FeedbackService
 
     @property
     def address(self) -> str:
@@ -56,6 +58,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
         await self.jobs.stop()
+        await self.feedback.stop()  # answers still in memory reach the database
         self.store.close()
         self.tracer_provider.shutdown()
 
@@ -83,7 +86,8 @@ async def create_server(
     agents = AgentService(store, config.data_dir)
     jobs = JobManager(store, config, WorkerPool(config.workers, _torch_threads(config)))
     await jobs.start()
-    inference = InferenceService(store, config.data_dir)
+    feedback = FeedbackService(store)
+    inference = InferenceService(store, config.data_dir, on_answers=feedback.remember)
     store.discard_unfinished_datasets()
     datasets = DatasetService(store, config.max_dataset_examples)
     synthetic = SyntheticService(inference, config.max_concurrent_generations)
@@ -98,7 +102,9 @@ async def create_server(
         options=_channel_options(config),
     )
     service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
-        AgentTrainingServicer(config, agents, jobs, inference, datasets, synthetic, analysis),
+        AgentTrainingServicer(
+            config, agents, jobs, inference, datasets, synthetic, analysis, feedback
+        ),
         server,
     )
     health = health_aio.HealthServicer()
@@ -119,7 +125,7 @@ async def create_server(
     await server.start()
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, config, health, store, jobs, tracer_provider)
+    return RunningServer(server, port, config, health, store, jobs, tracer_provider, feedback)
 
 
 def _torch_threads(config: ServerConfig) -> int:

@@ -162,3 +162,37 @@ class Dataset:
     output_count: int = 0
     content_sha256: str = ""
     create_time: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Invocation:
+    """One answer InvokeAgent gave, as recorded for feedback."""
+
+    invocation_id: str
+    agent_id: str
+    version_id: str
+    input: str
+    context: tuple[str, ...] = ()
+    output: str
+    confidence: float
+    propensity: float
+    """Probability with which the behaviour chose `output` (exploration included)."""
+    explored: bool = False
+    is_fallback: bool = False
+    time: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Feedback:
+    """How an answer was received."""
+
+    feedback_id: str
+    invocation_id: str
+    agent_id: str
+    feedback: str
+    """"correct", "incorrect" or a reward in [-1, 1] as text."""
+    reward: float
+    """The feedback as a number: +1 correct, -1 incorrect, else the reward."""
+    corrected_output: str = ""
+    comment: str = ""
+    time: float = 0.0

@@ -72,6 +72,12 @@ class FailedPrecondition(ServiceError):
     default_code = "FAILED_PRECONDITION"
 
 
+class PermissionDenied(ServiceError):
+    """The caller may not act on this resource (e.g. another agent's answer)."""
+
+    default_code = "PERMISSION_DENIED"
+
+
 class ResourceExhausted(ServiceError):
     """A limit was reached; retryable when it is a capacity limit that frees up."""
 

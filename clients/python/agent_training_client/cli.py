@@ -195,6 +195,19 @@ def _with_client(command: Any) -> Any:
     return handler
 
 
+def _feedback(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        _print_message(
+            client.record_feedback(
+                agent_id=args.agent,
+                invocation_id=args.invocation_id,
+                feedback=args.feedback,
+                corrected_output=args.corrected,
+                comment=args.comment,
+            )
+        )
+
+
 def _health(args: argparse.Namespace) -> None:
     with _client(args) as client:
         print(client.health(args.service))
@@ -288,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--agent", required=True)
     invoke.add_argument("text", nargs="+")
     invoke.set_defaults(handler=_invoke)
+
+    feedback = commands.add_parser("feedback", help="record how an answer was received")
+    feedback.add_argument("agent")
+    feedback.add_argument("invocation_id", help="from an invoke answer")
+    feedback.add_argument("feedback", help='"correct", "incorrect" or a reward in [-1, 1]')
+    feedback.add_argument("--corrected", default="", help="the output that would have been right")
+    feedback.add_argument("--comment", default="")
+    feedback.set_defaults(handler=_feedback)
 
     cli_data.add_commands(commands, _with_client)
     cli_analysis.add_command(commands, _with_client)

@@ -28,6 +28,7 @@ from agent_training_server.errors import (
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.datasets import DatasetService
+from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
@@ -56,6 +57,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         datasets: DatasetService,
         synthetic: SyntheticService,
         analysis: AnalysisService,
+        feedback: FeedbackService,
     ) -> None:
         self._config = config
         self._agents = agents
@@ -64,6 +66,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self._datasets = datasets
         self._synthetic = synthetic
         self._analysis = analysis
+        self._feedback = feedback
 
     # Agents -------------------------------------------------------------------------------
 
@@ -285,7 +288,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         validation.check_invoke_agent(request, self._config)
         inputs = [request.input] if request.input else list(request.inputs)
         version, answers = await self._inference.invoke(
-            request.agent_id, inputs, request.version_id
+            request.agent_id, inputs, request.version_id, list(request.context)
         )
         return service_pb2.InvokeAgentResponse(
             version_id=version.version_id,
@@ -295,7 +298,24 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     async def RecordFeedback(  # noqa: D102
         self, request: service_pb2.RecordFeedbackRequest, context: Context
     ) -> service_pb2.RecordFeedbackResponse:
-        raise _not_yet("RecordFeedback", "Feedback recording")
+        checker = Checker()
+        checker.resource_id("agent_id", request.agent_id)
+        checker.text("invocation_id", request.invocation_id, 64, required=True)
+        validation.check_feedback(checker, "feedback", request.feedback, required=True)
+        checker.text("corrected_output", request.corrected_output, self._config.max_text_length)
+        checker.text("comment", request.comment, validation.MAX_DESCRIPTION)
+        checker.raise_if_any()
+        await self._agents.get(request.agent_id)
+        feedback, duplicate = await self._feedback.record(
+            request.agent_id,
+            request.invocation_id,
+            request.feedback,
+            request.corrected_output,
+            request.comment,
+        )
+        return service_pb2.RecordFeedbackResponse(
+            feedback_id=feedback.feedback_id, duplicate=duplicate
+        )
 
     # Seed operations still to come ----------------------------------------------------------
 

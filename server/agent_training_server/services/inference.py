@@ -8,13 +8,14 @@ import dataclasses
 import random
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent_training_server.domain import AgentVersion, BehaviorSettings
+from agent_training_server.domain import AgentVersion, BehaviorSettings, Invocation
 from agent_training_server.errors import FailedPrecondition
 from agent_training_server.store.base import Store
 
@@ -80,9 +81,15 @@ def apply_behavior(
 class InferenceService:
     """Answers inputs with an agent's active (or a named) version."""
 
-    def __init__(self, store: Store, data_dir: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path,
+        on_answers: Callable[[list[Invocation]], None] | None = None,
+    ) -> None:
         self._store = store
         self._data_dir = data_dir
+        self._on_answers = on_answers
         self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._cache_lock = threading.Lock()
         self._rng = random.Random()
@@ -96,7 +103,11 @@ class InferenceService:
         return version, lambda texts: predictor.predict_proba(list(texts))
 
     async def invoke(
-        self, agent_id: str, inputs: Sequence[str], version_id: str = ""
+        self,
+        agent_id: str,
+        inputs: Sequence[str],
+        version_id: str = "",
+        context: Sequence[str] = (),
     ) -> tuple[AgentVersion, list[Answer]]:
         """Answer each input in order."""
         version = await self._active_version(agent_id, version_id)
@@ -117,6 +128,26 @@ class InferenceService:
                     propensity=propensity,
                     explored=explored,
                 )
+            )
+        if self._on_answers is not None:
+            now = time.time()
+            self._on_answers(
+                [
+                    Invocation(
+                        invocation_id=a.invocation_id,
+                        agent_id=agent_id,
+                        version_id=version.version_id,
+                        input=a.input,
+                        context=tuple(context),
+                        output=a.output,
+                        confidence=a.confidence,
+                        propensity=a.propensity,
+                        explored=a.explored,
+                        is_fallback=a.is_fallback,
+                        time=now,
+                    )
+                    for a in answers
+                ]
             )
         return version, answers
 

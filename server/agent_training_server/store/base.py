@@ -10,7 +10,15 @@ import abc
 import dataclasses
 from collections.abc import Sequence
 
-from agent_training_server.domain import Agent, AgentVersion, Dataset, JobEvent, TrainingJob
+from agent_training_server.domain import (
+    Agent,
+    AgentVersion,
+    Dataset,
+    Feedback,
+    Invocation,
+    JobEvent,
+    TrainingJob,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +84,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def activate_version(self, agent_id: str, version_id: str) -> Agent:
         """Make a version the agent's active one and return the agent. Raises NotFound."""
+
+    # Invocations and feedback ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def record_invocations(self, invocations: Sequence[Invocation]) -> None:
+        """Store answers given."""
+
+    @abc.abstractmethod
+    def get_invocation(self, invocation_id: str) -> Invocation:
+        """Return an invocation. Raises NotFound."""
+
+    @abc.abstractmethod
+    def record_feedback(self, feedback: Feedback) -> tuple[Feedback, bool]:
+        """Store feedback unless its invocation has some; return (stored, was it a duplicate)."""
+
+    @abc.abstractmethod
+    def list_feedback(self, agent_id: str, since: float = 0.0) -> list[tuple[Feedback, Invocation]]:
+        """Feedback on the agent's answers after `since`, with the answers, oldest first."""
 
     # Named datasets -------------------------------------------------------------------------
 

@@ -1,0 +1,128 @@
+"""Invocations and feedback: what the agent answered, and how users received it.
+
+InvokeAgent must stay fast, so its answers are written behind: kept in memory and stored in one
+transaction every `FLUSH_SECONDS` (and at shutdown). RecordFeedback looks in memory first, so
+feedback on an answer given a moment ago is accepted before that answer reaches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Sequence
+
+from agent_training_server.domain import Feedback, Invocation
+from agent_training_server.errors import InvalidArgument, NotFound, PermissionDenied
+from agent_training_server.store.base import Store
+
+FLUSH_SECONDS = 0.05
+"""Most time an answer waits in memory before it is stored."""
+
+MAX_PENDING = 10_000
+"""Answers kept in memory before a flush is forced."""
+
+
+def reward_of(feedback: str) -> float:
+    """+1 for "correct", -1 for "incorrect", else the numeric reward in [-1, 1]."""
+    text = feedback.strip().lower()
+    if text == "correct":
+        return 1.0
+    if text == "incorrect":
+        return -1.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -1.0 <= value <= 1.0:  # NaN fails this too
+        raise InvalidArgument(
+            f"feedback {feedback[:40]!r} is not correct, incorrect or a reward in [-1, 1]",
+            hint='Send "correct", "incorrect" or a number such as "0.5".',
+        )
+    return value
+
+
+class FeedbackService:
+    """Records answers (write-behind) and the feedback on them."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: dict[str, Invocation] = {}
+        self._flusher: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    def remember(self, invocations: Sequence[Invocation]) -> None:
+        """Queue answers to store (called on the event loop)."""
+        for invocation in invocations:
+            self._pending[invocation.invocation_id] = invocation
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        if len(self._pending) < MAX_PENDING:
+            await asyncio.sleep(FLUSH_SECONDS)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Store every queued answer now."""
+        async with self._lock:
+            batch = list(self._pending.values())
+            if not batch:
+                return
+            await asyncio.to_thread(self._store.record_invocations, batch)
+            for invocation in batch:
+                self._pending.pop(invocation.invocation_id, None)
+
+    async def stop(self) -> None:
+        """Store what is queued (shutdown)."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
+
+    async def record(
+        self,
+        agent_id: str,
+        invocation_id: str,
+        feedback: str,
+        corrected_output: str = "",
+        comment: str = "",
+    ) -> tuple[Feedback, bool]:
+        """Store feedback on an answer of `agent_id`; return (feedback, was it a duplicate).
+
+        Raises:
+            NotFound: the invocation is unknown.
+            PermissionDenied: it is another agent's answer.
+        """
+        reward = reward_of(feedback)
+        invocation = await self._invocation(invocation_id)
+        if invocation.agent_id != agent_id:
+            raise PermissionDenied(
+                f"invocation {invocation_id!r} is an answer of another agent",
+                code="INVOCATION_OF_ANOTHER_AGENT",
+                hint="Send feedback with the agent_id that gave the answer.",
+            )
+        if invocation_id in self._pending:
+            await self.flush()  # the feedback row refers to the stored answer
+        record = Feedback(
+            feedback_id=f"fb_{secrets.token_hex(8)}",
+            invocation_id=invocation_id,
+            agent_id=agent_id,
+            feedback=feedback.strip().lower(),
+            reward=reward,
+            corrected_output=corrected_output,
+            comment=comment,
+            time=time.time(),
+        )
+        return await asyncio.to_thread(self._store.record_feedback, record)
+
+    async def _invocation(self, invocation_id: str) -> Invocation:
+        pending = self._pending.get(invocation_id)
+        if pending is not None:
+            return pending
+        try:
+            return await asyncio.to_thread(self._store.get_invocation, invocation_id)
+        except NotFound:
+            raise

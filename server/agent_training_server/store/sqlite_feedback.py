@@ -1,0 +1,163 @@
+"""SQLite tables of invocations (answers given) and the feedback on them (part of SqliteStore).
+
+An invocation row is what InvokeAgent answered: the version, the input, the output chosen and
+the probability the behaviour chose it with (its propensity), so feedback on it can teach the
+reinforcement engine later. Feedback is unique per invocation: the first one recorded stands.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from agent_training_server.domain import Feedback, Invocation
+from agent_training_server.errors import NotFound
+
+FEEDBACK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS invocations (
+    invocation_id TEXT PRIMARY KEY,
+    agent_id      TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    version_id    TEXT NOT NULL,
+    input         TEXT NOT NULL,
+    context_json  TEXT NOT NULL,
+    output        TEXT NOT NULL,
+    confidence    REAL NOT NULL,
+    propensity    REAL NOT NULL,
+    explored      INTEGER NOT NULL,
+    is_fallback   INTEGER NOT NULL,
+    time          REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id      TEXT PRIMARY KEY,
+    invocation_id    TEXT NOT NULL UNIQUE REFERENCES invocations(invocation_id) ON DELETE CASCADE,
+    agent_id         TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    feedback         TEXT NOT NULL,
+    reward           REAL NOT NULL,
+    corrected_output TEXT NOT NULL,
+    comment          TEXT NOT NULL,
+    time             REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_by_agent ON feedback (agent_id, time);
+"""
+
+
+class FeedbackTables:
+    """Invocation and feedback methods of SqliteStore; relies on its ``_write`` and ``_lock``."""
+
+    _db: sqlite3.Connection
+
+    def record_invocations(self, invocations: Sequence[Invocation]) -> None:
+        """Store answers given (one transaction for the batch)."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            db.executemany(
+                "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        i.invocation_id,
+                        i.agent_id,
+                        i.version_id,
+                        i.input,
+                        json.dumps(list(i.context)),
+                        i.output,
+                        i.confidence,
+                        i.propensity,
+                        int(i.explored),
+                        int(i.is_fallback),
+                        i.time,
+                    )
+                    for i in invocations
+                ],
+            )
+
+    def get_invocation(self, invocation_id: str) -> Invocation:
+        """Return an invocation. Raises NotFound."""
+        with self._lock:  # type: ignore[attr-defined]
+            row = self._db.execute(
+                "SELECT * FROM invocations WHERE invocation_id = ?", (invocation_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(
+                f"invocation {invocation_id!r} is not known",
+                code="INVOCATION_NOT_FOUND",
+                hint="Pass an invocation_id from an InvokeAgent answer of this agent.",
+            )
+        return Invocation(
+            invocation_id=row["invocation_id"],
+            agent_id=row["agent_id"],
+            version_id=row["version_id"],
+            input=row["input"],
+            context=tuple(json.loads(row["context_json"])),
+            output=row["output"],
+            confidence=row["confidence"],
+            propensity=row["propensity"],
+            explored=bool(row["explored"]),
+            is_fallback=bool(row["is_fallback"]),
+            time=row["time"],
+        )
+
+    def record_feedback(self, feedback: Feedback) -> tuple[Feedback, bool]:
+        """Store feedback unless the invocation has some; return (stored feedback, duplicate)."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            row = db.execute(
+                "SELECT * FROM feedback WHERE invocation_id = ?", (feedback.invocation_id,)
+            ).fetchone()
+            if row is not None:
+                return _feedback_from_row(row), True
+            f = feedback
+            db.execute(
+                "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    f.feedback_id,
+                    f.invocation_id,
+                    f.agent_id,
+                    f.feedback,
+                    f.reward,
+                    f.corrected_output,
+                    f.comment,
+                    f.time,
+                ),
+            )
+            return feedback, False
+
+    def list_feedback(self, agent_id: str, since: float = 0.0) -> list[tuple[Feedback, Invocation]]:
+        """Feedback on the agent's answers after `since`, with the answers, oldest first."""
+        with self._lock:  # type: ignore[attr-defined]
+            rows = self._db.execute(
+                "SELECT f.*, i.version_id, i.input, i.context_json, i.output, i.confidence,"
+                " i.propensity, i.explored, i.is_fallback, i.time AS invocation_time"
+                " FROM feedback f JOIN invocations i USING (invocation_id)"
+                " WHERE f.agent_id = ? AND f.time > ? ORDER BY f.time, f.feedback_id",
+                (agent_id, since),
+            ).fetchall()
+        return [(_feedback_from_row(row), _invocation_from_joined(row)) for row in rows]
+
+
+def _feedback_from_row(row: Any) -> Feedback:
+    return Feedback(
+        feedback_id=row["feedback_id"],
+        invocation_id=row["invocation_id"],
+        agent_id=row["agent_id"],
+        feedback=row["feedback"],
+        reward=row["reward"],
+        corrected_output=row["corrected_output"],
+        comment=row["comment"],
+        time=row["time"],
+    )
+
+
+def _invocation_from_joined(row: Any) -> Invocation:
+    return Invocation(
+        invocation_id=row["invocation_id"],
+        agent_id=row["agent_id"],
+        version_id=row["version_id"],
+        input=row["input"],
+        context=tuple(json.loads(row["context_json"])),
+        output=row["output"],
+        confidence=row["confidence"],
+        propensity=row["propensity"],
+        explored=bool(row["explored"]),
+        is_fallback=bool(row["is_fallback"]),
+        time=row["invocation_time"],
+    )
