@@ -77,15 +77,22 @@ def test_reflection_lists_and_describes_the_service(server: ServerThread) -> Non
         assert "TrainAgent" in {method.name for method in described.service[0].method}
 
 
-def test_rpcs_not_served_yet_answer_unimplemented_with_a_hint(client: AgentTrainingClient) -> None:
+def test_parts_not_served_yet_answer_unimplemented_with_a_hint(
+    client: AgentTrainingClient,
+) -> None:
+    from agent_training.v1 import adaptation_pb2
     from tests.conftest import assert_status, expect_error
 
+    client.create_agent(agent_id="someone")
     error = expect_error(
-        client.adapt_agent_behavior, agent_id="someone", performance_metrics={"success_rate": 0.9}
+        client.adapt_agent_behavior,
+        agent_id="someone",
+        performance_metrics={"success_rate": 0.9},
+        adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_REINFORCEMENT,
     )
     assert_status(error, grpc.StatusCode.UNIMPLEMENTED)
-    assert error.code == "NOT_IMPLEMENTED"
-    assert "AdaptAgentBehavior" in error.message
+    assert error.code == "STRATEGY_NOT_SERVED"
+    assert "threshold" in error.hint
 
 
 def _cli(address: str, *args: str) -> subprocess.CompletedProcess:

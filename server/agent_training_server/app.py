@@ -18,6 +18,7 @@ from agent_training_server.api.error_translation import ErrorTranslationIntercep
 from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.config import ServerConfig
 from agent_training_server.jobs.pool import WorkerPool
+from agent_training_server.services.adaptation import AdaptationService
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.datasets import DatasetService
@@ -92,6 +93,7 @@ async def create_server(
     datasets = DatasetService(store, config.max_dataset_examples)
     synthetic = SyntheticService(inference, config.max_concurrent_generations)
     analysis = AnalysisService(store, agents, inference, config.data_dir)
+    adaptation = AdaptationService(store, agents, inference, analysis)
 
     server = grpc.aio.server(
         interceptors=[
@@ -103,7 +105,7 @@ async def create_server(
     )
     service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
         AgentTrainingServicer(
-            config, agents, jobs, inference, datasets, synthetic, analysis, feedback
+            config, agents, jobs, inference, datasets, synthetic, analysis, feedback, adaptation
         ),
         server,
     )

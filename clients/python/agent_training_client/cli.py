@@ -208,6 +208,35 @@ def _feedback(args: argparse.Namespace) -> None:
         )
 
 
+def _pairs(items: list[str], flag: str) -> dict[str, float]:
+    pairs = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            pairs[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"{flag} {item!r}: expected NAME=NUMBER") from None
+    return pairs
+
+
+def _adapt(args: argparse.Namespace) -> None:
+    from agent_training.v1 import adaptation_pb2
+
+    strategy = adaptation_pb2.AdaptationStrategy.Value(
+        f"ADAPTATION_STRATEGY_{args.strategy.upper()}"
+    )
+    with _client(args) as client:
+        _print_message(
+            client.adapt_agent_behavior(
+                agent_id=args.agent,
+                performance_metrics=_pairs(args.metric, "--metric"),
+                adaptation_strategy=strategy,
+                targets=_pairs(args.goals, "--goal"),
+                dry_run=args.dry_run,
+            )
+        )
+
+
 def _health(args: argparse.Namespace) -> None:
     with _client(args) as client:
         print(client.health(args.service))
@@ -309,6 +338,22 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--corrected", default="", help="the output that would have been right")
     feedback.add_argument("--comment", default="")
     feedback.set_defaults(handler=_feedback)
+
+    adapt = commands.add_parser("adapt", help="adapt an agent's behaviour from production metrics")
+    adapt.add_argument("agent")
+    adapt.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE",
+                       help="e.g. success_rate=0.85 (repeatable)")  # fmt: skip
+    adapt.add_argument(
+        "--strategy",
+        required=True,
+        choices=("threshold", "conservative", "aggressive", "calibration", "rollback",
+                 "reinforcement", "exploration"),
+    )  # fmt: skip
+    # Not --target: that flag names the server.
+    adapt.add_argument("--goal", action="append", default=[], metavar="NAME=VALUE",
+                       dest="goals", help="target, e.g. success_rate=0.9")  # fmt: skip
+    adapt.add_argument("--dry-run", action="store_true", help="show the changes, store nothing")
+    adapt.set_defaults(handler=_adapt)
 
     cli_data.add_commands(commands, _with_client)
     cli_analysis.add_command(commands, _with_client)

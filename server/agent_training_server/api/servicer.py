@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from agent_training.v1 import service_pb2, service_pb2_grpc, training_pb2
+from agent_training.v1 import adaptation_pb2, service_pb2, service_pb2_grpc, training_pb2
 from agent_training_server.api import analysis_requests, convert, validation
 from agent_training_server.api.synthetic_handlers import SyntheticHandlers
 from agent_training_server.api.validation import Checker
@@ -25,6 +26,7 @@ from agent_training_server.errors import (
     NotFound,
     Unimplemented,
 )
+from agent_training_server.services.adaptation import AdaptationService
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.datasets import DatasetService
@@ -36,13 +38,6 @@ from agent_training_server.store.base import IdempotencyKey
 
 Context = grpc.aio.ServicerContext
 SERVED_TRAINING_TYPES = ("supervised", "few_shot", "reinforcement", "transfer")
-
-
-def _not_yet(rpc: str, what: str) -> Unimplemented:
-    return Unimplemented(
-        f"{rpc} is part of the contract but this server does not serve it yet",
-        hint=f"{what} arrives in a later release; check the service's README for what is served.",
-    )
 
 
 class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingServiceServicer):
@@ -58,6 +53,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         synthetic: SyntheticService,
         analysis: AnalysisService,
         feedback: FeedbackService,
+        adaptation: AdaptationService,
     ) -> None:
         self._config = config
         self._agents = agents
@@ -67,6 +63,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self._synthetic = synthetic
         self._analysis = analysis
         self._feedback = feedback
+        self._adaptation = adaptation
 
     # Agents -------------------------------------------------------------------------------
 
@@ -404,7 +401,52 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     async def AdaptAgentBehavior(  # noqa: D102
         self, request: service_pb2.AdaptAgentBehaviorRequest, context: Context
     ) -> service_pb2.AdaptAgentBehaviorResponse:
-        raise _not_yet("AdaptAgentBehavior", "Behaviour adaptation")
+        checker = Checker()
+        checker.resource_id("agent_id", request.agent_id)
+        checker.enum(
+            "adaptation_strategy", request.adaptation_strategy, adaptation_pb2.AdaptationStrategy
+        )
+        if not request.adaptation_strategy:
+            valid = ", ".join(
+                name
+                for name in adaptation_pb2.AdaptationStrategy.DESCRIPTOR.values_by_name
+                if not name.endswith("UNSPECIFIED")
+            )
+            checker.add("adaptation_strategy", f"is required; one of {valid}")
+        for name, value in request.targets.items():
+            if not math.isfinite(value) or not 0 <= value <= 1:
+                checker.add(f"targets[{name!r}]", f"is {value}; targets are rates in [0, 1]")
+        checker.request_id(request.request_id)
+        checker.raise_if_any()
+        strategy = adaptation_pb2.AdaptationStrategy.Name(request.adaptation_strategy)
+        result = await self._adaptation.adapt(
+            request.agent_id,
+            dict(request.performance_metrics),
+            strategy.removeprefix("ADAPTATION_STRATEGY_").lower(),
+            dict(request.targets),
+            request.dry_run,
+        )
+        response = service_pb2.AdaptAgentBehaviorResponse(
+            previous_version_id=result.previous_version_id,
+            changes=[
+                adaptation_pb2.BehaviorChange(
+                    setting=c.setting,
+                    old_value=c.old_value,
+                    new_value=c.new_value,
+                    reason=c.reason,
+                    evidence=c.evidence,
+                )
+                for c in result.changes
+            ],
+            ignored_metrics=result.ignored_metrics,
+            summary=result.summary,
+        )
+        if result.version is not None:
+            agent = await self._agents.get(request.agent_id)
+            response.version.CopyFrom(
+                convert.version_to_proto(result.version, agent.active_version_id)
+            )
+        return response
 
 
 def _token(position: dict, present: str) -> str:

@@ -102,7 +102,7 @@ class AnalysisService:
             FailedPrecondition: more than `max_examples` to evaluate (the caller's limit).
         """
         version = await self._version(agent_id, version_id)
-        examples = list(evaluation) if evaluation else await self._held_out(version)
+        examples = list(evaluation) if evaluation else await self.held_out(version)
         if len(examples) > max_examples:
             raise FailedPrecondition(
                 f"{len(examples)} evaluation examples; this call analyses at most {max_examples}",
@@ -334,7 +334,7 @@ class AnalysisService:
         data = await asyncio.to_thread(self._store.load_dataset, data_sha256)
         return examples_from_bytes(data)
 
-    async def _held_out(self, version: AgentVersion) -> list[Example]:
+    async def held_out(self, version: AgentVersion) -> list[Example]:
         """The validation split the version was measured on (supervised versions)."""
         config = version.manifest.get("config", {})
         if version.training_type != "supervised" or not version.manifest.get("data_sha256"):

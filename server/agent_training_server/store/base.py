@@ -103,6 +103,14 @@ class Store(abc.ABC):
     def list_feedback(self, agent_id: str, since: float = 0.0) -> list[tuple[Feedback, Invocation]]:
         """Feedback on the agent's answers after `since`, with the answers, oldest first."""
 
+    @abc.abstractmethod
+    def record_performance(self, agent_id: str, version_id: str, metrics: dict[str, float]) -> None:
+        """Keep production metrics reported while a version was active."""
+
+    @abc.abstractmethod
+    def performance_history(self, agent_id: str) -> dict[str, dict[str, float]]:
+        """The latest reported metrics of each of the agent's versions."""
+
     # Named datasets -------------------------------------------------------------------------
 
     @abc.abstractmethod

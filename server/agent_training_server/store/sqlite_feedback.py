@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,13 @@ CREATE TABLE IF NOT EXISTS feedback (
     time             REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_by_agent ON feedback (agent_id, time);
+CREATE TABLE IF NOT EXISTS performance_reports (
+    agent_id     TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    version_id   TEXT NOT NULL,
+    metrics_json TEXT NOT NULL,
+    time         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS performance_by_agent ON performance_reports (agent_id, time);
 """
 
 
@@ -120,6 +128,27 @@ class FeedbackTables:
                 ),
             )
             return feedback, False
+
+    def record_performance(self, agent_id: str, version_id: str, metrics: dict[str, float]) -> None:
+        """Keep production metrics reported while `version_id` was active."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            db.execute(
+                "INSERT INTO performance_reports VALUES (?, ?, ?, ?)",
+                (agent_id, version_id, json.dumps(metrics, sort_keys=True), time.time()),
+            )
+
+    def performance_history(self, agent_id: str) -> dict[str, dict[str, float]]:
+        """The latest reported metrics of each of the agent's versions."""
+        with self._lock:  # type: ignore[attr-defined]
+            rows = self._db.execute(
+                "SELECT version_id, metrics_json FROM performance_reports WHERE agent_id = ?"
+                " ORDER BY time",
+                (agent_id,),
+            ).fetchall()
+        history: dict[str, dict[str, float]] = {}
+        for row in rows:
+            history.setdefault(row["version_id"], {}).update(json.loads(row["metrics_json"]))
+        return history
 
     def list_feedback(self, agent_id: str, since: float = 0.0) -> list[tuple[Feedback, Invocation]]:
         """Feedback on the agent's answers after `since`, with the answers, oldest first."""

@@ -24,15 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agent_training/v1/adaptation.proto\x12\x11\x61gent_training.v1\"W\n\x0e\x42\x65haviorChange\x12\x0f\n\x07setting\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t*\xcd\x01\n\x12\x41\x64\x61ptationStrategy\x12#\n\x1f\x41\x44\x41PTATION_STRATEGY_UNSPECIFIED\x10\x00\x12%\n!ADAPTATION_STRATEGY_REINFORCEMENT\x10\x01\x12!\n\x1d\x41\x44\x41PTATION_STRATEGY_THRESHOLD\x10\x02\x12#\n\x1f\x41\x44\x41PTATION_STRATEGY_CALIBRATION\x10\x03\x12#\n\x1f\x41\x44\x41PTATION_STRATEGY_EXPLORATION\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agent_training/v1/adaptation.proto\x12\x11\x61gent_training.v1\"\xcb\x01\n\x0e\x42\x65haviorChange\x12\x0f\n\x07setting\x18\x01 \x01(\t\x12\x11\n\told_value\x18\x02 \x01(\t\x12\x11\n\tnew_value\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x41\n\x08\x65vidence\x18\x05 \x03(\x0b\x32/.agent_training.v1.BehaviorChange.EvidenceEntry\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xb9\x02\n\x12\x41\x64\x61ptationStrategy\x12#\n\x1f\x41\x44\x41PTATION_STRATEGY_UNSPECIFIED\x10\x00\x12%\n!ADAPTATION_STRATEGY_REINFORCEMENT\x10\x01\x12!\n\x1d\x41\x44\x41PTATION_STRATEGY_THRESHOLD\x10\x02\x12#\n\x1f\x41\x44\x41PTATION_STRATEGY_CALIBRATION\x10\x03\x12#\n\x1f\x41\x44\x41PTATION_STRATEGY_EXPLORATION\x10\x04\x12$\n ADAPTATION_STRATEGY_CONSERVATIVE\x10\x05\x12\"\n\x1e\x41\x44\x41PTATION_STRATEGY_AGGRESSIVE\x10\x06\x12 \n\x1c\x41\x44\x41PTATION_STRATEGY_ROLLBACK\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent_training.v1.adaptation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADAPTATIONSTRATEGY']._serialized_start=147
-  _globals['_ADAPTATIONSTRATEGY']._serialized_end=352
-  _globals['_BEHAVIORCHANGE']._serialized_start=57
-  _globals['_BEHAVIORCHANGE']._serialized_end=144
+  _globals['_BEHAVIORCHANGE_EVIDENCEENTRY']._loaded_options = None
+  _globals['_BEHAVIORCHANGE_EVIDENCEENTRY']._serialized_options = b'8\001'
+  _globals['_ADAPTATIONSTRATEGY']._serialized_start=264
+  _globals['_ADAPTATIONSTRATEGY']._serialized_end=577
+  _globals['_BEHAVIORCHANGE']._serialized_start=58
+  _globals['_BEHAVIORCHANGE']._serialized_end=261
+  _globals['_BEHAVIORCHANGE_EVIDENCEENTRY']._serialized_start=214
+  _globals['_BEHAVIORCHANGE_EVIDENCEENTRY']._serialized_end=261
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -33,6 +35,12 @@ class _AdaptationStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ad
     """Refit the confidence calibration (temperature)."""
     ADAPTATION_STRATEGY_EXPLORATION: _AdaptationStrategy.ValueType  # 4
     """Tune the exploration rate from the remaining uncertainty."""
+    ADAPTATION_STRATEGY_CONSERVATIVE: _AdaptationStrategy.ValueType  # 5
+    """The threshold strategy in small, bounded steps (at most 0.05 of threshold per call)."""
+    ADAPTATION_STRATEGY_AGGRESSIVE: _AdaptationStrategy.ValueType  # 6
+    """The threshold strategy in large steps (at most 0.25 of threshold per call)."""
+    ADAPTATION_STRATEGY_ROLLBACK: _AdaptationStrategy.ValueType  # 7
+    """Return to the best earlier version when the reported metrics degraded after a change."""
 
 class AdaptationStrategy(_AdaptationStrategy, metaclass=_AdaptationStrategyEnumTypeWrapper):
     """How AdaptAgentBehavior changes an agent."""
@@ -47,6 +55,12 @@ ADAPTATION_STRATEGY_CALIBRATION: AdaptationStrategy.ValueType  # 3
 """Refit the confidence calibration (temperature)."""
 ADAPTATION_STRATEGY_EXPLORATION: AdaptationStrategy.ValueType  # 4
 """Tune the exploration rate from the remaining uncertainty."""
+ADAPTATION_STRATEGY_CONSERVATIVE: AdaptationStrategy.ValueType  # 5
+"""The threshold strategy in small, bounded steps (at most 0.05 of threshold per call)."""
+ADAPTATION_STRATEGY_AGGRESSIVE: AdaptationStrategy.ValueType  # 6
+"""The threshold strategy in large steps (at most 0.25 of threshold per call)."""
+ADAPTATION_STRATEGY_ROLLBACK: AdaptationStrategy.ValueType  # 7
+"""Return to the best earlier version when the reported metrics degraded after a change."""
 Global___AdaptationStrategy: _TypeAlias = AdaptationStrategy  # noqa: Y015
 
 @_typing.final
@@ -55,10 +69,31 @@ class BehaviorChange(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class EvidenceEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SETTING_FIELD_NUMBER: _builtins.int
     OLD_VALUE_FIELD_NUMBER: _builtins.int
     NEW_VALUE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     setting: _builtins.str
     """The setting, e.g. "confidence_threshold"."""
     old_value: _builtins.str
@@ -67,6 +102,10 @@ class BehaviorChange(_message.Message):
     """Its value after, as text."""
     reason: _builtins.str
     """Why it changed, with the evidence measured."""
+    @_builtins.property
+    def evidence(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """The measurements behind it, by name (e.g. "success_rate_at_new_threshold")."""
+
     def __init__(
         self,
         *,
@@ -74,10 +113,11 @@ class BehaviorChange(_message.Message):
         old_value: _builtins.str = ...,
         new_value: _builtins.str = ...,
         reason: _builtins.str = ...,
+        evidence: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_value", b"new_value", "old_value", b"old_value", "reason", b"reason", "setting", b"setting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "new_value", b"new_value", "old_value", b"old_value", "reason", b"reason", "setting", b"setting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

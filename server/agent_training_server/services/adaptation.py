@@ -1,0 +1,337 @@
+"""AdaptAgentBehavior: change an agent's behaviour from production metrics and feedback, safely.
+
+Every adaptation is a new version (same weights, changed behaviour settings) that can be rolled
+back with ActivateAgentVersion; a dry run computes the same changes and stores nothing. The
+metrics a caller reports are kept per version, which is what `rollback` compares.
+
+Strategies served:
+- threshold: move the confidence threshold to the operating point that meets `targets`
+  (`success_rate`: share of answered queries that are right; or `escalation_rate`: the most
+  answers that may go to the fallback), measured on the feedback recorded for the active version
+  when there is enough of it, else on the version's held-out validation split;
+- conservative / aggressive: the same move, bounded to 0.05 / 0.25 of threshold per call;
+- calibration: refit the temperature on the same data (log-loss), as AnalyzeAndOptimize does;
+- rollback: when the reported success rate (or satisfaction) fell below an earlier version's,
+  return to the best earlier version's weights and behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from agent_training_server.analysis import optimize
+from agent_training_server.domain import AgentVersion
+from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from agent_training_server.services.agents import AgentService, new_id
+from agent_training_server.services.analysis import AnalysisService
+from agent_training_server.services.inference import InferenceService
+from agent_training_server.store.base import Store
+
+RATE_METRICS = ("success_rate", "user_satisfaction", "escalation_rate")
+KNOWN_METRICS = (*RATE_METRICS, "latency_p95_ms")
+STRATEGIES = ("threshold", "conservative", "aggressive", "calibration", "rollback")
+STEP_LIMITS = {"threshold": 1.0, "conservative": 0.05, "aggressive": 0.25}
+MIN_FEEDBACK = 30
+"""Feedback on the active version needed before it, not the validation split, sets the point."""
+DEGRADATION = 0.01
+"""How far a reported rate must fall below an earlier version's before rollback acts."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One setting changed, and why."""
+
+    setting: str
+    old_value: str
+    new_value: str
+    reason: str
+    evidence: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Adaptation:
+    """What AdaptAgentBehavior decided."""
+
+    previous_version_id: str
+    version: AgentVersion | None
+    changes: list[Change]
+    ignored_metrics: list[str]
+    summary: str
+
+
+def check_metrics(metrics: Mapping[str, float]) -> list[str]:
+    """Refuse malformed known metrics; return the unknown names (reported, not used)."""
+    if not metrics:
+        raise InvalidArgument(
+            "performance_metrics is empty",
+            hint=f"Report at least one of {', '.join(KNOWN_METRICS)}.",
+        )
+    for name, value in metrics.items():
+        if name in RATE_METRICS and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise InvalidArgument(
+                f"performance_metrics[{name!r}] is {value}; rates are in [0, 1]",
+                hint="Send rates as fractions, e.g. 0.85 for 85%.",
+            )
+        if name == "latency_p95_ms" and not (math.isfinite(value) and value >= 0):
+            raise InvalidArgument(
+                f"performance_metrics['latency_p95_ms'] is {value}; it must be 0 or more",
+                hint="Send the 95th percentile latency in milliseconds.",
+            )
+    return sorted(name for name in metrics if name not in KNOWN_METRICS)
+
+
+class AdaptationService:
+    """Adapts agents' behaviour, one adaptation per agent at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentService,
+        inference: InferenceService,
+        analysis: AnalysisService,
+    ) -> None:
+        self._store = store
+        self._agents = agents
+        self._inference = inference
+        self._analysis = analysis
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def adapt(
+        self,
+        agent_id: str,
+        metrics: Mapping[str, float],
+        strategy: str,
+        targets: Mapping[str, float],
+        dry_run: bool,
+    ) -> Adaptation:
+        """Decide and (unless `dry_run`) store one adaptation."""
+        ignored = check_metrics(metrics)
+        if strategy not in STRATEGIES:
+            raise Unimplemented(
+                f"adaptation strategy {strategy} is not served by this server release",
+                code="STRATEGY_NOT_SERVED",
+                hint=f"Served strategies: {', '.join(STRATEGIES)}.",
+            )
+        lock = self._locks.setdefault(agent_id, asyncio.Lock())
+        # One adaptation of an agent at a time: a second waits and then sees the first's result,
+        # so two concurrent adaptations cannot both win silently.
+        async with lock:
+            agent = await self._agents.get(agent_id)
+            if not agent.active_version_id:
+                raise FailedPrecondition(
+                    f"agent {agent_id!r} has no trained version to adapt",
+                    code="NO_ACTIVE_VERSION",
+                    hint="Train the agent first.",
+                )
+            active = await self._agents.get_version(agent_id, agent.active_version_id)
+            known = {k: float(v) for k, v in metrics.items() if k in KNOWN_METRICS}
+            if not dry_run:
+                await asyncio.to_thread(
+                    self._store.record_performance, agent_id, active.version_id, known
+                )
+            if strategy == "rollback":
+                made, changes = await self._rollback(active, known)
+            else:
+                made, changes = await self._retune(active, strategy, targets)
+            stored = None
+            if made is not None and not dry_run:
+                stored = await asyncio.to_thread(self._store.add_version, made, True)
+            summary = (
+                f"{len(changes)} change(s) {'proposed (dry run)' if dry_run else 'made'}"
+                if changes
+                else "no change: " + (made.description if made else "nothing to improve")
+            )
+            return Adaptation(active.version_id, stored, changes, ignored, summary)
+
+    async def _retune(
+        self, active: AgentVersion, strategy: str, targets: Mapping[str, float]
+    ) -> tuple[AgentVersion | None, list[Change]]:
+        behavior = active.behavior
+        if strategy == "calibration":
+            return await self._recalibrated(active)
+        confidence, success, source = await self._operating_data(active)
+        point, evidence, why = _operating_point(confidence, success, targets)
+        step = STEP_LIMITS[strategy]
+        old = behavior.confidence_threshold
+        new = old + max(-step, min(step, point - old))
+        new = round(new, 4)
+        evidence = {**evidence, "examples": float(len(confidence))}
+        if abs(new - old) < 1e-9:
+            return None, []
+        change = Change(
+            "confidence_threshold",
+            f"{old:g}",
+            f"{new:g}",
+            f"{why}; measured on {source}"
+            + (f"; step bounded to {step:g} ({strategy})" if new != round(point, 4) else ""),
+            evidence,
+        )
+        made = _adapted(active, dataclasses.replace(behavior, confidence_threshold=new), change)
+        return made, [change]
+
+    async def _recalibrated(self, active: AgentVersion) -> tuple[AgentVersion | None, list[Change]]:
+        """Refit the temperature on the held-out validation split (labels are needed)."""
+        examples = await self._analysis.held_out(active)
+        predictor = await asyncio.to_thread(self._inference.predictor, active)
+        raw = await asyncio.to_thread(predictor.predict_proba, [e.input for e in examples])
+        expected = [e.expected_output for e in examples]
+        old = active.behavior.temperature
+        fit = optimize.fit_temperature(expected, list(active.outputs), raw, old)
+        if fit.ece_after >= fit.ece_before or abs(fit.temperature - old) < 1e-6:
+            return None, []
+        change = Change(
+            "temperature",
+            f"{old:g}",
+            f"{fit.temperature:.4g}",
+            f"expected calibration error {fit.ece_before:.4f} -> {fit.ece_after:.4f} on the"
+            f" held-out validation split ({len(examples)} examples, two-fold cross-fitted)",
+            {
+                "expected_calibration_error_before": fit.ece_before,
+                "expected_calibration_error_after": fit.ece_after,
+                "examples": float(len(examples)),
+            },
+        )
+        behavior = dataclasses.replace(active.behavior, temperature=float(fit.temperature))
+        return _adapted(active, behavior, change), [change]
+
+    async def _operating_data(self, active: AgentVersion) -> tuple[np.ndarray, np.ndarray, str]:
+        """(confidence, success) pairs: recorded feedback, or the held-out validation split."""
+        recorded = await asyncio.to_thread(
+            self._store.list_feedback, active.agent_id, active.create_time
+        )
+        rows = [
+            (invocation.confidence, feedback.reward > 0)
+            for feedback, invocation in recorded
+            if invocation.version_id == active.version_id and not invocation.explored
+        ]
+        if len(rows) >= MIN_FEEDBACK:
+            confidence = np.array([c for c, _ in rows])
+            success = np.array([s for _, s in rows])
+            return confidence, success, f"{len(rows)} answers with recorded feedback"
+        examples = await self._analysis.held_out(active)
+        predictor = await asyncio.to_thread(self._inference.predictor, active)
+        probabilities = await asyncio.to_thread(
+            predictor.predict_proba, [e.input for e in examples]
+        )
+        from agent_training_server.analysis.metrics import tempered
+
+        probabilities = tempered(probabilities, active.behavior.temperature)
+        best = probabilities.argmax(axis=1)
+        confidence = probabilities[np.arange(len(best)), best]
+        success = np.array(
+            [active.outputs[b] == e.expected_output for b, e in zip(best, examples, strict=True)]
+        )
+        return confidence, success, f"the held-out validation split ({len(examples)} examples)"
+
+    async def _rollback(
+        self, active: AgentVersion, reported: Mapping[str, float]
+    ) -> tuple[AgentVersion | None, list[Change]]:
+        metric = "success_rate" if "success_rate" in reported else "user_satisfaction"
+        if metric not in reported:
+            raise InvalidArgument(
+                "rollback compares success_rate or user_satisfaction, and neither was reported",
+                hint="Report performance_metrics.success_rate (or user_satisfaction).",
+            )
+        history = await asyncio.to_thread(self._store.performance_history, active.agent_id)
+        earlier = [
+            (values[metric], version_id)
+            for version_id, values in history.items()
+            if version_id != active.version_id and metric in values
+        ]
+        if not earlier:
+            return None, []
+        best_value, best_id = max(earlier)
+        now = reported[metric]
+        if now >= best_value - DEGRADATION:
+            return None, []
+        best = await self._agents.get_version(active.agent_id, best_id)
+        change = Change(
+            "version",
+            active.version_id,
+            best.version_id,
+            f"{metric} fell to {now:.3f} from {best_value:.3f} on {best.version_id}: its weights"
+            " and behaviour return",
+            {f"{metric}_now": now, f"{metric}_best_earlier": best_value},
+        )
+        made = dataclasses.replace(
+            best,
+            version_id=new_id("ver"),
+            version_number=0,
+            source="adaptation",
+            training_id="",
+            parent_version_id=active.version_id,
+            description=f"rollback to {best.version_id}: {change.reason}",
+            create_time=time.time(),
+        )
+        return made, [change]
+
+
+def _operating_point(
+    confidence: np.ndarray, success: np.ndarray, targets: Mapping[str, float]
+) -> tuple[float, dict[str, float], str]:
+    """The threshold that meets the target, with what it gives on the data."""
+    candidates = np.unique(np.concatenate(([0.0], confidence)))
+
+    def at(threshold: float) -> tuple[float, float]:
+        answered = confidence >= threshold
+        rate = float(success[answered].mean()) if answered.any() else 0.0
+        return rate, float(answered.mean())
+
+    if "success_rate" in targets:
+        goal = float(targets["success_rate"])
+        for threshold in candidates:  # lowest first: the most answers that meet the target
+            rate, coverage = at(threshold)
+            if rate >= goal:
+                return (
+                    float(threshold),
+                    {"success_rate": rate, "coverage": coverage, "target_success_rate": goal},
+                    f"the lowest threshold whose answered success rate {rate:.3f} meets"
+                    f" the target {goal:.3f} (answers {coverage:.1%})",
+                )
+        rates = [at(t)[0] for t in candidates]
+        index = int(np.argmax(rates))
+        rate, coverage = at(candidates[index])
+        return (
+            float(candidates[index]),
+            {"success_rate": rate, "coverage": coverage, "target_success_rate": goal},
+            f"the target {goal:.3f} is out of reach: the best answered success rate is"
+            f" {rate:.3f} (answers {coverage:.1%})",
+        )
+    if "escalation_rate" in targets:
+        budget = float(targets["escalation_rate"])
+        threshold = float(np.quantile(confidence, budget)) if len(confidence) else 0.0
+        rate, coverage = at(threshold)
+        return (
+            threshold,
+            {
+                "success_rate": rate,
+                "escalation_rate": 1 - coverage,
+                "target_escalation_rate": budget,
+            },
+            f"the highest threshold within the escalation budget {budget:.3f}"
+            f" (escalates {1 - coverage:.1%}, answered success rate {rate:.3f})",
+        )
+    raise InvalidArgument(
+        "this strategy needs targets.success_rate or targets.escalation_rate",
+        hint='Pass targets such as {"success_rate": 0.9}.',
+    )
+
+
+def _adapted(active: AgentVersion, behavior: object, change: Change) -> AgentVersion:
+    return dataclasses.replace(
+        active,
+        version_id=new_id("ver"),
+        version_number=0,
+        source="adaptation",
+        training_id="",
+        parent_version_id=active.version_id,
+        behavior=behavior,
+        description=f"{change.setting} {change.old_value} -> {change.new_value}: {change.reason}",
+        create_time=time.time(),
+    )
