@@ -222,3 +222,55 @@ def test_cli_adapts_with_metrics_targets_and_a_dry_run(server, client):
     assert shown.returncode == 0, shown.stderr
     assert '"setting": "confidence_threshold"' in shown.stdout
     assert len(versions(client, "cli-adapted")) == 1
+
+
+def test_reinforcement_learns_from_recorded_feedback_and_is_accepted_on_evidence(client):
+    client.create_agent(
+        agent_id="learner", default_behavior=agents_pb2.BehaviorSettings(exploration_rate=0.3)
+    )
+    events = list(
+        client.train_agent(agent_id="learner", training_data=banking_examples(per_intent=2))
+    )
+    assert events[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
+    start = versions(client, "learner")[0]
+    error = expect_error(
+        client.adapt_agent_behavior,
+        agent_id="learner",
+        performance_metrics={"success_rate": 0.5},
+        adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_REINFORCEMENT,
+    )
+    assert_status(error, grpc.StatusCode.FAILED_PRECONDITION)
+    assert error.code == "NOT_ENOUGH_FEEDBACK"
+    queries = banking_test_examples(60, split="train")
+    for _round in range(2):
+        answers = client.invoke_agent(
+            agent_id="learner", inputs=[e.input for e in queries]
+        ).predictions
+        for answer, example in zip(answers, queries, strict=True):
+            client.record_feedback(
+                agent_id="learner",
+                invocation_id=answer.invocation_id,
+                feedback="correct" if answer.output == example.expected_output else "incorrect",
+            )
+    response = client.adapt_agent_behavior(
+        agent_id="learner",
+        performance_metrics={"success_rate": 0.5},
+        adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_REINFORCEMENT,
+    )
+    assert response.changes, response.summary
+    weights, exploration = response.changes
+    assert weights.evidence["policy_value_new"] > weights.evidence["policy_value_current"]
+    assert weights.evidence["logged_answers"] == 2 * len(queries)
+    assert float(exploration.new_value) < 0.3
+    version = response.version
+    assert version.active and version.parent_version_id == start.version_id
+    assert version.training_type == training_pb2.TRAINING_TYPE_REINFORCEMENT
+    evaluation = banking_test_examples(25)
+
+    def accuracy(version_id: str) -> float:
+        # Top answers, exploration aside: what the policy learned.
+        return client.analyze_and_optimize(
+            agent_id="learner", version_id=version_id, evaluation_data=evaluation
+        ).analysis.accuracy
+
+    assert accuracy(version.version_id) >= accuracy(start.version_id)

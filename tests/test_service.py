@@ -88,7 +88,7 @@ def test_parts_not_served_yet_answer_unimplemented_with_a_hint(
         client.adapt_agent_behavior,
         agent_id="someone",
         performance_metrics={"success_rate": 0.9},
-        adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_REINFORCEMENT,
+        adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_EXPLORATION,
     )
     assert_status(error, grpc.StatusCode.UNIMPLEMENTED)
     assert error.code == "STRATEGY_NOT_SERVED"

@@ -93,7 +93,7 @@ async def create_server(
     datasets = DatasetService(store, config.max_dataset_examples)
     synthetic = SyntheticService(inference, config.max_concurrent_generations)
     analysis = AnalysisService(store, agents, inference, config.data_dir)
-    adaptation = AdaptationService(store, agents, inference, analysis)
+    adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir)
 
     server = grpc.aio.server(
         interceptors=[

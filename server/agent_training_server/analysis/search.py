@@ -32,7 +32,7 @@ class Trial:
     evaluation_accuracy: float
 
 
-class _Quiet:
+class QuietReporter:
     """A reporter that ignores progress and never cancels."""
 
     def progress(self, update: Progress) -> None:
@@ -56,7 +56,9 @@ def candidates(settings: TrainSettings) -> list[tuple[int, float]]:
 def train(training_type: str, examples: Sequence[Example], settings: TrainSettings) -> Artifact:
     """Train once, in this process, in a throw-away folder."""
     with tempfile.TemporaryDirectory() as workdir:
-        return registry.get_engine(training_type).train(examples, settings, _Quiet(), Path(workdir))
+        return registry.get_engine(training_type).train(
+            examples, settings, QuietReporter(), Path(workdir)
+        )
 
 
 def run(

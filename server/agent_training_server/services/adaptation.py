@@ -20,13 +20,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
 from agent_training_server.analysis import optimize
+from agent_training_server.analysis.search import QuietReporter
 from agent_training_server.domain import AgentVersion
+from agent_training_server.engines import registry
+from agent_training_server.engines.base import Artifact, Example
 from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from agent_training_server.services.agents import AgentService, new_id
 from agent_training_server.services.analysis import AnalysisService
@@ -35,7 +40,10 @@ from agent_training_server.store.base import Store
 
 RATE_METRICS = ("success_rate", "user_satisfaction", "escalation_rate")
 KNOWN_METRICS = (*RATE_METRICS, "latency_p95_ms")
-STRATEGIES = ("threshold", "conservative", "aggressive", "calibration", "rollback")
+STRATEGIES = ("threshold", "conservative", "aggressive", "calibration", "rollback", "reinforcement")
+CONFIDENCE_Z = 1.645
+"""One-sided 95%: the new policy's estimate must beat the current one by this many standard
+errors to be accepted."""
 STEP_LIMITS = {"threshold": 1.0, "conservative": 0.05, "aggressive": 0.25}
 MIN_FEEDBACK = 30
 """Feedback on the active version needed before it, not the validation split, sets the point."""
@@ -95,7 +103,9 @@ class AdaptationService:
         agents: AgentService,
         inference: InferenceService,
         analysis: AnalysisService,
+        data_dir: Path,
     ) -> None:
+        self._data_dir = data_dir
         self._store = store
         self._agents = agents
         self._inference = inference
@@ -135,17 +145,20 @@ class AdaptationService:
                 await asyncio.to_thread(
                     self._store.record_performance, agent_id, active.version_id, known
                 )
+            note = ""
             if strategy == "rollback":
                 made, changes = await self._rollback(active, known)
+            elif strategy == "reinforcement":
+                made, changes, note = await self._reinforce(active, dry_run)
             else:
                 made, changes = await self._retune(active, strategy, targets)
             stored = None
-            if made is not None and not dry_run:
+            if made is not None and not dry_run and changes:
                 stored = await asyncio.to_thread(self._store.add_version, made, True)
             summary = (
                 f"{len(changes)} change(s) {'proposed (dry run)' if dry_run else 'made'}"
                 if changes
-                else "no change: " + (made.description if made else "nothing to improve")
+                else "no change: " + (note or "nothing to improve")
             )
             return Adaptation(active.version_id, stored, changes, ignored, summary)
 
@@ -228,6 +241,93 @@ class AdaptationService:
             [active.outputs[b] == e.expected_output for b, e in zip(best, examples, strict=True)]
         )
         return confidence, success, f"the held-out validation split ({len(examples)} examples)"
+
+    async def _reinforce(
+        self, active: AgentVersion, dry_run: bool
+    ) -> tuple[AgentVersion | None, list[Change], str]:
+        """Off-policy update from the feedback since the active version, if it provably helps."""
+        recorded = await asyncio.to_thread(
+            self._store.list_feedback, active.agent_id, active.create_time
+        )
+        logs = [
+            Example(
+                invocation.input,
+                invocation.output,
+                feedback.feedback,
+                invocation.context,
+                invocation.propensity,
+            )
+            for feedback, invocation in recorded
+        ]
+        if len(logs) < MIN_FEEDBACK:
+            raise FailedPrecondition(
+                f"{len(logs)} answers have feedback since the active version; reinforcement"
+                f" needs {MIN_FEEDBACK}",
+                code="NOT_ENOUGH_FEEDBACK",
+                hint="Record feedback on more InvokeAgent answers with RecordFeedback first.",
+            )
+        rewards = np.array([feedback.reward for feedback, _ in recorded])
+        folder = self._data_dir / active.artifact_dir
+        artifact = await asyncio.to_thread(_train_policy, folder, logs)
+        value = float(artifact.metrics["policy_value"])
+        current = float(rewards.mean())
+        held_out = max(1, int(artifact.metrics.get("validation_examples", 0) or len(logs)))
+        stderr = float(np.sqrt(max(rewards.var(), 1e-6) / held_out))
+        margin = value - CONFIDENCE_Z * stderr - current
+        evidence = {
+            "policy_value_new": value,
+            "policy_value_current": current,
+            "standard_error": stderr,
+            "logged_answers": float(len(logs)),
+        }
+        if margin <= 0:
+            return (
+                None,
+                [],
+                f"the update was not accepted: estimated reward {value:.3f} against"
+                f" {current:.3f} now, not beyond {CONFIDENCE_Z} standard errors ({stderr:.3f})",
+            )
+        exploration = float(min(0.2, max(0.02, 1.0 / np.sqrt(len(logs)))))
+        changes = [
+            Change(
+                "weights",
+                active.version_id,
+                "retrained",
+                f"off-policy update from {len(logs)} answers with feedback: estimated reward"
+                f" {value:.3f} against {current:.3f} now, beyond {CONFIDENCE_Z} standard errors"
+                f" ({stderr:.3f})",
+                evidence,
+            ),
+            Change(
+                "exploration_rate",
+                f"{active.behavior.exploration_rate:g}",
+                f"{exploration:.3g}",
+                f"remaining uncertainty: 1/sqrt({len(logs)} logged answers), within [0.02, 0.2]",
+                {"logged_answers": float(len(logs))},
+            ),
+        ]
+        if dry_run:
+            return None, changes, ""
+        version_id = new_id("ver")
+        relative = Path("artifacts") / active.agent_id / version_id
+        await asyncio.to_thread(registry.save_artifact, artifact, self._data_dir / relative)
+        made = dataclasses.replace(
+            active,
+            version_id=version_id,
+            version_number=0,
+            source="adaptation",
+            training_type="reinforcement",
+            training_id="",
+            parent_version_id=active.version_id,
+            outputs=tuple(artifact.outputs),
+            metrics=artifact.metrics,
+            behavior=dataclasses.replace(active.behavior, exploration_rate=exploration),
+            artifact_dir=str(relative),
+            size_bytes=sum(p.stat().st_size for p in (self._data_dir / relative).iterdir()),
+            description=changes[0].reason,
+            create_time=time.time(),
+        )
+        return made, changes, ""
 
     async def _rollback(
         self, active: AgentVersion, reported: Mapping[str, float]
@@ -335,3 +435,19 @@ def _adapted(active: AgentVersion, behavior: object, change: Change) -> AgentVer
         description=f"{change.setting} {change.old_value} -> {change.new_value}: {change.reason}",
         create_time=time.time(),
     )
+
+
+def _train_policy(folder: Path, logs: list[Example]) -> Artifact:
+    """The reinforcement engine, in this thread, starting from the active version's weights."""
+    from agent_training_server.engines.defaults import defaults_for
+
+    spec, tensors, _outputs = registry.load_artifact_files(folder)
+    engine = registry.get_engine("reinforcement")
+    with tempfile.TemporaryDirectory() as workdir:
+        return engine.train(
+            logs,
+            defaults_for("reinforcement"),
+            QuietReporter(),
+            Path(workdir),
+            start_from=(spec, tensors),
+        )
