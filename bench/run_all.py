@@ -17,6 +17,7 @@ BENCHMARKS = [
     "synthetic_usefulness.py",
     "synthetic_throughput.py",
     "analysis.py",
+    "closed_loop.py",
 ]
 
 
@@ -98,6 +99,17 @@ def summary() -> list[tuple[str, str, str]]:
                 f"ECE {result['ece_before']:.4f} -> {result['ece_after_applied']:.4f}"
                 f" (temperature {result['temperature']:.3g})",
                 f"accuracy unchanged: {result['accuracy']:.2%} -> {result['accuracy_after']:.2%}",
+            )
+        )
+    if result := _load("closed_loop"):
+        rounds = result["rounds"]
+        threshold = result["threshold"]
+        rows.append(
+            (
+                "closed loop, reinforcement adaptation",
+                " -> ".join(f"{r['accuracy']:.2%}" for r in rounds),
+                f"threshold alone: {threshold['answered_success_rate']:.2%} right when answered"
+                f" (target {threshold['target']:.0%})",
             )
         )
     return rows

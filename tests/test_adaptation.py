@@ -274,3 +274,34 @@ def test_reinforcement_learns_from_recorded_feedback_and_is_accepted_on_evidence
         ).analysis.accuracy
 
     assert accuracy(version.version_id) >= accuracy(start.version_id)
+
+
+def test_aggressive_moves_further_than_conservative_but_bounded(client):
+    trained(client, "bold")
+    response = client.adapt_agent_behavior(
+        agent_id="bold",
+        performance_metrics={"escalation_rate": 0.0},
+        adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_AGGRESSIVE,
+        targets={"escalation_rate": 0.9},
+    )
+    (change,) = response.changes
+    assert 0.05 < float(change.new_value) <= 0.25
+
+
+def test_concurrent_adaptations_apply_one_after_the_other(client):
+    import concurrent.futures
+
+    start = trained(client, "contended").active_version_id
+    request = dict(
+        agent_id="contended",
+        performance_metrics={"success_rate": 0.9},
+        adaptation_strategy=CONSERVATIVE,
+        targets={"escalation_rate": 0.5},
+    )
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: client.adapt_agent_behavior(**request), range(2))
+    results = sorted([first, second], key=lambda r: r.version.version_number)
+    # The second started from the first's version: neither overwrote the other silently.
+    assert results[0].previous_version_id == start
+    assert results[1].previous_version_id == results[0].version.version_id
+    assert float(results[1].changes[0].new_value) == pytest.approx(0.1)
