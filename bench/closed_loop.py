@@ -89,6 +89,7 @@ def main() -> None:
             with AgentTrainingClient(address, timeout=600) as client:
                 start(client, "looped")
                 rounds.append({"round": 0, "accuracy": accuracy(client, "looped")[0]})
+                looped_answered = 0.0
                 for number in range(1, args.rounds + 1):
                     chunk = stream[(number - 1) * args.per_round : number * args.per_round]
                     rewarded = answer_round(client, "looped", chunk)
@@ -106,6 +107,7 @@ def main() -> None:
                             "summary": adapted.summary,
                         }
                     )
+                _, looped_answered, _ = accuracy(client, "looped")
                 start(client, "thresholded")
                 rewarded = answer_round(client, "thresholded", stream[: args.per_round])
                 client.adapt_agent_behavior(
@@ -120,6 +122,7 @@ def main() -> None:
             process.wait(30)
     results = {
         "rounds": rounds,
+        "loop_answered_success_rate": looped_answered,
         "threshold": {
             "target": args.target,
             "answered_success_rate": answered_success,
@@ -133,6 +136,7 @@ def main() -> None:
         print(
             f"{row['round']:>5} {row['accuracy']:>14.2%} {rewarded:>17}  {row.get('summary', '')}"
         )
+    print(f"after the loop: answered test queries {looped_answered:.2%} right (all answered)")
     print(
         f"threshold strategy alone, target {args.target:.0%}: answered test queries"
         f" {answered_success:.2%} right, {coverage:.1%} answered"
