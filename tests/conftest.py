@@ -71,7 +71,12 @@ class ServerThread:
 
 def make_config(tmp_path: Path, **overrides) -> ServerConfig:
     """A configuration for tests: loopback, port 0, data under tmp_path, one worker."""
-    values = {"address": "127.0.0.1:0", "data_dir": tmp_path / "data", "workers": 1}
+    values = {
+        "address": "127.0.0.1:0",
+        "data_dir": tmp_path / "data",
+        "workers": 1,
+        "metrics_address": "127.0.0.1:0",
+    }
     values.update(overrides)
     return ServerConfig(**values)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +19,7 @@ from agent_training_server.api.error_translation import ErrorTranslationIntercep
 from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.config import ServerConfig
 from agent_training_server.jobs.pool import WorkerPool
+from agent_training_server.metrics import GrpcMetricsInterceptor, Metrics
 from agent_training_server.services.adaptation import AdaptationService
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
@@ -47,6 +49,10 @@ class RunningServer:
     jobs: JobManager
     tracer_provider: TracerProvider
     feedback: FeedbackService
+    metrics: Metrics
+    metrics_server: Any = None
+    metrics_port: int = 0
+    """Port of /metrics (0 when metrics are off)."""
 
     @property
     def address(self) -> str:
@@ -60,6 +66,9 @@ class RunningServer:
         await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
         await self.jobs.stop()
         await self.feedback.stop()  # answers still in memory reach the database
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         self.store.close()
         self.tracer_provider.shutdown()
 
@@ -84,22 +93,29 @@ async def create_server(
     tracer_provider = tracer_provider or create_tracer_provider()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(config.database_path)
+    metrics = Metrics()
     agents = AgentService(store, config.data_dir)
-    jobs = JobManager(store, config, WorkerPool(config.workers, _torch_threads(config)))
+    jobs = JobManager(
+        store, config, WorkerPool(config.workers, _torch_threads(config)), metrics=metrics
+    )
     await jobs.start()
-    feedback = FeedbackService(store)
-    inference = InferenceService(store, config.data_dir, on_answers=feedback.remember)
+    feedback = FeedbackService(store, metrics)
+    inference = InferenceService(
+        store, config.data_dir, on_answers=feedback.remember, metrics=metrics
+    )
     store.discard_unfinished_datasets()
     datasets = DatasetService(store, config.max_dataset_examples)
-    synthetic = SyntheticService(inference, config.max_concurrent_generations)
+    synthetic = SyntheticService(inference, config.max_concurrent_generations, metrics)
     analysis = AnalysisService(store, agents, inference, config.data_dir)
-    adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir)
+    adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir, metrics)
 
     server = grpc.aio.server(
         interceptors=[
             # Order matters: tracing outermost, so errors see the server span's trace id.
             aio_server_interceptor(tracer_provider=tracer_provider),
-            ErrorTranslationInterceptor(f"/{SERVICE_NAME}/"),
+            # Outside error translation, so the codes it sets are the codes counted.
+            GrpcMetricsInterceptor(metrics),
+            ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
         ],
         options=_channel_options(config),
     )
@@ -125,9 +141,24 @@ async def create_server(
         store.close()
         raise OSError(f"cannot listen on {config.address}")
     await server.start()
+    metrics_server, metrics_port = None, 0
+    if config.metrics_address:
+        metrics_server, metrics_port = metrics.serve(config.metrics_address)
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, config, health, store, jobs, tracer_provider, feedback)
+    return RunningServer(
+        server,
+        port,
+        config,
+        health,
+        store,
+        jobs,
+        tracer_provider,
+        feedback,
+        metrics,
+        metrics_server,
+        metrics_port,
+    )
 
 
 def _torch_threads(config: ServerConfig) -> int:

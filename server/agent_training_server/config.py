@@ -58,6 +58,9 @@ class ServerConfig:
     torch_threads: int = _setting(0, "threads per training worker; 0 means cores / workers")
     shutdown_grace_seconds: float = _setting(10.0, "time given to running calls on shutdown")
     log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING or ERROR")
+    metrics_address: str = _setting(
+        "127.0.0.1:9464", "host:port of the Prometheus /metrics endpoint; empty turns it off"
+    )
 
     @property
     def database_path(self) -> Path:

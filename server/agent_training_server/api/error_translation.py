@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from grpc_status import rpc_status
 
 from agent_training.v1 import errors_pb2
 from agent_training_server import errors
+from agent_training_server.metrics import Metrics
 from agent_training_server.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -94,9 +96,15 @@ def to_status(error: errors.ServiceError, trace_id: str) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+_metrics: Metrics | None = None
+"""Where unexpected store failures are counted (set by the interceptor)."""
+
+
 def _as_service_error(exception: BaseException) -> errors.ServiceError:
     if isinstance(exception, errors.ServiceError):
         return exception
+    if _metrics is not None and isinstance(exception, sqlite3.Error):
+        _metrics.store_errors.inc()
     log.exception("unexpected error while handling a call", exc_info=exception)
     return errors.Internal("the service failed to handle the call")
 
@@ -143,8 +151,10 @@ class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
     trace id goes into the error.
     """
 
-    def __init__(self, service_prefix: str) -> None:
+    def __init__(self, service_prefix: str, metrics: Metrics | None = None) -> None:
         self._prefix = service_prefix
+        global _metrics
+        _metrics = metrics
 
     async def intercept_service(
         self,

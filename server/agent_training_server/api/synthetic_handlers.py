@@ -51,7 +51,9 @@ class SyntheticHandlers:
         to_message = self._chunk_builder(plan, request.count)
         sent = 0
         try:
-            async for message in self._synthetic.run(generation, chunk_size, to_message):
+            async for message in self._synthetic.run(
+                generation, chunk_size, to_message, plan.data_type
+            ):
                 sent = message.generated_count
                 if writer is not None:
                     await _save_chunk(writer, message.examples)
@@ -75,7 +77,9 @@ class SyntheticHandlers:
         response = service_pb2.GenerateSyntheticExamplesResponse()
         to_message = self._chunk_builder(plan, request.count)
         try:
-            async for message in self._synthetic.run(generation, request.count, to_message):
+            async for message in self._synthetic.run(
+                generation, request.count, to_message, plan.data_type
+            ):
                 response.examples.extend(message.examples)
             if writer is not None:
                 await _save_chunk(writer, response.examples)

@@ -33,6 +33,7 @@ from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry
 from agent_training_server.engines.base import Artifact, Example
 from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import AgentService, new_id
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.inference import InferenceService
@@ -104,8 +105,10 @@ class AdaptationService:
         inference: InferenceService,
         analysis: AnalysisService,
         data_dir: Path,
+        metrics: Metrics | None = None,
     ) -> None:
         self._data_dir = data_dir
+        self._metrics = metrics
         self._store = store
         self._agents = agents
         self._inference = inference
@@ -155,6 +158,8 @@ class AdaptationService:
             stored = None
             if made is not None and not dry_run and changes:
                 stored = await asyncio.to_thread(self._store.add_version, made, True)
+                if self._metrics is not None:
+                    self._metrics.adaptations.labels(strategy).inc()
             summary = (
                 f"{len(changes)} change(s) {'proposed (dry run)' if dry_run else 'made'}"
                 if changes

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from agent_training_server.domain import Feedback, Invocation
 from agent_training_server.errors import InvalidArgument, NotFound, PermissionDenied
+from agent_training_server.metrics import Metrics
 from agent_training_server.store.base import Store
 
 FLUSH_SECONDS = 0.05
@@ -46,8 +47,9 @@ def reward_of(feedback: str) -> float:
 class FeedbackService:
     """Records answers (write-behind) and the feedback on them."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, metrics: Metrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics
         self._pending: dict[str, Invocation] = {}
         self._flusher: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -116,7 +118,11 @@ class FeedbackService:
             comment=comment,
             time=time.time(),
         )
-        return await asyncio.to_thread(self._store.record_feedback, record)
+        stored, duplicate = await asyncio.to_thread(self._store.record_feedback, record)
+        if self._metrics is not None and not duplicate:
+            kind = record.feedback if record.feedback in ("correct", "incorrect") else "reward"
+            self._metrics.feedback.labels(kind).inc()
+        return stored, duplicate
 
     async def _invocation(self, invocation_id: str) -> Invocation:
         pending = self._pending.get(invocation_id)

@@ -17,6 +17,7 @@ import numpy as np
 
 from agent_training_server.domain import AgentVersion, BehaviorSettings, Invocation
 from agent_training_server.errors import FailedPrecondition
+from agent_training_server.metrics import Metrics
 from agent_training_server.store.base import Store
 
 CACHE_SIZE = 16
@@ -86,7 +87,9 @@ class InferenceService:
         store: Store,
         data_dir: Path,
         on_answers: Callable[[list[Invocation]], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._data_dir = data_dir
         self._on_answers = on_answers
@@ -111,7 +114,9 @@ class InferenceService:
     ) -> tuple[AgentVersion, list[Answer]]:
         """Answer each input in order."""
         version = await self._active_version(agent_id, version_id)
+        started = time.perf_counter()
         probabilities = await asyncio.to_thread(self._score, version, list(inputs))
+        scored = time.perf_counter() - started
         answers = []
         for text, row in zip(inputs, probabilities, strict=True):
             output, confidence, fallback, alternatives, propensity, explored = apply_behavior(
@@ -129,6 +134,12 @@ class InferenceService:
                     explored=explored,
                 )
             )
+        if self._metrics is not None:
+            self._metrics.invocations.labels(agent_id).inc(len(answers))
+            self._metrics.invocation_seconds.labels(agent_id).observe(scored)
+            fallbacks = sum(answer.is_fallback for answer in answers)
+            if fallbacks:
+                self._metrics.fallbacks.labels(agent_id).inc(fallbacks)
         if self._on_answers is not None:
             now = time.time()
             self._on_answers(

@@ -29,6 +29,7 @@ from agent_training_server.errors import FailedPrecondition, ResourceExhausted
 from agent_training_server.jobs.pool import Message, WorkerPool
 from agent_training_server.jobs.progress import percent_and_eta
 from agent_training_server.jobs.worker import JobTask
+from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import new_id, request_digest
 from agent_training_server.store.base import IdempotencyKey, Store
 
@@ -70,9 +71,19 @@ class _ActiveJob:
 class JobManager:
     """Owns the queue, the workers and the event logs of training jobs."""
 
-    def __init__(self, store: Store, config: ServerConfig, pool: WorkerPool) -> None:
+    def __init__(
+        self, store: Store, config: ServerConfig, pool: WorkerPool, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._config = config
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.jobs_running.set_function(
+                lambda: sum(1 for a in self._active.values() if a.job.status == JobStatus.RUNNING)
+            )
+            metrics.jobs_queued.set_function(
+                lambda: sum(1 for a in self._active.values() if a.job.status == JobStatus.QUEUED)
+            )
         self._pool = pool
         self._active: dict[str, _ActiveJob] = {}
         self._waiting: collections.deque[str] = collections.deque()
@@ -260,6 +271,8 @@ class JobManager:
                 timeline=_timeline(active.job, JobStatus.RUNNING, "worker started"),
             )
         elif kind == "progress":
+            if self._metrics is not None:
+                self._metrics.job_progress(training_id, payload)
             await self._record_progress(active, payload)
         elif kind == "succeeded":
             await self._succeed(active, payload)
@@ -373,6 +386,15 @@ class JobManager:
         if active.job.status in JobStatus.ENDED:
             return
         metrics = metrics if metrics is not None else active.job.metrics
+        if self._metrics is not None:
+            started = active.job.start_time or active.job.create_time
+            self._metrics.job_ended(
+                active.job.training_id,
+                active.job.training_type,
+                status,
+                max(0.0, time.time() - started),
+                int(metrics.get("epochs_run", 0) or 0),
+            )
         payload: dict[str, Any] = {"status": f"TRAINING_STATUS_{status}", "metrics": metrics}
         if version is not None:
             payload["version_id"] = version.version_id

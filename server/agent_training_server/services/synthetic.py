@@ -18,6 +18,7 @@ from agent_training_server.errors import (
     InvalidArgument,
     ResourceExhausted,
 )
+from agent_training_server.metrics import Metrics
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.synthetic import plan as plans
 from agent_training_server.synthetic.grammar import GrammarError
@@ -34,8 +35,11 @@ _DONE = object()
 class SyntheticService:
     """Prepares and runs generations, at most `max_concurrent` at a time."""
 
-    def __init__(self, inference: InferenceService, max_concurrent: int) -> None:
+    def __init__(
+        self, inference: InferenceService, max_concurrent: int, metrics: Metrics | None = None
+    ) -> None:
         self._inference = inference
+        self._metrics = metrics
         self._max_concurrent = max_concurrent
         self._running = 0
 
@@ -74,6 +78,7 @@ class SyntheticService:
         generation: Generation,
         chunk_size: int,
         to_message: Callable[[list[Sample]], T],
+        data_type: str = "",
     ) -> AsyncIterator[T]:
         """Run `generation` in a thread and yield `to_message(chunk)` for each chunk.
 
@@ -91,7 +96,7 @@ class SyntheticService:
             )
         self._running += 1
         try:
-            async for message in self._run(generation, chunk_size, to_message):
+            async for message in self._run(generation, chunk_size, to_message, data_type):
                 yield message
         finally:
             self._running -= 1
@@ -101,6 +106,7 @@ class SyntheticService:
         generation: Generation,
         chunk_size: int,
         to_message: Callable[[list[Sample]], T],
+        data_type: str,
     ) -> AsyncIterator[T]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
@@ -111,6 +117,8 @@ class SyntheticService:
                 for chunk in generation.chunks(chunk_size):
                     if stop.is_set():
                         return
+                    if self._metrics is not None and chunk:
+                        self._metrics.synthetic.labels(data_type).inc(len(chunk))
                     message = to_message(chunk)
                     asyncio.run_coroutine_threadsafe(queue.put(message), loop).result()
                 item: Any = _DONE

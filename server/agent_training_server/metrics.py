@@ -1,0 +1,258 @@
+"""Prometheus metrics: the grpc-ecosystem server metrics and the service's own.
+
+Every server has its own registry (so several can run in one process, as the tests do) served on
+an HTTP port of its own. Training runs in worker processes, but its numbers are recorded here, in
+the server process, from the progress events the workers send, so they are right without the
+client's multiprocess mode. Per-job gauges are removed when the job ends: labels do not grow
+without bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_GRPC_TYPES = {
+    (False, False): "UNARY",
+    (False, True): "SERVER_STREAM",
+    (True, False): "CLIENT_STREAM",
+    (True, True): "BIDI_STREAM",
+}
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    """The service's metrics, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        labels = ("grpc_type", "grpc_service", "grpc_method")
+        self.grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server.", labels, registry=r
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, regardless of success or failure.",
+            (*labels, "grpc_code"),
+            registry=r,
+        )
+        self.grpc_received = Counter(
+            "grpc_server_msg_received", "RPC stream messages received on the server.", labels,
+            registry=r,
+        )  # fmt: skip
+        self.grpc_sent = Counter(
+            "grpc_server_msg_sent", "gRPC stream messages sent by the server.", labels, registry=r
+        )
+        self.grpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Response latency of gRPC calls handled by the server, in seconds.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        p = "agent_training_"
+        self.jobs = Counter(
+            p + "jobs", "Training jobs that ended, by type and status.",
+            ("training_type", "status"), registry=r,
+        )  # fmt: skip
+        self.jobs_running = Gauge(p + "jobs_running", "Training jobs running.", registry=r)
+        self.jobs_queued = Gauge(p + "jobs_queued", "Training jobs waiting.", registry=r)
+        self.job_seconds = Histogram(
+            p + "job_duration_seconds", "Wall time of ended jobs.", ("training_type",),
+            buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=r,
+        )  # fmt: skip
+        self.epochs = Counter(
+            p + "epochs", "Training epochs completed.", ("training_type",), registry=r
+        )
+        self.job_examples_per_second = Gauge(
+            p + "job_examples_per_second", "Examples per second of a running job.",
+            ("training_id",), registry=r,
+        )  # fmt: skip
+        self.job_loss = Gauge(
+            p + "job_loss", "Current loss of a running job.", ("training_id",), registry=r
+        )
+        self.job_accuracy = Gauge(
+            p + "job_accuracy", "Current training accuracy of a running job.", ("training_id",),
+            registry=r,
+        )  # fmt: skip
+        self.synthetic = Counter(
+            p + "synthetic_examples", "Synthetic examples generated, by data type.",
+            ("data_type",), registry=r,
+        )  # fmt: skip
+        self.invocations = Counter(
+            p + "invocations", "Inputs answered by InvokeAgent, by agent.", ("agent_id",),
+            registry=r,
+        )  # fmt: skip
+        self.invocation_seconds = Histogram(
+            p + "invocation_seconds", "InvokeAgent scoring time per call, by agent.",
+            ("agent_id",), buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            p + "fallbacks", "Answers that were the fallback output, by agent.", ("agent_id",),
+            registry=r,
+        )  # fmt: skip
+        self.feedback = Counter(
+            p + "feedback", "Feedback recorded, by kind.", ("kind",), registry=r
+        )
+        self.adaptations = Counter(
+            p + "adaptations", "AdaptAgentBehavior calls that changed something, by strategy.",
+            ("strategy",), registry=r,
+        )  # fmt: skip
+        self.store_errors = Counter(
+            p + "store_errors", "Store operations that failed unexpectedly.", registry=r
+        )
+
+    def serve(self, address: str) -> tuple[Any, int]:
+        """Serve /metrics on `address` (host:port; port 0 picks one); return (server, port)."""
+        host, _, port = address.rpartition(":")
+        server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
+        return server, server.server_port
+
+    # Training jobs ---------------------------------------------------------------------------
+
+    def job_progress(self, training_id: str, update: dict[str, Any]) -> None:
+        """A running job's latest numbers."""
+        if update.get("examples_per_second") is not None:
+            self.job_examples_per_second.labels(training_id).set(update["examples_per_second"])
+        if update.get("loss") is not None:
+            self.job_loss.labels(training_id).set(update["loss"])
+        if update.get("train_accuracy") is not None:
+            self.job_accuracy.labels(training_id).set(update["train_accuracy"])
+
+    def job_ended(
+        self, training_id: str, training_type: str, status: str, seconds: float, epochs: int
+    ) -> None:
+        """Count an ended job and drop its per-job gauges."""
+        self.jobs.labels(training_type, status).inc()
+        self.job_seconds.labels(training_type).observe(seconds)
+        if epochs:
+            self.epochs.labels(training_type).inc(epochs)
+        for gauge in (self.job_examples_per_second, self.job_loss, self.job_accuracy):
+            with contextlib.suppress(KeyError):  # the job never reported that number
+                gauge.remove(training_id)
+
+
+class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """grpc_server_* metrics for every RPC, with the grpc-ecosystem names and labels."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap the handler so its start, messages, outcome and duration are counted."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        kind = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
+        labels = (kind, service, method)
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary, labels))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=self._stream(handler.unary_stream, labels))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._upload(handler.stream_unary, labels))
+        return handler
+
+    def _done(self, labels: tuple[str, str, str], context: Any, started: float, error: Any) -> None:
+        m = self._metrics
+        code = _code_of(context, error)
+        m.grpc_handled.labels(*labels, code).inc()
+        m.grpc_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+    def _unary(self, behavior: Callable, labels: tuple[str, str, str]) -> Callable:
+        m = self._metrics
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            m.grpc_started.labels(*labels).inc()
+            m.grpc_received.labels(*labels).inc()
+            started, error = time.perf_counter(), None
+            try:
+                response = await behavior(request, context)
+                m.grpc_sent.labels(*labels).inc()
+                return response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                self._done(labels, context, started, error)
+
+        return handle
+
+    def _stream(self, behavior: Callable, labels: tuple[str, str, str]) -> Callable:
+        m = self._metrics
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            m.grpc_started.labels(*labels).inc()
+            m.grpc_received.labels(*labels).inc()
+            started, error = time.perf_counter(), None
+            sent = m.grpc_sent.labels(*labels)
+            try:
+                async for response in behavior(request, context):
+                    sent.inc()
+                    yield response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                self._done(labels, context, started, error)
+
+        return handle
+
+    def _upload(self, behavior: Callable, labels: tuple[str, str, str]) -> Callable:
+        m = self._metrics
+
+        async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            m.grpc_started.labels(*labels).inc()
+            received = m.grpc_received.labels(*labels)
+
+            async def counted() -> AsyncIterator[Any]:
+                async for request in requests:
+                    received.inc()
+                    yield request
+
+            started, error = time.perf_counter(), None
+            try:
+                response = await behavior(counted(), context)
+                m.grpc_sent.labels(*labels).inc()
+                return response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                self._done(labels, context, started, error)
+
+        return handle
+
+
+def _code_of(context: Any, error: BaseException | None) -> str:
+    """The status code the call ended with, as the grpc-ecosystem label spells it."""
+    code = None
+    try:
+        code = context.code()
+    except Exception:
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int) and code:
+        return _code_name(code)
+    if error is None:
+        return "OK"
+    return "CANCELLED" if error.__class__.__name__ == "CancelledError" else "UNKNOWN"
+
+
+def _code_name(value: int) -> str:
+    for status in grpc.StatusCode:
+        if status.value[0] == value:
+            return status.name
+    return "UNKNOWN"
