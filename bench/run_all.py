@@ -18,6 +18,7 @@ BENCHMARKS = [
     "synthetic_throughput.py",
     "analysis.py",
     "closed_loop.py",
+    "invoke_throughput.py",
 ]
 
 
@@ -110,6 +111,15 @@ def summary() -> list[tuple[str, str, str]]:
                 " -> ".join(f"{r['accuracy']:.2%}" for r in rounds),
                 f"threshold alone: {threshold['answered_success_rate']:.2%} right when answered"
                 f" (target {threshold['target']:.0%})",
+            )
+        )
+    if result := _load("invoke_throughput"):
+        calls = result["calls_per_second"]
+        rows.append(
+            (
+                "InvokeAgent, metrics and tracing on",
+                f"{calls['observed']:,.0f} calls/s ({result['observed_vs_quiet']:.1%} of off)",
+                f"off {calls['quiet']:,.0f}/s; health check {calls['health']:,.0f}/s",
             )
         )
     return rows

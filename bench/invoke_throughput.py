@@ -1,0 +1,151 @@
+"""InvokeAgent throughput with metrics and tracing on, off, and a bare health check, in one run.
+
+An agent is trained once (supervised, 5 Banking77 intents); then the server is started on the
+same data twice:
+- observed: Prometheus metrics on, every request traced (OTEL_TRACES_SAMPLER=always_on);
+- quiet: metrics off (--metrics-address ""), no request traced (OTEL_TRACES_SAMPLER=always_off).
+Against each, an asyncio client keeps 32 InvokeAgent calls (one input each) in flight for
+`--seconds`; and against the quiet server, the same for grpc.health.v1 Check, the ceiling of any
+unary RPC here. Rounds alternate, three each; medians are reported.
+Writes bench/results/invoke_throughput.json.
+Usage: python bench/invoke_throughput.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from banking77 import DEFAULT_DATA, REPO, read_split
+
+IN_FLIGHT = 32
+ROUNDS = 3
+
+
+def serve(data_dir: Path, observed: bool) -> tuple[subprocess.Popen, str]:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OTEL_TRACES_SAMPLER": "always_on" if observed else "always_off",
+    }
+    metrics = "127.0.0.1:0" if observed else ""
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "agent_training_client", "serve", "--address", "127.0.0.1:0",
+            "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-address", metrics,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )  # fmt: skip
+    line = process.stdout.readline()
+    match = re.search(r"on (127\.0\.0\.1:\d+)", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"service did not start: {line!r}")
+    return process, match.group(1)
+
+
+async def hammer(address: str, seconds: float, call: str) -> float:
+    """Calls per second with IN_FLIGHT concurrent callers for `seconds`."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from agent_training.v1 import service_pb2, service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        if call == "health":
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest()
+            method = stub.Check
+        else:
+            stub = service_pb2_grpc.AgentTrainingServiceStub(channel)
+            request = service_pb2.InvokeAgentRequest(agent_id="bench", input="my card is lost")
+            method = stub.InvokeAgent
+        for _ in range(50):  # warm up
+            await method(request)
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def caller() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await method(request)
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
+        return done / (time.perf_counter() - started)
+
+
+def train(address: str) -> None:
+    from agent_training.v1 import training_pb2
+    from agent_training_client import AgentTrainingClient
+
+    texts, labels = read_split(DEFAULT_DATA / "train.csv")
+    wanted = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed")
+    examples = [
+        training_pb2.TrainingExample(input=t, expected_output=label)
+        for t, label in zip(texts, labels, strict=True)
+        if label in wanted
+    ]
+    with AgentTrainingClient(address, timeout=300) as client:
+        client.create_agent(agent_id="bench")
+        events = list(client.train_agent(agent_id="bench", training_data=examples))
+        if events[-1].finished.status != training_pb2.TRAINING_STATUS_SUCCEEDED:
+            raise RuntimeError("training failed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    runs: dict[str, list[float]] = {"observed": [], "quiet": [], "health": []}
+    with tempfile.TemporaryDirectory() as data_dir:
+        process, address = serve(Path(data_dir), observed=False)
+        try:
+            train(address)
+        finally:
+            process.terminate()
+            process.wait(30)
+        for _ in range(ROUNDS):
+            for name in ("observed", "quiet"):
+                process, address = serve(Path(data_dir), observed=name == "observed")
+                try:
+                    runs[name].append(asyncio.run(hammer(address, args.seconds, "invoke")))
+                    if name == "quiet":
+                        runs["health"].append(asyncio.run(hammer(address, args.seconds, "health")))
+                finally:
+                    process.terminate()
+                    process.wait(30)
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    results = {
+        "calls_per_second": medians,
+        "runs": runs,
+        "observed_vs_quiet": medians["observed"] / medians["quiet"],
+        "quiet_vs_health": medians["quiet"] / medians["health"],
+    }
+    print(f"InvokeAgent, {IN_FLIGHT} calls in flight, {os.cpu_count()} cores (median of {ROUNDS})")
+    print(f"metrics and tracing on:  {medians['observed']:8,.0f} calls/s")
+    print(f"metrics and tracing off: {medians['quiet']:8,.0f} calls/s")
+    print(f"health check (ceiling):  {medians['health']:8,.0f} calls/s")
+    print(
+        f"on / off = {results['observed_vs_quiet']:.1%};"
+        f" off / health = {results['quiet_vs_health']:.1%}"
+    )
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "invoke_throughput.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
