@@ -58,6 +58,7 @@ class ServerConfig:
     torch_threads: int = _setting(0, "threads per training worker; 0 means cores / workers")
     shutdown_grace_seconds: float = _setting(10.0, "time given to running calls on shutdown")
     log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting("json", "log lines as json (with trace_id and span_id) or text")
     metrics_address: str = _setting(
         "127.0.0.1:9464", "host:port of the Prometheus /metrics endpoint; empty turns it off"
     )
@@ -151,6 +152,8 @@ def _check(config: ServerConfig) -> None:
             raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.max_queued_jobs < 0 or config.torch_threads < 0:
         raise ValueError("max_queued_jobs and torch_threads must not be negative")
+    if config.log_format not in ("json", "text"):
+        raise ValueError(f"log_format must be json or text, got {config.log_format!r}")
     if ":" not in config.address:
         raise ValueError(f"address must be host:port, got {config.address!r}")
 

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from agent_training_server import logs
 from agent_training_server.app import create_server
 from agent_training_server.config import ServerConfig, build_argument_parser, load_config
 
@@ -18,16 +19,18 @@ log = logging.getLogger("agent_training_server")
 
 async def serve(config: ServerConfig) -> None:
     """Run the server until SIGTERM or SIGINT, then shut down gracefully."""
+    # Handlers first: a signal during start-up then stops the server cleanly once it is up,
+    # instead of killing the process and orphaning its worker processes.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     running = await create_server(config)
     print(
         f"agent-training: serving agent_training.v1.AgentTrainingService on {running.address}"
         f" (data in {config.data_dir.resolve()})",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down: finishing running calls within %ss", config.shutdown_grace_seconds)
     await running.stop()
@@ -41,10 +44,7 @@ def run(parsed: argparse.Namespace | None = None, argv: Sequence[str] | None = N
     except ValueError as error:
         print(f"agent-training: bad configuration: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, config.log_format)
     # Weights ship with the packages; nothing may be fetched from a model hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     asyncio.run(serve(config))
