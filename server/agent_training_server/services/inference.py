@@ -113,10 +113,11 @@ class InferenceService:
         context: Sequence[str] = (),
     ) -> tuple[AgentVersion, list[Answer]]:
         """Answer each input in order."""
-        version = await self._active_version(agent_id, version_id)
-        started = time.perf_counter()
-        probabilities = await asyncio.to_thread(self._score, version, list(inputs))
-        scored = time.perf_counter() - started
+        # One hop to a worker thread for the lookups and the scoring: each hop costs about as
+        # much as scoring one input.
+        version, probabilities, scored = await asyncio.to_thread(
+            self._lookup_and_score, agent_id, version_id, list(inputs)
+        )
         answers = []
         for text, row in zip(inputs, probabilities, strict=True):
             output, confidence, fallback, alternatives, propensity, explored = apply_behavior(
@@ -162,9 +163,20 @@ class InferenceService:
             )
         return version, answers
 
+    def _lookup_and_score(
+        self, agent_id: str, version_id: str, texts: list[str]
+    ) -> tuple[AgentVersion, np.ndarray, float]:
+        version = self._version(agent_id, version_id)
+        started = time.perf_counter()
+        probabilities = self._score(version, texts)
+        return version, probabilities, time.perf_counter() - started
+
     async def _active_version(self, agent_id: str, version_id: str) -> AgentVersion:
         """The named version, or the agent's active one."""
-        agent = await asyncio.to_thread(self._store.get_agent, agent_id)
+        return await asyncio.to_thread(self._version, agent_id, version_id)
+
+    def _version(self, agent_id: str, version_id: str) -> AgentVersion:
+        agent = self._store.get_agent(agent_id)
         version_id = version_id or agent.active_version_id
         if not version_id:
             raise FailedPrecondition(
@@ -172,7 +184,7 @@ class InferenceService:
                 code="NO_ACTIVE_VERSION",
                 hint="Train the agent with TrainAgent first, or name a version_id.",
             )
-        return await asyncio.to_thread(self._store.get_version, agent_id, version_id)
+        return self._store.get_version(agent_id, version_id)
 
     def predictor(self, version: AgentVersion) -> Any:
         """The loaded model of a version (cached); call from a worker thread."""
