@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -162,6 +163,9 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
 
 def worker_main(index: int, tasks: Any, events: Any, control: Any, torch_threads: int) -> None:
     """Entry point of a worker process: take tasks until told to stop (a None task)."""
+    # Ctrl-C in a terminal reaches the whole process group: the server shuts down its workers
+    # itself, so a worker must not die of it mid-epoch (and be "restarted" during shutdown).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch  # imported here, once, so jobs start without paying for it
 
