@@ -47,7 +47,11 @@ def run(parsed: argparse.Namespace | None = None, argv: Sequence[str] | None = N
     logs.configure(config.log_level, config.log_format)
     # Weights ship with the packages; nothing may be fetched from a model hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except ValueError as error:  # e.g. an OTEL_* setting that names no known exporter
+        print(f"agent-training: bad configuration: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

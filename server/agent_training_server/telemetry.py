@@ -1,10 +1,20 @@
-"""Tracing set-up: the tracer provider whose server spans give every error its trace_id."""
+"""Tracing set-up: the tracer provider whose server spans give every error its trace_id.
+
+Exporters follow the standard OpenTelemetry environment variables: ``OTEL_TRACES_EXPORTER``
+(``none`` by default, ``console``, or ``otlp``), ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` by
+default, or ``http/protobuf``) with the ``OTEL_EXPORTER_OTLP_*`` endpoint settings the exporters
+read themselves, and the sampler from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``
+(read by the SDK; every request is traced by default).
+"""
 
 from __future__ import annotations
+
+import os
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from agent_training_server import __version__
 
@@ -12,12 +22,53 @@ SERVICE_NAME = "agent-training"
 
 
 def create_tracer_provider(processors: list[SpanProcessor] | None = None) -> TracerProvider:
-    """Return a tracer provider for the service, with the given span processors attached."""
+    """Return a tracer provider for the service, with the given span processors attached.
+
+    Without `processors`, the exporters named by ``OTEL_TRACES_EXPORTER`` are attached.
+    """
     resource = Resource.create({"service.name": SERVICE_NAME, "service.version": __version__})
     provider = TracerProvider(resource=resource)
-    for processor in processors or []:
+    if processors is None:
+        processors = [BatchSpanProcessor(exporter) for exporter in exporters_from_environment()]
+    for processor in processors:
         provider.add_span_processor(processor)
     return provider
+
+
+def exporters_from_environment() -> list[SpanExporter]:
+    """The span exporters ``OTEL_TRACES_EXPORTER`` names (comma-separated; default none)."""
+    names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",")]
+    exporters: list[SpanExporter] = []
+    for name in names:
+        if name in ("", "none"):
+            continue
+        if name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            exporters.append(_otlp_exporter())
+        else:
+            raise ValueError(f"OTEL_TRACES_EXPORTER names {name!r}; use none, console or otlp")
+    return exporters
+
+
+def _otlp_exporter() -> SpanExporter:
+    protocol = os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    )
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        elif protocol == "http/protobuf":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+                OTLPSpanExporter,
+            )
+        else:
+            raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: use grpc or http/protobuf")
+    except ImportError as error:
+        raise ValueError(
+            "OTEL_TRACES_EXPORTER=otlp needs the exporter package: install agent-training[otlp]"
+        ) from error
+    return OTLPSpanExporter()
 
 
 def current_trace_id() -> str:
