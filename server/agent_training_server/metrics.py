@@ -9,6 +9,7 @@ without bound.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -170,12 +171,15 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         m.grpc_handled.labels(*labels, code).inc()
         m.grpc_seconds.labels(*labels).observe(time.perf_counter() - started)
 
-    def _unary(self, behavior: Callable, labels: tuple[str, str, str]) -> Callable:
+    def _unary(
+        self, behavior: Callable, labels: tuple[str, str, str], one_request: bool = True
+    ) -> Callable:
         m = self._metrics
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             m.grpc_started.labels(*labels).inc()
-            m.grpc_received.labels(*labels).inc()
+            if one_request:
+                m.grpc_received.labels(*labels).inc()
             started, error = time.perf_counter(), None
             try:
                 response = await behavior(request, context)
@@ -210,49 +214,26 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         return handle
 
     def _upload(self, behavior: Callable, labels: tuple[str, str, str]) -> Callable:
-        m = self._metrics
+        """A client stream: a unary call whose request messages are counted as they arrive."""
+        received = self._metrics.grpc_received.labels(*labels)
+        unary = self._unary(behavior, labels, one_request=False)
+
+        async def counted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async for request in requests:
+                received.inc()
+                yield request
 
         async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            m.grpc_started.labels(*labels).inc()
-            received = m.grpc_received.labels(*labels)
-
-            async def counted() -> AsyncIterator[Any]:
-                async for request in requests:
-                    received.inc()
-                    yield request
-
-            started, error = time.perf_counter(), None
-            try:
-                response = await behavior(counted(), context)
-                m.grpc_sent.labels(*labels).inc()
-                return response
-            except BaseException as raised:
-                error = raised
-                raise
-            finally:
-                self._done(labels, context, started, error)
+            return await unary(counted(requests), context)
 
         return handle
 
 
 def _code_of(context: Any, error: BaseException | None) -> str:
     """The status code the call ended with, as the grpc-ecosystem label spells it."""
-    code = None
-    try:
-        code = context.code()
-    except Exception:
-        code = None
+    code = context.code()  # set by abort() (error translation) or by grpc on completion
     if isinstance(code, grpc.StatusCode):
         return code.name
-    if isinstance(code, int) and code:
-        return _code_name(code)
     if error is None:
         return "OK"
-    return "CANCELLED" if error.__class__.__name__ == "CancelledError" else "UNKNOWN"
-
-
-def _code_name(value: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == value:
-            return status.name
-    return "UNKNOWN"
+    return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"

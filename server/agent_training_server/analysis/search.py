@@ -14,6 +14,7 @@ import dataclasses
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,11 +54,17 @@ def candidates(settings: TrainSettings) -> list[tuple[int, float]]:
     return [pair for pair in pairs if pair != (settings.epochs, settings.learning_rate)]
 
 
-def train(training_type: str, examples: Sequence[Example], settings: TrainSettings) -> Artifact:
-    """Train once, in this process, in a throw-away folder."""
+def train(
+    training_type: str,
+    examples: Sequence[Example],
+    settings: TrainSettings,
+    start_from: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> Artifact:
+    """Train once, in this process, in a throw-away folder (from `start_from` weights if any)."""
+    extra = {"start_from": start_from} if start_from is not None else {}
     with tempfile.TemporaryDirectory() as workdir:
         return registry.get_engine(training_type).train(
-            examples, settings, QuietReporter(), Path(workdir)
+            examples, settings, QuietReporter(), Path(workdir), **extra
         )
 
 

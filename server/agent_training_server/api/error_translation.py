@@ -96,27 +96,29 @@ def to_status(error: errors.ServiceError, trace_id: str) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-_metrics: Metrics | None = None
-"""Where unexpected store failures are counted (set by the interceptor)."""
-
-
-def _as_service_error(exception: BaseException) -> errors.ServiceError:
+def _as_service_error(
+    exception: BaseException, metrics: Metrics | None = None
+) -> errors.ServiceError:
     if isinstance(exception, errors.ServiceError):
         return exception
-    if _metrics is not None and isinstance(exception, sqlite3.Error):
-        _metrics.store_errors.inc()
+    if metrics is not None and isinstance(exception, sqlite3.Error):
+        metrics.store_errors.inc()
     log.exception("unexpected error while handling a call", exc_info=exception)
     return errors.Internal("the service failed to handle the call")
 
 
-async def _abort(context: grpc.aio.ServicerContext, exception: BaseException) -> None:
-    status = to_status(_as_service_error(exception), current_trace_id())
+async def _abort(
+    context: grpc.aio.ServicerContext, exception: BaseException, metrics: Metrics | None
+) -> None:
+    status = to_status(_as_service_error(exception, metrics), current_trace_id())
     # abort() rather than abort_with_status(): the tracing interceptor's context wrapper records
     # the status on the server span only through abort().
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    behavior: Callable[..., Awaitable[Any]], metrics: Metrics | None
+) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await behavior(request, context)
@@ -124,12 +126,14 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
             raise
         except Exception as exception:
             failure = exception
-        await _abort(context, failure)
+        await _abort(context, failure, metrics)
 
     return handle
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    behavior: Callable[..., AsyncIterator[Any]], metrics: Metrics | None
+) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             async for response in behavior(request, context):
@@ -139,7 +143,7 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
             raise
         except Exception as exception:
             failure = exception
-        await _abort(context, failure)
+        await _abort(context, failure, metrics)
 
     return handle
 
@@ -153,8 +157,7 @@ class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, service_prefix: str, metrics: Metrics | None = None) -> None:
         self._prefix = service_prefix
-        global _metrics
-        _metrics = metrics
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -166,10 +169,10 @@ class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(self._prefix):
             return handler
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, self._metrics))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, self._metrics))
         if handler.stream_unary is not None:
             # A unary wrapper fits: it passes the request iterator through untouched.
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, self._metrics))
         return handler

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,7 @@ import grpc
 
 from agent_training.v1 import adaptation_pb2, service_pb2, service_pb2_grpc, training_pb2
 from agent_training_server.api import analysis_requests, convert, validation
-from agent_training_server.api.synthetic_handlers import SyntheticHandlers
+from agent_training_server.api.synthetic_handlers import SyntheticHandlers, idempotency_key
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.engines.base import TrainSettings
@@ -34,7 +33,6 @@ from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
-from agent_training_server.store.base import IdempotencyKey
 
 Context = grpc.aio.ServicerContext
 SERVED_TRAINING_TYPES = ("supervised", "few_shot", "reinforcement", "transfer")
@@ -385,10 +383,9 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     async def _apply_suggestion(
         self, request: service_pb2.AnalyzeAndOptimizeRequest
     ) -> service_pb2.AnalyzeAndOptimizeResponse:
-        key = None
-        if request.request_id:
-            digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-            key = IdempotencyKey("ApplySuggestion", request.request_id, digest)
+        key = idempotency_key(
+            "ApplySuggestion", request.request_id, request.SerializeToString(deterministic=True)
+        )
         version = await self._analysis.apply(
             request.agent_id, request.apply_suggestion_id, request.activate, key
         )

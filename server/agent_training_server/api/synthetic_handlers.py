@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
@@ -14,6 +13,7 @@ from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import Dataset
 from agent_training_server.errors import InvalidArgument
+from agent_training_server.services.agents import request_digest
 from agent_training_server.services.datasets import DatasetService, DatasetWriter
 from agent_training_server.services.synthetic import SyntheticService
 from agent_training_server.store.base import IdempotencyKey
@@ -26,10 +26,11 @@ DEFAULT_EXAMPLES_PAGE = 1_000
 MAX_EXAMPLES_PAGE = 10_000
 
 
-def _key(method: str, request_id: str, request_bytes: bytes) -> IdempotencyKey | None:
+def idempotency_key(method: str, request_id: str, request_bytes: bytes) -> IdempotencyKey | None:
+    """The store's key for a request_id (None without one)."""
     if not request_id:
         return None
-    return IdempotencyKey(method, request_id, hashlib.sha256(request_bytes).hexdigest())
+    return IdempotencyKey(method, request_id, request_digest(request_bytes))
 
 
 class SyntheticHandlers:
@@ -151,7 +152,7 @@ class SyntheticHandlers:
 
     @staticmethod
     def _save_key(request: requests.GenerateRequest) -> IdempotencyKey | None:
-        return _key(
+        return idempotency_key(
             "SaveGeneratedDataset",
             request.request_id,
             request.SerializeToString(deterministic=True),
@@ -174,7 +175,10 @@ class SyntheticHandlers:
                         )
                     writer = began
                 _check_upload_chunk(message, writer.count, self._config)
-                await _save_chunk(writer, message.examples)
+                # Uploaded examples are stored as SyntheticExamples without metadata.
+                await _save_chunk(
+                    writer, (synthetic_pb2.SyntheticExample(example=e) for e in message.examples)
+                )
             if writer is None:
                 raise InvalidArgument(
                     "UploadDataset received no message",
@@ -202,7 +206,7 @@ class SyntheticHandlers:
         checker.raise_if_any()
         # The key covers the dataset's identity (name, description), not its chunks.
         identity = service_pb2.UploadDatasetRequest(name=first.name, description=first.description)
-        key = _key("UploadDataset", first.request_id, identity.SerializeToString())
+        key = idempotency_key("UploadDataset", first.request_id, identity.SerializeToString())
         began = await self._datasets.begin(first.name, description=first.description, key=key)
         return began, key
 
@@ -268,19 +272,12 @@ class SyntheticHandlers:
         return [synthetic_pb2.SyntheticExample.FromString(row).example for row in rows]
 
 
-async def _save_chunk(writer: DatasetWriter, examples: list | object) -> None:
-    items = list(examples)  # type: ignore[call-overload]
-    rows = [
-        item.SerializeToString()
-        if isinstance(item, synthetic_pb2.SyntheticExample)
-        else synthetic_pb2.SyntheticExample(example=item).SerializeToString()
-        for item in items
-    ]
-    outputs = (
-        (item.example if isinstance(item, synthetic_pb2.SyntheticExample) else item).expected_output
-        for item in items
-    )
-    await writer.add(rows, outputs)
+async def _save_chunk(
+    writer: DatasetWriter, examples: Iterable[synthetic_pb2.SyntheticExample]
+) -> None:
+    items = list(examples)
+    rows = [item.SerializeToString() for item in items]
+    await writer.add(rows, (item.example.expected_output for item in items))
 
 
 def _check_upload_chunk(

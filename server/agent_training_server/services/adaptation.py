@@ -20,18 +20,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from agent_training_server.analysis import optimize
-from agent_training_server.analysis.search import QuietReporter
+from agent_training_server.analysis import optimize, search
 from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry
 from agent_training_server.engines.base import Artifact, Example
+from agent_training_server.engines.defaults import defaults_for
 from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import AgentService, new_id
@@ -444,15 +443,5 @@ def _adapted(active: AgentVersion, behavior: object, change: Change) -> AgentVer
 
 def _train_policy(folder: Path, logs: list[Example]) -> Artifact:
     """The reinforcement engine, in this thread, starting from the active version's weights."""
-    from agent_training_server.engines.defaults import defaults_for
-
     spec, tensors, _outputs = registry.load_artifact_files(folder)
-    engine = registry.get_engine("reinforcement")
-    with tempfile.TemporaryDirectory() as workdir:
-        return engine.train(
-            logs,
-            defaults_for("reinforcement"),
-            QuietReporter(),
-            Path(workdir),
-            start_from=(spec, tensors),
-        )
+    return search.train("reinforcement", logs, defaults_for("reinforcement"), (spec, tensors))

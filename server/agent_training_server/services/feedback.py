@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from agent_training_server.domain import Feedback, Invocation
-from agent_training_server.errors import InvalidArgument, NotFound, PermissionDenied
+from agent_training_server.errors import InvalidArgument, PermissionDenied
 from agent_training_server.metrics import Metrics
 from agent_training_server.store.base import Store
 
@@ -128,7 +128,4 @@ class FeedbackService:
         pending = self._pending.get(invocation_id)
         if pending is not None:
             return pending
-        try:
-            return await asyncio.to_thread(self._store.get_invocation, invocation_id)
-        except NotFound:
-            raise
+        return await asyncio.to_thread(self._store.get_invocation, invocation_id)
