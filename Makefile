@@ -6,12 +6,13 @@ PYTHON   := $(VENV)/bin/python
 BIN      := $(VENV)/bin
 BUF      := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
+PROMETHEUS := .tools/prometheus/usr/bin/prometheus
 ADDRESS  ?= 127.0.0.1:50051
 DATA_DIR ?= ./data
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install tools proto proto-check run test lint bench clean
+.PHONY: install tools prometheus proto proto-check run test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -19,10 +20,16 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,pretrained]'
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,pretrained,otlp]'
 	touch $@
 
 tools: $(BUF)
+
+# Prometheus server (Debian's package, unpacked under .tools) for the end-to-end metrics test.
+prometheus: $(PROMETHEUS)
+
+$(PROMETHEUS):
+	scripts/install_prometheus.sh .tools/prometheus
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
@@ -39,8 +46,8 @@ proto-check: install
 run: install
 	$(BIN)/agent-training serve --address $(ADDRESS) --data-dir $(DATA_DIR)
 
-test: install proto-check
-	$(PYTHON) -m pytest
+test: install proto-check prometheus
+	PROMETHEUS_BINARY=$(PROMETHEUS) $(PYTHON) -m pytest
 
 lint: install tools
 	$(BUF) lint

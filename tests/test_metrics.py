@@ -67,12 +67,12 @@ def test_metrics_count_rpcs_jobs_and_answers_as_they_happened(tmp_path):
     )
     # Per-job gauges are gone once the jobs ended.
     assert not [key for key in samples if key[0] == "agent_training_job_loss"]
-    base = dict(grpc_service=service, grpc_type="SERVER_STREAM", grpc_method="TrainAgent")
+    base = dict(grpc_service=service, grpc_type="server_stream", grpc_method="TrainAgent")
     assert value(samples, "grpc_server_started_total", **base) == 3
     assert value(samples, "grpc_server_handled_total", **base, grpc_code="OK") == 3
     assert value(samples, "grpc_server_msg_sent_total", **base) >= 9
-    unary = dict(grpc_service=service, grpc_type="UNARY", grpc_method="GetAgent")
-    assert value(samples, "grpc_server_handled_total", **unary, grpc_code="NOT_FOUND") == 1
+    unary = dict(grpc_service=service, grpc_type="unary", grpc_method="GetAgent")
+    assert value(samples, "grpc_server_handled_total", **unary, grpc_code="NotFound") == 1
     assert value(samples, "grpc_server_handling_seconds_count", **unary) == 1
     assert value(samples, "agent_training_invocations_total", agent_id="m1") == 2
     assert value(samples, "agent_training_invocation_seconds_count", agent_id="m1") == 1

@@ -15,6 +15,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
 
 from agent_training.v1 import service_pb2, service_pb2_grpc
+from agent_training_server import __version__
 from agent_training_server.api.error_translation import ErrorTranslationInterceptor
 from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.config import ServerConfig
@@ -29,7 +30,8 @@ from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
 from agent_training_server.store.sqlite import SqliteStore
-from agent_training_server.telemetry import create_tracer_provider
+from agent_training_server.store.traced import TracedStore
+from agent_training_server.telemetry import INSTRUMENTATION_NAME, create_tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,16 @@ async def create_server(
     """Build and start the server described by ``config``."""
     tracer_provider = tracer_provider or create_tracer_provider()
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(config.database_path)
+    tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
+    store = TracedStore(SqliteStore(config.database_path), tracer)
     metrics = Metrics()
     agents = AgentService(store, config.data_dir)
     jobs = JobManager(
-        store, config, WorkerPool(config.workers, _torch_threads(config)), metrics=metrics
+        store,
+        config,
+        WorkerPool(config.workers, _torch_threads(config)),
+        metrics=metrics,
+        tracer=tracer,
     )
     await jobs.start()
     feedback = FeedbackService(store, metrics)
@@ -121,7 +128,16 @@ async def create_server(
     )
     service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
         AgentTrainingServicer(
-            config, agents, jobs, inference, datasets, synthetic, analysis, feedback, adaptation
+            config,
+            agents,
+            jobs,
+            inference,
+            datasets,
+            synthetic,
+            analysis,
+            feedback,
+            adaptation,
+            tracer=tracer,
         ),
         server,
     )

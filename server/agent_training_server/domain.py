@@ -133,6 +133,10 @@ class TrainingJob:
     create_time: float = 0.0
     start_time: float = 0.0
     end_time: float = 0.0
+    trace_id: str = ""
+    """Trace of the request that submitted the job; the worker's spans belong to it too."""
+    trace_context: dict[str, str] = dataclasses.field(default_factory=dict)
+    """That request's W3C trace context, kept so a job resumed after a restart stays in it."""
 
 
 @dataclasses.dataclass(frozen=True)

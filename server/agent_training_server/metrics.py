@@ -18,11 +18,32 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+# Label values exactly as the grpc-ecosystem interceptors (Go, Java) write them, so that queries
+# and dashboards written for those servers match this one.
 _GRPC_TYPES = {
-    (False, False): "UNARY",
-    (False, True): "SERVER_STREAM",
-    (True, False): "CLIENT_STREAM",
-    (True, True): "BIDI_STREAM",
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
+_GRPC_CODES = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -233,7 +254,7 @@ def _code_of(context: Any, error: BaseException | None) -> str:
     """The status code the call ended with, as the grpc-ecosystem label spells it."""
     code = context.code()  # set by abort() (error translation) or by grpc on completion
     if isinstance(code, grpc.StatusCode):
-        return code.name
+        return _GRPC_CODES[code]
     if error is None:
         return "OK"
-    return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
+    return "Canceled" if isinstance(error, asyncio.CancelledError) else "Unknown"

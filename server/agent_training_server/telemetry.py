@@ -10,15 +10,24 @@ read themselves, and the sampler from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SA
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agent_training_server import __version__
 
 SERVICE_NAME = "agent-training"
+INSTRUMENTATION_NAME = "agent_training_server"
+"""Instrumentation scope of the service's own spans (the gRPC server spans have their own)."""
+
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def create_tracer_provider(processors: list[SpanProcessor] | None = None) -> TracerProvider:
@@ -77,3 +86,38 @@ def current_trace_id() -> str:
     if not context.is_valid:
         return ""
     return trace.format_trace_id(context.trace_id)
+
+
+def current_trace_context() -> dict[str, str]:
+    """The current span as W3C trace context headers (``traceparent``), to carry across processes.
+
+    Empty when there is no current span: a job submitted outside a request starts its own trace.
+    """
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def context_from(carrier: Mapping[str, str]) -> otel_context.Context:
+    """The OpenTelemetry context that ``current_trace_context`` captured (an empty one if none)."""
+    return _PROPAGATOR.extract(dict(carrier))
+
+
+def trace_id_of(carrier: Mapping[str, str]) -> str:
+    """The trace id held by captured trace context, as 32 hex digits ("" when there is none)."""
+    span_context = trace.get_current_span(context_from(carrier)).get_span_context()
+    return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else ""
+
+
+@contextmanager
+def child_span(tracer: trace.Tracer, name: str, **attributes: Any) -> Iterator[None]:
+    """A span under the current one; nothing at all outside a traced request or job.
+
+    Background work (write-behind flushes, the job dispatcher) would otherwise start a new trace
+    for every store call it makes.
+    """
+    if not trace.get_current_span().get_span_context().is_valid:
+        yield
+        return
+    with tracer.start_as_current_span(name, attributes=attributes):
+        yield

@@ -226,6 +226,7 @@ def job_to_proto(job: TrainingJob) -> training_pb2.TrainingJob:
         end_time=timestamp(job.end_time),
         parent_version_id=job.parent_version_id,
         executor=job.executor,
+        trace_id=job.trace_id,
         timeline=[
             training_pb2.StatusTransition(
                 status=training_pb2.TrainingStatus.Value(f"TRAINING_STATUS_{entry['status']}"),

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from agent_training.v1 import adaptation_pb2, service_pb2, service_pb2_grpc, training_pb2
 from agent_training_server.api import analysis_requests, convert, validation
@@ -33,6 +34,7 @@ from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
+from agent_training_server.telemetry import INSTRUMENTATION_NAME, child_span
 
 Context = grpc.aio.ServicerContext
 SERVED_TRAINING_TYPES = ("supervised", "few_shot", "reinforcement", "transfer")
@@ -52,8 +54,10 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         analysis: AnalysisService,
         feedback: FeedbackService,
         adaptation: AdaptationService,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._config = config
+        self._tracer = tracer or trace.get_tracer(INSTRUMENTATION_NAME)
         self._agents = agents
         self._jobs = jobs
         self._inference = inference
@@ -68,7 +72,8 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     async def CreateAgent(  # noqa: D102
         self, request: service_pb2.CreateAgentRequest, context: Context
     ) -> service_pb2.CreateAgentResponse:
-        validation.check_create_agent(request)
+        with child_span(self._tracer, "validate", **{"rpc.method": "CreateAgent"}):
+            validation.check_create_agent(request)
         agent = await self._agents.create(
             agent_id=request.agent_id,
             display_name=request.display_name,
@@ -152,7 +157,8 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     async def TrainAgent(  # noqa: D102
         self, request: service_pb2.TrainAgentRequest, context: Context
     ) -> AsyncIterator[service_pb2.TrainAgentResponse]:
-        validation.check_train_agent(request, self._config)
+        with child_span(self._tracer, "validate", **{"rpc.method": "TrainAgent"}):
+            validation.check_train_agent(request, self._config)
         if request.dataset_id:
             # Train on a stored dataset: validated as if its examples had come inline.
             stored = await self.dataset_training_data(request.dataset_id)
@@ -164,7 +170,8 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
                 request_id=request.request_id,
                 dataset_id=request.dataset_id,
             )
-            validation.check_train_agent(request, self._config, from_dataset=True)
+            with child_span(self._tracer, "validate", **{"rpc.method": "TrainAgent"}):
+                validation.check_train_agent(request, self._config, from_dataset=True)
         training_type = convert.TRAINING_TYPE_NAMES[request.training_type]
         if training_type not in SERVED_TRAINING_TYPES:
             raise Unimplemented(
@@ -280,7 +287,8 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     async def InvokeAgent(  # noqa: D102
         self, request: service_pb2.InvokeAgentRequest, context: Context
     ) -> service_pb2.InvokeAgentResponse:
-        validation.check_invoke_agent(request, self._config)
+        with child_span(self._tracer, "validate", **{"rpc.method": "InvokeAgent"}):
+            validation.check_invoke_agent(request, self._config)
         inputs = [request.input] if request.input else list(request.inputs)
         version, answers = await self._inference.invoke(
             request.agent_id, inputs, request.version_id, list(request.context)

@@ -17,6 +17,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import StatusCode
+
 from agent_training_server.engines.base import (
     Example,
     Progress,
@@ -25,11 +29,19 @@ from agent_training_server.engines.base import (
     TrainingTimedOut,
     TrainSettings,
 )
+from agent_training_server.jobs.spans import PhaseSpans
+from agent_training_server.telemetry import (
+    INSTRUMENTATION_NAME,
+    context_from,
+    create_tracer_provider,
+)
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 0.5
 """Least time between two forwarded progress reports of the same phase and epoch."""
+SPAN_FLUSH_MILLISECONDS = 5_000
+"""Longest wait for a job's spans to be exported before its outcome is reported."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,24 +54,36 @@ class JobTask:
     settings: TrainSettings
     workdir: str
     """Private folder of the job: checkpoints, and the artifact once trained."""
+    agent_id: str = ""
     start_from_dir: str = ""
     """Artifact folder of the version to start from, for engines that start from one."""
     cache_dir: str = ""
     """Folder shared by jobs for reusable intermediate results."""
+    trace_context: dict[str, str] = dataclasses.field(default_factory=dict)
+    """W3C trace context of the request that submitted the job: the worker's spans join it."""
 
 
 class QueueReporter:
     """Forwards an engine's progress to the server and answers whether the job was cancelled."""
 
-    def __init__(self, training_id: str, events: Any, cancelled: set[str]) -> None:
+    def __init__(
+        self,
+        training_id: str,
+        events: Any,
+        cancelled: set[str],
+        spans: PhaseSpans | None = None,
+    ) -> None:
         self._training_id = training_id
         self._events = events
         self._cancelled = cancelled
+        self._spans = spans
         self._last_sent = 0.0
         self._last_key: tuple[str, int] | None = None
 
     def progress(self, update: Progress) -> None:
         """Forward a report, skipping reports that come too soon within the same epoch."""
+        if self._spans is not None:
+            self._spans.observe(update)  # every report: spans must not miss an epoch's end
         now = time.monotonic()
         key = (update.phase, update.epoch)
         if key == self._last_key and now - self._last_sent < PROGRESS_INTERVAL_SECONDS:
@@ -85,10 +109,44 @@ def _error(code: str, message: str, hint: str, retryable: bool = False) -> dict[
 
 
 def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
-    """Train one job and report its outcome on ``events``."""
+    """Train one job, inside a span joined to the submitting request's trace; report the outcome.
+
+    The worker's spans are exported before the outcome is sent, so a client that saw the job
+    end finds its whole trace at the collector.
+    """
+    tracer = trace.get_tracer(INSTRUMENTATION_NAME)
+    attributes = {
+        "training.id": task.training_id,
+        "training.type": task.training_type,
+        "agent.id": task.agent_id,
+    }
+    with tracer.start_as_current_span(
+        "training.job", context=context_from(task.trace_context), attributes=attributes
+    ) as job_span:
+        spans = PhaseSpans(tracer, attributes)
+        try:
+            outcome = _train(task, QueueReporter(task.training_id, events, cancelled, spans))
+        finally:
+            spans.close()
+            cancelled.discard(task.training_id)
+        kind, payload = outcome
+        if kind == "failed":
+            job_span.set_status(StatusCode.ERROR, payload["code"])
+        job_span.set_attribute("training.outcome", kind)
+    _flush_spans()
+    events.put((kind, task.training_id, payload))
+
+
+def _flush_spans() -> None:
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush(SPAN_FLUSH_MILLISECONDS)
+
+
+def _train(task: JobTask, reporter: QueueReporter) -> tuple[str, dict[str, Any]]:
+    """Run the job's engine; return the outcome message (kind, payload) to send."""
     from agent_training_server.engines import registry
 
-    reporter = QueueReporter(task.training_id, events, cancelled)
     workdir = Path(task.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -114,51 +172,30 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
             "size_bytes": size,
             "parameter_count": parameters,
         }
-        events.put(("succeeded", task.training_id, result))
+        return "succeeded", result
     except TrainingCancelled:
-        events.put(("cancelled", task.training_id, {}))
+        return "cancelled", {}
     except TrainingTimedOut as error:
-        events.put(
-            (
-                "failed",
-                task.training_id,
-                _error(
-                    "TRAINING_TIMEOUT",
-                    str(error) or "the job ran past its maximum run time",
-                    "Raise config.max_duration_seconds, train fewer epochs, or send less data;"
-                    " the best checkpoint so far is kept.",
-                ),
-            )
+        return "failed", _error(
+            "TRAINING_TIMEOUT",
+            str(error) or "the job ran past its maximum run time",
+            "Raise config.max_duration_seconds, train fewer epochs, or send less data;"
+            " the best checkpoint so far is kept.",
         )
     except TrainingDataError as error:
-        events.put(
-            (
-                "failed",
-                task.training_id,
-                _error(
-                    error.error_code,
-                    str(error),
-                    "Fix the training data (or the server set-up the message names) and train"
-                    " again.",
-                ),
-            )
+        return "failed", _error(
+            error.error_code,
+            str(error),
+            "Fix the training data (or the server set-up the message names) and train again.",
         )
     except Exception as error:
         log.error("job %s failed:\n%s", task.training_id, traceback.format_exc())
-        events.put(
-            (
-                "failed",
-                task.training_id,
-                _error(
-                    "TRAINING_ERROR",
-                    f"training failed: {type(error).__name__}",
-                    "Check the training data format; if it persists, report the trace_id.",
-                    retryable=True,
-                ),
-            )
+        return "failed", _error(
+            "TRAINING_ERROR",
+            f"training failed: {type(error).__name__}",
+            "Check the training data format; if it persists, report the trace_id.",
+            retryable=True,
         )
-    finally:
-        cancelled.discard(task.training_id)
 
 
 def worker_main(index: int, tasks: Any, events: Any, control: Any, torch_threads: int) -> None:
@@ -170,6 +207,8 @@ def worker_main(index: int, tasks: Any, events: Any, control: Any, torch_threads
     import torch  # imported here, once, so jobs start without paying for it
 
     torch.set_num_threads(max(1, torch_threads))
+    # Spans go out through the exporters the OTEL_* variables name, as the server's do.
+    trace.set_tracer_provider(create_tracer_provider())
     from agent_training_server.engines import registry  # noqa: F401 - warm the import
 
     # The first optimizer built in a process imports torch's compiler stack (about a second);

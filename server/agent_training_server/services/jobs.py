@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
 from agent_training_server import __version__
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
@@ -32,6 +34,12 @@ from agent_training_server.jobs.worker import JobTask
 from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import new_id, request_digest
 from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.telemetry import (
+    INSTRUMENTATION_NAME,
+    context_from,
+    current_trace_context,
+    trace_id_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +80,15 @@ class JobManager:
     """Owns the queue, the workers and the event logs of training jobs."""
 
     def __init__(
-        self, store: Store, config: ServerConfig, pool: WorkerPool, metrics: Metrics | None = None
+        self,
+        store: Store,
+        config: ServerConfig,
+        pool: WorkerPool,
+        metrics: Metrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._store = store
+        self._tracer = tracer or trace.get_tracer(INSTRUMENTATION_NAME)
         self._config = config
         self._metrics = metrics
         if metrics is not None:
@@ -164,6 +178,7 @@ class JobManager:
         sha256 = hashlib.sha256(data).hexdigest()
         await asyncio.to_thread(self._store.save_dataset, sha256, len(examples), data)
         now = time.time()
+        trace_context = current_trace_context()
         job = TrainingJob(
             training_id=new_id("train"),
             agent_id=agent_id,
@@ -176,6 +191,8 @@ class JobManager:
             parent_version_id=parent_version_id,
             create_time=now,
             timeline=[{"status": JobStatus.QUEUED, "time": now, "reason": "accepted"}],
+            trace_id=trace_id_of(trace_context),
+            trace_context=trace_context,
         )
         accepted = JobEvent(
             job.training_id,
@@ -221,6 +238,8 @@ class JobManager:
             workdir=str(self._workdir(job.training_id)),
             start_from_dir=start_from_dir,
             cache_dir=str(self._config.data_dir / "cache"),
+            agent_id=job.agent_id,
+            trace_context=job.trace_context,
         )
 
     def _workdir(self, training_id: str) -> Path:
@@ -237,7 +256,21 @@ class JobManager:
                 self._free_workers.release()  # cancelled while waiting
                 continue
             active.dispatched = True
+            self._record_queue_span(active.job)
             self._pool.submit(active.task)
+
+    def _record_queue_span(self, job: TrainingJob) -> None:
+        """A span for the time the job waited for a worker, in the submitting request's trace."""
+        self._tracer.start_span(
+            "training.queue",
+            context=context_from(job.trace_context),
+            start_time=int(job.create_time * 1e9),
+            attributes={
+                "training.id": job.training_id,
+                "training.type": job.training_type,
+                "agent.id": job.agent_id,
+            },
+        ).end()
 
     # Worker messages ----------------------------------------------------------------------
 

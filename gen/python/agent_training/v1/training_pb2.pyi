@@ -429,6 +429,7 @@ class TrainingJob(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     PARENT_VERSION_ID_FIELD_NUMBER: _builtins.int
     EXECUTOR_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     training_id: _builtins.str
     """Server-assigned id, e.g. "train_5f2c..."."""
     agent_id: _builtins.str
@@ -453,6 +454,10 @@ class TrainingJob(_message.Message):
     """The version that was active when the job was accepted (lineage of the new version)."""
     executor: _builtins.str
     """Where the job runs ("local" worker processes, or a distributed executor)."""
+    trace_id: _builtins.str
+    """Trace id (32 hex digits) of the request that submitted the job. The worker's spans for the
+    job's queueing, phases and epochs belong to this trace.
+    """
     @_builtins.property
     def config(self) -> Global___TrainingConfig:
         """The resolved configuration (defaults filled in)."""
@@ -503,10 +508,11 @@ class TrainingJob(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         parent_version_id: _builtins.str = ...,
         executor: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "metrics", b"metrics", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "config", b"config", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "example_count", b"example_count", "executor", b"executor", "last_sequence", b"last_sequence", "metrics", b"metrics", "output_count", b"output_count", "parent_version_id", b"parent_version_id", "percent_complete", b"percent_complete", "phase", b"phase", "start_time", b"start_time", "status", b"status", "timeline", b"timeline", "training_id", b"training_id", "training_type", b"training_type", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "config", b"config", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "example_count", b"example_count", "executor", b"executor", "last_sequence", b"last_sequence", "metrics", b"metrics", "output_count", b"output_count", "parent_version_id", b"parent_version_id", "percent_complete", b"percent_complete", "phase", b"phase", "start_time", b"start_time", "status", b"status", "timeline", b"timeline", "trace_id", b"trace_id", "training_id", b"training_id", "training_type", b"training_type", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
