@@ -7,6 +7,7 @@ opentelemetry-proto definitions) receives what both export.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -86,9 +88,18 @@ def receiver() -> Iterator[tuple[OtlpReceiver, int]]:
     server.stop(0)
 
 
+@dataclass(frozen=True)
+class TracedServer:
+    address: str
+    log: Path
+    """Standard error of the server and its workers: JSON log lines."""
+
+
 @pytest.fixture(scope="module")
-def traced_server(receiver, tmp_path_factory) -> Iterator[str]:
+def traced_server(receiver, tmp_path_factory) -> Iterator[TracedServer]:
     _collector, port = receiver
+    folder = tmp_path_factory.mktemp("traced")
+    log = folder / "server.log"
     environment = {
         **os.environ,
         "OTEL_TRACES_EXPORTER": "otlp",
@@ -101,16 +112,17 @@ def traced_server(receiver, tmp_path_factory) -> Iterator[str]:
     process = subprocess.Popen(
         [
             sys.executable, "-m", "agent_training_client", "serve", "--address", "127.0.0.1:0",
-            "--data-dir", str(tmp_path_factory.mktemp("traced")), "--metrics-address", "",
-            "--workers", "1",
+            "--data-dir", str(folder / "data"), "--metrics-address", "", "--workers", "1",
+            "--log-format", "json",
         ],
         stdout=subprocess.PIPE,
+        stderr=log.open("w"),
         text=True,
         env=environment,
     )  # fmt: skip
     try:
         line = process.stdout.readline()
-        yield line.split(" on ")[1].split()[0]
+        yield TracedServer(line.split(" on ")[1].split()[0], log)
     finally:
         process.terminate()
         process.communicate(timeout=60)
@@ -162,7 +174,7 @@ def test_a_callers_trace_continues_through_the_server_into_the_training_worker(
 ):
     collector, _port = receiver
     traceparent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
-    job = train(traced_server, "traced-agent", metadata=[("traceparent", traceparent)])
+    job = train(traced_server.address, "traced-agent", metadata=[("traceparent", traceparent)])
     assert job.trace_id == CALLER_TRACE_ID
 
     spans = wait_for(collector, CALLER_TRACE_ID, EXPECTED)
@@ -188,10 +200,21 @@ def test_a_callers_trace_continues_through_the_server_into_the_training_worker(
     assert all("training.validation_loss" in span.attributes for span in epochs)
     assert {span.service for span in spans} == {"agent-training"}
 
+    # The worker's log lines about the job carry the trace and the span they were written in.
+    worker_lines = [
+        entry
+        for entry in map(json.loads, traced_server.log.read_text().splitlines())
+        if entry["logger"] == "agent_training_server.jobs.worker"
+        and job.training_id in entry["message"]
+    ]
+    assert len(worker_lines) == 2, worker_lines  # started, succeeded
+    assert {entry["trace_id"] for entry in worker_lines} == {CALLER_TRACE_ID}
+    assert {entry["span_id"] for entry in worker_lines} == {job_span.span_id}
+
 
 def test_the_trace_id_on_the_job_is_the_exported_trace_of_its_request(receiver, traced_server):
     collector, _port = receiver
-    job = train(traced_server, "untraced-caller")
+    job = train(traced_server.address, "untraced-caller")
     assert len(job.trace_id) == 32 and job.trace_id != CALLER_TRACE_ID
     spans = wait_for(collector, job.trace_id, {TRAIN_METHOD, "training.job"})
     names = {span.name for span in spans}

@@ -101,7 +101,9 @@ async def create_server(
     jobs = JobManager(
         store,
         config,
-        WorkerPool(config.workers, _torch_threads(config)),
+        WorkerPool(
+            config.workers, _torch_threads(config), config.log_level, config.log_format
+        ),
         metrics=metrics,
         tracer=tracer,
     )

@@ -40,9 +40,12 @@ Message = tuple[str, str, dict[str, Any]]
 class WorkerPool:
     """N worker processes running training tasks."""
 
-    def __init__(self, size: int, torch_threads: int) -> None:
+    def __init__(
+        self, size: int, torch_threads: int, log_level: str = "INFO", log_format: str = "json"
+    ) -> None:
         self._size = size
         self._torch_threads = torch_threads
+        self._log_settings = (log_level, log_format)
         self._context = multiprocessing.get_context("spawn")
         self._tasks = self._context.Queue()
         self._events = self._context.Queue()
@@ -72,7 +75,14 @@ class WorkerPool:
     def _spawn(self, index: int) -> Any:
         process = self._context.Process(
             target=worker_main,
-            args=(index, self._tasks, self._events, self._controls[index], self._torch_threads),
+            args=(
+                index,
+                self._tasks,
+                self._events,
+                self._controls[index],
+                self._torch_threads,
+                self._log_settings,
+            ),
             name=f"training-worker-{index}",
             daemon=True,
         )

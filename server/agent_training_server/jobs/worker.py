@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import StatusCode
 
+from agent_training_server import logs
 from agent_training_server.engines.base import (
     Example,
     Progress,
@@ -123,6 +124,7 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
     with tracer.start_as_current_span(
         "training.job", context=context_from(task.trace_context), attributes=attributes
     ) as job_span:
+        log.info("job %s started (%s)", task.training_id, task.training_type)
         spans = PhaseSpans(tracer, attributes)
         try:
             outcome = _train(task, QueueReporter(task.training_id, events, cancelled, spans))
@@ -133,6 +135,7 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
         if kind == "failed":
             job_span.set_status(StatusCode.ERROR, payload["code"])
         job_span.set_attribute("training.outcome", kind)
+        log.info("job %s %s", task.training_id, kind)
     _flush_spans()
     events.put((kind, task.training_id, payload))
 
@@ -198,8 +201,16 @@ def _train(task: JobTask, reporter: QueueReporter) -> tuple[str, dict[str, Any]]
         )
 
 
-def worker_main(index: int, tasks: Any, events: Any, control: Any, torch_threads: int) -> None:
+def worker_main(
+    index: int,
+    tasks: Any,
+    events: Any,
+    control: Any,
+    torch_threads: int,
+    log_settings: tuple[str, str] = ("INFO", "json"),
+) -> None:
     """Entry point of a worker process: take tasks until told to stop (a None task)."""
+    logs.configure(*log_settings)  # the server's level and format, trace ids included
     # Ctrl-C in a terminal reaches the whole process group: the server shuts down its workers
     # itself, so a worker must not die of it mid-epoch (and be "restarted" during shutdown).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
