@@ -2,7 +2,8 @@
 
 An agent is trained once (supervised, 5 Banking77 intents); then the server is started on the
 same data twice:
-- observed: Prometheus metrics on, every request traced (OTEL_TRACES_SAMPLER=always_on);
+- observed: Prometheus metrics on, every request traced (OTEL_TRACES_SAMPLER=always_on) and its
+  spans exported over OTLP/gRPC to a sink process (bench/otlp_sink.py) that counts them;
 - quiet: metrics off (--metrics-address ""), no request traced (OTEL_TRACES_SAMPLER=always_off).
 Against each, an asyncio client keeps 32 InvokeAgent calls (one input each) in flight for
 `--seconds`; and against the quiet server, the same for grpc.health.v1 Check, the ceiling of any
@@ -31,12 +32,29 @@ IN_FLIGHT = 32
 ROUNDS = 3
 
 
-def serve(data_dir: Path, observed: bool) -> tuple[subprocess.Popen, str]:
+def start_sink() -> tuple[subprocess.Popen, int]:
+    """The OTLP receiver the observed server exports to."""
+    sink = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("otlp_sink.py"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return sink, int(sink.stdout.readline())
+
+
+def serve(data_dir: Path, observed: bool, sink_port: int = 0) -> tuple[subprocess.Popen, str]:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "OTEL_TRACES_SAMPLER": "always_on" if observed else "always_off",
     }
+    if observed:
+        env.update(
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
+            OTEL_EXPORTER_OTLP_INSECURE="true",
+        )
     metrics = "127.0.0.1:0" if observed else ""
     process = subprocess.Popen(
         [
@@ -117,9 +135,10 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(30)
+        sink, sink_port = start_sink()
         for _ in range(ROUNDS):
             for name in ("observed", "quiet"):
-                process, address = serve(Path(data_dir), observed=name == "observed")
+                process, address = serve(Path(data_dir), name == "observed", sink_port)
                 try:
                     runs[name].append(asyncio.run(hammer(address, args.seconds, "invoke")))
                     if name == "quiet":
@@ -127,15 +146,20 @@ def main() -> None:
                 finally:
                     process.terminate()
                     process.wait(30)
+        sink.terminate()
+        _out, sink_report = sink.communicate(timeout=30)
+    spans_exported = int(re.search(r"received (\d+) spans", sink_report).group(1))
     medians = {name: statistics.median(values) for name, values in runs.items()}
     results = {
         "calls_per_second": medians,
         "runs": runs,
         "observed_vs_quiet": medians["observed"] / medians["quiet"],
         "quiet_vs_health": medians["quiet"] / medians["health"],
+        "spans_exported": spans_exported,
     }
     print(f"InvokeAgent, {IN_FLIGHT} calls in flight, {os.cpu_count()} cores (median of {ROUNDS})")
-    print(f"metrics and tracing on:  {medians['observed']:8,.0f} calls/s")
+    print(f"metrics and tracing on:  {medians['observed']:8,.0f} calls/s"
+          f" ({spans_exported:,} spans exported over OTLP)")  # fmt: skip
     print(f"metrics and tracing off: {medians['quiet']:8,.0f} calls/s")
     print(f"health check (ceiling):  {medians['health']:8,.0f} calls/s")
     print(
