@@ -10,9 +10,16 @@ import grpc
 import numpy as np
 import pytest
 
-from agent_training.v1 import agents_pb2, analysis_pb2, synthetic_pb2, training_pb2
+from agent_training.v1 import agents_pb2, analysis_pb2, service_pb2, synthetic_pb2, training_pb2
 from agent_training_client import AgentTrainingClient
-from tests.conftest import BANKING77, ServerThread, assert_status, expect_error, make_config
+from tests.conftest import (
+    BANKING77,
+    TRACE_ID,
+    ServerThread,
+    assert_status,
+    expect_error,
+    make_config,
+)
 from tests.test_training import INTENTS, banking_examples
 
 CALIBRATION = analysis_pb2.OPTIMIZATION_GOAL_IMPROVE_CALIBRATION
@@ -353,6 +360,7 @@ def test_large_evaluation_sets_stream_progress_instead_of_a_silent_call(tmp_path
                     agent_id="big-eval", evaluation_data=evaluation, optimization_goals=[COVERAGE]
                 )
             )
+            assert messages[0].accepted.analysis_id.startswith("analysis_")
             progress = [m.progress for m in messages if m.WhichOneof("kind") == "progress"]
             scored = [p.examples_done for p in progress if p.phase == "scoring"]
             assert scored == [20, 40, 60, 80, 100, 120, 125]
@@ -364,3 +372,110 @@ def test_large_evaluation_sets_stream_progress_instead_of_a_silent_call(tmp_path
             assert result.analysis.example_count == 125 and len(result.suggestions) == 1
     finally:
         small.stop()
+
+
+def test_an_analysis_job_outlives_its_stream_and_can_be_watched_and_read_again(
+    tmp_path, monkeypatch
+):
+    from agent_training_server.services import analysis
+
+    monkeypatch.setattr(analysis, "SCORING_CHUNK", 20)
+    running = ServerThread(make_config(tmp_path, workers=1, max_direct_analysis_examples=50))
+    try:
+        with AgentTrainingClient(running.address, timeout=120) as client:
+            trained(client, "detached")
+            request = dict(
+                agent_id="detached",
+                evaluation_data=banking_test_examples(25),
+                optimization_goals=[COVERAGE],
+                request_id="analysis-1",
+            )
+            stream = client.analyze_and_optimize_stream(**request)
+            analysis_id = next(stream).accepted.analysis_id
+            stream.close()  # the client goes away at once
+
+            watched = list(client.watch_analysis_job(analysis_id))
+            assert watched[-1].WhichOneof("kind") == "result"
+            assert watched[-1].result.analysis.example_count == 125
+            job = client.get_analysis_job(analysis_id)
+            assert job.status == service_pb2.ANALYSIS_STATUS_SUCCEEDED
+            assert job.result == watched[-1].result
+            assert job.agent_id == "detached" and TRACE_ID.match(job.trace_id)
+            assert job.progress.examples_total == 125
+            # Watching an ended job answers at once with its result.
+            assert list(client.watch_analysis_job(analysis_id))[-1].result == job.result
+
+            # A retry with the same request_id re-attaches to the same job.
+            retried = list(client.analyze_and_optimize_stream(**request))
+            assert retried[0].accepted.analysis_id == analysis_id
+            assert retried[-1].result == job.result
+
+            error = expect_error(client.get_analysis_job, "analysis_0000000000000000")
+            assert_status(error, grpc.StatusCode.NOT_FOUND)
+            assert error.code == "ANALYSIS_NOT_FOUND"
+            error = expect_error(lambda: list(client.watch_analysis_job("../etc")))
+            assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+            # Wrong requests are refused before any job is stored.
+            error = expect_error(
+                lambda: list(client.analyze_and_optimize_stream(agent_id="nobody"))
+            )
+            assert_status(error, grpc.StatusCode.NOT_FOUND)
+    finally:
+        running.stop()
+
+
+def test_analyses_a_stopped_server_left_running_fail_retryable_at_the_next_start(tmp_path):
+    from agent_training_server.domain import AnalysisJob
+    from agent_training_server.store.sqlite import SqliteStore
+
+    config = make_config(tmp_path, workers=1)
+    first = ServerThread(config)
+    with AgentTrainingClient(first.address, timeout=120) as client:
+        trained(client, "interrupted")
+    first.stop()
+    # What a crash leaves behind: a job stored as RUNNING that no process works on any more.
+    store = SqliteStore(config.database_path)
+    store.create_analysis(AnalysisJob("analysis_00000000000000aa", "interrupted", create_time=1.0))
+    store.close()
+
+    second = ServerThread(config)
+    try:
+        with AgentTrainingClient(second.address, timeout=60) as client:
+            job = client.get_analysis_job("analysis_00000000000000aa")
+            assert job.status == service_pb2.ANALYSIS_STATUS_FAILED
+            assert job.error.code == "ANALYSIS_INTERRUPTED" and job.error.retryable
+            error = expect_error(
+                lambda: list(client.watch_analysis_job("analysis_00000000000000aa"))
+            )
+            assert_status(error, grpc.StatusCode.UNAVAILABLE)
+            assert error.code == "ANALYSIS_INTERRUPTED" and error.retryable
+    finally:
+        second.stop()
+
+
+def test_analysis_jobs_over_the_limit_are_refused_with_a_retry_delay(tmp_path):
+    running = ServerThread(make_config(tmp_path, workers=1, max_analysis_jobs=1))
+    try:
+        with AgentTrainingClient(running.address, timeout=120) as client:
+            trained(client, "busy")
+            slow = client.analyze_and_optimize_stream(
+                agent_id="busy",
+                optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_MAXIMIZE_ACCURACY],
+            )
+            analysis_id = next(slow).accepted.analysis_id  # retrains: runs for seconds
+            error = expect_error(
+                lambda: list(
+                    client.analyze_and_optimize_stream(
+                        agent_id="busy", optimization_goals=[COVERAGE]
+                    )
+                )
+            )
+            assert_status(error, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            assert error.code == "TOO_MANY_ANALYSES" and error.retryable
+            assert error.retry_delay_seconds and error.retry_delay_seconds > 0
+            assert list(slow)[-1].WhichOneof("kind") == "result"
+            assert client.get_analysis_job(analysis_id).status == (
+                service_pb2.ANALYSIS_STATUS_SUCCEEDED
+            )
+    finally:
+        running.stop()

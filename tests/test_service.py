@@ -52,6 +52,7 @@ def test_contract_has_the_seed_operations_and_streams() -> None:
         "WatchTrainingJob",
         "GenerateSyntheticTrainingData",
         "AnalyzeAndOptimizeStream",
+        "WatchAnalysisJob",
     }
     uploads = {name for name, method in methods.items() if method.client_streaming}
     assert uploads == {"UploadDataset"}

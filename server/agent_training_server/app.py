@@ -24,6 +24,7 @@ from agent_training_server.metrics import GrpcMetricsInterceptor, Metrics
 from agent_training_server.services.adaptation import AdaptationService
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
+from agent_training_server.services.analysis_jobs import AnalysisJobs
 from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
@@ -55,6 +56,7 @@ class RunningServer:
     metrics_server: Any = None
     metrics_port: int = 0
     """Port of /metrics (0 when metrics are off)."""
+    analysis_jobs: AnalysisJobs | None = None
 
     @property
     def address(self) -> str:
@@ -67,6 +69,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
         await self.jobs.stop()
+        if self.analysis_jobs is not None:
+            await self.analysis_jobs.stop()  # stored as interrupted, retryable
         await self.feedback.stop()  # answers still in memory reach the database
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
@@ -101,9 +105,7 @@ async def create_server(
     jobs = JobManager(
         store,
         config,
-        WorkerPool(
-            config.workers, _torch_threads(config), config.log_level, config.log_format
-        ),
+        WorkerPool(config.workers, _torch_threads(config), config.log_level, config.log_format),
         metrics=metrics,
         tracer=tracer,
     )
@@ -117,6 +119,8 @@ async def create_server(
     synthetic = SyntheticService(inference, config.max_concurrent_generations, metrics)
     analysis = AnalysisService(store, agents, inference, config.data_dir)
     adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir, metrics)
+    analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs)
+    await analysis_jobs.recover()
 
     server = grpc.aio.server(
         interceptors=[
@@ -139,6 +143,7 @@ async def create_server(
             analysis,
             feedback,
             adaptation,
+            analysis_jobs,
             tracer=tracer,
         ),
         server,
@@ -176,6 +181,7 @@ async def create_server(
         metrics,
         metrics_server,
         metrics_port,
+        analysis_jobs,
     )
 
 

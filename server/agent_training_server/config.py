@@ -52,6 +52,9 @@ class ServerConfig:
     max_concurrent_generations: int = _setting(
         4, "synthetic data generations running at once before more are refused"
     )
+    max_analysis_jobs: int = _setting(
+        2, "analysis jobs (AnalyzeAndOptimizeStream) running at once before more are refused"
+    )
     workers: int = _setting(_default_workers, "training worker processes (default: cores / 2)")
     max_queued_jobs: int = _setting(32, "jobs waiting for a worker before TrainAgent is refused")
     max_job_seconds: int = _setting(3_600, "default wall-clock limit of one training job")
@@ -144,6 +147,7 @@ def _check(config: ServerConfig) -> None:
         "max_dataset_examples",
         "max_concurrent_generations",
         "max_direct_analysis_examples",
+        "max_analysis_jobs",
         "workers",
         "max_job_seconds",
     )

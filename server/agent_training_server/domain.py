@@ -200,3 +200,28 @@ class Feedback:
     corrected_output: str = ""
     comment: str = ""
     time: float = 0.0
+
+
+class AnalysisStatus:
+    """Status values of an analysis job."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisJob:
+    """An analysis of a large evaluation set, run in the background and kept with its result."""
+
+    analysis_id: str
+    agent_id: str
+    status: str = AnalysisStatus.RUNNING
+    progress: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Latest progress: phase, examples_done, examples_total, percent_complete."""
+    result: bytes = b""
+    """The serialised AnalyzeAndOptimizeResponse once SUCCEEDED (opaque to the store)."""
+    error: dict[str, Any] = dataclasses.field(default_factory=dict)
+    create_time: float = 0.0
+    end_time: float = 0.0
+    trace_id: str = ""

@@ -71,7 +71,9 @@ def analyze(args: argparse.Namespace, client: AgentTrainingClient, read_examples
         evaluation_data=list(read_examples(Path(args.eval))) if args.eval else [],
         dataset_id=args.dataset,
     ):
-        if message.WhichOneof("kind") == "progress":
+        if message.WhichOneof("kind") == "accepted":
+            print(f"analysis job {message.accepted.analysis_id}", file=sys.stderr)
+        elif message.WhichOneof("kind") == "progress":
             p = message.progress
             print(
                 f"\r{p.percent_complete:5.1f}%  {p.phase}  {p.examples_done}/{p.examples_total}",

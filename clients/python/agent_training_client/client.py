@@ -118,11 +118,28 @@ class AgentTrainingClient:
     def analyze_and_optimize_stream(
         self, *, timeout: float | None = None, **fields: Any
     ) -> Iterator[service_pb2.AnalyzeAndOptimizeStreamResponse]:
-        """Analyse with progress messages, then the result (for large evaluation sets)."""
+        """Start an analysis job: yields `accepted` (its analysis_id), progress, then the result.
+
+        Closing the iterator early leaves the analysis running (see watch_analysis_job).
+        """
         request = service_pb2.AnalyzeAndOptimizeStreamRequest(
             request=service_pb2.AnalyzeAndOptimizeRequest(**fields)
         )
-        call = self._stub.AnalyzeAndOptimizeStream(request, timeout=timeout)
+        return self._stream(self._stub.AnalyzeAndOptimizeStream(request, timeout=timeout))
+
+    def get_analysis_job(self, analysis_id: str) -> service_pb2.AnalysisJob:
+        """Return an analysis job: status, latest progress, and its result once it succeeded."""
+        request = service_pb2.GetAnalysisJobRequest(analysis_id=analysis_id)
+        return self._unary(self._stub.GetAnalysisJob, request).job
+
+    def watch_analysis_job(
+        self, analysis_id: str, *, timeout: float | None = None
+    ) -> Iterator[service_pb2.WatchAnalysisJobResponse]:
+        """Re-attach to an analysis job: latest progress, live progress, then the result."""
+        request = service_pb2.WatchAnalysisJobRequest(analysis_id=analysis_id)
+        return self._stream(self._stub.WatchAnalysisJob(request, timeout=timeout))
+
+    def _stream(self, call: Any) -> Iterator[Any]:
         try:
             yield from call
         except grpc.RpcError as error:

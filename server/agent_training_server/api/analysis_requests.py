@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from agent_training.v1 import analysis_pb2, service_pb2, synthetic_pb2, training_pb2
+from agent_training_server.api import convert
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
+from agent_training_server.domain import AnalysisJob, AnalysisStatus
 from agent_training_server.services.analysis import BALANCE_VARIANTS, Report, Suggestion
 
 _GOAL_NAMES = [
@@ -138,4 +140,30 @@ def _suggestion(s: Suggestion) -> analysis_pb2.Suggestion:
             for text, output in s.synthetic_sources
         )
         message.synthetic_count = BALANCE_VARIANTS * len(s.synthetic_sources)
+    return message
+
+
+_ANALYSIS_STATUS = {
+    AnalysisStatus.RUNNING: service_pb2.ANALYSIS_STATUS_RUNNING,
+    AnalysisStatus.SUCCEEDED: service_pb2.ANALYSIS_STATUS_SUCCEEDED,
+    AnalysisStatus.FAILED: service_pb2.ANALYSIS_STATUS_FAILED,
+}
+
+
+def analysis_job_to_proto(job: AnalysisJob) -> service_pb2.AnalysisJob:
+    """The AnalysisJob message of a stored or running analysis job."""
+    message = service_pb2.AnalysisJob(
+        analysis_id=job.analysis_id,
+        agent_id=job.agent_id,
+        status=_ANALYSIS_STATUS[job.status],
+        progress=service_pb2.AnalysisProgress(**job.progress) if job.progress else None,
+        result=service_pb2.AnalyzeAndOptimizeResponse.FromString(job.result)
+        if job.result
+        else None,
+        create_time=convert.timestamp(job.create_time),
+        end_time=convert.timestamp(job.end_time),
+        trace_id=job.trace_id,
+    )
+    if job.error:
+        message.error.CopyFrom(convert.error_to_proto({**job.error, "trace_id": job.trace_id}))
     return message

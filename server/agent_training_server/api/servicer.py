@@ -5,7 +5,6 @@ Handlers raise domain errors; ErrorTranslationInterceptor turns them into rich s
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from agent_training_server.api import analysis_requests, convert, validation
 from agent_training_server.api.synthetic_handlers import SyntheticHandlers, idempotency_key
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
+from agent_training_server.domain import AnalysisStatus
 from agent_training_server.engines.base import TrainSettings
 from agent_training_server.errors import (
     FailedPrecondition,
@@ -26,9 +26,11 @@ from agent_training_server.errors import (
     NotFound,
     Unimplemented,
 )
+from agent_training_server.services import analysis_jobs
 from agent_training_server.services.adaptation import AdaptationService
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
+from agent_training_server.services.analysis_jobs import AnalysisJobs
 from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
@@ -54,6 +56,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         analysis: AnalysisService,
         feedback: FeedbackService,
         adaptation: AdaptationService,
+        analysis_jobs: AnalysisJobs,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._config = config
@@ -66,6 +69,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self._analysis = analysis
         self._feedback = feedback
         self._adaptation = adaptation
+        self._analysis_jobs = analysis_jobs
 
     # Agents -------------------------------------------------------------------------------
 
@@ -340,33 +344,56 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
                 "AnalyzeAndOptimizeStream does not apply suggestions",
                 hint="Apply a suggestion with AnalyzeAndOptimize (it answers at once).",
             )
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[service_pb2.AnalysisProgress] = asyncio.Queue()
+        # What can be found wrong at once is answered at once, before a job is stored.
+        await self._agents.get(inner.agent_id)
+        if inner.version_id:
+            await self._agents.get_version(inner.agent_id, inner.version_id)
+        if inner.dataset_id:
+            await self._datasets.get(inner.dataset_id)
 
-        def progress(phase: str, done: int, total: int, percent: float) -> None:
-            message = service_pb2.AnalysisProgress(
-                phase=phase,
-                examples_done=done,
-                examples_total=total,
-                percent_complete=round(percent, 1),
+        async def analysis(progress: Any) -> bytes:
+            response = await self._analyze(
+                inner, goals, self._config.max_dataset_examples, progress
             )
-            loop.call_soon_threadsafe(events.put_nowait, message)
+            return response.SerializeToString()
 
-        work = asyncio.ensure_future(
-            self._analyze(inner, goals, self._config.max_dataset_examples, progress)
+        key = idempotency_key(
+            "AnalyzeAndOptimizeStream",
+            inner.request_id,
+            request.SerializeToString(deterministic=True),
         )
-        try:
-            while not work.done() or not events.empty():
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield service_pb2.AnalyzeAndOptimizeStreamResponse(progress=getter.result())
-                else:
-                    getter.cancel()
-            yield service_pb2.AnalyzeAndOptimizeStreamResponse(result=work.result())
-        finally:
-            if not work.done():
-                work.cancel()
+        job = await self._analysis_jobs.start(inner.agent_id, analysis, key)
+        yield service_pb2.AnalyzeAndOptimizeStreamResponse(
+            accepted=service_pb2.AnalysisAccepted(analysis_id=job.analysis_id)
+        )
+        # The stream only watches: a client that goes away leaves the analysis running.
+        async for message in self._analysis_messages(job.analysis_id):
+            yield service_pb2.AnalyzeAndOptimizeStreamResponse(**message)
+
+    async def GetAnalysisJob(  # noqa: D102
+        self, request: service_pb2.GetAnalysisJobRequest, context: Context
+    ) -> service_pb2.GetAnalysisJobResponse:
+        validation.check_analysis_id(request.analysis_id)
+        job = await self._analysis_jobs.get(request.analysis_id)
+        return service_pb2.GetAnalysisJobResponse(job=analysis_requests.analysis_job_to_proto(job))
+
+    async def WatchAnalysisJob(  # noqa: D102
+        self, request: service_pb2.WatchAnalysisJobRequest, context: Context
+    ) -> AsyncIterator[service_pb2.WatchAnalysisJobResponse]:
+        validation.check_analysis_id(request.analysis_id)
+        async for message in self._analysis_messages(request.analysis_id):
+            yield service_pb2.WatchAnalysisJobResponse(**message)
+
+    async def _analysis_messages(self, analysis_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Progress and result messages of an analysis job; its error when it failed."""
+        async for job in self._analysis_jobs.watch(analysis_id):
+            if job.status == AnalysisStatus.SUCCEEDED:
+                result = service_pb2.AnalyzeAndOptimizeResponse.FromString(job.result)
+                yield {"result": result}
+            elif job.status == AnalysisStatus.FAILED:
+                raise analysis_jobs.error_of(job)
+            elif job.progress:
+                yield {"progress": service_pb2.AnalysisProgress(**job.progress)}
 
     async def _analyze(
         self,

@@ -355,6 +355,13 @@ def check_training_id(training_id: str) -> None:
     checker.raise_if_any()
 
 
+def check_analysis_id(analysis_id: str) -> None:
+    """Validate a request whose only required field is analysis_id."""
+    checker = Checker()
+    checker.resource_id("analysis_id", analysis_id)
+    checker.raise_if_any()
+
+
 def check_invoke_agent(request: service_pb2.InvokeAgentRequest, server: ServerConfig) -> None:
     """Validate InvokeAgent."""
     checker = Checker()

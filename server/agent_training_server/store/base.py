@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from agent_training_server.domain import (
     Agent,
     AgentVersion,
+    AnalysisJob,
     Dataset,
     Feedback,
     Invocation,
@@ -171,6 +172,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def load_dataset(self, sha256: str) -> bytes:
         """Return stored training data. Raises NotFound."""
+
+    @abc.abstractmethod
+    def create_analysis(
+        self, job: AnalysisJob, key: IdempotencyKey | None = None
+    ) -> tuple[AnalysisJob, bool]:
+        """Insert a running analysis job; return it and whether it was a same-key replay."""
+
+    @abc.abstractmethod
+    def finish_analysis(self, job: AnalysisJob) -> None:
+        """Store an analysis job's end: status, last progress, result or error."""
+
+    @abc.abstractmethod
+    def get_analysis(self, analysis_id: str) -> AnalysisJob:
+        """Return an analysis job. Raises NotFound."""
+
+    @abc.abstractmethod
+    def fail_running_analyses(self, error: dict, end_time: float) -> int:
+        """Mark analyses left RUNNING by a previous run FAILED with ``error``; return how many."""
 
     @abc.abstractmethod
     def create_job(

@@ -19,6 +19,7 @@ from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
 from agent_training_server.errors import AlreadyExists, NotFound
 from agent_training_server.store.base import IdempotencyKey, Store
 from agent_training_server.store.idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_analysis import ANALYSIS_SCHEMA, AnalysisTables
 from agent_training_server.store.sqlite_datasets import DATASET_SCHEMA, DatasetTables
 from agent_training_server.store.sqlite_feedback import FEEDBACK_SCHEMA, FeedbackTables
 from agent_training_server.store.sqlite_jobs import JobTables
@@ -87,7 +88,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 """
 
 
-class SqliteStore(FeedbackTables, DatasetTables, JobTables, Store):
+class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Store):
     """A store in one SQLite file. Thread-safe: one connection, serialised by a lock."""
 
     def __init__(self, path: Path) -> None:
@@ -100,7 +101,7 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, Store):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA + DATASET_SCHEMA + FEEDBACK_SCHEMA)
+        self._db.executescript(SCHEMA + DATASET_SCHEMA + FEEDBACK_SCHEMA + ANALYSIS_SCHEMA)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -6,13 +6,16 @@ isort:skip_file
 from agent_training.v1 import adaptation_pb2 as _adaptation_pb2
 from agent_training.v1 import agents_pb2 as _agents_pb2
 from agent_training.v1 import analysis_pb2 as _analysis_pb2
+from agent_training.v1 import errors_pb2 as _errors_pb2
 from agent_training.v1 import invocation_pb2 as _invocation_pb2
 from agent_training.v1 import synthetic_pb2 as _synthetic_pb2
 from agent_training.v1 import training_pb2 as _training_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -23,6 +26,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AnalysisStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AnalysisStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnalysisStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ANALYSIS_STATUS_UNSPECIFIED: _AnalysisStatus.ValueType  # 0
+    """Not set."""
+    ANALYSIS_STATUS_RUNNING: _AnalysisStatus.ValueType  # 1
+    """Working."""
+    ANALYSIS_STATUS_SUCCEEDED: _AnalysisStatus.ValueType  # 2
+    """Ended with a result."""
+    ANALYSIS_STATUS_FAILED: _AnalysisStatus.ValueType  # 3
+    """Ended without a result; `error` says why (a restart interrupts running analyses: retryable)."""
+
+class AnalysisStatus(_AnalysisStatus, metaclass=_AnalysisStatusEnumTypeWrapper):
+    """Status of an analysis job."""
+
+ANALYSIS_STATUS_UNSPECIFIED: AnalysisStatus.ValueType  # 0
+"""Not set."""
+ANALYSIS_STATUS_RUNNING: AnalysisStatus.ValueType  # 1
+"""Working."""
+ANALYSIS_STATUS_SUCCEEDED: AnalysisStatus.ValueType  # 2
+"""Ended with a result."""
+ANALYSIS_STATUS_FAILED: AnalysisStatus.ValueType  # 3
+"""Ended without a result; `error` says why (a restart interrupts running analyses: retryable)."""
+Global___AnalysisStatus: _TypeAlias = AnalysisStatus  # noqa: Y015
 
 @_typing.final
 class TrainAgentRequest(_message.Message):
@@ -404,7 +435,199 @@ Global___AnalysisProgress: _TypeAlias = AnalysisProgress  # noqa: Y015
 
 @_typing.final
 class AnalyzeAndOptimizeStreamResponse(_message.Message):
-    """One message of AnalyzeAndOptimizeStream: progress, then the result."""
+    """One message of AnalyzeAndOptimizeStream: accepted, progress, then the result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> Global___AnalysisProgress:
+        """Progress so far."""
+
+    @_builtins.property
+    def result(self) -> Global___AnalyzeAndOptimizeResponse:
+        """The result, last."""
+
+    @_builtins.property
+    def accepted(self) -> Global___AnalysisAccepted:
+        """First: the analysis job was accepted."""
+
+    def __init__(
+        self,
+        *,
+        progress: Global___AnalysisProgress | None = ...,
+        result: Global___AnalyzeAndOptimizeResponse | None = ...,
+        accepted: Global___AnalysisAccepted | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["progress", "result", "accepted"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___AnalyzeAndOptimizeStreamResponse: _TypeAlias = AnalyzeAndOptimizeStreamResponse  # noqa: Y015
+
+@_typing.final
+class AnalysisAccepted(_message.Message):
+    """The first message of AnalyzeAndOptimizeStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANALYSIS_ID_FIELD_NUMBER: _builtins.int
+    analysis_id: _builtins.str
+    """Id of the analysis job, e.g. "analysis_5f2c...", for GetAnalysisJob and WatchAnalysisJob."""
+    def __init__(
+        self,
+        *,
+        analysis_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis_id", b"analysis_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalysisAccepted: _TypeAlias = AnalysisAccepted  # noqa: Y015
+
+@_typing.final
+class AnalysisJob(_message.Message):
+    """A stored analysis job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANALYSIS_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    analysis_id: _builtins.str
+    """Server-assigned id, e.g. "analysis_5f2c..."."""
+    agent_id: _builtins.str
+    """The agent analysed."""
+    status: Global___AnalysisStatus.ValueType
+    """Current status."""
+    trace_id: _builtins.str
+    """Trace id of the request that started it."""
+    @_builtins.property
+    def progress(self) -> Global___AnalysisProgress:
+        """Latest progress."""
+
+    @_builtins.property
+    def result(self) -> Global___AnalyzeAndOptimizeResponse:
+        """The result, once SUCCEEDED."""
+
+    @_builtins.property
+    def error(self) -> _errors_pb2.ErrorDetail:
+        """Why it failed, once FAILED."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was accepted."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ended."""
+
+    def __init__(
+        self,
+        *,
+        analysis_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        status: Global___AnalysisStatus.ValueType = ...,
+        progress: Global___AnalysisProgress | None = ...,
+        result: Global___AnalyzeAndOptimizeResponse | None = ...,
+        error: _errors_pb2.ErrorDetail | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "analysis_id", b"analysis_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "result", b"result", "status", b"status", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalysisJob: _TypeAlias = AnalysisJob  # noqa: Y015
+
+@_typing.final
+class GetAnalysisJobRequest(_message.Message):
+    """Request of GetAnalysisJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANALYSIS_ID_FIELD_NUMBER: _builtins.int
+    analysis_id: _builtins.str
+    """The analysis job. Required."""
+    def __init__(
+        self,
+        *,
+        analysis_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis_id", b"analysis_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAnalysisJobRequest: _TypeAlias = GetAnalysisJobRequest  # noqa: Y015
+
+@_typing.final
+class GetAnalysisJobResponse(_message.Message):
+    """Response of GetAnalysisJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___AnalysisJob:
+        """The job."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___AnalysisJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAnalysisJobResponse: _TypeAlias = GetAnalysisJobResponse  # noqa: Y015
+
+@_typing.final
+class WatchAnalysisJobRequest(_message.Message):
+    """Request of WatchAnalysisJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANALYSIS_ID_FIELD_NUMBER: _builtins.int
+    analysis_id: _builtins.str
+    """The analysis job. Required."""
+    def __init__(
+        self,
+        *,
+        analysis_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis_id", b"analysis_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAnalysisJobRequest: _TypeAlias = WatchAnalysisJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchAnalysisJobResponse(_message.Message):
+    """One message of WatchAnalysisJob: progress, then the result."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -432,7 +655,7 @@ class AnalyzeAndOptimizeStreamResponse(_message.Message):
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
-Global___AnalyzeAndOptimizeStreamResponse: _TypeAlias = AnalyzeAndOptimizeStreamResponse  # noqa: Y015
+Global___WatchAnalysisJobResponse: _TypeAlias = WatchAnalysisJobResponse  # noqa: Y015
 
 @_typing.final
 class AdaptAgentBehaviorRequest(_message.Message):

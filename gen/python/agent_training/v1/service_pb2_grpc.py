@@ -62,6 +62,16 @@ class AgentTrainingServiceStub:
                 request_serializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamRequest.SerializeToString,
                 response_deserializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamResponse.FromString,
                 _registered_method=True)
+        self.GetAnalysisJob = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/GetAnalysisJob',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.GetAnalysisJobRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.GetAnalysisJobResponse.FromString,
+                _registered_method=True)
+        self.WatchAnalysisJob = channel.unary_stream(
+                '/agent_training.v1.AgentTrainingService/WatchAnalysisJob',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.WatchAnalysisJobRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.WatchAnalysisJobResponse.FromString,
+                _registered_method=True)
         self.AdaptAgentBehavior = channel.unary_unary(
                 '/agent_training.v1.AgentTrainingService/AdaptAgentBehavior',
                 request_serializer=agent__training_dot_v1_dot_service__pb2.AdaptAgentBehaviorRequest.SerializeToString,
@@ -193,7 +203,24 @@ class AgentTrainingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AnalyzeAndOptimizeStream(self, request, context):
-        """The same, streaming progress while it works (for large evaluation sets), then the result.
+        """The same as a stored analysis job, for large evaluation sets: first `accepted` (with the
+        `analysis_id`), then progress while it works, then the result. Closing the stream does not
+        stop the analysis; re-attach with WatchAnalysisJob or read the result with GetAnalysisJob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnalysisJob(self, request, context):
+        """Returns an analysis job: its status, latest progress and, once it succeeded, its result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAnalysisJob(self, request, context):
+        """Re-attaches to an analysis job: its latest progress, live progress, then the result (at once
+        when it has ended; an error status when it failed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -353,6 +380,16 @@ def add_AgentTrainingServiceServicer_to_server(servicer, server):
                     servicer.AnalyzeAndOptimizeStream,
                     request_deserializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamRequest.FromString,
                     response_serializer=agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamResponse.SerializeToString,
+            ),
+            'GetAnalysisJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnalysisJob,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.GetAnalysisJobRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.GetAnalysisJobResponse.SerializeToString,
+            ),
+            'WatchAnalysisJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAnalysisJob,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.WatchAnalysisJobRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.WatchAnalysisJobResponse.SerializeToString,
             ),
             'AdaptAgentBehavior': grpc.unary_unary_rpc_method_handler(
                     servicer.AdaptAgentBehavior,
@@ -583,6 +620,60 @@ class AgentTrainingService:
             '/agent_training.v1.AgentTrainingService/AnalyzeAndOptimizeStream',
             agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamRequest.SerializeToString,
             agent__training_dot_v1_dot_service__pb2.AnalyzeAndOptimizeStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnalysisJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/GetAnalysisJob',
+            agent__training_dot_v1_dot_service__pb2.GetAnalysisJobRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.GetAnalysisJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAnalysisJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/WatchAnalysisJob',
+            agent__training_dot_v1_dot_service__pb2.WatchAnalysisJobRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.WatchAnalysisJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

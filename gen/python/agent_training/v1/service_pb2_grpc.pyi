@@ -52,7 +52,16 @@ class AgentTrainingServiceStub:
     Evaluation sets of more than `max_direct_analysis_examples` go to AnalyzeAndOptimizeStream.
     """
     AnalyzeAndOptimizeStream: _grpc.UnaryStreamMultiCallable[_service_pb2.AnalyzeAndOptimizeStreamRequest, _service_pb2.AnalyzeAndOptimizeStreamResponse]
-    """The same, streaming progress while it works (for large evaluation sets), then the result."""
+    """The same as a stored analysis job, for large evaluation sets: first `accepted` (with the
+    `analysis_id`), then progress while it works, then the result. Closing the stream does not
+    stop the analysis; re-attach with WatchAnalysisJob or read the result with GetAnalysisJob.
+    """
+    GetAnalysisJob: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetAnalysisJobRequest, _service_pb2.GetAnalysisJobResponse]
+    """Returns an analysis job: its status, latest progress and, once it succeeded, its result."""
+    WatchAnalysisJob: _grpc.UnaryStreamMultiCallable[_service_pb2.WatchAnalysisJobRequest, _service_pb2.WatchAnalysisJobResponse]
+    """Re-attaches to an analysis job: its latest progress, live progress, then the result (at once
+    when it has ended; an error status when it failed).
+    """
     AdaptAgentBehavior: _grpc.UnaryUnaryMultiCallable[_service_pb2.AdaptAgentBehaviorRequest, _service_pb2.AdaptAgentBehaviorResponse]
     """Changes an agent's behaviour from production metrics and feedback, as a new version."""
     CreateAgent: _grpc.UnaryUnaryMultiCallable[_service_pb2.CreateAgentRequest, _service_pb2.CreateAgentResponse]
@@ -116,7 +125,16 @@ class AgentTrainingServiceAsyncStub(AgentTrainingServiceStub):
     Evaluation sets of more than `max_direct_analysis_examples` go to AnalyzeAndOptimizeStream.
     """
     AnalyzeAndOptimizeStream: _aio.UnaryStreamMultiCallable[_service_pb2.AnalyzeAndOptimizeStreamRequest, _service_pb2.AnalyzeAndOptimizeStreamResponse]  # type: ignore[assignment]
-    """The same, streaming progress while it works (for large evaluation sets), then the result."""
+    """The same as a stored analysis job, for large evaluation sets: first `accepted` (with the
+    `analysis_id`), then progress while it works, then the result. Closing the stream does not
+    stop the analysis; re-attach with WatchAnalysisJob or read the result with GetAnalysisJob.
+    """
+    GetAnalysisJob: _aio.UnaryUnaryMultiCallable[_service_pb2.GetAnalysisJobRequest, _service_pb2.GetAnalysisJobResponse]  # type: ignore[assignment]
+    """Returns an analysis job: its status, latest progress and, once it succeeded, its result."""
+    WatchAnalysisJob: _aio.UnaryStreamMultiCallable[_service_pb2.WatchAnalysisJobRequest, _service_pb2.WatchAnalysisJobResponse]  # type: ignore[assignment]
+    """Re-attaches to an analysis job: its latest progress, live progress, then the result (at once
+    when it has ended; an error status when it failed).
+    """
     AdaptAgentBehavior: _aio.UnaryUnaryMultiCallable[_service_pb2.AdaptAgentBehaviorRequest, _service_pb2.AdaptAgentBehaviorResponse]  # type: ignore[assignment]
     """Changes an agent's behaviour from production metrics and feedback, as a new version."""
     CreateAgent: _aio.UnaryUnaryMultiCallable[_service_pb2.CreateAgentRequest, _service_pb2.CreateAgentResponse]  # type: ignore[assignment]
@@ -207,7 +225,28 @@ class AgentTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.AnalyzeAndOptimizeStreamRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_service_pb2.AnalyzeAndOptimizeStreamResponse], _abc.AsyncIterator[_service_pb2.AnalyzeAndOptimizeStreamResponse]]:
-        """The same, streaming progress while it works (for large evaluation sets), then the result."""
+        """The same as a stored analysis job, for large evaluation sets: first `accepted` (with the
+        `analysis_id`), then progress while it works, then the result. Closing the stream does not
+        stop the analysis; re-attach with WatchAnalysisJob or read the result with GetAnalysisJob.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAnalysisJob(
+        self,
+        request: _service_pb2.GetAnalysisJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetAnalysisJobResponse, _abc.Awaitable[_service_pb2.GetAnalysisJobResponse]]:
+        """Returns an analysis job: its status, latest progress and, once it succeeded, its result."""
+
+    @_abc_1.abstractmethod
+    def WatchAnalysisJob(
+        self,
+        request: _service_pb2.WatchAnalysisJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.WatchAnalysisJobResponse], _abc.AsyncIterator[_service_pb2.WatchAnalysisJobResponse]]:
+        """Re-attaches to an analysis job: its latest progress, live progress, then the result (at once
+        when it has ended; an error status when it failed).
+        """
 
     @_abc_1.abstractmethod
     def AdaptAgentBehavior(

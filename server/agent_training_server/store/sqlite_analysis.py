@@ -1,0 +1,116 @@
+"""SQLite table of analysis jobs (part of SqliteStore).
+
+A job is written when it starts and when it ends, with its result; progress in between lives
+only in memory (it is re-created by running the analysis again, never needed after a restart).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING
+
+from agent_training_server.domain import AnalysisJob, AnalysisStatus
+from agent_training_server.errors import NotFound
+from agent_training_server.store.idempotency import remember, replayed_resource
+
+if TYPE_CHECKING:
+    from agent_training_server.store.base import IdempotencyKey
+
+ANALYSIS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS analysis_jobs (
+    analysis_id   TEXT PRIMARY KEY,
+    agent_id      TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    status        TEXT NOT NULL,
+    progress_json TEXT NOT NULL,
+    result        BLOB NOT NULL,
+    error_json    TEXT NOT NULL,
+    create_time   REAL NOT NULL,
+    end_time      REAL NOT NULL,
+    trace_id      TEXT NOT NULL
+);
+"""
+
+
+class AnalysisTables:
+    """Analysis job methods of SqliteStore; relies on its ``_write``, ``_lock`` and ``_db``."""
+
+    _db: sqlite3.Connection
+
+    def create_analysis(
+        self, job: AnalysisJob, key: IdempotencyKey | None = None
+    ) -> tuple[AnalysisJob, bool]:
+        """Insert a running job, or return the job an earlier call with the same key started."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            replayed = replayed_resource(db, key)
+            if replayed is not None:
+                return _analysis_in(db, replayed), True
+            _save(db, job, insert=True)
+            remember(db, key, job.analysis_id)
+            return job, False
+
+    def finish_analysis(self, job: AnalysisJob) -> None:
+        """Store the job's end: status, last progress, result or error."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            _save(db, job, insert=False)
+
+    def get_analysis(self, analysis_id: str) -> AnalysisJob:
+        """Return an analysis job."""
+        with self._lock:  # type: ignore[attr-defined]
+            return _analysis_in(self._db, analysis_id)
+
+    def fail_running_analyses(self, error: dict, end_time: float) -> int:
+        """Mark analyses a previous run left RUNNING as FAILED with ``error``; return how many."""
+        with self._write() as db:  # type: ignore[attr-defined]
+            return db.execute(
+                "UPDATE analysis_jobs SET status = ?, error_json = ?, end_time = ?"
+                " WHERE status = ?",
+                (AnalysisStatus.FAILED, json.dumps(error), end_time, AnalysisStatus.RUNNING),
+            ).rowcount
+
+
+def _save(db: sqlite3.Connection, job: AnalysisJob, insert: bool) -> None:
+    values = (
+        job.agent_id,
+        job.status,
+        json.dumps(job.progress),
+        job.result,
+        json.dumps(job.error),
+        job.create_time,
+        job.end_time,
+        job.trace_id,
+        job.analysis_id,
+    )
+    if insert:
+        db.execute(
+            "INSERT INTO analysis_jobs (agent_id, status, progress_json, result, error_json,"
+            " create_time, end_time, trace_id, analysis_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+    else:
+        db.execute(
+            "UPDATE analysis_jobs SET agent_id = ?, status = ?, progress_json = ?, result = ?,"
+            " error_json = ?, create_time = ?, end_time = ?, trace_id = ? WHERE analysis_id = ?",
+            values,
+        )
+
+
+def _analysis_in(db: sqlite3.Connection, analysis_id: str) -> AnalysisJob:
+    row = db.execute("SELECT * FROM analysis_jobs WHERE analysis_id = ?", (analysis_id,)).fetchone()
+    if row is None:
+        raise NotFound(
+            f"analysis job {analysis_id!r} does not exist",
+            code="ANALYSIS_NOT_FOUND",
+            hint="Use the analysis_id from AnalyzeAndOptimizeStream's first message.",
+        )
+    return AnalysisJob(
+        analysis_id=row["analysis_id"],
+        agent_id=row["agent_id"],
+        status=row["status"],
+        progress=json.loads(row["progress_json"]),
+        result=bytes(row["result"]),
+        error=json.loads(row["error_json"]),
+        create_time=row["create_time"],
+        end_time=row["end_time"],
+        trace_id=row["trace_id"],
+    )
