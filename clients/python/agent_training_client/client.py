@@ -20,6 +20,7 @@ from agent_training.v1 import (
     training_pb2,
 )
 from agent_training_client.errors import AgentTrainingError
+from agent_training_client.functions import SeedFunctions
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 R = TypeVar("R")
@@ -54,6 +55,8 @@ class AgentTrainingClient:
         )
         self._stub = service_pb2_grpc.AgentTrainingServiceStub(self._channel)
         self._timeout = timeout
+        self.functions = SeedFunctions(self)
+        """The seed API's functions (``train_agent``...), returning the seed's plain dicts."""
 
     def close(self) -> None:
         """Close the channel if this client opened it."""
