@@ -78,7 +78,19 @@ export type TrainingProgressUpdate = Plain & {
 };
 
 /** Metrics of the finished training: at least the seed's `accuracy` and `loss`. */
-export type TrainingMetricsData = Plain & { accuracy: number; loss: number };
+export interface TrainingMetricsData {
+  accuracy: number;
+  loss: number;
+  validation_accuracy: number;
+  validation_loss: number;
+  macro_f1: number;
+  epochs_run: number;
+  examples_per_second: number;
+  duration_seconds: number;
+  train_examples: number;
+  validation_examples: number;
+  policy_value: number;
+}
 
 /** `data` of trainAgent: the seed's `training_id`, `status` and `metrics`, and the new version. */
 export interface TrainAgentData {

@@ -10,5 +10,5 @@
 export { AgentTrainingClient, DEFAULT_TARGET, type AgentTrainingRpc, type ClientOptions } from "./client.js";
 export { AgentTrainingError, type FieldViolation, type SeedError, type StatusName } from "./errors.js";
 export * from "./functions.js";
-export { fromPlain, toPlain, type Plain, type PlainValue } from "./plain.js";
+export { fromPlain, toPlain, type Plain } from "./plain.js";
 export * as contract from "./contract.js";

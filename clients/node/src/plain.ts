@@ -17,9 +17,9 @@ import {
 } from "@bufbuild/protobuf";
 import { AgentTrainingError } from "./errors.js";
 
-/** A plain object in the seed's shape. */
-export type Plain = { [key: string]: PlainValue };
-export type PlainValue = string | number | boolean | null | PlainValue[] | Plain;
+/** A plain object in the seed's shape (JSON values; typed loosely so fields read naturally). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Plain = Record<string, any>;
 
 const INT64_TYPES = new Set<ScalarType>([
   ScalarType.INT64,

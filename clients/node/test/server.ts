@@ -1,0 +1,65 @@
+/**
+ * Starts the real Python server for a test file: `agent-training serve` on 127.0.0.1 with a free
+ * port (port 0, read back from its first line) and a temporary data folder, one training worker.
+ * The virtual environment is the repository's `.venv`, or AGENT_TRAINING_VENV.
+ */
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { once } from "node:events";
+import { promisify } from "node:util";
+import { fileURLToPath } from "node:url";
+
+const REPO_ROOT = resolve(fileURLToPath(import.meta.url), "../../../../..");
+const VENV = process.env.AGENT_TRAINING_VENV ?? join(REPO_ROOT, ".venv");
+const PYTHON_PEER = join(REPO_ROOT, "clients/node/test/python_peer.py");
+
+export interface RunningServer {
+  address: string;
+  /** Everything the server printed on stdout so far (its trace export, when turned on). */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+export async function startServer(env: Record<string, string> = {}): Promise<RunningServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), "agent-training-node-"));
+  const child: ChildProcess = spawn(
+    join(VENV, "bin/agent-training"),
+    ["serve", "--address", "127.0.0.1:0", "--data-dir", dataDir, "--workers", "1", "--metrics-address", ""],
+    { env: { ...process.env, HF_HUB_OFFLINE: "1", AGENT_TRAINING_LOG_LEVEL: "WARNING", GRPC_VERBOSITY: "ERROR", ...env }, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  let output = "";
+  child.stdout?.setEncoding("utf8").on("data", (text: string) => (output += text));
+  const address = await new Promise<string>((done, fail) => {
+    const timer = setTimeout(() => fail(new Error(`server did not start in 60 s: ${output}`)), 60_000);
+    child.once("exit", (code) => fail(new Error(`server exited with ${code}: ${output}`)));
+    child.stdout?.on("data", () => {
+      const match = /serving \S+ on (\S+)/.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        done(match[1]);
+      }
+    });
+  });
+  return {
+    address,
+    output: () => output,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill("SIGTERM");
+        await once(child, "exit");
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Run the Python client (test/python_peer.py) against the server and parse its JSON answer. */
+export async function python(...args: string[]): Promise<any> {
+  const { stdout } = await promisify(execFile)(join(VENV, "bin/python"), [PYTHON_PEER, ...args], {
+    env: { ...process.env, HF_HUB_OFFLINE: "1" },
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return JSON.parse(stdout);
+}
