@@ -1,5 +1,6 @@
-"""The Python side of the Node client's cross-language tests: runs one call with the Python
-client and prints its result as JSON on stdout.
+"""The Python side of the Node client's cross-language tests.
+
+Runs one call with the Python client and prints its result as JSON on stdout.
 
 Usage: python_peer.py COMMAND ADDRESS [ARGS...]
   watch ADDRESS TRAINING_ID    every event of WatchTrainingJob from sequence 1, as proto3 JSON
@@ -17,6 +18,7 @@ from agent_training_client import AgentTrainingClient, AgentTrainingError
 
 
 def main(command: str, address: str, *args: str) -> object:
+    """Run one command against the server at `address` and return its JSON-able result."""
     with AgentTrainingClient(address) as client:
         if command == "watch":
             events = client.watch_training_job(args[0], from_sequence=1, timeout=120)
