@@ -13,6 +13,7 @@ DATA_DIR ?= ./data
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install tools prometheus proto proto-check run test lint bench clean
+.PHONY: node-install proto-node proto-node-check test-node release-contract api-docs
 
 install: $(VENV)/.installed
 
@@ -46,13 +47,47 @@ proto-check: install
 run: install
 	$(BIN)/agent-training serve --address $(ADDRESS) --data-dir $(DATA_DIR)
 
-test: install proto-check prometheus
+test: install proto-check proto-node-check prometheus
 	PROMETHEUS_BINARY=$(PROMETHEUS) $(PYTHON) -m pytest
+	$(MAKE) test-node
 
 lint: install tools
 	$(BUF) lint
+	$(BUF) breaking --against $(RELEASED_CONTRACT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The TypeScript client (clients/node): dependencies from its committed lock file, stubs generated
+# by protoc-gen-es through buf and committed like gen/python, tests run by node's own runner
+# against the real server started from $(VENV).
+NODE_CLIENT := clients/node
+RELEASED_CONTRACT := contract/released.binpb
+
+node-install: $(NODE_CLIENT)/node_modules/.package-lock.json
+
+$(NODE_CLIENT)/node_modules/.package-lock.json: $(NODE_CLIENT)/package-lock.json
+	cd $(NODE_CLIENT) && npm ci --silent --no-audit --no-fund
+
+proto: proto-node
+
+proto-node: tools node-install
+	cd $(NODE_CLIENT) && ../../$(BUF) generate --template buf.gen.yaml
+
+proto-node-check: tools node-install
+	@tmp=$$(mktemp -d) && cd $(NODE_CLIENT) && ../../$(BUF) generate --template buf.gen.yaml -o $$tmp \
+	  && diff -r $$tmp/src/gen src/gen \
+	  || { echo "clients/node/src/gen is stale: run 'make proto' and commit the result"; exit 1; }
+
+test-node: install node-install
+	cd $(NODE_CLIENT) && npm test --silent
+
+# docs/api.md and the TypeScript examples it shows, from protos/ and scripts/api_docs.py.
+api-docs: install
+	$(PYTHON) scripts/api_docs.py
+
+# Records the contract as released: later changes must pass `buf breaking` against it (make lint).
+release-contract: tools
+	$(BUF) build --exclude-source-info -o $(RELEASED_CONTRACT)
 
 bench: install
 	$(PYTHON) bench/run_all.py
