@@ -150,15 +150,23 @@ def python_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
+def python_argument(key: str, value: Any) -> str:
+    """One keyword argument on its own line; a list too long for the line gets one per item."""
+    line = f"    {key}={python_value(value)}"
+    if len(line) < 100 or not isinstance(value, list):
+        return line
+    items = "".join(f"        {python_value(item)},\n" for item in value)
+    return f"    {key}=[\n{items}    ]"
+
+
 def python_example(method: Any, request: dict[str, Any]) -> str:
     """The call in Python, with the typed client."""
     if method.name in PYTHON_CALLS:
         return PYTHON_CALLS[method.name]
-    fields = request
-    arguments = ", ".join(f"{key}={python_value(value)}" for key, value in fields.items())
+    arguments = ", ".join(f"{key}={python_value(value)}" for key, value in request.items())
     call = f"client.{snake(method.name)}({arguments})"
-    if len(call) > 96:
-        inner = ",\n".join(f"    {key}={python_value(value)}" for key, value in fields.items())
+    if len(call) > 84:  # as ruff formats it (it formats the blocks of docs/api.md too)
+        inner = ",\n".join(python_argument(key, value) for key, value in request.items())
         call = f"client.{snake(method.name)}(\n{inner},\n)"
     if method.server_streaming:
         return f"for response in {call}:\n    print(response)"
