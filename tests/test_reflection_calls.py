@@ -4,15 +4,17 @@ descriptors come from the server, the messages are built from JSON, no generated
 from __future__ import annotations
 
 import json
+import subprocess
 
 import grpc
+import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.rpc import status_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from tests.conftest import ServerThread
+from tests.conftest import REPO_ROOT, ServerThread
 
 SERVICE = "agent_training.v1.AgentTrainingService"
 
@@ -90,3 +92,23 @@ def test_errors_carry_their_details_without_our_files(server: ServerThread) -> N
         packed = next(d for d in details if d.type_url.endswith("agent_training.v1.ErrorDetail"))
         detail = detail_class.FromString(packed.value)
         assert json.loads(json_format.MessageToJson(detail))["code"] == "AGENT_NOT_FOUND"
+
+
+BUF = REPO_ROOT / ".tools/node_modules/.bin/buf"
+
+
+@pytest.mark.skipif(not BUF.exists(), reason="buf is installed by `make tools` (make test does)")
+def test_buf_curl_lists_and_calls_by_reflection(server: ServerThread) -> None:
+    base = f"http://{server.address}"
+    flags = ["curl", "--protocol", "grpc", "--http2-prior-knowledge"]
+    listed = subprocess.run(
+        [BUF, *flags, "--list-methods", base], capture_output=True, text=True, check=True
+    )
+    assert f"{SERVICE}/TrainAgent" in listed.stdout.split()
+    created = subprocess.run(
+        [BUF, *flags, "-d", '{"agent_id": "curled"}', f"{base}/{SERVICE}/CreateAgent"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(created.stdout)["agent"]["agentId"] == "curled"
