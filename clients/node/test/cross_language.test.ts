@@ -148,14 +148,14 @@ describe("Node and Python clients on one server", () => {
       );
       assert.equal(error.status, "DEADLINE_EXCEEDED");
       assert.equal(error.code, "DEADLINE_EXCEEDED");
-      assert.ok(Date.now() - started < 2_000);
+      assert.ok(Date.now() - started < 5_000, `${Date.now() - started} ms`);
     });
 
     test("a stream past its deadline fails DEADLINE_EXCEEDED and the job goes on", async () => {
       const started = Date.now();
       const error = await rejection(client.rpc.watchTrainingJob({ trainingId }, { timeoutMs: 300 }));
       assert.equal(error.status, "DEADLINE_EXCEEDED");
-      assert.ok(Date.now() - started < 3_000, `${Date.now() - started} ms`);
+      assert.ok(Date.now() - started < 5_000, `${Date.now() - started} ms`);
       const { job } = await client.rpc.getTrainingJob({ trainingId });
       assert.equal(job!.status, contract.TrainingStatus.RUNNING);
     });
