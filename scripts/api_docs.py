@@ -57,6 +57,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "AnalyzeAndOptimizeStream": {
         "request": {"agent_id": "support-bot", "dataset_id": "ds_0123456789abcdef"}
     },
+    "GetAnalysisJob": {"analysis_id": "analysis_0123456789abcdef"},
+    "WatchAnalysisJob": {"analysis_id": "analysis_0123456789abcdef"},
     "AdaptAgentBehavior": {
         "agent_id": "support-bot",
         "performance_metrics": {"success_rate": 0.85, "user_satisfaction": 0.9},

@@ -49,6 +49,16 @@ export async function analyzeAndOptimizeStreamExample() {
   }
 }
 
+export async function getAnalysisJobExample() {
+  const response = await client.rpc.getAnalysisJob({ analysisId: "analysis_0123456789abcdef" });
+}
+
+export async function watchAnalysisJobExample() {
+  for await (const response of client.rpc.watchAnalysisJob({ analysisId: "analysis_0123456789abcdef" })) {
+    console.log(response);
+  }
+}
+
 export async function adaptAgentBehaviorExample() {
   const response = await client.rpc.adaptAgentBehavior({
     agentId: "support-bot",

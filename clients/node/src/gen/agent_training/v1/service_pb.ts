@@ -2,27 +2,31 @@
 // @generated from file agent_training/v1/service.proto (package agent_training.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { AdaptationStrategy, BehaviorChange } from "./adaptation_pb.js";
 import { file_agent_training_v1_adaptation } from "./adaptation_pb.js";
 import type { Agent, AgentVersion, BehaviorSettings } from "./agents_pb.js";
 import { file_agent_training_v1_agents } from "./agents_pb.js";
 import type { Analysis, OptimizationGoal, Suggestion } from "./analysis_pb.js";
 import { file_agent_training_v1_analysis } from "./analysis_pb.js";
+import type { ErrorDetail } from "./errors_pb.js";
+import { file_agent_training_v1_errors } from "./errors_pb.js";
 import type { Prediction } from "./invocation_pb.js";
 import { file_agent_training_v1_invocation } from "./invocation_pb.js";
 import type { Dataset, GenerationSummary, SyntheticDataParameters, SyntheticDataType, SyntheticExample } from "./synthetic_pb.js";
 import { file_agent_training_v1_synthetic } from "./synthetic_pb.js";
 import type { TrainingConfig, TrainingEvent, TrainingExample, TrainingJob, TrainingStatus, TrainingType } from "./training_pb.js";
 import { file_agent_training_v1_training } from "./training_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agent_training/v1/service.proto.
  */
 export const file_agent_training_v1_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hZ2VudF90cmFpbmluZy92MS9zZXJ2aWNlLnByb3RvEhFhZ2VudF90cmFpbmluZy52MSLzAQoRVHJhaW5BZ2VudFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSOQoNdHJhaW5pbmdfZGF0YRgCIAMoCzIiLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nRXhhbXBsZRI2Cg10cmFpbmluZ190eXBlGAMgASgOMh8uYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdUeXBlEjEKBmNvbmZpZxgEIAEoCzIhLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nQ29uZmlnEhIKCnJlcXVlc3RfaWQYBSABKAkSEgoKZGF0YXNldF9pZBgGIAEoCSJFChJUcmFpbkFnZW50UmVzcG9uc2USLwoFZXZlbnQYASABKAsyIC5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ0V2ZW50IucBCiRHZW5lcmF0ZVN5bnRoZXRpY1RyYWluaW5nRGF0YVJlcXVlc3QSNwoJZGF0YV90eXBlGAEgASgOMiQuYWdlbnRfdHJhaW5pbmcudjEuU3ludGhldGljRGF0YVR5cGUSDQoFY291bnQYAiABKAUSPgoKcGFyYW1ldGVycxgDIAEoCzIqLmFnZW50X3RyYWluaW5nLnYxLlN5bnRoZXRpY0RhdGFQYXJhbWV0ZXJzEhIKCnJlcXVlc3RfaWQYBCABKAkSDwoHc2F2ZV9hcxgFIAEoCRISCgpjaHVua19zaXplGAYgASgFIsMBCiVHZW5lcmF0ZVN5bnRoZXRpY1RyYWluaW5nRGF0YVJlc3BvbnNlEjUKCGV4YW1wbGVzGAEgAygLMiMuYWdlbnRfdHJhaW5pbmcudjEuU3ludGhldGljRXhhbXBsZRIXCg9nZW5lcmF0ZWRfY291bnQYAiABKAUSEwoLdG90YWxfY291bnQYAyABKAUSNQoHc3VtbWFyeRgEIAEoCzIkLmFnZW50X3RyYWluaW5nLnYxLkdlbmVyYXRpb25TdW1tYXJ5Is8BCiBHZW5lcmF0ZVN5bnRoZXRpY0V4YW1wbGVzUmVxdWVzdBI3CglkYXRhX3R5cGUYASABKA4yJC5hZ2VudF90cmFpbmluZy52MS5TeW50aGV0aWNEYXRhVHlwZRINCgVjb3VudBgCIAEoBRI+CgpwYXJhbWV0ZXJzGAMgASgLMiouYWdlbnRfdHJhaW5pbmcudjEuU3ludGhldGljRGF0YVBhcmFtZXRlcnMSEgoKcmVxdWVzdF9pZBgEIAEoCRIPCgdzYXZlX2FzGAUgASgJIpEBCiFHZW5lcmF0ZVN5bnRoZXRpY0V4YW1wbGVzUmVzcG9uc2USNQoIZXhhbXBsZXMYASADKAsyIy5hZ2VudF90cmFpbmluZy52MS5TeW50aGV0aWNFeGFtcGxlEjUKB3N1bW1hcnkYAiABKAsyJC5hZ2VudF90cmFpbmluZy52MS5HZW5lcmF0aW9uU3VtbWFyeSKWAgoZQW5hbHl6ZUFuZE9wdGltaXplUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRI/ChJvcHRpbWl6YXRpb25fZ29hbHMYAiADKA4yIy5hZ2VudF90cmFpbmluZy52MS5PcHRpbWl6YXRpb25Hb2FsEhIKCnZlcnNpb25faWQYAyABKAkSOwoPZXZhbHVhdGlvbl9kYXRhGAQgAygLMiIuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdFeGFtcGxlEhsKE2FwcGx5X3N1Z2dlc3Rpb25faWQYBSABKAkSEgoKcmVxdWVzdF9pZBgGIAEoCRISCgpkYXRhc2V0X2lkGAcgASgJEhAKCGFjdGl2YXRlGAggASgIIs0BChpBbmFseXplQW5kT3B0aW1pemVSZXNwb25zZRISCgp2ZXJzaW9uX2lkGAEgASgJEi0KCGFuYWx5c2lzGAIgASgLMhsuYWdlbnRfdHJhaW5pbmcudjEuQW5hbHlzaXMSMgoLc3VnZ2VzdGlvbnMYAyADKAsyHS5hZ2VudF90cmFpbmluZy52MS5TdWdnZXN0aW9uEjgKD2FwcGxpZWRfdmVyc2lvbhgEIAEoCzIfLmFnZW50X3RyYWluaW5nLnYxLkFnZW50VmVyc2lvbiJgCh9BbmFseXplQW5kT3B0aW1pemVTdHJlYW1SZXF1ZXN0Ej0KB3JlcXVlc3QYASABKAsyLC5hZ2VudF90cmFpbmluZy52MS5BbmFseXplQW5kT3B0aW1pemVSZXF1ZXN0ImoKEEFuYWx5c2lzUHJvZ3Jlc3MSDQoFcGhhc2UYASABKAkSFQoNZXhhbXBsZXNfZG9uZRgCIAEoAxIWCg5leGFtcGxlc190b3RhbBgDIAEoAxIYChBwZXJjZW50X2NvbXBsZXRlGAQgASgBIqQBCiBBbmFseXplQW5kT3B0aW1pemVTdHJlYW1SZXNwb25zZRI3Cghwcm9ncmVzcxgBIAEoCzIjLmFnZW50X3RyYWluaW5nLnYxLkFuYWx5c2lzUHJvZ3Jlc3NIABI/CgZyZXN1bHQYAiABKAsyLS5hZ2VudF90cmFpbmluZy52MS5BbmFseXplQW5kT3B0aW1pemVSZXNwb25zZUgAQgYKBGtpbmQisAMKGUFkYXB0QWdlbnRCZWhhdmlvclJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSYQoTcGVyZm9ybWFuY2VfbWV0cmljcxgCIAMoCzJELmFnZW50X3RyYWluaW5nLnYxLkFkYXB0QWdlbnRCZWhhdmlvclJlcXVlc3QuUGVyZm9ybWFuY2VNZXRyaWNzRW50cnkSQgoTYWRhcHRhdGlvbl9zdHJhdGVneRgDIAEoDjIlLmFnZW50X3RyYWluaW5nLnYxLkFkYXB0YXRpb25TdHJhdGVneRJKCgd0YXJnZXRzGAQgAygLMjkuYWdlbnRfdHJhaW5pbmcudjEuQWRhcHRBZ2VudEJlaGF2aW9yUmVxdWVzdC5UYXJnZXRzRW50cnkSDwoHZHJ5X3J1bhgFIAEoCBISCgpyZXF1ZXN0X2lkGAYgASgJGjkKF1BlcmZvcm1hbmNlTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEaLgoMVGFyZ2V0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiyQEKGkFkYXB0QWdlbnRCZWhhdmlvclJlc3BvbnNlEjAKB3ZlcnNpb24YASABKAsyHy5hZ2VudF90cmFpbmluZy52MS5BZ2VudFZlcnNpb24SGwoTcHJldmlvdXNfdmVyc2lvbl9pZBgCIAEoCRIyCgdjaGFuZ2VzGAMgAygLMiEuYWdlbnRfdHJhaW5pbmcudjEuQmVoYXZpb3JDaGFuZ2USFwoPaWdub3JlZF9tZXRyaWNzGAQgAygJEg8KB3N1bW1hcnkYBSABKAkilgIKEkNyZWF0ZUFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSQQoGbGFiZWxzGAQgAygLMjEuYWdlbnRfdHJhaW5pbmcudjEuQ3JlYXRlQWdlbnRSZXF1ZXN0LkxhYmVsc0VudHJ5Ej0KEGRlZmF1bHRfYmVoYXZpb3IYBSABKAsyIy5hZ2VudF90cmFpbmluZy52MS5CZWhhdmlvclNldHRpbmdzEhIKCnJlcXVlc3RfaWQYBiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI+ChNDcmVhdGVBZ2VudFJlc3BvbnNlEicKBWFnZW50GAEgASgLMhguYWdlbnRfdHJhaW5pbmcudjEuQWdlbnQiIwoPR2V0QWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJIjsKEEdldEFnZW50UmVzcG9uc2USJwoFYWdlbnQYASABKAsyGC5hZ2VudF90cmFpbmluZy52MS5BZ2VudCI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJXChJMaXN0QWdlbnRzUmVzcG9uc2USKAoGYWdlbnRzGAEgAygLMhguYWdlbnRfdHJhaW5pbmcudjEuQWdlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjUKEkRlbGV0ZUFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRINCgVmb3JjZRgCIAEoCCIVChNEZWxldGVBZ2VudFJlc3BvbnNlIlMKGExpc3RBZ2VudFZlcnNpb25zUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJnChlMaXN0QWdlbnRWZXJzaW9uc1Jlc3BvbnNlEjEKCHZlcnNpb25zGAEgAygLMh8uYWdlbnRfdHJhaW5pbmcudjEuQWdlbnRWZXJzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJDChtBY3RpdmF0ZUFnZW50VmVyc2lvblJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEgoKdmVyc2lvbl9pZBgCIAEoCSJHChxBY3RpdmF0ZUFnZW50VmVyc2lvblJlc3BvbnNlEicKBWFnZW50GAEgASgLMhguYWdlbnRfdHJhaW5pbmcudjEuQWdlbnQiLAoVR2V0VHJhaW5pbmdKb2JSZXF1ZXN0EhMKC3RyYWluaW5nX2lkGAEgASgJIkUKFkdldFRyYWluaW5nSm9iUmVzcG9uc2USKwoDam9iGAEgASgLMh4uYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdKb2IihQEKF0xpc3RUcmFpbmluZ0pvYnNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEjEKBnN0YXR1cxgCIAEoDjIhLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJImEKGExpc3RUcmFpbmluZ0pvYnNSZXNwb25zZRIsCgRqb2JzGAEgAygLMh4uYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdKb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi8KGENhbmNlbFRyYWluaW5nSm9iUmVxdWVzdBITCgt0cmFpbmluZ19pZBgBIAEoCSJIChlDYW5jZWxUcmFpbmluZ0pvYlJlc3BvbnNlEisKA2pvYhgBIAEoCzIeLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nSm9iIkUKF1dhdGNoVHJhaW5pbmdKb2JSZXF1ZXN0EhMKC3RyYWluaW5nX2lkGAEgASgJEhUKDWZyb21fc2VxdWVuY2UYAiABKAMiSwoYV2F0Y2hUcmFpbmluZ0pvYlJlc3BvbnNlEi8KBWV2ZW50GAEgASgLMiAuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdFdmVudCJqChJJbnZva2VBZ2VudFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSDQoFaW5wdXQYAiABKAkSDgoGaW5wdXRzGAMgAygJEg8KB2NvbnRleHQYBCADKAkSEgoKdmVyc2lvbl9pZBgFIAEoCSJdChNJbnZva2VBZ2VudFJlc3BvbnNlEjIKC3ByZWRpY3Rpb25zGAEgAygLMh0uYWdlbnRfdHJhaW5pbmcudjEuUHJlZGljdGlvbhISCgp2ZXJzaW9uX2lkGAIgASgJIn0KFVJlY29yZEZlZWRiYWNrUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIVCg1pbnZvY2F0aW9uX2lkGAIgASgJEhAKCGZlZWRiYWNrGAMgASgJEhgKEGNvcnJlY3RlZF9vdXRwdXQYBCABKAkSDwoHY29tbWVudBgFIAEoCSJAChZSZWNvcmRGZWVkYmFja1Jlc3BvbnNlEhMKC2ZlZWRiYWNrX2lkGAEgASgJEhEKCWR1cGxpY2F0ZRgCIAEoCCKDAQoUVXBsb2FkRGF0YXNldFJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRI0CghleGFtcGxlcxgDIAMoCzIiLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nRXhhbXBsZRISCgpyZXF1ZXN0X2lkGAQgASgJIkQKFVVwbG9hZERhdGFzZXRSZXNwb25zZRIrCgdkYXRhc2V0GAEgASgLMhouYWdlbnRfdHJhaW5pbmcudjEuRGF0YXNldCInChFHZXREYXRhc2V0UmVxdWVzdBISCgpkYXRhc2V0X2lkGAEgASgJIkEKEkdldERhdGFzZXRSZXNwb25zZRIrCgdkYXRhc2V0GAEgASgLMhouYWdlbnRfdHJhaW5pbmcudjEuRGF0YXNldCI8ChNMaXN0RGF0YXNldHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIl0KFExpc3REYXRhc2V0c1Jlc3BvbnNlEiwKCGRhdGFzZXRzGAEgAygLMhouYWdlbnRfdHJhaW5pbmcudjEuRGF0YXNldBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVwoaTGlzdERhdGFzZXRFeGFtcGxlc1JlcXVlc3QSEgoKZGF0YXNldF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJtChtMaXN0RGF0YXNldEV4YW1wbGVzUmVzcG9uc2USNQoIZXhhbXBsZXMYASADKAsyIy5hZ2VudF90cmFpbmluZy52MS5TeW50aGV0aWNFeGFtcGxlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIqChREZWxldGVEYXRhc2V0UmVxdWVzdBISCgpkYXRhc2V0X2lkGAEgASgJIhcKFURlbGV0ZURhdGFzZXRSZXNwb25zZTLKEwoUQWdlbnRUcmFpbmluZ1NlcnZpY2USWwoKVHJhaW5BZ2VudBIkLmFnZW50X3RyYWluaW5nLnYxLlRyYWluQWdlbnRSZXF1ZXN0GiUuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5BZ2VudFJlc3BvbnNlMAESlAEKHUdlbmVyYXRlU3ludGhldGljVHJhaW5pbmdEYXRhEjcuYWdlbnRfdHJhaW5pbmcudjEuR2VuZXJhdGVTeW50aGV0aWNUcmFpbmluZ0RhdGFSZXF1ZXN0GjguYWdlbnRfdHJhaW5pbmcudjEuR2VuZXJhdGVTeW50aGV0aWNUcmFpbmluZ0RhdGFSZXNwb25zZTABEoYBChlHZW5lcmF0ZVN5bnRoZXRpY0V4YW1wbGVzEjMuYWdlbnRfdHJhaW5pbmcudjEuR2VuZXJhdGVTeW50aGV0aWNFeGFtcGxlc1JlcXVlc3QaNC5hZ2VudF90cmFpbmluZy52MS5HZW5lcmF0ZVN5bnRoZXRpY0V4YW1wbGVzUmVzcG9uc2UScQoSQW5hbHl6ZUFuZE9wdGltaXplEiwuYWdlbnRfdHJhaW5pbmcudjEuQW5hbHl6ZUFuZE9wdGltaXplUmVxdWVzdBotLmFnZW50X3RyYWluaW5nLnYxLkFuYWx5emVBbmRPcHRpbWl6ZVJlc3BvbnNlEoUBChhBbmFseXplQW5kT3B0aW1pemVTdHJlYW0SMi5hZ2VudF90cmFpbmluZy52MS5BbmFseXplQW5kT3B0aW1pemVTdHJlYW1SZXF1ZXN0GjMuYWdlbnRfdHJhaW5pbmcudjEuQW5hbHl6ZUFuZE9wdGltaXplU3RyZWFtUmVzcG9uc2UwARJxChJBZGFwdEFnZW50QmVoYXZpb3ISLC5hZ2VudF90cmFpbmluZy52MS5BZGFwdEFnZW50QmVoYXZpb3JSZXF1ZXN0Gi0uYWdlbnRfdHJhaW5pbmcudjEuQWRhcHRBZ2VudEJlaGF2aW9yUmVzcG9uc2USXAoLQ3JlYXRlQWdlbnQSJS5hZ2VudF90cmFpbmluZy52MS5DcmVhdGVBZ2VudFJlcXVlc3QaJi5hZ2VudF90cmFpbmluZy52MS5DcmVhdGVBZ2VudFJlc3BvbnNlElMKCEdldEFnZW50EiIuYWdlbnRfdHJhaW5pbmcudjEuR2V0QWdlbnRSZXF1ZXN0GiMuYWdlbnRfdHJhaW5pbmcudjEuR2V0QWdlbnRSZXNwb25zZRJZCgpMaXN0QWdlbnRzEiQuYWdlbnRfdHJhaW5pbmcudjEuTGlzdEFnZW50c1JlcXVlc3QaJS5hZ2VudF90cmFpbmluZy52MS5MaXN0QWdlbnRzUmVzcG9uc2USXAoLRGVsZXRlQWdlbnQSJS5hZ2VudF90cmFpbmluZy52MS5EZWxldGVBZ2VudFJlcXVlc3QaJi5hZ2VudF90cmFpbmluZy52MS5EZWxldGVBZ2VudFJlc3BvbnNlEm4KEUxpc3RBZ2VudFZlcnNpb25zEisuYWdlbnRfdHJhaW5pbmcudjEuTGlzdEFnZW50VmVyc2lvbnNSZXF1ZXN0GiwuYWdlbnRfdHJhaW5pbmcudjEuTGlzdEFnZW50VmVyc2lvbnNSZXNwb25zZRJ3ChRBY3RpdmF0ZUFnZW50VmVyc2lvbhIuLmFnZW50X3RyYWluaW5nLnYxLkFjdGl2YXRlQWdlbnRWZXJzaW9uUmVxdWVzdBovLmFnZW50X3RyYWluaW5nLnYxLkFjdGl2YXRlQWdlbnRWZXJzaW9uUmVzcG9uc2USZQoOR2V0VHJhaW5pbmdKb2ISKC5hZ2VudF90cmFpbmluZy52MS5HZXRUcmFpbmluZ0pvYlJlcXVlc3QaKS5hZ2VudF90cmFpbmluZy52MS5HZXRUcmFpbmluZ0pvYlJlc3BvbnNlEmsKEExpc3RUcmFpbmluZ0pvYnMSKi5hZ2VudF90cmFpbmluZy52MS5MaXN0VHJhaW5pbmdKb2JzUmVxdWVzdBorLmFnZW50X3RyYWluaW5nLnYxLkxpc3RUcmFpbmluZ0pvYnNSZXNwb25zZRJuChFDYW5jZWxUcmFpbmluZ0pvYhIrLmFnZW50X3RyYWluaW5nLnYxLkNhbmNlbFRyYWluaW5nSm9iUmVxdWVzdBosLmFnZW50X3RyYWluaW5nLnYxLkNhbmNlbFRyYWluaW5nSm9iUmVzcG9uc2USbQoQV2F0Y2hUcmFpbmluZ0pvYhIqLmFnZW50X3RyYWluaW5nLnYxLldhdGNoVHJhaW5pbmdKb2JSZXF1ZXN0GisuYWdlbnRfdHJhaW5pbmcudjEuV2F0Y2hUcmFpbmluZ0pvYlJlc3BvbnNlMAESXAoLSW52b2tlQWdlbnQSJS5hZ2VudF90cmFpbmluZy52MS5JbnZva2VBZ2VudFJlcXVlc3QaJi5hZ2VudF90cmFpbmluZy52MS5JbnZva2VBZ2VudFJlc3BvbnNlEmUKDlJlY29yZEZlZWRiYWNrEiguYWdlbnRfdHJhaW5pbmcudjEuUmVjb3JkRmVlZGJhY2tSZXF1ZXN0GikuYWdlbnRfdHJhaW5pbmcudjEuUmVjb3JkRmVlZGJhY2tSZXNwb25zZRJkCg1VcGxvYWREYXRhc2V0EicuYWdlbnRfdHJhaW5pbmcudjEuVXBsb2FkRGF0YXNldFJlcXVlc3QaKC5hZ2VudF90cmFpbmluZy52MS5VcGxvYWREYXRhc2V0UmVzcG9uc2UoARJZCgpHZXREYXRhc2V0EiQuYWdlbnRfdHJhaW5pbmcudjEuR2V0RGF0YXNldFJlcXVlc3QaJS5hZ2VudF90cmFpbmluZy52MS5HZXREYXRhc2V0UmVzcG9uc2USXwoMTGlzdERhdGFzZXRzEiYuYWdlbnRfdHJhaW5pbmcudjEuTGlzdERhdGFzZXRzUmVxdWVzdBonLmFnZW50X3RyYWluaW5nLnYxLkxpc3REYXRhc2V0c1Jlc3BvbnNlEnQKE0xpc3REYXRhc2V0RXhhbXBsZXMSLS5hZ2VudF90cmFpbmluZy52MS5MaXN0RGF0YXNldEV4YW1wbGVzUmVxdWVzdBouLmFnZW50X3RyYWluaW5nLnYxLkxpc3REYXRhc2V0RXhhbXBsZXNSZXNwb25zZRJiCg1EZWxldGVEYXRhc2V0EicuYWdlbnRfdHJhaW5pbmcudjEuRGVsZXRlRGF0YXNldFJlcXVlc3QaKC5hZ2VudF90cmFpbmluZy52MS5EZWxldGVEYXRhc2V0UmVzcG9uc2ViBnByb3RvMw", [file_agent_training_v1_adaptation, file_agent_training_v1_agents, file_agent_training_v1_analysis, file_agent_training_v1_invocation, file_agent_training_v1_synthetic, file_agent_training_v1_training]);
+  fileDesc("Ch9hZ2VudF90cmFpbmluZy92MS9zZXJ2aWNlLnByb3RvEhFhZ2VudF90cmFpbmluZy52MSLzAQoRVHJhaW5BZ2VudFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSOQoNdHJhaW5pbmdfZGF0YRgCIAMoCzIiLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nRXhhbXBsZRI2Cg10cmFpbmluZ190eXBlGAMgASgOMh8uYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdUeXBlEjEKBmNvbmZpZxgEIAEoCzIhLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nQ29uZmlnEhIKCnJlcXVlc3RfaWQYBSABKAkSEgoKZGF0YXNldF9pZBgGIAEoCSJFChJUcmFpbkFnZW50UmVzcG9uc2USLwoFZXZlbnQYASABKAsyIC5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ0V2ZW50IucBCiRHZW5lcmF0ZVN5bnRoZXRpY1RyYWluaW5nRGF0YVJlcXVlc3QSNwoJZGF0YV90eXBlGAEgASgOMiQuYWdlbnRfdHJhaW5pbmcudjEuU3ludGhldGljRGF0YVR5cGUSDQoFY291bnQYAiABKAUSPgoKcGFyYW1ldGVycxgDIAEoCzIqLmFnZW50X3RyYWluaW5nLnYxLlN5bnRoZXRpY0RhdGFQYXJhbWV0ZXJzEhIKCnJlcXVlc3RfaWQYBCABKAkSDwoHc2F2ZV9hcxgFIAEoCRISCgpjaHVua19zaXplGAYgASgFIsMBCiVHZW5lcmF0ZVN5bnRoZXRpY1RyYWluaW5nRGF0YVJlc3BvbnNlEjUKCGV4YW1wbGVzGAEgAygLMiMuYWdlbnRfdHJhaW5pbmcudjEuU3ludGhldGljRXhhbXBsZRIXCg9nZW5lcmF0ZWRfY291bnQYAiABKAUSEwoLdG90YWxfY291bnQYAyABKAUSNQoHc3VtbWFyeRgEIAEoCzIkLmFnZW50X3RyYWluaW5nLnYxLkdlbmVyYXRpb25TdW1tYXJ5Is8BCiBHZW5lcmF0ZVN5bnRoZXRpY0V4YW1wbGVzUmVxdWVzdBI3CglkYXRhX3R5cGUYASABKA4yJC5hZ2VudF90cmFpbmluZy52MS5TeW50aGV0aWNEYXRhVHlwZRINCgVjb3VudBgCIAEoBRI+CgpwYXJhbWV0ZXJzGAMgASgLMiouYWdlbnRfdHJhaW5pbmcudjEuU3ludGhldGljRGF0YVBhcmFtZXRlcnMSEgoKcmVxdWVzdF9pZBgEIAEoCRIPCgdzYXZlX2FzGAUgASgJIpEBCiFHZW5lcmF0ZVN5bnRoZXRpY0V4YW1wbGVzUmVzcG9uc2USNQoIZXhhbXBsZXMYASADKAsyIy5hZ2VudF90cmFpbmluZy52MS5TeW50aGV0aWNFeGFtcGxlEjUKB3N1bW1hcnkYAiABKAsyJC5hZ2VudF90cmFpbmluZy52MS5HZW5lcmF0aW9uU3VtbWFyeSKWAgoZQW5hbHl6ZUFuZE9wdGltaXplUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRI/ChJvcHRpbWl6YXRpb25fZ29hbHMYAiADKA4yIy5hZ2VudF90cmFpbmluZy52MS5PcHRpbWl6YXRpb25Hb2FsEhIKCnZlcnNpb25faWQYAyABKAkSOwoPZXZhbHVhdGlvbl9kYXRhGAQgAygLMiIuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdFeGFtcGxlEhsKE2FwcGx5X3N1Z2dlc3Rpb25faWQYBSABKAkSEgoKcmVxdWVzdF9pZBgGIAEoCRISCgpkYXRhc2V0X2lkGAcgASgJEhAKCGFjdGl2YXRlGAggASgIIs0BChpBbmFseXplQW5kT3B0aW1pemVSZXNwb25zZRISCgp2ZXJzaW9uX2lkGAEgASgJEi0KCGFuYWx5c2lzGAIgASgLMhsuYWdlbnRfdHJhaW5pbmcudjEuQW5hbHlzaXMSMgoLc3VnZ2VzdGlvbnMYAyADKAsyHS5hZ2VudF90cmFpbmluZy52MS5TdWdnZXN0aW9uEjgKD2FwcGxpZWRfdmVyc2lvbhgEIAEoCzIfLmFnZW50X3RyYWluaW5nLnYxLkFnZW50VmVyc2lvbiJgCh9BbmFseXplQW5kT3B0aW1pemVTdHJlYW1SZXF1ZXN0Ej0KB3JlcXVlc3QYASABKAsyLC5hZ2VudF90cmFpbmluZy52MS5BbmFseXplQW5kT3B0aW1pemVSZXF1ZXN0ImoKEEFuYWx5c2lzUHJvZ3Jlc3MSDQoFcGhhc2UYASABKAkSFQoNZXhhbXBsZXNfZG9uZRgCIAEoAxIWCg5leGFtcGxlc190b3RhbBgDIAEoAxIYChBwZXJjZW50X2NvbXBsZXRlGAQgASgBIt0BCiBBbmFseXplQW5kT3B0aW1pemVTdHJlYW1SZXNwb25zZRI3Cghwcm9ncmVzcxgBIAEoCzIjLmFnZW50X3RyYWluaW5nLnYxLkFuYWx5c2lzUHJvZ3Jlc3NIABI/CgZyZXN1bHQYAiABKAsyLS5hZ2VudF90cmFpbmluZy52MS5BbmFseXplQW5kT3B0aW1pemVSZXNwb25zZUgAEjcKCGFjY2VwdGVkGAMgASgLMiMuYWdlbnRfdHJhaW5pbmcudjEuQW5hbHlzaXNBY2NlcHRlZEgAQgYKBGtpbmQiJwoQQW5hbHlzaXNBY2NlcHRlZBITCgthbmFseXNpc19pZBgBIAEoCSL9AgoLQW5hbHlzaXNKb2ISEwoLYW5hbHlzaXNfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSMQoGc3RhdHVzGAMgASgOMiEuYWdlbnRfdHJhaW5pbmcudjEuQW5hbHlzaXNTdGF0dXMSNQoIcHJvZ3Jlc3MYBCABKAsyIy5hZ2VudF90cmFpbmluZy52MS5BbmFseXNpc1Byb2dyZXNzEj0KBnJlc3VsdBgFIAEoCzItLmFnZW50X3RyYWluaW5nLnYxLkFuYWx5emVBbmRPcHRpbWl6ZVJlc3BvbnNlEi0KBWVycm9yGAYgASgLMh4uYWdlbnRfdHJhaW5pbmcudjEuRXJyb3JEZXRhaWwSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0cmFjZV9pZBgJIAEoCSIsChVHZXRBbmFseXNpc0pvYlJlcXVlc3QSEwoLYW5hbHlzaXNfaWQYASABKAkiRQoWR2V0QW5hbHlzaXNKb2JSZXNwb25zZRIrCgNqb2IYASABKAsyHi5hZ2VudF90cmFpbmluZy52MS5BbmFseXNpc0pvYiIuChdXYXRjaEFuYWx5c2lzSm9iUmVxdWVzdBITCgthbmFseXNpc19pZBgBIAEoCSKcAQoYV2F0Y2hBbmFseXNpc0pvYlJlc3BvbnNlEjcKCHByb2dyZXNzGAEgASgLMiMuYWdlbnRfdHJhaW5pbmcudjEuQW5hbHlzaXNQcm9ncmVzc0gAEj8KBnJlc3VsdBgCIAEoCzItLmFnZW50X3RyYWluaW5nLnYxLkFuYWx5emVBbmRPcHRpbWl6ZVJlc3BvbnNlSABCBgoEa2luZCKwAwoZQWRhcHRBZ2VudEJlaGF2aW9yUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRJhChNwZXJmb3JtYW5jZV9tZXRyaWNzGAIgAygLMkQuYWdlbnRfdHJhaW5pbmcudjEuQWRhcHRBZ2VudEJlaGF2aW9yUmVxdWVzdC5QZXJmb3JtYW5jZU1ldHJpY3NFbnRyeRJCChNhZGFwdGF0aW9uX3N0cmF0ZWd5GAMgASgOMiUuYWdlbnRfdHJhaW5pbmcudjEuQWRhcHRhdGlvblN0cmF0ZWd5EkoKB3RhcmdldHMYBCADKAsyOS5hZ2VudF90cmFpbmluZy52MS5BZGFwdEFnZW50QmVoYXZpb3JSZXF1ZXN0LlRhcmdldHNFbnRyeRIPCgdkcnlfcnVuGAUgASgIEhIKCnJlcXVlc3RfaWQYBiABKAkaOQoXUGVyZm9ybWFuY2VNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ARouCgxUYXJnZXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASLJAQoaQWRhcHRBZ2VudEJlaGF2aW9yUmVzcG9uc2USMAoHdmVyc2lvbhgBIAEoCzIfLmFnZW50X3RyYWluaW5nLnYxLkFnZW50VmVyc2lvbhIbChNwcmV2aW91c192ZXJzaW9uX2lkGAIgASgJEjIKB2NoYW5nZXMYAyADKAsyIS5hZ2VudF90cmFpbmluZy52MS5CZWhhdmlvckNoYW5nZRIXCg9pZ25vcmVkX21ldHJpY3MYBCADKAkSDwoHc3VtbWFyeRgFIAEoCSKWAgoSQ3JlYXRlQWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRJBCgZsYWJlbHMYBCADKAsyMS5hZ2VudF90cmFpbmluZy52MS5DcmVhdGVBZ2VudFJlcXVlc3QuTGFiZWxzRW50cnkSPQoQZGVmYXVsdF9iZWhhdmlvchgFIAEoCzIjLmFnZW50X3RyYWluaW5nLnYxLkJlaGF2aW9yU2V0dGluZ3MSEgoKcmVxdWVzdF9pZBgGIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIj4KE0NyZWF0ZUFnZW50UmVzcG9uc2USJwoFYWdlbnQYASABKAsyGC5hZ2VudF90cmFpbmluZy52MS5BZ2VudCIjCg9HZXRBZ2VudFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiOwoQR2V0QWdlbnRSZXNwb25zZRInCgVhZ2VudBgBIAEoCzIYLmFnZW50X3RyYWluaW5nLnYxLkFnZW50IjoKEUxpc3RBZ2VudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlcKEkxpc3RBZ2VudHNSZXNwb25zZRIoCgZhZ2VudHMYASADKAsyGC5hZ2VudF90cmFpbmluZy52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNQoSRGVsZXRlQWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIhUKE0RlbGV0ZUFnZW50UmVzcG9uc2UiUwoYTGlzdEFnZW50VmVyc2lvbnNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImcKGUxpc3RBZ2VudFZlcnNpb25zUmVzcG9uc2USMQoIdmVyc2lvbnMYASADKAsyHy5hZ2VudF90cmFpbmluZy52MS5BZ2VudFZlcnNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkMKG0FjdGl2YXRlQWdlbnRWZXJzaW9uUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgp2ZXJzaW9uX2lkGAIgASgJIkcKHEFjdGl2YXRlQWdlbnRWZXJzaW9uUmVzcG9uc2USJwoFYWdlbnQYASABKAsyGC5hZ2VudF90cmFpbmluZy52MS5BZ2VudCIsChVHZXRUcmFpbmluZ0pvYlJlcXVlc3QSEwoLdHJhaW5pbmdfaWQYASABKAkiRQoWR2V0VHJhaW5pbmdKb2JSZXNwb25zZRIrCgNqb2IYASABKAsyHi5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ0pvYiKFAQoXTGlzdFRyYWluaW5nSm9ic1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSMQoGc3RhdHVzGAIgASgOMiEuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdTdGF0dXMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiYQoYTGlzdFRyYWluaW5nSm9ic1Jlc3BvbnNlEiwKBGpvYnMYASADKAsyHi5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ0pvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLwoYQ2FuY2VsVHJhaW5pbmdKb2JSZXF1ZXN0EhMKC3RyYWluaW5nX2lkGAEgASgJIkgKGUNhbmNlbFRyYWluaW5nSm9iUmVzcG9uc2USKwoDam9iGAEgASgLMh4uYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdKb2IiRQoXV2F0Y2hUcmFpbmluZ0pvYlJlcXVlc3QSEwoLdHJhaW5pbmdfaWQYASABKAkSFQoNZnJvbV9zZXF1ZW5jZRgCIAEoAyJLChhXYXRjaFRyYWluaW5nSm9iUmVzcG9uc2USLwoFZXZlbnQYASABKAsyIC5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ0V2ZW50ImoKEkludm9rZUFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRINCgVpbnB1dBgCIAEoCRIOCgZpbnB1dHMYAyADKAkSDwoHY29udGV4dBgEIAMoCRISCgp2ZXJzaW9uX2lkGAUgASgJIl0KE0ludm9rZUFnZW50UmVzcG9uc2USMgoLcHJlZGljdGlvbnMYASADKAsyHS5hZ2VudF90cmFpbmluZy52MS5QcmVkaWN0aW9uEhIKCnZlcnNpb25faWQYAiABKAkifQoVUmVjb3JkRmVlZGJhY2tSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhUKDWludm9jYXRpb25faWQYAiABKAkSEAoIZmVlZGJhY2sYAyABKAkSGAoQY29ycmVjdGVkX291dHB1dBgEIAEoCRIPCgdjb21tZW50GAUgASgJIkAKFlJlY29yZEZlZWRiYWNrUmVzcG9uc2USEwoLZmVlZGJhY2tfaWQYASABKAkSEQoJZHVwbGljYXRlGAIgASgIIoMBChRVcGxvYWREYXRhc2V0UmVxdWVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEjQKCGV4YW1wbGVzGAMgAygLMiIuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdFeGFtcGxlEhIKCnJlcXVlc3RfaWQYBCABKAkiRAoVVXBsb2FkRGF0YXNldFJlc3BvbnNlEisKB2RhdGFzZXQYASABKAsyGi5hZ2VudF90cmFpbmluZy52MS5EYXRhc2V0IicKEUdldERhdGFzZXRSZXF1ZXN0EhIKCmRhdGFzZXRfaWQYASABKAkiQQoSR2V0RGF0YXNldFJlc3BvbnNlEisKB2RhdGFzZXQYASABKAsyGi5hZ2VudF90cmFpbmluZy52MS5EYXRhc2V0IjwKE0xpc3REYXRhc2V0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXQoUTGlzdERhdGFzZXRzUmVzcG9uc2USLAoIZGF0YXNldHMYASADKAsyGi5hZ2VudF90cmFpbmluZy52MS5EYXRhc2V0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJXChpMaXN0RGF0YXNldEV4YW1wbGVzUmVxdWVzdBISCgpkYXRhc2V0X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIm0KG0xpc3REYXRhc2V0RXhhbXBsZXNSZXNwb25zZRI1CghleGFtcGxlcxgBIAMoCzIjLmFnZW50X3RyYWluaW5nLnYxLlN5bnRoZXRpY0V4YW1wbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIioKFERlbGV0ZURhdGFzZXRSZXF1ZXN0EhIKCmRhdGFzZXRfaWQYASABKAkiFwoVRGVsZXRlRGF0YXNldFJlc3BvbnNlKokBCg5BbmFseXNpc1N0YXR1cxIfChtBTkFMWVNJU19TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdBTkFMWVNJU19TVEFUVVNfUlVOTklORxABEh0KGUFOQUxZU0lTX1NUQVRVU19TVUNDRUVERUQQAhIaChZBTkFMWVNJU19TVEFUVVNfRkFJTEVEEAMyoBUKFEFnZW50VHJhaW5pbmdTZXJ2aWNlElsKClRyYWluQWdlbnQSJC5hZ2VudF90cmFpbmluZy52MS5UcmFpbkFnZW50UmVxdWVzdBolLmFnZW50X3RyYWluaW5nLnYxLlRyYWluQWdlbnRSZXNwb25zZTABEpQBCh1HZW5lcmF0ZVN5bnRoZXRpY1RyYWluaW5nRGF0YRI3LmFnZW50X3RyYWluaW5nLnYxLkdlbmVyYXRlU3ludGhldGljVHJhaW5pbmdEYXRhUmVxdWVzdBo4LmFnZW50X3RyYWluaW5nLnYxLkdlbmVyYXRlU3ludGhldGljVHJhaW5pbmdEYXRhUmVzcG9uc2UwARKGAQoZR2VuZXJhdGVTeW50aGV0aWNFeGFtcGxlcxIzLmFnZW50X3RyYWluaW5nLnYxLkdlbmVyYXRlU3ludGhldGljRXhhbXBsZXNSZXF1ZXN0GjQuYWdlbnRfdHJhaW5pbmcudjEuR2VuZXJhdGVTeW50aGV0aWNFeGFtcGxlc1Jlc3BvbnNlEnEKEkFuYWx5emVBbmRPcHRpbWl6ZRIsLmFnZW50X3RyYWluaW5nLnYxLkFuYWx5emVBbmRPcHRpbWl6ZVJlcXVlc3QaLS5hZ2VudF90cmFpbmluZy52MS5BbmFseXplQW5kT3B0aW1pemVSZXNwb25zZRKFAQoYQW5hbHl6ZUFuZE9wdGltaXplU3RyZWFtEjIuYWdlbnRfdHJhaW5pbmcudjEuQW5hbHl6ZUFuZE9wdGltaXplU3RyZWFtUmVxdWVzdBozLmFnZW50X3RyYWluaW5nLnYxLkFuYWx5emVBbmRPcHRpbWl6ZVN0cmVhbVJlc3BvbnNlMAESZQoOR2V0QW5hbHlzaXNKb2ISKC5hZ2VudF90cmFpbmluZy52MS5HZXRBbmFseXNpc0pvYlJlcXVlc3QaKS5hZ2VudF90cmFpbmluZy52MS5HZXRBbmFseXNpc0pvYlJlc3BvbnNlEm0KEFdhdGNoQW5hbHlzaXNKb2ISKi5hZ2VudF90cmFpbmluZy52MS5XYXRjaEFuYWx5c2lzSm9iUmVxdWVzdBorLmFnZW50X3RyYWluaW5nLnYxLldhdGNoQW5hbHlzaXNKb2JSZXNwb25zZTABEnEKEkFkYXB0QWdlbnRCZWhhdmlvchIsLmFnZW50X3RyYWluaW5nLnYxLkFkYXB0QWdlbnRCZWhhdmlvclJlcXVlc3QaLS5hZ2VudF90cmFpbmluZy52MS5BZGFwdEFnZW50QmVoYXZpb3JSZXNwb25zZRJcCgtDcmVhdGVBZ2VudBIlLmFnZW50X3RyYWluaW5nLnYxLkNyZWF0ZUFnZW50UmVxdWVzdBomLmFnZW50X3RyYWluaW5nLnYxLkNyZWF0ZUFnZW50UmVzcG9uc2USUwoIR2V0QWdlbnQSIi5hZ2VudF90cmFpbmluZy52MS5HZXRBZ2VudFJlcXVlc3QaIy5hZ2VudF90cmFpbmluZy52MS5HZXRBZ2VudFJlc3BvbnNlElkKCkxpc3RBZ2VudHMSJC5hZ2VudF90cmFpbmluZy52MS5MaXN0QWdlbnRzUmVxdWVzdBolLmFnZW50X3RyYWluaW5nLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJcCgtEZWxldGVBZ2VudBIlLmFnZW50X3RyYWluaW5nLnYxLkRlbGV0ZUFnZW50UmVxdWVzdBomLmFnZW50X3RyYWluaW5nLnYxLkRlbGV0ZUFnZW50UmVzcG9uc2USbgoRTGlzdEFnZW50VmVyc2lvbnMSKy5hZ2VudF90cmFpbmluZy52MS5MaXN0QWdlbnRWZXJzaW9uc1JlcXVlc3QaLC5hZ2VudF90cmFpbmluZy52MS5MaXN0QWdlbnRWZXJzaW9uc1Jlc3BvbnNlEncKFEFjdGl2YXRlQWdlbnRWZXJzaW9uEi4uYWdlbnRfdHJhaW5pbmcudjEuQWN0aXZhdGVBZ2VudFZlcnNpb25SZXF1ZXN0Gi8uYWdlbnRfdHJhaW5pbmcudjEuQWN0aXZhdGVBZ2VudFZlcnNpb25SZXNwb25zZRJlCg5HZXRUcmFpbmluZ0pvYhIoLmFnZW50X3RyYWluaW5nLnYxLkdldFRyYWluaW5nSm9iUmVxdWVzdBopLmFnZW50X3RyYWluaW5nLnYxLkdldFRyYWluaW5nSm9iUmVzcG9uc2USawoQTGlzdFRyYWluaW5nSm9icxIqLmFnZW50X3RyYWluaW5nLnYxLkxpc3RUcmFpbmluZ0pvYnNSZXF1ZXN0GisuYWdlbnRfdHJhaW5pbmcudjEuTGlzdFRyYWluaW5nSm9ic1Jlc3BvbnNlEm4KEUNhbmNlbFRyYWluaW5nSm9iEisuYWdlbnRfdHJhaW5pbmcudjEuQ2FuY2VsVHJhaW5pbmdKb2JSZXF1ZXN0GiwuYWdlbnRfdHJhaW5pbmcudjEuQ2FuY2VsVHJhaW5pbmdKb2JSZXNwb25zZRJtChBXYXRjaFRyYWluaW5nSm9iEiouYWdlbnRfdHJhaW5pbmcudjEuV2F0Y2hUcmFpbmluZ0pvYlJlcXVlc3QaKy5hZ2VudF90cmFpbmluZy52MS5XYXRjaFRyYWluaW5nSm9iUmVzcG9uc2UwARJcCgtJbnZva2VBZ2VudBIlLmFnZW50X3RyYWluaW5nLnYxLkludm9rZUFnZW50UmVxdWVzdBomLmFnZW50X3RyYWluaW5nLnYxLkludm9rZUFnZW50UmVzcG9uc2USZQoOUmVjb3JkRmVlZGJhY2sSKC5hZ2VudF90cmFpbmluZy52MS5SZWNvcmRGZWVkYmFja1JlcXVlc3QaKS5hZ2VudF90cmFpbmluZy52MS5SZWNvcmRGZWVkYmFja1Jlc3BvbnNlEmQKDVVwbG9hZERhdGFzZXQSJy5hZ2VudF90cmFpbmluZy52MS5VcGxvYWREYXRhc2V0UmVxdWVzdBooLmFnZW50X3RyYWluaW5nLnYxLlVwbG9hZERhdGFzZXRSZXNwb25zZSgBElkKCkdldERhdGFzZXQSJC5hZ2VudF90cmFpbmluZy52MS5HZXREYXRhc2V0UmVxdWVzdBolLmFnZW50X3RyYWluaW5nLnYxLkdldERhdGFzZXRSZXNwb25zZRJfCgxMaXN0RGF0YXNldHMSJi5hZ2VudF90cmFpbmluZy52MS5MaXN0RGF0YXNldHNSZXF1ZXN0GicuYWdlbnRfdHJhaW5pbmcudjEuTGlzdERhdGFzZXRzUmVzcG9uc2USdAoTTGlzdERhdGFzZXRFeGFtcGxlcxItLmFnZW50X3RyYWluaW5nLnYxLkxpc3REYXRhc2V0RXhhbXBsZXNSZXF1ZXN0Gi4uYWdlbnRfdHJhaW5pbmcudjEuTGlzdERhdGFzZXRFeGFtcGxlc1Jlc3BvbnNlEmIKDURlbGV0ZURhdGFzZXQSJy5hZ2VudF90cmFpbmluZy52MS5EZWxldGVEYXRhc2V0UmVxdWVzdBooLmFnZW50X3RyYWluaW5nLnYxLkRlbGV0ZURhdGFzZXRSZXNwb25zZWIGcHJvdG8z", [file_agent_training_v1_adaptation, file_agent_training_v1_agents, file_agent_training_v1_analysis, file_agent_training_v1_errors, file_agent_training_v1_invocation, file_agent_training_v1_synthetic, file_agent_training_v1_training, file_google_protobuf_timestamp]);
 
 /**
  * Request of TrainAgent.
@@ -454,7 +458,7 @@ export const AnalysisProgressSchema: GenMessage<AnalysisProgress> = /*@__PURE__*
   messageDesc(file_agent_training_v1_service, 9);
 
 /**
- * One message of AnalyzeAndOptimizeStream: progress, then the result.
+ * One message of AnalyzeAndOptimizeStream: accepted, progress, then the result.
  *
  * @generated from message agent_training.v1.AnalyzeAndOptimizeStreamResponse
  */
@@ -480,6 +484,14 @@ export type AnalyzeAndOptimizeStreamResponse = Message<"agent_training.v1.Analyz
      */
     value: AnalyzeAndOptimizeResponse;
     case: "result";
+  } | {
+    /**
+     * First: the analysis job was accepted.
+     *
+     * @generated from field: agent_training.v1.AnalysisAccepted accepted = 3;
+     */
+    value: AnalysisAccepted;
+    case: "accepted";
   } | { case: undefined; value?: undefined };
 };
 
@@ -489,6 +501,204 @@ export type AnalyzeAndOptimizeStreamResponse = Message<"agent_training.v1.Analyz
  */
 export const AnalyzeAndOptimizeStreamResponseSchema: GenMessage<AnalyzeAndOptimizeStreamResponse> = /*@__PURE__*/
   messageDesc(file_agent_training_v1_service, 10);
+
+/**
+ * The first message of AnalyzeAndOptimizeStream.
+ *
+ * @generated from message agent_training.v1.AnalysisAccepted
+ */
+export type AnalysisAccepted = Message<"agent_training.v1.AnalysisAccepted"> & {
+  /**
+   * Id of the analysis job, e.g. "analysis_5f2c...", for GetAnalysisJob and WatchAnalysisJob.
+   *
+   * @generated from field: string analysis_id = 1;
+   */
+  analysisId: string;
+};
+
+/**
+ * Describes the message agent_training.v1.AnalysisAccepted.
+ * Use `create(AnalysisAcceptedSchema)` to create a new message.
+ */
+export const AnalysisAcceptedSchema: GenMessage<AnalysisAccepted> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_service, 11);
+
+/**
+ * A stored analysis job.
+ *
+ * @generated from message agent_training.v1.AnalysisJob
+ */
+export type AnalysisJob = Message<"agent_training.v1.AnalysisJob"> & {
+  /**
+   * Server-assigned id, e.g. "analysis_5f2c...".
+   *
+   * @generated from field: string analysis_id = 1;
+   */
+  analysisId: string;
+
+  /**
+   * The agent analysed.
+   *
+   * @generated from field: string agent_id = 2;
+   */
+  agentId: string;
+
+  /**
+   * Current status.
+   *
+   * @generated from field: agent_training.v1.AnalysisStatus status = 3;
+   */
+  status: AnalysisStatus;
+
+  /**
+   * Latest progress.
+   *
+   * @generated from field: agent_training.v1.AnalysisProgress progress = 4;
+   */
+  progress?: AnalysisProgress | undefined;
+
+  /**
+   * The result, once SUCCEEDED.
+   *
+   * @generated from field: agent_training.v1.AnalyzeAndOptimizeResponse result = 5;
+   */
+  result?: AnalyzeAndOptimizeResponse | undefined;
+
+  /**
+   * Why it failed, once FAILED.
+   *
+   * @generated from field: agent_training.v1.ErrorDetail error = 6;
+   */
+  error?: ErrorDetail | undefined;
+
+  /**
+   * When it was accepted.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 7;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it ended.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 8;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Trace id of the request that started it.
+   *
+   * @generated from field: string trace_id = 9;
+   */
+  traceId: string;
+};
+
+/**
+ * Describes the message agent_training.v1.AnalysisJob.
+ * Use `create(AnalysisJobSchema)` to create a new message.
+ */
+export const AnalysisJobSchema: GenMessage<AnalysisJob> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_service, 12);
+
+/**
+ * Request of GetAnalysisJob.
+ *
+ * @generated from message agent_training.v1.GetAnalysisJobRequest
+ */
+export type GetAnalysisJobRequest = Message<"agent_training.v1.GetAnalysisJobRequest"> & {
+  /**
+   * The analysis job. Required.
+   *
+   * @generated from field: string analysis_id = 1;
+   */
+  analysisId: string;
+};
+
+/**
+ * Describes the message agent_training.v1.GetAnalysisJobRequest.
+ * Use `create(GetAnalysisJobRequestSchema)` to create a new message.
+ */
+export const GetAnalysisJobRequestSchema: GenMessage<GetAnalysisJobRequest> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_service, 13);
+
+/**
+ * Response of GetAnalysisJob.
+ *
+ * @generated from message agent_training.v1.GetAnalysisJobResponse
+ */
+export type GetAnalysisJobResponse = Message<"agent_training.v1.GetAnalysisJobResponse"> & {
+  /**
+   * The job.
+   *
+   * @generated from field: agent_training.v1.AnalysisJob job = 1;
+   */
+  job?: AnalysisJob | undefined;
+};
+
+/**
+ * Describes the message agent_training.v1.GetAnalysisJobResponse.
+ * Use `create(GetAnalysisJobResponseSchema)` to create a new message.
+ */
+export const GetAnalysisJobResponseSchema: GenMessage<GetAnalysisJobResponse> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_service, 14);
+
+/**
+ * Request of WatchAnalysisJob.
+ *
+ * @generated from message agent_training.v1.WatchAnalysisJobRequest
+ */
+export type WatchAnalysisJobRequest = Message<"agent_training.v1.WatchAnalysisJobRequest"> & {
+  /**
+   * The analysis job. Required.
+   *
+   * @generated from field: string analysis_id = 1;
+   */
+  analysisId: string;
+};
+
+/**
+ * Describes the message agent_training.v1.WatchAnalysisJobRequest.
+ * Use `create(WatchAnalysisJobRequestSchema)` to create a new message.
+ */
+export const WatchAnalysisJobRequestSchema: GenMessage<WatchAnalysisJobRequest> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_service, 15);
+
+/**
+ * One message of WatchAnalysisJob: progress, then the result.
+ *
+ * @generated from message agent_training.v1.WatchAnalysisJobResponse
+ */
+export type WatchAnalysisJobResponse = Message<"agent_training.v1.WatchAnalysisJobResponse"> & {
+  /**
+   * The message.
+   *
+   * @generated from oneof agent_training.v1.WatchAnalysisJobResponse.kind
+   */
+  kind: {
+    /**
+     * Progress so far.
+     *
+     * @generated from field: agent_training.v1.AnalysisProgress progress = 1;
+     */
+    value: AnalysisProgress;
+    case: "progress";
+  } | {
+    /**
+     * The result, last.
+     *
+     * @generated from field: agent_training.v1.AnalyzeAndOptimizeResponse result = 2;
+     */
+    value: AnalyzeAndOptimizeResponse;
+    case: "result";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message agent_training.v1.WatchAnalysisJobResponse.
+ * Use `create(WatchAnalysisJobResponseSchema)` to create a new message.
+ */
+export const WatchAnalysisJobResponseSchema: GenMessage<WatchAnalysisJobResponse> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_service, 16);
 
 /**
  * Request of AdaptAgentBehavior.
@@ -545,7 +755,7 @@ export type AdaptAgentBehaviorRequest = Message<"agent_training.v1.AdaptAgentBeh
  * Use `create(AdaptAgentBehaviorRequestSchema)` to create a new message.
  */
 export const AdaptAgentBehaviorRequestSchema: GenMessage<AdaptAgentBehaviorRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 11);
+  messageDesc(file_agent_training_v1_service, 17);
 
 /**
  * Response of AdaptAgentBehavior.
@@ -594,7 +804,7 @@ export type AdaptAgentBehaviorResponse = Message<"agent_training.v1.AdaptAgentBe
  * Use `create(AdaptAgentBehaviorResponseSchema)` to create a new message.
  */
 export const AdaptAgentBehaviorResponseSchema: GenMessage<AdaptAgentBehaviorResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 12);
+  messageDesc(file_agent_training_v1_service, 18);
 
 /**
  * Request of CreateAgent.
@@ -652,7 +862,7 @@ export type CreateAgentRequest = Message<"agent_training.v1.CreateAgentRequest">
  * Use `create(CreateAgentRequestSchema)` to create a new message.
  */
 export const CreateAgentRequestSchema: GenMessage<CreateAgentRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 13);
+  messageDesc(file_agent_training_v1_service, 19);
 
 /**
  * Response of CreateAgent.
@@ -673,7 +883,7 @@ export type CreateAgentResponse = Message<"agent_training.v1.CreateAgentResponse
  * Use `create(CreateAgentResponseSchema)` to create a new message.
  */
 export const CreateAgentResponseSchema: GenMessage<CreateAgentResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 14);
+  messageDesc(file_agent_training_v1_service, 20);
 
 /**
  * Request of GetAgent.
@@ -694,7 +904,7 @@ export type GetAgentRequest = Message<"agent_training.v1.GetAgentRequest"> & {
  * Use `create(GetAgentRequestSchema)` to create a new message.
  */
 export const GetAgentRequestSchema: GenMessage<GetAgentRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 15);
+  messageDesc(file_agent_training_v1_service, 21);
 
 /**
  * Response of GetAgent.
@@ -715,7 +925,7 @@ export type GetAgentResponse = Message<"agent_training.v1.GetAgentResponse"> & {
  * Use `create(GetAgentResponseSchema)` to create a new message.
  */
 export const GetAgentResponseSchema: GenMessage<GetAgentResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 16);
+  messageDesc(file_agent_training_v1_service, 22);
 
 /**
  * Request of ListAgents.
@@ -743,7 +953,7 @@ export type ListAgentsRequest = Message<"agent_training.v1.ListAgentsRequest"> &
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 17);
+  messageDesc(file_agent_training_v1_service, 23);
 
 /**
  * Response of ListAgents.
@@ -771,7 +981,7 @@ export type ListAgentsResponse = Message<"agent_training.v1.ListAgentsResponse">
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 18);
+  messageDesc(file_agent_training_v1_service, 24);
 
 /**
  * Request of DeleteAgent.
@@ -800,7 +1010,7 @@ export type DeleteAgentRequest = Message<"agent_training.v1.DeleteAgentRequest">
  * Use `create(DeleteAgentRequestSchema)` to create a new message.
  */
 export const DeleteAgentRequestSchema: GenMessage<DeleteAgentRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 19);
+  messageDesc(file_agent_training_v1_service, 25);
 
 /**
  * Response of DeleteAgent.
@@ -815,7 +1025,7 @@ export type DeleteAgentResponse = Message<"agent_training.v1.DeleteAgentResponse
  * Use `create(DeleteAgentResponseSchema)` to create a new message.
  */
 export const DeleteAgentResponseSchema: GenMessage<DeleteAgentResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 20);
+  messageDesc(file_agent_training_v1_service, 26);
 
 /**
  * Request of ListAgentVersions.
@@ -850,7 +1060,7 @@ export type ListAgentVersionsRequest = Message<"agent_training.v1.ListAgentVersi
  * Use `create(ListAgentVersionsRequestSchema)` to create a new message.
  */
 export const ListAgentVersionsRequestSchema: GenMessage<ListAgentVersionsRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 21);
+  messageDesc(file_agent_training_v1_service, 27);
 
 /**
  * Response of ListAgentVersions.
@@ -878,7 +1088,7 @@ export type ListAgentVersionsResponse = Message<"agent_training.v1.ListAgentVers
  * Use `create(ListAgentVersionsResponseSchema)` to create a new message.
  */
 export const ListAgentVersionsResponseSchema: GenMessage<ListAgentVersionsResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 22);
+  messageDesc(file_agent_training_v1_service, 28);
 
 /**
  * Request of ActivateAgentVersion.
@@ -906,7 +1116,7 @@ export type ActivateAgentVersionRequest = Message<"agent_training.v1.ActivateAge
  * Use `create(ActivateAgentVersionRequestSchema)` to create a new message.
  */
 export const ActivateAgentVersionRequestSchema: GenMessage<ActivateAgentVersionRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 23);
+  messageDesc(file_agent_training_v1_service, 29);
 
 /**
  * Response of ActivateAgentVersion.
@@ -927,7 +1137,7 @@ export type ActivateAgentVersionResponse = Message<"agent_training.v1.ActivateAg
  * Use `create(ActivateAgentVersionResponseSchema)` to create a new message.
  */
 export const ActivateAgentVersionResponseSchema: GenMessage<ActivateAgentVersionResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 24);
+  messageDesc(file_agent_training_v1_service, 30);
 
 /**
  * Request of GetTrainingJob.
@@ -948,7 +1158,7 @@ export type GetTrainingJobRequest = Message<"agent_training.v1.GetTrainingJobReq
  * Use `create(GetTrainingJobRequestSchema)` to create a new message.
  */
 export const GetTrainingJobRequestSchema: GenMessage<GetTrainingJobRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 25);
+  messageDesc(file_agent_training_v1_service, 31);
 
 /**
  * Response of GetTrainingJob.
@@ -969,7 +1179,7 @@ export type GetTrainingJobResponse = Message<"agent_training.v1.GetTrainingJobRe
  * Use `create(GetTrainingJobResponseSchema)` to create a new message.
  */
 export const GetTrainingJobResponseSchema: GenMessage<GetTrainingJobResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 26);
+  messageDesc(file_agent_training_v1_service, 32);
 
 /**
  * Request of ListTrainingJobs.
@@ -1011,7 +1221,7 @@ export type ListTrainingJobsRequest = Message<"agent_training.v1.ListTrainingJob
  * Use `create(ListTrainingJobsRequestSchema)` to create a new message.
  */
 export const ListTrainingJobsRequestSchema: GenMessage<ListTrainingJobsRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 27);
+  messageDesc(file_agent_training_v1_service, 33);
 
 /**
  * Response of ListTrainingJobs.
@@ -1039,7 +1249,7 @@ export type ListTrainingJobsResponse = Message<"agent_training.v1.ListTrainingJo
  * Use `create(ListTrainingJobsResponseSchema)` to create a new message.
  */
 export const ListTrainingJobsResponseSchema: GenMessage<ListTrainingJobsResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 28);
+  messageDesc(file_agent_training_v1_service, 34);
 
 /**
  * Request of CancelTrainingJob.
@@ -1060,7 +1270,7 @@ export type CancelTrainingJobRequest = Message<"agent_training.v1.CancelTraining
  * Use `create(CancelTrainingJobRequestSchema)` to create a new message.
  */
 export const CancelTrainingJobRequestSchema: GenMessage<CancelTrainingJobRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 29);
+  messageDesc(file_agent_training_v1_service, 35);
 
 /**
  * Response of CancelTrainingJob.
@@ -1081,7 +1291,7 @@ export type CancelTrainingJobResponse = Message<"agent_training.v1.CancelTrainin
  * Use `create(CancelTrainingJobResponseSchema)` to create a new message.
  */
 export const CancelTrainingJobResponseSchema: GenMessage<CancelTrainingJobResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 30);
+  messageDesc(file_agent_training_v1_service, 36);
 
 /**
  * Request of WatchTrainingJob.
@@ -1110,7 +1320,7 @@ export type WatchTrainingJobRequest = Message<"agent_training.v1.WatchTrainingJo
  * Use `create(WatchTrainingJobRequestSchema)` to create a new message.
  */
 export const WatchTrainingJobRequestSchema: GenMessage<WatchTrainingJobRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 31);
+  messageDesc(file_agent_training_v1_service, 37);
 
 /**
  * One event of WatchTrainingJob's stream.
@@ -1131,7 +1341,7 @@ export type WatchTrainingJobResponse = Message<"agent_training.v1.WatchTrainingJ
  * Use `create(WatchTrainingJobResponseSchema)` to create a new message.
  */
 export const WatchTrainingJobResponseSchema: GenMessage<WatchTrainingJobResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 32);
+  messageDesc(file_agent_training_v1_service, 38);
 
 /**
  * Request of InvokeAgent.
@@ -1180,7 +1390,7 @@ export type InvokeAgentRequest = Message<"agent_training.v1.InvokeAgentRequest">
  * Use `create(InvokeAgentRequestSchema)` to create a new message.
  */
 export const InvokeAgentRequestSchema: GenMessage<InvokeAgentRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 33);
+  messageDesc(file_agent_training_v1_service, 39);
 
 /**
  * Response of InvokeAgent.
@@ -1208,7 +1418,7 @@ export type InvokeAgentResponse = Message<"agent_training.v1.InvokeAgentResponse
  * Use `create(InvokeAgentResponseSchema)` to create a new message.
  */
 export const InvokeAgentResponseSchema: GenMessage<InvokeAgentResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 34);
+  messageDesc(file_agent_training_v1_service, 40);
 
 /**
  * Request of RecordFeedback.
@@ -1257,7 +1467,7 @@ export type RecordFeedbackRequest = Message<"agent_training.v1.RecordFeedbackReq
  * Use `create(RecordFeedbackRequestSchema)` to create a new message.
  */
 export const RecordFeedbackRequestSchema: GenMessage<RecordFeedbackRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 35);
+  messageDesc(file_agent_training_v1_service, 41);
 
 /**
  * Response of RecordFeedback.
@@ -1285,7 +1495,7 @@ export type RecordFeedbackResponse = Message<"agent_training.v1.RecordFeedbackRe
  * Use `create(RecordFeedbackResponseSchema)` to create a new message.
  */
 export const RecordFeedbackResponseSchema: GenMessage<RecordFeedbackResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 36);
+  messageDesc(file_agent_training_v1_service, 42);
 
 /**
  * One message of UploadDataset's stream.
@@ -1329,7 +1539,7 @@ export type UploadDatasetRequest = Message<"agent_training.v1.UploadDatasetReque
  * Use `create(UploadDatasetRequestSchema)` to create a new message.
  */
 export const UploadDatasetRequestSchema: GenMessage<UploadDatasetRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 37);
+  messageDesc(file_agent_training_v1_service, 43);
 
 /**
  * Response of UploadDataset.
@@ -1350,7 +1560,7 @@ export type UploadDatasetResponse = Message<"agent_training.v1.UploadDatasetResp
  * Use `create(UploadDatasetResponseSchema)` to create a new message.
  */
 export const UploadDatasetResponseSchema: GenMessage<UploadDatasetResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 38);
+  messageDesc(file_agent_training_v1_service, 44);
 
 /**
  * Request of GetDataset.
@@ -1371,7 +1581,7 @@ export type GetDatasetRequest = Message<"agent_training.v1.GetDatasetRequest"> &
  * Use `create(GetDatasetRequestSchema)` to create a new message.
  */
 export const GetDatasetRequestSchema: GenMessage<GetDatasetRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 39);
+  messageDesc(file_agent_training_v1_service, 45);
 
 /**
  * Response of GetDataset.
@@ -1392,7 +1602,7 @@ export type GetDatasetResponse = Message<"agent_training.v1.GetDatasetResponse">
  * Use `create(GetDatasetResponseSchema)` to create a new message.
  */
 export const GetDatasetResponseSchema: GenMessage<GetDatasetResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 40);
+  messageDesc(file_agent_training_v1_service, 46);
 
 /**
  * Request of ListDatasets.
@@ -1420,7 +1630,7 @@ export type ListDatasetsRequest = Message<"agent_training.v1.ListDatasetsRequest
  * Use `create(ListDatasetsRequestSchema)` to create a new message.
  */
 export const ListDatasetsRequestSchema: GenMessage<ListDatasetsRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 41);
+  messageDesc(file_agent_training_v1_service, 47);
 
 /**
  * Response of ListDatasets.
@@ -1448,7 +1658,7 @@ export type ListDatasetsResponse = Message<"agent_training.v1.ListDatasetsRespon
  * Use `create(ListDatasetsResponseSchema)` to create a new message.
  */
 export const ListDatasetsResponseSchema: GenMessage<ListDatasetsResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 42);
+  messageDesc(file_agent_training_v1_service, 48);
 
 /**
  * Request of ListDatasetExamples.
@@ -1483,7 +1693,7 @@ export type ListDatasetExamplesRequest = Message<"agent_training.v1.ListDatasetE
  * Use `create(ListDatasetExamplesRequestSchema)` to create a new message.
  */
 export const ListDatasetExamplesRequestSchema: GenMessage<ListDatasetExamplesRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 43);
+  messageDesc(file_agent_training_v1_service, 49);
 
 /**
  * Response of ListDatasetExamples.
@@ -1511,7 +1721,7 @@ export type ListDatasetExamplesResponse = Message<"agent_training.v1.ListDataset
  * Use `create(ListDatasetExamplesResponseSchema)` to create a new message.
  */
 export const ListDatasetExamplesResponseSchema: GenMessage<ListDatasetExamplesResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 44);
+  messageDesc(file_agent_training_v1_service, 50);
 
 /**
  * Request of DeleteDataset.
@@ -1532,7 +1742,7 @@ export type DeleteDatasetRequest = Message<"agent_training.v1.DeleteDatasetReque
  * Use `create(DeleteDatasetRequestSchema)` to create a new message.
  */
 export const DeleteDatasetRequestSchema: GenMessage<DeleteDatasetRequest> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 45);
+  messageDesc(file_agent_training_v1_service, 51);
 
 /**
  * Response of DeleteDataset.
@@ -1547,7 +1757,48 @@ export type DeleteDatasetResponse = Message<"agent_training.v1.DeleteDatasetResp
  * Use `create(DeleteDatasetResponseSchema)` to create a new message.
  */
 export const DeleteDatasetResponseSchema: GenMessage<DeleteDatasetResponse> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_service, 46);
+  messageDesc(file_agent_training_v1_service, 52);
+
+/**
+ * Status of an analysis job.
+ *
+ * @generated from enum agent_training.v1.AnalysisStatus
+ */
+export enum AnalysisStatus {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: ANALYSIS_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Working.
+   *
+   * @generated from enum value: ANALYSIS_STATUS_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * Ended with a result.
+   *
+   * @generated from enum value: ANALYSIS_STATUS_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * Ended without a result; `error` says why (a restart interrupts running analyses: retryable).
+   *
+   * @generated from enum value: ANALYSIS_STATUS_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum agent_training.v1.AnalysisStatus.
+ */
+export const AnalysisStatusSchema: GenEnum<AnalysisStatus> = /*@__PURE__*/
+  enumDesc(file_agent_training_v1_service, 0);
 
 /**
  * Trains, evaluates and adapts customer-facing agents.
@@ -1602,7 +1853,9 @@ export const AgentTrainingService: GenService<{
     output: typeof AnalyzeAndOptimizeResponseSchema;
   },
   /**
-   * The same, streaming progress while it works (for large evaluation sets), then the result.
+   * The same as a stored analysis job, for large evaluation sets: first `accepted` (with the
+   * `analysis_id`), then progress while it works, then the result. Closing the stream does not
+   * stop the analysis; re-attach with WatchAnalysisJob or read the result with GetAnalysisJob.
    *
    * @generated from rpc agent_training.v1.AgentTrainingService.AnalyzeAndOptimizeStream
    */
@@ -1610,6 +1863,27 @@ export const AgentTrainingService: GenService<{
     methodKind: "server_streaming";
     input: typeof AnalyzeAndOptimizeStreamRequestSchema;
     output: typeof AnalyzeAndOptimizeStreamResponseSchema;
+  },
+  /**
+   * Returns an analysis job: its status, latest progress and, once it succeeded, its result.
+   *
+   * @generated from rpc agent_training.v1.AgentTrainingService.GetAnalysisJob
+   */
+  getAnalysisJob: {
+    methodKind: "unary";
+    input: typeof GetAnalysisJobRequestSchema;
+    output: typeof GetAnalysisJobResponseSchema;
+  },
+  /**
+   * Re-attaches to an analysis job: its latest progress, live progress, then the result (at once
+   * when it has ended; an error status when it failed).
+   *
+   * @generated from rpc agent_training.v1.AgentTrainingService.WatchAnalysisJob
+   */
+  watchAnalysisJob: {
+    methodKind: "server_streaming";
+    input: typeof WatchAnalysisJobRequestSchema;
+    output: typeof WatchAnalysisJobResponseSchema;
   },
   /**
    * Changes an agent's behaviour from production metrics and feedback, as a new version.
