@@ -19,21 +19,31 @@ def base44(client: AgentTrainingClient) -> AgentTrainingClient:
     return client
 
 
-def test_train_agent_verbatim_refuses_one_output_with_the_seed_error(
+def test_train_agent_verbatim_trains_an_agent_that_gives_its_one_answer(
     base44: AgentTrainingClient,
 ) -> None:
+    result = base44.functions.train_agent(
+        agent_id="agent_abc123",
+        training_data=[{"input": "Question?", "expected_output": "Answer", "feedback": "correct"}],
+        training_type="supervised",
+        config={"epochs": 10, "learning_rate": 0.001},
+    )
+    assert result["success"] is True
+    assert result["data"]["training_id"].startswith("train_")
+    assert result["data"]["status"] == "completed"
+    assert set(result["data"]["metrics"]) >= {"accuracy", "loss"}
+    assert result["data"]["metrics"]["accuracy"] == 1.0
+    # One output learned: the agent answers it, whatever it is asked.
+    answer = base44.invoke_agent(agent_id="agent_abc123", input="Something else entirely?")
+    assert answer.predictions[0].output == "Answer"
     with pytest.raises(AgentTrainingError) as caught:
         base44.functions.train_agent(
             agent_id="agent_abc123",
-            training_data=[
-                {"input": "Question?", "expected_output": "Answer", "feedback": "correct"}
-            ],
-            training_type="supervised",
-            config={"epochs": 10, "learning_rate": 0.001},
+            training_data=[{"input": "Question?", "expected_output": "x", "feedback": "incorrect"}],
         )
     error = caught.value.to_dict()
     assert list(error) == ["code", "message", "hint", "retryable", "trace_id"]
-    assert error["code"] == "INVALID_ARGUMENT" and "at least 2" in error["message"]
+    assert error["code"] == "INVALID_ARGUMENT" and "teaches no output" in error["message"]
     assert error["hint"] and error["retryable"] is False and TRACE_ID.match(error["trace_id"])
 
 

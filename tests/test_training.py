@@ -235,12 +235,15 @@ def test_list_jobs_filters_by_agent_and_status(trainer: AgentTrainingClient) -> 
 
 def test_invalid_training_data_is_refused_with_a_hint(trainer: AgentTrainingClient) -> None:
     trainer.create_agent(agent_id="picky")
-    one_output = [
-        training_pb2.TrainingExample(input=f"hello {i}", expected_output="greet") for i in range(5)
+    nothing_taught = [
+        training_pb2.TrainingExample(
+            input=f"hello {i}", expected_output="greet", feedback="incorrect"
+        )
+        for i in range(5)
     ]
-    error = expect_error(trainer.train_agent, agent_id="picky", training_data=one_output)
+    error = expect_error(trainer.train_agent, agent_id="picky", training_data=nothing_taught)
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
-    assert "at least 2" in error.field_violations[0].description
+    assert "teaches no output" in error.field_violations[0].description
     error = expect_error(trainer.train_agent, agent_id="nobody", training_data=banking_examples())
     assert_status(error, grpc.StatusCode.NOT_FOUND)
     assert trainer.list_training_jobs(agent_id="picky").jobs == []

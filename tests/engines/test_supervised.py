@@ -130,9 +130,15 @@ def test_examples_marked_incorrect_are_not_taught(tmp_path: Path) -> None:
     assert "wrong_answer" not in artifact.outputs
 
 
-def test_one_output_only_is_a_data_error(tmp_path: Path) -> None:
+def test_one_output_trains_an_agent_that_always_gives_it(tmp_path: Path) -> None:
     examples = [Example(f"hello there {i}", "greet") for i in range(10)]
-    with pytest.raises(TrainingDataError, match="at least 2"):
+    artifact = train(tmp_path / "one", examples)
+    assert artifact.outputs == ["greet"] and artifact.metrics["accuracy"] == 1.0
+
+
+def test_data_that_teaches_no_output_is_a_data_error(tmp_path: Path) -> None:
+    examples = [Example(f"hello there {i}", "greet", "incorrect") for i in range(10)]
+    with pytest.raises(TrainingDataError, match="at least 1"):
         train(tmp_path, examples)
 
 

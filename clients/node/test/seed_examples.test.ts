@@ -25,22 +25,37 @@ describe("the seed's examples through client.functions", () => {
     await server?.stop();
   });
 
-  test("trainAgent, verbatim: one output is refused with the seed's error object", async () => {
-    const call = base44.functions.trainAgent({
+  test("trainAgent, verbatim: the seed's success response", async () => {
+    const result = await base44.functions.trainAgent({
       agent_id: "agent_abc123",
-      training_data: [{ input: "Question?", expected_output: "Answer", feedback: "correct" }],
+      training_data: [
+        { input: "Question?", expected_output: "Answer", feedback: "correct" }
+      ],
       training_type: "supervised",
       config: {
         epochs: 10,
-        learning_rate: 0.001,
-      },
+        learning_rate: 0.001
+      }
+    });
+    assert.equal(result.success, true);
+    assert.match(result.data.training_id, /^train_/);
+    assert.equal(result.data.status, "completed");
+    assert.equal(result.data.metrics.accuracy, 1);
+    assert.equal(typeof result.data.metrics.loss, "number");
+    assert.match(result.data.version_id, /^ver_/);
+  });
+
+  test("trainAgent with nothing to learn rejects with the seed's error object", async () => {
+    const call = base44.functions.trainAgent({
+      agent_id: "agent_abc123",
+      training_data: [{ input: "Question?", expected_output: "Answer", feedback: "incorrect" }],
+      training_type: "supervised",
     });
     await assert.rejects(call, (error: AgentTrainingError) => {
       assert.ok(error instanceof AgentTrainingError);
       assert.deepEqual(Object.keys(error.toJSON()), ["code", "message", "hint", "retryable", "trace_id"]);
       assert.equal(error.code, "INVALID_ARGUMENT");
-      assert.equal(error.status, "INVALID_ARGUMENT");
-      assert.match(error.message, /at least 2/);
+      assert.match(error.message, /teaches no output/);
       assert.ok(error.hint);
       assert.equal(error.retryable, false);
       assert.match(error.trace_id, TRACE_ID);

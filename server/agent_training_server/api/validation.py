@@ -334,11 +334,11 @@ def _check_examples(
             f" per output; {output[:60]!r} has {count}: use TRAINING_TYPE_SUPERVISED or"
             " TRAINING_TYPE_TRANSFER for larger sets",
         )
-    if len(taught) < 2 and labelled and not few_shot and not checker.violations:
+    if not taught and labelled and not few_shot and not checker.violations:
         checker.add(
             "training_data",
-            f"teaches {len(taught)} distinct output(s); an agent needs"
-            " at least 2 to choose between (examples marked incorrect are not taught)",
+            "teaches no output; an agent needs at least 1 (examples marked incorrect are not"
+            " taught)",
         )
     if len(outputs) > server.max_outputs_per_agent:
         checker.add(

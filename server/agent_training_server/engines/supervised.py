@@ -109,10 +109,8 @@ class SupervisedEngine(Engine):
         reporter.progress(Progress(phase="loading_data"))
         examples = taught(examples)
         outputs = sorted({example.expected_output for example in examples})
-        if len(outputs) < 2:
-            raise TrainingDataError(
-                f"the data teaches {len(outputs)} distinct output(s); at least 2 are needed"
-            )
+        if not outputs:  # one output is allowed: that agent answers it to everything
+            raise TrainingDataError("the data teaches no output; at least 1 is needed")
         label_of = {output: index for index, output in enumerate(outputs)}
         labels = np.array([label_of[e.expected_output] for e in examples], dtype=np.int64)
         train_rows, valid_rows = stratified_split(labels, settings.validation_split, settings.seed)
