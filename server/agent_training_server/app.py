@@ -16,7 +16,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from agent_training.v1 import service_pb2, service_pb2_grpc
 from agent_training_server import __version__
+from agent_training_server.api.call_guard import CallGuardInterceptor
 from agent_training_server.api.error_translation import ErrorTranslationInterceptor
+from agent_training_server.api.keepalive import keepalive_options
 from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.config import ServerConfig
 from agent_training_server.jobs.pool import WorkerPool
@@ -83,12 +85,7 @@ def _channel_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
-        # Training streams stay open for minutes with gaps between events: keep them alive
-        # through proxies, and let clients ping as often as every 10 s.
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
+        *keepalive_options(config),
     ]
 
 
@@ -129,6 +126,8 @@ async def create_server(
             # Outside error translation, so the codes it sets are the codes counted.
             GrpcMetricsInterceptor(metrics),
             ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
+            # Inside error translation, so the errors it raises get the rich status.
+            CallGuardInterceptor(f"/{SERVICE_NAME}/", config.max_concurrent_streams),
         ],
         options=_channel_options(config),
     )

@@ -55,6 +55,23 @@ class ServerConfig:
     max_analysis_jobs: int = _setting(
         2, "analysis jobs (AnalyzeAndOptimizeStream) running at once before more are refused"
     )
+    # Limits and keepalive of calls (docs/limits.md).
+    max_concurrent_streams: int = _setting(
+        1_000, "streaming calls (server streams and uploads) open at once before more are refused"
+    )
+    max_jobs_per_tenant: int = _setting(
+        16, "queued or running training jobs one tenant may have before TrainAgent is refused"
+    )
+    max_context_turns: int = _setting(20, "most context turns in one input or training example")
+    keepalive_time_seconds: float = _setting(
+        30.0, "idle time after which the server pings a connection to check it is alive"
+    )
+    keepalive_timeout_seconds: float = _setting(
+        10.0, "time a keepalive ping may go unanswered before the connection is closed"
+    )
+    min_client_ping_seconds: float = _setting(
+        10.0, "shortest interval between client pings the server accepts (closer: GOAWAY)"
+    )
     workers: int = _setting(_default_workers, "training worker processes (default: cores / 2)")
     max_queued_jobs: int = _setting(32, "jobs waiting for a worker before TrainAgent is refused")
     max_job_seconds: int = _setting(3_600, "default wall-clock limit of one training job")
@@ -148,6 +165,12 @@ def _check(config: ServerConfig) -> None:
         "max_concurrent_generations",
         "max_direct_analysis_examples",
         "max_analysis_jobs",
+        "max_concurrent_streams",
+        "max_jobs_per_tenant",
+        "max_context_turns",
+        "keepalive_time_seconds",
+        "keepalive_timeout_seconds",
+        "min_client_ping_seconds",
         "workers",
         "max_job_seconds",
     )

@@ -23,6 +23,15 @@ from agent_training_client.errors import AgentTrainingError
 from agent_training_client.functions import SeedFunctions
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+KEEPALIVE_OPTIONS: list[tuple[str, int]] = [
+    # Ping every 30 s (the server accepts pings every 10 s or slower), also while only a quiet
+    # training stream is open, and give up on a connection that does not answer in 10 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+"""Channel options matching the server's keepalive settings (docs/limits.md)."""
 R = TypeVar("R")
 
 
@@ -50,7 +59,7 @@ class AgentTrainingClient:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.keepalive_time_ms", 30_000),
+                *KEEPALIVE_OPTIONS,
             ],
         )
         self._stub = service_pb2_grpc.AgentTrainingServiceStub(self._channel)

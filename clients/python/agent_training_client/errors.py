@@ -72,11 +72,12 @@ class AgentTrainingError(Exception):
         status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
         if status is None:
             details = error.details() if hasattr(error, "details") else str(error)
-            retryable = status_code in (grpc.StatusCode.UNAVAILABLE,)
+            code, hint = _plain_status_code_and_hint(status_code, details or "")
             return cls(
-                code=status_code.name,
+                code=code,
                 message=details or status_code.name,
-                retryable=retryable,
+                hint=hint,
+                retryable=status_code == grpc.StatusCode.UNAVAILABLE,
                 status_code=status_code,
             )
         detail = errors_pb2.ErrorDetail()
@@ -105,3 +106,25 @@ class AgentTrainingError(Exception):
             field_violations=tuple(violations),
             retry_delay_seconds=retry_delay,
         )
+
+
+def _plain_status_code_and_hint(status_code: grpc.StatusCode, details: str) -> tuple[str, str]:
+    """Code and hint for a status that gRPC itself produced, without the error object.
+
+    Such a call never reached the service's handler (a message over the size limit), or never
+    left this process (the client's own deadline).
+    """
+    if status_code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        return (
+            "MESSAGE_TOO_LARGE",
+            "The message is larger than the client or server accepts (max_message_bytes, 64 MiB"
+            " by default): send fewer examples per call, or upload them in chunks with"
+            " UploadDataset and train by dataset_id.",
+        )
+    if status_code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return (
+            "DEADLINE_EXCEEDED",
+            "The call ran past its deadline and the server stopped its work: give it a longer"
+            " timeout, or use the streaming variant of long operations.",
+        )
+    return status_code.name, ""

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from agent_training_server.cancellation import call_cancelled
 from agent_training_server.engines import registry
 from agent_training_server.engines.base import Artifact, Example, Progress, TrainSettings
 
@@ -34,14 +35,14 @@ class Trial:
 
 
 class QuietReporter:
-    """A reporter that ignores progress and never cancels."""
+    """A reporter that ignores progress and cancels when the RPC it trains for has ended."""
 
     def progress(self, update: Progress) -> None:
         """Ignore progress."""
 
     def cancelled(self) -> bool:
-        """Never cancelled."""
-        return False
+        """Whether the calling RPC was cancelled or ran past its deadline."""
+        return call_cancelled()
 
 
 def candidates(settings: TrainSettings) -> list[tuple[int, float]]:

@@ -17,6 +17,8 @@ _GOAL_NAMES = [
 
 MAX_EVALUATION_EXAMPLES = 200_000
 """Most inline evaluation examples in one request (a dataset_id may hold more)."""
+MAX_GOALS = 16
+"""Most optimization_goals in one request (there are fewer goals; repeats are merged)."""
 
 
 def check_analyze(
@@ -28,7 +30,9 @@ def check_analyze(
     checker.resource_id("version_id", request.version_id, required=False)
     checker.request_id(request.request_id)
     goals = []
-    for index, goal in enumerate(request.optimization_goals):
+    if len(request.optimization_goals) > MAX_GOALS:
+        checker.add("optimization_goals", f"at most {MAX_GOALS} goals per call")
+    for index, goal in enumerate(request.optimization_goals[:MAX_GOALS]):
         try:
             name = analysis_pb2.OptimizationGoal.Name(goal)
         except ValueError:
@@ -50,6 +54,9 @@ def check_analyze(
             example.expected_output,
             server.max_text_length,
             required=True,
+        )
+        checker.texts(
+            f"{field}.context", example.context, server.max_context_turns, server.max_text_length
         )
         if len(checker.violations) >= 20:
             break

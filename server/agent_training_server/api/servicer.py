@@ -6,7 +6,6 @@ Handlers raise domain errors; ErrorTranslationInterceptor turns them into rich s
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -188,6 +187,10 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
             if agent.active_version_id:
                 active = await self._agents.get_version(agent.agent_id, agent.active_version_id)
                 extends = active.encoder.get("name") == "all-MiniLM-L6-v2"
+                if extends:
+                    validation.check_extended_outputs(
+                        request, active.outputs, self._config.max_outputs_per_agent
+                    )
             validation.check_few_shot_outputs(request, extends)
         settings = convert.settings_from_proto(
             request.config, training_type, self._config.max_job_seconds
@@ -445,9 +448,9 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
                 if not name.endswith("UNSPECIFIED")
             )
             checker.add("adaptation_strategy", f"is required; one of {valid}")
-        for name, value in request.targets.items():
-            if not math.isfinite(value) or not 0 <= value <= 1:
-                checker.add(f"targets[{name!r}]", f"is {value}; targets are rates in [0, 1]")
+        # Observed metrics can be any finite number (a latency in ms); targets are rates.
+        checker.metric_map("performance_metrics", request.performance_metrics, low=-1e12, high=1e12)
+        checker.metric_map("targets", request.targets, low=0, high=1)
         checker.request_id(request.request_id)
         checker.raise_if_any()
         strategy = adaptation_pb2.AdaptationStrategy.Name(request.adaptation_strategy)

@@ -293,6 +293,9 @@ def _check_upload_chunk(
             server.max_text_length,
             required=True,
         )
+        checker.texts(
+            f"{field}.context", example.context, server.max_context_turns, server.max_text_length
+        )
         validation.check_feedback(checker, f"{field}.feedback", example.feedback, required=False)
         if len(checker.violations) >= 20:
             break

@@ -25,7 +25,9 @@ from agent_training_server.synthetic.sources import Sample, SourceExample
 DEFAULT_CHUNK_SIZE = 1_000
 MAX_CHUNK_SIZE = 10_000
 MAX_VARIANTS_PER_EXAMPLE = 1_000
-MAX_SOURCE_EXAMPLES = 200_000
+MAX_GRAMMAR = 200_000
+"""Most characters of a template grammar."""
+MAX_TOPICS = 64
 
 _DIFFICULTY_NAMES = {
     synthetic_pb2.DIFFICULTY_UNSPECIFIED: sources.MEDIUM,
@@ -90,7 +92,9 @@ def _check_parameters(
     checker.enum("parameters.difficulty", parameters.difficulty, synthetic_pb2.Difficulty)
     checker.enum("parameters.label", parameters.label, synthetic_pb2.SyntheticLabel)
     known_topics = sorted(sources.builtin_topics())
-    for index, topic in enumerate(parameters.topics):
+    if len(parameters.topics) > MAX_TOPICS:
+        checker.add("parameters.topics", f"at most {MAX_TOPICS} topics")
+    for index, topic in enumerate(parameters.topics[:MAX_TOPICS]):
         if topic not in known_topics:
             checker.add(
                 f"parameters.topics[{index}]",
@@ -135,9 +139,11 @@ def _check_sources(
             checker.add("parameters.dataset_id", "set source_examples or dataset_id, not both")
     if kind == "templates" and not parameters.grammar.strip():
         checker.add("parameters.grammar", "is required for templates; see docs/synthetic.md")
-    if len(parameters.source_examples) > MAX_SOURCE_EXAMPLES:
-        checker.add("parameters.source_examples", f"at most {MAX_SOURCE_EXAMPLES} examples")
-    for index, example in enumerate(parameters.source_examples[:MAX_SOURCE_EXAMPLES]):
+    checker.text("parameters.grammar", parameters.grammar, MAX_GRAMMAR)
+    limit = server.max_examples_per_request
+    if len(parameters.source_examples) > limit:
+        checker.add("parameters.source_examples", f"at most {limit} examples")
+    for index, example in enumerate(parameters.source_examples[:limit]):
         field = f"parameters.source_examples[{index}]"
         checker.text(f"{field}.input", example.input, server.max_text_length, required=True)
         checker.text(
@@ -145,6 +151,9 @@ def _check_sources(
             example.expected_output,
             server.max_text_length,
             required=True,
+        )
+        checker.texts(
+            f"{field}.context", example.context, server.max_context_turns, server.max_text_length
         )
         if len(checker.violations) >= 20:
             return

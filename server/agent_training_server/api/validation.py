@@ -12,7 +12,7 @@ import collections
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
@@ -31,6 +31,14 @@ MAX_LABEL_TEXT = 64
 DEFAULT_PAGE_SIZE = 50
 FEEDBACK_WORDS = ("correct", "incorrect")
 FEW_SHOT_MAX_PER_OUTPUT = 20
+MAX_VIOLATIONS = 100
+"""Violations listed in one error: a request with a million bad items gets a short answer."""
+MAX_MAP_ENTRIES = 64
+"""Most entries of the metric maps (performance_metrics, targets) and names per request."""
+MAX_METRIC_NAME = 64
+# C0 and C1 control characters and DEL, except tab, newline and carriage return: they have no
+# place in a customer message or a label, and can rewrite a terminal or a log line when echoed.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class Checker:
@@ -38,9 +46,13 @@ class Checker:
 
     def __init__(self) -> None:
         self.violations: list[FieldViolation] = []
+        self.unlisted = 0
 
     def add(self, field: str, description: str) -> None:
-        """Record a violation."""
+        """Record a violation (past MAX_VIOLATIONS, only count it)."""
+        if len(self.violations) >= MAX_VIOLATIONS:
+            self.unlisted += 1
+            return
         self.violations.append(FieldViolation(field, description))
 
     def raise_if_any(self, hint: str | None = None) -> None:
@@ -48,7 +60,7 @@ class Checker:
         if not self.violations:
             return
         summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
-        more = len(self.violations) - 5
+        more = len(self.violations) - 5 + self.unlisted
         if more > 0:
             summary += f"; and {more} more"
         raise InvalidArgument(
@@ -63,16 +75,44 @@ class Checker:
             if required:
                 self.add(field, f"is required: {ID_RULE}")
             return
-        if not ID_PATTERN.match(value):
+        # fullmatch: with match, "$" would also accept a trailing newline.
+        if not ID_PATTERN.fullmatch(value):
             shown = value if len(value) <= 80 else value[:77] + "..."
             self.add(field, f"{shown!r} is not a valid id: {ID_RULE}")
 
     def text(self, field: str, value: str, max_length: int, *, required: bool = False) -> None:
-        """Check a free text's presence and length."""
+        """Check a free text's presence, length and characters."""
         if required and not value.strip():
             self.add(field, "is required and must not be blank")
         elif len(value) > max_length:
             self.add(field, f"has {len(value)} characters; at most {max_length} are allowed")
+        elif control := CONTROL_CHARACTER.search(value):
+            self.add(
+                field,
+                f"has the control character U+{ord(control.group()):04X} at position"
+                f" {control.start()}; only tab, newline and carriage return are allowed",
+            )
+
+    def texts(self, field: str, values: Sequence[str], max_items: int, max_length: int) -> None:
+        """Check a repeated text field: how many items, and each one."""
+        if len(values) > max_items:
+            self.add(field, f"has {len(values)} items; at most {max_items} are allowed")
+            return
+        for index, value in enumerate(values):
+            self.text(f"{field}[{index}]", value, max_length)
+
+    def metric_map(
+        self, field: str, values: Mapping[str, float], *, low: float, high: float
+    ) -> None:
+        """Check a map of metric names to numbers: size, names, finite values in range."""
+        if len(values) > MAX_MAP_ENTRIES:
+            self.add(field, f"has {len(values)} entries; at most {MAX_MAP_ENTRIES} are allowed")
+            return
+        for name, value in values.items():
+            shown = f"{field}[{name[:40]!r}]"
+            if not name or len(name) > MAX_METRIC_NAME or CONTROL_CHARACTER.search(name):
+                self.add(shown, f"names are 1 to {MAX_METRIC_NAME} printable characters")
+            self.number(shown, value, low=low, high=high)
 
     def request_id(self, value: str) -> None:
         """Check an optional idempotency key."""
@@ -315,6 +355,9 @@ def _check_examples(
             server.max_text_length,
             required=True,
         )
+        checker.texts(
+            f"{field}.context", example.context, server.max_context_turns, server.max_text_length
+        )
         # Reinforcement learns from the reward alone: every interaction needs one.
         check_feedback(checker, f"{field}.feedback", example.feedback, required=not labelled)
         if example.HasField("propensity"):
@@ -381,6 +424,7 @@ def check_invoke_agent(request: service_pb2.InvokeAgentRequest, server: ServerCo
         checker.text(field, text, server.max_text_length, required=True)
         if len(checker.violations) >= 100:
             break
+    checker.texts("context", request.context, server.max_context_turns, server.max_text_length)
     checker.raise_if_any()
 
 
@@ -398,5 +442,21 @@ def check_few_shot_outputs(
         "training_data",
         f"teaches {len(taught)} distinct output(s); few_shot needs at"
         " least 2, or an agent whose active version was trained with few_shot to extend",
+    )
+    checker.raise_if_any()
+
+
+def check_extended_outputs(
+    request: service_pb2.TrainAgentRequest, existing: Sequence[str], max_outputs: int
+) -> None:
+    """A job that extends a version keeps its outputs: together they stay within the limit."""
+    outputs = set(existing) | {e.expected_output for e in request.training_data}
+    if len(outputs) <= max_outputs:
+        return
+    checker = Checker()
+    checker.add(
+        "training_data",
+        f"would give the agent {len(outputs)} distinct outputs (its active version has"
+        f" {len(set(existing))}); at most {max_outputs} are allowed per agent",
     )
     checker.raise_if_any()

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from agent_training_server.analysis import compaction, metrics, optimize, search
+from agent_training_server.cancellation import raise_if_cancelled
 from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry, supervised
 from agent_training_server.engines.base import Artifact, Example, TrainSettings
@@ -135,6 +136,7 @@ class AnalysisService:
         total = len(inputs)
 
         def report(phase: str, done: int, percent: float) -> None:
+            raise_if_cancelled()  # the caller went away: stop between units of work
             if progress is not None:
                 progress(phase, done, total, percent)
 

@@ -40,6 +40,7 @@ from agent_training_server.telemetry import (
     current_trace_context,
     trace_id_of,
 )
+from agent_training_server.tenancy import current_tenant, tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class JobManager:
                 retryable=True,
                 retry_after_seconds=10.0,
             )
+        self._check_tenant_limit(current_tenant())
         data = dataset_bytes(examples)
         sha256 = hashlib.sha256(data).hexdigest()
         await asyncio.to_thread(self._store.save_dataset, sha256, len(examples), data)
@@ -216,6 +218,21 @@ class JobManager:
         self._waiting.append(job.training_id)
         self._work_available.set()
         return job
+
+    def _check_tenant_limit(self, tenant: str) -> None:
+        """Refuse a tenant's job while it has max_jobs_per_tenant queued or running."""
+        limit = self._config.max_jobs_per_tenant
+        unfinished = sum(1 for a in self._active.values() if tenant_of(a.job) == tenant)
+        if unfinished >= limit:
+            raise ResourceExhausted(
+                f"{unfinished} training jobs of this tenant are queued or running; the limit"
+                f" is {limit}",
+                code="TENANT_JOB_LIMIT",
+                hint="Retry after the RetryInfo delay (a job of yours must end first), cancel one"
+                " with CancelTrainingJob, or ask the operator to raise max_jobs_per_tenant.",
+                retryable=True,
+                retry_after_seconds=10.0,
+            )
 
     async def _task_for(self, job: TrainingJob, examples: list[Example]) -> JobTask:
         start_from_dir = ""

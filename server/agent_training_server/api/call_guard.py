@@ -1,0 +1,170 @@
+"""Guards every call of our service before its handler runs, and tidies up after it.
+
+- A request that does not parse (random bytes, a string field that is not valid UTF-8) becomes
+  INVALID_ARGUMENT with the error object, instead of gRPC's bare UNKNOWN: the deserializer is made
+  tolerant and the handler wrapper raises the domain error, which error translation turns into a
+  rich status.
+- Streaming calls (server streams and uploads) are counted; past `max_concurrent_streams` a new one
+  is refused with RESOURCE_EXHAUSTED and RetryInfo, since waiting for others to end helps.
+- Each call gets a cancellation event (see `cancellation`) that is set when it ends, so worker
+  threads doing its work stop when the client cancels or the deadline passes.
+
+It runs inside ErrorTranslationInterceptor, so the errors it raises are translated like a
+handler's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from agent_training_server.cancellation import begin_call
+from agent_training_server.errors import InvalidArgument, ResourceExhausted
+
+STREAM_RETRY_SECONDS = 2.0
+"""RetryInfo delay of a refused stream: long-lived streams free their slots slowly."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UndecodableRequest:
+    """Stands in for a request message whose bytes did not parse."""
+
+    message_type: str
+    reason: str
+
+
+def malformed(request: UndecodableRequest) -> InvalidArgument:
+    """The error for a request that did not parse."""
+    return InvalidArgument(
+        f"the request is not a valid {request.message_type} message: {request.reason}",
+        code="MALFORMED_REQUEST",
+        hint="Send a message serialised by a protobuf library from the contract's .proto files;"
+        " string fields must be valid UTF-8.",
+    )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    message_type = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = message_type.full_name if message_type is not None else "request"
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as error:
+            return UndecodableRequest(name, str(error).split(":")[-1].strip() or "corrupt")
+
+    return deserialize
+
+
+class StreamSlots:
+    """Counts open streaming calls against a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> None:
+        """Take a slot, or raise ResourceExhausted when all are in use."""
+        if self.open >= self.limit:
+            raise ResourceExhausted(
+                f"{self.open} streaming calls are open; the server's limit is {self.limit}",
+                code="TOO_MANY_STREAMS",
+                hint="Retry after the RetryInfo delay, close streams you no longer read, or ask"
+                " the operator to raise max_concurrent_streams.",
+                retryable=True,
+                retry_after_seconds=STREAM_RETRY_SECONDS,
+            )
+        self.open += 1
+
+    def give_back(self) -> None:
+        """Free a slot."""
+        self.open -= 1
+
+
+def _guard_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        ended = begin_call()
+        try:
+            if isinstance(request, UndecodableRequest):
+                raise malformed(request)
+            return await behavior(request, context)
+        finally:
+            ended.set()
+
+    return handle
+
+
+def _guard_stream(
+    behavior: Callable[..., AsyncIterator[Any]], slots: StreamSlots
+) -> Callable[..., AsyncIterator[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        ended = begin_call()
+        try:
+            if isinstance(request, UndecodableRequest):
+                raise malformed(request)
+            slots.take()
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                slots.give_back()
+        finally:
+            ended.set()
+
+    return handle
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, UndecodableRequest):
+            raise malformed(request)
+        yield request
+
+
+def _guard_upload(
+    behavior: Callable[..., Awaitable[Any]], slots: StreamSlots
+) -> Callable[..., Awaitable[Any]]:
+    async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        ended = begin_call()
+        try:
+            slots.take()
+            try:
+                return await behavior(_checked(requests), context)
+            finally:
+                slots.give_back()
+        finally:
+            ended.set()
+
+    return handle
+
+
+class CallGuardInterceptor(grpc.aio.ServerInterceptor):
+    """Tolerant parsing, the stream limit and call cancellation for our service's methods."""
+
+    def __init__(self, service_prefix: str, max_concurrent_streams: int) -> None:
+        self._prefix = service_prefix
+        self.streams = StreamSlots(max_concurrent_streams)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap our service's handlers; leave health and reflection alone."""
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(self._prefix):
+            return handler
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_guard_unary(handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_guard_stream(handler.unary_stream, self.streams))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=_guard_upload(handler.stream_unary, self.streams))
+        return handler
