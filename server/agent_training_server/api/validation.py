@@ -33,6 +33,8 @@ FEEDBACK_WORDS = ("correct", "incorrect")
 FEW_SHOT_MAX_PER_OUTPUT = 20
 MAX_VIOLATIONS = 100
 """Violations listed in one error: a request with a million bad items gets a short answer."""
+DETAILS_BUDGET = 3_000
+"""Bytes of field violations listed in one error (see Checker.raise_if_any)."""
 MAX_MAP_ENTRIES = 64
 """Most entries of the metric maps (performance_metrics, targets) and names per request."""
 MAX_METRIC_NAME = 64
@@ -56,17 +58,23 @@ class Checker:
         self.violations.append(FieldViolation(field, description))
 
     def raise_if_any(self, hint: str | None = None) -> None:
-        """Raise InvalidArgument listing every violation, if there are any."""
+        """Raise InvalidArgument listing the violations, if there are any.
+
+        The error travels in trailing metadata, which gRPC caps (8 KiB by default; past it the
+        client sees RESOURCE_EXHAUSTED instead of our error), so the listing is clipped to a
+        budget and the rest only counted.
+        """
         if not self.violations:
             return
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
-        more = len(self.violations) - 5 + self.unlisted
+        listed = _within_budget(self.violations)
+        summary = "; ".join(f"{v.field}: {_clip(v.description, 120)}" for v in listed[:3])
+        more = len(self.violations) + self.unlisted - min(3, len(listed))
         if more > 0:
             summary += f"; and {more} more"
         raise InvalidArgument(
             f"invalid request: {summary}",
             hint=hint or _hint_for(self.violations),
-            violations=self.violations,
+            violations=listed,
         )
 
     def resource_id(self, field: str, value: str, *, required: bool = True) -> None:
@@ -160,6 +168,22 @@ class Checker:
         except ValueError:
             self.add("page_token", "is not a token returned by this list call")
             return {}
+
+
+def _clip(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
+def _within_budget(violations: Iterable[FieldViolation]) -> list[FieldViolation]:
+    """The violations that fit DETAILS_BUDGET bytes, each description clipped."""
+    listed, used = [], 0
+    for violation in violations:
+        clipped = FieldViolation(_clip(violation.field, 100), _clip(violation.description, 300))
+        used += len(clipped.field.encode()) + len(clipped.description.encode()) + 8
+        if used > DETAILS_BUDGET and listed:
+            break
+        listed.append(clipped)
+    return listed
 
 
 def _hint_for(violations: Iterable[FieldViolation]) -> str:

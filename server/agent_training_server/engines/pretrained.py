@@ -54,7 +54,8 @@ class SentenceEncoder(nn.Module):
 
         folder = _model_folder()
         self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
-        self.transformer = AutoModel.from_pretrained(folder)
+        # safetensors only: a pytorch_model.bin beside it would be unpickled by torch.load.
+        self.transformer = AutoModel.from_pretrained(folder, use_safetensors=True)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed a batch of texts (gradients flow when enabled, for fine-tuning)."""
@@ -105,7 +106,7 @@ def cached_embeddings(
     digest = hashlib.sha256("\n".join([ENCODER_NAME, *texts]).encode()).hexdigest()
     path = cache_dir / f"embeddings-{digest}.npy"
     if path.exists():
-        return torch.from_numpy(np.load(path))
+        return torch.from_numpy(np.load(path, allow_pickle=False))
     embeddings = encoder.embed(texts)
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npy")
