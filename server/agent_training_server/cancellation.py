@@ -38,3 +38,14 @@ def raise_if_cancelled() -> None:
     """Raise CallCancelled when the RPC the current code works for has ended."""
     if call_cancelled():
         raise CallCancelled("the call was cancelled or ran past its deadline")
+
+
+def outside_call() -> contextvars.Context:
+    """A copy of the current context without the call's cancellation.
+
+    For work a call starts that must outlive it (a stored analysis job goes on when its client
+    leaves): run it as ``asyncio.create_task(work, context=outside_call())``.
+    """
+    context = contextvars.copy_context()
+    context.run(_call_ended.set, None)
+    return context

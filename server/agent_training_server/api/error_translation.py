@@ -51,12 +51,22 @@ def status_code_for(error: errors.ServiceError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+MAX_MESSAGE_CHARS = 1_000
+"""Longest message or hint sent: the status travels in trailing metadata, which gRPC caps at
+8 KiB by default (past it a client sees RESOURCE_EXHAUSTED instead of the error), and the message
+appears there three times (grpc-message, the Status and the ErrorDetail)."""
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
 def error_detail(error: errors.ServiceError, trace_id: str) -> errors_pb2.ErrorDetail:
     """Return the seed's error object for a domain error."""
     return errors_pb2.ErrorDetail(
         code=error.code,
-        message=error.message,
-        hint=error.hint,
+        message=_clipped(error.message),
+        hint=_clipped(error.hint),
         retryable=error.retryable,
         trace_id=trace_id,
     )
@@ -91,7 +101,8 @@ def to_status(error: errors.ServiceError, trace_id: str) -> grpc.Status:
         holder = any_pb2.Any()
         holder.Pack(detail)
         packed.append(holder)
-    message = f"{error.message} (trace_id={trace_id})" if trace_id else error.message
+    text = _clipped(error.message)
+    message = f"{text} (trace_id={trace_id})" if trace_id else text
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=packed)
     return rpc_status.to_status(status)
 

@@ -244,8 +244,10 @@ class SyntheticHandlers:
             checker.add("page_size", f"must be 0 to {MAX_EXAMPLES_PAGE}")
         start = 0
         if request.page_token:
-            position = validation.decode_page_token(request.page_token)
-            start = position.get("start", -1)
+            try:
+                start = validation.decode_page_token(request.page_token).get("start", -1)
+            except ValueError:  # not base64 or not JSON: not one of our tokens
+                start = -1
             if not isinstance(start, int) or start < 0:
                 checker.add("page_token", "is not a token returned by this list call")
         checker.raise_if_any()

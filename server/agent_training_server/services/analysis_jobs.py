@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from agent_training_server import errors
+from agent_training_server.cancellation import outside_call
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
 from agent_training_server.errors import ResourceExhausted, ServiceError
 from agent_training_server.services.agents import new_id
@@ -100,7 +101,8 @@ class AnalysisJobs:
             return stored
         running = _Running(stored)
         self._running[job.analysis_id] = running
-        running.task = asyncio.create_task(self._run(running, analysis))
+        # Outside the call's cancellation: the job goes on when the client that started it leaves.
+        running.task = asyncio.create_task(self._run(running, analysis), context=outside_call())
         return stored
 
     async def _run(self, running: _Running, analysis: Analysis) -> None:
