@@ -19,6 +19,7 @@ BENCHMARKS = [
     "analysis.py",
     "closed_loop.py",
     "invoke_throughput.py",
+    "load.py",
 ]
 
 
@@ -120,6 +121,18 @@ def summary() -> list[tuple[str, str, str]]:
                 "InvokeAgent, metrics and tracing on",
                 f"{calls['observed']:,.0f} calls/s ({result['observed_vs_quiet']:.1%} of off)",
                 f"off {calls['quiet']:,.0f}/s; health check {calls['health']:,.0f}/s",
+            )
+        )
+    if result := _load("load"):
+        rss = result["server_rss_mb"]
+        health = result["per_rpc"]["Health.Check"]
+        rows.append(
+            (
+                f"load, {result['clients']} clients, two jobs training",
+                f"{result['calls_per_second']:,.0f} calls/s, unexpected errors"
+                f" {sum(result['unexpected_errors'].values())}, health p99"
+                f" {health['p99_ms']:.0f} ms",
+                f"server RSS {rss['before']:.0f} -> {rss['after']:.0f} -> {rss['settled']:.0f} MB",
             )
         )
     return rows
