@@ -41,7 +41,12 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["AgentTrainingService"]
 METHODS = list(SERVICE.methods)
 EXAMPLES_PER_METHOD = 170
 """Hypothesis examples per method; each sends three requests."""
-HEAVY_METHODS = {"AnalyzeAndOptimize", "AnalyzeAndOptimizeStream", "AdaptAgentBehavior"}
+HEAVY_METHODS = {
+    "AnalyzeAndOptimize",
+    "AnalyzeAndOptimizeStream",
+    "AdaptAgentBehavior",
+    "WatchAnalysisJob",
+}
 """Methods whose valid requests do real work (an analysis measures latency): fewer examples."""
 MINIMUM_REQUESTS = 10_000
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
@@ -50,8 +55,9 @@ STREAM_MESSAGES_READ = 3
 CALL_TIMEOUT = 5.0
 """A valid heavy call (maximize_accuracy retrains six times) may pass it: the client's own
 DEADLINE_EXCEEDED is an outcome, not a server failure, and the server stops that work."""
-UNTOUCHED_TABLES = {"invocations"}
-"""Written behind successful InvokeAgent calls, so they may change while a later call fails."""
+UNTOUCHED_TABLES = {"invocations", "analysis_jobs"}
+"""Written in the background after successful calls (InvokeAgent's answers are stored behind;
+an analysis job runs on after its stream), so they may change while a later call fails."""
 
 TINY_LIMITS = {
     "max_message_bytes": 256 * 1024,
