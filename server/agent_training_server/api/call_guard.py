@@ -15,7 +15,10 @@ handler's.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -68,6 +71,8 @@ class StreamSlots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
+        self.closing: set[asyncio.Task] = set()
+        """Tasks closing the generators of streams whose call ended (held until done)."""
 
     def take(self) -> None:
         """Take a slot, or raise ResourceExhausted when all are in use."""
@@ -105,19 +110,63 @@ def _guard_stream(
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         ended = begin_call()
+        if isinstance(request, UndecodableRequest):
+            ended.set()
+            raise malformed(request)
+        slots.take()
+        release = _once(slots.give_back)
+        responses = behavior(request, context)
+        context.add_done_callback(
+            lambda _context: _end_stream(ended, release, responses, slots.closing)
+        )
         try:
-            if isinstance(request, UndecodableRequest):
-                raise malformed(request)
-            slots.take()
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            finally:
-                slots.give_back()
+            async for response in responses:
+                yield response
         finally:
+            release()
             ended.set()
 
     return handle
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def run_once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return run_once
+
+
+def _end_stream(
+    ended: threading.Event,
+    release: Callable[[], None],
+    responses: AsyncIterator[Any],
+    closing_tasks: set[asyncio.Task],
+) -> None:
+    """The call ended (finished, cancelled or past its deadline): free what it held now.
+
+    When the client goes away while the server waits to send, gRPC cancels the send and leaves
+    the response generators suspended at their `yield`; they would only be closed when garbage
+    collected, keeping their stream slot and generator thread until then. Closing the handler's
+    generator runs its clean-up at once.
+    """
+    ended.set()
+    release()
+    closing = getattr(responses, "aclose", None)
+    if closing is not None:
+        task = asyncio.ensure_future(_close_quietly(closing))
+        closing_tasks.add(task)
+        task.add_done_callback(closing_tasks.discard)
+
+
+async def _close_quietly(closing: Callable[[], Awaitable[None]]) -> None:
+    # RuntimeError: it is running, and the call's cancellation unwinds it instead.
+    with contextlib.suppress(RuntimeError):
+        await closing()
 
 
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
