@@ -290,6 +290,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-requests", type=int, default=2_000_000)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="load rounds (figures are from the first)"
+    )
     parser.add_argument("--settle", type=float, default=15.0, help="seconds before the last RSS")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
@@ -307,6 +310,10 @@ def main() -> None:
             rss_before = rss_mb(process.pid)
             recorder, elapsed = asyncio.run(drive(address, ids, inputs, args))
             rss_after = rss_mb(process.pid)
+            rss_rounds = [rss_after]
+            for _ in range(args.rounds - 1):  # later rounds tell growth from a leak
+                asyncio.run(drive(address, ids, inputs, args))
+                rss_rounds.append(rss_mb(process.pid))
             load_after = os.getloadavg()[0]
             asyncio.run(cancel_jobs(address, ids["live_jobs"].split(",")))
             time.sleep(args.settle)
@@ -317,7 +324,12 @@ def main() -> None:
     result = {
         "clients": args.clients,
         **summarise(recorder, elapsed),
-        "server_rss_mb": {"before": rss_before, "after": rss_after, "settled": rss_settled},
+        "server_rss_mb": {
+            "before": rss_before,
+            "after": rss_after,
+            "after_each_round": rss_rounds,
+            "settled": rss_settled,
+        },
         "live_jobs": ids["live_jobs"].split(","),
         "machine": {"cores": os.cpu_count(), "load_average_1m": [load_before, load_after]},
     }
@@ -348,7 +360,8 @@ def report(result: dict) -> None:
     rss = result["server_rss_mb"]
     print(
         f"server RSS: {rss['before']:.0f} MB before, {rss['after']:.0f} MB after,"
-        f" {rss['settled']:.0f} MB after settling"
+        f" {rss['settled']:.0f} MB after settling; after each round"
+        f" {', '.join(f'{value:.0f}' for value in rss['after_each_round'])} MB"
     )
 
 
