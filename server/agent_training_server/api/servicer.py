@@ -448,9 +448,9 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
                 if not name.endswith("UNSPECIFIED")
             )
             checker.add("adaptation_strategy", f"is required; one of {valid}")
-        # Observed metrics can be any finite number (a latency in ms); targets are rates.
-        checker.metric_map("performance_metrics", request.performance_metrics, low=-1e12, high=1e12)
-        checker.metric_map("targets", request.targets, low=0, high=1)
+        # The adaptation checks observed values against what each metric means; targets are rates.
+        checker.metric_map("performance_metrics", request.performance_metrics)
+        checker.metric_map("targets", request.targets, bounds=(0, 1))
         checker.request_id(request.request_id)
         checker.raise_if_any()
         strategy = adaptation_pb2.AdaptationStrategy.Name(request.adaptation_strategy)

@@ -110,9 +110,12 @@ class Checker:
             self.text(f"{field}[{index}]", value, max_length)
 
     def metric_map(
-        self, field: str, values: Mapping[str, float], *, low: float, high: float
+        self,
+        field: str,
+        values: Mapping[str, float],
+        bounds: tuple[float, float] | None = None,
     ) -> None:
-        """Check a map of metric names to numbers: size, names, finite values in range."""
+        """Check a map of metric names to numbers: size, names and, with `bounds`, values."""
         if len(values) > MAX_MAP_ENTRIES:
             self.add(field, f"has {len(values)} entries; at most {MAX_MAP_ENTRIES} are allowed")
             return
@@ -120,7 +123,8 @@ class Checker:
             shown = f"{field}[{name[:40]!r}]"
             if not name or len(name) > MAX_METRIC_NAME or CONTROL_CHARACTER.search(name):
                 self.add(shown, f"names are 1 to {MAX_METRIC_NAME} printable characters")
-            self.number(shown, value, low=low, high=high)
+            if bounds is not None:
+                self.number(shown, value, low=bounds[0], high=bounds[1])
 
     def request_id(self, value: str) -> None:
         """Check an optional idempotency key."""
