@@ -484,15 +484,21 @@ class JobManager:
         return await asyncio.to_thread(self._store.get_job, training_id)
 
     async def list(
-        self, agent_id: str, statuses: tuple[str, ...], page_size: int, before_position: int
+        self,
+        agent_id: str,
+        statuses: tuple[str, ...],
+        page_size: int,
+        before_position: int,
+        tenant: str | None = None,
     ) -> Page[TrainingJob]:
-        """Return a page of jobs, newest first."""
+        """Return a page of jobs (of a tenant's agents), newest first."""
         rows = await asyncio.to_thread(
             self._store.list_jobs,
             agent_id=agent_id,
             statuses=statuses,
             limit=page_size + 1,
             before_position=before_position,
+            tenant=tenant,
         )
         jobs = [
             self._active[job.training_id].job if job.training_id in self._active else job
