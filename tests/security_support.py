@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import json
 import time
@@ -78,8 +79,6 @@ class CertificateAuthority:
 
 def write_token_file(path: Path, tokens: dict[str, tuple[str, list[str]]]) -> Path:
     """Write a token file: token -> (tenant, scopes); every other entry by its SHA-256."""
-    import hashlib
-
     entries = []
     for index, (token, (tenant, scopes)) in enumerate(tokens.items()):
         entry: dict = {"name": f"token-{index}", "tenant": tenant, "scopes": scopes}

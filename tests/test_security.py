@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from agent_training.v1 import service_pb2
 from agent_training_client import AgentTrainingClient, tls_credentials
@@ -115,11 +116,20 @@ def test_calls_without_a_valid_token_are_unauthenticated(token_server: ServerThr
         assert error.code == "TOKEN_MISSING"
         # Health checking and reflection stay open by default.
         assert anonymous.health() == "SERVING"
+    assert "agent_training.v1.AgentTrainingService" in _reflected_services(token_server.address)
     with AgentTrainingClient(token_server.address, token="not-a-known-token", timeout=10) as c:
         error = expect_error(c.get_agent, agent_id="any")
         assert_status(error, grpc.StatusCode.UNAUTHENTICATED)
         assert error.code == "TOKEN_INVALID"
         assert expect_error(c.train_agent, agent_id="any").code == "TOKEN_INVALID"
+
+
+def _reflected_services(address: str) -> list[str]:
+    with grpc.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (response,) = stub.ServerReflectionInfo(iter([request]), timeout=10)
+    return [service.name for service in response.list_services_response.service]
 
 
 def test_malformed_authorization_header_is_unauthenticated(token_server: ServerThread) -> None:
@@ -170,6 +180,9 @@ def test_health_can_require_a_token(tmp_path: Path) -> None:
         with AgentTrainingClient(running.address, timeout=10) as anonymous:
             error = expect_error(anonymous.health)
             assert_status(error, grpc.StatusCode.UNAUTHENTICATED)
+        with pytest.raises(grpc.RpcError) as caught:
+            _reflected_services(running.address)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with AgentTrainingClient(running.address, token=ADMIN_A, timeout=10) as client:
             assert client.health() == "SERVING"
     finally:

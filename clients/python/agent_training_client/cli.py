@@ -265,7 +265,7 @@ def _add_security_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls",
         action="store_true",
-        default=bool(env("AGENT_TRAINING_TLS")),
+        default=env("AGENT_TRAINING_TLS", "").lower() in ("1", "true", "yes"),
         help="connect over TLS, trusting the system's CAs (env AGENT_TRAINING_TLS=1)",
     )
     parser.add_argument(

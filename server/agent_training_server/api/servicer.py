@@ -469,7 +469,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
                 checker.add(f"targets[{name!r}]", f"is {value}; targets are rates in [0, 1]")
         checker.request_id(request.request_id)
         checker.raise_if_any()
-        await self._guard.agent(request.agent_id)
+        # The adaptation service checks the metrics, then fetches the agent (tenant-checked).
         strategy = adaptation_pb2.AdaptationStrategy.Name(request.adaptation_strategy)
         result = await self._adaptation.adapt(
             request.agent_id,
