@@ -52,6 +52,7 @@ class Objects:
     job: str
     dataset: str
     invocation: str
+    analysis: str
     b_agent: str
 
     def missing(self) -> Objects:
@@ -62,6 +63,7 @@ class Objects:
             job="train_00000000deadbeef",
             dataset="ds_00000000deadbeef",
             invocation="inv_00000000deadbeef",
+            analysis="analysis_00000000deadbeef",
             b_agent=self.b_agent,
         )
 
@@ -130,8 +132,13 @@ NOT_FOUND_PROBES: dict[str, list[Probe]] = {
     "AnalyzeAndOptimizeStream": [
         lambda o: service_pb2.AnalyzeAndOptimizeStreamRequest(
             request=service_pb2.AnalyzeAndOptimizeRequest(agent_id=o.agent)
-        )
+        ),
+        lambda o: service_pb2.AnalyzeAndOptimizeStreamRequest(
+            request=service_pb2.AnalyzeAndOptimizeRequest(agent_id=o.b_agent, dataset_id=o.dataset)
+        ),
     ],
+    "GetAnalysisJob": [lambda o: service_pb2.GetAnalysisJobRequest(analysis_id=o.analysis)],
+    "WatchAnalysisJob": [lambda o: service_pb2.WatchAnalysisJobRequest(analysis_id=o.analysis)],
     "AdaptAgentBehavior": [
         lambda o: service_pb2.AdaptAgentBehaviorRequest(
             agent_id=o.agent,
@@ -209,6 +216,15 @@ def _tenant_a_objects(a: Caller, b: Caller) -> Objects:
     dataset = a(
         "UploadDataset", service_pb2.UploadDatasetRequest(name="a-data", examples=EXAMPLES)
     ).dataset
+    analysis = a(
+        "AnalyzeAndOptimizeStream",
+        service_pb2.AnalyzeAndOptimizeStreamRequest(
+            request=service_pb2.AnalyzeAndOptimizeRequest(
+                agent_id="a-bot", evaluation_data=EXAMPLES
+            )
+        ),
+    )
+    assert analysis[-1].HasField("result"), analysis[-1]
     b("CreateAgent", service_pb2.CreateAgentRequest(agent_id="b-bot"))
     return Objects(
         agent="a-bot",
@@ -216,6 +232,7 @@ def _tenant_a_objects(a: Caller, b: Caller) -> Objects:
         job=events[0].event.training_id,
         dataset=dataset.dataset_id,
         invocation=answer.predictions[0].invocation_id,
+        analysis=analysis[0].accepted.analysis_id,
         b_agent="b-bot",
     )
 
@@ -231,6 +248,7 @@ def _snapshot(a: Caller, o: Objects) -> list[bytes]:
         ("GetDataset", service_pb2.GetDatasetRequest(dataset_id=o.dataset)),
         ("ListDatasets", service_pb2.ListDatasetsRequest()),
         ("ListDatasetExamples", service_pb2.ListDatasetExamplesRequest(dataset_id=o.dataset)),
+        ("GetAnalysisJob", service_pb2.GetAnalysisJobRequest(analysis_id=o.analysis)),
     ]
     return [a(rpc, request).SerializeToString(deterministic=True) for rpc, request in reads]
 

@@ -73,7 +73,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self._feedback = feedback
         self._adaptation = adaptation
         self._analysis_jobs = analysis_jobs
-        self._guard = TenantGuard(agents, jobs, datasets, feedback)
+        self._guard = TenantGuard(agents, jobs, datasets, feedback, analysis_jobs)
 
     # Agents -------------------------------------------------------------------------------
 
@@ -368,7 +368,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         if inner.version_id:
             await self._agents.get_version(inner.agent_id, inner.version_id)
         if inner.dataset_id:
-            await self._datasets.get(inner.dataset_id)
+            await self._guard.dataset(inner.dataset_id)
 
         async def analysis(progress: Any) -> bytes:
             response = await self._analyze(
@@ -393,6 +393,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.GetAnalysisJobRequest, context: Context
     ) -> service_pb2.GetAnalysisJobResponse:
         validation.check_analysis_id(request.analysis_id)
+        await self._guard.analysis(request.analysis_id)
         job = await self._analysis_jobs.get(request.analysis_id)
         return service_pb2.GetAnalysisJobResponse(job=analysis_requests.analysis_job_to_proto(job))
 
@@ -400,6 +401,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.WatchAnalysisJobRequest, context: Context
     ) -> AsyncIterator[service_pb2.WatchAnalysisJobResponse]:
         validation.check_analysis_id(request.analysis_id)
+        await self._guard.analysis(request.analysis_id)
         async for message in self._analysis_messages(request.analysis_id):
             yield service_pb2.WatchAnalysisJobResponse(**message)
 

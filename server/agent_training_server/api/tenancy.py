@@ -11,10 +11,12 @@ from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Agent, Dataset, TrainingJob
 from agent_training_server.errors import NotFound
 from agent_training_server.services.agents import AgentService
+from agent_training_server.services.analysis_jobs import AnalysisJobs
 from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.store.sqlite import _agent_not_found
+from agent_training_server.store.sqlite_analysis import analysis_not_found
 from agent_training_server.store.sqlite_datasets import _not_found as _dataset_not_found
 from agent_training_server.store.sqlite_feedback import invocation_not_found
 from agent_training_server.store.sqlite_jobs import _job_not_found
@@ -29,11 +31,13 @@ class TenantGuard:
         jobs: JobManager,
         datasets: DatasetService,
         feedback: FeedbackService,
+        analysis_jobs: AnalysisJobs,
     ) -> None:
         self._agents = agents
         self._jobs = jobs
         self._datasets = datasets
         self._feedback = feedback
+        self._analysis_jobs = analysis_jobs
 
     async def agent(self, agent_id: str) -> Agent:
         """The caller's agent. Raises NotFound (AGENT_NOT_FOUND) for another tenant's."""
@@ -63,6 +67,12 @@ class TenantGuard:
         if dataset.tenant != current_tenant():
             raise _dataset_not_found(dataset_id)
         return dataset
+
+    async def analysis(self, analysis_id: str) -> None:
+        """Check an analysis job is the caller's. Raises NotFound (ANALYSIS_NOT_FOUND) otherwise."""
+        job = await self._analysis_jobs.get(analysis_id)
+        if not await self.owns_agent(job.agent_id):
+            raise analysis_not_found(analysis_id)
 
     async def invocation(self, invocation_id: str) -> None:
         """Check an answer is the caller's. Raises NotFound (INVOCATION_NOT_FOUND) otherwise."""

@@ -29,6 +29,8 @@ METHOD_SCOPES: dict[str, str] = {
     "AdaptAgentBehavior": "agents:write",
     "AnalyzeAndOptimize": "agents:read",
     "AnalyzeAndOptimizeStream": "agents:read",
+    "GetAnalysisJob": "agents:read",
+    "WatchAnalysisJob": "agents:read",
     "InvokeAgent": "agents:invoke",
     "RecordFeedback": "agents:invoke",
     "TrainAgent": "training:write",
