@@ -12,7 +12,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from agent_training.v1 import service_pb2
-from agent_training_client import AgentTrainingClient, tls_credentials
+from agent_training_client import AgentTrainingClient, cli, tls_credentials
 from agent_training_server.app import create_server
 from agent_training_server.auth.scopes import METHOD_SCOPES
 from agent_training_server.config import load_config
@@ -185,6 +185,36 @@ def test_health_can_require_a_token(tmp_path: Path) -> None:
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with AgentTrainingClient(running.address, token=ADMIN_A, timeout=10) as client:
             assert client.health() == "SERVING"
+    finally:
+        running.stop()
+
+
+def test_cli_sends_the_token_and_trusts_the_ca(
+    tmp_path: Path,
+    ca: CertificateAuthority,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cert, key = ca.issue("server-cli", server=True)
+    tokens = write_token_file(tmp_path / "t.json", {ADMIN_A: ("tenant-a", ["admin"])})
+    running = _serve(
+        tmp_path, tls_cert_file=str(cert), tls_key_file=str(key), auth_token_file=str(tokens)
+    )
+    base = ["--target", running.address, "--ca-cert", str(ca.cert_file)]
+    try:
+        monkeypatch.setenv("AGENT_TRAINING_TOKEN", ADMIN_A)
+        with pytest.raises(SystemExit) as ended:
+            cli.main([*base, "agents", "create", "cli-bot"])
+        assert ended.value.code == 0
+        monkeypatch.delenv("AGENT_TRAINING_TOKEN")
+        with pytest.raises(SystemExit) as ended:
+            cli.main([*base, "--token", ADMIN_A, "agents", "list"])
+        assert ended.value.code == 0 and capsys.readouterr().out.splitlines()[-1].startswith(
+            "cli-bot"
+        )
+        with pytest.raises(SystemExit) as ended:
+            cli.main([*base, "agents", "list"])
+        assert ended.value.code == 1 and '"TOKEN_MISSING"' in capsys.readouterr().err
     finally:
         running.stop()
 
