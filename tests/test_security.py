@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -171,6 +172,22 @@ def test_tenants_see_only_their_own_agents_and_request_ids(token_server: ServerT
         assert_status(hidden, grpc.StatusCode.NOT_FOUND)
         assert hidden.code == missing.code == "AGENT_NOT_FOUND"
         assert hidden.hint == missing.hint
+    assert _eventually(lambda: {"tenant-a", "tenant-b"} <= _span_tenants(token_server))
+
+
+def _span_tenants(server: ServerThread) -> set[str]:
+    spans = server.spans.get_finished_spans()
+    return {s.attributes.get("agent_training.tenant") for s in spans if s.kind.name == "SERVER"}
+
+
+def _eventually(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    """Whether the condition holds within some seconds (server spans end just after replies)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_health_can_require_a_token(tmp_path: Path) -> None:

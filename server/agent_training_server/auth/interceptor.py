@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from agent_training_server.api.error_translation import to_status
 from agent_training_server.auth.principal import Principal, set_principal
@@ -23,6 +24,8 @@ from agent_training_server.telemetry import current_trace_id
 log = logging.getLogger(__name__)
 
 Admit = Callable[[grpc.aio.ServicerContext], Principal]
+TENANT_ATTRIBUTE = "agent_training.tenant"
+"""Span attribute naming the caller's tenant."""
 
 
 class Authentication:
@@ -124,6 +127,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         def admit(context: grpc.aio.ServicerContext) -> Principal:
             principal = self._authentication.principal(context.invocation_metadata())
+            # On the server span, so an operator can find one tenant's calls in the traces.
+            span = trace.get_current_span()
+            span.set_attribute("enduser.id", principal.subject)
+            span.set_attribute(TENANT_ATTRIBUTE, principal.tenant)
             if scope is not None:
                 check_scope(principal, scope, method.rsplit("/", 1)[-1])
             return principal
