@@ -307,7 +307,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     ) -> service_pb2.InvokeAgentResponse:
         with child_span(self._tracer, "validate", **{"rpc.method": "InvokeAgent"}):
             validation.check_invoke_agent(request, self._config)
-        await self._guard.agent(request.agent_id)
+        # The inference service checks the agent's tenant in the same thread hop as the lookup.
         inputs = [request.input] if request.input else list(request.inputs)
         version, answers = await self._inference.invoke(
             request.agent_id, inputs, request.version_id, list(request.context)
