@@ -20,6 +20,8 @@ from agent_training_server.api.call_guard import CallGuardInterceptor
 from agent_training_server.api.error_translation import ErrorTranslationInterceptor
 from agent_training_server.api.keepalive import keepalive_options
 from agent_training_server.api.servicer import AgentTrainingServicer
+from agent_training_server.auth import setup as auth_setup
+from agent_training_server.auth.interceptor import AuthInterceptor
 from agent_training_server.config import ServerConfig
 from agent_training_server.jobs.pool import WorkerPool
 from agent_training_server.metrics import GrpcMetricsInterceptor, Metrics
@@ -94,6 +96,10 @@ async def create_server(
 ) -> RunningServer:
     """Build and start the server described by ``config``."""
     tracer_provider = tracer_provider or create_tracer_provider()
+    # Security settings first: a bad certificate or token file stops start-up before any work.
+    credentials = auth_setup.server_credentials(config)
+    authentication = auth_setup.authentication(config)
+    open_prefixes = auth_setup.open_prefixes(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
     store = TracedStore(SqliteStore(config.database_path), tracer)
@@ -128,6 +134,8 @@ async def create_server(
             ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
             # Inside error translation, so the errors it raises get the rich status.
             CallGuardInterceptor(f"/{SERVICE_NAME}/", config.max_concurrent_streams),
+            # Innermost: sets the caller's principal in the context the handler runs in.
+            *_auth_interceptors(authentication, open_prefixes),
         ],
         options=_channel_options(config),
     )
@@ -157,7 +165,11 @@ async def create_server(
         ),
         server,
     )
-    port = server.add_insecure_port(config.address)
+    if credentials is None:
+        port = server.add_insecure_port(config.address)
+    else:
+        port = server.add_secure_port(config.address, credentials)
+    _log_security(config, authentication is not None)
     if port == 0:
         await jobs.stop()
         store.close()
@@ -182,6 +194,33 @@ async def create_server(
         metrics_port,
         analysis_jobs,
     )
+
+
+def _auth_interceptors(
+    authentication: auth_setup.Authentication | None, open_prefixes: list[str]
+) -> list[grpc.aio.ServerInterceptor]:
+    if authentication is None:
+        return []  # every caller is the local principal: tenant "default", every scope
+    return [AuthInterceptor(authentication, f"/{SERVICE_NAME}/", open_prefixes)]
+
+
+def _log_security(config: ServerConfig, authenticated: bool) -> None:
+    if config.tls_client_ca_file:
+        log.info("transport: mutual TLS (clients need a certificate signed by the client CA)")
+    elif config.tls_cert_file:
+        log.info("transport: TLS")
+    else:
+        log.warning("transport: PLAINTEXT (no TLS); set tls_cert_file and tls_key_file for TLS")
+    if authenticated:
+        log.info(
+            "authentication: bearer tokens required (open without a token: %s)",
+            config.auth_open_services or "nothing",
+        )
+    else:
+        log.warning(
+            "authentication: OFF: every caller is tenant 'default' with every scope;"
+            " set auth_token_file or auth_jwt_issuer to require tokens"
+        )
 
 
 def _torch_threads(config: ServerConfig) -> int:

@@ -83,6 +83,27 @@ class ServerConfig:
         "127.0.0.1:9464", "host:port of the Prometheus /metrics endpoint; empty turns it off"
     )
 
+    # Transport security and authentication (docs/security.md). -----------------------------
+    tls_cert_file: str = _setting("", "PEM certificate chain of the server; with tls_key_file, TLS")
+    tls_key_file: str = _setting("", "PEM private key of tls_cert_file")
+    tls_client_ca_file: str = _setting(
+        "", "PEM CA bundle: clients must present a certificate it signed (mutual TLS)"
+    )
+    auth_token_file: str = _setting(
+        "", "JSON file of bearer tokens with their tenant and scopes; turns authentication on"
+    )
+    auth_jwt_issuer: str = _setting(
+        "", "issuer (iss) whose JWTs are accepted as bearer tokens; turns authentication on"
+    )
+    auth_jwt_audience: str = _setting("", "audience (aud) the JWTs must name; empty: not checked")
+    auth_jwt_key_file: str = _setting("", "PEM public key (HS*: shared secret) of the JWT issuer")
+    auth_jwt_jwks_file: str = _setting("", "JSON Web Key Set file of the JWT issuer")
+    auth_jwt_algorithms: str = _setting("RS256,ES256", "JWT signature algorithms accepted")
+    auth_jwt_tenant_claim: str = _setting("tenant", "JWT claim that names the caller's tenant")
+    auth_open_services: str = _setting(
+        "health,reflection", "services callable without a token when authentication is on"
+    )
+
     @property
     def database_path(self) -> Path:
         """Path of the SQLite database file."""
@@ -181,6 +202,12 @@ def _check(config: ServerConfig) -> None:
         raise ValueError("max_queued_jobs and torch_threads must not be negative")
     if config.log_format not in ("json", "text"):
         raise ValueError(f"log_format must be json or text, got {config.log_format!r}")
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+    if config.tls_client_ca_file and not config.tls_cert_file:
+        raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+    if config.auth_jwt_issuer and not (config.auth_jwt_key_file or config.auth_jwt_jwks_file):
+        raise ValueError("auth_jwt_issuer needs auth_jwt_key_file or auth_jwt_jwks_file")
     if ":" not in config.address:
         raise ValueError(f"address must be host:port, got {config.address!r}")
 

@@ -57,6 +57,8 @@ class Agent:
     version_count: int = 0
     create_time: float = 0.0
     update_time: float = 0.0
+    tenant: str = "default"
+    """The tenant that owns the agent (and its versions, jobs, answers and feedback)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -166,6 +168,8 @@ class Dataset:
     output_count: int = 0
     content_sha256: str = ""
     create_time: float = 0.0
+    tenant: str = "default"
+    """The tenant that owns the dataset."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -72,6 +72,13 @@ class FailedPrecondition(ServiceError):
     default_code = "FAILED_PRECONDITION"
 
 
+class Unauthenticated(ServiceError):
+    """The call carries no valid credentials (a missing, malformed, expired or unknown token)."""
+
+    default_code = "UNAUTHENTICATED"
+    default_hint = "Send the header 'authorization: Bearer <token>' with a valid token."
+
+
 class PermissionDenied(ServiceError):
     """The caller may not act on this resource (e.g. another agent's answer)."""
 

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from agent_training.v1 import training_pb2
 from agent_training_client import cli_analysis, cli_data
 from agent_training_client.client import DEFAULT_TARGET, AgentTrainingClient
+from agent_training_client.credentials import tls_credentials
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.progress import ProgressPrinter
 
@@ -28,7 +29,10 @@ def _print_message(message: Message) -> None:
 
 
 def _client(args: argparse.Namespace) -> AgentTrainingClient:
-    return AgentTrainingClient(args.target)
+    credentials = None
+    if args.tls or args.ca_cert or args.client_cert:
+        credentials = tls_credentials(args.ca_cert, args.client_cert, args.client_key)
+    return AgentTrainingClient(args.target, token=args.token, credentials=credentials)
 
 
 # Agents -------------------------------------------------------------------------------------
@@ -251,6 +255,37 @@ def _serve(args: argparse.Namespace) -> int:
 # Parser -------------------------------------------------------------------------------------
 
 
+def _add_security_flags(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--token",
+        default=env("AGENT_TRAINING_TOKEN") or None,
+        help="bearer token sent with every call (env AGENT_TRAINING_TOKEN)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=env("AGENT_TRAINING_TLS", "").lower() in ("1", "true", "yes"),
+        help="connect over TLS, trusting the system's CAs (env AGENT_TRAINING_TLS=1)",
+    )
+    parser.add_argument(
+        "--ca-cert",
+        default=env("AGENT_TRAINING_CA_CERT") or None,
+        help="PEM CA bundle that signed the server's certificate; implies --tls"
+        " (env AGENT_TRAINING_CA_CERT)",
+    )
+    parser.add_argument(
+        "--client-cert",
+        default=env("AGENT_TRAINING_CLIENT_CERT") or None,
+        help="PEM client certificate for mutual TLS (env AGENT_TRAINING_CLIENT_CERT)",
+    )
+    parser.add_argument(
+        "--client-key",
+        default=env("AGENT_TRAINING_CLIENT_KEY") or None,
+        help="PEM private key of --client-cert (env AGENT_TRAINING_CLIENT_KEY)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the CLI's argument parser."""
     parser = argparse.ArgumentParser(prog="agent-training", description=__doc__)
@@ -259,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("AGENT_TRAINING_TARGET", DEFAULT_TARGET),
         help="host:port of the service (env AGENT_TRAINING_TARGET)",
     )
+    _add_security_flags(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the service")

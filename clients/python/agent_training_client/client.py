@@ -19,6 +19,7 @@ from agent_training.v1 import (
     synthetic_pb2,
     training_pb2,
 )
+from agent_training_client.credentials import BearerTokenInterceptor, token_from_env
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.functions import SeedFunctions
 
@@ -43,6 +44,8 @@ class AgentTrainingClient:
         timeout: Deadline in seconds of unary calls (streams have none unless given per call).
         channel: An existing channel to use instead of opening one (its owner closes it).
         max_message_bytes: Largest message sent or received.
+        token: Bearer token sent with every call; default: the AGENT_TRAINING_TOKEN variable.
+        credentials: TLS channel credentials (see :func:`tls_credentials`); None: plaintext.
     """
 
     def __init__(
@@ -52,16 +55,15 @@ class AgentTrainingClient:
         timeout: float | None = 30.0,
         channel: grpc.Channel | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
+        token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._owns_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-                *KEEPALIVE_OPTIONS,
-            ],
-        )
+        self._raw_channel = channel or _open_channel(target, credentials, max_message_bytes)
+        self._channel = self._raw_channel
+        token = token or token_from_env()
+        if token:
+            self._channel = grpc.intercept_channel(self._channel, BearerTokenInterceptor(token))
         self._stub = service_pb2_grpc.AgentTrainingServiceStub(self._channel)
         self._timeout = timeout
         self.functions = SeedFunctions(self)
@@ -70,7 +72,7 @@ class AgentTrainingClient:
     def close(self) -> None:
         """Close the channel if this client opened it."""
         if self._owns_channel:
-            self._channel.close()
+            self._raw_channel.close()
 
     def __enter__(self) -> AgentTrainingClient:
         return self
@@ -328,3 +330,16 @@ class AgentTrainingClient:
         stub = health_pb2_grpc.HealthStub(self._channel)
         response = self._unary(stub.Check, health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _open_channel(
+    target: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int
+) -> grpc.Channel:
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        *KEEPALIVE_OPTIONS,
+    ]
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)

@@ -15,7 +15,10 @@ from opentelemetry import trace
 from agent_training.v1 import adaptation_pb2, service_pb2, service_pb2_grpc, training_pb2
 from agent_training_server.api import analysis_requests, convert, validation
 from agent_training_server.api.synthetic_handlers import SyntheticHandlers, idempotency_key
+from agent_training_server.api.tenancy import TenantGuard
 from agent_training_server.api.validation import Checker
+from agent_training_server.auth import current_principal, current_tenant
+from agent_training_server.auth.interceptor import check_scope
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AnalysisStatus
 from agent_training_server.engines.base import TrainSettings
@@ -69,6 +72,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self._feedback = feedback
         self._adaptation = adaptation
         self._analysis_jobs = analysis_jobs
+        self._guard = TenantGuard(agents, jobs, datasets, feedback, analysis_jobs)
 
     # Agents -------------------------------------------------------------------------------
 
@@ -92,7 +96,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.GetAgentRequest, context: Context
     ) -> service_pb2.GetAgentResponse:
         validation.check_agent_id_only(request.agent_id)
-        agent = await self._agents.get(request.agent_id)
+        agent = await self._guard.agent(request.agent_id)
         return service_pb2.GetAgentResponse(agent=convert.agent_to_proto(agent))
 
     async def ListAgents(  # noqa: D102
@@ -102,7 +106,9 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         position = checker.page(request.page_size, request.page_token, self._config)
         checker.raise_if_any()
         page = await self._agents.list(
-            validation.page_size_or_default(request.page_size), str(position.get("after", ""))
+            validation.page_size_or_default(request.page_size),
+            str(position.get("after", "")),
+            current_tenant(),
         )
         return service_pb2.ListAgentsResponse(
             agents=[convert.agent_to_proto(agent) for agent in page.items],
@@ -113,7 +119,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.DeleteAgentRequest, context: Context
     ) -> service_pb2.DeleteAgentResponse:
         validation.check_agent_id_only(request.agent_id)
-        await self._agents.get(request.agent_id)
+        await self._guard.agent(request.agent_id)
         unfinished = self._jobs.running_jobs_of(request.agent_id)
         if unfinished and not request.force:
             raise FailedPrecondition(
@@ -136,6 +142,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         if not isinstance(before, int) or before < 0:
             checker.add("page_token", "is not a token returned by this list call")
         checker.raise_if_any()
+        await self._guard.agent(request.agent_id)
         page, active = await self._agents.list_versions(
             request.agent_id, validation.page_size_or_default(request.page_size), before
         )
@@ -152,6 +159,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         checker.resource_id("agent_id", request.agent_id)
         checker.resource_id("version_id", request.version_id)
         checker.raise_if_any()
+        await self._guard.agent(request.agent_id)
         agent = await self._agents.activate(request.agent_id, request.version_id)
         return service_pb2.ActivateAgentVersionResponse(agent=convert.agent_to_proto(agent))
 
@@ -181,7 +189,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
                 f"training_type {training_type} is not served by this server release",
                 hint="Use a TRAINING_TYPE_ value the contract lists.",
             )
-        agent = await self._agents.get(request.agent_id)
+        agent = await self._guard.agent(request.agent_id)
         if training_type == "few_shot":
             extends = False
             if agent.active_version_id:
@@ -213,7 +221,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     async def _resolve_base(self, settings: TrainSettings) -> TrainSettings:
         """Check the transfer base and pin its version, so a retry or resume uses the same one."""
         try:
-            base = await self._agents.get(settings.base_agent_id)
+            base = await self._guard.agent(settings.base_agent_id)
         except NotFound as error:
             raise NotFound(
                 f"base agent {settings.base_agent_id!r} of config.base_agent_id does not exist",
@@ -243,7 +251,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.GetTrainingJobRequest, context: Context
     ) -> service_pb2.GetTrainingJobResponse:
         validation.check_training_id(request.training_id)
-        job = await self._jobs.get(request.training_id)
+        job = await self._guard.job(request.training_id)
         return service_pb2.GetTrainingJobResponse(job=convert.job_to_proto(job))
 
     async def ListTrainingJobs(  # noqa: D102
@@ -262,7 +270,11 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
             name = training_pb2.TrainingStatus.Name(request.status)
             statuses = (name.removeprefix("TRAINING_STATUS_"),)
         page = await self._jobs.list(
-            request.agent_id, statuses, validation.page_size_or_default(request.page_size), before
+            request.agent_id,
+            statuses,
+            validation.page_size_or_default(request.page_size),
+            before,
+            current_tenant(),
         )
         return service_pb2.ListTrainingJobsResponse(
             jobs=[convert.job_to_proto(job) for job in page.items],
@@ -275,6 +287,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.CancelTrainingJobRequest, context: Context
     ) -> service_pb2.CancelTrainingJobResponse:
         validation.check_training_id(request.training_id)
+        await self._guard.job(request.training_id)
         job = await self._jobs.cancel(request.training_id)
         return service_pb2.CancelTrainingJobResponse(job=convert.job_to_proto(job))
 
@@ -286,6 +299,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         if request.from_sequence < 0:
             checker.add("from_sequence", "must be 0 or more")
         checker.raise_if_any()
+        await self._guard.job(request.training_id)
         async for event in self._jobs.watch(request.training_id, request.from_sequence):
             yield service_pb2.WatchTrainingJobResponse(event=convert.event_to_proto(event))
 
@@ -296,6 +310,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     ) -> service_pb2.InvokeAgentResponse:
         with child_span(self._tracer, "validate", **{"rpc.method": "InvokeAgent"}):
             validation.check_invoke_agent(request, self._config)
+        # The inference service checks the agent's tenant in the same thread hop as the lookup.
         inputs = [request.input] if request.input else list(request.inputs)
         version, answers = await self._inference.invoke(
             request.agent_id, inputs, request.version_id, list(request.context)
@@ -315,7 +330,8 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         checker.text("corrected_output", request.corrected_output, self._config.max_text_length)
         checker.text("comment", request.comment, validation.MAX_DESCRIPTION)
         checker.raise_if_any()
-        await self._agents.get(request.agent_id)
+        await self._guard.agent(request.agent_id)
+        await self._guard.invocation(request.invocation_id)
         feedback, duplicate = await self._feedback.record(
             request.agent_id,
             request.invocation_id,
@@ -333,7 +349,9 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.AnalyzeAndOptimizeRequest, context: Context
     ) -> service_pb2.AnalyzeAndOptimizeResponse:
         goals = analysis_requests.check_analyze(request, self._config)
+        await self._guard.agent(request.agent_id)
         if request.apply_suggestion_id:
+            check_scope(current_principal(), "agents:write", "applying a suggestion")
             return await self._apply_suggestion(request)
         return await self._analyze(request, goals, self._config.max_direct_analysis_examples)
 
@@ -342,6 +360,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
     ) -> AsyncIterator[service_pb2.AnalyzeAndOptimizeStreamResponse]:
         inner = request.request
         goals = analysis_requests.check_analyze(inner, self._config)
+        await self._guard.agent(inner.agent_id)
         if inner.apply_suggestion_id:
             raise InvalidArgument(
                 "AnalyzeAndOptimizeStream does not apply suggestions",
@@ -352,7 +371,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         if inner.version_id:
             await self._agents.get_version(inner.agent_id, inner.version_id)
         if inner.dataset_id:
-            await self._datasets.get(inner.dataset_id)
+            await self._guard.dataset(inner.dataset_id)
 
         async def analysis(progress: Any) -> bytes:
             response = await self._analyze(
@@ -377,6 +396,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.GetAnalysisJobRequest, context: Context
     ) -> service_pb2.GetAnalysisJobResponse:
         validation.check_analysis_id(request.analysis_id)
+        await self._guard.analysis(request.analysis_id)
         job = await self._analysis_jobs.get(request.analysis_id)
         return service_pb2.GetAnalysisJobResponse(job=analysis_requests.analysis_job_to_proto(job))
 
@@ -384,6 +404,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.WatchAnalysisJobRequest, context: Context
     ) -> AsyncIterator[service_pb2.WatchAnalysisJobResponse]:
         validation.check_analysis_id(request.analysis_id)
+        await self._guard.analysis(request.analysis_id)
         async for message in self._analysis_messages(request.analysis_id):
             yield service_pb2.WatchAnalysisJobResponse(**message)
 
@@ -453,6 +474,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         checker.metric_map("targets", request.targets, bounds=(0, 1))
         checker.request_id(request.request_id)
         checker.raise_if_any()
+        # The adaptation service checks the metrics, then fetches the agent (tenant-checked).
         strategy = adaptation_pb2.AdaptationStrategy.Name(request.adaptation_strategy)
         result = await self._adaptation.adapt(
             request.agent_id,

@@ -9,7 +9,10 @@ import grpc
 from agent_training.v1 import service_pb2, synthetic_pb2, training_pb2
 from agent_training_server.api import synthetic_requests as requests
 from agent_training_server.api import validation
+from agent_training_server.api.tenancy import TenantGuard
 from agent_training_server.api.validation import Checker
+from agent_training_server.auth import current_principal, current_tenant
+from agent_training_server.auth.interceptor import check_scope
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import Dataset
 from agent_training_server.errors import InvalidArgument
@@ -38,6 +41,7 @@ class SyntheticHandlers:
 
     _config: ServerConfig
     _datasets: DatasetService
+    _guard: TenantGuard
     _synthetic: SyntheticService
 
     # Generation -----------------------------------------------------------------------------
@@ -96,6 +100,11 @@ class SyntheticHandlers:
         self, request: requests.GenerateRequest
     ) -> tuple[GenerationPlan, Generation]:
         parameters = request.parameters
+        if request.save_as:
+            check_scope(current_principal(), "data:write", "saving generated examples")
+        for agent_id in (parameters.agent_id, parameters.target_agent_id):
+            if agent_id:
+                await self._guard.agent(agent_id)
         from_dataset: list[SourceExample] = []
         if parameters.dataset_id:
             from_dataset = await self._source_examples(parameters.dataset_id)
@@ -106,6 +115,7 @@ class SyntheticHandlers:
         return plan, generation
 
     async def _source_examples(self, dataset_id: str) -> list[SourceExample]:
+        await self._guard.dataset(dataset_id)
         _dataset, rows = await self._datasets.read_all(dataset_id)
         examples = []
         for row in rows:
@@ -214,7 +224,7 @@ class SyntheticHandlers:
         self, request: service_pb2.GetDatasetRequest, context: Context
     ) -> service_pb2.GetDatasetResponse:
         _check_dataset_id(request.dataset_id)
-        dataset = await self._datasets.get(request.dataset_id)
+        dataset = await self._guard.dataset(request.dataset_id)
         return service_pb2.GetDatasetResponse(dataset=requests.dataset_to_proto(dataset))
 
     async def ListDatasets(  # noqa: D102
@@ -227,7 +237,7 @@ class SyntheticHandlers:
             checker.add("page_token", "is not a token returned by this list call")
         checker.raise_if_any()
         page = await self._datasets.list(
-            validation.page_size_or_default(request.page_size), str(after)
+            validation.page_size_or_default(request.page_size), str(after), current_tenant()
         )
         token = page.next_page_token
         return service_pb2.ListDatasetsResponse(
@@ -252,6 +262,7 @@ class SyntheticHandlers:
                 checker.add("page_token", "is not a token returned by this list call")
         checker.raise_if_any()
         size = request.page_size or DEFAULT_EXAMPLES_PAGE
+        await self._guard.dataset(request.dataset_id)
         rows = await self._datasets.read(request.dataset_id, start, size + 1)
         response = service_pb2.ListDatasetExamplesResponse(
             examples=[synthetic_pb2.SyntheticExample.FromString(row) for row in rows[:size]]
@@ -264,12 +275,14 @@ class SyntheticHandlers:
         self, request: service_pb2.DeleteDatasetRequest, context: Context
     ) -> service_pb2.DeleteDatasetResponse:
         _check_dataset_id(request.dataset_id)
+        await self._guard.dataset(request.dataset_id)
         await self._datasets.delete(request.dataset_id)
         return service_pb2.DeleteDatasetResponse()
 
     async def dataset_training_data(self, dataset_id: str) -> list[training_pb2.TrainingExample]:
         """The examples of a stored dataset, for TrainAgent's dataset_id."""
         _check_dataset_id(dataset_id)
+        await self._guard.dataset(dataset_id)
         _dataset, rows = await self._datasets.read_all(dataset_id)
         return [synthetic_pb2.SyntheticExample.FromString(row).example for row in rows]
 

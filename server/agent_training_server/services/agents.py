@@ -9,8 +9,10 @@ import shutil
 import time
 from pathlib import Path
 
+from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings, Page
 from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.store.sqlite import _agent_not_found
 
 
 def new_id(prefix: str) -> str:
@@ -51,6 +53,7 @@ class AgentService:
             default_behavior=default_behavior,
             create_time=now,
             update_time=now,
+            tenant=current_tenant(),
         )
         key = None
         if request_id:
@@ -59,13 +62,18 @@ class AgentService:
         return created
 
     async def get(self, agent_id: str) -> Agent:
-        """Return an agent."""
-        return await asyncio.to_thread(self._store.get_agent, agent_id)
+        """Return the caller's agent; another tenant's raises the NotFound of a missing one."""
+        agent = await asyncio.to_thread(self._store.get_agent, agent_id)
+        if agent.tenant != current_tenant():
+            raise _agent_not_found(agent_id)
+        return agent
 
-    async def list(self, page_size: int, after_agent_id: str) -> Page[Agent]:
-        """Return a page of agents ordered by id."""
+    async def list(self, page_size: int, after_agent_id: str, tenant: str) -> Page[Agent]:
+        """Return a page of a tenant's agents ordered by id."""
         # One extra row tells whether there is a next page without a count query.
-        agents = await asyncio.to_thread(self._store.list_agents, page_size + 1, after_agent_id)
+        agents = await asyncio.to_thread(
+            self._store.list_agents, page_size + 1, after_agent_id, tenant
+        )
         if len(agents) <= page_size:
             return Page(agents, "")
         return Page(agents[:page_size], agents[page_size - 1].agent_id)

@@ -13,6 +13,7 @@ import struct
 import time
 from collections.abc import Iterable, Sequence
 
+from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Dataset, Page
 from agent_training_server.errors import InvalidArgument, ResourceExhausted
 from agent_training_server.store.base import IdempotencyKey, Store
@@ -107,6 +108,7 @@ class DatasetService:
             source=source,
             recipe=recipe,
             create_time=time.time(),
+            tenant=current_tenant(),
         )
         replayed = await asyncio.to_thread(self._store.begin_dataset, dataset, key)
         if replayed is not None:
@@ -117,9 +119,9 @@ class DatasetService:
         """Return a dataset. Raises NotFound."""
         return await asyncio.to_thread(self._store.get_dataset, dataset_id)
 
-    async def list(self, limit: int, after_name: str) -> Page[Dataset]:
-        """A page of datasets ordered by name."""
-        items = await asyncio.to_thread(self._store.list_datasets, limit + 1, after_name)
+    async def list(self, limit: int, after_name: str, tenant: str) -> Page[Dataset]:
+        """A page of a tenant's datasets ordered by name."""
+        items = await asyncio.to_thread(self._store.list_datasets, limit + 1, after_name, tenant)
         more = len(items) > limit
         items = items[:limit]
         return Page(items, items[-1].name if more and items else "")

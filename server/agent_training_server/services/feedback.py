@@ -124,6 +124,10 @@ class FeedbackService:
             self._metrics.feedback.labels(kind).inc()
         return stored, duplicate
 
+    async def invocation(self, invocation_id: str) -> Invocation:
+        """An answer given, stored or still queued. Raises NotFound."""
+        return await self._invocation(invocation_id)
+
     async def _invocation(self, invocation_id: str) -> Invocation:
         pending = self._pending.get(invocation_id)
         if pending is not None:

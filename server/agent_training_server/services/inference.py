@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from agent_training_server.auth import current_tenant
 from agent_training_server.domain import AgentVersion, BehaviorSettings, Invocation
 from agent_training_server.errors import FailedPrecondition
 from agent_training_server.metrics import Metrics
 from agent_training_server.store.base import Store
+from agent_training_server.store.sqlite import _agent_not_found
 
 CACHE_SIZE = 16
 """Loaded models kept in memory, least recently used evicted first."""
@@ -177,6 +179,8 @@ class InferenceService:
 
     def _version(self, agent_id: str, version_id: str) -> AgentVersion:
         agent = self._store.get_agent(agent_id)
+        if agent.tenant != current_tenant():  # the caller's context travels into the thread
+            raise _agent_not_found(agent_id)
         version_id = version_id or agent.active_version_id
         if not version_id:
             raise FailedPrecondition(

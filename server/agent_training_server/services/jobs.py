@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry import trace
 
 from agent_training_server import __version__
+from agent_training_server.auth import DEFAULT_TENANT, current_tenant
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
 from agent_training_server.engines.base import Example, TrainSettings
@@ -40,7 +41,6 @@ from agent_training_server.telemetry import (
     current_trace_context,
     trace_id_of,
 )
-from agent_training_server.tenancy import current_tenant, tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class _ActiveJob:
 
     job: TrainingJob
     task: JobTask | None = None
+    tenant: str = DEFAULT_TENANT
+    """The tenant of the job's agent: per-tenant limits count its unfinished jobs."""
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     subscribers: set[asyncio.Queue[JobEvent]] = dataclasses.field(default_factory=set)
     started_at: float = 0.0
@@ -137,7 +139,10 @@ class JobManager:
         for _position, job in reversed(unfinished):  # oldest first keeps the queue order
             log.info("resuming job %s (was %s)", job.training_id, job.status)
             data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
-            active = _ActiveJob(job, await self._task_for(job, examples_from_bytes(data)))
+            agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
+            active = _ActiveJob(
+                job, await self._task_for(job, examples_from_bytes(data)), tenant=agent.tenant
+            )
             self._active[job.training_id] = active
             if job.status == JobStatus.RUNNING:
                 await self._record(
@@ -214,7 +219,9 @@ class JobManager:
         stored, replayed = await asyncio.to_thread(self._store.create_job, job, accepted, key)
         if replayed:
             return stored
-        self._active[job.training_id] = _ActiveJob(job, await self._task_for(job, examples))
+        self._active[job.training_id] = _ActiveJob(
+            job, await self._task_for(job, examples), tenant=current_tenant()
+        )
         self._waiting.append(job.training_id)
         self._work_available.set()
         return job
@@ -222,7 +229,7 @@ class JobManager:
     def _check_tenant_limit(self, tenant: str) -> None:
         """Refuse a tenant's job while it has max_jobs_per_tenant queued or running."""
         limit = self._config.max_jobs_per_tenant
-        unfinished = sum(1 for a in self._active.values() if tenant_of(a.job) == tenant)
+        unfinished = sum(1 for a in self._active.values() if a.tenant == tenant)
         if unfinished >= limit:
             raise ResourceExhausted(
                 f"{unfinished} training jobs of this tenant are queued or running; the limit"
@@ -501,15 +508,21 @@ class JobManager:
         return await asyncio.to_thread(self._store.get_job, training_id)
 
     async def list(
-        self, agent_id: str, statuses: tuple[str, ...], page_size: int, before_position: int
+        self,
+        agent_id: str,
+        statuses: tuple[str, ...],
+        page_size: int,
+        before_position: int,
+        tenant: str | None = None,
     ) -> Page[TrainingJob]:
-        """Return a page of jobs, newest first."""
+        """Return a page of jobs (of a tenant's agents), newest first."""
         rows = await asyncio.to_thread(
             self._store.list_jobs,
             agent_id=agent_id,
             statuses=statuses,
             limit=page_size + 1,
             before_position=before_position,
+            tenant=tenant,
         )
         jobs = [
             self._active[job.training_id].job if job.training_id in self._active else job

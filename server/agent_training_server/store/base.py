@@ -10,6 +10,7 @@ import abc
 import dataclasses
 from collections.abc import Sequence
 
+from agent_training_server.auth.principal import current_tenant
 from agent_training_server.domain import (
     Agent,
     AgentVersion,
@@ -29,6 +30,8 @@ class IdempotencyKey:
     method: str
     request_id: str
     request_sha256: str
+    tenant: str = dataclasses.field(default_factory=current_tenant)
+    """Whose key it is: the same request_id from two tenants names two different calls."""
 
 
 class Store(abc.ABC):
@@ -49,8 +52,13 @@ class Store(abc.ABC):
         """Return an agent. Raises NotFound."""
 
     @abc.abstractmethod
-    def list_agents(self, limit: int, after_agent_id: str = "") -> list[Agent]:
-        """Return up to ``limit`` agents ordered by id, starting after ``after_agent_id``."""
+    def list_agents(
+        self, limit: int, after_agent_id: str = "", tenant: str | None = None
+    ) -> list[Agent]:
+        """Return up to ``limit`` agents ordered by id, starting after ``after_agent_id``.
+
+        With a ``tenant``, only that tenant's agents.
+        """
 
     @abc.abstractmethod
     def delete_agent(self, agent_id: str) -> None:
@@ -152,8 +160,10 @@ class Store(abc.ABC):
         """Return a dataset. Raises NotFound."""
 
     @abc.abstractmethod
-    def list_datasets(self, limit: int, after_name: str = "") -> list[Dataset]:
-        """Return up to `limit` datasets ordered by name, after `after_name`."""
+    def list_datasets(
+        self, limit: int, after_name: str = "", tenant: str | None = None
+    ) -> list[Dataset]:
+        """Return up to `limit` datasets ordered by name, after `after_name` (of `tenant`)."""
 
     @abc.abstractmethod
     def read_dataset_examples(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
@@ -203,9 +213,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_jobs(
-        self, *, agent_id: str, statuses: tuple[str, ...], limit: int, before_position: int
+        self,
+        *,
+        agent_id: str,
+        statuses: tuple[str, ...],
+        limit: int,
+        before_position: int,
+        tenant: str | None = None,
     ) -> list[tuple[int, TrainingJob]]:
-        """Return (position, job) newest first; filters are ignored when empty or 0."""
+        """Return (position, job) newest first; filters are ignored when empty, 0 or None.
+
+        With a ``tenant``, only jobs of that tenant's agents.
+        """
 
     @abc.abstractmethod
     def append_event(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from agent_training_server.auth.principal import DEFAULT_TENANT
 from agent_training_server.errors import AlreadyExists
 from agent_training_server.store.base import IdempotencyKey
 
@@ -20,7 +21,7 @@ def replayed_resource(db: sqlite3.Connection, key: IdempotencyKey | None) -> str
     row = db.execute(
         "SELECT request_sha256, resource_id FROM idempotency_keys"
         " WHERE method = ? AND request_id = ?",
-        (key.method, key.request_id),
+        (_scoped_method(key), key.request_id),
     ).fetchone()
     if row is None:
         return None
@@ -39,5 +40,10 @@ def remember(db: sqlite3.Connection, key: IdempotencyKey | None, resource_id: st
     if key is not None:
         db.execute(
             "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
-            (key.method, key.request_id, key.request_sha256, resource_id, time.time()),
+            (_scoped_method(key), key.request_id, key.request_sha256, resource_id, time.time()),
         )
+
+
+def _scoped_method(key: IdempotencyKey) -> str:
+    # Keys of the default tenant keep the bare method, as stored before tenancy existed.
+    return key.method if key.tenant == DEFAULT_TENANT else f"{key.tenant}:{key.method}"

@@ -23,6 +23,7 @@ from agent_training_server.store.sqlite_analysis import ANALYSIS_SCHEMA, Analysi
 from agent_training_server.store.sqlite_datasets import DATASET_SCHEMA, DatasetTables
 from agent_training_server.store.sqlite_feedback import FEEDBACK_SCHEMA, FeedbackTables
 from agent_training_server.store.sqlite_jobs import JobTables
+from agent_training_server.store.sqlite_tenancy import add_tenant_columns, tenant_clause
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -102,6 +103,8 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA + DATASET_SCHEMA + FEEDBACK_SCHEMA + ANALYSIS_SCHEMA)
+        with self._write() as db:
+            add_tenant_columns(db)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -142,7 +145,9 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
                     hint="Choose another agent_id, or GetAgent to use the existing one.",
                 )
             db.execute(
-                "INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO agents (agent_id, display_name, description, labels_json,"
+                " behavior_json, active_version_id, create_time, update_time, tenant)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     agent.agent_id,
                     agent.display_name,
@@ -152,6 +157,7 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
                     agent.active_version_id,
                     agent.create_time,
                     agent.update_time,
+                    agent.tenant,
                 ),
             )
             remember(db, key, agent.agent_id)
@@ -162,11 +168,14 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
         with self._lock:
             return self._agent_in(self._db, agent_id)
 
-    def list_agents(self, limit: int, after_agent_id: str = "") -> list[Agent]:
-        """Return a page of agents ordered by id."""
+    def list_agents(
+        self, limit: int, after_agent_id: str = "", tenant: str | None = None
+    ) -> list[Agent]:
+        """Return a page of agents ordered by id (of one tenant, or of all for None)."""
+        condition, params = tenant_clause(tenant, "a.tenant")
         rows = self._read(
-            f"{_AGENT_SELECT} WHERE a.agent_id > ? ORDER BY a.agent_id LIMIT ?",
-            (after_agent_id, limit),
+            f"{_AGENT_SELECT} WHERE a.agent_id > ? AND {condition} ORDER BY a.agent_id LIMIT ?",
+            (after_agent_id, *params, limit),
         )
         return [_agent_from_row(row) for row in rows]
 
@@ -316,6 +325,7 @@ def _agent_from_row(row: sqlite3.Row) -> Agent:
         version_count=row["version_count"],
         create_time=row["create_time"],
         update_time=row["update_time"],
+        tenant=row["tenant"],
     )
 
 

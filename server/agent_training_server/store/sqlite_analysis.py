@@ -98,11 +98,7 @@ def _save(db: sqlite3.Connection, job: AnalysisJob, insert: bool) -> None:
 def _analysis_in(db: sqlite3.Connection, analysis_id: str) -> AnalysisJob:
     row = db.execute("SELECT * FROM analysis_jobs WHERE analysis_id = ?", (analysis_id,)).fetchone()
     if row is None:
-        raise NotFound(
-            f"analysis job {analysis_id!r} does not exist",
-            code="ANALYSIS_NOT_FOUND",
-            hint="Use the analysis_id from AnalyzeAndOptimizeStream's first message.",
-        )
+        raise analysis_not_found(analysis_id)
     return AnalysisJob(
         analysis_id=row["analysis_id"],
         agent_id=row["agent_id"],
@@ -113,4 +109,13 @@ def _analysis_in(db: sqlite3.Connection, analysis_id: str) -> AnalysisJob:
         create_time=row["create_time"],
         end_time=row["end_time"],
         trace_id=row["trace_id"],
+    )
+
+
+def analysis_not_found(analysis_id: str) -> NotFound:
+    """The error for an unknown analysis job (also for another tenant's)."""
+    return NotFound(
+        f"analysis job {analysis_id!r} does not exist",
+        code="ANALYSIS_NOT_FOUND",
+        hint="Use the analysis_id from AnalyzeAndOptimizeStream's first message.",
     )

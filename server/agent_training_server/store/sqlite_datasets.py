@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from agent_training_server.domain import Dataset
 from agent_training_server.errors import AlreadyExists, NotFound
 from agent_training_server.store.idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_tenancy import tenant_clause
 
 if TYPE_CHECKING:
     from agent_training_server.store.base import IdempotencyKey
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS dataset_examples (
 
 _COLUMNS = (
     "dataset_id, name, description, source, recipe, example_count, output_count,"
-    " content_sha256, create_time"
+    " content_sha256, create_time, tenant"
 )
 
 
@@ -72,8 +73,8 @@ class DatasetTables:
             d = dataset
             db.execute(
                 f"INSERT INTO named_datasets ({_COLUMNS}, state)"
-                " VALUES (?, ?, ?, ?, ?, 0, 0, '', ?, 'writing')",
-                (d.dataset_id, d.name, d.description, d.source, d.recipe, d.create_time),
+                " VALUES (?, ?, ?, ?, ?, 0, 0, '', ?, ?, 'writing')",
+                (d.dataset_id, d.name, d.description, d.source, d.recipe, d.create_time, d.tenant),
             )
             return None
 
@@ -120,13 +121,16 @@ class DatasetTables:
         with self._lock:  # type: ignore[attr-defined]
             return _dataset_in(self._db, dataset_id)
 
-    def list_datasets(self, limit: int, after_name: str = "") -> list[Dataset]:
+    def list_datasets(
+        self, limit: int, after_name: str = "", tenant: str | None = None
+    ) -> list[Dataset]:
         """Return up to `limit` ready datasets ordered by name, after `after_name`."""
+        condition, params = tenant_clause(tenant)
         with self._lock:  # type: ignore[attr-defined]
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM named_datasets WHERE state = 'ready' AND name > ?"
-                " ORDER BY name LIMIT ?",
-                (after_name, limit),
+                f" AND {condition} ORDER BY name LIMIT ?",
+                (after_name, *params, limit),
             ).fetchall()
         return [_dataset_from_row(row) for row in rows]
 
@@ -173,6 +177,7 @@ def _dataset_from_row(row: sqlite3.Row) -> Dataset:
         output_count=row["output_count"],
         content_sha256=row["content_sha256"],
         create_time=row["create_time"],
+        tenant=row["tenant"],
     )
 
 

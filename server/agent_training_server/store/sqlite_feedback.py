@@ -86,11 +86,7 @@ class FeedbackTables:
                 "SELECT * FROM invocations WHERE invocation_id = ?", (invocation_id,)
             ).fetchone()
         if row is None:
-            raise NotFound(
-                f"invocation {invocation_id!r} is not known",
-                code="INVOCATION_NOT_FOUND",
-                hint="Pass an invocation_id from an InvokeAgent answer of this agent.",
-            )
+            raise invocation_not_found(invocation_id)
         return Invocation(
             invocation_id=row["invocation_id"],
             agent_id=row["agent_id"],
@@ -161,6 +157,15 @@ class FeedbackTables:
                 (agent_id, since),
             ).fetchall()
         return [(_feedback_from_row(row), _invocation_from_joined(row)) for row in rows]
+
+
+def invocation_not_found(invocation_id: str) -> NotFound:
+    """The error for an unknown invocation (also for another tenant's)."""
+    return NotFound(
+        f"invocation {invocation_id!r} is not known",
+        code="INVOCATION_NOT_FOUND",
+        hint="Pass an invocation_id from an InvokeAgent answer of this agent.",
+    )
 
 
 def _feedback_from_row(row: Any) -> Feedback:

@@ -65,10 +65,20 @@ class JobTables:
             return self._job_in(self._db, training_id)
 
     def list_jobs(
-        self, *, agent_id: str, statuses: tuple[str, ...], limit: int, before_position: int
+        self,
+        *,
+        agent_id: str,
+        statuses: tuple[str, ...],
+        limit: int,
+        before_position: int,
+        tenant: str | None = None,
     ) -> list[tuple[int, TrainingJob]]:
         """Return (position, job) newest first."""
         clauses, params = [], []
+        if tenant is not None:
+            # A job belongs to the tenant of its agent.
+            clauses.append("agent_id IN (SELECT agent_id FROM agents WHERE tenant = ?)")
+            params.append(tenant)
         if agent_id:
             clauses.append("agent_id = ?")
             params.append(agent_id)

@@ -1,0 +1,84 @@
+"""How the client proves who it is: a bearer token on every call, TLS and mutual TLS.
+
+The token is sent as ``authorization: Bearer <token>`` metadata by a channel interceptor, so it
+works on a TLS channel and, for a local server or one behind a TLS-terminating proxy, on a
+plaintext one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+TOKEN_ENV = "AGENT_TRAINING_TOKEN"
+"""Environment variable the client and CLI read the bearer token from."""
+
+
+def tls_credentials(
+    root_certificates: bytes | str | Path | None = None,
+    client_certificate: bytes | str | Path | None = None,
+    client_key: bytes | str | Path | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS channel credentials; file paths or PEM bytes.
+
+    Args:
+        root_certificates: CA bundle that signed the server's certificate (None: the system's).
+        client_certificate: The client's certificate chain, for mutual TLS.
+        client_key: The private key of ``client_certificate``.
+    """
+    if (client_certificate is None) != (client_key is None):
+        raise ValueError("client_certificate and client_key go together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem(root_certificates),
+        private_key=_pem(client_key),
+        certificate_chain=_pem(client_certificate),
+    )
+
+
+def _pem(value: bytes | str | Path | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def token_from_env() -> str | None:
+    """The token in AGENT_TRAINING_TOKEN, if set and not blank."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    return token or None
+
+
+class _ClientCallDetails(grpc.ClientCallDetails):
+    def __init__(self, details: grpc.ClientCallDetails, metadata: list[tuple[str, str]]) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class BearerTokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _ClientCallDetails(details, [*(details.metadata or ()), self._header])
+
+    def _call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    intercept_unary_unary = _call
+    intercept_unary_stream = _call
+    intercept_stream_unary = _call
+    intercept_stream_stream = _call

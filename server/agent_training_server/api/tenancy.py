@@ -1,0 +1,81 @@
+"""Tenant checks of the handlers: another tenant's object answers exactly like a missing one.
+
+Every handler that names an agent, job, dataset or invocation fetches it through `TenantGuard`,
+which raises the very NotFound the store raises for an id that does not exist (same code,
+message and hint), so a caller cannot tell "someone else's" from "nobody's".
+"""
+
+from __future__ import annotations
+
+from agent_training_server.auth import current_tenant
+from agent_training_server.domain import Agent, Dataset, TrainingJob
+from agent_training_server.errors import NotFound
+from agent_training_server.services.agents import AgentService
+from agent_training_server.services.analysis_jobs import AnalysisJobs
+from agent_training_server.services.datasets import DatasetService
+from agent_training_server.services.feedback import FeedbackService
+from agent_training_server.services.jobs import JobManager
+from agent_training_server.store.sqlite import _agent_not_found
+from agent_training_server.store.sqlite_analysis import analysis_not_found
+from agent_training_server.store.sqlite_datasets import _not_found as _dataset_not_found
+from agent_training_server.store.sqlite_feedback import invocation_not_found
+from agent_training_server.store.sqlite_jobs import _job_not_found
+
+
+class TenantGuard:
+    """Fetches objects on behalf of the current caller, hiding other tenants' objects."""
+
+    def __init__(
+        self,
+        agents: AgentService,
+        jobs: JobManager,
+        datasets: DatasetService,
+        feedback: FeedbackService,
+        analysis_jobs: AnalysisJobs,
+    ) -> None:
+        self._agents = agents
+        self._jobs = jobs
+        self._datasets = datasets
+        self._feedback = feedback
+        self._analysis_jobs = analysis_jobs
+
+    async def agent(self, agent_id: str) -> Agent:
+        """The caller's agent. Raises NotFound (AGENT_NOT_FOUND) for another tenant's."""
+        agent = await self._agents.get(agent_id)
+        if agent.tenant != current_tenant():
+            raise _agent_not_found(agent_id)
+        return agent
+
+    async def owns_agent(self, agent_id: str) -> bool:
+        """Whether the agent exists and is the caller's."""
+        try:
+            await self.agent(agent_id)
+        except NotFound:
+            return False
+        return True
+
+    async def job(self, training_id: str) -> TrainingJob:
+        """The caller's job. Raises NotFound (TRAINING_JOB_NOT_FOUND) for another tenant's."""
+        job = await self._jobs.get(training_id)
+        if not await self.owns_agent(job.agent_id):
+            raise _job_not_found(training_id)
+        return job
+
+    async def dataset(self, dataset_id: str) -> Dataset:
+        """The caller's dataset. Raises NotFound (DATASET_NOT_FOUND) for another tenant's."""
+        dataset = await self._datasets.get(dataset_id)
+        if dataset.tenant != current_tenant():
+            raise _dataset_not_found(dataset_id)
+        return dataset
+
+    async def analysis(self, analysis_id: str) -> None:
+        """Check an analysis job is the caller's. Raises NotFound (ANALYSIS_NOT_FOUND) otherwise."""
+        job = await self._analysis_jobs.get(analysis_id)
+        if not await self.owns_agent(job.agent_id):
+            raise analysis_not_found(analysis_id)
+
+    async def invocation(self, invocation_id: str) -> None:
+        """Check an answer is the caller's. Raises NotFound (INVOCATION_NOT_FOUND) otherwise."""
+        invocation = await self._feedback.invocation(invocation_id)
+        if not await self.owns_agent(invocation.agent_id):
+            raise invocation_not_found(invocation_id)

@@ -1,0 +1,33 @@
+"""Tenancy in the SQLite store: the tenant column of agents and named datasets.
+
+Jobs, versions, invocations and feedback belong to the tenant of their agent. A database made
+before tenancy gains the column on open, and its rows belong to the tenant "default", the
+tenant of every caller when authentication is off; so an existing data folder keeps working.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from agent_training_server.auth.principal import DEFAULT_TENANT
+
+TENANT_TABLES = ("agents", "named_datasets")
+
+
+def add_tenant_columns(db: sqlite3.Connection) -> None:
+    """Add the tenant column (and its index) to tables that lack it; a no-op once done."""
+    for table in TENANT_TABLES:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if "tenant" not in columns:
+            # ADD COLUMN with a constant default rewrites no rows: instant on any size.
+            db.execute(
+                f"ALTER TABLE {table} ADD COLUMN tenant TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'"
+            )
+        db.execute(f"CREATE INDEX IF NOT EXISTS {table}_by_tenant ON {table} (tenant)")
+
+
+def tenant_clause(tenant: str | None, column: str = "tenant") -> tuple[str, tuple[str, ...]]:
+    """SQL condition (and parameters) keeping one tenant's rows; all rows for None."""
+    if tenant is None:
+        return "1 = 1", ()
+    return f"{column} = ?", (tenant,)
