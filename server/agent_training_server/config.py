@@ -65,6 +65,18 @@ class ServerConfig:
     metrics_address: str = _setting(
         "127.0.0.1:9464", "host:port of the Prometheus /metrics endpoint; empty turns it off"
     )
+    executor: str = _setting(
+        "local", "where training jobs run: local worker processes, or ray (docs/ray.md)"
+    )
+    ray_address: str = _setting(
+        "", "ray executor: auto, ray://host:port, or empty to start a Ray instance in-process"
+    )
+    ray_storage_path: str = _setting(
+        "", "ray executor: Ray Train checkpoints, a shared path or URI (default data_dir/ray)"
+    )
+    ray_max_failures: int = _setting(
+        1, "ray executor: restarts of a data-parallel job's workers from its last checkpoint"
+    )
 
     @property
     def database_path(self) -> Path:
@@ -158,6 +170,10 @@ def _check(config: ServerConfig) -> None:
         raise ValueError("max_queued_jobs and torch_threads must not be negative")
     if config.log_format not in ("json", "text"):
         raise ValueError(f"log_format must be json or text, got {config.log_format!r}")
+    if config.executor not in ("local", "ray"):
+        raise ValueError(f"executor must be local or ray, got {config.executor!r}")
+    if config.ray_max_failures < 0:
+        raise ValueError("ray_max_failures must not be negative")
     if ":" not in config.address:
         raise ValueError(f"address must be host:port, got {config.address!r}")
 
