@@ -285,8 +285,9 @@ def check_train_agent(
     checker.enum("training_type", request.training_type, training_pb2.TrainingType)
     checker.request_id(request.request_id)
     check_training_config(checker, request.config, server)
-    if request.config.num_workers > 1 and (
-        request.training_type != training_pb2.TRAINING_TYPE_SUPERVISED
+    if request.config.num_workers > 1 and request.training_type not in (
+        training_pb2.TRAINING_TYPE_UNSPECIFIED,  # supervised
+        training_pb2.TRAINING_TYPE_SUPERVISED,
     ):
         checker.add("config.num_workers", "more than 1 is supported by supervised training only")
     examples = request.training_data

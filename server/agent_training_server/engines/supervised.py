@@ -243,6 +243,7 @@ class SupervisedEngine(Engine):
             "duration_seconds": duration,
             "train_examples": len(train_rows),
             "batch_size": batch_size,
+            "num_workers": self.parallel.world_size,
             "validation_examples": len(valid_rows) if valid_rows is not train_rows else 0,
         }
         encoder = {

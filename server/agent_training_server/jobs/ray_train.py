@@ -210,7 +210,8 @@ def train_worker(config: dict[str, Any]) -> None:
     events = HeldOutcome(MailboxEvents(config["mailbox"]) if primary else None)
     steps = CollectiveSteps(config["mailbox"], config["deadline"], workdir, primary)
     try:
-        run_task(dataclasses.replace(task, workdir=str(workdir), settings=settings), events, steps)
+        job_task = dataclasses.replace(task, workdir=str(workdir), settings=settings)
+        run_task(job_task, events, steps, parallel)
     finally:
         steps.close()
         if not primary:
