@@ -19,6 +19,7 @@ BENCHMARKS = [
     "analysis.py",
     "closed_loop.py",
     "invoke_throughput.py",
+    "ray_executor.py",
 ]
 
 
@@ -120,6 +121,18 @@ def summary() -> list[tuple[str, str, str]]:
                 "InvokeAgent, metrics and tracing on",
                 f"{calls['observed']:,.0f} calls/s ({result['observed_vs_quiet']:.1%} of off)",
                 f"off {calls['quiet']:,.0f}/s; health check {calls['health']:,.0f}/s",
+            )
+        )
+    if result := _load("ray_executor"):
+        local = result["results"]["local"]["jobs"]["1"]["median"]
+        ray_jobs = result["results"]["ray"]["jobs"]
+        one, two = ray_jobs["1"]["median"], ray_jobs["2"]["median"]
+        rows.append(
+            (
+                "supervised, Banking77 full, on Ray",
+                f"1 worker {one['wall_seconds']:.1f} s, 2 workers {two['wall_seconds']:.1f} s"
+                f" ({two['examples_per_second_per_worker']:,.0f} examples/s per worker)",
+                f"local executor {local['wall_seconds']:.1f} s, same machine",
             )
         )
     return rows

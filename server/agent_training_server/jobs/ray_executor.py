@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from agent_training_server.jobs.worker import JobTask
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 FOLLOW_POLL_SECONDS = 10.0
 """Longest wait of one mailbox long poll; between polls the follower checks the job's task."""
 
@@ -85,16 +87,24 @@ class RayExecutor:
         runtime_env = {"env_vars": dict(WORKER_ENVIRONMENT)}
         address = self._config.ray_address
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
         if address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         else:
             ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
         self._started_ray = True
+        if threading.current_thread() is threading.main_thread():
+            # Ray's driver installs its own SIGTERM and SIGINT handlers, which end the process
+            # at once; the service's own handlers shut it down gracefully instead.
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
         log.info("ray executor connected: %s", ray.cluster_resources())
 
     def submit(self, task: JobTask) -> None:
         """Start the job's Ray work and a thread that follows its mailbox."""
         try:
+            if not ray.is_initialized():  # else a Ray call would quietly start a new instance
+                raise ConnectionError("not connected to Ray")
             mailbox = Mailbox.remote()
             if task.settings.num_workers > 1:
                 work = run_parallel_job.remote(
