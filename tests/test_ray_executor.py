@@ -64,6 +64,12 @@ def _train(client: AgentTrainingClient, agent_id: str, examples, config) -> list
     )
 
 
+def _train_again(client: AgentTrainingClient, agent_id: str, examples, config) -> list:
+    return list(
+        client.train_agent(agent_id=agent_id, training_data=examples, config=config, timeout=300)
+    )
+
+
 def _shape(events) -> list[tuple[str, str]]:
     """(event kind, phase) with repeats collapsed: what a subscriber sees, minus the numbers."""
     shape: list[tuple[str, str]] = []
@@ -144,8 +150,8 @@ def test_parallel_job_can_be_cancelled(ray_client: AgentTrainingClient) -> None:
     assert not ray_client.get_agent("cancel-me").active_version_id
 
 
-def _ray_train_worker_pids() -> list[int]:
-    """Processes of Ray Train workers under this test process (Ray names them in the title)."""
+def descendants() -> list[tuple[int, str]]:
+    """(pid, command line) of every process under this test process."""
     children: dict[int, list[int]] = {}
     titles: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -160,13 +166,18 @@ def _ray_train_worker_pids() -> list[int]:
     mine, pending = [], [os.getpid()]
     while pending:
         for child in children.get(pending.pop(), []):
-            mine.append(child)
+            mine.append((child, titles.get(child, "")))
             pending.append(child)
-    return [pid for pid in mine if titles.get(pid, "").startswith("ray::RayTrainWorker")]
+    return mine
+
+
+def _ray_train_worker_pids() -> list[int]:
+    """Ray Train workers under this test process (Ray names them in the process title)."""
+    return [pid for pid, title in descendants() if title.startswith("ray::RayTrainWorker")]
 
 
 def test_killed_worker_resumes_from_its_last_checkpoint(ray_client: AgentTrainingClient) -> None:
-    epochs = 30
+    epochs = 12
     stream = _long_parallel_job(ray_client, "survivor", epochs=epochs)
     training_id = next(stream).training_id
     _until_epoch(stream, 3)  # the checkpoint of epoch 2 at least is in Ray Train's storage
@@ -187,3 +198,27 @@ def test_killed_worker_resumes_from_its_last_checkpoint(ray_client: AgentTrainin
     # They continued from a checkpoint Ray Train kept (epoch 1 or later), not from scratch.
     assert resumed_at >= 2, phases
     assert ray_client.get_training_job(training_id).executor == "ray"
+
+
+def test_job_cut_off_from_the_service_fails_retryable_and_service_keeps_serving(
+    ray_client: AgentTrainingClient,
+) -> None:
+    # A job's mailbox actor is its only link to the service: losing it is what losing the
+    # cluster looks like to one job (the whole connection is covered in docs/ray.md).
+    ray_client.create_agent(agent_id="cut-off")
+    config = _config(
+        epochs=1000, batch_size=1, early_stopping=training_pb2.EarlyStopping(patience=0)
+    )
+    stream = ray_client.train_agent(
+        agent_id="cut-off", training_data=banking_examples(), config=config, timeout=300
+    )
+    training_id = next(stream).training_id
+    _until_epoch(stream, 1)
+    ray.kill(ray.get_actor(f"mailbox-{training_id}"))
+
+    final = list(stream)[-1].finished
+    assert final.status == FAILED
+    assert final.error.code == "EXECUTOR_UNAVAILABLE" and final.error.retryable
+    assert ray_client.get_agent("cut-off").agent_id == "cut-off"
+    retry = _train_again(ray_client, "cut-off", banking_examples(), _config(epochs=2))
+    assert retry[-1].finished.status == SUCCEEDED

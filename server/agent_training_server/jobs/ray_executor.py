@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 FOLLOW_POLL_SECONDS = 10.0
 """Longest wait of one mailbox long poll; between polls the follower checks the job's task."""
+CONTACT_GRACE_SECONDS = 60.0
+"""How much longer than asked a mailbox may take to answer before the cluster counts as lost
+(a new mailbox may wait for a worker process to start on a busy node)."""
+PROBE_SECONDS = 15.0
+"""How long a new actor may take to answer when checking whether the cluster is still there."""
 
 
 def unavailable_error(error: BaseException) -> dict[str, Any]:
@@ -64,6 +69,7 @@ class RayExecutor:
         self._config = config
         self._jobs: dict[str, _RayJob] = {}
         self._started_ray = False
+        self._connected = threading.Event()
         self._stopping = False
         self._on_message: Callable[[Message], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,7 +89,13 @@ class RayExecutor:
         self._loop = asyncio.get_running_loop()
         self._on_message = on_message
         if ray.is_initialized():
-            return  # this process is connected already (an application embedding the service)
+            # This process is connected already (an application embedding the service, or a
+            # test): that connection is theirs to keep, and to restore if it is lost.
+            self._connected.set()
+            return
+        self._connect()
+
+    def _connect(self) -> None:
         runtime_env = {"env_vars": dict(WORKER_ENVIRONMENT)}
         address = self._config.ray_address
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -98,14 +110,16 @@ class RayExecutor:
             # at once; the service's own handlers shut it down gracefully instead.
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
+        self._connected.set()
         log.info("ray executor connected: %s", ray.cluster_resources())
 
     def submit(self, task: JobTask) -> None:
         """Start the job's Ray work and a thread that follows its mailbox."""
         try:
-            if not ray.is_initialized():  # else a Ray call would quietly start a new instance
+            # Checked first: a Ray call without a connection would quietly start a new instance.
+            if not self._connected.is_set() or not ray.is_initialized():
                 raise ConnectionError("not connected to Ray")
-            mailbox = Mailbox.remote()
+            mailbox = Mailbox.options(name=f"mailbox-{task.training_id}").remote()
             if task.settings.num_workers > 1:
                 work = run_parallel_job.remote(
                     task, mailbox, self.storage_path, self._config.ray_max_failures
@@ -139,15 +153,23 @@ class RayExecutor:
             self._relay(job)
         finally:
             self._jobs.pop(job.training_id, None)
-            with contextlib.suppress(Exception):  # gone with the cluster already
-                ray.kill(job.mailbox)
+            if self._connected.is_set():  # a Ray call when disconnected would start a new Ray
+                with contextlib.suppress(Exception):  # gone with the cluster already
+                    ray.kill(job.mailbox)
 
     def _relay(self, job: _RayJob) -> None:
         while not self._stopping:
             try:
-                messages = ray.get(job.mailbox.take.remote(FOLLOW_POLL_SECONDS))
+                messages = ray.get(
+                    job.mailbox.take.remote(FOLLOW_POLL_SECONDS),
+                    timeout=FOLLOW_POLL_SECONDS + CONTACT_GRACE_SECONDS,
+                )
             except Exception as error:
                 self._lost(job, unavailable_error(error), error)
+                self._check_connection()
+                if self._connected.is_set():  # the work may still run: nobody follows it now
+                    with contextlib.suppress(Exception):
+                        ray.cancel(job.work, force=True)
                 return
             for message in messages:
                 self._post(message)
@@ -162,6 +184,22 @@ class RayExecutor:
                         return
                 self._lost(job, None, None)
                 return
+
+    def _check_connection(self) -> None:
+        """After a job lost its mailbox: is the cluster still there?"""
+        if self._stopping or not self._connected.is_set():
+            return
+        try:
+            probe = Mailbox.remote()
+            ray.get(probe.wait_cancelled.remote(0), timeout=PROBE_SECONDS)
+            ray.kill(probe)
+            return  # only that job's part of the cluster was lost
+        except Exception as error:
+            log.error("lost the connection to Ray: %r", error)
+        # Jobs submitted from now on fail at once rather than wait on a cluster that is gone.
+        # No reconnection in-process: Ray's driver state cannot be reset reliably after its
+        # node is lost (docs/ray.md); restarting the service reconnects, and jobs resume.
+        self._connected.clear()
 
     def _work_ended(self, job: _RayJob) -> bool:
         ready, _ = ray.wait([job.work], timeout=0)
@@ -200,5 +238,5 @@ class RayExecutor:
                 ray.cancel(job.work, force=True)
             except Exception as error:
                 log.warning("cannot stop job %s on Ray: %r", job.training_id, error)
-        if self._started_ray:
+        if self._started_ray and self._connected.is_set():
             ray.shutdown()
