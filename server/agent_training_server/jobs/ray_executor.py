@@ -96,7 +96,9 @@ class RayExecutor:
         self._connect()
 
     def _connect(self) -> None:
-        runtime_env = {"env_vars": dict(WORKER_ENVIRONMENT)}
+        # Ray's workers see these: the local workers' settings, and the trace export settings.
+        otel = {name: value for name, value in os.environ.items() if name.startswith("OTEL_")}
+        runtime_env = {"env_vars": {**WORKER_ENVIRONMENT, **otel}}
         address = self._config.ray_address
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}

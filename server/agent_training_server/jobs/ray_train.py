@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from agent_training_server.engines.base import TrainingTimedOut
 from agent_training_server.engines.checkpoint import FILE_NAME
 from agent_training_server.engines.parallel import DataParallel
 from agent_training_server.jobs.worker import JobTask, run_task
+from agent_training_server.telemetry import create_tracer_provider
 
 Message = tuple[str, str, dict[str, Any]]
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -114,10 +117,20 @@ class CancelWatch:
         self._done.set()
 
 
+def _export_spans_like_the_service() -> None:
+    """Once per Ray worker process: send the job's spans where the service sends its own.
+
+    The OTEL_* variables come from the executor; the task carries the request's trace context.
+    """
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(create_tracer_provider())
+
+
 @ray.remote(max_retries=0)
 def run_single_job(task: JobTask, mailbox: Any) -> None:
     """A one-worker job: the local workers' run_task in a Ray worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _export_spans_like_the_service()
     events = MailboxEvents(mailbox)
     events.put(("started", task.training_id, {"worker": 0}))
     watch = CancelWatch(mailbox)
@@ -193,6 +206,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     task: JobTask = config["task"]
+    _export_spans_like_the_service()
     context = ray.train.get_context()
     parallel = DataParallel(context.get_world_rank(), context.get_world_size())
     primary = parallel.rank == 0
