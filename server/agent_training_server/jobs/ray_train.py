@@ -206,10 +206,11 @@ def train_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     task: JobTask = config["task"]
-    _export_spans_like_the_service()
     context = ray.train.get_context()
     parallel = DataParallel(context.get_world_rank(), context.get_world_size())
     primary = parallel.rank == 0
+    if primary:  # one job, one span tree
+        _export_spans_like_the_service()
     # Rank 0 works in the job's folder (the artifact must land there); the others in their own.
     workdir = Path(task.workdir) if primary else Path(tempfile.mkdtemp(prefix="agent-training-"))
     shared_checkpoints = Path(task.workdir) / "checkpoints"
