@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,pretrained,otlp]'
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,pretrained,otlp,ray]'
 	touch $@
 
 tools: $(BUF)

@@ -20,6 +20,7 @@ BENCHMARKS = [
     "closed_loop.py",
     "invoke_throughput.py",
     "load.py",
+    "ray_executor.py",
 ]
 
 
@@ -133,6 +134,18 @@ def summary() -> list[tuple[str, str, str]]:
                 f" {sum(result['unexpected_errors'].values())}, health p99"
                 f" {health['p99_ms']:.0f} ms",
                 f"server RSS {rss['before']:.0f} -> {rss['after']:.0f} -> {rss['settled']:.0f} MB",
+            )
+        )
+    if result := _load("ray_executor"):
+        local = result["results"]["local"]["jobs"]["1"]["median"]
+        ray_jobs = result["results"]["ray"]["jobs"]
+        one, two = ray_jobs["1"]["median"], ray_jobs["2"]["median"]
+        rows.append(
+            (
+                "supervised, Banking77 full, on Ray",
+                f"1 worker {one['wall_seconds']:.1f} s, 2 workers {two['wall_seconds']:.1f} s"
+                f" ({two['examples_per_second_per_worker']:,.0f} examples/s per worker)",
+                f"local executor {local['wall_seconds']:.1f} s, same machine",
             )
         )
     return rows

@@ -44,3 +44,11 @@ def test_every_setting_has_a_flag_an_env_var_and_help() -> None:
     for flag, env, _default, text in describe_settings():
         assert flag.startswith("--") and env.startswith("AGENT_TRAINING_") and text
         assert flag[2:].replace("-", "_") in flags
+
+
+def test_executor_is_local_or_ray() -> None:
+    assert load_config([], environ={}).executor == "local"
+    config = load_config(["--executor", "ray", "--ray-address", "auto"], environ={})
+    assert (config.executor, config.ray_address, config.ray_max_failures) == ("ray", "auto", 1)
+    with pytest.raises(ValueError, match="executor must be local or ray"):
+        load_config([], environ={"AGENT_TRAINING_EXECUTOR": "dask"})

@@ -446,3 +446,12 @@ def test_train_retry_with_same_request_id_reattaches_to_the_same_job(
         trainer.train_agent, agent_id="retried", training_data=examples, request_id="train-once"
     )
     assert error.code == "REQUEST_ID_REUSED"
+
+
+def test_num_workers_above_one_needs_the_ray_executor(trainer: AgentTrainingClient) -> None:
+    trainer.create_agent(agent_id="wants-workers")
+    error = expect_error(train, trainer, "wants-workers", epochs=1, num_workers=2)
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "--executor ray" in error.message
+    job = train(trainer, "wants-workers", epochs=1, num_workers=1)[-1]
+    assert job.finished.status == SUCCEEDED

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import grpc
@@ -23,7 +22,7 @@ from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.auth import setup as auth_setup
 from agent_training_server.auth.interceptor import AuthInterceptor
 from agent_training_server.config import ServerConfig
-from agent_training_server.jobs.pool import WorkerPool
+from agent_training_server.jobs.executor import create_executor
 from agent_training_server.metrics import GrpcMetricsInterceptor, Metrics
 from agent_training_server.services.adaptation import AdaptationService
 from agent_training_server.services.agents import AgentService
@@ -105,13 +104,7 @@ async def create_server(
     store = TracedStore(SqliteStore(config.database_path), tracer)
     metrics = Metrics()
     agents = AgentService(store, config.data_dir)
-    jobs = JobManager(
-        store,
-        config,
-        WorkerPool(config.workers, _torch_threads(config), config.log_level, config.log_format),
-        metrics=metrics,
-        tracer=tracer,
-    )
+    jobs = JobManager(store, config, create_executor(config), metrics=metrics, tracer=tracer)
     await jobs.start()
     feedback = FeedbackService(store, metrics)
     inference = InferenceService(
@@ -221,9 +214,3 @@ def _log_security(config: ServerConfig, authenticated: bool) -> None:
             "authentication: OFF: every caller is tenant 'default' with every scope;"
             " set auth_token_file or auth_jwt_issuer to require tokens"
         )
-
-
-def _torch_threads(config: ServerConfig) -> int:
-    if config.torch_threads:
-        return config.torch_threads
-    return max(1, (os.cpu_count() or 1) // config.workers)

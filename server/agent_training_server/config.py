@@ -82,6 +82,18 @@ class ServerConfig:
     metrics_address: str = _setting(
         "127.0.0.1:9464", "host:port of the Prometheus /metrics endpoint; empty turns it off"
     )
+    executor: str = _setting(
+        "local", "where training jobs run: local worker processes, or ray (docs/ray.md)"
+    )
+    ray_address: str = _setting(
+        "", "ray executor: auto, ray://host:port, or empty to start a Ray instance in-process"
+    )
+    ray_storage_path: str = _setting(
+        "", "ray executor: Ray Train checkpoints, a shared path or URI (default data_dir/ray)"
+    )
+    ray_max_failures: int = _setting(
+        1, "ray executor: restarts of a data-parallel job's workers from its last checkpoint"
+    )
 
     # Transport security and authentication (docs/security.md). -----------------------------
     tls_cert_file: str = _setting("", "PEM certificate chain of the server; with tls_key_file, TLS")
@@ -208,6 +220,10 @@ def _check(config: ServerConfig) -> None:
         raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
     if config.auth_jwt_issuer and not (config.auth_jwt_key_file or config.auth_jwt_jwks_file):
         raise ValueError("auth_jwt_issuer needs auth_jwt_key_file or auth_jwt_jwks_file")
+    if config.executor not in ("local", "ray"):
+        raise ValueError(f"executor must be local or ray, got {config.executor!r}")
+    if config.ray_max_failures < 0:
+        raise ValueError("ray_max_failures must not be negative")
     if ":" not in config.address:
         raise ValueError(f"address must be host:port, got {config.address!r}")
 

@@ -151,6 +151,8 @@ def config_to_proto(config: dict) -> training_pb2.TrainingConfig:
     for name in ("epochs", "batch_size", "seed", "max_duration_seconds", "freeze_encoder_epochs"):
         if name in config:
             setattr(message, name, int(config[name]))
+    if config.get("num_workers", 1) != 1:
+        message.num_workers = int(config["num_workers"])
     for name in ("learning_rate", "validation_split"):
         if name in config:
             setattr(message, name, float(config[name]))
@@ -189,6 +191,7 @@ def settings_from_proto(
         freeze_encoder_epochs=pick(config, "freeze_encoder_epochs", defaults.freeze_encoder_epochs),
         base_agent_id=config.base_agent_id,
         base_version_id=config.base_version_id,
+        num_workers=pick(config, "num_workers", 1),
     )
 
 

@@ -301,6 +301,27 @@ def check_training_config(
         checker.add("config.freeze_encoder_epochs", "must be in [0, epochs]")
     if config.base_version_id and not config.base_agent_id:
         checker.add("config.base_version_id", "needs config.base_agent_id")
+    check_num_workers(checker, config, server)
+
+
+MAX_NUM_WORKERS = 64
+
+
+def check_num_workers(
+    checker: Checker, config: training_pb2.TrainingConfig, server: ServerConfig
+) -> None:
+    """Data-parallel training needs the Ray executor; the local one trains in one process."""
+    if not config.HasField("num_workers") or config.num_workers == 1:
+        return
+    if not 1 <= config.num_workers <= MAX_NUM_WORKERS:
+        checker.add("config.num_workers", f"must be in [1, {MAX_NUM_WORKERS}]")
+    elif server.executor != "ray":
+        checker.add(
+            "config.num_workers",
+            f"is {config.num_workers}, but this server runs jobs on its {server.executor!r}"
+            " executor, which trains each job in one process: leave it unset (or 1), or use a"
+            " server started with --executor ray",
+        )
 
 
 def check_feedback(checker: Checker, field: str, feedback: str, *, required: bool) -> None:
@@ -332,6 +353,11 @@ def check_train_agent(
     checker.enum("training_type", request.training_type, training_pb2.TrainingType)
     checker.request_id(request.request_id)
     check_training_config(checker, request.config, server)
+    if request.config.num_workers > 1 and request.training_type not in (
+        training_pb2.TRAINING_TYPE_UNSPECIFIED,  # supervised
+        training_pb2.TRAINING_TYPE_SUPERVISED,
+    ):
+        checker.add("config.num_workers", "more than 1 is supported by supervised training only")
     examples = request.training_data
     limit = server.max_dataset_examples if from_dataset else server.max_examples_per_request
     if request.dataset_id and not from_dataset:

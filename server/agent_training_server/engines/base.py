@@ -72,6 +72,8 @@ class TrainSettings:
     """Transfer: the agent whose version to start from (resolved by the job system)."""
     base_version_id: str = ""
     """Transfer: that agent's version; empty means its active version."""
+    num_workers: int = 1
+    """Data-parallel processes training the job; more than 1 needs the Ray executor."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -32,6 +32,7 @@ from agent_training_server.engines.base import (
 )
 from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
+from agent_training_server.engines.parallel import SINGLE_PROCESS, DataParallel
 
 KIND = "hashed_ngram_linear"
 REPORT_EVERY_STEPS = 50
@@ -95,6 +96,8 @@ class SupervisedEngine(Engine):
     """Learns input -> expected_output from labelled examples."""
 
     training_type = "supervised"
+    parallel: DataParallel = SINGLE_PROCESS
+    """This process's share of a data-parallel job (set by the executor; one process by default)."""
 
     def train(
         self,
@@ -139,18 +142,21 @@ class SupervisedEngine(Engine):
             optimizer.load_state_dict(resumed["optimizer"])
             best, state = resumed["best"] or resumed["model"], resumed["state"]
 
+        trainer = self.parallel.wrap(model)  # steps go through it: it averages gradients
         batch_size = settings.batch_size or auto_batch_size(len(train_rows))
-        steps_per_epoch = -(-len(train_rows) // batch_size)
+        local_batch = self.parallel.local_batch(batch_size)
+        steps_per_epoch = -(-self.parallel.share_size(len(train_rows)) // local_batch)
         total_steps = steps_per_epoch * settings.epochs
         seen_examples = 0
         while state["epoch"] < settings.epochs:
             epoch = state["epoch"] + 1
             # Each epoch's order derives from (seed, epoch): a resumed run replays it exactly.
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
+            order = self.parallel.share(order)
             # Training loss and accuracy of the epoch accumulate on the fly: no extra pass.
             loss_sum = torch.zeros(())
             correct = torch.zeros((), dtype=torch.long)
-            for batch_number, start in enumerate(range(0, len(order), batch_size)):
+            for batch_number, start in enumerate(range(0, len(order), local_batch)):
                 if reporter.cancelled():
                     checkpoints.wait()
                     raise TrainingCancelled()
@@ -160,8 +166,8 @@ class SupervisedEngine(Engine):
                         f"stopped after {settings.max_duration_seconds:g} s in epoch {epoch};"
                         f" the best checkpoint (epoch {state['best_epoch']}) is kept"
                     )
-                selection = order[start : start + batch_size]
-                logits = model(train_x.rows(selection))
+                selection = order[start : start + local_batch]
+                logits = trainer(train_x.rows(selection))
                 target = torch.from_numpy(train_y[selection])
                 loss = nn.functional.cross_entropy(logits, target)
                 optimizer.zero_grad(set_to_none=True)
@@ -185,8 +191,8 @@ class SupervisedEngine(Engine):
                         )
                     )
             # Phase: end of epoch. Measure, keep the best, checkpoint.
-            train_loss = loss_sum.item() / len(train_rows)  # .item(): a sync point, once an epoch
-            train_accuracy = correct.item() / len(train_rows)
+            train_loss = loss_sum.item() / len(order)  # .item(): a sync point, once an epoch
+            train_accuracy = correct.item() / len(order)
             valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
             state["epoch"] = epoch
             if valid_loss < state["best_loss"] - settings.early_stopping_min_delta:
@@ -237,6 +243,7 @@ class SupervisedEngine(Engine):
             "duration_seconds": duration,
             "train_examples": len(train_rows),
             "batch_size": batch_size,
+            "num_workers": self.parallel.world_size,
             "validation_examples": len(valid_rows) if valid_rows is not train_rows else 0,
         }
         encoder = {

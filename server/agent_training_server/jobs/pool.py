@@ -40,6 +40,8 @@ Message = tuple[str, str, dict[str, Any]]
 class WorkerPool:
     """N worker processes running training tasks."""
 
+    name = "local"
+
     def __init__(
         self, size: int, torch_threads: int, log_level: str = "INFO", log_format: str = "json"
     ) -> None:

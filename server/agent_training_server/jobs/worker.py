@@ -14,8 +14,9 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Container
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -36,6 +37,9 @@ from agent_training_server.telemetry import (
     context_from,
     create_tracer_provider,
 )
+
+if TYPE_CHECKING:
+    from agent_training_server.engines.parallel import DataParallel
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ class QueueReporter:
         self,
         training_id: str,
         events: Any,
-        cancelled: set[str],
+        cancelled: Container[str],
         spans: PhaseSpans | None = None,
     ) -> None:
         self._training_id = training_id
@@ -109,11 +113,14 @@ def _error(code: str, message: str, hint: str, retryable: bool = False) -> dict[
     return {"code": code, "message": message, "hint": hint, "retryable": retryable}
 
 
-def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
+def run_task(
+    task: JobTask, events: Any, cancelled: Container[str], parallel: DataParallel | None = None
+) -> None:
     """Train one job, inside a span joined to the submitting request's trace; report the outcome.
 
     The worker's spans are exported before the outcome is sent, so a client that saw the job
-    end finds its whole trace at the collector.
+    end finds its whole trace at the collector. ``parallel`` is this process's share of a
+    data-parallel job (engines/parallel.py); ``cancelled`` answers ``training_id in cancelled``.
     """
     tracer = trace.get_tracer(INSTRUMENTATION_NAME)
     attributes = {
@@ -127,10 +134,12 @@ def run_task(task: JobTask, events: Any, cancelled: set[str]) -> None:
         log.info("job %s started (%s)", task.training_id, task.training_type)
         spans = PhaseSpans(tracer, attributes)
         try:
-            outcome = _train(task, QueueReporter(task.training_id, events, cancelled, spans))
+            reporter = QueueReporter(task.training_id, events, cancelled, spans)
+            outcome = _train(task, reporter, parallel)
         finally:
             spans.close()
-            cancelled.discard(task.training_id)
+            if isinstance(cancelled, set):  # a worker's set outlives the job; forget its id
+                cancelled.discard(task.training_id)
         kind, payload = outcome
         if kind == "failed":
             job_span.set_status(StatusCode.ERROR, payload["code"])
@@ -146,7 +155,9 @@ def _flush_spans() -> None:
         provider.force_flush(SPAN_FLUSH_MILLISECONDS)
 
 
-def _train(task: JobTask, reporter: QueueReporter) -> tuple[str, dict[str, Any]]:
+def _train(
+    task: JobTask, reporter: QueueReporter, parallel: DataParallel | None
+) -> tuple[str, dict[str, Any]]:
     """Run the job's engine; return the outcome message (kind, payload) to send."""
     from agent_training_server.engines import registry
 
@@ -156,6 +167,8 @@ def _train(task: JobTask, reporter: QueueReporter) -> tuple[str, dict[str, Any]]
         engine = registry.get_engine(task.training_type)
         if task.cache_dir:
             engine.cache_dir = Path(task.cache_dir)
+        if parallel is not None:  # this process's share of a data-parallel job
+            engine.parallel = parallel  # type: ignore[attr-defined]
         extra = {}
         if engine.starts_from_version and task.start_from_dir:
             spec, tensors, _outputs = registry.load_artifact_files(Path(task.start_from_dir))

@@ -29,7 +29,8 @@ from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
 from agent_training_server.engines.base import Example, TrainSettings
 from agent_training_server.errors import FailedPrecondition, ResourceExhausted
-from agent_training_server.jobs.pool import Message, WorkerPool
+from agent_training_server.jobs.executor import Executor
+from agent_training_server.jobs.pool import Message
 from agent_training_server.jobs.progress import percent_and_eta
 from agent_training_server.jobs.worker import JobTask
 from agent_training_server.metrics import Metrics
@@ -86,7 +87,7 @@ class JobManager:
         self,
         store: Store,
         config: ServerConfig,
-        pool: WorkerPool,
+        pool: Executor,
         metrics: Metrics | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
@@ -196,6 +197,7 @@ class JobManager:
             dataset_sha256=sha256,
             last_sequence=1,
             parent_version_id=parent_version_id,
+            executor=self._pool.name,
             create_time=now,
             timeline=[{"status": JobStatus.QUEUED, "time": now, "reason": "accepted"}],
             trace_id=trace_id_of(trace_context),
@@ -325,6 +327,7 @@ class JobManager:
                 status=JobStatus.RUNNING,
                 phase="loading_data",
                 start_time=now,
+                executor=self._pool.name,  # a resumed job may run on another executor than before
                 timeline=_timeline(active.job, JobStatus.RUNNING, "worker started"),
             )
         elif kind == "progress":
@@ -338,13 +341,14 @@ class JobManager:
         elif kind == "failed":
             await self._end(active, JobStatus.FAILED, payload, payload.get("message", "failed"))
         elif kind == "worker_lost":
-            error = {
+            # An executor may say what was lost (e.g. its connection to the Ray cluster).
+            error = payload.get("error") or {
                 "code": "WORKER_LOST",
                 "message": "the training worker process exited",
                 "hint": "Train again; if it repeats, the data or settings may exhaust memory.",
                 "retryable": True,
             }
-            await self._end(active, JobStatus.FAILED, error, "worker process exited")
+            await self._end(active, JobStatus.FAILED, error, error["message"])
 
     async def _record_progress(self, active: _ActiveJob, update: dict[str, Any]) -> None:
         percent, eta = percent_and_eta(update, time.monotonic() - active.started_at)

@@ -221,6 +221,7 @@ class TrainingConfig(_message.Message):
     BASE_VERSION_ID_FIELD_NUMBER: _builtins.int
     MAX_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     FREEZE_ENCODER_EPOCHS_FIELD_NUMBER: _builtins.int
+    NUM_WORKERS_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
     """Maximum number of passes over the training data, 1 to 1000. Default depends on the engine
     (supervised: 30).
@@ -253,6 +254,10 @@ class TrainingConfig(_message.Message):
     """Transfer and few_shot: epochs that train only the new head on the frozen encoder before the
     encoder is fine-tuned too, 0 to `epochs`. Default 0.
     """
+    num_workers: _builtins.int
+    """Data-parallel worker processes training this one job, 1 to 64. Default 1. More than 1 needs a
+    server started with the `ray` executor and the supervised paradigm; see docs/ray.md.
+    """
     @_builtins.property
     def early_stopping(self) -> Global___EarlyStopping:
         """Early stopping on validation loss."""
@@ -271,10 +276,11 @@ class TrainingConfig(_message.Message):
         base_version_id: _builtins.str = ...,
         max_duration_seconds: _builtins.int | None = ...,
         freeze_encoder_epochs: _builtins.int | None = ...,
+        num_workers: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_seed", b"_seed", "_validation_split", b"_validation_split", "batch_size", b"batch_size", "early_stopping", b"early_stopping", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "batch_size", b"batch_size", "early_stopping", b"early_stopping", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_seed", b"_seed", "_validation_split", b"_validation_split", "base_agent_id", b"base_agent_id", "base_version_id", b"base_version_id", "batch_size", b"batch_size", "early_stopping", b"early_stopping", "encoder", b"encoder", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "base_agent_id", b"base_agent_id", "base_version_id", b"base_version_id", "batch_size", b"batch_size", "early_stopping", b"early_stopping", "encoder", b"encoder", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
@@ -286,6 +292,8 @@ class TrainingConfig(_message.Message):
     _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
     _WhichOneofReturnType__max_duration_seconds: _TypeAlias = _typing.Literal["max_duration_seconds"]  # noqa: Y015
     _WhichOneofArgType__max_duration_seconds: _TypeAlias = _typing.Literal["_max_duration_seconds", b"_max_duration_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__num_workers: _TypeAlias = _typing.Literal["num_workers"]  # noqa: Y015
+    _WhichOneofArgType__num_workers: _TypeAlias = _typing.Literal["_num_workers", b"_num_workers"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__validation_split: _TypeAlias = _typing.Literal["validation_split"]  # noqa: Y015
@@ -300,6 +308,8 @@ class TrainingConfig(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_duration_seconds) -> _WhichOneofReturnType__max_duration_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__num_workers) -> _WhichOneofReturnType__num_workers | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload

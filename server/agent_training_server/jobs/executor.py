@@ -1,0 +1,60 @@
+"""What runs training jobs: the interface the job manager sees, and the factory that picks one.
+
+Two implementations: the local pool of worker processes (jobs/pool.py, the default) and Ray
+(jobs/ray_executor.py, with the ``ray`` extra installed). Both report the same messages:
+``(kind, training_id, payload)`` with kind "ready", "started", "progress", "succeeded", "failed",
+"cancelled" or "worker_lost", delivered on the event loop that called ``start``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+from agent_training_server.config import ServerConfig
+from agent_training_server.jobs.pool import Message, WorkerPool
+from agent_training_server.jobs.worker import JobTask
+
+
+class Executor(Protocol):
+    """Runs training tasks and reports their messages back to the event loop."""
+
+    name: str
+    """Recorded on every job it runs ("local" or "ray")."""
+
+    @property
+    def size(self) -> int:
+        """Jobs it runs at once; the manager keeps at most this many in flight."""
+
+    def start(self, on_message: Callable[[Message], None]) -> None:
+        """Start; ``on_message`` is called on the current event loop per message."""
+
+    def submit(self, task: JobTask) -> None:
+        """Start a task (the caller keeps at most ``size`` in flight)."""
+
+    def cancel(self, training_id: str) -> None:
+        """Ask a running job to stop at its next step; it then reports "cancelled"."""
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop running jobs within ``timeout``; they resume from checkpoints at the next start."""
+
+
+def create_executor(config: ServerConfig) -> Executor:
+    """The executor ``config.executor`` names."""
+    if config.executor == "ray":
+        try:
+            from agent_training_server.jobs.ray_executor import RayExecutor
+        except ImportError as error:
+            raise ValueError(
+                f"executor ray needs Ray ({error}): pip install 'agent-training[ray]'"
+            ) from error
+        return RayExecutor(config)
+    return WorkerPool(config.workers, torch_threads(config), config.log_level, config.log_format)
+
+
+def torch_threads(config: ServerConfig) -> int:
+    """Threads per local worker: the configured number, or the cores shared among workers."""
+    if config.torch_threads:
+        return config.torch_threads
+    return max(1, (os.cpu_count() or 1) // config.workers)
