@@ -1,7 +1,9 @@
-"""One checkpoint per job folder: model, optimizer, best weights and loop state, in safetensors.
+"""One checkpoint per job folder: model, optimizer, best weights, loop state, RNG; safetensors.
 
-Written to a temporary file and renamed, so a crash mid-write leaves the previous checkpoint.
-Nothing is pickled: tensors go in the file, everything else is JSON in its metadata.
+Written to a temporary file, flushed to disk (fsync) and renamed, so a crash or power loss
+mid-write leaves the previous checkpoint. Nothing is pickled: tensors go in the file, everything
+else is JSON in its metadata. The torch random generator's state is saved too: an engine whose
+steps draw random numbers (dropout) continues the same sequence after a resume.
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ def save_checkpoint(
     optimizer: dict[str, Any],
     best: dict[str, torch.Tensor] | None,
     state: dict[str, Any],
+    rng: torch.Tensor | None = None,
 ) -> None:
-    """Write the checkpoint atomically; ``best`` None means the best weights are the model's."""
+    """Write the checkpoint atomically; ``best`` None means the best weights are the model's.
+
+    ``rng`` is ``torch.get_rng_state()`` at the moment the checkpoint stands for.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
+    if rng is not None:
+        tensors["rng.torch"] = rng
     for name, tensor in model.items():
         tensors[f"model.{name}"] = tensor.contiguous()
     for name, tensor in (best or {}).items():
@@ -47,13 +55,25 @@ def save_checkpoint(
     }
     partial = folder / (FILE_NAME + ".partial")
     save_file(tensors, str(partial), metadata=metadata)
+    fsync_file(partial)
     os.replace(partial, folder / FILE_NAME)
+    fsync_file(folder)  # the rename itself
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any] | None:
-    """Return {"model", "optimizer", "best", "state"} from the folder's checkpoint, if any.
+    """Return {"model", "optimizer", "best", "state", "rng"} from the folder's checkpoint, if any.
 
-    ``best`` is empty when the best weights are the model's own.
+    ``best`` is empty when the best weights are the model's own; ``rng`` is None in a
+    checkpoint written without it.
     """
     path = folder / FILE_NAME
     if not path.exists():
@@ -62,6 +82,7 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
         metadata = handle.metadata()
     tensors = load_file(str(path))
     model, best, optimizer_state = {}, {}, {}
+    rng = tensors.pop("rng.torch", None)
     for name, tensor in tensors.items():
         section, _, rest = name.partition(".")
         if section == "model":
@@ -79,6 +100,7 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
         "optimizer": optimizer,
         "best": best,
         "state": json.loads(metadata["state"]),
+        "rng": rng,
     }
 
 
@@ -101,8 +123,9 @@ class CheckpointWriter:
         best: dict[str, torch.Tensor] | None,
         state: dict[str, Any],
     ) -> None:
-        """Start writing a checkpoint of copies of the given tensors."""
+        """Start writing a checkpoint of copies of the given tensors (and of the RNG state)."""
         self.wait()
+        rng = torch.get_rng_state()
         model_copy = {name: tensor.clone() for name, tensor in model.items()}
         optimizer_copy = {
             "state": {
@@ -115,7 +138,7 @@ class CheckpointWriter:
         }
         self._thread = threading.Thread(
             target=self._run,
-            args=(model_copy, optimizer_copy, best, dict(state)),
+            args=(model_copy, optimizer_copy, best, dict(state), rng),
             name="checkpoint-writer",
             daemon=True,
         )
