@@ -82,6 +82,18 @@ class ServerConfig:
     metrics_address: str = _setting(
         "127.0.0.1:9464", "host:port of the Prometheus /metrics endpoint; empty turns it off"
     )
+    # Durability (docs/durability.md).
+    interrupted_jobs: str = _setting(
+        "resume",
+        "jobs a crash or shutdown left QUEUED or RUNNING, at the next start: resume (from their"
+        " last checkpoint) or fail (FAILED with JOB_INTERRUPTED, retryable)",
+    )
+    checkpoint_every_steps: int = _setting(
+        500, "also checkpoint inside long epochs every this many optimizer steps; 0: epoch ends"
+    )
+    shutdown_checkpoint_seconds: float = _setting(
+        30.0, "time running jobs get on shutdown to checkpoint where they are before workers stop"
+    )
 
     # Transport security and authentication (docs/security.md). -----------------------------
     tls_cert_file: str = _setting("", "PEM certificate chain of the server; with tls_key_file, TLS")
@@ -208,6 +220,12 @@ def _check(config: ServerConfig) -> None:
         raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
     if config.auth_jwt_issuer and not (config.auth_jwt_key_file or config.auth_jwt_jwks_file):
         raise ValueError("auth_jwt_issuer needs auth_jwt_key_file or auth_jwt_jwks_file")
+    if config.interrupted_jobs not in ("resume", "fail"):
+        raise ValueError(
+            f"interrupted_jobs must be resume or fail, got {config.interrupted_jobs!r}"
+        )
+    if config.checkpoint_every_steps < 0 or config.shutdown_checkpoint_seconds < 0:
+        raise ValueError("checkpoint_every_steps and shutdown_checkpoint_seconds must be >= 0")
     if ":" not in config.address:
         raise ValueError(f"address must be host:port, got {config.address!r}")
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent_training_server.jobs.worker import JobTask, worker_main
+from agent_training_server.jobs.worker import PREEMPT, JobTask, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,19 @@ class WorkerPool:
         for target in targets:
             self._controls[target].put(training_id)
 
+    def preempt(self) -> None:
+        """Ask every worker to checkpoint its job where it is and stop it (shutdown).
+
+        Each such job reports "preempted"; so does any task a worker takes after this.
+        """
+        for control in self._controls:
+            control.put(PREEMPT)
+
     def _deliver(self, message: Message) -> None:
         kind, training_id, payload = message
         if kind == "started":
             self._running_on[training_id] = payload["worker"]
-        elif kind in ("succeeded", "failed", "cancelled"):
+        elif kind in ("succeeded", "failed", "cancelled", "preempted"):
             self._running_on.pop(training_id, None)
         assert self._on_message is not None
         self._on_message(message)

@@ -44,6 +44,10 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 SPAN_FLUSH_MILLISECONDS = 5_000
 """Longest wait for a job's spans to be exported before its outcome is reported."""
 
+PREEMPT = "*preempt*"
+"""Control message (and mark in the stop set) meaning: the server is shutting down; checkpoint
+the running job where it is and stop it, to be resumed at the next start."""
+
 
 @dataclasses.dataclass(frozen=True)
 class JobTask:
@@ -62,6 +66,8 @@ class JobTask:
     """Folder shared by jobs for reusable intermediate results."""
     trace_context: dict[str, str] = dataclasses.field(default_factory=dict)
     """W3C trace context of the request that submitted the job: the worker's spans join it."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only)."""
 
 
 class QueueReporter:
@@ -93,8 +99,12 @@ class QueueReporter:
         self._events.put(("progress", self._training_id, dataclasses.asdict(update)))
 
     def cancelled(self) -> bool:
-        """Whether the server asked to cancel this job (a set lookup: cheap every step)."""
-        return self._training_id in self._cancelled
+        """Whether the job must stop: cancelled, or preempted by a shutdown (set lookups)."""
+        return self._training_id in self._cancelled or PREEMPT in self._cancelled
+
+    def preempted(self) -> bool:
+        """Whether the job is stopping for a shutdown (to resume later), not for a cancel."""
+        return PREEMPT in self._cancelled and self._training_id not in self._cancelled
 
 
 def _listen_for_cancellations(control: Any, cancelled: set[str]) -> None:
@@ -156,6 +166,7 @@ def _train(task: JobTask, reporter: QueueReporter) -> tuple[str, dict[str, Any]]
         engine = registry.get_engine(task.training_type)
         if task.cache_dir:
             engine.cache_dir = Path(task.cache_dir)
+        engine.checkpoint_every_steps = task.checkpoint_every_steps
         extra = {}
         if engine.starts_from_version and task.start_from_dir:
             spec, tensors, _outputs = registry.load_artifact_files(Path(task.start_from_dir))
@@ -177,7 +188,8 @@ def _train(task: JobTask, reporter: QueueReporter) -> tuple[str, dict[str, Any]]
         }
         return "succeeded", result
     except TrainingCancelled:
-        return "cancelled", {}
+        # A cancel wins over a shutdown: a cancelled job must not come back after a restart.
+        return ("preempted" if reporter.preempted() else "cancelled"), {}
     except TrainingTimedOut as error:
         return "failed", _error(
             "TRAINING_TIMEOUT",
