@@ -160,8 +160,8 @@ class WorkerPool:
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the workers; those still busy after ``timeout`` are terminated.
 
-        A terminated job loses at most the epoch in progress: it stays RUNNING in the store and
-        resumes from its last checkpoint at the next start.
+        A killed job loses the steps since its last checkpoint: it stays RUNNING in the store and
+        resumes from that checkpoint at the next start.
         """
         self._stopping = True
         for _ in self._workers:
@@ -173,6 +173,6 @@ class WorkerPool:
             process.join(max(0.0, deadline - time.monotonic()))
         for process in self._workers:
             if process.is_alive():
-                process.terminate()
+                process.kill()  # workers ignore SIGTERM (see worker_main)
                 process.join()
         self._events.put(None)

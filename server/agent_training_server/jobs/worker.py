@@ -6,11 +6,14 @@ job. Everything crossing the process boundary is a plain picklable value, never 
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
+import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -213,6 +216,21 @@ def _train(task: JobTask, reporter: QueueReporter) -> tuple[str, dict[str, Any]]
         )
 
 
+def _die_with_the_server() -> None:
+    """Have the kernel kill this worker when the server dies (Linux; elsewhere a no-op).
+
+    An orphaned worker would go on training and writing checkpoints of a job that the restarted
+    server resumes in another worker.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the server died before the request took effect
+
+
 def worker_main(
     index: int,
     tasks: Any,
@@ -223,9 +241,12 @@ def worker_main(
 ) -> None:
     """Entry point of a worker process: take tasks until told to stop (a None task)."""
     logs.configure(*log_settings)  # the server's level and format, trace ids included
-    # Ctrl-C in a terminal reaches the whole process group: the server shuts down its workers
-    # itself, so a worker must not die of it mid-epoch (and be "restarted" during shutdown).
+    # Ctrl-C in a terminal, or a service manager's SIGTERM, may reach the whole process group:
+    # the server shuts down its workers itself (checkpointing their jobs first), so a worker
+    # must not die of it mid-epoch (and be "restarted" during shutdown).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_the_server()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch  # imported here, once, so jobs start without paying for it
 
