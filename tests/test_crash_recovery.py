@@ -84,19 +84,17 @@ def store_other_objects(client: AgentTrainingClient) -> None:
         )
 
 
-def train_until_mid_epoch(client: AgentTrainingClient, agent_id: str, examples) -> list:
-    """Start the job and return the events seen once it is inside an epoch past the first."""
+def until_mid_epoch(stream) -> list:
+    """Events of a TrainAgent stream up to a progress report inside an epoch past the first."""
     seen = []
-    for event in client.train_agent(
-        agent_id=agent_id, training_data=examples, config=CONFIG, timeout=300
-    ):
+    for event in stream:
         seen.append(event)
         progress = event.progress if event.HasField("progress") else None
         steps_per_epoch = progress and progress.total_steps // max(progress.total_epochs, 1)
         if progress and progress.epoch >= 2 and progress.step % steps_per_epoch:
             return seen
-        assert not event.HasField("finished"), "the job ended before the crash"
-    raise AssertionError("the stream ended before the crash")
+        assert not event.HasField("finished"), "the job ended before the interruption"
+    raise AssertionError("the stream ended before the interruption")
 
 
 def follow_to_the_end(client: AgentTrainingClient, training_id: str, from_sequence: int) -> list:
@@ -131,7 +129,11 @@ def test_kill_9_mid_epoch_then_restart_loses_nothing(tmp_path: Path, run: int) -
         with AgentTrainingClient(server.address, timeout=60) as client:
             store_other_objects(client)
             client.create_agent(agent_id="crashed")
-            seen = train_until_mid_epoch(client, "crashed", examples)
+            seen = until_mid_epoch(
+                client.train_agent(
+                    agent_id="crashed", training_data=examples, config=CONFIG, timeout=300
+                )
+            )
             before = table_rows(database, KEPT_TABLES)
             time.sleep(random.uniform(0.0, 0.3))  # vary where in the step the kill lands
     finally:

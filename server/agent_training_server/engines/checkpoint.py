@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from agent_training_server.durable_files import fsync_path
+
 FILE_NAME = "checkpoint.safetensors"
 
 
@@ -55,18 +57,9 @@ def save_checkpoint(
     }
     partial = folder / (FILE_NAME + ".partial")
     save_file(tensors, str(partial), metadata=metadata)
-    fsync_file(partial)
+    fsync_path(partial)
     os.replace(partial, folder / FILE_NAME)
-    fsync_file(folder)  # the rename itself
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's (or a folder's entries') data to the disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_path(folder)  # the rename itself
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from agent_training_server import __version__
 from agent_training_server.auth import DEFAULT_TENANT, current_tenant
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
+from agent_training_server.durable_files import fsync_path
 from agent_training_server.engines.base import Example, TrainSettings
 from agent_training_server.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from agent_training_server.jobs.pool import Message, WorkerPool
@@ -442,6 +443,7 @@ class JobManager:
         target = self._config.data_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(shutil.move, self._workdir(job.training_id) / "artifact", target)
+        await asyncio.to_thread(fsync_path, target.parent)  # the move, before the row naming it
         agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
         version = AgentVersion(
             version_id=version_id,
