@@ -9,7 +9,7 @@ python="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1
 output="$(CRASH_TEST_RUNS="$runs" "$python" -m pytest tests/test_crash_recovery.py -q -s -p no:cacheprovider 2>&1)"
 status=$?
-echo "$output" | grep -E "^run [0-9]+:|passed|failed|Error" 
+echo "$output" | grep -E "^run [0-9]+:|passed|failed|Error"
 passed="$(echo "$output" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+" || echo 0)"
 echo "crash test: ${passed:-0}/${runs} runs passed"
 exit "$status"

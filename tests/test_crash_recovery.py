@@ -144,8 +144,11 @@ def test_kill_9_mid_epoch_then_restart_loses_nothing(tmp_path: Path, run: int) -
     checkpoint = load_checkpoint(data_dir / "jobs" / training_id / "checkpoints")
     assert checkpoint is not None, "no checkpoint was on disk at the crash"
     at = checkpoint["state"]
-    print(f"run {run}: killed after {len(seen)} events; checkpoint: {at['epoch']} epochs")
-    print(f"run {run}: and {at['step_in_epoch']} steps of the next")
+    seen_step = max(e.progress.step for e in seen if e.HasField("progress"))
+    print(
+        f"\nrun {run}: killed after step {seen_step} or later;"
+        f" last checkpoint: {at['epoch']} epochs + {at['step_in_epoch']} steps"
+    )
 
     server = ServerProcess(data_dir, log, checkpoint_every_steps=CHECKPOINT_EVERY_STEPS)
     try:

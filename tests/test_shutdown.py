@@ -15,7 +15,9 @@ import pytest
 
 from agent_training.v1 import training_pb2
 from agent_training_client import AgentTrainingClient, AgentTrainingError
+from agent_training_server.config import load_config
 from agent_training_server.engines.checkpoint import load_checkpoint
+from tests.conftest import ServerThread, make_config
 from tests.server_process import ServerProcess
 from tests.test_crash_recovery import CONFIG, INTENTS, until_mid_epoch
 from tests.test_training import banking_examples
@@ -83,3 +85,30 @@ def test_sigterm_checkpoints_running_jobs_and_ends_streams_retryably(tmp_path: P
             assert "server shutting down" in reasons and "server restarted" not in reasons
     finally:
         server.kill()
+
+
+def test_interrupted_jobs_fail_marks_them_failed_and_retryable(tmp_path: Path) -> None:
+    server = ServerThread(make_config(tmp_path))
+    with AgentTrainingClient(server.address, timeout=60) as client:
+        client.create_agent(agent_id="stopped")
+        stream = client.train_agent(
+            agent_id="stopped", training_data=banking_examples(INTENTS, 40), config=CONFIG
+        )
+        training_id = until_mid_epoch(stream)[0].training_id
+    server.stop()  # graceful: the job is checkpointed and QUEUED
+
+    restarted = ServerThread(make_config(tmp_path, interrupted_jobs="fail"))
+    try:
+        with AgentTrainingClient(restarted.address, timeout=60) as client:
+            events = list(client.watch_training_job(training_id, 0, timeout=60))
+            assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+            error = events[-1].finished.error
+            assert events[-1].finished.status == training_pb2.TRAINING_STATUS_FAILED
+            assert error.code == "JOB_INTERRUPTED" and error.retryable and error.hint
+    finally:
+        restarted.stop()
+
+
+def test_interrupted_jobs_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="interrupted_jobs must be resume or fail"):
+        load_config(["--interrupted-jobs", "retry"], environ={})
