@@ -115,8 +115,16 @@ class CheckpointWriter:
         optimizer: dict[str, Any],
         best: dict[str, torch.Tensor] | None,
         state: dict[str, Any],
-    ) -> None:
-        """Start writing a checkpoint of copies of the given tensors (and of the RNG state)."""
+        skip_if_busy: bool = False,
+    ) -> bool:
+        """Start writing a checkpoint of copies of the given tensors (and of the RNG state).
+
+        With ``skip_if_busy``, a checkpoint asked for while the previous one is still being
+        written (flushing can take longer than a short epoch on a busy disk) is skipped rather
+        than waited for; the next one catches up. Returns whether it was started.
+        """
+        if skip_if_busy and self._thread is not None and self._thread.is_alive():
+            return False
         self.wait()
         rng = torch.get_rng_state()
         model_copy = {name: tensor.clone() for name, tensor in model.items()}
@@ -136,6 +144,7 @@ class CheckpointWriter:
             daemon=True,
         )
         self._thread.start()
+        return True
 
     def _run(self, *args: Any) -> None:
         try:

@@ -7,7 +7,9 @@ batch order derives from (seed, epoch) alone, so a resumed run skips the batches
 then sees exactly the batches the uninterrupted run saw: same seed, same threads, same numbers.
 
 Checkpoints are written at the end of every epoch, every ``every_steps`` optimizer steps inside
-long epochs, and at once when the job must stop (cancelled, or its worker is shutting down).
+long epochs, and at once when the job must stop (cancelled, out of time, or its worker is
+shutting down). A routine one that comes while the previous is still being flushed to the disk
+is skipped, so training never waits for the disk; a stop's checkpoint always waits and is written.
 """
 
 from __future__ import annotations
@@ -106,13 +108,14 @@ class ResumableLoop:
 
         Raises:
             TrainingCancelled: cancelled or preempted; the checkpoint is on disk.
-            TrainingTimedOut: past max_duration_seconds; the last checkpoint is kept.
+            TrainingTimedOut: past max_duration_seconds; the checkpoint is on disk.
         """
         if reporter.cancelled():
             self._write_mid_epoch(step_in_epoch, sums)
             self._writer.wait()
             raise TrainingCancelled()
         if time.monotonic() > deadline:
+            self._write_mid_epoch(step_in_epoch, sums)  # the best weights so far are in it
             self._writer.wait()
             raise TrainingTimedOut(
                 f"stopped after {self._settings.max_duration_seconds:g} s in epoch"
@@ -125,7 +128,7 @@ class ResumableLoop:
         self._steps_since_checkpoint += 1
         due = self._every_steps and self._steps_since_checkpoint >= self._every_steps
         if due and step_in_epoch < batches:  # the end-of-epoch checkpoint follows anyway
-            self._write_mid_epoch(step_in_epoch, sums)
+            self._write_mid_epoch(step_in_epoch, sums, skip_if_busy=True)
 
     def end_epoch(self, validation_loss: float, patience: int, **on_improvement: Any) -> None:
         """Record the epoch: keep the best weights, count stale epochs, write the checkpoint.
@@ -144,19 +147,27 @@ class ResumableLoop:
             self.state["stopped_early"] = True
         # While the current weights are the best, the checkpoint needs them once, not twice.
         best = None if self.state["best_epoch"] == epoch else self.best
-        self._write(best, self.state)
+        self._write(best, self.state, skip_if_busy=True)
 
     def wait(self) -> None:
         """Block until the last checkpoint is on disk."""
         self._writer.wait()
 
-    def _write_mid_epoch(self, step_in_epoch: int, sums: Sums) -> None:
+    def _write_mid_epoch(self, step_in_epoch: int, sums: Sums, skip_if_busy: bool = False) -> None:
         state = {**self.state, "step_in_epoch": step_in_epoch, "sums": sums()}
-        self._write(self.best, state)
+        self._write(self.best, state, skip_if_busy)
 
-    def _write(self, best: dict[str, torch.Tensor] | None, state: dict[str, Any]) -> None:
-        self._steps_since_checkpoint = 0
-        self._writer.write(self._model.state_dict(), self._optimizer.state_dict(), best, state)
+    def _write(
+        self,
+        best: dict[str, torch.Tensor] | None,
+        state: dict[str, Any],
+        skip_if_busy: bool = False,
+    ) -> None:
+        # Routine checkpoints never make training wait for the disk; a stop's checkpoint must be
+        # written, so it waits for the one in flight.
+        model, optimizer = self._model.state_dict(), self._optimizer.state_dict()
+        if self._writer.write(model, optimizer, best, state, skip_if_busy=skip_if_busy):
+            self._steps_since_checkpoint = 0
 
 
 def _copy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
