@@ -246,7 +246,7 @@ class FewShotEngine(Engine):
                     examples_per_second=seen / (time.monotonic() - started),
                 )
             )
-        loop.wait()
+        loop.finish()
 
         reporter.progress(Progress(phase="evaluating", epoch=loop.epochs_done, total_epochs=epochs))
         model.load_state_dict(loop.best)

@@ -234,7 +234,7 @@ class ReinforcementEngine(Engine):
                     examples_per_second=seen / (time.monotonic() - started),
                 )
             )
-        loop.wait()
+        loop.finish()
 
         reporter.progress(
             Progress(phase="evaluating", epoch=loop.epochs_done, total_epochs=settings.epochs)

@@ -56,6 +56,8 @@ class ResumableLoop:
         self._settings = settings
         self._every_steps = every_steps
         self._steps_since_checkpoint = 0
+        self._behind = False
+        """A routine checkpoint was skipped since the last one written."""
         self.state: dict[str, Any] = {
             "epoch": 0,
             "step_in_epoch": 0,
@@ -149,8 +151,11 @@ class ResumableLoop:
         best = None if self.state["best_epoch"] == epoch else self.best
         self._write(best, self.state, skip_if_busy=True)
 
-    def wait(self) -> None:
-        """Block until the last checkpoint is on disk."""
+    def finish(self) -> None:
+        """After the last epoch: make sure the checkpoint on disk is the final state."""
+        if self._behind:
+            best = None if self.state["best_epoch"] == self.epochs_done else self.best
+            self._write(best, self.state)
         self._writer.wait()
 
     def _write_mid_epoch(self, step_in_epoch: int, sums: Sums, skip_if_busy: bool = False) -> None:
@@ -166,7 +171,9 @@ class ResumableLoop:
         # Routine checkpoints never make training wait for the disk; a stop's checkpoint must be
         # written, so it waits for the one in flight.
         model, optimizer = self._model.state_dict(), self._optimizer.state_dict()
-        if self._writer.write(model, optimizer, best, state, skip_if_busy=skip_if_busy):
+        started = self._writer.write(model, optimizer, best, state, skip_if_busy=skip_if_busy)
+        self._behind = not started
+        if started:
             self._steps_since_checkpoint = 0
 
 

@@ -198,7 +198,7 @@ class SupervisedEngine(Engine):
                 )
             )
 
-        loop.wait()
+        loop.finish()
         # Phase: evaluate the best weights.
         reporter.progress(
             Progress(phase="evaluating", epoch=loop.epochs_done, total_epochs=settings.epochs)
