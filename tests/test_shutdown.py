@@ -26,22 +26,26 @@ from tests.test_training import banking_examples
 def watch_in_background(client: AgentTrainingClient, training_id: str) -> dict:
     """Follow a job on a second stream; the result holds its events and how it ended."""
     result: dict = {"events": [], "error": None}
+    attached = threading.Event()
 
     def follow() -> None:
         try:
             for event in client.watch_training_job(training_id, 0, timeout=300):
                 result["events"].append(event)
+                attached.set()
         except AgentTrainingError as error:
             result["error"] = error
+        attached.set()
 
     result["thread"] = threading.Thread(target=follow, daemon=True)
     result["thread"].start()
+    assert attached.wait(60), "the watcher got no event"
     return result
 
 
 def assert_retryable_shutdown(error: AgentTrainingError | None) -> None:
     assert error is not None, "the stream ended without an error"
-    assert error.status_code == grpc.StatusCode.UNAVAILABLE, error
+    assert error.status_code == grpc.StatusCode.UNAVAILABLE, error.to_dict()
     assert error.code == "SERVER_SHUTTING_DOWN" and error.retryable, error.to_dict()
     assert "WatchTrainingJob" in error.hint and len(error.trace_id) == 32
 
