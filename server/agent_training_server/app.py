@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -68,10 +69,17 @@ class RunningServer:
         return f"{host}:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting calls, let running ones finish within the grace period, release all."""
+        """Stop accepting calls, let running ones finish within the grace period, release all.
+
+        Training streams end at once with UNAVAILABLE (retryable: re-attach after the restart);
+        running jobs checkpoint where they are and resume at the next start.
+        """
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        self.jobs.end_streams()
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        stopping = asyncio.create_task(self.server.stop(grace))
         await self.jobs.stop()
+        await stopping
         if self.analysis_jobs is not None:
             await self.analysis_jobs.stop()  # stored as interrupted, retryable
         await self.feedback.stop()  # answers still in memory reach the database

@@ -94,6 +94,18 @@ class ServerConfig:
     ray_max_failures: int = _setting(
         1, "ray executor: restarts of a data-parallel job's workers from its last checkpoint"
     )
+    # Durability (docs/durability.md).
+    interrupted_jobs: str = _setting(
+        "resume",
+        "jobs a crash or shutdown left QUEUED or RUNNING, at the next start: resume (from their"
+        " last checkpoint) or fail (FAILED with JOB_INTERRUPTED, retryable)",
+    )
+    checkpoint_every_steps: int = _setting(
+        500, "also checkpoint inside long epochs every this many optimizer steps; 0: epoch ends"
+    )
+    shutdown_checkpoint_seconds: float = _setting(
+        30.0, "time running jobs get on shutdown to checkpoint where they are before workers stop"
+    )
 
     # Transport security and authentication (docs/security.md). -----------------------------
     tls_cert_file: str = _setting("", "PEM certificate chain of the server; with tls_key_file, TLS")
@@ -224,6 +236,12 @@ def _check(config: ServerConfig) -> None:
         raise ValueError(f"executor must be local or ray, got {config.executor!r}")
     if config.ray_max_failures < 0:
         raise ValueError("ray_max_failures must not be negative")
+    if config.interrupted_jobs not in ("resume", "fail"):
+        raise ValueError(
+            f"interrupted_jobs must be resume or fail, got {config.interrupted_jobs!r}"
+        )
+    if config.checkpoint_every_steps < 0 or config.shutdown_checkpoint_seconds < 0:
+        raise ValueError("checkpoint_every_steps and shutdown_checkpoint_seconds must be >= 0")
     if ":" not in config.address:
         raise ValueError(f"address must be host:port, got {config.address!r}")
 

@@ -104,7 +104,11 @@ class Reporter(Protocol):
         """Receive a progress report; engines call it per epoch and every few steps."""
 
     def cancelled(self) -> bool:
-        """Whether the job was cancelled; engines check it each step and raise TrainingCancelled."""
+        """Whether the job must stop now (cancelled, or its worker is shutting down).
+
+        Engines check it before each step; when it is true they write a checkpoint of where they
+        are and raise TrainingCancelled, so a job stopped by a shutdown resumes from that step.
+        """
 
 
 @dataclasses.dataclass
@@ -131,6 +135,8 @@ class Engine(abc.ABC):
     """The contract's training type this engine implements, e.g. ``"supervised"``."""
     cache_dir: Path | None = None
     """Folder shared by jobs for reusable intermediate results (e.g. pretrained embeddings)."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint inside an epoch every this many optimizer steps (0: at epoch ends only)."""
     starts_from_version: ClassVar[bool] = False
     """Whether ``train`` takes ``start_from``: the (spec, tensors) of the agent's active version."""
 

@@ -1,7 +1,9 @@
-"""One checkpoint per job folder: model, optimizer, best weights and loop state, in safetensors.
+"""One checkpoint per job folder: model, optimizer, best weights, loop state, RNG; safetensors.
 
-Written to a temporary file and renamed, so a crash mid-write leaves the previous checkpoint.
-Nothing is pickled: tensors go in the file, everything else is JSON in its metadata.
+Written to a temporary file, flushed to disk (fsync) and renamed, so a crash or power loss
+mid-write leaves the previous checkpoint. Nothing is pickled: tensors go in the file, everything
+else is JSON in its metadata. The torch random generator's state is saved too: an engine whose
+steps draw random numbers (dropout) continues the same sequence after a resume.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from agent_training_server.durable_files import fsync_path
+
 FILE_NAME = "checkpoint.safetensors"
 
 
@@ -25,10 +29,16 @@ def save_checkpoint(
     optimizer: dict[str, Any],
     best: dict[str, torch.Tensor] | None,
     state: dict[str, Any],
+    rng: torch.Tensor | None = None,
 ) -> None:
-    """Write the checkpoint atomically; ``best`` None means the best weights are the model's."""
+    """Write the checkpoint atomically; ``best`` None means the best weights are the model's.
+
+    ``rng`` is ``torch.get_rng_state()`` at the moment the checkpoint stands for.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
+    if rng is not None:
+        tensors["rng.torch"] = rng
     for name, tensor in model.items():
         tensors[f"model.{name}"] = tensor.contiguous()
     for name, tensor in (best or {}).items():
@@ -47,13 +57,16 @@ def save_checkpoint(
     }
     partial = folder / (FILE_NAME + ".partial")
     save_file(tensors, str(partial), metadata=metadata)
+    fsync_path(partial)
     os.replace(partial, folder / FILE_NAME)
+    fsync_path(folder)  # the rename itself
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any] | None:
-    """Return {"model", "optimizer", "best", "state"} from the folder's checkpoint, if any.
+    """Return {"model", "optimizer", "best", "state", "rng"} from the folder's checkpoint, if any.
 
-    ``best`` is empty when the best weights are the model's own.
+    ``best`` is empty when the best weights are the model's own; ``rng`` is None in a
+    checkpoint written without it.
     """
     path = folder / FILE_NAME
     if not path.exists():
@@ -62,6 +75,7 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
         metadata = handle.metadata()
     tensors = load_file(str(path))
     model, best, optimizer_state = {}, {}, {}
+    rng = tensors.pop("rng.torch", None)
     for name, tensor in tensors.items():
         section, _, rest = name.partition(".")
         if section == "model":
@@ -79,6 +93,7 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
         "optimizer": optimizer,
         "best": best,
         "state": json.loads(metadata["state"]),
+        "rng": rng,
     }
 
 
@@ -100,9 +115,18 @@ class CheckpointWriter:
         optimizer: dict[str, Any],
         best: dict[str, torch.Tensor] | None,
         state: dict[str, Any],
-    ) -> None:
-        """Start writing a checkpoint of copies of the given tensors."""
+        skip_if_busy: bool = False,
+    ) -> bool:
+        """Start writing a checkpoint of copies of the given tensors (and of the RNG state).
+
+        With ``skip_if_busy``, a checkpoint asked for while the previous one is still being
+        written (flushing can take longer than a short epoch on a busy disk) is skipped rather
+        than waited for; the next one catches up. Returns whether it was started.
+        """
+        if skip_if_busy and self._thread is not None and self._thread.is_alive():
+            return False
         self.wait()
+        rng = torch.get_rng_state()
         model_copy = {name: tensor.clone() for name, tensor in model.items()}
         optimizer_copy = {
             "state": {
@@ -115,11 +139,12 @@ class CheckpointWriter:
         }
         self._thread = threading.Thread(
             target=self._run,
-            args=(model_copy, optimizer_copy, best, dict(state)),
+            args=(model_copy, optimizer_copy, best, dict(state), rng),
             name="checkpoint-writer",
             daemon=True,
         )
         self._thread.start()
+        return True
 
     def _run(self, *args: Any) -> None:
         try:

@@ -26,13 +26,11 @@ from agent_training_server.engines.base import (
     Predictor,
     Progress,
     Reporter,
-    TrainingCancelled,
     TrainingDataError,
-    TrainingTimedOut,
     TrainSettings,
 )
-from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
+from agent_training_server.engines.resumable import ResumableLoop
 from agent_training_server.engines.supervised import SupervisedPredictor, taught
 
 KIND = "minilm_cosine"
@@ -194,34 +192,25 @@ class FewShotEngine(Engine):
             ],
             weight_decay=0.01,
         )
-        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "stale": 0}
-        best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-        checkpoints = CheckpointWriter(workdir)
-        resumed = load_checkpoint(workdir)
-        if resumed is not None:
-            model.load_state_dict(resumed["model"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            best, state = resumed["best"] or resumed["model"], resumed["state"]
+        loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
+        loop.resume()
 
         batch_size = settings.batch_size or 16
         steps_per_epoch = -(-len(train_rows) // batch_size)
         total_steps = steps_per_epoch * epochs
         seen = 0
+        # Early stopping needs a held-out split to measure on.
+        patience = settings.early_stopping_patience if valid_rows is not train_rows else 0
         model.train()
-        while state["epoch"] < epochs:
-            epoch = state["epoch"] + 1
+        while loop.running(epochs):
+            epoch = loop.epochs_done + 1
             # Frozen first epochs let the new head settle before the encoder moves.
             model.encoder.requires_grad_(epoch > settings.freeze_encoder_epochs)
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
             for batch_number, start in enumerate(range(0, len(order), batch_size)):
-                if reporter.cancelled() or time.monotonic() > deadline:
-                    checkpoints.wait()
-                    if reporter.cancelled():
-                        raise TrainingCancelled()
-                    raise TrainingTimedOut(
-                        f"stopped after {settings.max_duration_seconds:g} s in epoch {epoch};"
-                        f" the best checkpoint (epoch {state['best_epoch']}) is kept"
-                    )
+                if batch_number < loop.first_batch:
+                    continue  # done before the job was interrupted
+                loop.check_stop(reporter, deadline, batch_number)
                 selection = order[start : start + batch_size]
                 logits = model([train_texts[i] for i in selection])
                 loss = nn.functional.cross_entropy(logits, train_y[selection])
@@ -229,6 +218,7 @@ class FewShotEngine(Engine):
                 loss.backward()
                 optimizer.step()
                 seen += len(selection)
+                loop.after_step(batch_number + 1, steps_per_epoch)
                 reporter.progress(
                     Progress(
                         phase="training",
@@ -243,14 +233,7 @@ class FewShotEngine(Engine):
             model.eval()
             valid_loss, valid_accuracy, _ = _evaluate(model, valid_texts, valid_y)
             model.train()
-            state["epoch"] = epoch
-            if valid_loss < state["best_loss"] - settings.early_stopping_min_delta:
-                state.update(best_loss=valid_loss, best_epoch=epoch, stale=0)
-                best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-            else:
-                state["stale"] += 1
-            best_copy = None if state["best_epoch"] == epoch else best
-            checkpoints.write(model.state_dict(), optimizer.state_dict(), best_copy, state)
+            loop.end_epoch(valid_loss, patience)
             reporter.progress(
                 Progress(
                     phase="training",
@@ -263,13 +246,10 @@ class FewShotEngine(Engine):
                     examples_per_second=seen / (time.monotonic() - started),
                 )
             )
-            patience = settings.early_stopping_patience
-            if valid_rows is not train_rows and patience and state["stale"] >= patience:
-                break
-        checkpoints.wait()
+        loop.finish()
 
-        reporter.progress(Progress(phase="evaluating", epoch=state["epoch"], total_epochs=epochs))
-        model.load_state_dict(best)
+        reporter.progress(Progress(phase="evaluating", epoch=loop.epochs_done, total_epochs=epochs))
+        model.load_state_dict(loop.best)
         model.eval()
         tensors = {
             name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
@@ -294,7 +274,7 @@ class FewShotEngine(Engine):
             "validation_accuracy": valid_accuracy,
             "validation_loss": valid_loss,
             "macro_f1": macro_f1(valid_y.numpy(), predicted, len(outputs)),
-            "epochs_run": state["epoch"],
+            "epochs_run": loop.epochs_done,
             "duration_seconds": duration,
             "examples_per_second": seen / duration if seen else 0.0,
             "train_examples": len(train_rows),

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from agent_training_server.durable_files import fsync_path
 from agent_training_server.engines import few_shot, reinforcement, supervised, transfer
 from agent_training_server.engines.base import Artifact, Engine, Predictor
 
@@ -56,6 +57,9 @@ def save_artifact(artifact: Artifact, directory: Path) -> None:
     save_file(tensors, str(directory / WEIGHTS_FILE))
     spec = {**artifact.spec, "outputs": artifact.outputs, "encoder": artifact.encoder}
     (directory / SPEC_FILE).write_text(json.dumps(spec))
+    # On disk before a version row can name them: the row's commit is durable (synchronous=FULL).
+    for path in (directory / WEIGHTS_FILE, directory / SPEC_FILE, directory, directory.parent):
+        fsync_path(path)
 
 
 def load_artifact_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list]:

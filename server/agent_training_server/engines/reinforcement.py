@@ -33,13 +33,11 @@ from agent_training_server.engines.base import (
     Example,
     Progress,
     Reporter,
-    TrainingCancelled,
     TrainingDataError,
-    TrainingTimedOut,
     TrainSettings,
 )
-from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
 from agent_training_server.engines.evaluation import stratified_split
+from agent_training_server.engines.resumable import ResumableLoop
 from agent_training_server.engines.supervised import KIND, SparseLinear
 
 MAX_IMPORTANCE_WEIGHT = 20.0
@@ -183,14 +181,8 @@ class ReinforcementEngine(Engine):
             model.weight.weight.copy_(weight)
             model.bias.copy_(bias)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
-        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "stale": 0}
-        best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-        checkpoints = CheckpointWriter(workdir)
-        resumed = load_checkpoint(workdir)
-        if resumed is not None:
-            model.load_state_dict(resumed["model"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            best, state = resumed["best"] or resumed["model"], resumed["state"]
+        loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
+        loop.resume()
 
         def tensors_of(rows: np.ndarray) -> tuple:
             return (
@@ -205,20 +197,15 @@ class ReinforcementEngine(Engine):
         steps_per_epoch = -(-len(train_rows) // batch_size)
         total_steps = steps_per_epoch * settings.epochs
         seen = 0
-        while state["epoch"] < settings.epochs:
-            epoch = state["epoch"] + 1
+        while loop.running(settings.epochs):
+            epoch = loop.epochs_done + 1
             order = train_rows[
                 np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
             ]
-            for start in range(0, len(order), batch_size):
-                if reporter.cancelled() or time.monotonic() > deadline:
-                    checkpoints.wait()
-                    if reporter.cancelled():
-                        raise TrainingCancelled()
-                    raise TrainingTimedOut(
-                        f"stopped after {settings.max_duration_seconds:g} s in epoch {epoch};"
-                        f" the best checkpoint (epoch {state['best_epoch']}) is kept"
-                    )
+            for batch_number, start in enumerate(range(0, len(order), batch_size)):
+                if batch_number < loop.first_batch:
+                    continue  # done before the job was interrupted
+                loop.check_stop(reporter, deadline, batch_number)
                 rows, batch_actions, batch_rewards, batch_weights = tensors_of(
                     order[start : start + batch_size]
                 )
@@ -227,19 +214,13 @@ class ReinforcementEngine(Engine):
                 loss.backward()
                 optimizer.step()
                 seen += len(batch_actions)
+                loop.after_step(batch_number + 1, steps_per_epoch)
             with torch.no_grad():
                 valid_loss = interaction_loss(model(valid[0]), *valid[1:]).item()
             value = policy_value(
                 model, valid[0], actions[valid_rows], rewards[valid_rows], propensities[valid_rows]
             )
-            state["epoch"] = epoch
-            if valid_loss < state["best_loss"] - settings.early_stopping_min_delta:
-                state.update(best_loss=valid_loss, best_epoch=epoch, stale=0, best_value=value)
-                best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-            else:
-                state["stale"] += 1
-            best_copy = None if state["best_epoch"] == epoch else best
-            checkpoints.write(model.state_dict(), optimizer.state_dict(), best_copy, state)
+            loop.end_epoch(valid_loss, settings.early_stopping_patience, best_value=value)
             reporter.progress(
                 Progress(
                     phase="training",
@@ -253,17 +234,12 @@ class ReinforcementEngine(Engine):
                     examples_per_second=seen / (time.monotonic() - started),
                 )
             )
-            if (
-                settings.early_stopping_patience
-                and state["stale"] >= settings.early_stopping_patience
-            ):
-                break
-        checkpoints.wait()
+        loop.finish()
 
         reporter.progress(
-            Progress(phase="evaluating", epoch=state["epoch"], total_epochs=settings.epochs)
+            Progress(phase="evaluating", epoch=loop.epochs_done, total_epochs=settings.epochs)
         )
-        model.load_state_dict(best)
+        model.load_state_dict(loop.best)
         train = tensors_of(train_rows)
         with torch.no_grad():
             train_loss = interaction_loss(model(train[0]), *train[1:]).item()
@@ -283,7 +259,7 @@ class ReinforcementEngine(Engine):
             "validation_accuracy": (valid_value + 1) / 2,
             "validation_loss": valid_loss,
             "policy_value": valid_value,
-            "epochs_run": state["epoch"],
+            "epochs_run": loop.epochs_done,
             "duration_seconds": duration,
             "examples_per_second": seen / duration if seen else 0.0,
             "train_examples": len(train_rows),

@@ -8,6 +8,7 @@ do for a linear SVM; the whole Banking77 training set trains in seconds on two c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,14 +26,12 @@ from agent_training_server.engines.base import (
     Predictor,
     Progress,
     Reporter,
-    TrainingCancelled,
     TrainingDataError,
-    TrainingTimedOut,
     TrainSettings,
 )
-from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
 from agent_training_server.engines.parallel import SINGLE_PROCESS, DataParallel
+from agent_training_server.engines.resumable import ResumableLoop
 
 KIND = "hashed_ngram_linear"
 REPORT_EVERY_STEPS = 50
@@ -80,6 +79,10 @@ def taught(examples: Sequence[Example]) -> list[Example]:
             pass
         kept.append(example)
     return kept
+
+
+def _epoch_sums(loss_sum: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
+    return {"loss": loss_sum.item(), "correct": correct.item()}
 
 
 @torch.no_grad()
@@ -133,14 +136,8 @@ class SupervisedEngine(Engine):
         torch.manual_seed(settings.seed)
         model = SparseLinear(vocabulary.size, len(outputs))
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
-        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0, "stale": 0}
-        best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-        checkpoints = CheckpointWriter(workdir)
-        resumed = load_checkpoint(workdir)
-        if resumed is not None:
-            model.load_state_dict(resumed["model"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            best, state = resumed["best"] or resumed["model"], resumed["state"]
+        loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
+        loop.resume()
 
         trainer = self.parallel.wrap(model)  # steps go through it: it averages gradients
         batch_size = settings.batch_size or auto_batch_size(len(train_rows))
@@ -148,24 +145,20 @@ class SupervisedEngine(Engine):
         steps_per_epoch = -(-self.parallel.share_size(len(train_rows)) // local_batch)
         total_steps = steps_per_epoch * settings.epochs
         seen_examples = 0
-        while state["epoch"] < settings.epochs:
-            epoch = state["epoch"] + 1
+        while loop.running(settings.epochs):
+            epoch = loop.epochs_done + 1
             # Each epoch's order derives from (seed, epoch): a resumed run replays it exactly.
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
             order = self.parallel.share(order)
             # Training loss and accuracy of the epoch accumulate on the fly: no extra pass.
-            loss_sum = torch.zeros(())
-            correct = torch.zeros((), dtype=torch.long)
+            restored = loop.sums
+            loss_sum = torch.tensor(restored.get("loss", 0.0), dtype=torch.float32)
+            correct = torch.tensor(int(restored.get("correct", 0)), dtype=torch.long)
+            sums = functools.partial(_epoch_sums, loss_sum, correct)  # for mid-epoch checkpoints
             for batch_number, start in enumerate(range(0, len(order), local_batch)):
-                if reporter.cancelled():
-                    checkpoints.wait()
-                    raise TrainingCancelled()
-                if time.monotonic() > deadline:
-                    checkpoints.wait()
-                    raise TrainingTimedOut(
-                        f"stopped after {settings.max_duration_seconds:g} s in epoch {epoch};"
-                        f" the best checkpoint (epoch {state['best_epoch']}) is kept"
-                    )
+                if batch_number < loop.first_batch:
+                    continue  # done before the job was interrupted
+                loop.check_stop(reporter, deadline, batch_number, sums)
                 selection = order[start : start + local_batch]
                 logits = trainer(train_x.rows(selection))
                 target = torch.from_numpy(train_y[selection])
@@ -177,6 +170,7 @@ class SupervisedEngine(Engine):
                     loss_sum += loss.detach() * len(selection)
                     correct += (logits.argmax(dim=1) == target).sum()
                 seen_examples += len(selection)
+                loop.after_step(batch_number + 1, steps_per_epoch, sums)
                 step = (epoch - 1) * steps_per_epoch + batch_number + 1
                 if step % REPORT_EVERY_STEPS == 0:
                     reporter.progress(
@@ -194,15 +188,7 @@ class SupervisedEngine(Engine):
             train_loss = loss_sum.item() / len(order)  # .item(): a sync point, once an epoch
             train_accuracy = correct.item() / len(order)
             valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
-            state["epoch"] = epoch
-            if valid_loss < state["best_loss"] - settings.early_stopping_min_delta:
-                state.update(best_loss=valid_loss, best_epoch=epoch, stale=0)
-                best = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-            else:
-                state["stale"] += 1
-            # While the current weights are the best, the checkpoint needs them once, not twice.
-            best_copy = None if state["best_epoch"] == epoch else best
-            checkpoints.write(model.state_dict(), optimizer.state_dict(), best_copy, state)
+            loop.end_epoch(valid_loss, settings.early_stopping_patience)
             reporter.progress(
                 Progress(
                     phase="training",
@@ -217,16 +203,13 @@ class SupervisedEngine(Engine):
                     examples_per_second=seen_examples / (time.monotonic() - started),
                 )
             )
-            patience = settings.early_stopping_patience
-            if patience and state["stale"] >= patience:
-                break
 
-        checkpoints.wait()
+        loop.finish()
         # Phase: evaluate the best weights.
         reporter.progress(
-            Progress(phase="evaluating", epoch=state["epoch"], total_epochs=settings.epochs)
+            Progress(phase="evaluating", epoch=loop.epochs_done, total_epochs=settings.epochs)
         )
-        model.load_state_dict(best)
+        model.load_state_dict(loop.best)
         train_loss, train_accuracy = evaluate(model, train_x, train_y)
         valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
         with torch.no_grad():
@@ -238,7 +221,7 @@ class SupervisedEngine(Engine):
             "validation_accuracy": valid_accuracy,
             "validation_loss": valid_loss,
             "macro_f1": macro_f1(valid_y, predicted, len(outputs)),
-            "epochs_run": state["epoch"],
+            "epochs_run": loop.epochs_done,
             "examples_per_second": seen_examples / duration if seen_examples else 0.0,
             "duration_seconds": duration,
             "train_examples": len(train_rows),

@@ -69,6 +69,8 @@ class TransferEngine(FewShotEngine):
             validation_split=settings.validation_split,
             max_duration_seconds=max(1.0, deadline - time.monotonic()),
         )
-        return SupervisedEngine().train(
+        companion = SupervisedEngine()
+        companion.checkpoint_every_steps = self.checkpoint_every_steps
+        return companion.train(
             examples, ngram_settings, _CancellationOnly(reporter), workdir / "ngrams"
         )

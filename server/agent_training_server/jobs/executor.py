@@ -36,6 +36,13 @@ class Executor(Protocol):
     def cancel(self, training_id: str) -> None:
         """Ask a running job to stop at its next step; it then reports "cancelled"."""
 
+    def preempt(self) -> bool:
+        """Ask running jobs to checkpoint where they are and report "preempted" (shutdown).
+
+        Returns whether they will report; False when the executor cannot preempt (its jobs then
+        resume from their last routine checkpoint).
+        """
+
     def stop(self, timeout: float = 1.0) -> None:
         """Stop running jobs within ``timeout``; they resume from checkpoints at the next start."""
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent_training_server.jobs.worker import JobTask, worker_main
+from agent_training_server.jobs.worker import PREEMPT, JobTask, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,21 @@ class WorkerPool:
         for target in targets:
             self._controls[target].put(training_id)
 
+    def preempt(self) -> bool:
+        """Ask every worker to checkpoint its job where it is and stop it (shutdown).
+
+        Each such job reports "preempted"; so does any task a worker takes after this.
+        Returns True: running jobs will report.
+        """
+        for control in self._controls:
+            control.put(PREEMPT)
+        return True
+
     def _deliver(self, message: Message) -> None:
         kind, training_id, payload = message
         if kind == "started":
             self._running_on[training_id] = payload["worker"]
-        elif kind in ("succeeded", "failed", "cancelled"):
+        elif kind in ("succeeded", "failed", "cancelled", "preempted"):
             self._running_on.pop(training_id, None)
         assert self._on_message is not None
         self._on_message(message)
@@ -154,8 +164,8 @@ class WorkerPool:
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the workers; those still busy after ``timeout`` are terminated.
 
-        A terminated job loses at most the epoch in progress: it stays RUNNING in the store and
-        resumes from its last checkpoint at the next start.
+        A killed job loses the steps since its last checkpoint: it stays RUNNING in the store and
+        resumes from that checkpoint at the next start.
         """
         self._stopping = True
         for _ in self._workers:
@@ -167,6 +177,6 @@ class WorkerPool:
             process.join(max(0.0, deadline - time.monotonic()))
         for process in self._workers:
             if process.is_alive():
-                process.terminate()
+                process.kill()  # workers ignore SIGTERM (see worker_main)
                 process.join()
         self._events.put(None)

@@ -231,6 +231,14 @@ class RayExecutor:
         with contextlib.suppress(RuntimeError):  # the loop closed: the service stopped
             self._loop.call_soon_threadsafe(self._on_message, message)
 
+    def preempt(self) -> bool:
+        """Not supported on Ray (returns False).
+
+        At shutdown Ray jobs stop and resume from their last routine checkpoint (every epoch, or
+        every checkpoint_every_steps) at the next start.
+        """
+        return False
+
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the jobs' Ray work; they stay RUNNING and resume from checkpoints at next start."""
         self._stopping = True

@@ -6,11 +6,14 @@ job. Everything crossing the process boundary is a plain picklable value, never 
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
+import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -48,6 +51,10 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 SPAN_FLUSH_MILLISECONDS = 5_000
 """Longest wait for a job's spans to be exported before its outcome is reported."""
 
+PREEMPT = "*preempt*"
+"""Control message (and mark in the stop set) meaning: the server is shutting down; checkpoint
+the running job where it is and stop it, to be resumed at the next start."""
+
 
 @dataclasses.dataclass(frozen=True)
 class JobTask:
@@ -66,6 +73,8 @@ class JobTask:
     """Folder shared by jobs for reusable intermediate results."""
     trace_context: dict[str, str] = dataclasses.field(default_factory=dict)
     """W3C trace context of the request that submitted the job: the worker's spans join it."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only)."""
 
 
 class QueueReporter:
@@ -97,8 +106,12 @@ class QueueReporter:
         self._events.put(("progress", self._training_id, dataclasses.asdict(update)))
 
     def cancelled(self) -> bool:
-        """Whether the server asked to cancel this job (a set lookup: cheap every step)."""
-        return self._training_id in self._cancelled
+        """Whether the job must stop: cancelled, or preempted by a shutdown (set lookups)."""
+        return self._training_id in self._cancelled or PREEMPT in self._cancelled
+
+    def preempted(self) -> bool:
+        """Whether the job is stopping for a shutdown (to resume later), not for a cancel."""
+        return PREEMPT in self._cancelled and self._training_id not in self._cancelled
 
 
 def _listen_for_cancellations(control: Any, cancelled: set[str]) -> None:
@@ -169,6 +182,7 @@ def _train(
             engine.cache_dir = Path(task.cache_dir)
         if parallel is not None:  # this process's share of a data-parallel job
             engine.parallel = parallel  # type: ignore[attr-defined]
+        engine.checkpoint_every_steps = task.checkpoint_every_steps
         extra = {}
         if engine.starts_from_version and task.start_from_dir:
             spec, tensors, _outputs = registry.load_artifact_files(Path(task.start_from_dir))
@@ -190,7 +204,8 @@ def _train(
         }
         return "succeeded", result
     except TrainingCancelled:
-        return "cancelled", {}
+        # A cancel wins over a shutdown: a cancelled job must not come back after a restart.
+        return ("preempted" if reporter.preempted() else "cancelled"), {}
     except TrainingTimedOut as error:
         return "failed", _error(
             "TRAINING_TIMEOUT",
@@ -214,6 +229,21 @@ def _train(
         )
 
 
+def _die_with_the_server() -> None:
+    """Have the kernel kill this worker when the server dies (Linux; elsewhere a no-op).
+
+    An orphaned worker would go on training and writing checkpoints of a job that the restarted
+    server resumes in another worker.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the server died before the request took effect
+
+
 def worker_main(
     index: int,
     tasks: Any,
@@ -224,9 +254,12 @@ def worker_main(
 ) -> None:
     """Entry point of a worker process: take tasks until told to stop (a None task)."""
     logs.configure(*log_settings)  # the server's level and format, trace ids included
-    # Ctrl-C in a terminal reaches the whole process group: the server shuts down its workers
-    # itself, so a worker must not die of it mid-epoch (and be "restarted" during shutdown).
+    # Ctrl-C in a terminal, or a service manager's SIGTERM, may reach the whole process group:
+    # the server shuts down its workers itself (checkpointing their jobs first), so a worker
+    # must not die of it mid-epoch (and be "restarted" during shutdown).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_the_server()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch  # imported here, once, so jobs start without paying for it
 

@@ -27,8 +27,9 @@ from agent_training_server import __version__
 from agent_training_server.auth import DEFAULT_TENANT, current_tenant
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
+from agent_training_server.durable_files import fsync_path
 from agent_training_server.engines.base import Example, TrainSettings
-from agent_training_server.errors import FailedPrecondition, ResourceExhausted
+from agent_training_server.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from agent_training_server.jobs.executor import Executor
 from agent_training_server.jobs.pool import Message
 from agent_training_server.jobs.progress import percent_and_eta
@@ -74,7 +75,8 @@ class _ActiveJob:
     tenant: str = DEFAULT_TENANT
     """The tenant of the job's agent: per-tenant limits count its unfinished jobs."""
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    subscribers: set[asyncio.Queue[JobEvent]] = dataclasses.field(default_factory=set)
+    subscribers: set[asyncio.Queue[JobEvent | None]] = dataclasses.field(default_factory=set)
+    """Live watchers; None in a queue ends that watch with UNAVAILABLE (shutdown)."""
     started_at: float = 0.0
     dispatched: bool = False
     """Handed to the pool: it holds a worker slot until it ends."""
@@ -110,6 +112,9 @@ class JobManager:
         self._dispatcher: asyncio.Task[None] | None = None
         self._messages: asyncio.Queue[Message] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
+        self._closing = False
+        """Shutting down: no new jobs, no new or open watches."""
+        self._message_handled = asyncio.Event()
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -121,13 +126,36 @@ class JobManager:
         self._dispatcher = asyncio.create_task(self._dispatch())
 
     async def stop(self) -> None:
-        """Stop dispatching and stop the workers; unfinished jobs resume at the next start."""
-        for task in (self._dispatcher, self._consumer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Shut down: end open watches, stop dispatching, stop the workers.
+
+        Running jobs first checkpoint where they are (within shutdown_checkpoint_seconds) and go
+        back to QUEUED; unfinished jobs resume at the next start (or fail: interrupted_jobs).
+        """
+        self.end_streams()
+        await _cancel(self._dispatcher)
+        await self._preempt_running()  # the consumer records what the workers report meanwhile
+        await _cancel(self._consumer)
         await asyncio.to_thread(self._pool.stop)
+
+    def end_streams(self) -> None:
+        """Refuse new jobs and watches, and end every open watch with UNAVAILABLE (retryable)."""
+        self._closing = True
+        for active in self._active.values():
+            for subscriber in active.subscribers:
+                subscriber.put_nowait(None)
+
+    async def _preempt_running(self) -> None:
+        """Ask the workers to checkpoint their jobs now and wait for them to report back."""
+        if not any(active.dispatched for active in self._active.values()):
+            return
+        if not self._pool.preempt():
+            return
+        log.info("shutting down: running jobs checkpoint and stop")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._config.shutdown_checkpoint_seconds):
+                while any(active.dispatched for active in self._active.values()):
+                    self._message_handled.clear()
+                    await self._message_handled.wait()
 
     async def _recover(self) -> None:
         unfinished = await asyncio.to_thread(
@@ -138,6 +166,9 @@ class JobManager:
             before_position=0,
         )
         for _position, job in reversed(unfinished):  # oldest first keeps the queue order
+            if self._config.interrupted_jobs == "fail":
+                await self._fail_interrupted(job)
+                continue
             log.info("resuming job %s (was %s)", job.training_id, job.status)
             data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
             agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
@@ -157,6 +188,19 @@ class JobManager:
             self._waiting.append(job.training_id)
         self._work_available.set()
 
+    async def _fail_interrupted(self, job: TrainingJob) -> None:
+        log.warning("failing job %s (was %s): interrupted_jobs=fail", job.training_id, job.status)
+        active = _ActiveJob(job)
+        self._active[job.training_id] = active
+        error = {
+            "code": "JOB_INTERRUPTED",
+            "message": f"the server restarted while the job was {job.status}",
+            "hint": "Train again (the same config.seed gives the same result), or run the server"
+            " with interrupted_jobs=resume to resume such jobs from their checkpoint.",
+            "retryable": True,
+        }
+        await self._end(active, JobStatus.FAILED, error, "server restarted (interrupted_jobs=fail)")
+
     # Submitting ---------------------------------------------------------------------------
 
     async def submit(
@@ -171,6 +215,14 @@ class JobManager:
         request_bytes: bytes = b"",
     ) -> TrainingJob:
         """Store the data and the job, append its accepted event and queue it."""
+        if self._closing:
+            raise Unavailable(
+                "the server is shutting down",
+                code="SERVER_SHUTTING_DOWN",
+                hint="Send the request again once the server is back (with the same request_id"
+                " it is not started twice).",
+                retry_after_seconds=5.0,
+            )
         queued = sum(1 for active in self._active.values() if not active.dispatched)
         if queued >= self._config.max_queued_jobs:
             raise ResourceExhausted(
@@ -266,6 +318,7 @@ class JobManager:
             cache_dir=str(self._config.data_dir / "cache"),
             agent_id=job.agent_id,
             trace_context=job.trace_context,
+            checkpoint_every_steps=self._config.checkpoint_every_steps,
         )
 
     def _workdir(self, training_id: str) -> Path:
@@ -307,6 +360,7 @@ class JobManager:
                 await self._handle(message)
             except Exception:
                 log.exception("failed to record a message from a training worker: %s", message[:2])
+            self._message_handled.set()
 
     async def _handle(self, message: Message) -> None:
         kind, training_id, payload = message
@@ -338,6 +392,16 @@ class JobManager:
             await self._succeed(active, payload)
         elif kind == "cancelled":
             await self._end(active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request")
+        elif kind == "preempted":
+            active.dispatched = False
+            await self._record(
+                active,
+                "progress",
+                {"status": "TRAINING_STATUS_QUEUED"},
+                status=JobStatus.QUEUED,
+                phase="",
+                timeline=_timeline(active.job, JobStatus.QUEUED, "server shutting down"),
+            )
         elif kind == "failed":
             await self._end(active, JobStatus.FAILED, payload, payload.get("message", "failed"))
         elif kind == "worker_lost":
@@ -384,6 +448,7 @@ class JobManager:
         target = self._config.data_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(shutil.move, self._workdir(job.training_id) / "artifact", target)
+        await asyncio.to_thread(fsync_path, target.parent)  # the move, before the row naming it
         agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
         version = AgentVersion(
             version_id=version_id,
@@ -542,7 +607,9 @@ class JobManager:
     async def watch(self, training_id: str, from_sequence: int) -> AsyncIterator[JobEvent]:
         """Yield a job's events from ``from_sequence`` to its end: stored ones, then live ones."""
         await self.get(training_id)  # NotFound for unknown jobs
-        inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
+        if self._closing:
+            raise _shutting_down()
+        inbox: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         active = self._active.get(training_id)
         if active is not None:
             active.subscribers.add(inbox)
@@ -557,6 +624,8 @@ class JobManager:
                 return
             while True:
                 event = await inbox.get()
+                if event is None:
+                    raise _shutting_down()
                 if event.sequence <= last:
                     continue  # already sent from the stored log
                 last = event.sequence
@@ -588,8 +657,25 @@ class JobManager:
         return await self.get(training_id)
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _timeline(job: TrainingJob, status: str, reason: str) -> list[dict[str, Any]]:
     return [*job.timeline, {"status": status, "time": time.time(), "reason": reason}]
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable(
+        "the server is shutting down; the job goes on after the restart",
+        code="SERVER_SHUTTING_DOWN",
+        hint="Re-attach with WatchTrainingJob(training_id, from_sequence = the last sequence"
+        " received + 1) once the server is back: no event is lost or repeated.",
+        retry_after_seconds=5.0,
+    )
 
 
 def _cancelled_error() -> dict[str, Any]:
