@@ -452,6 +452,7 @@ def test_num_workers_above_one_needs_the_ray_executor(trainer: AgentTrainingClie
     trainer.create_agent(agent_id="wants-workers")
     error = expect_error(train, trainer, "wants-workers", epochs=1, num_workers=2)
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
-    assert "--executor ray" in error.message
+    (violation,) = error.field_violations  # the message summarises; the violation says it all
+    assert violation.field == "config.num_workers" and "--executor ray" in violation.description
     job = train(trainer, "wants-workers", epochs=1, num_workers=1)[-1]
     assert job.finished.status == SUCCEEDED
