@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import functools
 import random
-
-import lemminflect
+from types import ModuleType
 
 _INFLECTED_PARTS_OF_SPEECH = ("NOUN", "VERB")
 _MIN_LENGTH = 3
@@ -34,6 +33,18 @@ _KEPT_AS_THEY_ARE = frozenset(_FIXED_FORM_WORDS.split())
 _CACHE_SIZE = 65_536
 
 
+@functools.cache
+def _inflections() -> ModuleType:
+    """lemminflect, imported on first use.
+
+    Its import and tables cost about a second, which servers that never paraphrase (and
+    customer_queries generation) should not pay.
+    """
+    import lemminflect
+
+    return lemminflect
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def other_forms(word: str) -> tuple[str, ...]:
     """The other inflections of a lower-case noun or verb, sorted; empty for any other word.
@@ -43,12 +54,13 @@ def other_forms(word: str) -> tuple[str, ...]:
     """
     if len(word) < _MIN_LENGTH or not word.isalpha() or word in _KEPT_AS_THEY_ARE:
         return ()
+    tables = _inflections()
     forms: set[str] = set()
-    for part_of_speech, lemmas in lemminflect.getAllLemmas(word).items():
+    for part_of_speech, lemmas in tables.getAllLemmas(word).items():
         if part_of_speech not in _INFLECTED_PARTS_OF_SPEECH:
             continue
         for lemma in lemmas:
-            for inflections in lemminflect.getAllInflections(lemma, upos=part_of_speech).values():
+            for inflections in tables.getAllInflections(lemma, upos=part_of_speech).values():
                 forms.update(inflections)
     forms.discard(word)
     return tuple(sorted(form for form in forms if form.isalpha()))
