@@ -289,10 +289,10 @@ class ParaphraseRates:
 
 
 # Measured on Banking77 (10 examples per intent, supervised from scratch, operations compared on
-# held-out training examples): other word forms of the nouns and verbs gave the largest gain;
-# politeness, openers, closings and context sentences spread over every label (which teach the
-# model to ignore words that say nothing about the intent), typos, synonyms and rewordings the
-# rest.
+# held-out training examples): other word forms of the nouns and verbs gave the largest gain
+# there (less on the test set); politeness, openers, closings and context sentences spread over
+# every label (which teach the model to ignore words that say nothing about the intent), typos,
+# synonyms and rewordings the rest.
 PARAPHRASE_RATES = {
     "easy": ParaphraseRates(0.25, 0.5, 0.3, 0.25, 0.0, 0.0, 0.1, 0.3, 0.2, 0.1),
     "medium": ParaphraseRates(0.35, 0.5, 0.5, 0.3, 0.15, 0.3, 0.2, 0.5, 0.3, 0.3),
