@@ -366,8 +366,8 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
                 "AnalyzeAndOptimizeStream does not apply suggestions",
                 hint="Apply a suggestion with AnalyzeAndOptimize (it answers at once).",
             )
-        # What can be found wrong at once is answered at once, before a job is stored.
-        await self._agents.get(inner.agent_id)
+        # What can be found wrong at once is answered at once, before a job is stored (the
+        # agent was looked up by the guard above).
         if inner.version_id:
             await self._agents.get_version(inner.agent_id, inner.version_id)
         if inner.dataset_id:
