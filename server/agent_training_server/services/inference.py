@@ -20,7 +20,7 @@ from agent_training_server.domain import AgentVersion, BehaviorSettings, Invocat
 from agent_training_server.errors import FailedPrecondition
 from agent_training_server.metrics import Metrics
 from agent_training_server.store.base import Store
-from agent_training_server.store.sqlite import _agent_not_found
+from agent_training_server.store.sqlite import _agent_not_found, version_not_found
 
 CACHE_SIZE = 16
 """Loaded models kept in memory, least recently used evicted first."""
@@ -178,17 +178,18 @@ class InferenceService:
         return await asyncio.to_thread(self._version, agent_id, version_id)
 
     def _version(self, agent_id: str, version_id: str) -> AgentVersion:
-        agent = self._store.get_agent(agent_id)
+        agent, version = self._store.agent_with_version(agent_id, version_id)
         if agent.tenant != current_tenant():  # the caller's context travels into the thread
             raise _agent_not_found(agent_id)
-        version_id = version_id or agent.active_version_id
-        if not version_id:
-            raise FailedPrecondition(
-                f"agent {agent_id!r} has no trained version yet",
-                code="NO_ACTIVE_VERSION",
-                hint="Train the agent with TrainAgent first, or name a version_id.",
-            )
-        return self._store.get_version(agent_id, version_id)
+        if version is not None:
+            return version
+        if version_id:
+            raise version_not_found(agent_id, version_id)
+        raise FailedPrecondition(
+            f"agent {agent_id!r} has no trained version yet",
+            code="NO_ACTIVE_VERSION",
+            hint="Train the agent with TrainAgent first, or name a version_id.",
+        )
 
     def predictor(self, version: AgentVersion) -> Any:
         """The loaded model of a version (cached); call from a worker thread."""

@@ -85,6 +85,17 @@ class Store(abc.ABC):
         """Return a version of an agent. Raises NotFound."""
 
     @abc.abstractmethod
+    def agent_with_version(
+        self, agent_id: str, version_id: str = ""
+    ) -> tuple[Agent, AgentVersion | None]:
+        """An agent and one of its versions (the active one for ""), read together.
+
+        The version is None when the agent has no such version, or no active one: the caller
+        decides what that means after checking who may see the agent. Raises NotFound for the
+        agent only.
+        """
+
+    @abc.abstractmethod
     def list_versions(
         self, agent_id: str, limit: int, before_number: int = 0
     ) -> list[AgentVersion]:

@@ -263,6 +263,23 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
         with self._lock:
             return self._version_in(self._db, agent_id, version_id)
 
+    def agent_with_version(
+        self, agent_id: str, version_id: str = ""
+    ) -> tuple[Agent, AgentVersion | None]:
+        """An agent and one of its versions (the active one for ""), in one read.
+
+        InvokeAgent calls this for every request: two queries under one lock hold.
+        """
+        with self._lock:
+            agent = self._agent_in(self._db, agent_id)
+            wanted = version_id or agent.active_version_id
+            if not wanted:
+                return agent, None
+            row = self._db.execute(
+                "SELECT * FROM versions WHERE agent_id = ? AND version_id = ?", (agent_id, wanted)
+            ).fetchone()
+        return agent, None if row is None else _version_from_row(row)
+
     def list_versions(
         self, agent_id: str, limit: int, before_number: int = 0
     ) -> list[AgentVersion]:
@@ -292,11 +309,7 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
             "SELECT * FROM versions WHERE agent_id = ? AND version_id = ?", (agent_id, version_id)
         ).fetchone()
         if row is None:
-            raise NotFound(
-                f"agent {agent_id!r} has no version {version_id!r}",
-                code="VERSION_NOT_FOUND",
-                hint="ListAgentVersions shows the agent's versions.",
-            )
+            raise version_not_found(agent_id, version_id)
         return _version_from_row(row)
 
 
@@ -311,6 +324,15 @@ def _agent_not_found(agent_id: str) -> NotFound:
         f"agent {agent_id!r} does not exist",
         code="AGENT_NOT_FOUND",
         hint="Check the agent_id, or CreateAgent first; ListAgents shows existing agents.",
+    )
+
+
+def version_not_found(agent_id: str, version_id: str) -> NotFound:
+    """The error for a version an agent does not have."""
+    return NotFound(
+        f"agent {agent_id!r} has no version {version_id!r}",
+        code="VERSION_NOT_FOUND",
+        hint="ListAgentVersions shows the agent's versions.",
     )
 
 
