@@ -98,3 +98,22 @@ def test_malformed_feedback_is_refused_with_a_hint(tmp_path, feedback):
             assert "feedback" in error.message and error.hint
     finally:
         running.stop()
+
+
+def test_answers_of_an_agent_deleted_before_they_are_written_do_not_block_others(tmp_path):
+    running = ServerThread(make_config(tmp_path, workers=1))
+    try:
+        with AgentTrainingClient(running.address, timeout=60) as client:
+            train(client, "doomed")
+            train(client, "survivor")
+            client.invoke_agent(agent_id="doomed", input="where is my new card")
+            kept = client.invoke_agent(agent_id="survivor", input="where is my new card")
+            client.delete_agent("doomed")  # before the answers are written behind
+            later = client.invoke_agent(agent_id="survivor", input="how do I top up")
+            for answer in (kept.predictions[0], later.predictions[0]):
+                recorded = client.record_feedback(
+                    agent_id="survivor", invocation_id=answer.invocation_id, feedback="correct"
+                )
+                assert recorded.feedback_id
+    finally:
+        running.stop()

@@ -57,10 +57,15 @@ class FeedbackTables:
     _db: sqlite3.Connection
 
     def record_invocations(self, invocations: Sequence[Invocation]) -> None:
-        """Store answers given (one transaction for the batch)."""
+        """Store answers given (one transaction for the batch).
+
+        Answers are written behind, so an agent may be deleted before its last answers arrive:
+        those are dropped, as the deletion would have dropped them, instead of failing the batch.
+        """
         with self._write() as db:  # type: ignore[attr-defined]
             db.executemany(
-                "INSERT OR IGNORE INTO invocations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO invocations SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM agents WHERE agent_id = ?)",
                 [
                     (
                         i.invocation_id,
@@ -74,6 +79,7 @@ class FeedbackTables:
                         int(i.explored),
                         int(i.is_fallback),
                         i.time,
+                        i.agent_id,
                     )
                     for i in invocations
                 ],
