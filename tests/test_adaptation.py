@@ -305,3 +305,25 @@ def test_concurrent_adaptations_apply_one_after_the_other(client):
     assert results[0].previous_version_id == start
     assert results[1].previous_version_id == results[0].version.version_id
     assert float(results[1].changes[0].new_value) == pytest.approx(0.1)
+
+
+def test_invoke_answers_with_the_version_activated_last(client):
+    trained(client, "switching")
+    first = versions(client, "switching")[0]
+
+    def answering_version() -> str:
+        return client.invoke_agent(agent_id="switching", input="my card is lost").version_id
+
+    assert answering_version() == first.version_id == answering_version()
+    adapted = client.adapt_agent_behavior(
+        agent_id="switching",
+        performance_metrics={"success_rate": 0.9},
+        adaptation_strategy=THRESHOLD,
+        targets={"success_rate": 0.99},
+    )
+    assert answering_version() == adapted.version.version_id != first.version_id
+    client.activate_agent_version("switching", first.version_id)
+    assert answering_version() == first.version_id
+    client.delete_agent("switching")
+    error = expect_error(client.invoke_agent, agent_id="switching", input="my card is lost")
+    assert_status(error, grpc.StatusCode.NOT_FOUND)

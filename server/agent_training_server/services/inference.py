@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from agent_training_server.auth import current_tenant
-from agent_training_server.domain import AgentVersion, BehaviorSettings, Invocation
+from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings, Invocation
 from agent_training_server.errors import FailedPrecondition
 from agent_training_server.metrics import Metrics
 from agent_training_server.store.base import Store
+from agent_training_server.store.read_cache import ReadCache
 from agent_training_server.store.sqlite import _agent_not_found, version_not_found
 
 CACHE_SIZE = 16
@@ -98,6 +99,10 @@ class InferenceService:
         self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._cache_lock = threading.Lock()
         self._rng = random.Random()
+        # Read per call; the store's commit count says when a version or rollback makes it stale.
+        self._lookups: ReadCache[tuple[Agent, AgentVersion | None]] = ReadCache(
+            store.agent_with_version, lambda: store.commits
+        )
 
     async def scorer(
         self, agent_id: str
@@ -178,7 +183,7 @@ class InferenceService:
         return await asyncio.to_thread(self._version, agent_id, version_id)
 
     def _version(self, agent_id: str, version_id: str) -> AgentVersion:
-        agent, version = self._store.agent_with_version(agent_id, version_id)
+        agent, version = self._lookups.get(agent_id, version_id)
         if agent.tenant != current_tenant():  # the caller's context travels into the thread
             raise _agent_not_found(agent_id)
         if version is not None:

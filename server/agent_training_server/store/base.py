@@ -37,6 +37,14 @@ class IdempotencyKey:
 class Store(abc.ABC):
     """Durable state of the service."""
 
+    @property
+    @abc.abstractmethod
+    def commits(self) -> int:
+        """How many write transactions this store has committed since it was opened.
+
+        Readers that keep results in memory compare it to know when to read again.
+        """
+
     # Agents -------------------------------------------------------------------------------
 
     @abc.abstractmethod

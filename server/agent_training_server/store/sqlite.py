@@ -95,6 +95,7 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._commits = 0
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write).
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -117,6 +118,12 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._commits += 1
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed through this store since it was opened."""
+        return self._commits
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

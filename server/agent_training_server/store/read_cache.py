@@ -1,0 +1,52 @@
+"""Store reads kept in memory until the store's next write.
+
+InvokeAgent looks up the agent and the version it serves on every call; those rows change only
+when a write commits (a new version, a rollback, a deletion). The store counts its committed write
+transactions, and an entry here is used only while that count is the one it was read under, so a
+cached read is never older than the last acknowledged write. Any write at all clears the cache:
+coarse, but obviously right, and writes are rare next to reads on this path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+MAX_ENTRIES = 1024
+"""Most reads kept between two writes; past it reads go to the store uncached."""
+
+
+class ReadCache(Generic[T]):
+    """Memoises ``read(*key)`` while ``commits()`` is unchanged. Thread-safe."""
+
+    def __init__(
+        self, read: Callable[..., T], commits: Callable[[], int], max_entries: int = MAX_ENTRIES
+    ) -> None:
+        self._read = read
+        self._commits = commits
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[Hashable, ...], T] = {}
+        self._generation = -1
+
+    def get(self, *key: Hashable) -> T:
+        """The read's result for ``key``: from memory if no write committed since it was read.
+
+        Errors (NotFound...) are not cached: they come from the store every time.
+        """
+        # Taken before reading, so an entry is at least as new as the generation it is kept under.
+        generation = self._commits()
+        with self._lock:
+            if generation != self._generation:
+                self._entries.clear()
+                self._generation = generation
+            elif key in self._entries:
+                return self._entries[key]
+        value = self._read(*key)
+        with self._lock:
+            if generation == self._generation and len(self._entries) < self._max_entries:
+                self._entries[key] = value
+        return value

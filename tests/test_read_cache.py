@@ -1,0 +1,52 @@
+"""The in-memory read cache of InvokeAgent's lookups: used until the store's next write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent_training_server.domain import Agent, AgentVersion
+from agent_training_server.errors import NotFound
+from agent_training_server.store.read_cache import ReadCache
+from agent_training_server.store.sqlite import SqliteStore
+
+
+def _version(agent_id: str, version_id: str) -> AgentVersion:
+    return AgentVersion(
+        version_id=version_id,
+        agent_id=agent_id,
+        version_number=0,
+        source="training",
+        training_type="supervised",
+        outputs=("a", "b"),
+    )
+
+
+def test_reads_are_kept_until_a_write_commits(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    store.create_agent(Agent(agent_id="a1", create_time=0.0, update_time=0.0))
+    store.add_version(_version("a1", "ver_1"), activate=True)
+    reads = []
+
+    def read(agent_id: str, version_id: str):
+        reads.append((agent_id, version_id))
+        return store.agent_with_version(agent_id, version_id)
+
+    cache = ReadCache(read, lambda: store.commits)
+    assert cache.get("a1", "")[1].version_id == "ver_1"
+    assert cache.get("a1", "")[1].version_id == "ver_1"
+    assert len(reads) == 1
+
+    store.add_version(_version("a1", "ver_2"), activate=True)
+    assert cache.get("a1", "")[1].version_id == "ver_2"
+    store.activate_version("a1", "ver_1")
+    assert cache.get("a1", "")[1].version_id == "ver_1"
+    assert len(reads) == 3
+
+    store.delete_agent("a1")
+    with pytest.raises(NotFound):
+        cache.get("a1", "")
+    with pytest.raises(NotFound):  # errors are not kept: the store is asked again
+        cache.get("a1", "")
+    assert len(reads) == 5
