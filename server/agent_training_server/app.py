@@ -102,7 +102,9 @@ async def create_server(
     config: ServerConfig, tracer_provider: TracerProvider | None = None
 ) -> RunningServer:
     """Build and start the server described by ``config``."""
-    tracer_provider = tracer_provider or create_tracer_provider()
+    tracer_provider = tracer_provider or create_tracer_provider(
+        export_process=True, log_settings=(config.log_level, config.log_format)
+    )
     # Security settings first: a bad certificate or token file stops start-up before any work.
     credentials = auth_setup.server_credentials(config)
     authentication = auth_setup.authentication(config)

@@ -31,18 +31,35 @@ INSTRUMENTATION_NAME = "agent_training_server"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def create_tracer_provider(processors: list[SpanProcessor] | None = None) -> TracerProvider:
+def create_tracer_provider(
+    processors: list[SpanProcessor] | None = None,
+    export_process: bool = False,
+    log_settings: tuple[str, str] = ("INFO", "json"),
+) -> TracerProvider:
     """Return a tracer provider for the service, with the given span processors attached.
 
-    Without `processors`, the exporters named by ``OTEL_TRACES_EXPORTER`` are attached.
+    Without `processors`, the exporters named by ``OTEL_TRACES_EXPORTER`` are attached: in this
+    process, or with `export_process` in a child process that encodes and sends the spans
+    (span_export.py), which the server uses to keep that work off its request loop.
     """
     resource = Resource.create({"service.name": SERVICE_NAME, "service.version": __version__})
     provider = TracerProvider(resource=resource)
     if processors is None:
-        processors = [BatchSpanProcessor(exporter) for exporter in exporters_from_environment()]
+        processors = _export_processors(export_process, log_settings)
     for processor in processors:
         provider.add_span_processor(processor)
     return provider
+
+
+def _export_processors(export_process: bool, log_settings: tuple[str, str]) -> list[SpanProcessor]:
+    exporters = exporters_from_environment()  # a bad setting stops start-up here, not in a child
+    if not export_process or not exporters:
+        return [BatchSpanProcessor(exporter) for exporter in exporters]
+    for exporter in exporters:
+        exporter.shutdown()  # only built to check the settings: the child builds its own
+    from agent_training_server.span_export import ProcessSpanExporter
+
+    return [BatchSpanProcessor(ProcessSpanExporter(log_settings))]
 
 
 def exporters_from_environment() -> list[SpanExporter]:
