@@ -7,9 +7,9 @@ same data twice:
 - quiet: metrics off (--metrics-address ""), no request traced (OTEL_TRACES_SAMPLER=always_off).
 Against each, an asyncio client keeps 32 InvokeAgent calls (one input each) in flight for
 `--seconds`; and against the quiet server, the same for grpc.health.v1 Check, the ceiling of any
-unary RPC here. Rounds alternate, three each; medians are reported.
+unary RPC here. Rounds alternate (five each by default); medians are reported.
 Writes bench/results/invoke_throughput.json.
-Usage: python bench/invoke_throughput.py [--seconds 5]
+Usage: python bench/invoke_throughput.py [--seconds 5] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from pathlib import Path
 from banking77 import DEFAULT_DATA, REPO, read_split
 
 IN_FLIGHT = 32
-ROUNDS = 3
 
 
 def start_sink() -> tuple[subprocess.Popen, int]:
@@ -126,6 +125,7 @@ def train(address: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     runs: dict[str, list[float]] = {"observed": [], "quiet": [], "health": []}
     with tempfile.TemporaryDirectory() as data_dir:
@@ -136,7 +136,7 @@ def main() -> None:
             process.terminate()
             process.wait(30)
         sink, sink_port = start_sink()
-        for _ in range(ROUNDS):
+        for _ in range(args.rounds):
             for name in ("observed", "quiet"):
                 process, address = serve(Path(data_dir), name == "observed", sink_port)
                 try:
@@ -157,7 +157,8 @@ def main() -> None:
         "quiet_vs_health": medians["quiet"] / medians["health"],
         "spans_exported": spans_exported,
     }
-    print(f"InvokeAgent, {IN_FLIGHT} calls in flight, {os.cpu_count()} cores (median of {ROUNDS})")
+    cores = os.cpu_count()
+    print(f"InvokeAgent, {IN_FLIGHT} calls in flight, {cores} cores (median of {args.rounds})")
     print(f"metrics and tracing on:  {medians['observed']:8,.0f} calls/s"
           f" ({spans_exported:,} spans exported over OTLP)")  # fmt: skip
     print(f"metrics and tracing off: {medians['quiet']:8,.0f} calls/s")
