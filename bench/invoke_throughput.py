@@ -7,7 +7,8 @@ same data twice:
 - quiet: metrics off (--metrics-address ""), no request traced (OTEL_TRACES_SAMPLER=always_off).
 Against each, an asyncio client keeps 32 InvokeAgent calls (one input each) in flight for
 `--seconds`; and against the quiet server, the same for grpc.health.v1 Check, the ceiling of any
-unary RPC here. Rounds alternate (five each by default); medians are reported.
+unary RPC here. Each server is measured once its child processes (training workers, span
+exporter) have finished starting. Rounds alternate (five each by default); medians are reported.
 Writes bench/results/invoke_throughput.json.
 Usage: python bench/invoke_throughput.py [--seconds 5] [--rounds 5]
 """
@@ -42,6 +43,38 @@ def start_sink() -> tuple[subprocess.Popen, int]:
     return sink, int(sink.stdout.readline())
 
 
+def cpu_seconds_of_children(pid: int) -> float:
+    """CPU time used so far by a process's children (Linux /proc)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while listed
+        if fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def wait_until_settled(process: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Wait until the server's child processes (training workers, span exporter) are idle.
+
+    They start by importing torch or the exporters, a second or two of CPU on a 2-core machine;
+    measured alongside the first round, that start-up would be charged to whichever server has
+    more children.
+    """
+    deadline = time.monotonic() + timeout
+    used = cpu_seconds_of_children(process.pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds_of_children(process.pid)
+        if now - used < 0.02:
+            return
+        used = now
+
+
 def serve(data_dir: Path, observed: bool, sink_port: int = 0) -> tuple[subprocess.Popen, str]:
     env = {
         **os.environ,
@@ -69,6 +102,7 @@ def serve(data_dir: Path, observed: bool, sink_port: int = 0) -> tuple[subproces
     if not match:
         process.kill()
         raise RuntimeError(f"service did not start: {line!r}")
+    wait_until_settled(process)
     return process, match.group(1)
 
 
