@@ -63,23 +63,6 @@ def normalized_words(text: str) -> list[str]:
     return text.split()
 
 
-def _batch_normalized_words(texts: Sequence[str]) -> list[list[str]]:
-    """`normalized_words` of each text, with the case and punctuation work done once per batch.
-
-    Lower-casing and replacing punctuation in one joined string costs a few C calls instead of a
-    dozen per text; only the final split is per text. Texts holding a line break are rare (a
-    source example of several lines): the batch then falls back to the text-by-text way.
-    """
-    joined = "\n".join(texts)
-    if joined.count("\n") != len(texts) - 1:
-        return [normalized_words(text) for text in texts]
-    joined = joined.lower()
-    for char in _PUNCTUATION:
-        if char in joined:
-            joined = joined.replace(char, " ")
-    return [line.split() for line in joined.split("\n")]
-
-
 def normalize(text: str) -> str:
     """Lower case, punctuation dropped, spacing collapsed: the key of normalised duplicates."""
     return " ".join(normalized_words(text))
@@ -192,27 +175,22 @@ class Deduplicator:
     def _keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, tuple]:
         """Exact keys, normalised keys, and near keys with the index of their text.
 
-        Python only splits the texts and looks each word's hash up; the keys themselves are
-        computed with numpy over the whole batch.
+        Python only splits the batch into words and looks each word's hash up; the keys
+        themselves are computed with numpy over the whole batch.
         """
         digest = xxhash.xxh3_64_intdigest
         exact = np.fromiter((digest(text.encode()) for text in texts), np.uint64, len(texts))
-        word_lists = _batch_normalized_words(texts)
-        word_hashes = self._word_hashes
-        if len(word_hashes) > _TOKEN_CACHE_LIMIT:
-            word_hashes.clear()
-        lengths = np.fromiter(map(len, word_lists), np.intp, len(word_lists))
-        flat = np.fromiter(
-            map(word_hashes.__getitem__, itertools.chain.from_iterable(word_lists)),
-            np.uint64,
-            int(lengths.sum()),
-        )
+        flat, lengths = self._word_hashes.of_texts(texts)
         owner = np.repeat(np.arange(len(texts)), lengths)
         return (
             exact ^ _EXACT_TAG,
             _sequence_keys(flat, lengths) ^ _NORMALIZED_TAG,
             _near_keys(flat, owner, len(texts)),
         )
+
+
+_BOUNDARY = "\x00"
+"""Put between texts to split a whole batch in one call; no normalised word contains it."""
 
 
 class _WordHashes(dict):
@@ -222,6 +200,37 @@ class _WordHashes(dict):
         value = xxhash.xxh3_64_intdigest(word.encode()) & ~1 | (word in STOP_WORDS)
         self[word] = value
         return value
+
+    def of_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The hashes of the normalised words of all texts, in order, and each text's count.
+
+        The batch is joined with a boundary word between texts, lower-cased, stripped of
+        punctuation and split once: a few C calls for the batch instead of a dozen per text.
+        A batch where a text holds the boundary character falls back to text by text.
+        """
+        if len(self) > _TOKEN_CACHE_LIMIT:
+            self.clear()
+        joined = f" {_BOUNDARY} ".join(texts)
+        if not texts or joined.count(_BOUNDARY) != len(texts) - 1:
+            return self.of_texts_one_by_one(texts)
+        joined = joined.lower()
+        for char in _PUNCTUATION:
+            if char in joined:
+                joined = joined.replace(char, " ")
+        words = joined.split()
+        hashes = np.fromiter(map(self.__getitem__, words), np.uint64, len(words))
+        boundaries = np.flatnonzero(hashes == self[_BOUNDARY])
+        if len(boundaries) != len(texts) - 1:  # a word whose hash is the boundary's
+            return self.of_texts_one_by_one(texts)
+        edges = np.concatenate(([-1], boundaries, [len(words)]))
+        return np.delete(hashes, boundaries), np.diff(edges) - 1
+
+    def of_texts_one_by_one(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """What `of_texts` returns, from each text split on its own."""
+        word_lists = [normalized_words(text) for text in texts]
+        lengths = np.fromiter(map(len, word_lists), np.intp, len(word_lists))
+        words = itertools.chain.from_iterable(word_lists)
+        return np.fromiter(map(self.__getitem__, words), np.uint64, lengths.sum()), lengths
 
 
 _MAX_WORDS = 1 << 16
