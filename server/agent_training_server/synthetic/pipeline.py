@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
@@ -28,6 +30,9 @@ BATCH_TARGET = 4096
 REFILL_BELOW = 16
 """When a unit's queue runs dry, units with fewer than this many examples queued are refilled in
 the same batch: one large batch costs far less than many small ones (numpy's per-call cost)."""
+
+
+_LABEL = operator.attrgetter("label")
 
 
 class Source(Protocol):
@@ -108,7 +113,7 @@ class Generation:
     def _finished(self, samples: list[Sample]) -> list[Sample]:
         samples = self._finish(samples) if self._finish else samples
         self.summary.generated += len(samples)
-        self.summary.label_counts.update(sample.label for sample in samples)
+        self.summary.label_counts.update(map(_LABEL, samples))
         return samples
 
     def _rounds(self) -> Iterator[list[Sample]]:
@@ -147,7 +152,7 @@ class Generation:
         duplicate removal cheap; extras wait in the unit's queue.
         """
         exhausted: list[int] = []
-        if all(self._queues[unit] for unit in units):
+        if all(map(self._queues.__getitem__, units)):
             return exhausted
         waiting = [unit for unit in units if len(self._queues[unit]) < REFILL_BELOW]
         per_unit = max(1, min(64, BATCH_TARGET // len(waiting)))
@@ -182,6 +187,15 @@ class Generation:
         A verdict is True (kept), False (a duplicate) or None (mining: distinct but too easy).
         """
         queue = self._queues[unit]
+        if self._accept is None:
+            # No mining: every verdict is True or False, so whole runs can be counted at once.
+            queue.extend(itertools.compress(samples, verdicts))
+            if True in verdicts:
+                last_kept = len(verdicts) - 1 - verdicts[::-1].index(True)
+                self._duplicates_in_a_row[unit] = len(verdicts) - 1 - last_kept
+            else:
+                self._duplicates_in_a_row[unit] += len(verdicts)
+            return
         for sample, verdict in zip(samples, verdicts, strict=True):
             if verdict:
                 queue.append(sample)
