@@ -115,3 +115,20 @@ def test_word_hashes_of_a_batch_equal_those_of_each_text() -> None:
             == expected_lengths.tolist()
             == [len(normalized_words(t)) for t in batch]
         )
+
+
+def test_keys_shared_with_an_earlier_text_of_the_batch() -> None:
+    import numpy as np
+
+    from agent_training_server.synthetic.dedup import _shared_with_earlier
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 50, 2_000).astype(np.uint64)
+    owner = np.sort(rng.integers(0, 400, 2_000))
+    first_owner: dict[int, int] = {}
+    expected = []
+    for key, text in zip(keys.tolist(), owner.tolist(), strict=True):
+        first_owner.setdefault(key, text)
+        expected.append(first_owner[key] < text)
+    assert _shared_with_earlier(keys, owner).tolist() == expected
+    assert _shared_with_earlier(keys[:0], owner[:0]).tolist() == []

@@ -156,9 +156,7 @@ class Deduplicator:
         owner = np.concatenate([np.arange(count), np.arange(count), near_owner])
         located = self._filter.locate(keys)
         seen = self._filter.contains(located)
-        # A key shared with an earlier text of this batch counts as seen too.
-        _unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        seen |= owner[first[inverse]] < owner
+        seen |= _shared_with_earlier(keys, owner)
         near_seen = np.zeros(count, dtype=bool)
         near_seen[near_owner[seen[2 * count :]]] = True
         kind = np.where(
@@ -231,6 +229,25 @@ class _WordHashes(dict):
         lengths = np.fromiter(map(len, word_lists), np.intp, len(word_lists))
         words = itertools.chain.from_iterable(word_lists)
         return np.fromiter(map(self.__getitem__, words), np.uint64, lengths.sum()), lengths
+
+
+def _shared_with_earlier(keys: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """For each key, whether a text earlier in the batch (a lower owner) has the same key.
+
+    Equal keys are brought together by one sort; each run's lowest owner is the first text that
+    has it. (np.unique would do the same with a stable sort, several times slower.)
+    """
+    if not len(keys):
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    sorted_owner = owner[order]
+    run_starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    first_owner = np.minimum.reduceat(sorted_owner, run_starts)
+    run_lengths = np.diff(np.append(run_starts, len(keys)))
+    shared = np.empty(len(keys), dtype=bool)
+    shared[order] = sorted_owner > np.repeat(first_owner, run_lengths)
+    return shared
 
 
 _MAX_WORDS = 1 << 16
