@@ -215,7 +215,7 @@ _QueryPlan = tuple[
 _QUERY_PLANS: dict[str, _QueryPlan] = {}
 
 
-def _query_plan(text: str) -> _QueryPlan:
+def prepare_query(text: str) -> _QueryPlan:
     """The words of `text`, where synonyms apply, and the first phrase a rewording covers.
 
     Cached per core sentence: generation draws the same few thousand sentences per intent again
@@ -246,7 +246,7 @@ def vary_query(text: str, rnd: Callable[[], float], synonym_rate: float, reword_
     The styling counterpart of `reword` after `substitute_synonyms`, from a cached plan of the
     sentence: the rewording applies to the core sentence, and synonyms to the words it left.
     """
-    words, hits, site = _query_plan(text)
+    words, hits, site = prepare_query(text)
     out: list[str] | None = None
     covered_from = covered_to = 0
     if site is not None and rnd() < reword_rate:
