@@ -376,5 +376,5 @@ def paraphrase(text: str, rng: random.Random, rates: ParaphraseRates) -> str:
     if rnd() < rates.closing:
         result = result + " " + pick(rnd, styles.CLOSINGS)
     if rnd() < rates.context:
-        result = pick(rnd, styles.CONTEXT_SENTENCES) + " " + result
+        result = pick(rnd, styles.NEUTRAL_CONTEXT_SENTENCES) + " " + result
     return result
