@@ -349,10 +349,13 @@ class ParaphraseRates:
 # held-out training examples): other word forms of the nouns and verbs gave the largest gain
 # there (less on the test set); politeness, openers, closings and context sentences spread over
 # every label (which teach the model to ignore words that say nothing about the intent), typos,
-# synonyms and rewordings the rest.
+# synonyms and rewordings the rest. Later, with context sentences that name no subject and medium
+# changing fewer of a source's own words (synonyms 0.35 -> 0.25, word forms 0.5 -> 0.3, typos
+# 0.3 -> 0.2), the test-set gain over three samples and three generator seeds rose from 2.5 to
+# 3.1 points on average (README).
 PARAPHRASE_RATES = {
     "easy": ParaphraseRates(0.25, 0.5, 0.3, 0.25, 0.0, 0.0, 0.1, 0.3, 0.2, 0.1),
-    "medium": ParaphraseRates(0.35, 0.5, 0.5, 0.3, 0.15, 0.3, 0.2, 0.5, 0.3, 0.3),
+    "medium": ParaphraseRates(0.25, 0.5, 0.3, 0.3, 0.15, 0.2, 0.2, 0.5, 0.3, 0.3),
     "hard": ParaphraseRates(0.5, 0.7, 0.7, 0.4, 0.4, 0.6, 0.3, 0.6, 0.4, 0.5),
 }
 
