@@ -72,3 +72,11 @@ def test_paraphrases_add_only_context_sentences_that_name_no_subject() -> None:
     laden = set(styles.CONTEXT_SENTENCES) - set(neutral)
     assert any(text.startswith(neutral) for text in added)
     assert not any(sentence in text for text in added for sentence in laden)
+
+
+def test_word_edits_swap_or_repeat_but_never_drop_a_word() -> None:
+    text = "why was my card payment declined at the shop"
+    edited = [textops.edit_words(text, random.Random(seed)) for seed in range(200)]
+    assert all(sorted(text.split()) == sorted(e.split()) or len(e.split()) > 9 for e in edited)
+    assert any(len(e.split()) == 10 for e in edited)  # a synonym repeated ("payment" -> ...)
+    assert any(e != text and len(e.split()) == 9 for e in edited)  # a swap

@@ -148,23 +148,21 @@ def add_typos(text: str, rng: random.Random, count: int) -> str:
 
 
 def edit_words(text: str, rng: random.Random) -> str:
-    """One word-level edit: drop a word, swap two neighbours or repeat a synonym of a word."""
+    """One word-level edit: swap two neighbours, or repeat a synonym of a word after it.
+
+    No word is dropped: a dropped word is often the one that carries the label, and on Banking77
+    variants with drops lowered the test accuracy of the models trained on them (README).
+    """
     words = text.split()
     if len(words) < 4:
         return text
     rnd = rng.random
     index = int(rnd() * (len(words) - 1))
-    kind = int(rnd() * 3)
-    if kind == 0:
-        del words[index]
-    elif kind == 1:
+    options = _SINGLE_WORD_SYNONYMS.get(words[index])
+    if int(rnd() * 3) < 2 or options is None:  # a swap two times in three
         words[index], words[index + 1] = words[index + 1], words[index]
     else:
-        options = _SINGLE_WORD_SYNONYMS.get(words[index])
-        if options is None:
-            del words[index]
-        else:
-            words.insert(index + 1, pick(rnd, options))
+        words.insert(index + 1, pick(rnd, options))
     return " ".join(words)
 
 
