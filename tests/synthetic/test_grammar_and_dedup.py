@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agent_training_server.synthetic.dedup import Deduplicator, normalize
+from agent_training_server.synthetic.dedup import (
+    Deduplicator,
+    _WordHashes,
+    normalize,
+    normalized_words,
+)
 from agent_training_server.synthetic.grammar import GrammarError, parse_grammar
 
 
@@ -96,3 +101,34 @@ def test_blocked_bloom_filter_has_no_false_negatives_and_few_false_positives() -
     others = rng.integers(0, 2**63, 200_000, dtype=np.uint64)
     assert bloom.contains(bloom.locate(others)).mean() < 3e-3
     assert bloom.nbytes == 200_000 * 3
+
+
+def test_word_hashes_of_a_batch_equal_those_of_each_text() -> None:
+    texts = ["Hello, World!", "", "a\x00b c", "Where's my   card?", "multi\nline text", "x"]
+    for batch in (texts, [t for t in texts if "\x00" not in t], [], ["only one"]):
+        hashes = _WordHashes()
+        flat, lengths = hashes.of_texts(batch)
+        expected_flat, expected_lengths = hashes.of_texts_one_by_one(batch)
+        assert flat.tolist() == expected_flat.tolist()
+        assert (
+            lengths.tolist()
+            == expected_lengths.tolist()
+            == [len(normalized_words(t)) for t in batch]
+        )
+
+
+def test_keys_shared_with_an_earlier_text_of_the_batch() -> None:
+    import numpy as np
+
+    from agent_training_server.synthetic.dedup import _shared_with_earlier
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 50, 2_000).astype(np.uint64)
+    owner = np.sort(rng.integers(0, 400, 2_000))
+    first_owner: dict[int, int] = {}
+    expected = []
+    for key, text in zip(keys.tolist(), owner.tolist(), strict=True):
+        first_owner.setdefault(key, text)
+        expected.append(first_owner[key] < text)
+    assert _shared_with_earlier(keys, owner).tolist() == expected
+    assert _shared_with_earlier(keys[:0], owner[:0]).tolist() == []

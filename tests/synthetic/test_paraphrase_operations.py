@@ -57,3 +57,26 @@ def test_medium_paraphrases_vary_word_forms_and_keep_labels() -> None:
 def test_every_difficulty_has_word_form_rates() -> None:
     for rates in textops.PARAPHRASE_RATES.values():
         assert 0.0 < rates.word_forms <= 1.0 and 0.0 < rates.word_form_rate <= 1.0
+
+
+def test_paraphrases_add_only_context_sentences_that_name_no_subject() -> None:
+    from agent_training_server.synthetic.catalog import styles
+
+    neutral = styles.NEUTRAL_CONTEXT_SENTENCES
+    assert 10 <= len(neutral) < len(styles.CONTEXT_SENTENCES)
+    assert not any(word in sentence.lower() for sentence in neutral for word in ("phone", "app "))
+    source = ParaphraseSource(
+        [SourceExample("my phone was stolen", "lost_or_stolen_phone")], "hard", seed=1
+    )
+    added = [source.candidate(0).input for _ in range(300)]
+    laden = set(styles.CONTEXT_SENTENCES) - set(neutral)
+    assert any(text.startswith(neutral) for text in added)
+    assert not any(sentence in text for text in added for sentence in laden)
+
+
+def test_word_edits_swap_or_repeat_but_never_drop_a_word() -> None:
+    text = "why was my card payment declined at the shop"
+    edited = [textops.edit_words(text, random.Random(seed)) for seed in range(200)]
+    assert all(sorted(text.split()) == sorted(e.split()) or len(e.split()) > 9 for e in edited)
+    assert any(len(e.split()) == 10 for e in edited)  # a synonym repeated ("payment" -> ...)
+    assert any(e != text and len(e.split()) == 9 for e in edited)  # a swap

@@ -9,6 +9,7 @@ import grpc
 from agent_training.v1 import service_pb2, synthetic_pb2, training_pb2
 from agent_training_server.api import synthetic_requests as requests
 from agent_training_server.api import validation
+from agent_training_server.api.synthetic_wire import ChunkEncoder
 from agent_training_server.api.tenancy import TenantGuard
 from agent_training_server.api.validation import Checker
 from agent_training_server.auth import current_principal, current_tenant
@@ -130,17 +131,12 @@ class SyntheticHandlers:
 
     @staticmethod
     def _chunk_builder(plan: GenerationPlan, total: int):  # noqa: ANN205
-        difficulty = requests.difficulty_value(plan)
-        generator = plan.data_type
+        encoder = ChunkEncoder(requests.difficulty_value(plan), plan.data_type)
         state = {"sent": 0}
 
         def to_message(chunk: list) -> service_pb2.GenerateSyntheticTrainingDataResponse:
             state["sent"] += len(chunk)
-            return service_pb2.GenerateSyntheticTrainingDataResponse(
-                examples=[requests.sample_to_proto(s, difficulty, generator) for s in chunk],
-                generated_count=state["sent"],
-                total_count=total,
-            )
+            return encoder.response(chunk, state["sent"], total)
 
         return to_message
 

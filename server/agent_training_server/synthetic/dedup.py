@@ -156,9 +156,7 @@ class Deduplicator:
         owner = np.concatenate([np.arange(count), np.arange(count), near_owner])
         located = self._filter.locate(keys)
         seen = self._filter.contains(located)
-        # A key shared with an earlier text of this batch counts as seen too.
-        _unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        seen |= owner[first[inverse]] < owner
+        seen |= _shared_with_earlier(keys, owner)
         near_seen = np.zeros(count, dtype=bool)
         near_seen[near_owner[seen[2 * count :]]] = True
         kind = np.where(
@@ -175,28 +173,22 @@ class Deduplicator:
     def _keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, tuple]:
         """Exact keys, normalised keys, and near keys with the index of their text.
 
-        Python only splits the texts and looks each word's hash up; the keys themselves are
-        computed with numpy over the whole batch.
+        Python only splits the batch into words and looks each word's hash up; the keys
+        themselves are computed with numpy over the whole batch.
         """
         digest = xxhash.xxh3_64_intdigest
-        exact = np.array([digest(text.encode()) for text in texts], dtype=np.uint64)
-        word_lists = [normalized_words(text) for text in texts]
-        word_hashes = self._word_hashes
-        if len(word_hashes) > _TOKEN_CACHE_LIMIT:
-            word_hashes.clear()
-        lookup = word_hashes.__getitem__
-        lengths = np.array([len(words) for words in word_lists], dtype=np.intp)
-        flat = np.fromiter(
-            itertools.chain.from_iterable(map(lookup, words) for words in word_lists),
-            np.uint64,
-            int(lengths.sum()),
-        )
+        exact = np.fromiter((digest(text.encode()) for text in texts), np.uint64, len(texts))
+        flat, lengths = self._word_hashes.of_texts(texts)
         owner = np.repeat(np.arange(len(texts)), lengths)
         return (
             exact ^ _EXACT_TAG,
             _sequence_keys(flat, lengths) ^ _NORMALIZED_TAG,
             _near_keys(flat, owner, len(texts)),
         )
+
+
+_BOUNDARY = "\x00"
+"""Put between texts to split a whole batch in one call; no normalised word contains it."""
 
 
 class _WordHashes(dict):
@@ -206,6 +198,56 @@ class _WordHashes(dict):
         value = xxhash.xxh3_64_intdigest(word.encode()) & ~1 | (word in STOP_WORDS)
         self[word] = value
         return value
+
+    def of_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The hashes of the normalised words of all texts, in order, and each text's count.
+
+        The batch is joined with a boundary word between texts, lower-cased, stripped of
+        punctuation and split once: a few C calls for the batch instead of a dozen per text.
+        A batch where a text holds the boundary character falls back to text by text.
+        """
+        if len(self) > _TOKEN_CACHE_LIMIT:
+            self.clear()
+        joined = f" {_BOUNDARY} ".join(texts)
+        if not texts or joined.count(_BOUNDARY) != len(texts) - 1:
+            return self.of_texts_one_by_one(texts)
+        joined = joined.lower()
+        for char in _PUNCTUATION:
+            if char in joined:
+                joined = joined.replace(char, " ")
+        words = joined.split()
+        hashes = np.fromiter(map(self.__getitem__, words), np.uint64, len(words))
+        boundaries = np.flatnonzero(hashes == self[_BOUNDARY])
+        if len(boundaries) != len(texts) - 1:  # a word whose hash is the boundary's
+            return self.of_texts_one_by_one(texts)
+        edges = np.concatenate(([-1], boundaries, [len(words)]))
+        return np.delete(hashes, boundaries), np.diff(edges) - 1
+
+    def of_texts_one_by_one(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """What `of_texts` returns, from each text split on its own."""
+        word_lists = [normalized_words(text) for text in texts]
+        lengths = np.fromiter(map(len, word_lists), np.intp, len(word_lists))
+        words = itertools.chain.from_iterable(word_lists)
+        return np.fromiter(map(self.__getitem__, words), np.uint64, lengths.sum()), lengths
+
+
+def _shared_with_earlier(keys: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """For each key, whether a text earlier in the batch (a lower owner) has the same key.
+
+    Equal keys are brought together by one sort; each run's lowest owner is the first text that
+    has it. (np.unique would do the same with a stable sort, several times slower.)
+    """
+    if not len(keys):
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    sorted_owner = owner[order]
+    run_starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    first_owner = np.minimum.reduceat(sorted_owner, run_starts)
+    run_lengths = np.diff(np.append(run_starts, len(keys)))
+    shared = np.empty(len(keys), dtype=bool)
+    shared[order] = sorted_owner > np.repeat(first_owner, run_lengths)
+    return shared
 
 
 _MAX_WORDS = 1 << 16

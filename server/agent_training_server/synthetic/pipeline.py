@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
@@ -25,14 +27,21 @@ MINING_PATIENCE = 200
 BATCH_TARGET = 4096
 """Candidates made and checked together (duplicate removal is vectorised over a batch)."""
 
+REFILL_BELOW = 16
+"""When a unit's queue runs dry, units with fewer than this many examples queued are refilled in
+the same batch: one large batch costs far less than many small ones (numpy's per-call cost)."""
+
+
+_LABEL = operator.attrgetter("label")
+
 
 class Source(Protocol):
     """What the pipeline needs of a source (see sources.py)."""
 
     units: Sequence[str]
 
-    def candidate(self, unit: int) -> Sample:
-        """One candidate example for `unit`."""
+    def candidates(self, unit: int, count: int) -> list[Sample]:
+        """The next `count` candidate examples for `unit`."""
         ...
 
 
@@ -104,7 +113,7 @@ class Generation:
     def _finished(self, samples: list[Sample]) -> list[Sample]:
         samples = self._finish(samples) if self._finish else samples
         self.summary.generated += len(samples)
-        self.summary.label_counts.update(sample.label for sample in samples)
+        self.summary.label_counts.update(map(_LABEL, samples))
         return samples
 
     def _rounds(self) -> Iterator[list[Sample]]:
@@ -139,14 +148,17 @@ class Generation:
         """Queue at least one new example for each unit; return the units that ran out.
 
         Candidates are made and checked a batch at a time (several per unit when there are few
-        units), which is what makes duplicate removal cheap; extras wait in the unit's queue.
+        units, and for every unit running low, not only the empty ones), which is what makes
+        duplicate removal cheap; extras wait in the unit's queue.
         """
         exhausted: list[int] = []
-        waiting = [unit for unit in units if not self._queues[unit]]
-        per_unit = max(1, min(64, BATCH_TARGET // max(1, len(waiting))))
-        candidate = self._source.candidate
+        if all(map(self._queues.__getitem__, units)):
+            return exhausted
+        waiting = [unit for unit in units if len(self._queues[unit]) < REFILL_BELOW]
+        per_unit = max(1, min(64, BATCH_TARGET // len(waiting)))
+        candidates = self._source.candidates
         while waiting:
-            batch = [candidate(unit) for unit in waiting for _ in range(per_unit)]
+            batch = [sample for unit in waiting for sample in candidates(unit, per_unit)]
             self.summary.candidates_tried += len(batch)
             distinct = self._dedup.keep([sample.input for sample in batch])
             if self._accept is not None:
@@ -158,7 +170,7 @@ class Generation:
                     unit, batch[start : start + per_unit], distinct[start : start + per_unit]
                 )
                 if self._queues[unit]:
-                    continue
+                    continue  # queued now, or topped up while it still had some
                 if (
                     self._duplicates_in_a_row[unit] >= DUPLICATE_PATIENCE
                     or self._easy_in_a_row[unit] >= MINING_PATIENCE
@@ -175,6 +187,15 @@ class Generation:
         A verdict is True (kept), False (a duplicate) or None (mining: distinct but too easy).
         """
         queue = self._queues[unit]
+        if self._accept is None:
+            # No mining: every verdict is True or False, so whole runs can be counted at once.
+            queue.extend(itertools.compress(samples, verdicts))
+            if True in verdicts:
+                last_kept = len(verdicts) - 1 - verdicts[::-1].index(True)
+                self._duplicates_in_a_row[unit] = len(verdicts) - 1 - last_kept
+            else:
+                self._duplicates_in_a_row[unit] += len(verdicts)
+            return
         for sample, verdict in zip(samples, verdicts, strict=True):
             if verdict:
                 queue.append(sample)

@@ -127,6 +127,21 @@ CONTEXT_SENTENCES: tuple[str, ...] = (
     "I have a couple of minutes before a meeting.",
 )
 
+# fmt: off
+_SUBJECT_WORDS = frozenset((
+    "phone", "app", "account", "money", "abroad", "travelling", "moved", "shop", "online",
+    "website", "business",
+))
+# fmt: on
+NEUTRAL_CONTEXT_SENTENCES: tuple[str, ...] = tuple(
+    sentence
+    for sentence in CONTEXT_SENTENCES
+    if _SUBJECT_WORDS.isdisjoint(sentence.lower().rstrip(".").replace(",", "").split())
+)
+"""Context sentences that name nothing a query could be about: no product, channel, place or
+money. Paraphrases add them to examples of every label, so a word in them would be taught as
+meaningless for all labels, including one it is a sign of ("phone" for a lost phone)."""
+
 CLOSINGS: tuple[str, ...] = (
     "thanks",
     "thank you",
