@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_training.v1 import service_pb2, synthetic_pb2
-from agent_training_server.api import synthetic_requests as requests
+from agent_training.v1 import service_pb2, synthetic_pb2, training_pb2
 from agent_training_server.api.synthetic_wire import ChunkEncoder, varint
 from agent_training_server.synthetic import textops
 from agent_training_server.synthetic.plan import GenerationPlan, make_source
@@ -22,9 +21,30 @@ SAMPLES = [
 ]
 
 
+def sample_to_proto(
+    sample: Sample, difficulty: int, generator: str
+) -> synthetic_pb2.SyntheticExample:
+    """One generated example built with the message classes: what the wire encoder must match."""
+    example = training_pb2.TrainingExample(
+        input=sample.input,
+        expected_output=sample.label,
+        feedback=sample.feedback,
+        context=sample.context,
+    )
+    if sample.propensity is not None:
+        example.propensity = sample.propensity
+    return synthetic_pb2.SyntheticExample(
+        example=example,
+        topic=sample.topic,
+        intent=sample.intent,
+        difficulty=difficulty,
+        generator=generator,
+    )
+
+
 def as_messages(samples: list[Sample], difficulty: int, generator: str) -> bytes:
     message = service_pb2.GenerateSyntheticTrainingDataResponse(
-        examples=[requests.sample_to_proto(s, difficulty, generator) for s in samples],
+        examples=[sample_to_proto(s, difficulty, generator) for s in samples],
         generated_count=7,
         total_count=9,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent_training.v1 import service_pb2, synthetic_pb2, training_pb2
+from agent_training.v1 import service_pb2, synthetic_pb2
 from agent_training_server.api.convert import timestamp
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
@@ -20,7 +20,7 @@ from agent_training_server.synthetic.plan import (
     PARAMETERS_BY_TYPE,
     GenerationPlan,
 )
-from agent_training_server.synthetic.sources import Sample, SourceExample
+from agent_training_server.synthetic.sources import SourceExample
 
 DEFAULT_CHUNK_SIZE = 1_000
 MAX_CHUNK_SIZE = 10_000
@@ -187,27 +187,6 @@ def plan_from_request(
         if parameters.HasField("exploration_rate")
         else DEFAULT_EXPLORATION_RATE,
         min_confidence=parameters.min_confidence if parameters.HasField("min_confidence") else None,
-    )
-
-
-def sample_to_proto(
-    sample: Sample, difficulty: int, generator: str
-) -> synthetic_pb2.SyntheticExample:
-    """One generated example as the contract's message."""
-    example = training_pb2.TrainingExample(
-        input=sample.input,
-        expected_output=sample.label,
-        feedback=sample.feedback,
-        context=sample.context,
-    )
-    if sample.propensity is not None:
-        example.propensity = sample.propensity
-    return synthetic_pb2.SyntheticExample(
-        example=example,
-        topic=sample.topic,
-        intent=sample.intent,
-        difficulty=difficulty,
-        generator=generator,
     )
 
 
