@@ -37,6 +37,9 @@ HELD_OUT = 4000
 FIRST_SAMPLE_SEED = 100
 """Sample seeds start here, away from the usefulness benchmark's default sample (seed 0)."""
 
+Texts = tuple[list[str], list[str]]
+"""Texts and their labels, in the same order."""
+
 
 class _Quiet:
     """A reporter that discards progress."""
@@ -48,7 +51,7 @@ class _Quiet:
         return False
 
 
-def held_out_accuracy(examples: list[Example], held_out: tuple[list[str], list[str]]) -> float:
+def held_out_accuracy(examples: list[Example], held_out: Texts) -> float:
     """Train supervised with default settings; accuracy on the held-out examples, in points."""
     with tempfile.TemporaryDirectory() as workdir:
         artifact = SupervisedEngine().train(examples, TrainSettings(), _Quiet(), Path(workdir))
@@ -76,7 +79,7 @@ def parse_variant(
     return dataclasses.replace(current, **changes), variants
 
 
-def split(train, sample_seed: int):
+def split(train: Texts, sample_seed: int) -> tuple[Texts, Texts]:
     """The sample, and HELD_OUT training examples outside it (the same order for every variant)."""
     shots = sample(train, 10, sample_seed)
     chosen = set(shots[0])
@@ -86,7 +89,9 @@ def split(train, sample_seed: int):
     return shots, held_out
 
 
-def augmented_accuracy(shots, held_out, difficulty: str, variants: int, seed: int) -> float:
+def augmented_accuracy(
+    shots: Texts, held_out: Texts, difficulty: str, variants: int, seed: int
+) -> float:
     """Held-out accuracy of sample + its paraphrases under the rates now in textops."""
     sources = tuple(SourceExample(text, label) for text, label in zip(*shots, strict=True))
     plan = GenerationPlan(
