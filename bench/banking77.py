@@ -150,11 +150,14 @@ def through_service(train, test, rounds: int) -> list[dict[str, float]]:
     return results
 
 
-class _Silent:
-    def progress(self, update) -> None:
-        pass
+class SilentReporter:
+    """A training reporter that discards progress (in-process runs)."""
+
+    def progress(self, update: object) -> None:
+        """Discard the update."""
 
     def cancelled(self) -> bool:
+        """Never cancelled."""
         return False
 
 
@@ -171,7 +174,7 @@ def in_process(train, test, rounds: int) -> list[dict[str, float]]:
         with tempfile.TemporaryDirectory() as workdir:
             started = time.perf_counter()
             artifact = registry.get_engine("supervised").train(
-                examples, TrainSettings(), _Silent(), Path(workdir)
+                examples, TrainSettings(), SilentReporter(), Path(workdir)
             )
             seconds = time.perf_counter() - started
         predictor = registry.load_predictor(artifact.spec, artifact.tensors)

@@ -7,9 +7,9 @@ service runs it), and all are scored on the same 4,000 training examples outside
 Each variant is compared with the first one sample by sample (a paired difference: the samples'
 own spread cancels out), so a change of a tenth of a point is visible over 20 samples.
 
-This is how the rates in synthetic/textops.py are chosen: test.csv stays for the usefulness
-figure (synthetic_usefulness.py), never for tuning. Not part of `make bench` (a tuning tool, about
-4 s per variant and sample on 2 cores).
+Use it to compare changes to the rates in synthetic/textops.py: test.csv stays for the
+usefulness figure (synthetic_usefulness.py), not for tuning. Not part of `make bench` (a
+tuning tool, about 4 s per variant and sample on 2 cores).
 Usage: python bench/paraphrase_rates.py [--samples 20] [--first-sample 100] [--difficulty medium]
     VARIANT [VARIANT ...]   where VARIANT is "current" or "field=value[;field=value]",
     e.g. current "synonyms=0.15" "typo=0.4;context=0.5" "variants=15"
@@ -24,7 +24,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from banking77 import DEFAULT_DATA, accuracy_of, read_split
+from banking77 import DEFAULT_DATA, SilentReporter, accuracy_of, read_split
 from few_shot import sample
 
 from agent_training_server.engines.base import Example, TrainSettings
@@ -41,20 +41,12 @@ Texts = tuple[list[str], list[str]]
 """Texts and their labels, in the same order."""
 
 
-class _Quiet:
-    """A reporter that discards progress."""
-
-    def progress(self, update: object) -> None:
-        pass
-
-    def cancelled(self) -> bool:
-        return False
-
-
 def held_out_accuracy(examples: list[Example], held_out: Texts) -> float:
     """Train supervised with default settings; accuracy on the held-out examples, in points."""
     with tempfile.TemporaryDirectory() as workdir:
-        artifact = SupervisedEngine().train(examples, TrainSettings(), _Quiet(), Path(workdir))
+        artifact = SupervisedEngine().train(
+            examples, TrainSettings(), SilentReporter(), Path(workdir)
+        )
     predictor = SupervisedPredictor(artifact.spec, artifact.tensors)
     best = predictor.predict_proba(held_out[0]).argmax(axis=1)
     return 100 * accuracy_of([artifact.outputs[index] for index in best], held_out[1])
