@@ -115,3 +115,21 @@ def test_pretrained_embeddings_are_cached_by_content(tmp_path) -> None:
     assert torch.allclose(first, again)
     other = pretrained.cached_embeddings(encoder, [*texts, "hello"], tmp_path)
     assert other.shape == (3, 384) and len(list(tmp_path.glob("embeddings-*.npy"))) == 2
+
+
+def test_batched_embeddings_keep_the_order_of_the_texts() -> None:
+    from agent_training_server.engines import pretrained
+
+    encoder = pretrained.SentenceEncoder()
+    # Lengths out of order, so batching by length has to put the rows back.
+    texts = [
+        "I was charged twice for the same card payment last week, can you help me sort it out?",
+        "top up",
+        "what is the exchange rate for euros",
+        "card",
+    ]
+    together = encoder.embed(texts, batch_size=2)
+    alone = torch.cat([encoder.embed([text]) for text in texts])
+    assert together.shape == (4, 384)
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert encoder.embed([]).shape == (0, 384)
