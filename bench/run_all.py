@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = [
+BENCHMARKS = [  # a script, or a script and its arguments
     "banking77.py",
     "few_shot.py",
     "reinforcement.py",
     "transfer.py",
     "transfer_full.py",
     "synthetic_usefulness.py",
+    "synthetic_usefulness.py --validation-split 0",
     "synthetic_throughput.py",
     "analysis.py",
     "closed_loop.py",
@@ -80,6 +81,15 @@ def summary() -> list[tuple[str, str, str]]:
         rows.append(
             (
                 "supervised, 10 per intent + paraphrases",
+                f"{result['with_paraphrases']['accuracy']:.2%}"
+                f" ({result['gain_points']:+.2f} points)",
+                f"same sample without them {result['sample_only']['accuracy']:.2%}",
+            )
+        )
+    if result := _load("synthetic_usefulness_validation0"):
+        rows.append(
+            (
+                "  the same, both with validation_split 0",
                 f"{result['with_paraphrases']['accuracy']:.2%}"
                 f" ({result['gain_points']:+.2f} points)",
                 f"same sample without them {result['sample_only']['accuracy']:.2%}",
@@ -153,9 +163,10 @@ def summary() -> list[tuple[str, str, str]]:
 
 def main() -> int:
     failures = 0
-    for name in BENCHMARKS:
-        print(f"== {name}", flush=True)
-        run = subprocess.run([sys.executable, str(HERE / name)], check=False)
+    for benchmark in BENCHMARKS:
+        print(f"== {benchmark}", flush=True)
+        script, *arguments = benchmark.split()
+        run = subprocess.run([sys.executable, str(HERE / script), *arguments], check=False)
         failures += run.returncode != 0
     print("\n== summary (Banking77 test.csv accuracy unless stated)")
     rows = summary()
