@@ -12,7 +12,8 @@ usefulness figure (synthetic_usefulness.py), not for tuning. Not part of `make b
 tuning tool, about 4 s per variant and sample on 2 cores).
 Usage: python bench/paraphrase_rates.py [--samples 20] [--first-sample 100] [--difficulty medium]
     VARIANT [VARIANT ...]   where VARIANT is "current" or "field=value[;field=value]",
-    e.g. current "synonyms=0.15" "typo=0.4;context=0.5" "variants=15"
+    e.g. current "synonyms=0.15" "typo=0.4;context=0.5" "variants=15" "encoder_synonyms=1"
+    (encoder_synonyms=1 adds the pretrained encoder's synonyms, about 40 s more per sample)
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ Texts = tuple[list[str], list[str]]
 """Texts and their labels, in the same order."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One way of paraphrasing: the rates, paraphrases per example, and encoder synonyms."""
+
+    rates: textops.ParaphraseRates
+    per_example: int = 10
+    encoder_synonyms: bool = False
+
+
 def held_out_accuracy(examples: list[Example], held_out: Texts) -> float:
     """Train supervised with default settings; accuracy on the held-out examples, in points."""
     with tempfile.TemporaryDirectory() as workdir:
@@ -52,23 +62,25 @@ def held_out_accuracy(examples: list[Example], held_out: Texts) -> float:
     return 100 * accuracy_of([artifact.outputs[index] for index in best], held_out[1])
 
 
-def parse_variant(
-    text: str, current: textops.ParaphraseRates
-) -> tuple[textops.ParaphraseRates, int]:
-    """Rates and paraphrases per example for "current" or "field=value;field=value"."""
+def parse_variant(text: str, current: textops.ParaphraseRates) -> Variant:
+    """The variant described by "current" or "field=value;field=value"."""
     if text == "current":
-        return current, 10
-    changes, variants = {}, 10
+        return Variant(current)
+    changes, variants, encoder = {}, 10, False
     for part in text.split(";"):
         field, _, value = part.partition("=")
         if field == "variants":
             variants = int(value)
+        elif field == "encoder_synonyms":
+            encoder = value not in ("0", "")
         elif field in {f.name for f in dataclasses.fields(current)}:
             changes[field] = float(value)
         else:
             names = ", ".join(f.name for f in dataclasses.fields(current))
-            raise SystemExit(f"unknown rate {field!r}; rates are: {names}, and variants")
-    return dataclasses.replace(current, **changes), variants
+            raise SystemExit(
+                f"unknown rate {field!r}; rates are: {names}, variants and encoder_synonyms"
+            )
+    return Variant(dataclasses.replace(current, **changes), variants, encoder)
 
 
 def split(train: Texts, sample_seed: int) -> tuple[Texts, Texts]:
@@ -82,7 +94,12 @@ def split(train: Texts, sample_seed: int) -> tuple[Texts, Texts]:
 
 
 def augmented_accuracy(
-    shots: Texts, held_out: Texts, difficulty: str, variants: int, seed: int
+    shots: Texts,
+    held_out: Texts,
+    difficulty: str,
+    variants: int,
+    seed: int,
+    encoder_synonyms: bool = False,
 ) -> float:
     """Held-out accuracy of sample + its paraphrases under the rates now in textops."""
     sources = tuple(SourceExample(text, label) for text, label in zip(*shots, strict=True))
@@ -92,6 +109,7 @@ def augmented_accuracy(
         difficulty=difficulty,
         seed=seed,
         source_examples=sources,
+        encoder_synonyms=encoder_synonyms,
     )
     generated = [Example(s.input, s.label) for chunk in build(plan).chunks(10_000) for s in chunk]
     originals = [Example(text, label) for text, label in zip(*shots, strict=True)]
@@ -114,11 +132,16 @@ def main() -> None:
     scores: list[list[float]] = [[] for _ in plans]
     for sample_seed in range(args.first_sample, args.first_sample + args.samples):
         shots, held_out = split(train, sample_seed)
-        for index, (rates, variants) in enumerate(plans):
-            textops.PARAPHRASE_RATES[args.difficulty] = rates
+        for index, variant in enumerate(plans):
+            textops.PARAPHRASE_RATES[args.difficulty] = variant.rates
             try:
                 accuracy = augmented_accuracy(
-                    shots, held_out, args.difficulty, variants, sample_seed
+                    shots,
+                    held_out,
+                    args.difficulty,
+                    variant.per_example,
+                    sample_seed,
+                    variant.encoder_synonyms,
                 )
             finally:
                 textops.PARAPHRASE_RATES[args.difficulty] = current

@@ -30,6 +30,16 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _usefulness_row(title: str, result: dict) -> tuple[str, str, str]:
+    return (
+        title,
+        f"{result['with_paraphrases']['accuracy']:.2%} ({result['gain_points']:+.2f} points)",
+        f"without them {result['sample_only']['accuracy']:.2%}; lexicon synonyms only"
+        f" {result['with_lexicon_paraphrases']['accuracy']:.2%}"
+        f" ({result['lexicon_gain_points']:+.2f})",
+    )
+
+
 def summary() -> list[tuple[str, str, str]]:
     """(paradigm, ours, reference) rows from the results files of this run."""
     rows = []
@@ -77,24 +87,12 @@ def summary() -> list[tuple[str, str, str]]:
                 f" {result['positives_only']['accuracy']:.2%}",
             )
         )
-    if result := _load("synthetic_usefulness"):
-        rows.append(
-            (
-                "supervised, 10 per intent + paraphrases",
-                f"{result['with_paraphrases']['accuracy']:.2%}"
-                f" ({result['gain_points']:+.2f} points)",
-                f"same sample without them {result['sample_only']['accuracy']:.2%}",
-            )
-        )
-    if result := _load("synthetic_usefulness_validation0"):
-        rows.append(
-            (
-                "  the same, both with validation_split 0",
-                f"{result['with_paraphrases']['accuracy']:.2%}"
-                f" ({result['gain_points']:+.2f} points)",
-                f"same sample without them {result['sample_only']['accuracy']:.2%}",
-            )
-        )
+    for name, title in (
+        ("synthetic_usefulness", "supervised, 10 per intent + paraphrases"),
+        ("synthetic_usefulness_validation0", "  the same, all with validation_split 0"),
+    ):
+        if result := _load(name):
+            rows.append(_usefulness_row(title, result))
     if result := _load("synthetic_throughput"):
         grpc, local, dups = result["grpc"], result["in_process"], result["duplicates"]
         rows.append(

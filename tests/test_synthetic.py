@@ -263,6 +263,44 @@ def test_hard_example_mining_keeps_what_the_agent_gets_wrong(client):
 # Errors ---------------------------------------------------------------------------------------
 
 
+def test_encoder_synonyms_add_words_beyond_the_lexicon_and_repeat_by_seed(client):
+    sources = banking_examples(per_intent=5)[:40]
+    with_encoder, summary = generate(
+        client, PARAPHRASES, 400, source_examples=sources, seed=3, encoder_synonyms=True
+    )
+    again, _ = generate(
+        client, PARAPHRASES, 400, source_examples=sources, seed=3, encoder_synonyms=True
+    )
+    lexicon_only, _ = generate(client, PARAPHRASES, 400, source_examples=sources, seed=3)
+    assert len(with_encoder) == 400 and not summary.shortfall_reason
+    as_bytes = [e.SerializeToString(deterministic=True) for e in with_encoder]
+    assert as_bytes == [e.SerializeToString(deterministic=True) for e in again]
+
+    def words(examples) -> set[str]:
+        return {word for e in examples for word in normalize(e.example.input).split()}
+
+    source_words = {word for e in sources for word in normalize(e.input).split()}
+    new_words = words(with_encoder) - words(lexicon_only) - source_words
+    assert len(new_words) >= 5, new_words
+    labels = {e.input: e.expected_output for e in sources}
+    assert {e.example.expected_output for e in with_encoder} <= set(labels.values())
+
+
+def test_encoder_synonyms_have_a_documented_limit_of_sources(client):
+    sources = [
+        training_pb2.TrainingExample(input=f"query number {n}", expected_output=f"l{n % 3}")
+        for n in range(5_001)
+    ]
+    error = expect_error(
+        lambda: generate(client, PARAPHRASES, 10, source_examples=sources, encoder_synonyms=True)
+    )
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "parameters.encoder_synonyms" in error.message and "5000" in error.message
+    error = expect_error(lambda: generate(client, CUSTOMER_QUERIES, 10, encoder_synonyms=True))
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "encoder_synonyms" in error.message and "topics" in error.message
+
+
 def test_unknown_data_type_lists_the_valid_ones(client):
     error = expect_error(lambda: generate(client, 0, 10))
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
@@ -458,6 +496,28 @@ def test_cli_generates_jsonl_saves_a_dataset_and_trains_from_both(shared_server,
     exported = tmp_path / "copy.jsonl"
     assert _cli(address, "datasets", "export", dataset_id, "--out", str(exported)).returncode == 0
     assert exported.read_text() == out.read_text()
+
+
+def test_cli_paraphrases_with_encoder_synonyms(shared_server, tmp_path):
+    from tests.test_service import _cli
+
+    source = tmp_path / "sample.jsonl"
+    source.write_text(
+        "\n".join(
+            json.dumps({"input": e.input, "expected_output": e.expected_output})
+            for e in banking_examples(per_intent=3)
+        )
+    )
+    runs = []
+    for flags in ((), ("--encoder-synonyms",)):
+        out = tmp_path / f"paraphrases{len(flags)}.jsonl"
+        made = _cli(
+            shared_server.address, "generate", "paraphrases", "--count", "60", "--source",
+            str(source), "--seed", "4", "--out", str(out), "--quiet", *flags,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        runs.append(out.read_text().splitlines())
+    assert len(runs[1]) == 60 and runs[1] != runs[0]
 
 
 def test_save_as_retried_with_the_same_request_id_returns_the_first_dataset(client):

@@ -51,6 +51,7 @@ def _parameters(
         dataset_id=args.dataset,
         target_agent_id=args.target_agent,
         fallback_output=args.fallback,
+        encoder_synonyms=args.encoder_synonyms,
     )
     if args.difficulty:
         parameters.difficulty = synthetic_pb2.Difficulty.Value(
@@ -164,6 +165,11 @@ def add_commands(commands: Any, handler: Any) -> None:
     gen.add_argument("--target-agent", default="", help="mine examples this agent gets wrong")
     gen.add_argument("--min-confidence", type=float)
     gen.add_argument("--fallback", default="", help="label of out_of_scope examples")
+    gen.add_argument(
+        "--encoder-synonyms",
+        action="store_true",
+        help="paraphrases: also use synonyms the pretrained encoder finds (slower)",
+    )
     gen.add_argument("--out", default="-", help="JSONL file (default: standard output)")
     gen.add_argument("--save-as", default="", help="also store them as a dataset of this name")
     gen.add_argument("--request-id", default="")

@@ -109,6 +109,12 @@ class SyntheticHandlers:
         from_dataset: list[SourceExample] = []
         if parameters.dataset_id:
             from_dataset = await self._source_examples(parameters.dataset_id)
+        if parameters.encoder_synonyms and len(from_dataset) > requests.MAX_ENCODER_SYNONYM_SOURCES:
+            raise InvalidArgument(
+                f"parameters.encoder_synonyms {requests.ENCODER_SYNONYMS_LIMIT}; dataset"
+                f" {parameters.dataset_id!r} has {len(from_dataset)} examples",
+                hint="Turn encoder_synonyms off for this dataset, or paraphrase a smaller one.",
+            )
         plan = requests.plan_from_request(request, from_dataset)
         generation = await self._synthetic.prepare(
             plan, parameters.agent_id, parameters.target_agent_id

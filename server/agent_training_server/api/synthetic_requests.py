@@ -28,6 +28,12 @@ MAX_VARIANTS_PER_EXAMPLE = 1_000
 MAX_GRAMMAR = 200_000
 """Most characters of a template grammar."""
 MAX_TOPICS = 64
+MAX_ENCODER_SYNONYM_SOURCES = 5_000
+"""Most source examples whose synonyms the encoder looks up in one request (about 50 ms each)."""
+ENCODER_SYNONYMS_LIMIT = (
+    f"works on at most {MAX_ENCODER_SYNONYM_SOURCES} source examples (the encoder checks about"
+    " 20 rewrites of each before the first example is sent); paraphrase a larger set in parts"
+)
 
 _DIFFICULTY_NAMES = {
     synthetic_pb2.DIFFICULTY_UNSPECIFIED: sources.MEDIUM,
@@ -140,6 +146,11 @@ def _check_sources(
     if kind == "templates" and not parameters.grammar.strip():
         checker.add("parameters.grammar", "is required for templates; see docs/synthetic.md")
     checker.text("parameters.grammar", parameters.grammar, MAX_GRAMMAR)
+    if (
+        parameters.encoder_synonyms
+        and len(parameters.source_examples) > MAX_ENCODER_SYNONYM_SOURCES
+    ):
+        checker.add("parameters.encoder_synonyms", ENCODER_SYNONYMS_LIMIT)
     limit = server.max_examples_per_request
     if len(parameters.source_examples) > limit:
         checker.add("parameters.source_examples", f"at most {limit} examples")
@@ -187,6 +198,7 @@ def plan_from_request(
         if parameters.HasField("exploration_rate")
         else DEFAULT_EXPLORATION_RATE,
         min_confidence=parameters.min_confidence if parameters.HasField("min_confidence") else None,
+        encoder_synonyms=parameters.encoder_synonyms,
     )
 
 

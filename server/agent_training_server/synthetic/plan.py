@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agent_training_server.synthetic import sources
+from agent_training_server.synthetic import encoder_synonyms, sources
 from agent_training_server.synthetic.grammar import parse_grammar
 from agent_training_server.synthetic.pipeline import Accept, Finish, Generation, Source
 from agent_training_server.synthetic.sources import (
@@ -38,6 +38,7 @@ PARAMETERS_BY_TYPE: dict[str, tuple[str, ...]] = {
         "source_examples",
         "dataset_id",
         "variants_per_example",
+        "encoder_synonyms",
         *MINING_PARAMETERS,
     ),
     "out_of_scope": ("fallback_output",),
@@ -87,6 +88,7 @@ class GenerationPlan:
     variants_per_example: int = 0
     exploration_rate: float = DEFAULT_EXPLORATION_RATE
     min_confidence: float | None = None
+    encoder_synonyms: bool = False
 
 
 def build(
@@ -96,6 +98,7 @@ def build(
 
     Raises:
         GrammarError: the plan's grammar does not compile.
+        EncoderUnavailable: encoder_synonyms asked for without the pretrained encoder installed.
     """
     source = make_source(plan)
     accept = _mining_filter(target, plan.min_confidence) if target else None
@@ -112,8 +115,13 @@ def make_source(plan: GenerationPlan) -> Source:
     kind = plan.data_type
     seed = plan.seed
     if kind in ("paraphrases", "feedback_logs") and plan.source_examples:
+        extra_synonyms = None
+        if plan.encoder_synonyms:
+            extra_synonyms = encoder_synonyms.find(
+                [example.input.lower() for example in plan.source_examples]
+            )
         paraphrases = ParaphraseSource(
-            plan.source_examples, plan.difficulty, seed, plan.variants_per_example
+            plan.source_examples, plan.difficulty, seed, plan.variants_per_example, extra_synonyms
         )
         if kind == "feedback_logs":
             return sources.SourceExampleQueries(paraphrases)

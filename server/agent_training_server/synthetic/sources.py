@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from agent_training_server.synthetic import textops
@@ -222,7 +222,18 @@ class ParaphraseSource(CandidateSource):
         difficulty: str,
         seed: int,
         variants_per_example: int = 0,
+        extra_synonyms: Mapping[str, Mapping[int, tuple[str, ...]]] | None = None,
     ) -> None:
+        """Rewrites of `examples`, `variants_per_example` at a time (0: spread evenly).
+
+        `extra_synonyms` are synonyms beyond the lexicon, by lower-case source text and word
+        index (encoder_synonyms.find).
+        """
+        self._synonyms = {
+            text: textops.synonym_hits_with(text, extra)
+            for text, extra in (extra_synonyms or {}).items()
+            if extra
+        }
         by_label: dict[str, list[SourceExample]] = {}
         for example in examples:
             by_label.setdefault(example.label, []).append(example)
@@ -239,7 +250,8 @@ class ParaphraseSource(CandidateSource):
         turn = self._next[unit]
         self._next[unit] = turn + 1
         source = examples[(turn // self._variants) % len(examples)]
-        text = textops.paraphrase(source.input, self._streams[unit], self._rates)
+        synonyms = self._synonyms.get(source.input.lower()) if self._synonyms else None
+        text = textops.paraphrase(source.input, self._streams[unit], self._rates, synonyms)
         return Sample(
             text, source.label, source.topic, source.label, source.context, source.feedback
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from agent_training_server.synthetic import wordforms
 from agent_training_server.synthetic.catalog import lexicon, styles
@@ -51,12 +51,14 @@ def pick(rnd: Callable[[], float], items: Sequence[str]) -> str:
 
 _SynonymHit = tuple[int, int, tuple[str, ...], str]
 """(word index, words covered (1 or 2), synonyms, trailing punctuation to keep)."""
+SynonymHits = tuple[tuple[str, ...], tuple[_SynonymHit, ...]]
+"""The words of a lower-case text and where they have synonyms."""
 
-_SYNONYM_HITS: dict[str, tuple[tuple[str, ...], tuple[_SynonymHit, ...]]] = {}
+_SYNONYM_HITS: dict[str, SynonymHits] = {}
 _SYNONYM_CACHE_LIMIT = 100_000
 
 
-def _synonym_hits(text: str) -> tuple[tuple[str, ...], tuple[_SynonymHit, ...]]:
+def _synonym_hits(text: str) -> SynonymHits:
     """The words of `text` and where the lexicon has synonyms for them.
 
     Cached: the same core sentences and sources come back again and again.
@@ -88,9 +90,36 @@ def _synonym_hits(text: str) -> tuple[tuple[str, ...], tuple[_SynonymHit, ...]]:
     return found
 
 
-def substitute_synonyms(text: str, rng: random.Random, rate: float) -> str:
-    """Replace each lexicon word or word pair with a synonym with probability `rate`."""
+def synonym_hits_with(text: str, extra: Mapping[int, tuple[str, ...]]) -> SynonymHits:
+    """The lexicon's synonyms of lower-case `text`, plus `extra` ones by word index.
+
+    An extra synonym of a word the lexicon already covers is added to the lexicon's; a word the
+    lexicon covers as part of a two-word phrase keeps only the phrase's synonyms.
+    """
     words, hits = _synonym_hits(text)
+    by_index = {hit[0]: hit for hit in hits}
+    in_phrases = {hit[0] + 1 for hit in hits if hit[1] == 2}
+    for index, synonyms in extra.items():
+        if index in in_phrases:
+            continue
+        hit = by_index.get(index)
+        if hit is None:
+            word = words[index]
+            mark = word[-1] if word[-1] in ",.?!" else ""
+            by_index[index] = (index, 1, synonyms, mark)
+        elif hit[1] == 1:
+            by_index[index] = (index, 1, hit[2] + synonyms, hit[3])
+    return words, tuple(by_index[index] for index in sorted(by_index))
+
+
+def substitute_synonyms(
+    text: str, rng: random.Random, rate: float, found: SynonymHits | None = None
+) -> str:
+    """Replace each lexicon word or word pair with a synonym with probability `rate`.
+
+    `found` gives the text's synonyms instead of the lexicon's (see `synonym_hits_with`).
+    """
+    words, hits = found or _synonym_hits(text)
     if not hits:
         return text
     rnd = rng.random
@@ -359,10 +388,15 @@ PARAPHRASE_RATES = {
 }
 
 
-def paraphrase(text: str, rng: random.Random, rates: ParaphraseRates) -> str:
-    """A label-keeping rewrite: synonyms, rewording, word forms, a word edit, typos, politeness."""
+def paraphrase(
+    text: str, rng: random.Random, rates: ParaphraseRates, synonyms: SynonymHits | None = None
+) -> str:
+    """A label-keeping rewrite: synonyms, rewording, word forms, a word edit, typos, politeness.
+
+    `synonyms` are the text's own (lexicon and encoder synonyms); by default the lexicon's.
+    """
     rnd = rng.random
-    result = substitute_synonyms(text.lower(), rng, rates.synonyms)
+    result = substitute_synonyms(text.lower(), rng, rates.synonyms, synonyms)
     if rnd() < rates.rewording:
         result = reword(result, rng)
     if rnd() < rates.word_forms:

@@ -28,7 +28,8 @@ _FIXED_FORM_WORDS = """
     a an the and or but if so not no yes to of in on at by for from with as up out
     please thank thanks like mind hello hi hey ok okay sorry wonder
 """
-_KEPT_AS_THEY_ARE = frozenset(_FIXED_FORM_WORDS.split())
+KEPT_AS_THEY_ARE = frozenset(_FIXED_FORM_WORDS.split())
+"""Function, auxiliary and politeness words: their form, and their choice, is grammar or tone."""
 
 _CACHE_SIZE = 65_536
 
@@ -52,7 +53,7 @@ def other_forms(word: str) -> tuple[str, ...]:
     A word that is both (``charge``) gets the forms of both: ``charges``, ``charged``,
     ``charging``. Sorted so that a seeded choice among them is the same in every process.
     """
-    if len(word) < _MIN_LENGTH or not word.isalpha() or word in _KEPT_AS_THEY_ARE:
+    if len(word) < _MIN_LENGTH or not word.isalpha() or word in KEPT_AS_THEY_ARE:
         return ()
     tables = _inflections()
     forms: set[str] = set()
@@ -64,6 +65,15 @@ def other_forms(word: str) -> tuple[str, ...]:
                 forms.update(inflections)
     forms.discard(word)
     return tuple(sorted(form for form in forms if form.isalpha()))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def base_forms(word: str) -> frozenset[str]:
+    """The word and its lemmas under every part of speech (``charged`` -> charge, charged)."""
+    forms = {word}
+    for lemmas in _inflections().getAllLemmas(word).values():
+        forms.update(lemmas)
+    return frozenset(forms)
 
 
 def vary_word_forms(text: str, rng: random.Random, rate: float) -> str:

@@ -157,6 +157,7 @@ class SyntheticDataParameters(_message.Message):
     CONTEXT_TURNS_FIELD_NUMBER: _builtins.int
     VARIANTS_PER_EXAMPLE_FIELD_NUMBER: _builtins.int
     EXPLORATION_RATE_FIELD_NUMBER: _builtins.int
+    ENCODER_SYNONYMS_FIELD_NUMBER: _builtins.int
     difficulty: Global___Difficulty.ValueType
     """How hard the language is."""
     seed: _builtins.int
@@ -191,6 +192,12 @@ class SyntheticDataParameters(_message.Message):
     """Probability that the simulated agent answers with a random other output instead of its own
     choice (feedback_logs), in [0, 1]. Default 0.2.
     """
+    encoder_synonyms: _builtins.bool
+    """Also swap words for synonyms the pretrained sentence encoder finds, beyond the shipped
+    lexicon, each kept only where the rewritten source keeps its meaning (paraphrases). Needs the
+    server's pretrained extra; costs about 50 ms of encoder time per source example, before the
+    first example is sent. Default false.
+    """
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Topics to draw from, e.g. "billing", "support"; empty means all built-in topics."""
@@ -216,10 +223,11 @@ class SyntheticDataParameters(_message.Message):
         context_turns: _builtins.int | None = ...,
         variants_per_example: _builtins.int | None = ...,
         exploration_rate: _builtins.float | None = ...,
+        encoder_synonyms: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_context_turns", b"_context_turns", "_exploration_rate", b"_exploration_rate", "_min_confidence", b"_min_confidence", "_seed", b"_seed", "_variants_per_example", b"_variants_per_example", "context_turns", b"context_turns", "exploration_rate", b"exploration_rate", "min_confidence", b"min_confidence", "seed", b"seed", "variants_per_example", b"variants_per_example"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_turns", b"_context_turns", "_exploration_rate", b"_exploration_rate", "_min_confidence", b"_min_confidence", "_seed", b"_seed", "_variants_per_example", b"_variants_per_example", "agent_id", b"agent_id", "context_turns", b"context_turns", "dataset_id", b"dataset_id", "difficulty", b"difficulty", "exploration_rate", b"exploration_rate", "fallback_output", b"fallback_output", "grammar", b"grammar", "label", b"label", "min_confidence", b"min_confidence", "seed", b"seed", "source_examples", b"source_examples", "target_agent_id", b"target_agent_id", "topics", b"topics", "variants_per_example", b"variants_per_example"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_turns", b"_context_turns", "_exploration_rate", b"_exploration_rate", "_min_confidence", b"_min_confidence", "_seed", b"_seed", "_variants_per_example", b"_variants_per_example", "agent_id", b"agent_id", "context_turns", b"context_turns", "dataset_id", b"dataset_id", "difficulty", b"difficulty", "encoder_synonyms", b"encoder_synonyms", "exploration_rate", b"exploration_rate", "fallback_output", b"fallback_output", "grammar", b"grammar", "label", b"label", "min_confidence", b"min_confidence", "seed", b"seed", "source_examples", b"source_examples", "target_agent_id", b"target_agent_id", "topics", b"topics", "variants_per_example", b"variants_per_example"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__context_turns: _TypeAlias = _typing.Literal["context_turns"]  # noqa: Y015
     _WhichOneofArgType__context_turns: _TypeAlias = _typing.Literal["_context_turns", b"_context_turns"]  # noqa: Y015

@@ -630,6 +630,33 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 """Word or two-word phrase -> alternatives that can replace it."""
 
+TOLD_APART: frozenset[str] = frozenset(
+    (
+        "payment", "pay", "transfer", "transaction", "charge", "fee", "money", "cash", "debit",
+        "cancel", "stop", "missing", "lost",
+    )
+)  # fmt: skip
+"""Base forms of the words a bank tells apart (see above): never swapped, nor swapped in, by
+synonyms found outside this lexicon (synthetic/encoder_synonyms.py)."""
+
+OPPOSITES: tuple[tuple[str, str], ...] = (
+    ("right", "wrong"), ("correct", "wrong"), ("long", "short"), ("more", "less"),
+    ("high", "low"), ("highest", "lowest"), ("old", "new"), ("old", "young"), ("before", "after"),
+    ("send", "receive"), ("give", "receive"), ("give", "take"), ("give", "get"), ("buy", "sell"),
+    ("open", "close"), ("start", "end"), ("start", "finish"), ("first", "last"),
+    ("add", "remove"), ("increase", "decrease"), ("credit", "debit"), ("accept", "decline"),
+    ("accept", "reject"), ("approve", "decline"), ("approve", "reject"), ("allow", "block"),
+    ("enable", "disable"), ("activate", "deactivate"), ("lock", "unlock"), ("freeze", "unfreeze"),
+    ("deposit", "withdraw"), ("lend", "borrow"), ("early", "late"), ("big", "small"),
+    ("large", "small"), ("minimum", "maximum"), ("min", "max"), ("domestic", "foreign"),
+    ("domestic", "international"), ("online", "offline"), ("win", "lose"), ("find", "lose"),
+    ("always", "never"), ("often", "rarely"), ("often", "seldom"), ("usually", "rarely"),
+    ("sometimes", "never"), ("possible", "impossible"), ("available", "unavailable"),
+    ("valid", "invalid"), ("pending", "complete"), ("success", "failure"),
+)  # fmt: skip
+"""Base forms of opposite words: related words that an encoder places close together
+(``wrong`` and ``right``), never synonyms of each other."""
+
 REWORDINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"\bi want to\b", ("i would like to", "i need to", "i'd like to", "i wish to")),
     (r"\bi'd like to\b|\bi would like to\b", ("i want to", "i need to", "i'm looking to")),
