@@ -296,6 +296,14 @@ def test_encoder_synonyms_have_a_documented_limit_of_sources(client):
     )
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
     assert "parameters.encoder_synonyms" in error.message and "5000" in error.message
+    dataset = client.upload_dataset("too-many-for-the-encoder", sources)
+    error = expect_error(
+        lambda: generate(
+            client, PARAPHRASES, 10, dataset_id=dataset.dataset_id, encoder_synonyms=True
+        )
+    )
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "5001 examples" in error.message and error.hint
     error = expect_error(lambda: generate(client, CUSTOMER_QUERIES, 10, encoder_synonyms=True))
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
     assert "encoder_synonyms" in error.message and "topics" in error.message

@@ -105,7 +105,7 @@ def synonym_hits_with(text: str, extra: Mapping[int, tuple[str, ...]]) -> Synony
         hit = by_index.get(index)
         if hit is None:
             word = words[index]
-            mark = word[-1] if word[-1] in ",.?!" else ""
+            mark = word[len(word.rstrip(",.?!")) :]
             by_index[index] = (index, 1, synonyms, mark)
         elif hit[1] == 1:
             by_index[index] = (index, 1, hit[2] + synonyms, hit[3])
