@@ -309,6 +309,24 @@ def test_encoder_synonyms_have_a_documented_limit_of_sources(client):
     assert "encoder_synonyms" in error.message and "topics" in error.message
 
 
+def test_encoder_synonyms_are_found_for_one_request_at_a_time(client):
+    from agent_training_server.synthetic import encoder_synonyms
+
+    sources = banking_examples(per_intent=2)[:10]
+    with encoder_synonyms._LOCK:  # as while another request's lookup runs
+        error = expect_error(
+            lambda: generate(
+                client, PARAPHRASES, 10, source_examples=sources, encoder_synonyms=True
+            )
+        )
+    assert_status(error, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert error.code == "ENCODER_BUSY" and error.retryable and error.hint
+    examples, _summary = generate(
+        client, PARAPHRASES, 10, source_examples=sources, encoder_synonyms=True
+    )
+    assert len(examples) == 10
+
+
 def test_unknown_data_type_lists_the_valid_ones(client):
     error = expect_error(lambda: generate(client, 0, 10))
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)

@@ -21,6 +21,7 @@ from agent_training_server.errors import (
 )
 from agent_training_server.metrics import Metrics
 from agent_training_server.services.inference import InferenceService
+from agent_training_server.synthetic import encoder_synonyms
 from agent_training_server.synthetic import plan as plans
 from agent_training_server.synthetic.grammar import GrammarError
 from agent_training_server.synthetic.pipeline import Generation
@@ -29,6 +30,8 @@ from agent_training_server.synthetic.sources import Sample
 QUEUE_CHUNKS = 4
 """Chunks that may wait between the generator thread and the RPC."""
 
+ENCODER_BUSY_RETRY_SECONDS = 10.0
+"""RetryInfo of a request whose encoder synonyms wait for another's lookup."""
 T = TypeVar("T")
 _DONE = object()
 
@@ -61,6 +64,16 @@ class SyntheticService:
             return await asyncio.to_thread(plans.build, plan, answering=answering, target=target)
         except GrammarError as error:
             raise InvalidArgument(str(error), code="INVALID_GRAMMAR", hint=error.hint) from error
+        except encoder_synonyms.EncoderBusy as error:
+            raise ResourceExhausted(
+                f"parameters.encoder_synonyms: {error}; the server finds them for one request at"
+                " a time",
+                code="ENCODER_BUSY",
+                hint="Retry after the RetryInfo delay (a lookup takes about 50 ms per source"
+                " example), or leave encoder_synonyms off.",
+                retryable=True,
+                retry_after_seconds=ENCODER_BUSY_RETRY_SECONDS,
+            ) from error
         except EncoderUnavailable as error:
             raise FailedPrecondition(
                 f"parameters.encoder_synonyms: {error}",

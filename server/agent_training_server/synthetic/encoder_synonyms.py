@@ -137,19 +137,31 @@ _LOCK = threading.Lock()
 _FOUND: dict[str, WordSynonyms] = {}
 
 
+class EncoderBusy(RuntimeError):
+    """Another request's encoder synonyms are being found."""
+
+
 def find(texts: Sequence[str]) -> Mapping[str, WordSynonyms]:
     """Encoder synonyms of each lower-case text's words, checked in that text.
 
+    One request at a time: a lookup holds the encoder (and both cores) for tens of seconds, and
+    requests queued behind it would each hold a server thread meanwhile.
+
     Raises:
         EncoderUnavailable: the pretrained encoder's package is not installed.
+        EncoderBusy: another lookup is running.
     """
-    with _LOCK:  # one encoder, and a generation's sources are embedded together
+    if not _LOCK.acquire(blocking=False):
+        raise EncoderBusy("another request's encoder synonyms are being found")
+    try:
         missing = sorted({text for text in texts if text not in _FOUND})
         if missing:
             if len(_FOUND) + len(missing) > _CACHE_LIMIT:
                 _FOUND.clear()
             _FOUND.update(_check_in_context(missing, _neighbours()))
         return {text: _FOUND[text] for text in texts}
+    finally:
+        _LOCK.release()
 
 
 def _check_in_context(texts: list[str], neighbours: _Neighbours) -> dict[str, WordSynonyms]:
