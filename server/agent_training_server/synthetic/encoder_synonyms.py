@@ -36,6 +36,8 @@ NEIGHBOURS_PER_WORD = 15
 CONTEXT_SIMILARITY = 0.9
 """Cosine between a source and its rewrite for the candidate to be kept in that source."""
 MIN_WORD_LENGTH = 3
+TEXTS_PER_PASS = 1_000
+"""Sources whose rewrites are embedded together: about 20,000 rewrites, some 30 MB of vectors."""
 _WHOLE_WORD = re.compile(r"[a-z]{2,}")
 _NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "mis")
 _STEM = 4
@@ -158,7 +160,9 @@ def find(texts: Sequence[str]) -> Mapping[str, WordSynonyms]:
         if missing:
             if len(_FOUND) + len(missing) > _CACHE_LIMIT:
                 _FOUND.clear()
-            _FOUND.update(_check_in_context(missing, _neighbours()))
+            for start in range(0, len(missing), TEXTS_PER_PASS):
+                part = missing[start : start + TEXTS_PER_PASS]
+                _FOUND.update(_check_in_context(part, _neighbours()))
         return {text: _FOUND[text] for text in texts}
     finally:
         _LOCK.release()
