@@ -96,18 +96,23 @@ class _Neighbours:
         self._candidates: dict[str, tuple[str, ...]] = {}
 
     def candidates(self, word: str) -> tuple[str, ...]:
-        """The nearest words that could stand in for `word`, most similar first."""
+        """The nearest words that could stand in for `word`, most similar first.
+
+        Cached for the vocabulary's words only, so the cache stays bounded whatever words
+        requests bring.
+        """
+        position = self.index.get(word)
+        if position is None:
+            return ()
         found = self._candidates.get(word)
         if found is None:
-            found = self._candidates[word] = self._find(word)
+            found = self._candidates[word] = self._find(word, position)
         return found
 
-    def _find(self, word: str) -> tuple[str, ...]:
-        position = self.index.get(word)
+    def _find(self, word: str, position: int) -> tuple[str, ...]:
         own_forms = wordforms.base_forms(word)
         if (
-            position is None
-            or len(word) < MIN_WORD_LENGTH
+            len(word) < MIN_WORD_LENGTH
             or word in wordforms.KEPT_AS_THEY_ARE
             or own_forms & lexicon.TOLD_APART
         ):
