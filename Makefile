@@ -13,7 +13,7 @@ DATA_DIR ?= ./data
 export HF_HUB_OFFLINE := 1
 
 .PHONY: install tools prometheus proto proto-check run test lint bench clean
-.PHONY: node-install proto-node proto-node-check test-node release-contract api-docs
+.PHONY: node-install proto-node proto-node-check test-node release-contract api-docs config-docs
 
 install: $(VENV)/.installed
 
@@ -84,6 +84,10 @@ test-node: install node-install
 # docs/api.md and the TypeScript examples it shows, from protos/ and scripts/api_docs.py.
 api-docs: install
 	$(PYTHON) scripts/api_docs.py
+
+# docs/configuration.md from the settings in server/agent_training_server/config.py.
+config-docs: install
+	$(PYTHON) scripts/config_docs.py
 
 # Records the contract as released: later changes must pass `buf breaking` against it (make lint).
 release-contract: tools
