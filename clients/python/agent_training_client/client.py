@@ -19,11 +19,12 @@ from agent_training.v1 import (
     synthetic_pb2,
     training_pb2,
 )
-from agent_training_client.credentials import BearerTokenInterceptor, token_from_env
+from agent_training_client.credentials import BearerTokenInterceptor, channel_credentials
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.functions import SeedFunctions
+from agent_training_client.settings import DEFAULT_TARGET, ClientSettings
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+__all__ = ["DEFAULT_TARGET", "KEEPALIVE_OPTIONS", "AgentTrainingClient"]
 KEEPALIVE_OPTIONS: list[tuple[str, int]] = [
     # Ping every 30 s (the server accepts pings every 10 s or slower), also while only a quiet
     # training stream is open, and give up on a connection that does not answer in 10 s.
@@ -39,29 +40,47 @@ R = TypeVar("R")
 class AgentTrainingClient:
     """Client of agent_training.v1.AgentTrainingService.
 
+    What is not passed comes from ``settings``, by default :meth:`ClientSettings.from_env`: the
+    AGENT_TRAINING_TARGET, AGENT_TRAINING_TOKEN, AGENT_TRAINING_TLS, AGENT_TRAINING_CA_CERT,
+    AGENT_TRAINING_CLIENT_CERT and AGENT_TRAINING_CLIENT_KEY variables the CLI reads too. An
+    explicit argument always wins over them.
+
     Args:
-        target: ``host:port`` of the service.
+        target: ``host:port`` of the service; default: AGENT_TRAINING_TARGET, else
+            ``127.0.0.1:50051``.
         timeout: Deadline in seconds of unary calls (streams have none unless given per call).
-        channel: An existing channel to use instead of opening one (its owner closes it).
+        channel: An existing channel to use instead of opening one (its owner closes it);
+            ``target`` and ``credentials`` are then unused.
         max_message_bytes: Largest message sent or received.
-        token: Bearer token sent with every call; default: the AGENT_TRAINING_TOKEN variable.
-        credentials: TLS channel credentials (see :func:`tls_credentials`); None: plaintext.
+        token: Bearer token sent with every call; default: AGENT_TRAINING_TOKEN. ``""``: none.
+        credentials: TLS channel credentials (see :func:`tls_credentials`); default: TLS when
+            AGENT_TRAINING_TLS, AGENT_TRAINING_CA_CERT or AGENT_TRAINING_CLIENT_CERT asks for
+            it, else plaintext.
+        settings: Where the defaults of ``target``, ``token`` and ``credentials`` come from
+            instead of the environment; ``ClientSettings()`` ignores the environment (plaintext
+            to ``127.0.0.1:50051``, no token).
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         timeout: float | None = 30.0,
         channel: grpc.Channel | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
         token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        settings: ClientSettings | None = None,
     ) -> None:
+        settings = ClientSettings.from_env() if settings is None else settings
         self._owns_channel = channel is None
-        self._raw_channel = channel or _open_channel(target, credentials, max_message_bytes)
+        if channel is None:
+            if credentials is None:
+                credentials = channel_credentials(settings)
+            channel = _open_channel(target or settings.target, credentials, max_message_bytes)
+        self._raw_channel = channel
         self._channel = self._raw_channel
-        token = token or token_from_env()
+        token = settings.token if token is None else token
         if token:
             self._channel = grpc.intercept_channel(self._channel, BearerTokenInterceptor(token))
         self._stub = service_pb2_grpc.AgentTrainingServiceStub(self._channel)

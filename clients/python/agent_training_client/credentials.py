@@ -7,15 +7,26 @@ plaintext one.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-TOKEN_ENV = "AGENT_TRAINING_TOKEN"
-"""Environment variable the client and CLI read the bearer token from."""
+from agent_training_client.settings import (
+    CLIENT_CERT_ENV,
+    CLIENT_KEY_ENV,
+    TOKEN_ENV,
+    ClientSettings,
+)
+
+__all__ = [
+    "TOKEN_ENV",
+    "BearerTokenInterceptor",
+    "channel_credentials",
+    "tls_credentials",
+    "token_from_env",
+]
 
 
 def tls_credentials(
@@ -45,10 +56,28 @@ def _pem(value: bytes | str | Path | None) -> bytes | None:
     return Path(value).read_bytes()
 
 
+def channel_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
+    """The TLS channel credentials ``settings`` ask for, or None for a plaintext channel.
+
+    Args:
+        settings: Connection settings, e.g. :meth:`ClientSettings.from_env`.
+
+    Raises:
+        ValueError: A client certificate without its key, or a key without its certificate.
+        OSError: A certificate or key file that cannot be read.
+    """
+    if not settings.uses_tls:
+        return None
+    if (settings.client_cert is None) != (settings.client_key is None):
+        raise ValueError(
+            f"client_cert and client_key go together ({CLIENT_CERT_ENV}, {CLIENT_KEY_ENV})"
+        )
+    return tls_credentials(settings.ca_cert, settings.client_cert, settings.client_key)
+
+
 def token_from_env() -> str | None:
     """The token in AGENT_TRAINING_TOKEN, if set and not blank."""
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    return token or None
+    return ClientSettings.from_env().token
 
 
 class _ClientCallDetails(grpc.ClientCallDetails):
