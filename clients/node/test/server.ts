@@ -63,3 +63,23 @@ export async function python(...args: string[]): Promise<any> {
   });
   return JSON.parse(stdout);
 }
+
+export interface Certificates {
+  /** The CA that signed `cert`. */
+  ca: string;
+  /** Server certificate for 127.0.0.1 and localhost, and its key. */
+  cert: string;
+  key: string;
+}
+
+/** Make a throwaway CA and a server certificate in `folder` (tests/security_support.py); PEM paths. */
+export async function certificates(folder: string): Promise<Certificates> {
+  const script = [
+    "import sys",
+    "from pathlib import Path",
+    "from tests.security_support import CertificateAuthority",
+    "CertificateAuthority(Path(sys.argv[1])).issue('server', server=True)",
+  ].join("\n");
+  await promisify(execFile)(join(VENV, "bin/python"), ["-c", script, folder], { cwd: REPO_ROOT });
+  return { ca: join(folder, "test-ca.pem"), cert: join(folder, "server.pem"), key: join(folder, "server.key") };
+}
