@@ -87,7 +87,8 @@ class Progress:
     """A progress report from inside an engine."""
 
     phase: str
-    """One of ``loading_data``, ``training``, ``evaluating``, ``saving``."""
+    """One of ``loading_data``, ``loading_encoder`` (pretrained-encoder paradigms),
+    ``training``, ``evaluating``, ``saving``."""
     epoch: int = 0
     total_epochs: int = 0
     step: int = 0

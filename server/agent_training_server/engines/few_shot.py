@@ -170,6 +170,9 @@ class FewShotEngine(Engine):
         train_y = torch.from_numpy(labels[train_rows])
         valid_y = torch.from_numpy(labels[valid_rows])
 
+        # Phase: the encoder. Loading it and embedding the examples takes seconds to tens of
+        # seconds (cold start): say so rather than sit at loading_data.
+        reporter.progress(Progress(phase="loading_encoder"))
         torch.manual_seed(settings.seed)
         model = CosineClassifier(pretrained.SentenceEncoder(), len(outputs))
         if start_from is not None:

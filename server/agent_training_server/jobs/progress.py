@@ -6,7 +6,7 @@ from typing import Any
 
 TRAINING_SHARE = (2.0, 95.0)
 """Percent range the training phase covers; loading before it, evaluating and saving after."""
-PHASE_PERCENT = {"loading_data": 1.0, "evaluating": 96.0, "saving": 98.0}
+PHASE_PERCENT = {"loading_data": 1.0, "loading_encoder": 1.5, "evaluating": 96.0, "saving": 98.0}
 
 
 def percent_and_eta(update: dict[str, Any], elapsed_seconds: float) -> tuple[float, float | None]:

@@ -105,6 +105,10 @@ class _TrainingPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trainin
     """Measuring the final model on the training and validation splits."""
     TRAINING_PHASE_SAVING: _TrainingPhase.ValueType  # 4
     """Writing the new agent version."""
+    TRAINING_PHASE_LOADING_ENCODER: _TrainingPhase.ValueType  # 5
+    """Loading the pretrained sentence encoder (few_shot, transfer) and embedding the training
+    examples with it, before the first epoch: tens of seconds on a cold start.
+    """
 
 class TrainingPhase(_TrainingPhase, metaclass=_TrainingPhaseEnumTypeWrapper):
     """What a running job is doing."""
@@ -119,6 +123,10 @@ TRAINING_PHASE_EVALUATING: TrainingPhase.ValueType  # 3
 """Measuring the final model on the training and validation splits."""
 TRAINING_PHASE_SAVING: TrainingPhase.ValueType  # 4
 """Writing the new agent version."""
+TRAINING_PHASE_LOADING_ENCODER: TrainingPhase.ValueType  # 5
+"""Loading the pretrained sentence encoder (few_shot, transfer) and embedding the training
+examples with it, before the first epoch: tens of seconds on a cold start.
+"""
 Global___TrainingPhase: _TypeAlias = TrainingPhase  # noqa: Y015
 
 @_typing.final
