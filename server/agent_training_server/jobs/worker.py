@@ -95,12 +95,20 @@ class QueueReporter:
         self._last_key: tuple[str, int] | None = None
 
     def progress(self, update: Progress) -> None:
-        """Forward a report, skipping reports that come too soon within the same epoch."""
+        """Forward a report, skipping reports that come too soon within the same epoch.
+
+        The report that ends an epoch (it carries the epoch's validation figures) always goes:
+        without it a fast epoch would show no accuracy at all.
+        """
         if self._spans is not None:
             self._spans.observe(update)  # every report: spans must not miss an epoch's end
         now = time.monotonic()
         key = (update.phase, update.epoch)
-        if key == self._last_key and now - self._last_sent < PROGRESS_INTERVAL_SECONDS:
+        if (
+            key == self._last_key
+            and now - self._last_sent < PROGRESS_INTERVAL_SECONDS
+            and update.validation_loss is None
+        ):
             return
         self._last_key, self._last_sent = key, now
         self._events.put(("progress", self._training_id, dataclasses.asdict(update)))
