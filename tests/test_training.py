@@ -328,7 +328,9 @@ def test_cli_trains_with_progress_watches_and_invokes(
     assert "epoch" in trained.stderr and "loss" in trained.stderr and "ETA" in trained.stderr
     assert '"status": "TRAINING_STATUS_SUCCEEDED"' in trained.stdout
 
-    job_id = cli("jobs", "list", "--agent", "cli-trained").stdout.split()[0]
+    listed = cli("jobs", "list", "--agent", "cli-trained").stdout.splitlines()
+    assert listed[0].split()[0] == "TRAINING_ID"  # a header row, then the jobs
+    job_id = listed[1].split()[0]
     watched = cli("jobs", "watch", job_id)
     assert watched.returncode == 0 and "TRAINING_STATUS_SUCCEEDED" in watched.stdout
 

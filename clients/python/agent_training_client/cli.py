@@ -1,31 +1,60 @@
+# PYTHON_ARGCOMPLETE_OK (tab completion when argcomplete is installed)
 """The ``agent-training`` command line: run the server, manage agents, train, watch, invoke."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
+import dataclasses
+import importlib.metadata
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
-
 from agent_training.v1 import training_pb2
-from agent_training_client import cli_analysis, cli_data
+from agent_training_client import cli_agents, cli_analysis, cli_data
+from agent_training_client.cli_args import (
+    Parser,
+    add_command,
+    describe_default,
+    enum_names,
+    enum_number,
+    enum_value,
+    output_format,
+)
+from agent_training_client.cli_examples import add_column_flags, reader
+from agent_training_client.cli_hints import print_error
+from agent_training_client.cli_output import (
+    Column,
+    enum_text,
+    field,
+    fixed,
+    message_data,
+    show,
+    show_list,
+)
 from agent_training_client.client import DEFAULT_TARGET, AgentTrainingClient
 from agent_training_client.credentials import tls_credentials
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.progress import ProgressPrinter
 
-TRAINING_TYPES = ("supervised", "reinforcement", "few_shot", "transfer")
+TRAINING_TYPES = enum_names(training_pb2.TrainingType, "TRAINING_TYPE_")
+STATUSES = enum_names(training_pb2.TrainingStatus, "TRAINING_STATUS_")
 
 
-def _print_message(message: Message) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+DESCRIPTION = """\
+Run the Agent Training Service, manage agents, train them, watch their jobs, ask them.
+
+Results go to standard output: JSON (numbers as numbers) or, with -o table, tables with a
+header row for lists and key/value tables for single objects; each command's --help gives its
+default. Progress, summaries and errors go to standard error. An error prints as the seed's
+error object (code, message, hint, retryable, trace_id), its hint naming the command to run.
+Exit codes: 0 done, 1 failed, 2 wrong command line, 130 interrupted (Ctrl-C), 141 standard
+output closed early (as with | head)."""
+
+
+class UsageError(Exception):
+    """A command line that parses but does not make sense (printed with the usage, exit 2)."""
 
 
 def _client(args: argparse.Namespace) -> AgentTrainingClient:
@@ -35,215 +64,135 @@ def _client(args: argparse.Namespace) -> AgentTrainingClient:
     return AgentTrainingClient(args.target, token=args.token, credentials=credentials)
 
 
-# Agents -------------------------------------------------------------------------------------
-
-
-def _agents_create(args: argparse.Namespace) -> None:
-    labels = dict(label.split("=", 1) for label in args.label)
-    with _client(args) as client:
-        _print_message(
-            client.create_agent(
-                agent_id=args.agent_id or "",
-                display_name=args.name,
-                description=args.description,
-                labels=labels,
-                request_id=args.request_id,
-            )
-        )
-
-
-def _agents_get(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        _print_message(client.get_agent(args.agent_id))
-
-
-def _agents_list(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        for agent in client.iter_agents():
-            active = agent.active_version_id or "-"
-            print(
-                f"{agent.agent_id}\t{agent.display_name}\tversions={agent.version_count}"
-                f"\tactive={active}"
-            )
-
-
-def _agents_delete(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        client.delete_agent(args.agent_id, force=args.force)
-        print(f"deleted {args.agent_id}")
-
-
-def _agents_versions(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        token = ""
-        while True:
-            page = client.list_agent_versions(args.agent_id, page_token=token)
-            for version in page.versions:
-                mark = "*" if version.active else " "
-                accuracy = version.metrics.validation_accuracy
-                print(
-                    f"{mark} {version.version_id}\tv{version.version_number}\t{version.source}"
-                    f"\toutputs={len(version.outputs)}\tval_acc={accuracy:.4f}"
-                )
-            token = page.next_page_token
-            if not token:
-                return
-
-
-def _agents_activate(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        _print_message(client.activate_agent_version(args.agent_id, args.version_id))
+def command_line(args: argparse.Namespace, *words: str) -> str:
+    """An ``agent-training`` command to suggest, with ``--target`` when it is not implied."""
+    implied = os.environ.get("AGENT_TRAINING_TARGET") or DEFAULT_TARGET
+    target = [] if args.target == implied else ["--target", args.target]
+    return " ".join(["agent-training", *target, *words])
 
 
 # Training -----------------------------------------------------------------------------------
 
 
-def read_examples(path: Path) -> Iterator[training_pb2.TrainingExample]:
-    """Read examples from JSONL, or CSV with input/text and expected_output/label/category."""
-    if path.suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    yield json_format.ParseDict(
-                        json.loads(line), training_pb2.TrainingExample(), ignore_unknown_fields=True
-                    )
-        return
-    with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            text = row.get("input") or row.get("text") or ""
-            output = row.get("expected_output") or row.get("label") or row.get("category") or ""
-            yield training_pb2.TrainingExample(
-                input=text, expected_output=output, feedback=row.get("feedback") or ""
-            )
-
-
-def _follow(events: Iterable[training_pb2.TrainingEvent], quiet: bool) -> int:
+def follow(
+    args: argparse.Namespace, events: Iterable[training_pb2.TrainingEvent], quiet: bool
+) -> int:
+    """Show a job's progress to its end and print its result; Ctrl-C leaves the job running."""
     printer = ProgressPrinter(sys.stderr, enabled=not quiet)
     final = None
-    for event in events:
-        printer.show(event)
-        if event.WhichOneof("kind") == "finished":
-            final = event.finished
+    try:
+        for event in events:
+            printer.show(event)
+            if event.WhichOneof("kind") == "finished":
+                final = event.finished
+    except KeyboardInterrupt:
+        printer.close()
+        _interrupted(args, printer.training_id)
+        return 130
     printer.close()
     if final is None:
         return 1
-    _print_message(final)
+    show(final, output_format(args))
     return 0 if final.status == training_pb2.TRAINING_STATUS_SUCCEEDED else 1
 
 
-def _train(args: argparse.Namespace) -> int:
+def _interrupted(args: argparse.Namespace, training_id: str) -> None:
+    if not training_id:
+        agent = getattr(args, "agent", "") or "AGENT"
+        print(
+            "interrupted before the server accepted the job; see whether it started with:\n"
+            f"  {command_line(args, 'jobs', 'list', '--agent', agent)}",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"interrupted: job {training_id} goes on on the server.\n"
+        f"  follow it again: {command_line(args, 'jobs', 'watch', training_id)}\n"
+        f"  cancel it:       {command_line(args, 'jobs', 'cancel', training_id)}",
+        file=sys.stderr,
+    )
+
+
+def _train(args: argparse.Namespace, client: AgentTrainingClient) -> int:
+    if bool(args.file) == bool(args.dataset):
+        raise UsageError("give a FILE of examples or --dataset NAME_OR_ID (one of them)")
     config = training_pb2.TrainingConfig()
     for name in ("epochs", "learning_rate", "batch_size", "seed", "validation_split"):
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)
+    if args.early_stopping_patience is not None:
+        config.early_stopping.patience = args.early_stopping_patience
+    if args.max_duration_seconds is not None:
+        config.max_duration_seconds = args.max_duration_seconds
     if args.base_agent:
         config.base_agent_id = args.base_agent
-    training_type = training_pb2.TrainingType.Value(f"TRAINING_TYPE_{args.type.upper()}")
-    with _client(args) as client:
-        events = client.train_agent(
-            agent_id=args.agent,
-            training_data=list(read_examples(Path(args.file))) if args.file else [],
-            dataset_id=args.dataset,
-            training_type=training_type,
-            config=config,
-            request_id=args.request_id,
-        )
-        if args.follow:
-            return _follow(events, args.quiet)
-        first = next(iter(events))
-        print(first.training_id)
-        return 0
-
-
-def _jobs_watch(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        return _follow(client.watch_training_job(args.training_id, args.from_sequence), args.quiet)
-
-
-def _jobs_get(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        _print_message(client.get_training_job(args.training_id))
-
-
-def _jobs_list(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        page = client.list_training_jobs(agent_id=args.agent or "")
-        for job in page.jobs:
-            status = training_pb2.TrainingStatus.Name(job.status).removeprefix("TRAINING_STATUS_")
-            print(f"{job.training_id}\t{job.agent_id}\t{status}\t{job.percent_complete:.0f}%")
-
-
-def _jobs_cancel(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        _print_message(client.cancel_training_job(args.training_id))
-
-
-def _invoke(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        fields: dict[str, Any] = {"agent_id": args.agent}
-        if len(args.text) == 1:
-            fields["input"] = args.text[0]
-        else:
-            fields["inputs"] = args.text
-        _print_message(client.invoke_agent(**fields))
-
-
-def _with_client(command: Any) -> Any:
-    """Adapt a data command, command(args, client, read_examples), to a CLI handler."""
-
-    def handler(args: argparse.Namespace) -> int:
-        with _client(args) as client:
-            return command(args, client, read_examples)
-
-    return handler
-
-
-def _feedback(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        _print_message(
-            client.record_feedback(
-                agent_id=args.agent,
-                invocation_id=args.invocation_id,
-                feedback=args.feedback,
-                corrected_output=args.corrected,
-                comment=args.comment,
-            )
-        )
-
-
-def _pairs(items: list[str], flag: str) -> dict[str, float]:
-    pairs = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        try:
-            pairs[name] = float(value)
-        except ValueError:
-            raise SystemExit(f"{flag} {item!r}: expected NAME=NUMBER") from None
-    return pairs
-
-
-def _adapt(args: argparse.Namespace) -> None:
-    from agent_training.v1 import adaptation_pb2
-
-    strategy = adaptation_pb2.AdaptationStrategy.Value(
-        f"ADAPTATION_STRATEGY_{args.strategy.upper()}"
+    examples = reader(args)(args.file) if args.file else []
+    dataset_id = cli_data.resolve_dataset(client, args.dataset) if args.dataset else ""
+    events = client.train_agent(
+        agent_id=args.agent,
+        training_data=examples,
+        dataset_id=dataset_id,
+        training_type=enum_number(training_pb2.TrainingType, "TRAINING_TYPE_", args.type),
+        config=config,
+        request_id=args.request_id,
     )
-    with _client(args) as client:
-        _print_message(
-            client.adapt_agent_behavior(
-                agent_id=args.agent,
-                performance_metrics=_pairs(args.metric, "--metric"),
-                adaptation_strategy=strategy,
-                targets=_pairs(args.goals, "--goal"),
-                dry_run=args.dry_run,
-            )
-        )
+    if args.follow:
+        return follow(args, events, args.quiet)
+    first = next(iter(events))
+    accepted = {"training_id": first.training_id, **message_data(first.accepted)}
+    show(accepted, output_format(args))
+    return 0
 
 
-def _health(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        print(client.health(args.service))
+def _jobs_watch(args: argparse.Namespace, client: AgentTrainingClient) -> int:
+    return follow(args, client.watch_training_job(args.training_id, args.from_sequence), args.quiet)
+
+
+def _jobs_get(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    show(client.get_training_job(args.training_id), output_format(args))
+
+
+JOB_COLUMNS: list[Column] = [
+    ("TRAINING_ID", field("training_id")),
+    ("AGENT", field("agent_id")),
+    ("TYPE", field("training_type", then=enum_text("TRAINING_TYPE_"))),
+    ("STATUS", field("status", then=enum_text("TRAINING_STATUS_"))),
+    ("PROGRESS", field("percent_complete", then=lambda value: f"{value:.0f}%")),
+    ("EXAMPLES", field("example_count")),
+    ("VAL_ACC", field("metrics", "validation_accuracy", then=fixed(3))),
+    ("VERSION", field("version_id")),
+    ("CREATED", field("create_time")),
+]
+
+
+def _jobs_list(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    status = (
+        enum_number(training_pb2.TrainingStatus, "TRAINING_STATUS_", args.status)
+        if (args.status)
+        else 0
+    )
+    jobs: list[training_pb2.TrainingJob] = []
+    token = ""
+    while True:
+        page = client.list_training_jobs(agent_id=args.agent, status=status, page_token=token)
+        jobs += page.jobs
+        token = page.next_page_token
+        if not token:
+            break
+    show_list(jobs, output_format(args), JOB_COLUMNS)
+
+
+def _jobs_cancel(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    show(client.cancel_training_job(args.training_id), output_format(args))
+
+
+def _health(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    status = client.health(args.service)
+    if output_format(args) == "json":
+        show({"service": args.service, "status": status}, "json")
+    else:
+        print(status)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -255,12 +204,18 @@ def _serve(args: argparse.Namespace) -> int:
 # Parser -------------------------------------------------------------------------------------
 
 
-def _add_security_flags(parser: argparse.ArgumentParser) -> None:
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
+    parser.add_argument(
+        "--target",
+        default=env("AGENT_TRAINING_TARGET") or DEFAULT_TARGET,
+        metavar="HOST:PORT",
+        help="address of the service (env AGENT_TRAINING_TARGET; default: %(default)s)",
+    )
     parser.add_argument(
         "--token",
         default=env("AGENT_TRAINING_TOKEN") or None,
-        help="bearer token sent with every call (env AGENT_TRAINING_TOKEN)",
+        help="bearer token sent with every call (env AGENT_TRAINING_TOKEN; default: none)",
     )
     parser.add_argument(
         "--tls",
@@ -271,143 +226,217 @@ def _add_security_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ca-cert",
         default=env("AGENT_TRAINING_CA_CERT") or None,
-        help="PEM CA bundle that signed the server's certificate; implies --tls"
+        metavar="PEM",
+        help="CA bundle that signed the server's certificate; implies --tls"
         " (env AGENT_TRAINING_CA_CERT)",
     )
     parser.add_argument(
         "--client-cert",
         default=env("AGENT_TRAINING_CLIENT_CERT") or None,
-        help="PEM client certificate for mutual TLS (env AGENT_TRAINING_CLIENT_CERT)",
+        metavar="PEM",
+        help="client certificate for mutual TLS (env AGENT_TRAINING_CLIENT_CERT)",
     )
     parser.add_argument(
         "--client-key",
         default=env("AGENT_TRAINING_CLIENT_KEY") or None,
-        help="PEM private key of --client-cert (env AGENT_TRAINING_CLIENT_KEY)",
+        metavar="PEM",
+        help="private key of --client-cert (env AGENT_TRAINING_CLIENT_KEY)",
     )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("agent-training")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _add_serve(commands: Any) -> None:
+    from agent_training_server.config import ServerConfig, build_argument_parser
+
+    serve = add_command(commands, "serve", "run the service", output=None)
+    build_argument_parser(serve)
+    defaults = {}
+    for setting in dataclasses.fields(ServerConfig):
+        if setting.default is not dataclasses.MISSING:
+            defaults[setting.name] = setting.default
+        elif setting.default_factory is not dataclasses.MISSING:
+            defaults[setting.name] = setting.default_factory()
+    for action in serve._actions:
+        if action.dest in defaults and "default" not in (action.help or ""):
+            action.help = f"{action.help} (default: {describe_default(defaults[action.dest])})"
+    serve.set_defaults(handler=_serve, needs_client=False)
+
+
+def _per_type(setting: str) -> str:
+    """The server's default of a training setting, per training type, for a flag's help."""
+    try:
+        from agent_training_server.engines.defaults import defaults_for
+    except ImportError:  # a client without the server package
+        return " (default: the server's, per training type)"
+    values = {kind: getattr(defaults_for(kind), setting) for kind in TRAINING_TYPES}
+    if len(set(values.values())) == 1:
+        return f" (default: {next(iter(values.values()))})"
+    return " (default: " + ", ".join(f"{value:g} {kind}" for kind, value in values.items()) + ")"
+
+
+def _add_training(commands: Any) -> None:
+    train = add_command(commands, "train", "train an agent from a CSV or JSONL file, or a dataset")
+    train.add_argument(
+        "file", nargs="?", default="", help="CSV, TSV or JSONL examples (or use --dataset)"
+    )
+    train.add_argument("--agent", required=True, metavar="AGENT_ID", help="the agent to train")
+    train.add_argument(
+        "--dataset", default="", metavar="NAME_OR_ID", help="train on a stored dataset instead"
+    )
+    add_column_flags(train)
+    train.add_argument(
+        "--type", type=enum_value, choices=TRAINING_TYPES, default="supervised",
+        help="training paradigm (few-shot or few_shot alike)",
+    )  # fmt: skip
+    train.add_argument("--epochs", type=int, help="most passes over the data" + _per_type("epochs"))
+    train.add_argument(
+        "--learning-rate", type=float, help="optimizer step size" + _per_type("learning_rate")
+    )
+    train.add_argument(
+        "--batch-size", type=int, help="examples per step (0: automatic)" + _per_type("batch_size")
+    )
+    train.add_argument(
+        "--seed", type=int, help="seed of split, initialisation and order" + _per_type("seed")
+    )
+    train.add_argument(
+        "--validation-split",
+        type=float,
+        help="fraction held out to validate" + _per_type("validation_split"),
+    )
+    train.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        metavar="EPOCHS",
+        help="epochs without improvement before stopping; 0: never early"
+        + _per_type("early_stopping_patience"),
+    )
+    train.add_argument(
+        "--max-duration-seconds",
+        type=int,
+        metavar="SECONDS",
+        help="stop and keep the best checkpoint after this long (default: the server's"
+        " max_job_seconds)",
+    )
+    train.add_argument(
+        "--base-agent", default="", metavar="AGENT_ID",
+        help="transfer: start from this agent's active version",
+    )  # fmt: skip
+    train.add_argument("--request-id", default="", help="idempotency key for safe retries")
+    train.add_argument(
+        "--follow", action="store_true", help="show live progress and print the final result"
+    )
+    train.add_argument("--quiet", action="store_true", help="with --follow: no progress lines")
+    train.set_defaults(handler=_train, usage_parser=train)
+
+    jobs = add_command(commands, "jobs", "training jobs", output=None).add_subparsers(
+        dest="jobs_command", required=True, metavar="COMMAND"
+    )
+    watch = add_command(jobs, "watch", "re-attach to a job: replay its events, follow live ones")
+    watch.add_argument("training_id")
+    watch.add_argument(
+        "--from-sequence", type=int, default=0, help="replay events after this sequence number"
+    )
+    watch.add_argument("--quiet", action="store_true", help="no progress lines")
+    watch.set_defaults(handler=_jobs_watch)
+    for name, handler, text in (
+        ("get", _jobs_get, "show a job"),
+        ("cancel", _jobs_cancel, "cancel a queued or running job"),
+    ):
+        sub = add_command(jobs, name, text)
+        sub.add_argument("training_id")
+        sub.set_defaults(handler=handler)
+    listing = add_command(jobs, "list", "list training jobs, newest first", output="table")
+    listing.add_argument("--agent", default="", metavar="AGENT_ID", help="one agent's jobs")
+    listing.add_argument(
+        "--status", type=enum_value, choices=STATUSES, default=None, help="only jobs in this status"
+    )
+    listing.set_defaults(handler=_jobs_list)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the CLI's argument parser."""
-    parser = argparse.ArgumentParser(prog="agent-training", description=__doc__)
+    parser = Parser(
+        prog="agent-training",
+        description=DESCRIPTION,
+        epilog="Enum values take hyphens or underscores alike (few-shot, few_shot).",
+    )
+    parser.add_argument("--version", action="version", version=f"agent-training {_version()}")
+    _add_connection_flags(parser)
     parser.add_argument(
-        "--target",
-        default=os.environ.get("AGENT_TRAINING_TARGET", DEFAULT_TARGET),
-        help="host:port of the service (env AGENT_TRAINING_TARGET)",
-    )
-    _add_security_flags(parser)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the service")
-    from agent_training_server.config import build_argument_parser
-
-    build_argument_parser(serve)
-    serve.set_defaults(handler=_serve)
-
-    agents = commands.add_parser("agents", help="manage agents").add_subparsers(
-        dest="agents_command", required=True
-    )
-    create = agents.add_parser("create", help="create an agent")
-    create.add_argument("agent_id", nargs="?", help="id (default: assigned by the server)")
-    create.add_argument("--name", default="", help="display name")
-    create.add_argument("--description", default="")
-    create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
-    create.add_argument("--request-id", default="", help="idempotency key for safe retries")
-    create.set_defaults(handler=_agents_create)
-    for name, handler, text in (
-        ("get", _agents_get, "show an agent"),
-        ("versions", _agents_versions, "list an agent's versions"),
-    ):
-        sub = agents.add_parser(name, help=text)
-        sub.add_argument("agent_id")
-        sub.set_defaults(handler=handler)
-    agents.add_parser("list", help="list agents").set_defaults(handler=_agents_list)
-    delete = agents.add_parser("delete", help="delete an agent")
-    delete.add_argument("agent_id")
-    delete.add_argument("--force", action="store_true", help="also cancel its running jobs")
-    delete.set_defaults(handler=_agents_delete)
-    activate = agents.add_parser("activate", help="make a version active (rollback)")
-    activate.add_argument("agent_id")
-    activate.add_argument("version_id")
-    activate.set_defaults(handler=_agents_activate)
-
-    train = commands.add_parser("train", help="train an agent from a CSV or JSONL file")
-    train.add_argument("file", nargs="?", default="", help="CSV or JSONL (or use --dataset)")
-    train.add_argument("--agent", required=True)
-    train.add_argument("--dataset", default="", help="train on a stored dataset instead")
-    train.add_argument("--type", choices=TRAINING_TYPES, default="supervised")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--validation-split", type=float)
-    train.add_argument("--base-agent", default="")
-    train.add_argument("--request-id", default="")
-    train.add_argument("--follow", action="store_true", help="show live progress to the end")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_train)
-
-    jobs = commands.add_parser("jobs", help="training jobs").add_subparsers(
-        dest="jobs_command", required=True
-    )
-    watch = jobs.add_parser("watch", help="re-attach to a job's progress")
-    watch.add_argument("training_id")
-    watch.add_argument("--from-sequence", type=int, default=0)
-    watch.add_argument("--quiet", action="store_true")
-    watch.set_defaults(handler=_jobs_watch)
-    for name, handler in (("get", _jobs_get), ("cancel", _jobs_cancel)):
-        sub = jobs.add_parser(name)
-        sub.add_argument("training_id")
-        sub.set_defaults(handler=handler)
-    listing = jobs.add_parser("list")
-    listing.add_argument("--agent", default="")
-    listing.set_defaults(handler=_jobs_list)
-
-    invoke = commands.add_parser("invoke", help="ask a trained agent")
-    invoke.add_argument("--agent", required=True)
-    invoke.add_argument("text", nargs="+")
-    invoke.set_defaults(handler=_invoke)
-
-    feedback = commands.add_parser("feedback", help="record how an answer was received")
-    feedback.add_argument("agent")
-    feedback.add_argument("invocation_id", help="from an invoke answer")
-    feedback.add_argument("feedback", help='"correct", "incorrect" or a reward in [-1, 1]')
-    feedback.add_argument("--corrected", default="", help="the output that would have been right")
-    feedback.add_argument("--comment", default="")
-    feedback.set_defaults(handler=_feedback)
-
-    adapt = commands.add_parser("adapt", help="adapt an agent's behaviour from production metrics")
-    adapt.add_argument("agent")
-    adapt.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE",
-                       help="e.g. success_rate=0.85 (repeatable)")  # fmt: skip
-    adapt.add_argument(
-        "--strategy",
-        required=True,
-        choices=("threshold", "conservative", "aggressive", "calibration", "rollback",
-                 "reinforcement", "exploration"),
+        "-o", "--output", type=enum_value, choices=("json", "table"), default=None,
+        help="output format of the command (default: the command's own, see its --help)",
     )  # fmt: skip
-    # Not --target: that flag names the server.
-    adapt.add_argument("--goal", action="append", default=[], metavar="NAME=VALUE",
-                       dest="goals", help="target, e.g. success_rate=0.9")  # fmt: skip
-    adapt.add_argument("--dry-run", action="store_true", help="show the changes, store nothing")
-    adapt.set_defaults(handler=_adapt)
-
-    cli_data.add_commands(commands, _with_client)
-    cli_analysis.add_command(commands, _with_client)
-
-    health = commands.add_parser("health", help="standard health check")
-    health.add_argument("service", nargs="?", default="")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands)
+    cli_agents.add_commands(commands)
+    _add_training(commands)
+    cli_data.add_commands(commands)
+    cli_analysis.add_command(commands)
+    health = add_command(commands, "health", "standard gRPC health check", output="table")
+    health.add_argument("service", nargs="?", default="", help="service name (default: overall)")
     health.set_defaults(handler=_health)
     return parser
 
 
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    try:
+        import argcomplete  # optional: tab completion when installed
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    handler: Callable[..., int | None] = args.handler
+    try:
+        if not getattr(args, "needs_client", True):
+            return handler(args) or 0
+        with _client(args) as client:
+            return handler(args, client) or 0
+    except AgentTrainingError as error:
+        print_error(error, args)
+        return 1
+    except UsageError as error:
+        subcommand = getattr(args, "usage_parser", None) or parser
+        subcommand.print_usage(sys.stderr)
+        print(f"{subcommand.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        print_error(_os_error(error), args)
+        return 1
+
+
+def _os_error(error: OSError) -> AgentTrainingError:
+    where = f"{error.filename}: " if error.filename else ""
+    return AgentTrainingError(
+        code="FILE_ERROR",
+        message=f"{where}{error.strerror or error}",
+        hint="Check the path and its permissions.",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _autocomplete(parser)
     try:
-        code = args.handler(args)
-    except AgentTrainingError as error:
-        print(json.dumps(error.to_dict(), indent=2), file=sys.stderr)
-        code = 1
+        code = _run(parser, argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        # The reader left (`| head -1`): stop quietly, as tools killed by SIGPIPE do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
     except KeyboardInterrupt:
+        print(file=sys.stderr)
         code = 130
-    sys.exit(code or 0)
+    sys.exit(code)

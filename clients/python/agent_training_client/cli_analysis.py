@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from agent_training.v1 import analysis_pb2, service_pb2
+from agent_training_client.cli_args import add_command as add_command_to
+from agent_training_client.cli_args import enum_list, enum_names, enum_number, output_format
+from agent_training_client.cli_data import resolve_dataset
+from agent_training_client.cli_examples import add_column_flags, reader
+from agent_training_client.cli_output import show
 from agent_training_client.client import AgentTrainingClient
+from agent_training_client.progress import StatusLine
+
+GOALS = enum_names(analysis_pb2.OptimizationGoal, "OPTIMIZATION_GOAL_")
 
 
 def report_text(response: service_pb2.AnalyzeAndOptimizeResponse) -> str:
@@ -47,48 +55,53 @@ def report_text(response: service_pb2.AnalyzeAndOptimizeResponse) -> str:
     return "\n".join(lines)
 
 
-def analyze(args: argparse.Namespace, client: AgentTrainingClient, read_examples: Any) -> int:
+def analyze(args: argparse.Namespace, client: AgentTrainingClient) -> int:
     """`agent-training analyze AGENT ...`."""
+    output = output_format(args)
     if args.apply:
         response = client.analyze_and_optimize(
             agent_id=args.agent, apply_suggestion_id=args.apply, activate=args.activate
         )
+        if output == "json":
+            show(response, output)
+            return 0
         version = response.applied_version
         state = "active" if version.active else "not active"
         print(f"made version {version.version_id} from {response.version_id} ({state})")
         return 0
     goals = [
-        analysis_pb2.OptimizationGoal.Value(f"OPTIMIZATION_GOAL_{goal.strip().upper()}")
-        for goal in args.goals.split(",")
-        if goal.strip()
+        enum_number(analysis_pb2.OptimizationGoal, "OPTIMIZATION_GOAL_", goal)
+        for goal in args.goals
     ]
     # The stream works for any size and shows progress; the unary call is for small sets.
     response = None
+    status = StatusLine(sys.stderr)
     for message in client.analyze_and_optimize_stream(
         agent_id=args.agent,
         version_id=args.version,
         optimization_goals=goals,
-        evaluation_data=list(read_examples(Path(args.eval))) if args.eval else [],
-        dataset_id=args.dataset,
+        evaluation_data=reader(args)(args.eval) if args.eval else [],
+        dataset_id=resolve_dataset(client, args.dataset) if args.dataset else "",
     ):
         if message.WhichOneof("kind") == "accepted":
             print(f"analysis job {message.accepted.analysis_id}", file=sys.stderr)
         elif message.WhichOneof("kind") == "progress":
             p = message.progress
-            print(
-                f"\r{p.percent_complete:5.1f}%  {p.phase}  {p.examples_done}/{p.examples_total}",
-                end="",
-                file=sys.stderr,
+            status.update(
+                f"{p.percent_complete:5.1f}%  {p.phase}  {p.examples_done}/{p.examples_total}"
             )
         else:
             response = message.result
-    print(file=sys.stderr)
+    status.close()
     if response is None:
         return 1
-    print(report_text(response))
+    if output == "json":
+        show(response, output)
+    else:
+        print(report_text(response))
     if args.plot:
         plot(response, Path(args.plot))
-        print(f"plots written to {args.plot}")
+        print(f"plots written to {args.plot}", file=sys.stderr if output == "json" else sys.stdout)
     return 0
 
 
@@ -147,15 +160,29 @@ def plot(response: service_pb2.AnalyzeAndOptimizeResponse, path: Path) -> None:
     plt.close(figure)
 
 
-def add_command(commands: Any, handler: Any) -> None:
-    """Add `analyze` to the CLI; `handler(fn)` wraps fn(args, client, read_examples)."""
-    sub = commands.add_parser("analyze", help="evaluate an agent version and suggest changes")
-    sub.add_argument("agent")
-    sub.add_argument("--goals", default="", help="e.g. improve_calibration,maximize_coverage")
+def add_command(commands: Any) -> None:
+    """Add `analyze` to the CLI."""
+    sub = add_command_to(
+        commands, "analyze", "evaluate an agent version and suggest changes", output="table"
+    )
+    sub.description = (
+        "Evaluate an agent version and suggest changes. The table output is a readable report;"
+        " -o json prints the whole AnalyzeAndOptimize response."
+    )
+    sub.add_argument("agent", help="the agent to analyse")
+    sub.add_argument(
+        "--goals",
+        type=enum_list(GOALS),
+        default="",
+        help=f"comma-separated goals to suggest changes for, from {', '.join(GOALS)}",
+    )
     sub.add_argument("--version", default="", help="version to analyse (default: active)")
-    sub.add_argument("--eval", default="", help="CSV or JSONL evaluation examples")
-    sub.add_argument("--dataset", default="", help="stored dataset to evaluate on")
+    sub.add_argument("--eval", default="", metavar="FILE", help="CSV or JSONL evaluation examples")
+    add_column_flags(sub)
+    sub.add_argument(
+        "--dataset", default="", metavar="NAME_OR_ID", help="stored dataset to evaluate on"
+    )
     sub.add_argument("--apply", default="", metavar="SUGGESTION_ID", help="apply a suggestion")
     sub.add_argument("--activate", action="store_true", help="make the applied version active")
     sub.add_argument("--plot", default="", metavar="FILE.png", help="also draw the report")
-    sub.set_defaults(handler=handler(analyze))
+    sub.set_defaults(handler=analyze)

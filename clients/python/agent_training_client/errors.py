@@ -127,4 +127,14 @@ def _plain_status_code_and_hint(status_code: grpc.StatusCode, details: str) -> t
             "The call ran past its deadline and the server stopped its work: give it a longer"
             " timeout, or use the streaming variant of long operations.",
         )
+    if status_code == grpc.StatusCode.UNAVAILABLE:
+        return "UNAVAILABLE", UNREACHABLE_HINT
     return status_code.name, ""
+
+
+UNREACHABLE_HINT = (
+    "No server answers at this address. Start one (`make run` in a checkout of the project, or"
+    " `agent-training serve`), or point the client at a running one: the target argument, or"
+    " the AGENT_TRAINING_TARGET variable (host:port)."
+)
+"""The hint of a call that found no server (a refused connection, an unknown host)."""
