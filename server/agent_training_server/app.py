@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,11 +20,12 @@ from agent_training_server.api.call_guard import CallGuardInterceptor
 from agent_training_server.api.error_translation import ErrorTranslationInterceptor
 from agent_training_server.api.keepalive import keepalive_options
 from agent_training_server.api.servicer import AgentTrainingServicer
+from agent_training_server.api.stream_tasks import StreamTaskInterceptor
 from agent_training_server.auth import setup as auth_setup
 from agent_training_server.auth.interceptor import AuthInterceptor
 from agent_training_server.config import ServerConfig
 from agent_training_server.jobs.executor import create_executor
-from agent_training_server.metrics import GrpcMetricsInterceptor, Metrics
+from agent_training_server.metrics import GrpcMetricsInterceptor, Metrics, MetricsEndpoint
 from agent_training_server.services.adaptation import AdaptationService
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
@@ -34,6 +35,7 @@ from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
+from agent_training_server.startup import DataFolderLock, bind_grpc_port, check_data_folder
 from agent_training_server.store.sqlite import SqliteStore
 from agent_training_server.store.traced import TracedStore
 from agent_training_server.telemetry import INSTRUMENTATION_NAME, create_tracer_provider
@@ -57,10 +59,14 @@ class RunningServer:
     tracer_provider: TracerProvider
     feedback: FeedbackService
     metrics: Metrics
-    metrics_server: Any = None
-    metrics_port: int = 0
-    """Port of /metrics (0 when metrics are off)."""
+    data_lock: DataFolderLock
+    metrics_endpoint: MetricsEndpoint | None = None
     analysis_jobs: AnalysisJobs | None = None
+
+    @property
+    def metrics_port(self) -> int:
+        """Port of /metrics (0 when metrics are off)."""
+        return self.metrics_endpoint.port if self.metrics_endpoint is not None else 0
 
     @property
     def address(self) -> str:
@@ -83,15 +89,18 @@ class RunningServer:
         if self.analysis_jobs is not None:
             await self.analysis_jobs.stop()  # stored as interrupted, retryable
         await self.feedback.stop()  # answers still in memory reach the database
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()
-            self.metrics_server.server_close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.store.close()
+        self.data_lock.release()  # last: the folder is another server's only once we are done
         self.tracer_provider.shutdown()
 
 
 def _channel_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
+        # gRPC sets SO_REUSEPORT by default on Linux: a second server on a port in use would
+        # start and take a share of the calls, silently. Off, the second bind fails.
+        ("grpc.so_reuseport", int(config.reuse_port)),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         *keepalive_options(config),
@@ -101,88 +110,109 @@ def _channel_options(config: ServerConfig) -> list[tuple[str, int]]:
 async def create_server(
     config: ServerConfig, tracer_provider: TracerProvider | None = None
 ) -> RunningServer:
-    """Build and start the server described by ``config``."""
-    tracer_provider = tracer_provider or create_tracer_provider(
-        export_process=True, log_settings=(config.log_level, config.log_format)
-    )
-    # Security settings first: a bad certificate or token file stops start-up before any work.
+    """Build and start the server described by ``config``.
+
+    What can stop a start is checked before anything is started or written: the files settings
+    name are read, the data folder is checked, the ports are bound and the data folder locked.
+    Only then is the database opened, interrupted jobs recovered and workers started.
+
+    Raises:
+        StartupError: one of those checks failed; the message names the setting to change.
+        ValueError: a setting is wrong in another way (e.g. an OTEL_* variable).
+    """
     credentials = auth_setup.server_credentials(config)
     authentication = auth_setup.authentication(config)
     open_prefixes = auth_setup.open_prefixes(config)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
-    store = TracedStore(SqliteStore(config.database_path), tracer)
-    metrics = Metrics()
-    agents = AgentService(store, config.data_dir)
-    jobs = JobManager(store, config, create_executor(config), metrics=metrics, tracer=tracer)
-    await jobs.start()
-    feedback = FeedbackService(store, metrics)
-    inference = InferenceService(
-        store, config.data_dir, on_answers=feedback.remember, metrics=metrics
-    )
-    store.discard_unfinished_datasets()
-    datasets = DatasetService(store, config.max_dataset_examples)
-    synthetic = SyntheticService(inference, config.max_concurrent_generations, metrics)
-    analysis = AnalysisService(store, agents, inference, config.data_dir)
-    adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir, metrics)
-    analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs)
-    await analysis_jobs.recover()
+    check_data_folder(config.data_dir)
+    async with contextlib.AsyncExitStack() as undo:  # on a failed start, release what was taken
+        if tracer_provider is None:
+            tracer_provider = create_tracer_provider(
+                export_process=True, log_settings=(config.log_level, config.log_format)
+            )
+            undo.callback(tracer_provider.shutdown)
+        metrics = Metrics()
+        server = grpc.aio.server(
+            interceptors=[
+                # Outermost: streams end in their call's task, so contexts detach where attached.
+                StreamTaskInterceptor(),
+                # Tracing next, so errors see the server span's trace id.
+                aio_server_interceptor(tracer_provider=tracer_provider),
+                # Outside error translation, so the codes it sets are the codes counted.
+                GrpcMetricsInterceptor(metrics),
+                ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
+                # Inside error translation, so the errors it raises get the rich status.
+                CallGuardInterceptor(f"/{SERVICE_NAME}/", config.max_concurrent_streams),
+                # Innermost: sets the caller's principal in the context the handler runs in.
+                *_auth_interceptors(authentication, open_prefixes),
+            ],
+            options=_channel_options(config),
+        )
+        undo.push_async_callback(server.stop, None)
+        port = bind_grpc_port(server, config.address, credentials)
+        metrics_endpoint = None
+        if config.metrics_address:
+            metrics_endpoint = metrics.bind(config.metrics_address)
+            undo.callback(metrics_endpoint.close)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        address = f"{config.address.rsplit(':', 1)[0]}:{port}"
+        data_lock = DataFolderLock.acquire(config.data_dir, address)
+        undo.callback(data_lock.release)
 
-    server = grpc.aio.server(
-        interceptors=[
-            # Order matters: tracing outermost, so errors see the server span's trace id.
-            aio_server_interceptor(tracer_provider=tracer_provider),
-            # Outside error translation, so the codes it sets are the codes counted.
-            GrpcMetricsInterceptor(metrics),
-            ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
-            # Inside error translation, so the errors it raises get the rich status.
-            CallGuardInterceptor(f"/{SERVICE_NAME}/", config.max_concurrent_streams),
-            # Innermost: sets the caller's principal in the context the handler runs in.
-            *_auth_interceptors(authentication, open_prefixes),
-        ],
-        options=_channel_options(config),
-    )
-    service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
-        AgentTrainingServicer(
-            config,
-            agents,
-            jobs,
-            inference,
-            datasets,
-            synthetic,
-            analysis,
-            feedback,
-            adaptation,
-            analysis_jobs,
-            tracer=tracer,
-        ),
-        server,
-    )
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    if credentials is None:
-        port = server.add_insecure_port(config.address)
-    else:
-        port = server.add_secure_port(config.address, credentials)
-    _log_security(config, authentication is not None)
-    if port == 0:
-        await jobs.stop()
-        store.close()
-        raise OSError(f"cannot listen on {config.address}")
-    await server.start()
-    metrics_server, metrics_port = None, 0
-    if config.metrics_address:
-        metrics_server, metrics_port = metrics.serve(config.metrics_address)
-    for name in ("", SERVICE_NAME):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # The folder and the ports are ours: from here on the data folder is read and written.
+        tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
+        store = TracedStore(SqliteStore(config.database_path), tracer)
+        undo.callback(store.close)
+        agents = AgentService(store, config.data_dir)
+        jobs = JobManager(store, config, create_executor(config), metrics=metrics, tracer=tracer)
+        await jobs.start()
+        undo.push_async_callback(jobs.stop)
+        feedback = FeedbackService(store, metrics)
+        undo.push_async_callback(feedback.stop)
+        inference = InferenceService(
+            store, config.data_dir, on_answers=feedback.remember, metrics=metrics
+        )
+        store.discard_unfinished_datasets()
+        datasets = DatasetService(store, config.max_dataset_examples)
+        synthetic = SyntheticService(inference, config.max_concurrent_generations, metrics)
+        analysis = AnalysisService(store, agents, inference, config.data_dir)
+        adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir, metrics)
+        analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs)
+        await analysis_jobs.recover()
+        undo.push_async_callback(analysis_jobs.stop)
+
+        service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
+            AgentTrainingServicer(
+                config,
+                agents,
+                jobs,
+                inference,
+                datasets,
+                synthetic,
+                analysis,
+                feedback,
+                adaptation,
+                analysis_jobs,
+                tracer=tracer,
+            ),
+            server,
+        )
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        await server.start()
+        if metrics_endpoint is not None:
+            metrics_endpoint.start()
+        _log_security(config, authentication is not None)
+        for name in ("", SERVICE_NAME):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        undo.pop_all()  # started: from now on RunningServer.stop releases it all
     return RunningServer(
         server,
         port,
@@ -193,8 +223,8 @@ async def create_server(
         tracer_provider,
         feedback,
         metrics,
-        metrics_server,
-        metrics_port,
+        data_lock,
+        metrics_endpoint,
         analysis_jobs,
     )
 

@@ -33,6 +33,11 @@ class ServerConfig:
     """Everything the server can be configured with."""
 
     address: str = _setting("127.0.0.1:50051", "host:port to listen on; port 0 picks a free one")
+    reuse_port: bool = _setting(
+        False,
+        "share address's port with other processes (SO_REUSEPORT); off: a port in use stops the"
+        " start",
+    )
     # Path is immutable, so one shared default instance is safe.
     data_dir: Path = _setting(Path("data"), "folder of the database and weights")  # noqa: RUF009
     max_message_bytes: int = _setting(64 * 1024 * 1024, "largest request or response message")
@@ -191,9 +196,25 @@ def _convert(field: dataclasses.Field[Any], raw: str) -> Any:
             return float(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "bool":
+            return _boolean(raw)
     except ValueError as error:
         raise ValueError(f"{field.name}: {raw!r} is not a valid {kind}") from error
     return raw
+
+
+def _boolean(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{raw!r} is not true or false")
+
+
+def setting_name(name: str) -> str:
+    """How an operator changes a setting: ``--address (AGENT_TRAINING_ADDRESS)``."""
+    return f"{_flag(name)} ({ENV_PREFIX}{name.upper()})"
 
 
 def _check(config: ServerConfig) -> None:

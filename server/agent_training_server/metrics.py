@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from agent_training_server.config import setting_name
+from agent_training_server.startup import StartupError
 
 # Label values exactly as the grpc-ecosystem interceptors (Go, Java) write them, so that queries
 # and dashboards written for those servers match this one.
@@ -129,12 +136,36 @@ class Metrics:
         self.store_errors = Counter(
             p + "store_errors", "Store operations that failed unexpectedly.", registry=r
         )
+        self.event_log_failures = Counter(
+            p + "event_log_failures",
+            "Training jobs failed (EVENT_LOG_UNAVAILABLE) because an event could not be stored.",
+            registry=r,
+        )
 
-    def serve(self, address: str) -> tuple[Any, int]:
-        """Serve /metrics on `address` (host:port; port 0 picks one); return (server, port)."""
+    def bind(self, address: str) -> MetricsEndpoint:
+        """Bind /metrics to `address` (host:port; port 0 picks one), to serve once started.
+
+        Raises:
+            StartupError: the address cannot be bound (a port in use, an unknown host).
+        """
         host, _, port = address.rpartition(":")
-        server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
-        return server, server.server_port
+        host = host.strip("[]") or "0.0.0.0"
+        try:
+            family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][0]
+
+            class Server(_ExclusiveServer):
+                address_family = family  # IPv4 or IPv6, as the host is
+
+            server = make_server(
+                host, int(port), make_wsgi_app(self.registry), Server, _QuietHandler
+            )
+        except (OSError, ValueError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            raise StartupError(
+                f"cannot serve metrics on {address}: {reason.lower()};"
+                f" set {setting_name('metrics_address')} to a free port, or to '' for no metrics"
+            ) from error
+        return MetricsEndpoint(server)
 
     # Training jobs ---------------------------------------------------------------------------
 
@@ -158,6 +189,49 @@ class Metrics:
         for gauge in (self.job_examples_per_second, self.job_loss, self.job_accuracy):
             with contextlib.suppress(KeyError):  # the job never reported that number
                 gauge.remove(training_id)
+
+
+class _ExclusiveServer(ThreadingWSGIServer):
+    """Binds with SO_REUSEADDR, never SO_REUSEPORT.
+
+    SO_REUSEADDR lets a restart bind while old connections wait out their close; without
+    SO_REUSEPORT a port another process listens on stops the start instead of being shared.
+    """
+
+    allow_reuse_address = True
+    allow_reuse_port = False
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+class MetricsEndpoint:
+    """The /metrics HTTP server: its port held from binding, answering once started."""
+
+    def __init__(self, server: ThreadingWSGIServer) -> None:
+        self._server = server
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the chosen one when the address asked for port 0)."""
+        return int(self._server.server_port)
+
+    def start(self) -> None:
+        """Answer scrapes, on a daemon thread."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop answering and release the port."""
+        if self._thread is not None:
+            self._server.shutdown()  # waits for serve_forever, so only once it was started
+            self._thread = None
+        self._server.server_close()
 
 
 class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):

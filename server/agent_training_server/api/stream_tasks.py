@@ -1,0 +1,54 @@
+"""Server streams run as coroutines, so their handlers always end in the call's own task.
+
+gRPC's asyncio server drives an async-generator handler with ``async for`` and stops at the
+first send that fails (the client cancelled or went away, the server is stopping) without closing
+the generator. The generator is then closed later by the event loop's finaliser, in another task
+with another ``contextvars`` context. The OpenTelemetry server interceptor's generator holds an
+attached context across its ``yield``: detaching it there fails, and ``opentelemetry.context``
+logs "Failed to detach context" with a traceback after perfectly ordinary calls.
+
+This interceptor, outermost, turns each server-streaming handler into a coroutine that writes
+the generator's messages with ``context.write`` and closes the generator in ``finally``, in the
+call's task, whatever ends the stream. It changes nothing else: errors and aborts raised by the
+generator reach gRPC as before.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+
+class StreamTaskInterceptor(grpc.aio.ServerInterceptor):
+    """Runs server-streaming handlers to their end in the call's task (see the module docstring)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Replace a server-streaming behaviour by a coroutine that writes its messages."""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_stream is None:
+            return handler
+        return handler._replace(unary_stream=_written(handler.unary_stream))
+
+
+def _written(
+    behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
+    async def write_all(request: Any, context: grpc.aio.ServicerContext) -> None:
+        responses = behavior(request, context)
+        if inspect.isawaitable(responses):  # already a coroutine that writes its messages
+            await responses
+            return
+        try:
+            async for response in responses:
+                await context.write(response)
+        finally:
+            await responses.aclose()  # a no-op when it ran to its end
+
+    return write_all
