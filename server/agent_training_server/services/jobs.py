@@ -80,6 +80,12 @@ class _ActiveJob:
     started_at: float = 0.0
     dispatched: bool = False
     """Handed to the pool: it holds a worker slot until it ends."""
+    worker_done: bool = False
+    """The worker reported the job's end (or lost it): it no longer runs the job."""
+
+
+class _EventNotRecorded(Exception):
+    """An event of the job could not be stored; the job has been ended FAILED in memory."""
 
 
 class JobManager:
@@ -114,6 +120,12 @@ class JobManager:
         self._consumer: asyncio.Task[None] | None = None
         self._closing = False
         """Shutting down: no new jobs, no new or open watches."""
+        self._draining: set[str] = set()
+        """Jobs ended by the server while their worker still runs them: the worker slot is
+        freed when the worker reports that it stopped."""
+        self._unrecorded: dict[str, tuple[TrainingJob, JobEvent]] = {}
+        """Jobs failed because their events cannot be stored, with their final state and event,
+        which the store may lack: what get and watch answer until the restart."""
         self._message_handled = asyncio.Event()
 
     # Lifecycle ----------------------------------------------------------------------------
@@ -177,14 +189,17 @@ class JobManager:
             )
             self._active[job.training_id] = active
             if job.status == JobStatus.RUNNING:
-                await self._record(
-                    active,
-                    "progress",
-                    {"status": "TRAINING_STATUS_QUEUED"},
-                    status=JobStatus.QUEUED,
-                    phase="",
-                    timeline=_timeline(job, JobStatus.QUEUED, "server restarted"),
-                )
+                try:
+                    await self._record(
+                        active,
+                        "progress",
+                        {"status": "TRAINING_STATUS_QUEUED"},
+                        status=JobStatus.QUEUED,
+                        phase="",
+                        timeline=_timeline(job, JobStatus.QUEUED, "server restarted"),
+                    )
+                except _EventNotRecorded:
+                    continue  # failed, not queued
             self._waiting.append(job.training_id)
         self._work_available.set()
 
@@ -199,7 +214,10 @@ class JobManager:
             " with interrupted_jobs=resume to resume such jobs from their checkpoint.",
             "retryable": True,
         }
-        await self._end(active, JobStatus.FAILED, error, "server restarted (interrupted_jobs=fail)")
+        with contextlib.suppress(_EventNotRecorded):
+            await self._end(
+                active, JobStatus.FAILED, error, "server restarted (interrupted_jobs=fail)"
+            )
 
     # Submitting ---------------------------------------------------------------------------
 
@@ -358,6 +376,8 @@ class JobManager:
             message = await self._messages.get()
             try:
                 await self._handle(message)
+            except _EventNotRecorded:
+                pass  # the job was failed, and that was logged once
             except Exception:
                 log.exception("failed to record a message from a training worker: %s", message[:2])
             self._message_handled.set()
@@ -365,8 +385,15 @@ class JobManager:
     async def _handle(self, message: Message) -> None:
         kind, training_id, payload = message
         active = self._active.get(training_id)
+        stopped = kind in ("succeeded", "failed", "cancelled", "preempted", "worker_lost")
         if active is None:
-            return  # a worker's "ready", or a job that already ended
+            # A worker's "ready", or a job that already ended; if the server ended it while
+            # the worker ran it, the worker is free once it says it stopped.
+            if stopped and training_id in self._draining:
+                self._draining.discard(training_id)
+                self._free_workers.release()
+            return
+        active.worker_done = stopped
         if kind == "started":
             active.started_at = time.monotonic()
             now = time.time()
@@ -474,9 +501,18 @@ class JobManager:
                 "encoder": result["encoder"],
             },
         )
-        await self._end(
-            active, JobStatus.SUCCEEDED, {}, "trained", version=version, metrics=result["metrics"]
-        )
+        try:
+            await self._end(
+                active,
+                JobStatus.SUCCEEDED,
+                {},
+                "trained",
+                version=version,
+                metrics=result["metrics"],
+            )
+        except _EventNotRecorded:
+            await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)  # no row names it
+            raise
 
     # Recording ----------------------------------------------------------------------------
 
@@ -488,17 +524,93 @@ class JobManager:
         version: AgentVersion | None = None,
         **changes: Any,
     ) -> JobEvent:
-        """Append one event with the job's changes, durably, then publish it."""
+        """Append one event with the job's changes, durably, then publish it.
+
+        Raises:
+            _EventNotRecorded: the store refused the event; the job was ended FAILED
+                (EVENT_LOG_UNAVAILABLE) and its worker freed, so the caller stops there.
+        """
         async with active.lock:
             sequence = active.job.last_sequence + 1
             job = dataclasses.replace(active.job, last_sequence=sequence, **changes)
             event = JobEvent(job.training_id, sequence, time.time(), kind, payload)
-            await asyncio.to_thread(self._store.append_event, event, job, version)
-            active.job = job
-            # Published under the lock: subscribers must receive events in sequence order.
-            for subscriber in list(active.subscribers):
-                subscriber.put_nowait(event)
-        return event
+            try:
+                await asyncio.to_thread(self._store.append_event, event, job, version)
+            except Exception as error:  # sqlite3.Error, OSError, a job row that is gone
+                failure = error
+            else:
+                self._publish(active, job, event)
+                return event
+        await self._fail_unrecorded(active, failure)
+        raise _EventNotRecorded(job.training_id) from failure
+
+    @staticmethod
+    def _publish(active: _ActiveJob, job: TrainingJob, event: JobEvent) -> None:
+        active.job = job
+        # Published under the job's lock: subscribers must receive events in sequence order.
+        for subscriber in list(active.subscribers):
+            subscriber.put_nowait(event)
+
+    async def _fail_unrecorded(self, active: _ActiveJob, failure: Exception) -> None:
+        """End a job whose event could not be stored: FAILED, retryable, its worker freed.
+
+        A job that cannot record its progress could never record its end either, and would hold
+        its worker for good. Its training stops; the final event is stored if the store takes
+        it now (a conflicting sequence number is skipped), and is kept in memory otherwise,
+        for GetTrainingJob and watchers, until the restart resumes the job from its checkpoint.
+        """
+        job = active.job
+        if self._active.get(job.training_id) is not active:
+            return  # another event of the job failed first and ended it
+        log.error(
+            "job %s failed: its events cannot be stored (%s: %s)",
+            job.training_id,
+            type(failure).__name__,
+            failure,
+        )
+        if self._metrics is not None:
+            self._metrics.event_log_failures.inc()
+        error = {
+            "code": "EVENT_LOG_UNAVAILABLE",
+            "message": "the job's progress could not be stored, so the job was stopped",
+            "hint": "Train again (the same config.seed gives the same result); if it repeats,"
+            " the server's database needs attention (disk space, file permissions).",
+            "retryable": True,
+        }
+        self._active.pop(job.training_id, None)
+        if active.dispatched and not active.worker_done:
+            self._pool.cancel(job.training_id)  # stops at its next step, then reports
+            self._draining.add(job.training_id)
+        elif active.dispatched:
+            self._free_workers.release()
+        async with active.lock:
+            stored = await self._stored_sequences(job.training_id, job.last_sequence + 1)
+            sequence = max([job.last_sequence, *stored]) + 1
+            final = dataclasses.replace(
+                job,
+                last_sequence=sequence,
+                status=JobStatus.FAILED,
+                phase="",
+                error=error,
+                end_time=time.time(),
+                timeline=_timeline(job, JobStatus.FAILED, "events could not be stored"),
+            )
+            payload = {"status": "TRAINING_STATUS_FAILED", "metrics": job.metrics, "error": error}
+            event = JobEvent(job.training_id, sequence, time.time(), "finished", payload)
+            try:
+                await asyncio.to_thread(self._store.append_event, event, final, None)
+            except Exception:  # the same failure again: kept in memory only
+                self._unrecorded[job.training_id] = (final, event)
+            self._publish(active, final, event)
+        self._count_end(final)
+
+    async def _stored_sequences(self, training_id: str, from_sequence: int) -> list[int]:
+        """Sequence numbers stored from ``from_sequence`` on, by whatever wrote them."""
+        try:
+            events = await asyncio.to_thread(self._store.list_events, training_id, from_sequence)
+        except Exception:
+            return []
+        return [event.sequence for event in events]
 
     async def _end(
         self,
@@ -512,15 +624,6 @@ class JobManager:
         if active.job.status in JobStatus.ENDED:
             return
         metrics = metrics if metrics is not None else active.job.metrics
-        if self._metrics is not None:
-            started = active.job.start_time or active.job.create_time
-            self._metrics.job_ended(
-                active.job.training_id,
-                active.job.training_type,
-                status,
-                max(0.0, time.time() - started),
-                int(metrics.get("epochs_run", 0) or 0),
-            )
         payload: dict[str, Any] = {"status": f"TRAINING_STATUS_{status}", "metrics": metrics}
         if version is not None:
             payload["version_id"] = version.version_id
@@ -547,9 +650,21 @@ class JobManager:
             ),
             timeline=_timeline(active.job, status, reason),
         )
+        self._count_end(active.job)
         self._active.pop(active.job.training_id, None)
         if active.dispatched:
             self._free_workers.release()
+
+    def _count_end(self, job: TrainingJob) -> None:
+        if self._metrics is not None:
+            started = job.start_time or job.create_time
+            self._metrics.job_ended(
+                job.training_id,
+                job.training_type,
+                job.status,
+                max(0.0, (job.end_time or time.time()) - started),
+                int(job.metrics.get("epochs_run", 0) or 0),
+            )
 
     async def _remove_workdirs(self, training_ids: list[str]) -> None:
         for training_id in training_ids:
@@ -574,6 +689,8 @@ class JobManager:
         active = self._active.get(training_id)
         if active is not None:
             return active.job
+        if training_id in self._unrecorded:
+            return self._unrecorded[training_id][0]
         return await asyncio.to_thread(self._store.get_job, training_id)
 
     async def list(
@@ -593,12 +710,17 @@ class JobManager:
             before_position=before_position,
             tenant=tenant,
         )
-        jobs = [
-            self._active[job.training_id].job if job.training_id in self._active else job
-            for _position, job in rows[:page_size]
-        ]
+        jobs = [self._live(job) for _position, job in rows[:page_size]]
         next_position = str(rows[page_size - 1][0]) if len(rows) > page_size else ""
         return Page(jobs, next_position)
+
+    def _live(self, job: TrainingJob) -> TrainingJob:
+        """The job as this server knows it, which may be newer than the stored row."""
+        if job.training_id in self._active:
+            return self._active[job.training_id].job
+        if job.training_id in self._unrecorded:
+            return self._unrecorded[job.training_id][0]
+        return job
 
     def running_jobs_of(self, agent_id: str) -> list[TrainingJob]:
         """Jobs of an agent that have not ended."""
@@ -621,6 +743,8 @@ class JobManager:
                 if event.kind == "finished":
                     return
             if active is None:
+                if training_id in self._unrecorded:  # its end is known here, not stored
+                    yield self._unrecorded[training_id][1]
                 return
             while True:
                 event = await inbox.get()
@@ -647,7 +771,10 @@ class JobManager:
                 hint="Only QUEUED or RUNNING jobs can be cancelled.",
             )
         if not active.dispatched:
-            await self._end(active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request")
+            with contextlib.suppress(_EventNotRecorded):  # then it is FAILED instead
+                await self._end(
+                    active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request"
+                )
             return await self.get(training_id)
         self._pool.cancel(training_id)
         with contextlib.suppress(TimeoutError):
