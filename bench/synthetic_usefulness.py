@@ -7,8 +7,8 @@ through the service, same engine and settings, in the same run:
    source example, medium difficulty, seed 0), with the shipped lexicon's synonyms only;
 3. the same with `encoder_synonyms` (synonyms the pretrained encoder finds, checked in context).
 All are scored on the full test.csv through InvokeAgent. Prints one table; writes
-bench/results/synthetic_usefulness.json. The default run is the figure docs/benchmarks.md reports (the
-gain of the third agent over the first); other sample and generator seeds show how it varies.
+bench/results/synthetic_usefulness.json. The default run is the figure docs/benchmarks.md reports
+(the gain of the third agent over the first); other sample and generator seeds show how it varies.
 
 Both agents train with the engine's default validation split (a tenth of each intent held out for
 early stopping): the sample-only agent then learns from 9 examples per intent, while the other
