@@ -8,6 +8,7 @@ BUF      := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROMETHEUS := .tools/prometheus/usr/bin/prometheus
 ADDRESS  ?= 127.0.0.1:50051
+METRICS_ADDRESS ?= 127.0.0.1:9464
 DATA_DIR ?= ./data
 
 export HF_HUB_OFFLINE := 1
@@ -44,8 +45,12 @@ proto-check: install
 	  && diff -r -x __pycache__ $$tmp/agent_training gen/python/agent_training \
 	  || { echo "gen/python is stale: run 'make proto' and commit the result"; exit 1; }
 
+# `make run ADDRESS=127.0.0.1:50052 METRICS_ADDRESS=127.0.0.1:9465 DATA_DIR=./data2` for a second
+# server (METRICS_ADDRESS= turns /metrics off). agent-training-server is `agent-training serve`
+# without the client package, so it can quiet gRPC's core before grpc loads.
 run: install
-	$(BIN)/agent-training serve --address $(ADDRESS) --data-dir $(DATA_DIR)
+	$(BIN)/agent-training-server --address $(ADDRESS) --metrics-address "$(METRICS_ADDRESS)" \
+	  --data-dir $(DATA_DIR)
 
 test: install proto-check proto-node-check prometheus
 	PROMETHEUS_BINARY=$(PROMETHEUS) $(PYTHON) -m pytest
