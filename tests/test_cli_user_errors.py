@@ -266,6 +266,27 @@ def test_version():
     assert shown.stdout.strip() == f"agent-training {importlib.metadata.version('agent-training')}"
 
 
+def test_tab_completion_offers_commands_and_flags(tmp_path):
+    """What bash's completion hook (register-python-argcomplete) asks the command for."""
+
+    def complete(line: str) -> set[str]:
+        answer = tmp_path / "completion.txt"
+        env = {
+            **os.environ,
+            "_ARGCOMPLETE": "1",
+            "_ARGCOMPLETE_SHELL": "bash",
+            "COMP_LINE": line,
+            "COMP_POINT": str(len(line)),
+            "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+        }
+        done = subprocess.run([CLI], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return set(answer.read_text().split())
+
+    assert complete("agent-training ag") == {"agents"}
+    assert "--type" in complete("agent-training train --ty")
+
+
 def _significant_digits(number: float) -> int:
     return len(repr(number).split("e")[0].replace("-", "").replace(".", "").strip("0"))
 

@@ -1,4 +1,4 @@
-# PYTHON_ARGCOMPLETE_OK (tab completion when argcomplete is installed)
+# PYTHON_ARGCOMPLETE_OK (tab completion through argcomplete)
 """The ``agent-training`` command line: run the server, manage agents, train, watch, invoke."""
 
 from __future__ import annotations
@@ -385,10 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _autocomplete(parser: argparse.ArgumentParser) -> None:
-    try:
-        import argcomplete  # optional: tab completion when installed
-    except ImportError:
-        return
+    # Answers and exits only when bash's completion hook runs the command (_ARGCOMPLETE set);
+    # imported here so that ordinary runs do not pay for it.
+    import argcomplete
+
     argcomplete.autocomplete(parser)
 
 
