@@ -72,6 +72,19 @@ class FailedPrecondition(ServiceError):
     default_code = "FAILED_PRECONDITION"
 
 
+class VersionDamaged(FailedPrecondition):
+    """A version's files are missing, truncated, wrongly shaped or fail their checksum.
+
+    The version is never served; another version (or a new training) is the way out.
+    """
+
+    default_code = "VERSION_DAMAGED"
+    default_hint = (
+        "Activate another version with ActivateAgentVersion (CLI: agent-training agents"
+        " activate AGENT VERSION), or train the agent again; the operator's log names the file."
+    )
+
+
 class Unauthenticated(ServiceError):
     """The call carries no valid credentials (a missing, malformed, expired or unknown token)."""
 

@@ -169,6 +169,18 @@ class Predictor(abc.ABC):
 
     outputs: list[str]
 
+    @classmethod
+    def check(cls, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Check, before building, that the tensors fit the model the spec describes.
+
+        Cheap (shapes and finite values, no model built): it runs on every load of a version.
+        The default checks nothing.
+
+        Raises:
+            integrity.DamagedFile: a tensor is missing, wrongly shaped or not finite.
+        """
+        return None
+
     @abc.abstractmethod
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Return an array of shape (len(texts), len(outputs)) of probabilities."""

@@ -1,9 +1,13 @@
-"""One checkpoint per job folder: model, optimizer, best weights, loop state, RNG; safetensors.
+"""Two checkpoints per job folder: model, optimizer, best weights, loop state, RNG; safetensors.
 
 Written to a temporary file, flushed to disk (fsync) and renamed, so a crash or power loss
 mid-write leaves the previous checkpoint. Nothing is pickled: tensors go in the file, everything
 else is JSON in its metadata. The torch random generator's state is saved too: an engine whose
 steps draw random numbers (dropout) continues the same sequence after a resume.
+
+The newest checkpoint and the one before it are kept (``checkpoint.safetensors`` and
+``checkpoint.previous.safetensors``), each with a SHA-256 of its contents in its metadata
+(engines/integrity.py): when the newest turns out damaged, the job resumes from the previous one.
 """
 
 from __future__ import annotations
@@ -16,11 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 
 from agent_training_server.durable_files import fsync_path
+from agent_training_server.engines import integrity
+from agent_training_server.engines.integrity import DamagedFile
 
 FILE_NAME = "checkpoint.safetensors"
+"""The newest checkpoint."""
+PREVIOUS_FILE_NAME = "checkpoint.previous.safetensors"
+"""The checkpoint before the newest, kept to fall back on."""
+DAMAGED_SUFFIX = ".damaged"
+"""Added to a checkpoint found damaged: set aside (for the operator), out of the rotation."""
 
 
 def save_checkpoint(
@@ -56,24 +66,55 @@ def save_checkpoint(
         "optimizer_scalars": json.dumps(optimizer_scalars),
     }
     partial = folder / (FILE_NAME + ".partial")
-    save_file(tensors, str(partial), metadata=metadata)
+    integrity.write_tensors(partial, tensors, metadata)
     fsync_path(partial)
-    os.replace(partial, folder / FILE_NAME)
-    fsync_path(folder)  # the rename itself
+    newest = folder / FILE_NAME
+    if newest.exists():
+        # A crash between the two renames leaves only the previous one: it is resumed from.
+        os.replace(newest, folder / PREVIOUS_FILE_NAME)
+    os.replace(partial, newest)
+    fsync_path(folder)  # the renames themselves
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The folder's checkpoint files that exist, newest first."""
+    paths = (folder / FILE_NAME, folder / PREVIOUS_FILE_NAME)
+    return [path for path in paths if path.exists()]
+
+
+def set_aside(path: Path) -> None:
+    """Rename a damaged checkpoint out of the rotation, so the next write keeps the good one."""
+    os.replace(path, path.with_name(path.name + DAMAGED_SUFFIX))
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any] | None:
-    """Return {"model", "optimizer", "best", "state", "rng"} from the folder's checkpoint, if any.
+    """Return the folder's newest checkpoint (see ``read_checkpoint``), or None if there is none.
+
+    Raises:
+        DamagedFile: the newest checkpoint is damaged (ResumableLoop then tries the previous).
+    """
+    files = checkpoint_files(folder)
+    return read_checkpoint(files[0]) if files else None
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Return {"model", "optimizer", "best", "state", "rng"} from one checkpoint file.
 
     ``best`` is empty when the best weights are the model's own; ``rng`` is None in a
-    checkpoint written without it.
+    checkpoint written without it. Only the file is checked here (checksum, structure); whether
+    its values fit the job is ResumableLoop's check.
+
+    Raises:
+        DamagedFile: the file is unreadable, truncated, fails its checksum or is malformed.
     """
-    path = folder / FILE_NAME
-    if not path.exists():
-        return None
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-    tensors = load_file(str(path))
+    tensors, metadata, _checked = integrity.read_tensors(path)
+    try:
+        return _parse(tensors, metadata)
+    except (KeyError, ValueError, TypeError, AttributeError) as error:
+        raise DamagedFile("a checkpoint's contents are malformed") from error
+
+
+def _parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, Any]:
     model, best, optimizer_state = {}, {}, {}
     rng = tensors.pop("rng.torch", None)
     for name, tensor in tensors.items():
@@ -82,19 +123,18 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
             model[rest] = tensor
         elif section == "best":
             best[rest] = tensor
-        else:
+        elif section == "optimizer":
             param, _, key = rest.partition(".")
             optimizer_state.setdefault(int(param), {})[key] = tensor
+        else:
+            raise ValueError(f"unknown tensor {name!r}")
     for param, values in json.loads(metadata["optimizer_scalars"]).items():
         optimizer_state.setdefault(int(param), {}).update(values)
     optimizer = {"state": optimizer_state, "param_groups": json.loads(metadata["param_groups"])}
-    return {
-        "model": model,
-        "optimizer": optimizer,
-        "best": best,
-        "state": json.loads(metadata["state"]),
-        "rng": rng,
-    }
+    state = json.loads(metadata["state"])
+    if not isinstance(state, dict):
+        raise ValueError("the loop state is not an object")
+    return {"model": model, "optimizer": optimizer, "best": best, "state": state, "rng": rng}
 
 
 class CheckpointWriter:

@@ -30,6 +30,7 @@ from agent_training_server.engines.base import (
     TrainSettings,
 )
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
+from agent_training_server.engines.integrity import check_shape
 from agent_training_server.engines.resumable import ResumableLoop
 from agent_training_server.engines.supervised import SupervisedPredictor, taught
 
@@ -195,11 +196,11 @@ class FewShotEngine(Engine):
             ],
             weight_decay=0.01,
         )
-        loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
-        loop.resume()
-
         batch_size = settings.batch_size or 16
         steps_per_epoch = -(-len(train_rows) // batch_size)
+        loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
+        loop.resume(epochs, steps_per_epoch)
+
         total_steps = steps_per_epoch * epochs
         seen = 0
         # Early stopping needs a held-out split to measure on.
@@ -328,6 +329,23 @@ class FewShotPredictor(Predictor):
                     if name.startswith("ngrams.")
                 },
             )
+
+    @classmethod
+    def check(cls, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """The head fits the outputs and the encoder; an n-gram companion fits its own spec.
+
+        The encoder's tensors are checked when the model is built (load_state_dict is strict).
+        """
+        outputs = len(spec["outputs"])
+        check_shape(tensors, "head.weight", (outputs, pretrained.DIMENSIONS))
+        check_shape(tensors, "head.bias", (outputs,))
+        if "ngrams" in spec:
+            companion = {
+                name.removeprefix("ngrams."): t
+                for name, t in tensors.items()
+                if name.startswith("ngrams.")
+            }
+            SupervisedPredictor.check(spec["ngrams"], companion)
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

@@ -181,8 +181,10 @@ class ReinforcementEngine(Engine):
             model.weight.weight.copy_(weight)
             model.bias.copy_(bias)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
+        batch_size = settings.batch_size or max(16, min(256, len(train_rows) // 40))
+        steps_per_epoch = -(-len(train_rows) // batch_size)
         loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
-        loop.resume()
+        loop.resume(settings.epochs, steps_per_epoch)
 
         def tensors_of(rows: np.ndarray) -> tuple:
             return (
@@ -193,8 +195,6 @@ class ReinforcementEngine(Engine):
             )
 
         valid = tensors_of(valid_rows)
-        batch_size = settings.batch_size or max(16, min(256, len(train_rows) // 40))
-        steps_per_epoch = -(-len(train_rows) // batch_size)
         total_steps = steps_per_epoch * settings.epochs
         seen = 0
         while loop.running(settings.epochs):

@@ -14,6 +14,7 @@ is skipped, so training never waits for the disk; a stop's checkpoint always wai
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,13 +23,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from agent_training_server.engines import integrity
 from agent_training_server.engines.base import (
     Reporter,
     TrainingCancelled,
     TrainingTimedOut,
     TrainSettings,
 )
-from agent_training_server.engines.checkpoint import CheckpointWriter, load_checkpoint
+from agent_training_server.engines.checkpoint import (
+    CheckpointWriter,
+    checkpoint_files,
+    read_checkpoint,
+    set_aside,
+)
+from agent_training_server.engines.integrity import DamagedFile
+
+log = logging.getLogger(__name__)
 
 Sums = Callable[[], dict[str, float]]
 """Returns an epoch's running sums as plain numbers; called only when a checkpoint is written."""
@@ -70,19 +80,95 @@ class ResumableLoop:
         self.best = _copy(model.state_dict())
         self.resumed = False
 
-    def resume(self) -> bool:
-        """Load the job's checkpoint into the model, optimizer and RNG, if there is one."""
-        checkpoint = load_checkpoint(self._workdir)
-        if checkpoint is None:
-            return False
-        self._model.load_state_dict(checkpoint["model"])
-        self._optimizer.load_state_dict(checkpoint["optimizer"])
-        self.best = checkpoint["best"] or checkpoint["model"]
-        self.state = {**self.state, **checkpoint["state"]}  # older checkpoints lack new keys
-        if checkpoint["rng"] is not None:
-            torch.set_rng_state(checkpoint["rng"])
-        self.resumed = True
-        return True
+    def resume(self, epochs: int, steps_per_epoch: int = 0) -> bool:
+        """Load the job's checkpoint into the model, optimizer and RNG, if there is a good one.
+
+        The newest checkpoint is tried first, then the previous one. A checkpoint is damaged when
+        its file fails its checksum or does not parse, or when its values do not fit this job
+        (``_check``: epoch within [0, epochs], step within the epoch's ``steps_per_epoch``
+        batches, the model's shapes, finite numbers). A damaged one is set aside and logged;
+        with none good, the job starts from scratch: nothing was loaded into the model.
+        """
+        files = checkpoint_files(self._workdir)
+        for position, path in enumerate(files):
+            try:
+                checkpoint = read_checkpoint(path)
+                state = {**self.state, **checkpoint["state"]}  # older checkpoints lack new keys
+                self._check(checkpoint, state, epochs, steps_per_epoch)
+            except DamagedFile as error:
+                later = "the previous checkpoint" if position + 1 < len(files) else "scratch"
+                log.warning(
+                    "job %s: %s checkpoint is damaged (%s); set aside, resuming from %s",
+                    self._workdir.parent.name,  # the job folder is named after the training_id
+                    "the newest" if position == 0 else "the previous",
+                    error,
+                    later,
+                )
+                set_aside(path)
+                continue
+            self._model.load_state_dict(checkpoint["model"])
+            self._optimizer.load_state_dict(checkpoint["optimizer"])
+            self.best = checkpoint["best"] or checkpoint["model"]
+            self.state = state
+            if checkpoint["rng"] is not None:
+                torch.set_rng_state(checkpoint["rng"])
+            self.resumed = True
+            return True
+        return False
+
+    def _check(
+        self, checkpoint: dict[str, Any], state: dict[str, Any], epochs: int, steps_per_epoch: int
+    ) -> None:
+        """Raise DamagedFile unless the checkpoint's values fit this job's loop and model."""
+        epoch, step = state["epoch"], state["step_in_epoch"]
+        if not _whole(epoch) or not 0 <= epoch <= epochs:
+            raise DamagedFile(f"its epoch {epoch!r} is outside [0, {epochs}]")
+        last_step = steps_per_epoch - 1 if steps_per_epoch else step
+        if not _whole(step) or not 0 <= step <= last_step or (epoch == epochs and step):
+            raise DamagedFile(f"its step {step!r} is outside the epoch's batches")
+        for name in ("best_epoch", "stale"):
+            if not _whole(state[name]) or not 0 <= state[name] <= epoch:
+                raise DamagedFile(f"its {name} {state[name]!r} is outside [0, {epoch}]")
+        if not isinstance(state["stopped_early"], bool):
+            raise DamagedFile("its stopped_early is not a boolean")
+        best_loss = state["best_loss"]
+        if not (integrity.finite_number(best_loss) or best_loss == float("inf")):
+            raise DamagedFile("its best_loss is not a number")
+        numbers = [v for k, v in state.items() if k not in _STATE_NON_NUMBERS]
+        sums = state["sums"]
+        if not isinstance(sums, dict):
+            raise DamagedFile("its running sums are not a mapping")
+        if not all(integrity.finite_number(v) for v in [*numbers, *sums.values()]):
+            raise DamagedFile("its loop state holds values that are not finite numbers")
+        expected = self._model.state_dict()
+        _check_tensors("model", checkpoint["model"], expected)
+        if checkpoint["best"]:
+            _check_tensors("best", checkpoint["best"], expected)
+        self._check_optimizer(checkpoint["optimizer"])
+        rng = checkpoint["rng"]
+        if rng is not None and (
+            rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape
+        ):
+            raise DamagedFile("its random generator state does not fit")
+
+    def _check_optimizer(self, saved: dict[str, Any]) -> None:
+        current = self._optimizer.state_dict()["param_groups"]
+        groups = saved["param_groups"]
+        if not isinstance(groups, list) or [g.get("params") for g in groups] != [
+            g["params"] for g in current
+        ]:
+            raise DamagedFile("its optimizer groups do not fit the model")
+        params = [p for group in self._optimizer.param_groups for p in group["params"]]
+        for index, values in saved["state"].items():
+            if not 0 <= index < len(params):
+                raise DamagedFile("its optimizer state names a parameter the model lacks")
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    if value.dim() and value.shape != params[index].shape:
+                        raise DamagedFile(f"its optimizer {key} does not fit the model")
+                    integrity.check_finite(f"optimizer {key}", value)
+                elif not integrity.finite_number(value):
+                    raise DamagedFile(f"its optimizer {key} is not a finite number")
 
     @property
     def epochs_done(self) -> int:
@@ -175,6 +261,25 @@ class ResumableLoop:
         self._behind = not started
         if started:
             self._steps_since_checkpoint = 0
+
+
+_STATE_NON_NUMBERS = ("sums", "stopped_early", "best_loss")
+"""Loop state entries that are not plain finite numbers (checked on their own)."""
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_tensors(
+    section: str, saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+) -> None:
+    if set(saved) != set(expected):
+        raise DamagedFile(f"its {section} weights name other tensors than the model's")
+    for name, tensor in saved.items():
+        if tensor.shape != expected[name].shape:
+            raise DamagedFile(f"its {section} tensor {name!r} does not fit the model's shape")
+        integrity.check_finite(f"{section} {name}", tensor)
 
 
 def _copy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from agent_training_server.engines.base import (
     TrainSettings,
 )
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
+from agent_training_server.engines.integrity import DamagedFile, check_shape
 from agent_training_server.engines.parallel import SINGLE_PROCESS, DataParallel
 from agent_training_server.engines.resumable import ResumableLoop
 
@@ -136,13 +137,13 @@ class SupervisedEngine(Engine):
         torch.manual_seed(settings.seed)
         model = SparseLinear(vocabulary.size, len(outputs))
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
-        loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
-        loop.resume()
-
-        trainer = self.parallel.wrap(model)  # steps go through it: it averages gradients
         batch_size = settings.batch_size or auto_batch_size(len(train_rows))
         local_batch = self.parallel.local_batch(batch_size)
         steps_per_epoch = -(-self.parallel.share_size(len(train_rows)) // local_batch)
+        loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
+        loop.resume(settings.epochs, steps_per_epoch)
+
+        trainer = self.parallel.wrap(model)  # steps go through it: it averages gradients
         total_steps = steps_per_epoch * settings.epochs
         seen_examples = 0
         while loop.running(settings.epochs):
@@ -259,6 +260,22 @@ class SupervisedPredictor(Predictor):
         self._model = SparseLinear(weight.shape[0], weight.shape[1])
         self._model.load_state_dict({"weight.weight": weight, "bias": tensors["bias"]})
         self._model.eval()
+
+    @classmethod
+    def check(cls, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Vocabulary, idf and weight rows agree; weight columns and bias match the outputs."""
+        outputs = len(spec["outputs"])
+        vocabulary = tensors.get("vocabulary")
+        if vocabulary is None or vocabulary.dim() != 1:
+            raise DamagedFile("the weights lack a one-dimensional 'vocabulary' tensor")
+        features = int(vocabulary.shape[0])
+        check_shape(tensors, "idf", (features,))
+        check_shape(tensors, "bias", (outputs,))
+        if "weight" in tensors:
+            check_shape(tensors, "weight", (features, outputs))
+        else:
+            check_shape(tensors, "weight_int8", (features, outputs))
+            check_shape(tensors, "weight_scale", (outputs,))
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

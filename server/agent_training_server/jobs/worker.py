@@ -181,6 +181,7 @@ def _train(
 ) -> tuple[str, dict[str, Any]]:
     """Run the job's engine; return the outcome message (kind, payload) to send."""
     from agent_training_server.engines import registry
+    from agent_training_server.engines.integrity import DamagedFile
 
     workdir = Path(task.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +194,16 @@ def _train(
         engine.checkpoint_every_steps = task.checkpoint_every_steps
         extra = {}
         if engine.starts_from_version and task.start_from_dir:
-            spec, tensors, _outputs = registry.load_artifact_files(Path(task.start_from_dir))
+            try:
+                spec, tensors, _outputs = registry.load_artifact_files(Path(task.start_from_dir))
+            except DamagedFile as error:
+                log.warning("job %s: its start version is damaged: %s", task.training_id, error)
+                return "failed", _error(
+                    "VERSION_DAMAGED",
+                    f"the version this job starts from is damaged: {error}",
+                    "Start from another version: activate a good one with ActivateAgentVersion"
+                    " (or name config.base_version_id for transfer), then train again.",
+                )
             extra["start_from"] = (spec, tensors)
         artifact = engine.train(
             task.examples, task.settings, reporter, workdir / "checkpoints", **extra

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from agent_training_server.analysis import optimize, search
+from agent_training_server.artifacts import load_version_files
 from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry
 from agent_training_server.engines.base import Artifact, Example
@@ -142,6 +143,9 @@ class AdaptationService:
                     hint="Train the agent first.",
                 )
             active = await self._agents.get_version(agent_id, agent.active_version_id)
+            if strategy != "rollback":  # rolling back is the way out of a damaged version
+                # Loads (and checks, once) the weights: a damaged version is not adapted.
+                await asyncio.to_thread(self._inference.predictor, active)
             known = {k: float(v) for k, v in metrics.items() if k in KNOWN_METRICS}
             if not dry_run:
                 await asyncio.to_thread(
@@ -271,8 +275,7 @@ class AdaptationService:
                 hint="Record feedback on more InvokeAgent answers with RecordFeedback first.",
             )
         rewards = np.array([feedback.reward for feedback, _ in recorded])
-        folder = self._data_dir / active.artifact_dir
-        artifact = await asyncio.to_thread(_train_policy, folder, logs)
+        artifact = await asyncio.to_thread(_train_policy, self._data_dir, active, logs)
         value = float(artifact.metrics["policy_value"])
         current = float(rewards.mean())
         held_out = max(1, int(artifact.metrics.get("validation_examples", 0) or len(logs)))
@@ -441,7 +444,7 @@ def _adapted(active: AgentVersion, behavior: object, change: Change) -> AgentVer
     )
 
 
-def _train_policy(folder: Path, logs: list[Example]) -> Artifact:
+def _train_policy(data_dir: Path, active: AgentVersion, logs: list[Example]) -> Artifact:
     """The reinforcement engine, in this thread, starting from the active version's weights."""
-    spec, tensors, _outputs = registry.load_artifact_files(folder)
+    spec, tensors, _outputs = load_version_files(data_dir, active)
     return search.train("reinforcement", logs, defaults_for("reinforcement"), (spec, tensors))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from agent_training_server.analysis import compaction, metrics, optimize, search
+from agent_training_server.artifacts import load_version_files
 from agent_training_server.cancellation import raise_if_cancelled
 from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry, supervised
@@ -193,9 +194,7 @@ class AnalysisService:
         """Measured smaller variants of a supervised version's model (None for other kinds)."""
         if version.training_type != "supervised":
             return None
-        spec, tensors, _outputs = registry.load_artifact_files(
-            self._data_dir / version.artifact_dir
-        )
+        spec, tensors, _outputs = load_version_files(self._data_dir, version)
         return compaction.measure(spec, tensors, inputs, expected)
 
     async def apply(
@@ -289,8 +288,7 @@ class AnalysisService:
 
     def _compacted(self, version: AgentVersion, change: dict[str, Any]) -> AgentVersion:
         """A new version whose weights are the compacted ones, in its own artifact folder."""
-        folder = self._data_dir / version.artifact_dir
-        spec, tensors, outputs = registry.load_artifact_files(folder)
+        spec, tensors, outputs = load_version_files(self._data_dir, version)
         smaller = supervised.compact(tensors, float(change["keep"]), bool(change["int8"]))
         version_id = new_id("ver")
         relative = Path("artifacts") / version.agent_id / version_id

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from agent_training_server.artifacts import load_version_predictor
 from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings, Invocation
 from agent_training_server.errors import FailedPrecondition
@@ -209,12 +210,10 @@ class InferenceService:
             if predictor is not None:
                 self._cache.move_to_end(version.version_id)
                 return predictor
-        # Loading imports torch on first use: the server starts fast and pays once.
-        from agent_training_server.engines import registry
-
-        folder = self._data_dir / version.artifact_dir
-        spec, tensors, _outputs = registry.load_artifact_files(folder)
-        predictor = registry.load_predictor(spec, tensors)
+        # Loading imports torch on first use: the server starts fast and pays once. The files'
+        # checksums and shapes are checked here, once per load, never per call; a damaged
+        # version raises VERSION_DAMAGED and is not cached.
+        predictor = load_version_predictor(self._data_dir, version)
         with self._cache_lock:
             self._cache[version.version_id] = predictor
             while len(self._cache) > CACHE_SIZE:
