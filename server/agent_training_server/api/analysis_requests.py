@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent_training.v1 import analysis_pb2, service_pb2, synthetic_pb2, training_pb2
 from agent_training_server.api import convert
+from agent_training_server.api.field_limits import MAX_GOALS
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
@@ -15,23 +16,20 @@ _GOAL_NAMES = [
     if not name.endswith("UNSPECIFIED")
 ]
 
-MAX_EVALUATION_EXAMPLES = 200_000
-"""Most inline evaluation examples in one request (a dataset_id may hold more)."""
-MAX_GOALS = 16
-"""Most optimization_goals in one request (there are fewer goals; repeats are merged)."""
-
 
 def check_analyze(
     request: service_pb2.AnalyzeAndOptimizeRequest, server: ServerConfig
 ) -> list[str]:
-    """Validate the request; return its goals as short names ("improve_calibration")."""
+    """Validate the request; return its goals as short names ("improve_calibration").
+
+    The counts of goals and evaluation examples were checked before the handler (field_limits).
+    """
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id)
     checker.resource_id("version_id", request.version_id, required=False)
     checker.request_id(request.request_id)
+    checker.ranges(request, server)
     goals = []
-    if len(request.optimization_goals) > MAX_GOALS:
-        checker.add("optimization_goals", f"at most {MAX_GOALS} goals per call")
     for index, goal in enumerate(request.optimization_goals[:MAX_GOALS]):
         try:
             name = analysis_pb2.OptimizationGoal.Name(goal)
@@ -44,9 +42,7 @@ def check_analyze(
             goals.append(name.removeprefix("OPTIMIZATION_GOAL_").lower())
     if request.evaluation_data and request.dataset_id:
         checker.add("dataset_id", "set evaluation_data or dataset_id, not both")
-    if len(request.evaluation_data) > MAX_EVALUATION_EXAMPLES:
-        checker.add("evaluation_data", f"at most {MAX_EVALUATION_EXAMPLES} examples per call")
-    for index, example in enumerate(request.evaluation_data[:MAX_EVALUATION_EXAMPLES]):
+    for index, example in enumerate(request.evaluation_data):
         field = f"evaluation_data[{index}]"
         checker.text(f"{field}.input", example.input, server.max_text_length, required=True)
         checker.text(

@@ -4,6 +4,10 @@
   INVALID_ARGUMENT with the error object, instead of gRPC's bare UNKNOWN: the deserializer is made
   tolerant and the handler wrapper raises the domain error, which error translation turns into a
   rich status.
+- A request with a field over its size limit (too many items, too many characters: the table in
+  `field_limits`) is refused with INVALID_ARGUMENT before the handler runs, so nothing unbounded
+  is stored or worked on. Each message of an upload is also checked against the ranges of its
+  numbers, since its examples are stored as they come.
 - Streaming calls (server streams and uploads) are counted; past `max_concurrent_streams` a new one
   is refused with RESOURCE_EXHAUSTED and RetryInfo, since waiting for others to end helps.
 - Each call gets a cancellation event (see `cancellation`) that is set when it ends, so worker
@@ -25,7 +29,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from agent_training_server.api.validation import check_sizes
 from agent_training_server.cancellation import begin_call
+from agent_training_server.config import ServerConfig
 from agent_training_server.errors import InvalidArgument, ResourceExhausted
 
 STREAM_RETRY_SECONDS = 2.0
@@ -92,12 +98,20 @@ class StreamSlots:
         self.open -= 1
 
 
-def _guard_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _check(request: Any, config: ServerConfig, *, with_ranges: bool = False) -> None:
+    """Refuse a request that did not parse, or with a field over its size limit."""
+    if isinstance(request, UndecodableRequest):
+        raise malformed(request)
+    check_sizes(request, config, with_ranges=with_ranges)
+
+
+def _guard_unary(
+    behavior: Callable[..., Awaitable[Any]], config: ServerConfig
+) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         ended = begin_call()
         try:
-            if isinstance(request, UndecodableRequest):
-                raise malformed(request)
+            _check(request, config)
             return await behavior(request, context)
         finally:
             ended.set()
@@ -106,13 +120,15 @@ def _guard_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Await
 
 
 def _guard_stream(
-    behavior: Callable[..., AsyncIterator[Any]], slots: StreamSlots
+    behavior: Callable[..., AsyncIterator[Any]], slots: StreamSlots, config: ServerConfig
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         ended = begin_call()
-        if isinstance(request, UndecodableRequest):
+        try:
+            _check(request, config)
+        except InvalidArgument:
             ended.set()
-            raise malformed(request)
+            raise
         slots.take()
         release = _once(slots.give_back)
         responses = behavior(request, context)
@@ -169,22 +185,21 @@ async def _close_quietly(closing: Callable[[], Awaitable[None]]) -> None:
         await closing()
 
 
-async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _checked(requests: AsyncIterator[Any], config: ServerConfig) -> AsyncIterator[Any]:
     async for request in requests:
-        if isinstance(request, UndecodableRequest):
-            raise malformed(request)
+        _check(request, config, with_ranges=True)
         yield request
 
 
 def _guard_upload(
-    behavior: Callable[..., Awaitable[Any]], slots: StreamSlots
+    behavior: Callable[..., Awaitable[Any]], slots: StreamSlots, config: ServerConfig
 ) -> Callable[..., Awaitable[Any]]:
     async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         ended = begin_call()
         try:
             slots.take()
             try:
-                return await behavior(_checked(requests), context)
+                return await behavior(_checked(requests, config), context)
             finally:
                 slots.give_back()
         finally:
@@ -194,10 +209,24 @@ def _guard_upload(
 
 
 class CallGuardInterceptor(grpc.aio.ServerInterceptor):
-    """Tolerant parsing, the stream limit and call cancellation for our service's methods."""
+    """Tolerant parsing, field limits, the stream limit and call cancellation for our methods."""
 
-    def __init__(self, service_prefix: str, max_concurrent_streams: int) -> None:
+    def __init__(
+        self,
+        service_prefix: str,
+        max_concurrent_streams: int,
+        config: ServerConfig | None = None,
+    ) -> None:
+        """Guard the methods under `service_prefix`.
+
+        Args:
+            service_prefix: e.g. "/agent_training.v1.AgentTrainingService/".
+            max_concurrent_streams: streaming calls open at once before more are refused.
+            config: the server's configuration, whose settings (max_text_length...) bound
+                fields of requests; without it, the settings' defaults do.
+        """
         self._prefix = service_prefix
+        self._config = config or ServerConfig()
         self.streams = StreamSlots(max_concurrent_streams)
 
     async def intercept_service(
@@ -210,10 +239,13 @@ class CallGuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(self._prefix):
             return handler
         handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        config, streams = self._config, self.streams
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_guard_unary(handler.unary_unary))
+            return handler._replace(unary_unary=_guard_unary(handler.unary_unary, config))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_guard_stream(handler.unary_stream, self.streams))
+            guarded = _guard_stream(handler.unary_stream, streams, config)
+            return handler._replace(unary_stream=guarded)
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_guard_upload(handler.stream_unary, self.streams))
+            guarded = _guard_upload(handler.stream_unary, streams, config)
+            return handler._replace(stream_unary=guarded)
         return handler

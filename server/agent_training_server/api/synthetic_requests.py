@@ -6,6 +6,14 @@ from collections.abc import Sequence
 
 from agent_training.v1 import service_pb2, synthetic_pb2
 from agent_training_server.api.convert import timestamp
+from agent_training_server.api.field_limits import (
+    DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE,  # the handlers' default chunk, named here too
+)
+from agent_training_server.api.field_limits import (
+    MAX_DATASET_NAME,
+    MAX_GRAMMAR,
+    MAX_TOPICS,
+)
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import Dataset
@@ -22,12 +30,6 @@ from agent_training_server.synthetic.plan import (
 )
 from agent_training_server.synthetic.sources import SourceExample
 
-DEFAULT_CHUNK_SIZE = 1_000
-MAX_CHUNK_SIZE = 10_000
-MAX_VARIANTS_PER_EXAMPLE = 1_000
-MAX_GRAMMAR = 200_000
-"""Most characters of a template grammar."""
-MAX_TOPICS = 64
 MAX_ENCODER_SYNONYM_SOURCES = 5_000
 """Most source examples whose synonyms the encoder looks up in one request (about 50 ms each)."""
 ENCODER_SYNONYMS_LIMIT = (
@@ -62,21 +64,20 @@ def data_type_name(value: int) -> str:
 
 
 def check_generate(request: GenerateRequest, server: ServerConfig, *, unary: bool) -> None:
-    """Validate everything about a generation request that needs no store or agent."""
+    """Validate everything about a generation request that needs no store or agent.
+
+    Sizes were checked before the handler ran; count, chunk_size and the parameters' numbers
+    are checked against their ranges in field_limits.
+    """
     checker = Checker()
     kind = data_type_name(request.data_type)
     if not kind:
         valid = ", ".join(f"SYNTHETIC_DATA_TYPE_{name.upper()}" for name in DATA_TYPES)
         checker.add("data_type", f"is required; one of {valid}")
-    limit = server.max_unary_synthetic_count if unary else server.max_synthetic_count
-    if not 1 <= request.count <= limit:
-        more = " (GenerateSyntheticTrainingData streams larger counts)" if unary else ""
-        checker.add("count", f"must be 1 to {limit}{more}")
+    checker.ranges(request, server)
     checker.request_id(request.request_id)
     if request.save_as:
-        checker.text("save_as", request.save_as, 128)
-    if not unary and request.chunk_size and not 1 <= request.chunk_size <= MAX_CHUNK_SIZE:
-        checker.add("chunk_size", f"must be 1 to {MAX_CHUNK_SIZE} (0 means {DEFAULT_CHUNK_SIZE})")
+        checker.text("save_as", request.save_as, MAX_DATASET_NAME)
     if kind:
         _check_parameters(checker, kind, request.parameters, server)
     checker.raise_if_any()
@@ -98,26 +99,12 @@ def _check_parameters(
     checker.enum("parameters.difficulty", parameters.difficulty, synthetic_pb2.Difficulty)
     checker.enum("parameters.label", parameters.label, synthetic_pb2.SyntheticLabel)
     known_topics = sorted(sources.builtin_topics())
-    if len(parameters.topics) > MAX_TOPICS:
-        checker.add("parameters.topics", f"at most {MAX_TOPICS} topics")
     for index, topic in enumerate(parameters.topics[:MAX_TOPICS]):
         if topic not in known_topics:
             checker.add(
                 f"parameters.topics[{index}]",
                 f"{topic[:40]!r} is not a topic; the topics are {', '.join(known_topics)}",
             )
-    if parameters.HasField("min_confidence"):
-        checker.number(
-            "parameters.min_confidence", parameters.min_confidence, low=0, high=1, low_open=True
-        )
-    if parameters.HasField("exploration_rate"):
-        checker.number("parameters.exploration_rate", parameters.exploration_rate, low=0, high=1)
-    if parameters.HasField("context_turns") and not 1 <= parameters.context_turns <= 6:
-        checker.add("parameters.context_turns", "must be 1 to 6")
-    if parameters.HasField("variants_per_example") and not (
-        0 <= parameters.variants_per_example <= MAX_VARIANTS_PER_EXAMPLE
-    ):
-        checker.add("parameters.variants_per_example", f"must be 0 to {MAX_VARIANTS_PER_EXAMPLE}")
     checker.text("parameters.fallback_output", parameters.fallback_output, server.max_text_length)
     if parameters.target_agent_id:
         checker.resource_id("parameters.target_agent_id", parameters.target_agent_id)

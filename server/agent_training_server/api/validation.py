@@ -2,6 +2,10 @@
 
 Validators collect field violations and raise one InvalidArgument carrying all of them, so a
 caller fixes a request in one round trip. Nothing is stored before validation passes.
+
+The sizes and ranges themselves live in one table (`field_limits`): the call guard refuses a
+request with a field over its size (`check_sizes`) before the handler runs, and each validator
+checks the request's numbers against their ranges (`Checker.ranges`) with its other rules.
 """
 
 from __future__ import annotations
@@ -16,18 +20,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
 
 from agent_training.v1 import agents_pb2, service_pb2, training_pb2
+from agent_training_server.api import limit_checks
+from agent_training_server.api.field_limits import (
+    MAX_BEHAVIOR_FALLBACK,
+    MAX_DESCRIPTION,
+    MAX_DISPLAY_NAME,
+    MAX_METRIC_NAME,
+    MAX_NUM_WORKERS,
+    MAX_REQUEST_ID,
+    PAGE_SIZE,
+)
 from agent_training_server.config import ServerConfig
 from agent_training_server.errors import FieldViolation, InvalidArgument
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ID_RULE = "1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '-', starting with a letter or digit"
-MAX_REQUEST_ID = 128
-MAX_DISPLAY_NAME = 200
-MAX_DESCRIPTION = 2000
-MAX_LABELS = 32
-MAX_LABEL_TEXT = 64
 DEFAULT_PAGE_SIZE = 50
 FEEDBACK_WORDS = ("correct", "incorrect")
 FEW_SHOT_MAX_PER_OUTPUT = 20
@@ -35,9 +45,6 @@ MAX_VIOLATIONS = 100
 """Violations listed in one error: a request with a million bad items gets a short answer."""
 DETAILS_BUDGET = 3_000
 """Bytes of field violations listed in one error (see Checker.raise_if_any)."""
-MAX_MAP_ENTRIES = 64
-"""Most entries of the metric maps (performance_metrics, targets) and names per request."""
-MAX_METRIC_NAME = 64
 # C0 and C1 control characters and DEL, except tab, newline and carriage return: they have no
 # place in a customer message or a label, and can rewrite a terminal or a log line when echoed.
 CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -115,10 +122,10 @@ class Checker:
         values: Mapping[str, float],
         bounds: tuple[float, float] | None = None,
     ) -> None:
-        """Check a map of metric names to numbers: size, names and, with `bounds`, values."""
-        if len(values) > MAX_MAP_ENTRIES:
-            self.add(field, f"has {len(values)} entries; at most {MAX_MAP_ENTRIES} are allowed")
-            return
+        """Check a map of metric names to numbers: names and, with `bounds`, values.
+
+        Its size was checked before the handler ran (field_limits).
+        """
         for name, value in values.items():
             shown = f"{field}[{name[:40]!r}]"
             if not name or len(name) > MAX_METRIC_NAME or CONTROL_CHARACTER.search(name):
@@ -161,10 +168,16 @@ class Checker:
             bracket = "(" if low_open else "["
             self.add(field, f"must be in {bracket}{low:g}, {high:g}], got {value:g}")
 
+    def ranges(self, message: Message, config: ServerConfig, prefix: str = "") -> None:
+        """Check every number of a request message against its range in field_limits."""
+        for field, description in limit_checks.out_of_range(message, config, prefix):
+            self.add(field, description)
+
     def page(self, page_size: int, page_token: str, config: ServerConfig) -> dict[str, Any]:
         """Check page_size and decode page_token; return the decoded token (empty for page 1)."""
-        if page_size < 0 or page_size > config.max_page_size:
-            self.add("page_size", f"must be in [0, {config.max_page_size}], got {page_size}")
+        problem = limit_checks.outside(page_size, PAGE_SIZE, config)
+        if problem:
+            self.add("page_size", problem)
         if not page_token:
             return {}
         try:
@@ -198,6 +211,24 @@ def _hint_for(violations: Iterable[FieldViolation]) -> str:
     )
 
 
+def check_sizes(message: Message, config: ServerConfig, *, with_ranges: bool = False) -> None:
+    """Refuse a message with a field over its size limit (see field_limits).
+
+    The call guard runs it on every request before the handler. `with_ranges` also checks its
+    numbers, for messages no validator sees whole (the chunks of an upload).
+    """
+    checker = Checker()
+    found = []
+    for oversize in limit_checks.oversized(message, config):
+        checker.add(oversize.field, oversize.description)
+        if len(found) < 4:
+            found.append(oversize)
+    if with_ranges:
+        checker.ranges(message, config)
+    hint = limit_checks.limit_hint(found) if found else None
+    checker.raise_if_any(hint)
+
+
 def page_size_or_default(page_size: int) -> int:
     """Return the page size to use (0 means the default)."""
     return page_size or DEFAULT_PAGE_SIZE
@@ -225,39 +256,33 @@ def decode_page_token(token: str) -> dict[str, Any]:
 
 
 def check_behavior(checker: Checker, prefix: str, behavior: agents_pb2.BehaviorSettings) -> None:
-    """Check behaviour settings."""
-    if behavior.HasField("confidence_threshold"):
-        checker.number(
-            f"{prefix}.confidence_threshold", behavior.confidence_threshold, low=0, high=1
-        )
-    if behavior.HasField("exploration_rate"):
-        checker.number(f"{prefix}.exploration_rate", behavior.exploration_rate, low=0, high=1)
-    if behavior.HasField("temperature"):
-        checker.number(
-            f"{prefix}.temperature", behavior.temperature, low=0, high=100, low_open=True
-        )
-    if behavior.HasField("num_alternatives") and not 0 <= behavior.num_alternatives <= 20:
-        checker.add(f"{prefix}.num_alternatives", "must be in [0, 20]")
-    checker.text(f"{prefix}.fallback_output", behavior.fallback_output, 200)
+    """Check behaviour settings' texts (their numbers are checked by Checker.ranges)."""
+    checker.text(f"{prefix}.fallback_output", behavior.fallback_output, MAX_BEHAVIOR_FALLBACK)
+    for index, output in enumerate(behavior.disabled_outputs):
+        # Their sizes were checked before the handler ran; here, their characters.
+        checker.text(f"{prefix}.disabled_outputs[{index}]", output, len(output))
+        if len(checker.violations) >= MAX_VIOLATIONS:
+            return
 
 
-def check_create_agent(request: service_pb2.CreateAgentRequest) -> None:
-    """Validate CreateAgent."""
+def check_create_agent(
+    request: service_pb2.CreateAgentRequest, server: ServerConfig | None = None
+) -> None:
+    """Validate CreateAgent (sizes were checked before: field_limits)."""
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id, required=False)
     checker.text("display_name", request.display_name, MAX_DISPLAY_NAME)
     checker.text("description", request.description, MAX_DESCRIPTION)
-    if len(request.labels) > MAX_LABELS:
-        checker.add("labels", f"has {len(request.labels)} labels; at most {MAX_LABELS} allowed")
     for key, value in request.labels.items():
-        if not key or len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT:
+        if not key or CONTROL_CHARACTER.search(key) or CONTROL_CHARACTER.search(value):
             checker.add(
-                f"labels[{key[:20]!r}]",
-                f"keys must be 1 to {MAX_LABEL_TEXT} and values at most"
-                f" {MAX_LABEL_TEXT} characters",
+                f"labels[{key[:40]!r}]",
+                "keys are 1 to 64 and values at most 64 printable characters",
             )
     check_behavior(checker, "default_behavior", request.default_behavior)
     checker.request_id(request.request_id)
+    # The ranges of CreateAgentRequest's numbers name no setting: the defaults resolve them.
+    checker.ranges(request, server or ServerConfig())
     checker.raise_if_any()
 
 
@@ -271,40 +296,23 @@ def check_agent_id_only(agent_id: str) -> None:
 def check_training_config(
     checker: Checker, config: training_pb2.TrainingConfig, server: ServerConfig
 ) -> None:
-    """Check a training configuration's ranges."""
-    if config.HasField("epochs") and not 1 <= config.epochs <= 1000:
-        checker.add("config.epochs", f"must be in [1, 1000], got {config.epochs}")
-    if config.HasField("learning_rate"):
-        checker.number("config.learning_rate", config.learning_rate, low=0, high=10, low_open=True)
-    if config.HasField("batch_size") and not 1 <= config.batch_size <= 4096:
-        checker.add("config.batch_size", f"must be in [1, 4096], got {config.batch_size}")
-    if config.HasField("validation_split"):
-        checker.number("config.validation_split", config.validation_split, low=0, high=0.5)
-    stopping = config.early_stopping
-    if stopping.HasField("patience") and not 0 <= stopping.patience <= 1000:
-        checker.add("config.early_stopping.patience", "must be in [0, 1000]")
-    if stopping.HasField("min_delta"):
-        checker.number("config.early_stopping.min_delta", stopping.min_delta, low=0, high=1e6)
-    if config.HasField("max_duration_seconds") and not (
-        1 <= config.max_duration_seconds <= server.max_job_seconds
-    ):
-        checker.add(
-            "config.max_duration_seconds",
-            f"must be in [1, {server.max_job_seconds}] (the server's max_job_seconds)",
-        )
+    """Check what a training configuration's ranges (Checker.ranges) do not say."""
     if config.encoder not in ("", "hashed_ngrams", "all-MiniLM-L6-v2"):
         checker.add("config.encoder", "must be empty, 'hashed_ngrams' or 'all-MiniLM-L6-v2'")
     checker.resource_id("config.base_agent_id", config.base_agent_id, required=False)
-    if config.HasField("freeze_encoder_epochs") and not (
-        0 <= config.freeze_encoder_epochs <= (config.epochs if config.HasField("epochs") else 1000)
+    checker.resource_id("config.base_version_id", config.base_version_id, required=False)
+    if (
+        config.HasField("freeze_encoder_epochs")
+        and config.HasField("epochs")
+        and config.freeze_encoder_epochs > config.epochs > 0
     ):
-        checker.add("config.freeze_encoder_epochs", "must be in [0, epochs]")
+        checker.add(
+            "config.freeze_encoder_epochs",
+            f"must be at most epochs ({config.epochs}), got {config.freeze_encoder_epochs}",
+        )
     if config.base_version_id and not config.base_agent_id:
         checker.add("config.base_version_id", "needs config.base_agent_id")
     check_num_workers(checker, config, server)
-
-
-MAX_NUM_WORKERS = 64
 
 
 def check_num_workers(
@@ -314,8 +322,8 @@ def check_num_workers(
     if not config.HasField("num_workers") or config.num_workers == 1:
         return
     if not 1 <= config.num_workers <= MAX_NUM_WORKERS:
-        checker.add("config.num_workers", f"must be in [1, {MAX_NUM_WORKERS}]")
-    elif server.executor != "ray":
+        return  # out of its range: Checker.ranges says so
+    if server.executor != "ray":
         checker.add(
             "config.num_workers",
             f"is {config.num_workers}, but this server runs jobs on its {server.executor!r}"
@@ -352,6 +360,7 @@ def check_train_agent(
     checker.resource_id("agent_id", request.agent_id)
     checker.enum("training_type", request.training_type, training_pb2.TrainingType)
     checker.request_id(request.request_id)
+    checker.ranges(request, server)  # config and each example's propensity
     check_training_config(checker, request.config, server)
     if request.config.num_workers > 1 and request.training_type not in (
         training_pb2.TRAINING_TYPE_UNSPECIFIED,  # supervised
@@ -414,8 +423,6 @@ def _check_examples(
         )
         # Reinforcement learns from the reward alone: every interaction needs one.
         check_feedback(checker, f"{field}.feedback", example.feedback, required=not labelled)
-        if example.HasField("propensity"):
-            checker.number(f"{field}.propensity", example.propensity, low=0, high=1, low_open=True)
         outputs.add(example.expected_output)
         if len(checker.violations) >= 100:  # enough to act on; stop scanning a huge request
             return
