@@ -37,16 +37,23 @@ class BehaviorSettings(_message.Message):
     Default 0 (never fall back).
     """
     fallback_output: _builtins.str
-    """What the agent answers when unsure, e.g. "escalate_to_human". Default "fallback"."""
+    """What the agent answers when unsure, e.g. "escalate_to_human", at most 200 characters.
+    Default "fallback".
+    """
     exploration_rate: _builtins.float
     """Probability of offering a non-top output to learn from feedback, in [0, 1]. Default 0."""
     temperature: _builtins.float
-    """Softmax temperature applied to the model's scores, > 0. Default 1."""
+    """Softmax temperature applied to the model's scores, in [0.05, 20] (below, every score but the
+    best vanishes; above, every output gets nearly the same confidence). Default 1.
+    """
     num_alternatives: _builtins.int
     """Number of runner-up alternatives returned with an answer, 0 to 20. Default 3."""
     @_builtins.property
     def disabled_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Outputs that are never answered (disabled without retraining)."""
+        """Outputs that are never answered (disabled without retraining): at most
+        `max_outputs_per_agent` outputs of at most `max_text_length` characters, 8000 characters in
+        all.
+        """
 
     def __init__(
         self,

@@ -144,13 +144,13 @@ class GenerateSyntheticTrainingDataRequest(_message.Message):
     count: _builtins.int
     """Number of examples, 1 to `max_synthetic_count`. Required."""
     request_id: _builtins.str
-    """Optional idempotency key: with `save_as`, a retry with the same key returns the dataset the
-    first call saved instead of failing on the taken name.
+    """Optional idempotency key (at most 128 characters): with `save_as`, a retry with the same key
+    returns the dataset the first call saved instead of failing on the taken name.
     """
     save_as: _builtins.str
     """Save the generated examples as a dataset with this name (unique, 1 to 128 characters)."""
     chunk_size: _builtins.int
-    """Examples per streamed chunk, 1 to 10000. Default 1000."""
+    """Examples per streamed chunk, 0 to 10000; 0 means 1000."""
     @_builtins.property
     def parameters(self) -> _synthetic_pb2.SyntheticDataParameters:
         """Parameters steering generation."""
@@ -227,9 +227,9 @@ class GenerateSyntheticExamplesRequest(_message.Message):
     count: _builtins.int
     """Number of examples, 1 to `max_unary_synthetic_count`. Required."""
     request_id: _builtins.str
-    """Optional idempotency key, as in GenerateSyntheticTrainingData."""
+    """Optional idempotency key (at most 128 characters), as in GenerateSyntheticTrainingData."""
     save_as: _builtins.str
-    """Save the generated examples as a dataset with this name."""
+    """Save the generated examples as a dataset with this name (unique, 1 to 128 characters)."""
     @_builtins.property
     def parameters(self) -> _synthetic_pb2.SyntheticDataParameters:
         """Parameters steering generation."""
@@ -302,18 +302,18 @@ class AnalyzeAndOptimizeRequest(_message.Message):
     apply_suggestion_id: _builtins.str
     """Apply this suggestion (from an earlier response) to make a new version."""
     request_id: _builtins.str
-    """Optional idempotency key for applying a suggestion."""
+    """Optional idempotency key for applying a suggestion (at most 128 characters)."""
     dataset_id: _builtins.str
     """Evaluate on this stored dataset instead of `evaluation_data`."""
     activate: _builtins.bool
     """Make the version made by `apply_suggestion_id` the agent's active version."""
     @_builtins.property
     def optimization_goals(self) -> _containers.RepeatedScalarFieldContainer[_analysis_pb2.OptimizationGoal.ValueType]:
-        """Goals to make suggestions for."""
+        """Goals to make suggestions for (at most 16; repeats are merged)."""
 
     @_builtins.property
     def evaluation_data(self) -> _containers.RepeatedCompositeFieldContainer[_training_pb2.TrainingExample]:
-        """Evaluation examples; default the version's held-out validation split."""
+        """Evaluation examples (at most 200000); default the version's held-out validation split."""
 
     def __init__(
         self,
@@ -716,16 +716,17 @@ class AdaptAgentBehaviorRequest(_message.Message):
     dry_run: _builtins.bool
     """Report what would change without making a version."""
     request_id: _builtins.str
-    """Optional idempotency key."""
+    """Optional idempotency key (at most 128 characters)."""
     @_builtins.property
     def performance_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Metrics observed in production, e.g. success_rate, user_satisfaction, escalation_rate,
-        latency_p95_ms. Required (at least one).
+        latency_p95_ms. Required (1 to 64 entries; names 1 to 64 characters). Rates are in [0, 1],
+        latency_p95_ms 0 or more; names not understood are ignored and listed in the response.
         """
 
     @_builtins.property
     def targets(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Targets the adaptation must meet, e.g. {"success_rate": 0.9}."""
+        """Targets the adaptation must meet, e.g. {"success_rate": 0.9}: at most 64, each in [0, 1]."""
 
     def __init__(
         self,
@@ -835,7 +836,7 @@ class CreateAgentRequest(_message.Message):
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Free-form labels (optional)."""
+        """Free-form labels (optional): at most 32, keys 1 to 64 and values at most 64 characters."""
 
     @_builtins.property
     def default_behavior(self) -> _agents_pb2.BehaviorSettings:
@@ -940,7 +941,7 @@ class ListAgentsRequest(_message.Message):
     page_size: _builtins.int
     """Maximum agents per page, 0 to 1000; 0 means 50."""
     page_token: _builtins.str
-    """`next_page_token` of the previous page; empty for the first page."""
+    """`next_page_token` of the previous page (at most 1024 characters); empty for the first page."""
     def __init__(
         self,
         *,
@@ -1042,7 +1043,7 @@ class ListAgentVersionsRequest(_message.Message):
     page_size: _builtins.int
     """Maximum versions per page, 0 to 1000; 0 means 50."""
     page_token: _builtins.str
-    """`next_page_token` of the previous page; empty for the first page."""
+    """`next_page_token` of the previous page (at most 1024 characters); empty for the first page."""
     def __init__(
         self,
         *,
@@ -1199,7 +1200,7 @@ class ListTrainingJobsRequest(_message.Message):
     page_size: _builtins.int
     """Maximum jobs per page, 0 to 1000; 0 means 50."""
     page_token: _builtins.str
-    """`next_page_token` of the previous page; empty for the first page."""
+    """`next_page_token` of the previous page (at most 1024 characters); empty for the first page."""
     def __init__(
         self,
         *,
@@ -1301,8 +1302,8 @@ class WatchTrainingJobRequest(_message.Message):
     training_id: _builtins.str
     """The job. Required."""
     from_sequence: _builtins.int
-    """First event to send; 0 or 1 means from the start. Events already seen can be skipped by
-    passing the last seen sequence plus one.
+    """First event to send, 0 or more; 0 or 1 means from the start. Events already seen can be
+    skipped by passing the last seen sequence plus one.
     """
     def __init__(
         self,
@@ -1356,16 +1357,20 @@ class InvokeAgentRequest(_message.Message):
     agent_id: _builtins.str
     """The agent. Required."""
     input: _builtins.str
-    """One input. Exactly one of `input` and `inputs` is set."""
+    """One input, at most `max_text_length` characters. Exactly one of `input` and `inputs` is set."""
     version_id: _builtins.str
     """The version to use; default the active version."""
     @_builtins.property
     def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """A batch of inputs (at most `max_batch_size`), answered in order."""
+        """A batch of inputs (at most `max_batch_size`, each at most `max_text_length` characters),
+        answered in order.
+        """
 
     @_builtins.property
     def context(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Conversation context of a single `input`, oldest first (optional)."""
+        """Conversation context of a single `input`, oldest first (optional): at most
+        `max_context_turns` turns of at most `max_text_length` characters.
+        """
 
     def __init__(
         self,
@@ -1426,11 +1431,13 @@ class RecordFeedbackRequest(_message.Message):
     agent_id: _builtins.str
     """The agent that answered. Required."""
     invocation_id: _builtins.str
-    """The answer's `invocation_id`. Required."""
+    """The answer's `invocation_id` (at most 64 characters). Required."""
     feedback: _builtins.str
-    """"correct", "incorrect", or a numeric reward in [-1, 1] as text. Required."""
+    """"correct", "incorrect", or a numeric reward in [-1, 1] as text (at most 64 characters).
+    Required.
+    """
     corrected_output: _builtins.str
-    """The output that would have been right (optional)."""
+    """The output that would have been right (optional, at most `max_text_length` characters)."""
     comment: _builtins.str
     """Free text from the user or operator (optional, at most 2000 characters)."""
     def __init__(
@@ -1491,14 +1498,16 @@ class UploadDatasetRequest(_message.Message):
     in later ones.
     """
     description: _builtins.str
-    """What it holds (optional; first message only)."""
+    """What it holds (optional, at most 2000 characters; first message only)."""
     request_id: _builtins.str
-    """Optional idempotency key (first message only): a retry with the same key returns the dataset
-    the first call stored.
+    """Optional idempotency key (at most 128 characters; first message only): a retry with the same
+    key returns the dataset the first call stored.
     """
     @_builtins.property
     def examples(self) -> _containers.RepeatedCompositeFieldContainer[_training_pb2.TrainingExample]:
-        """A chunk of examples, validated as TrainAgent's `training_data`."""
+        """A chunk of examples (at most `max_examples_per_request` per message), validated as
+        TrainAgent's `training_data`.
+        """
 
     def __init__(
         self,
@@ -1597,7 +1606,7 @@ class ListDatasetsRequest(_message.Message):
     page_size: _builtins.int
     """Maximum datasets per page, 0 to 1000; 0 means 50."""
     page_token: _builtins.str
-    """`next_page_token` of the previous page; empty for the first page."""
+    """`next_page_token` of the previous page (at most 1024 characters); empty for the first page."""
     def __init__(
         self,
         *,
@@ -1654,7 +1663,7 @@ class ListDatasetExamplesRequest(_message.Message):
     page_size: _builtins.int
     """Maximum examples per page, 0 to 10000; 0 means 1000."""
     page_token: _builtins.str
-    """`next_page_token` of the previous page; empty for the first page."""
+    """`next_page_token` of the previous page (at most 1024 characters); empty for the first page."""
     def __init__(
         self,
         *,

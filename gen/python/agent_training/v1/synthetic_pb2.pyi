@@ -161,7 +161,7 @@ class SyntheticDataParameters(_message.Message):
     difficulty: Global___Difficulty.ValueType
     """How hard the language is."""
     seed: _builtins.int
-    """Seed; the same request with the same seed gives the same examples. Default 0."""
+    """Seed, any int64; the same request with the same seed gives the same examples. Default 0."""
     agent_id: _builtins.str
     """Agent whose active version answers the queries (feedback_logs)."""
     dataset_id: _builtins.str
@@ -177,16 +177,18 @@ class SyntheticDataParameters(_message.Message):
     version's confidence threshold, or 0.5 when it has none.
     """
     grammar: _builtins.str
-    """The template grammar (templates); see docs/synthetic.md for the syntax."""
+    """The template grammar (templates), at most 200000 characters; see docs/synthetic.md for the
+    syntax.
+    """
     label: Global___SyntheticLabel.ValueType
     """What queries are labelled with (customer_queries, conversations, templates)."""
     fallback_output: _builtins.str
-    """The label of out_of_scope examples. Default "fallback"."""
+    """The label of out_of_scope examples, at most `max_text_length` characters. Default "fallback"."""
     context_turns: _builtins.int
     """Turns of context before the last user turn (conversations), 1 to 6. Default 2."""
     variants_per_example: _builtins.int
-    """Variants made per source example before moving to the next source (paraphrases). Default 0:
-    spread `count` evenly over the sources.
+    """Variants made per source example before moving to the next source (paraphrases), 0 to 1000.
+    Default 0: spread `count` evenly over the sources.
     """
     exploration_rate: _builtins.float
     """Probability that the simulated agent answers with a random other output instead of its own
@@ -200,11 +202,13 @@ class SyntheticDataParameters(_message.Message):
     """
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Topics to draw from, e.g. "billing", "support"; empty means all built-in topics."""
+        """Topics to draw from, e.g. "billing", "support" (at most 64); empty means all built-in
+        topics.
+        """
 
     @_builtins.property
     def source_examples(self) -> _containers.RepeatedCompositeFieldContainer[_training_pb2.TrainingExample]:
-        """Examples to reword (paraphrases)."""
+        """Examples to reword (paraphrases), at most `max_examples_per_request`."""
 
     def __init__(
         self,

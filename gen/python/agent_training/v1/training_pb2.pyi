@@ -144,11 +144,12 @@ class TrainingExample(_message.Message):
     """The input text: a customer message. Required, at most `max_text_length` characters."""
     expected_output: _builtins.str
     """The target output (supervised, few_shot, transfer) or the output the agent gave
-    (reinforcement). Required.
+    (reinforcement). Required, at most `max_text_length` characters.
     """
     feedback: _builtins.str
     """How the output was received: empty, "correct", "incorrect", or a numeric reward in [-1, 1]
-    written as text (e.g. "0.5"). Supervised training does not teach examples marked incorrect.
+    written as text (e.g. "0.5"), at most 64 characters. Supervised training does not teach
+    examples marked incorrect.
     """
     propensity: _builtins.float
     """Probability with which the agent chose `expected_output` when it was logged (reinforcement
@@ -156,7 +157,9 @@ class TrainingExample(_message.Message):
     """
     @_builtins.property
     def context(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Earlier conversation turns, oldest first (optional)."""
+        """Earlier conversation turns, oldest first (optional): at most `max_context_turns` turns of at
+        most `max_text_length` characters each.
+        """
 
     def __init__(
         self,
@@ -186,9 +189,11 @@ class EarlyStopping(_message.Message):
     PATIENCE_FIELD_NUMBER: _builtins.int
     MIN_DELTA_FIELD_NUMBER: _builtins.int
     patience: _builtins.int
-    """Epochs without improvement before training stops; 0 disables early stopping. Default 3."""
+    """Epochs without improvement before training stops, 0 to 1000; 0 disables early stopping.
+    Default 3.
+    """
     min_delta: _builtins.float
-    """Smallest decrease of validation loss that counts as an improvement. Default 0.0001."""
+    """Smallest decrease of validation loss that counts as an improvement, in [0, 10]. Default 0.001."""
     def __init__(
         self,
         *,
@@ -231,22 +236,29 @@ class TrainingConfig(_message.Message):
     FREEZE_ENCODER_EPOCHS_FIELD_NUMBER: _builtins.int
     NUM_WORKERS_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
-    """Maximum number of passes over the training data, 1 to 1000. Default depends on the engine
-    (supervised: 30).
+    """Maximum number of passes over the training data, 1 to 1000. Default: supervised and
+    reinforcement 10, few_shot and transfer 3.
     """
     learning_rate: _builtins.float
-    """Optimizer learning rate, finite and in (0, 10]. Default depends on the engine."""
+    """Optimizer (Adam) learning rate, in [1e-7, 10]. Default: supervised and reinforcement 0.02,
+    few_shot 5e-5, transfer 3e-5.
+    """
     batch_size: _builtins.int
-    """Examples per optimizer step, 1 to 4096. Default 32."""
+    """Examples per optimizer step, 1 to 4096. Default: supervised and reinforcement automatic
+    (about 40 steps per epoch, 16 to 256), few_shot 16, transfer 32.
+    """
     seed: _builtins.int
-    """Seed for the validation split, initialisation and data order. Same seed and data give the
-    same result. Default 0.
+    """Seed for the validation split, initialisation and data order, 0 to 2^63-1 (negative seeds
+    are refused: numpy and torch take non-negative ones). Same seed and data give the same
+    result. Default 0.
     """
     validation_split: _builtins.float
-    """Fraction of examples held out to measure generalisation, in [0, 0.5]. Default 0.1."""
+    """Fraction of examples held out to measure generalisation, in [0, 0.5]. Default 0.1 (few_shot
+    0).
+    """
     encoder: _builtins.str
     """Text encoder: "hashed_ngrams" (trained from scratch) or "all-MiniLM-L6-v2" (pretrained).
-    Empty: the engine's default.
+    Empty: the paradigm's default.
     """
     base_agent_id: _builtins.str
     """Transfer learning: the agent whose active version to start from."""
@@ -255,8 +267,8 @@ class TrainingConfig(_message.Message):
     active version.
     """
     max_duration_seconds: _builtins.int
-    """Wall-clock limit of the job in seconds; past it the job fails with TRAINING_TIMEOUT and keeps
-    its best checkpoint. Default: the server's `max_job_seconds`.
+    """Wall-clock limit of the job in seconds, 1 to the server's `max_job_seconds`; past it the job
+    fails with TRAINING_TIMEOUT and keeps its best checkpoint. Default: `max_job_seconds`.
     """
     freeze_encoder_epochs: _builtins.int
     """Transfer and few_shot: epochs that train only the new head on the frozen encoder before the

@@ -31,7 +31,8 @@ export type BehaviorSettings = Message<"agent_training.v1.BehaviorSettings"> & {
   confidenceThreshold?: number | undefined;
 
   /**
-   * What the agent answers when unsure, e.g. "escalate_to_human". Default "fallback".
+   * What the agent answers when unsure, e.g. "escalate_to_human", at most 200 characters.
+   * Default "fallback".
    *
    * @generated from field: string fallback_output = 2;
    */
@@ -45,7 +46,8 @@ export type BehaviorSettings = Message<"agent_training.v1.BehaviorSettings"> & {
   explorationRate?: number | undefined;
 
   /**
-   * Softmax temperature applied to the model's scores, > 0. Default 1.
+   * Softmax temperature applied to the model's scores, in [0.05, 20] (below, every score but the
+   * best vanishes; above, every output gets nearly the same confidence). Default 1.
    *
    * @generated from field: optional double temperature = 4;
    */
@@ -59,7 +61,9 @@ export type BehaviorSettings = Message<"agent_training.v1.BehaviorSettings"> & {
   numAlternatives?: number | undefined;
 
   /**
-   * Outputs that are never answered (disabled without retraining).
+   * Outputs that are never answered (disabled without retraining): at most
+   * `max_outputs_per_agent` outputs of at most `max_text_length` characters, 8000 characters in
+   * all.
    *
    * @generated from field: repeated string disabled_outputs = 6;
    */

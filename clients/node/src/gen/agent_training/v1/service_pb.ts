@@ -134,8 +134,8 @@ export type GenerateSyntheticTrainingDataRequest = Message<"agent_training.v1.Ge
   parameters?: SyntheticDataParameters | undefined;
 
   /**
-   * Optional idempotency key: with `save_as`, a retry with the same key returns the dataset the
-   * first call saved instead of failing on the taken name.
+   * Optional idempotency key (at most 128 characters): with `save_as`, a retry with the same key
+   * returns the dataset the first call saved instead of failing on the taken name.
    *
    * @generated from field: string request_id = 4;
    */
@@ -149,7 +149,7 @@ export type GenerateSyntheticTrainingDataRequest = Message<"agent_training.v1.Ge
   saveAs: string;
 
   /**
-   * Examples per streamed chunk, 1 to 10000. Default 1000.
+   * Examples per streamed chunk, 0 to 10000; 0 means 1000.
    *
    * @generated from field: int32 chunk_size = 6;
    */
@@ -233,14 +233,14 @@ export type GenerateSyntheticExamplesRequest = Message<"agent_training.v1.Genera
   parameters?: SyntheticDataParameters | undefined;
 
   /**
-   * Optional idempotency key, as in GenerateSyntheticTrainingData.
+   * Optional idempotency key (at most 128 characters), as in GenerateSyntheticTrainingData.
    *
    * @generated from field: string request_id = 4;
    */
   requestId: string;
 
   /**
-   * Save the generated examples as a dataset with this name.
+   * Save the generated examples as a dataset with this name (unique, 1 to 128 characters).
    *
    * @generated from field: string save_as = 5;
    */
@@ -296,7 +296,7 @@ export type AnalyzeAndOptimizeRequest = Message<"agent_training.v1.AnalyzeAndOpt
   agentId: string;
 
   /**
-   * Goals to make suggestions for.
+   * Goals to make suggestions for (at most 16; repeats are merged).
    *
    * @generated from field: repeated agent_training.v1.OptimizationGoal optimization_goals = 2;
    */
@@ -310,7 +310,7 @@ export type AnalyzeAndOptimizeRequest = Message<"agent_training.v1.AnalyzeAndOpt
   versionId: string;
 
   /**
-   * Evaluation examples; default the version's held-out validation split.
+   * Evaluation examples (at most 200000); default the version's held-out validation split.
    *
    * @generated from field: repeated agent_training.v1.TrainingExample evaluation_data = 4;
    */
@@ -324,7 +324,7 @@ export type AnalyzeAndOptimizeRequest = Message<"agent_training.v1.AnalyzeAndOpt
   applySuggestionId: string;
 
   /**
-   * Optional idempotency key for applying a suggestion.
+   * Optional idempotency key for applying a suggestion (at most 128 characters).
    *
    * @generated from field: string request_id = 6;
    */
@@ -715,7 +715,8 @@ export type AdaptAgentBehaviorRequest = Message<"agent_training.v1.AdaptAgentBeh
 
   /**
    * Metrics observed in production, e.g. success_rate, user_satisfaction, escalation_rate,
-   * latency_p95_ms. Required (at least one).
+   * latency_p95_ms. Required (1 to 64 entries; names 1 to 64 characters). Rates are in [0, 1],
+   * latency_p95_ms 0 or more; names not understood are ignored and listed in the response.
    *
    * @generated from field: map<string, double> performance_metrics = 2;
    */
@@ -729,7 +730,7 @@ export type AdaptAgentBehaviorRequest = Message<"agent_training.v1.AdaptAgentBeh
   adaptationStrategy: AdaptationStrategy;
 
   /**
-   * Targets the adaptation must meet, e.g. {"success_rate": 0.9}.
+   * Targets the adaptation must meet, e.g. {"success_rate": 0.9}: at most 64, each in [0, 1].
    *
    * @generated from field: map<string, double> targets = 4;
    */
@@ -743,7 +744,7 @@ export type AdaptAgentBehaviorRequest = Message<"agent_training.v1.AdaptAgentBeh
   dryRun: boolean;
 
   /**
-   * Optional idempotency key.
+   * Optional idempotency key (at most 128 characters).
    *
    * @generated from field: string request_id = 6;
    */
@@ -835,7 +836,7 @@ export type CreateAgentRequest = Message<"agent_training.v1.CreateAgentRequest">
   description: string;
 
   /**
-   * Free-form labels (optional).
+   * Free-form labels (optional): at most 32, keys 1 to 64 and values at most 64 characters.
    *
    * @generated from field: map<string, string> labels = 4;
    */
@@ -941,7 +942,7 @@ export type ListAgentsRequest = Message<"agent_training.v1.ListAgentsRequest"> &
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page; empty for the first page.
+   * `next_page_token` of the previous page (at most 1024 characters); empty for the first page.
    *
    * @generated from field: string page_token = 2;
    */
@@ -1048,7 +1049,7 @@ export type ListAgentVersionsRequest = Message<"agent_training.v1.ListAgentVersi
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page; empty for the first page.
+   * `next_page_token` of the previous page (at most 1024 characters); empty for the first page.
    *
    * @generated from field: string page_token = 3;
    */
@@ -1209,7 +1210,7 @@ export type ListTrainingJobsRequest = Message<"agent_training.v1.ListTrainingJob
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page; empty for the first page.
+   * `next_page_token` of the previous page (at most 1024 characters); empty for the first page.
    *
    * @generated from field: string page_token = 4;
    */
@@ -1307,8 +1308,8 @@ export type WatchTrainingJobRequest = Message<"agent_training.v1.WatchTrainingJo
   trainingId: string;
 
   /**
-   * First event to send; 0 or 1 means from the start. Events already seen can be skipped by
-   * passing the last seen sequence plus one.
+   * First event to send, 0 or more; 0 or 1 means from the start. Events already seen can be
+   * skipped by passing the last seen sequence plus one.
    *
    * @generated from field: int64 from_sequence = 2;
    */
@@ -1357,21 +1358,23 @@ export type InvokeAgentRequest = Message<"agent_training.v1.InvokeAgentRequest">
   agentId: string;
 
   /**
-   * One input. Exactly one of `input` and `inputs` is set.
+   * One input, at most `max_text_length` characters. Exactly one of `input` and `inputs` is set.
    *
    * @generated from field: string input = 2;
    */
   input: string;
 
   /**
-   * A batch of inputs (at most `max_batch_size`), answered in order.
+   * A batch of inputs (at most `max_batch_size`, each at most `max_text_length` characters),
+   * answered in order.
    *
    * @generated from field: repeated string inputs = 3;
    */
   inputs: string[];
 
   /**
-   * Conversation context of a single `input`, oldest first (optional).
+   * Conversation context of a single `input`, oldest first (optional): at most
+   * `max_context_turns` turns of at most `max_text_length` characters.
    *
    * @generated from field: repeated string context = 4;
    */
@@ -1434,21 +1437,22 @@ export type RecordFeedbackRequest = Message<"agent_training.v1.RecordFeedbackReq
   agentId: string;
 
   /**
-   * The answer's `invocation_id`. Required.
+   * The answer's `invocation_id` (at most 64 characters). Required.
    *
    * @generated from field: string invocation_id = 2;
    */
   invocationId: string;
 
   /**
-   * "correct", "incorrect", or a numeric reward in [-1, 1] as text. Required.
+   * "correct", "incorrect", or a numeric reward in [-1, 1] as text (at most 64 characters).
+   * Required.
    *
    * @generated from field: string feedback = 3;
    */
   feedback: string;
 
   /**
-   * The output that would have been right (optional).
+   * The output that would have been right (optional, at most `max_text_length` characters).
    *
    * @generated from field: string corrected_output = 4;
    */
@@ -1512,22 +1516,23 @@ export type UploadDatasetRequest = Message<"agent_training.v1.UploadDatasetReque
   name: string;
 
   /**
-   * What it holds (optional; first message only).
+   * What it holds (optional, at most 2000 characters; first message only).
    *
    * @generated from field: string description = 2;
    */
   description: string;
 
   /**
-   * A chunk of examples, validated as TrainAgent's `training_data`.
+   * A chunk of examples (at most `max_examples_per_request` per message), validated as
+   * TrainAgent's `training_data`.
    *
    * @generated from field: repeated agent_training.v1.TrainingExample examples = 3;
    */
   examples: TrainingExample[];
 
   /**
-   * Optional idempotency key (first message only): a retry with the same key returns the dataset
-   * the first call stored.
+   * Optional idempotency key (at most 128 characters; first message only): a retry with the same
+   * key returns the dataset the first call stored.
    *
    * @generated from field: string request_id = 4;
    */
@@ -1618,7 +1623,7 @@ export type ListDatasetsRequest = Message<"agent_training.v1.ListDatasetsRequest
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page; empty for the first page.
+   * `next_page_token` of the previous page (at most 1024 characters); empty for the first page.
    *
    * @generated from field: string page_token = 2;
    */
@@ -1681,7 +1686,7 @@ export type ListDatasetExamplesRequest = Message<"agent_training.v1.ListDatasetE
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page; empty for the first page.
+   * `next_page_token` of the previous page (at most 1024 characters); empty for the first page.
    *
    * @generated from field: string page_token = 3;
    */

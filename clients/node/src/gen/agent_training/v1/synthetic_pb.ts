@@ -30,21 +30,22 @@ export type SyntheticDataParameters = Message<"agent_training.v1.SyntheticDataPa
   difficulty: Difficulty;
 
   /**
-   * Topics to draw from, e.g. "billing", "support"; empty means all built-in topics.
+   * Topics to draw from, e.g. "billing", "support" (at most 64); empty means all built-in
+   * topics.
    *
    * @generated from field: repeated string topics = 2;
    */
   topics: string[];
 
   /**
-   * Seed; the same request with the same seed gives the same examples. Default 0.
+   * Seed, any int64; the same request with the same seed gives the same examples. Default 0.
    *
    * @generated from field: optional int64 seed = 3;
    */
   seed?: bigint | undefined;
 
   /**
-   * Examples to reword (paraphrases).
+   * Examples to reword (paraphrases), at most `max_examples_per_request`.
    *
    * @generated from field: repeated agent_training.v1.TrainingExample source_examples = 4;
    */
@@ -82,7 +83,8 @@ export type SyntheticDataParameters = Message<"agent_training.v1.SyntheticDataPa
   minConfidence?: number | undefined;
 
   /**
-   * The template grammar (templates); see docs/synthetic.md for the syntax.
+   * The template grammar (templates), at most 200000 characters; see docs/synthetic.md for the
+   * syntax.
    *
    * @generated from field: string grammar = 9;
    */
@@ -96,7 +98,7 @@ export type SyntheticDataParameters = Message<"agent_training.v1.SyntheticDataPa
   label: SyntheticLabel;
 
   /**
-   * The label of out_of_scope examples. Default "fallback".
+   * The label of out_of_scope examples, at most `max_text_length` characters. Default "fallback".
    *
    * @generated from field: string fallback_output = 11;
    */
@@ -110,8 +112,8 @@ export type SyntheticDataParameters = Message<"agent_training.v1.SyntheticDataPa
   contextTurns?: number | undefined;
 
   /**
-   * Variants made per source example before moving to the next source (paraphrases). Default 0:
-   * spread `count` evenly over the sources.
+   * Variants made per source example before moving to the next source (paraphrases), 0 to 1000.
+   * Default 0: spread `count` evenly over the sources.
    *
    * @generated from field: optional int32 variants_per_example = 13;
    */

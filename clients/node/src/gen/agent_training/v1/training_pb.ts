@@ -31,7 +31,7 @@ export type TrainingExample = Message<"agent_training.v1.TrainingExample"> & {
 
   /**
    * The target output (supervised, few_shot, transfer) or the output the agent gave
-   * (reinforcement). Required.
+   * (reinforcement). Required, at most `max_text_length` characters.
    *
    * @generated from field: string expected_output = 2;
    */
@@ -39,14 +39,16 @@ export type TrainingExample = Message<"agent_training.v1.TrainingExample"> & {
 
   /**
    * How the output was received: empty, "correct", "incorrect", or a numeric reward in [-1, 1]
-   * written as text (e.g. "0.5"). Supervised training does not teach examples marked incorrect.
+   * written as text (e.g. "0.5"), at most 64 characters. Supervised training does not teach
+   * examples marked incorrect.
    *
    * @generated from field: string feedback = 3;
    */
   feedback: string;
 
   /**
-   * Earlier conversation turns, oldest first (optional).
+   * Earlier conversation turns, oldest first (optional): at most `max_context_turns` turns of at
+   * most `max_text_length` characters each.
    *
    * @generated from field: repeated string context = 4;
    */
@@ -75,14 +77,15 @@ export const TrainingExampleSchema: GenMessage<TrainingExample> = /*@__PURE__*/
  */
 export type EarlyStopping = Message<"agent_training.v1.EarlyStopping"> & {
   /**
-   * Epochs without improvement before training stops; 0 disables early stopping. Default 3.
+   * Epochs without improvement before training stops, 0 to 1000; 0 disables early stopping.
+   * Default 3.
    *
    * @generated from field: optional int32 patience = 1;
    */
   patience?: number | undefined;
 
   /**
-   * Smallest decrease of validation loss that counts as an improvement. Default 0.0001.
+   * Smallest decrease of validation loss that counts as an improvement, in [0, 10]. Default 0.001.
    *
    * @generated from field: optional double min_delta = 2;
    */
@@ -104,37 +107,41 @@ export const EarlyStoppingSchema: GenMessage<EarlyStopping> = /*@__PURE__*/
  */
 export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
   /**
-   * Maximum number of passes over the training data, 1 to 1000. Default depends on the engine
-   * (supervised: 30).
+   * Maximum number of passes over the training data, 1 to 1000. Default: supervised and
+   * reinforcement 10, few_shot and transfer 3.
    *
    * @generated from field: optional int32 epochs = 1;
    */
   epochs?: number | undefined;
 
   /**
-   * Optimizer learning rate, finite and in (0, 10]. Default depends on the engine.
+   * Optimizer (Adam) learning rate, in [1e-7, 10]. Default: supervised and reinforcement 0.02,
+   * few_shot 5e-5, transfer 3e-5.
    *
    * @generated from field: optional double learning_rate = 2;
    */
   learningRate?: number | undefined;
 
   /**
-   * Examples per optimizer step, 1 to 4096. Default 32.
+   * Examples per optimizer step, 1 to 4096. Default: supervised and reinforcement automatic
+   * (about 40 steps per epoch, 16 to 256), few_shot 16, transfer 32.
    *
    * @generated from field: optional int32 batch_size = 3;
    */
   batchSize?: number | undefined;
 
   /**
-   * Seed for the validation split, initialisation and data order. Same seed and data give the
-   * same result. Default 0.
+   * Seed for the validation split, initialisation and data order, 0 to 2^63-1 (negative seeds
+   * are refused: numpy and torch take non-negative ones). Same seed and data give the same
+   * result. Default 0.
    *
    * @generated from field: optional int64 seed = 4;
    */
   seed?: bigint | undefined;
 
   /**
-   * Fraction of examples held out to measure generalisation, in [0, 0.5]. Default 0.1.
+   * Fraction of examples held out to measure generalisation, in [0, 0.5]. Default 0.1 (few_shot
+   * 0).
    *
    * @generated from field: optional double validation_split = 5;
    */
@@ -149,7 +156,7 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
 
   /**
    * Text encoder: "hashed_ngrams" (trained from scratch) or "all-MiniLM-L6-v2" (pretrained).
-   * Empty: the engine's default.
+   * Empty: the paradigm's default.
    *
    * @generated from field: string encoder = 7;
    */
@@ -171,8 +178,8 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
   baseVersionId: string;
 
   /**
-   * Wall-clock limit of the job in seconds; past it the job fails with TRAINING_TIMEOUT and keeps
-   * its best checkpoint. Default: the server's `max_job_seconds`.
+   * Wall-clock limit of the job in seconds, 1 to the server's `max_job_seconds`; past it the job
+   * fails with TRAINING_TIMEOUT and keeps its best checkpoint. Default: `max_job_seconds`.
    *
    * @generated from field: optional int32 max_duration_seconds = 10;
    */
