@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -87,6 +88,14 @@ def test_the_table_names_only_request_fields_and_real_settings():
         for bound in bounds:
             if isinstance(bound, Setting):
                 assert bound.name in settings, (name, bound)
+
+
+def test_docs_list_every_limit():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "limits.md").read_text()
+    missing = [
+        name for name in FIELD_LIMITS if f"`{name.removeprefix('agent_training.v1.')}`" not in text
+    ]
+    assert not missing, missing
 
 
 def test_limits_checked_in_other_handlers_agree_with_the_table():
