@@ -464,3 +464,18 @@ def test_the_synthetic_enums_and_sizes_keep_working(client):
         labels={f"{i:02d}" + "k" * 62: "v" * 64 for i in range(32)},
     )
     assert len(agent.labels) == 32
+
+
+def test_a_raised_setting_raises_the_limit_the_guard_checks(tmp_path: Path):
+    """The size checks follow the server's settings, not their defaults."""
+    text = "x" * 6_000  # over the default max_text_length (4,000), under this server's
+    server = ServerThread(make_config(tmp_path, max_text_length=10_000))
+    try:
+        with AgentTrainingClient(server.address) as raised:
+            agent = raised.create_agent(agent_id="long-texts", description="")
+            try:
+                raised.invoke_agent(agent_id=agent.agent_id, input=text)
+            except AgentTrainingError as error:  # no version yet: refused, but not for size
+                assert error.status_code != grpc.StatusCode.INVALID_ARGUMENT, error
+    finally:
+        server.stop()

@@ -141,7 +141,7 @@ async def create_server(
                 GrpcMetricsInterceptor(metrics),
                 ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
                 # Inside error translation, so the errors it raises get the rich status.
-                CallGuardInterceptor(f"/{SERVICE_NAME}/", config.max_concurrent_streams),
+                CallGuardInterceptor(f"/{SERVICE_NAME}/", config),
                 # Innermost: sets the caller's principal in the context the handler runs in.
                 *_auth_interceptors(authentication, open_prefixes),
             ],

@@ -211,23 +211,17 @@ def _guard_upload(
 class CallGuardInterceptor(grpc.aio.ServerInterceptor):
     """Tolerant parsing, field limits, the stream limit and call cancellation for our methods."""
 
-    def __init__(
-        self,
-        service_prefix: str,
-        max_concurrent_streams: int,
-        config: ServerConfig | None = None,
-    ) -> None:
+    def __init__(self, service_prefix: str, config: ServerConfig) -> None:
         """Guard the methods under `service_prefix`.
 
         Args:
             service_prefix: e.g. "/agent_training.v1.AgentTrainingService/".
-            max_concurrent_streams: streaming calls open at once before more are refused.
-            config: the server's configuration, whose settings (max_text_length...) bound
-                fields of requests; without it, the settings' defaults do.
+            config: the server's configuration: its settings (max_text_length...) bound fields
+                of requests, and max_concurrent_streams the streaming calls open at once.
         """
         self._prefix = service_prefix
-        self._config = config or ServerConfig()
-        self.streams = StreamSlots(max_concurrent_streams)
+        self._config = config
+        self.streams = StreamSlots(config.max_concurrent_streams)
 
     async def intercept_service(
         self,
