@@ -4,6 +4,11 @@ Two implementations: the local pool of worker processes (jobs/pool.py, the defau
 (jobs/ray_executor.py, with the ``ray`` extra installed). Both report the same messages:
 ``(kind, training_id, payload)`` with kind "ready", "started", "progress", "succeeded", "failed",
 "cancelled" or "worker_lost", delivered on the event loop that called ``start``.
+
+A "worker_lost" without an ``error`` in its payload (the local pool) means only that the process
+running the job died: the job manager resumes the job from its checkpoint in another worker, a
+bounded number of times. One with an ``error`` (Ray, which retries lost work itself) ends the job
+FAILED with that error.
 """
 
 from __future__ import annotations

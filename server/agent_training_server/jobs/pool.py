@@ -2,7 +2,9 @@
 
 Tasks go out on one shared queue (a free worker takes the next); messages come back on another
 queue, read by a thread that hands them to the event loop. A second thread waits on the workers'
-process sentinels, so a worker that dies is noticed at once (no polling) and replaced.
+process sentinels, so a worker that dies is noticed at once (no polling) and replaced; the job it
+ran is reported "worker_lost" (the job manager resumes it from its checkpoint, see
+services/jobs.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ WORKER_ENVIRONMENT = {
 
 Message = tuple[str, str, dict[str, Any]]
 """(kind, training_id, payload) as sent by workers; kind "worker_lost" comes from the pool."""
+
+_WORKER_EXITED = "*worker-exited*"
+"""Kind of the pool's own note, sent through the events queue, that a worker process died."""
 
 
 class WorkerPool:
@@ -122,6 +127,9 @@ class WorkerPool:
 
     def _deliver(self, message: Message) -> None:
         kind, training_id, payload = message
+        if kind == _WORKER_EXITED:
+            self._report_lost(payload["worker"], payload["exit_code"])
+            return
         if kind == "started":
             self._running_on[training_id] = payload["worker"]
         elif kind in ("succeeded", "failed", "cancelled", "preempted"):
@@ -148,18 +156,26 @@ class WorkerPool:
                 return
             for sentinel in ready:
                 index = sentinels[sentinel]
-                log.error(
-                    "training worker %d exited (code %s); restarting it",
-                    index,
-                    self._workers[index].exitcode,
-                )
-                lost = [tid for tid, worker in self._running_on.items() if worker == index]
+                self._workers[index].join(5)  # its sentinel closes just before it can be reaped
+                exit_code = self._workers[index].exitcode
+                log.error("training worker %d exited (code %s); restarting it", index, exit_code)
                 self._workers[index] = self._spawn(index)
-                for training_id in lost:
-                    assert self._loop is not None
-                    self._loop.call_soon_threadsafe(
-                        self._deliver, ("worker_lost", training_id, {"worker": index})
-                    )
+                # Through the events queue, behind whatever the dead worker sent before it died:
+                # the job it ran is known once its "started" is delivered, and a late "progress"
+                # of the dead worker cannot arrive after the job was handed to another worker.
+                self._events.put(
+                    (_WORKER_EXITED, str(index), {"worker": index, "exit_code": exit_code})
+                )
+
+    def _report_lost(self, index: int, exit_code: int | None) -> None:
+        """Report the job that worker ``index`` ran when it died (on the event loop)."""
+        lost = [tid for tid, worker in self._running_on.items() if worker == index]
+        for training_id in lost:
+            del self._running_on[training_id]
+            assert self._on_message is not None
+            self._on_message(
+                ("worker_lost", training_id, {"worker": index, "exit_code": exit_code})
+            )
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the workers; those still busy after ``timeout`` are terminated.

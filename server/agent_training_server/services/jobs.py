@@ -17,11 +17,12 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
+from prometheus_client import Counter
 
 from agent_training_server import __version__
 from agent_training_server.auth import DEFAULT_TENANT, current_tenant
@@ -51,6 +52,12 @@ STARTS_FROM_VERSION = ("reinforcement", "few_shot")
 they bring torch, which the RPC server process does not need to accept jobs)."""
 STARTS_FROM_BASE_AGENT = ("transfer",)
 """Paradigms that start from another agent's version when config.base_agent_id is set."""
+MAX_WORKER_RESTARTS = 2
+"""Times a job whose worker process died (killed, out of memory) is resumed from its checkpoint
+in another worker; the next loss ends it FAILED with WORKER_LOST. A constant until it becomes a
+server setting. Counted from the job's timeline, so a restart of the server does not reset it."""
+WORKER_LOST_REASON = "worker lost"
+"""Start of the timeline reason of a job queued again after its worker died."""
 
 
 def dataset_bytes(examples: Sequence[Example]) -> bytes:
@@ -127,6 +134,16 @@ class JobManager:
         """Jobs failed because their events cannot be stored, with their final state and event,
         which the store may lack: what get and watch answer until the restart."""
         self._message_handled = asyncio.Event()
+        self._worker_losses: Counter | None = None
+        if metrics is not None:
+            # metrics.py has no counter for this yet; registered beside the others.
+            self._worker_losses = Counter(
+                "agent_training_job_worker_losses",
+                "Training jobs whose worker process died, by what followed: resumed from the"
+                " job's checkpoint in another worker, or failed (WORKER_LOST).",
+                ("outcome",),
+                registry=metrics.registry,
+            )
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -135,6 +152,7 @@ class JobManager:
         self._pool.start(self._messages.put_nowait)
         self._consumer = asyncio.create_task(self._consume_messages())
         await self._recover()
+        await self._remove_ended_workdirs()
         self._dispatcher = asyncio.create_task(self._dispatch())
 
     async def stop(self) -> None:
@@ -218,6 +236,22 @@ class JobManager:
             await self._end(
                 active, JobStatus.FAILED, error, "server restarted (interrupted_jobs=fail)"
             )
+
+    async def _remove_ended_workdirs(self) -> None:
+        """Remove job folders a crash left behind: all but those of jobs that will resume.
+
+        A crash between a job's end and the removal of its folder (or during an agent's
+        deletion) leaves checkpoints nothing will read again.
+        """
+        folder = self._config.data_dir / "jobs"
+        names = await asyncio.to_thread(
+            lambda: [path.name for path in folder.iterdir()] if folder.is_dir() else []
+        )
+        keep = set(self._active) | set(self._unrecorded)
+        stale = [name for name in names if name not in keep]
+        if stale:
+            log.info("removing the folders of %d ended jobs", len(stale))
+        await self._remove_workdirs(stale)
 
     # Submitting ---------------------------------------------------------------------------
 
@@ -392,6 +426,8 @@ class JobManager:
             if stopped and training_id in self._draining:
                 self._draining.discard(training_id)
                 self._free_workers.release()
+                if training_id not in self._unrecorded:  # ended in the store: nothing resumes it
+                    await self._remove_workdirs([training_id])
             return
         active.worker_done = stopped
         if kind == "started":
@@ -432,14 +468,58 @@ class JobManager:
         elif kind == "failed":
             await self._end(active, JobStatus.FAILED, payload, payload.get("message", "failed"))
         elif kind == "worker_lost":
-            # An executor may say what was lost (e.g. its connection to the Ray cluster).
-            error = payload.get("error") or {
-                "code": "WORKER_LOST",
-                "message": "the training worker process exited",
-                "hint": "Train again; if it repeats, the data or settings may exhaust memory.",
-                "retryable": True,
-            }
-            await self._end(active, JobStatus.FAILED, error, error["message"])
+            await self._worker_lost(active, payload)
+
+    async def _worker_lost(self, active: _ActiveJob, payload: dict[str, Any]) -> None:
+        """Resume a job whose worker died from its checkpoint, or fail it past the bound.
+
+        An executor that says what was lost (an ``error``: Ray, which has retried already) ends
+        the job with that error.
+        """
+        job = active.job
+        restarts = sum(
+            1 for entry in job.timeline if entry.get("reason", "").startswith(WORKER_LOST_REASON)
+        )
+        exit_code = payload.get("exit_code")
+        if payload.get("error") is None and restarts < MAX_WORKER_RESTARTS:
+            log.warning(
+                "job %s: its worker exited (code %s); resuming it from its last checkpoint"
+                " (%d of %d)",
+                job.training_id,
+                exit_code,
+                restarts + 1,
+                MAX_WORKER_RESTARTS,
+            )
+            reason = (
+                f"{WORKER_LOST_REASON} (exit code {exit_code}); resuming from the last"
+                f" checkpoint ({restarts + 1} of {MAX_WORKER_RESTARTS})"
+            )
+            await self._record(
+                active,
+                "progress",
+                {"status": "TRAINING_STATUS_QUEUED"},
+                status=JobStatus.QUEUED,
+                phase="",
+                timeline=_timeline(job, JobStatus.QUEUED, reason),
+            )
+            if self._worker_losses is not None:
+                self._worker_losses.labels("resumed").inc()
+            # Its worker slot is free (the pool replaced the process); it goes first.
+            active.dispatched = False
+            self._free_workers.release()
+            self._waiting.appendleft(job.training_id)
+            self._work_available.set()
+            return
+        error = payload.get("error") or {
+            "code": "WORKER_LOST",
+            "message": f"the training worker process exited (code {exit_code})"
+            + (f" after {restarts} resumptions from the job's checkpoint" if restarts else ""),
+            "hint": "Train again; if it repeats, the data or settings may exhaust memory.",
+            "retryable": True,
+        }
+        if self._worker_losses is not None:
+            self._worker_losses.labels("failed").inc()
+        await self._end(active, JobStatus.FAILED, error, error["message"])
 
     async def _record_progress(self, active: _ActiveJob, update: dict[str, Any]) -> None:
         percent, eta = percent_and_eta(update, time.monotonic() - active.started_at)
@@ -522,9 +602,13 @@ class JobManager:
         kind: str,
         payload: dict[str, Any],
         version: AgentVersion | None = None,
+        after_store: Callable[[], Awaitable[None]] | None = None,
         **changes: Any,
     ) -> JobEvent:
         """Append one event with the job's changes, durably, then publish it.
+
+        ``after_store`` is awaited between the two: once the event is stored, before any
+        subscriber sees it.
 
         Raises:
             _EventNotRecorded: the store refused the event; the job was ended FAILED
@@ -539,6 +623,8 @@ class JobManager:
             except Exception as error:  # sqlite3.Error, OSError, a job row that is gone
                 failure = error
             else:
+                if after_store is not None:
+                    await after_store()
                 self._publish(active, job, event)
                 return event
         await self._fail_unrecorded(active, failure)
@@ -600,7 +686,10 @@ class JobManager:
             try:
                 await asyncio.to_thread(self._store.append_event, event, final, None)
             except Exception:  # the same failure again: kept in memory only
-                self._unrecorded[job.training_id] = (final, event)
+                self._unrecorded[job.training_id] = (final, event)  # resumes after a restart
+            else:
+                if job.training_id not in self._draining:  # else once its worker stopped
+                    await self._remove_workdirs([job.training_id])
             self._publish(active, final, event)
         self._count_end(final)
 
@@ -629,16 +718,16 @@ class JobManager:
             payload["version_id"] = version.version_id
         if error:
             payload["error"] = error
-        if status != JobStatus.FAILED:
-            # Checkpoints only matter to a job that failed (a timed-out one keeps its best); the
-            # weights of a succeeded job now live in its version. Removed before the final event,
-            # so that a client seeing it sees the final state on disk too.
-            await self._remove_workdirs([active.job.training_id])
         await self._record(
             active,
             "finished",
             payload,
             version=version,
+            # Its worker is done with it (or never had it), and nothing resumes an ended job: its
+            # checkpoints go once the final state (and version) is stored, before the event is
+            # published, so a client that sees the end sees the folder gone. A crash in between
+            # leaves the folder to start-up's clean-up.
+            after_store=lambda: self._remove_workdirs([active.job.training_id]),
             status=status,
             phase="",
             error=error,
