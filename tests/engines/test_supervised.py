@@ -99,7 +99,7 @@ def test_cancel_stops_training(tmp_path: Path) -> None:
 
 
 def test_time_limit_stops_with_a_checkpoint_kept(tmp_path: Path) -> None:
-    with pytest.raises(TrainingTimedOut, match="best checkpoint"):
+    with pytest.raises(TrainingTimedOut, match="best validation loss so far"):
         train(
             tmp_path, epochs=1000, batch_size=1, early_stopping_patience=0, max_duration_seconds=0.5
         )

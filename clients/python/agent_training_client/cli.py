@@ -320,8 +320,7 @@ def _add_training(commands: Any) -> None:
         "--max-duration-seconds",
         type=int,
         metavar="SECONDS",
-        help="stop and keep the best checkpoint after this long (default: the server's"
-        " max_job_seconds)",
+        help="fail the job after this long (default: the server's max_job_seconds)",
     )
     train.add_argument(
         "--base-agent", default="", metavar="AGENT_ID",

@@ -71,7 +71,7 @@ class TrainSettings:
     early_stopping_min_delta: float = 1e-3
     """Smallest decrease of validation loss that counts as an improvement."""
     max_duration_seconds: float = 3600.0
-    """Wall-clock budget; past it the engine stops and keeps its best checkpoint."""
+    """Wall-clock budget; past it the engine stops and the job fails."""
     freeze_encoder_epochs: int = 0
     """Pretrained-encoder paradigms: epochs that train only the head before fine-tuning."""
     base_agent_id: str = ""

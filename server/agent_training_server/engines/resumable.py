@@ -207,8 +207,8 @@ class ResumableLoop:
             self._writer.wait()
             raise TrainingTimedOut(
                 f"stopped after {self._settings.max_duration_seconds:g} s in epoch"
-                f" {self.epochs_done + 1}; the best checkpoint (epoch {self.state['best_epoch']})"
-                " is kept"
+                f" {self.epochs_done + 1} (best validation loss so far at epoch"
+                f" {self.state['best_epoch']})"
             )
 
     def after_step(self, step_in_epoch: int, batches: int, sums: Sums = _no_sums) -> None:

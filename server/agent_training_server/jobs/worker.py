@@ -228,8 +228,7 @@ def _train(
         return "failed", _error(
             "TRAINING_TIMEOUT",
             str(error) or "the job ran past its maximum run time",
-            "Raise config.max_duration_seconds, train fewer epochs, or send less data;"
-            " the best checkpoint so far is kept.",
+            "Raise config.max_duration_seconds, train fewer epochs, or send less data.",
         )
     except TrainingDataError as error:
         return "failed", _error(

@@ -268,7 +268,7 @@ class TrainingConfig(_message.Message):
     """
     max_duration_seconds: _builtins.int
     """Wall-clock limit of the job in seconds, 1 to the server's `max_job_seconds`; past it the job
-    fails with TRAINING_TIMEOUT and keeps its best checkpoint. Default: `max_job_seconds`.
+    fails with TRAINING_TIMEOUT and makes no version. Default: `max_job_seconds`.
     """
     freeze_encoder_epochs: _builtins.int
     """Transfer and few_shot: epochs that train only the new head on the frozen encoder before the

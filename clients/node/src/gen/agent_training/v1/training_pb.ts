@@ -179,7 +179,7 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
 
   /**
    * Wall-clock limit of the job in seconds, 1 to the server's `max_job_seconds`; past it the job
-   * fails with TRAINING_TIMEOUT and keeps its best checkpoint. Default: `max_job_seconds`.
+   * fails with TRAINING_TIMEOUT and makes no version. Default: `max_job_seconds`.
    *
    * @generated from field: optional int32 max_duration_seconds = 10;
    */
