@@ -103,6 +103,28 @@ def test_blocked_bloom_filter_has_no_false_negatives_and_few_false_positives() -
     assert bloom.nbytes == 200_000 * 3
 
 
+def test_a_large_count_makes_the_rest_of_its_filter_only_once_it_gets_there(monkeypatch) -> None:
+    from agent_training_server.synthetic import dedup
+
+    monkeypatch.setattr(dedup, "FIRST_STAGE_TEXTS", 2_000)
+    filtered = Deduplicator(1_000_000)
+    first_stage = 2_000 * 14 * 48 // 8  # 14 keys per text, 48 bits per key
+    assert filtered.nbytes == first_stage  # not the 42 MB a million texts take
+    before = [f"order number {i}" for i in range(3_000)]
+    after = [f"parcel number {i}" for i in range(3_000)]
+    assert all(filtered.keep(before[:1_999])) and filtered.nbytes == first_stage
+    assert all(filtered.keep(before[1_999:]))  # the batch that reaches the first stage's size
+    assert filtered.nbytes == first_stage + (1_000_000 - 2_000) * 14 * 3
+    assert all(filtered.keep(after))
+    # Both stages remember: nothing kept in either is kept again.
+    assert not any(filtered.keep(before + after))
+    assert filtered.counts.exact == 6_000
+
+
+def test_small_counts_keep_one_filter_of_their_size() -> None:
+    assert Deduplicator(50_000).nbytes == 50_000 * 14 * 3
+
+
 def test_word_hashes_of_a_batch_equal_those_of_each_text() -> None:
     texts = ["Hello, World!", "", "a\x00b c", "Where's my   card?", "multi\nline text", "x"]
     for batch in (texts, [t for t in texts if "\x00" not in t], [], ["only one"]):

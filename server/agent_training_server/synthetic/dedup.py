@@ -11,10 +11,18 @@ Near duplicates are found with the symmetric-delete method (as in SymSpell), on 
 is keyed by the sum of its word hashes and by that sum less each word's hash; two sets within one
 word of each other share a key. Keys seen live in a blocked Bloom filter (numpy; each key's bits
 in one 64-bit word, so one memory access per key) sized from the expected number of kept texts:
-memory is bounded up front (24 bits per key, 42 bytes per expected text) instead of growing like
-a set of signatures. MinHash LSH was the other candidate: its band keys collide for
+memory is bounded by the count (24 bits per key, 42 bytes per expected text) instead of growing
+like a set of signatures. MinHash LSH was the other candidate: its band keys collide for
 the many templated sentences that share half their words, so without storing signatures to
 verify candidates (hundreds of MB for a million texts) it drops far too much.
+
+A large generation does not take its whole filter at the start: a stream whose client does not
+read pauses after a few chunks, and must not hold 420 MB for the ten million examples it asked
+for. Its first ``FIRST_STAGE_TEXTS`` texts go to a small first filter (11 MB); the filter for the
+rest is made only once they are kept, that is once the client has read that far. The first
+filter has twice the bits per key, so the two together wrongly take about as many texts for
+duplicates as one filter of the full size (8.8e-5 + 7.8e-4 per lookup against 7.8e-4). A Bloom
+filter cannot be resized (its keys are not kept), which is why the second one is separate.
 
 Texts are checked a batch at a time: the keys of a batch are computed and looked up with numpy,
 and a text that shares a key with an earlier text of the same batch is a duplicate too. Every
@@ -45,6 +53,11 @@ STOP_WORDS = frozenset((
 ))
 # fmt: on
 """Function words left out of near-duplicate word sets: they say little about the content."""
+
+FIRST_STAGE_TEXTS = 1 << 17
+"""Texts a generation keeps before the filter for the rest of its count is made. More than an
+unread stream makes: four chunks of at most 10,000 wait for it, and the HTTP/2 window holds a few
+MB."""
 
 _TOKEN_CACHE_LIMIT = 200_000
 _KEYS_PER_TEXT = 14
@@ -78,6 +91,7 @@ class DuplicateCounts:
 
 
 _BITS_PER_KEY = 24
+_FIRST_STAGE_BITS_PER_KEY = 48
 _BITS_SET_PER_KEY = 6
 _MIX_WORD = np.uint64(0x9E3779B97F4A7C15)
 _MIX_BITS = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -95,8 +109,8 @@ class BlockedBloomFilter:
     wrongly taken for duplicates and replaced by the next candidate.
     """
 
-    def __init__(self, capacity: int) -> None:
-        words = max(1024, -(-capacity * _BITS_PER_KEY // 64))
+    def __init__(self, capacity: int, bits_per_key: int = _BITS_PER_KEY) -> None:
+        words = max(1024, -(-capacity * bits_per_key // 64))
         self._words = np.zeros(words, dtype=np.uint64)
         self._count = np.uint64(words)
 
@@ -130,19 +144,69 @@ class BlockedBloomFilter:
         np.bitwise_or.at(self._words, word, mask)
 
 
+class StagedFilter:
+    """The filter of one generation: one of its full size, or a small first stage and the rest.
+
+    Up to ``FIRST_STAGE_TEXTS`` expected texts, one filter of that size. Beyond, a first filter
+    for ``FIRST_STAGE_TEXTS`` texts (at twice the bits per key), and the filter for the others
+    made once that many are kept (see the module docstring). A key is seen when either has it;
+    new keys go to the newest.
+    """
+
+    def __init__(self, expected_texts: int) -> None:
+        expected_texts = max(1_000, expected_texts)
+        if expected_texts <= FIRST_STAGE_TEXTS:
+            self._stages = [BlockedBloomFilter(expected_texts * _KEYS_PER_TEXT)]
+            self._rest = 0
+        else:
+            first = BlockedBloomFilter(
+                FIRST_STAGE_TEXTS * _KEYS_PER_TEXT, bits_per_key=_FIRST_STAGE_BITS_PER_KEY
+            )
+            self._stages = [first]
+            self._rest = expected_texts - FIRST_STAGE_TEXTS
+        self._texts = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the filters made so far."""
+        return sum(stage.nbytes for stage in self._stages)
+
+    def contains(self, keys: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """For each key, whether it may have been added; and the keys located in the newest."""
+        located = [stage.locate(keys) for stage in self._stages]
+        seen = self._stages[0].contains(located[0])
+        for stage, where in zip(self._stages[1:], located[1:], strict=True):
+            seen |= stage.contains(where)
+        return seen, located[-1]
+
+    def add(self, located: tuple[np.ndarray, np.ndarray], texts: int) -> None:
+        """Add keys located in the newest filter, those of `texts` kept texts."""
+        self._stages[-1].add(located)
+        self._texts += texts
+        if self._rest and self._texts >= FIRST_STAGE_TEXTS:
+            # Between batches, so which texts the first stage holds depends only on the input.
+            self._stages.append(BlockedBloomFilter(self._rest * _KEYS_PER_TEXT))
+            self._rest = 0
+
+
 class Deduplicator:
     """Keeps the first of each group of duplicate texts; remembers what it has kept."""
 
     def __init__(self, expected_items: int) -> None:
-        capacity = max(1_000, expected_items)
-        self._filter = BlockedBloomFilter(capacity * _KEYS_PER_TEXT)
+        self._filter = StagedFilter(expected_items)
         self._word_hashes = _WordHashes()
         self.counts = DuplicateCounts()
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the duplicate filter (the word-hash cache aside)."""
+        return self._filter.nbytes
 
     def remember(self, text: str) -> None:
         """Count `text` as seen for exact and normalised duplicates (not near ones)."""
         exact, normalized, _near = self._keys([text])
-        self._filter.add(self._filter.locate(np.concatenate([exact, normalized])))
+        _seen, located = self._filter.contains(np.concatenate([exact, normalized]))
+        self._filter.add(located, 1)
 
     def keep_one(self, text: str) -> bool:
         """Whether `text` is new; if so it is remembered."""
@@ -154,8 +218,7 @@ class Deduplicator:
         exact, normalized, (near, near_owner) = self._keys(texts)
         keys = np.concatenate([exact, normalized, near])
         owner = np.concatenate([np.arange(count), np.arange(count), near_owner])
-        located = self._filter.locate(keys)
-        seen = self._filter.contains(located)
+        seen, located = self._filter.contains(keys)
         seen |= _shared_with_earlier(keys, owner)
         near_seen = np.zeros(count, dtype=bool)
         near_seen[near_owner[seen[2 * count :]]] = True
@@ -167,7 +230,7 @@ class Deduplicator:
         self.counts.near += int(np.count_nonzero(kind == 2))
         kept = kind == 3
         keep_key = kept[owner]
-        self._filter.add((located[0][keep_key], located[1][keep_key]))
+        self._filter.add((located[0][keep_key], located[1][keep_key]), int(kept.sum()))
         return kept.tolist()
 
     def _keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, tuple]:
