@@ -8,12 +8,13 @@ cleanly; after the restart the job resumes and a subscriber re-attaching misses 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from agent_training.v1 import training_pb2
+from agent_training.v1 import service_pb2, service_pb2_grpc, training_pb2
 from agent_training_client import AgentTrainingClient, AgentTrainingError
 from agent_training_server.config import load_config
 from agent_training_server.engines.checkpoint import load_checkpoint
@@ -121,3 +122,33 @@ def test_interrupted_jobs_fail_marks_them_failed_and_retryable(tmp_path: Path) -
 def test_interrupted_jobs_setting_is_checked() -> None:
     with pytest.raises(ValueError, match="interrupted_jobs must be resume or fail"):
         load_config(["--interrupted-jobs", "retry"], environ={})
+
+
+def test_an_upload_still_open_when_the_grace_ends_gets_the_error_object(tmp_path: Path) -> None:
+    """An upload whose client stalls past the grace period is answered SERVER_SHUTTING_DOWN."""
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log", shutdown_grace_seconds=2)
+    stalled = threading.Event()
+    try:
+        channel = grpc.insecure_channel(server.address)
+        stub = service_pb2_grpc.AgentTrainingServiceStub(channel)
+
+        def messages() -> Iterator[service_pb2.UploadDatasetRequest]:
+            example = training_pb2.TrainingExample(input="where is my card", expected_output="card")
+            yield service_pb2.UploadDatasetRequest(name="stalled", examples=[example])
+            stalled.wait(60)  # the client stops sending and never ends the stream
+
+        upload = stub.UploadDataset.future(messages(), timeout=60)
+        with AgentTrainingClient(server.address, timeout=30) as client:
+            assert not client.list_datasets().datasets  # the server is serving; the upload is open
+        assert server.terminate() == 0
+        with pytest.raises(grpc.RpcError) as caught:
+            upload.result(30)
+        error = AgentTrainingError.from_rpc_error(caught.value)
+        assert error.status_code == grpc.StatusCode.UNAVAILABLE, error.to_dict()
+        assert error.code == "SERVER_SHUTTING_DOWN" and error.retryable, error.to_dict()
+        assert "request_id" in error.hint and len(error.trace_id) == 32
+    finally:
+        stalled.set()
+        server.kill()
+    shutdown_log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in shutdown_log and " ERROR " not in shutdown_log, shutdown_log

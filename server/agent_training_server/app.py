@@ -19,6 +19,7 @@ from agent_training_server import __version__
 from agent_training_server.api.call_guard import CallGuardInterceptor
 from agent_training_server.api.error_translation import ErrorTranslationInterceptor
 from agent_training_server.api.keepalive import keepalive_options
+from agent_training_server.api.open_calls import OpenCalls, OpenCallsInterceptor, answer_delay
 from agent_training_server.api.servicer import AgentTrainingServicer
 from agent_training_server.api.stream_tasks import StreamTaskInterceptor
 from agent_training_server.auth import setup as auth_setup
@@ -62,6 +63,8 @@ class RunningServer:
     data_lock: DataFolderLock
     metrics_endpoint: MetricsEndpoint | None = None
     analysis_jobs: AnalysisJobs | None = None
+    open_calls: OpenCalls | None = None
+    """Our service's running calls, answered SERVER_SHUTTING_DOWN shortly before the grace ends."""
 
     @property
     def metrics_port(self) -> int:
@@ -78,14 +81,20 @@ class RunningServer:
         """Stop accepting calls, let running ones finish within the grace period, release all.
 
         Training streams end at once with UNAVAILABLE (retryable: re-attach after the restart);
-        running jobs checkpoint where they are and resume at the next start.
+        running jobs checkpoint where they are and resume at the next start. Calls still running
+        just before the grace period ends are answered SERVER_SHUTTING_DOWN (see `open_calls`).
         """
         await self.health.enter_graceful_shutdown()
         self.jobs.end_streams()
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         stopping = asyncio.create_task(self.server.stop(grace))
+        answering = None
+        if self.open_calls is not None:
+            answering = asyncio.create_task(self.open_calls.end_after(answer_delay(grace)))
         await self.jobs.stop()
         await stopping
+        if answering is not None:
+            answering.cancel()
         if self.analysis_jobs is not None:
             await self.analysis_jobs.stop()  # stored as interrupted, retryable
         await self.feedback.stop()  # answers still in memory reach the database
@@ -131,6 +140,7 @@ async def create_server(
             )
             undo.callback(tracer_provider.shutdown)
         metrics = Metrics()
+        open_calls = OpenCallsInterceptor(f"/{SERVICE_NAME}/")
         server = grpc.aio.server(
             interceptors=[
                 # Outermost: streams end in their call's task, so contexts detach where attached.
@@ -140,6 +150,8 @@ async def create_server(
                 # Outside error translation, so the codes it sets are the codes counted.
                 GrpcMetricsInterceptor(metrics),
                 ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
+                # Inside error translation: the calls a shutdown stops raise the rich error.
+                open_calls,
                 # Inside error translation, so the errors it raises get the rich status.
                 CallGuardInterceptor(f"/{SERVICE_NAME}/", config),
                 # Innermost: sets the caller's principal in the context the handler runs in.
@@ -226,6 +238,7 @@ async def create_server(
         data_lock,
         metrics_endpoint,
         analysis_jobs,
+        open_calls.calls,
     )
 
 
