@@ -21,6 +21,7 @@ BENCHMARKS = [  # a script, or a script and its arguments
     "closed_loop.py",
     "invoke_throughput.py",
     "load.py",
+    "tenant_timing.py",
     "ray_executor.py",
 ]
 
@@ -142,6 +143,17 @@ def summary() -> list[tuple[str, str, str]]:
                 f" {sum(result['unexpected_errors'].values())}, health p99"
                 f" {health['p99_ms']:.0f} ms",
                 f"server RSS {rss['before']:.0f} -> {rss['after']:.0f} -> {rss['settled']:.0f} MB",
+            )
+        )
+    if result := _load("tenant_timing"):
+        methods = result["methods"]
+        rows.append(
+            (
+                "NOT_FOUND, another tenant's id vs a missing one",
+                ", ".join(f"{name} gap {m['gap_ms']:.3f} ms" for name, m in methods.items()),
+                "spread of two missing-id sets: "
+                + ", ".join(f"{m['spread_ms']:.3f}" for m in methods.values())
+                + " ms",
             )
         )
     if result := _load("ray_executor"):
