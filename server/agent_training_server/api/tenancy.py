@@ -2,12 +2,13 @@
 
 Every handler that names an agent, job, dataset or invocation fetches it through `TenantGuard`,
 which raises the very NotFound the store raises for an id that does not exist (same code,
-message and hint), so a caller cannot tell "someone else's" from "nobody's".
+message and hint), so a caller cannot tell "someone else's" from "nobody's". Agents and datasets
+are read with the caller's tenant in the store's query, so another tenant's id is a row not found
+exactly like a missing one: the same path, hence the same time, not just the same answer.
 """
 
 from __future__ import annotations
 
-from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Agent, Dataset, TrainingJob
 from agent_training_server.errors import NotFound
 from agent_training_server.services.agents import AgentService
@@ -15,9 +16,7 @@ from agent_training_server.services.analysis_jobs import AnalysisJobs
 from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.jobs import JobManager
-from agent_training_server.store.sqlite import _agent_not_found
 from agent_training_server.store.sqlite_analysis import analysis_not_found
-from agent_training_server.store.sqlite_datasets import _not_found as _dataset_not_found
 from agent_training_server.store.sqlite_feedback import invocation_not_found
 from agent_training_server.store.sqlite_jobs import _job_not_found
 
@@ -41,10 +40,7 @@ class TenantGuard:
 
     async def agent(self, agent_id: str) -> Agent:
         """The caller's agent. Raises NotFound (AGENT_NOT_FOUND) for another tenant's."""
-        agent = await self._agents.get(agent_id)
-        if agent.tenant != current_tenant():
-            raise _agent_not_found(agent_id)
-        return agent
+        return await self._agents.get(agent_id)
 
     async def owns_agent(self, agent_id: str) -> bool:
         """Whether the agent exists and is the caller's."""
@@ -63,10 +59,7 @@ class TenantGuard:
 
     async def dataset(self, dataset_id: str) -> Dataset:
         """The caller's dataset. Raises NotFound (DATASET_NOT_FOUND) for another tenant's."""
-        dataset = await self._datasets.get(dataset_id)
-        if dataset.tenant != current_tenant():
-            raise _dataset_not_found(dataset_id)
-        return dataset
+        return await self._datasets.get(dataset_id)
 
     async def analysis(self, analysis_id: str) -> None:
         """Check an analysis job is the caller's. Raises NotFound (ANALYSIS_NOT_FOUND) otherwise."""

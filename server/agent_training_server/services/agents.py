@@ -12,7 +12,6 @@ from pathlib import Path
 from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings, Page
 from agent_training_server.store.base import IdempotencyKey, Store
-from agent_training_server.store.sqlite import _agent_not_found
 
 
 def new_id(prefix: str) -> str:
@@ -63,10 +62,7 @@ class AgentService:
 
     async def get(self, agent_id: str) -> Agent:
         """Return the caller's agent; another tenant's raises the NotFound of a missing one."""
-        agent = await asyncio.to_thread(self._store.get_agent, agent_id)
-        if agent.tenant != current_tenant():
-            raise _agent_not_found(agent_id)
-        return agent
+        return await asyncio.to_thread(self._store.get_agent, agent_id, current_tenant())
 
     async def list(self, page_size: int, after_agent_id: str, tenant: str) -> Page[Agent]:
         """Return a page of a tenant's agents ordered by id."""

@@ -116,8 +116,8 @@ class DatasetService:
         return DatasetWriter(self._store, dataset, self.max_examples)
 
     async def get(self, dataset_id: str) -> Dataset:
-        """Return a dataset. Raises NotFound."""
-        return await asyncio.to_thread(self._store.get_dataset, dataset_id)
+        """Return the caller's dataset; another tenant's raises the NotFound of a missing one."""
+        return await asyncio.to_thread(self._store.get_dataset, dataset_id, current_tenant())
 
     async def list(self, limit: int, after_name: str, tenant: str) -> Page[Dataset]:
         """A page of a tenant's datasets ordered by name."""

@@ -22,7 +22,7 @@ from agent_training_server.errors import FailedPrecondition
 from agent_training_server.metrics import Metrics
 from agent_training_server.store.base import Store
 from agent_training_server.store.read_cache import ReadCache
-from agent_training_server.store.sqlite import _agent_not_found, version_not_found
+from agent_training_server.store.sqlite import version_not_found
 
 CACHE_SIZE = 16
 """Loaded models kept in memory, least recently used evicted first."""
@@ -101,6 +101,8 @@ class InferenceService:
         self._cache_lock = threading.Lock()
         self._rng = random.Random()
         # Read per call; the store's commit count says when a version or rollback makes it stale.
+        # Keyed by (agent_id, version_id, tenant): the store reads only the caller's agent, so
+        # another tenant's id is not cached and costs a store read, exactly as a missing one.
         self._lookups: ReadCache[tuple[Agent, AgentVersion | None]] = ReadCache(
             store.agent_with_version, lambda: store.commits
         )
@@ -184,9 +186,8 @@ class InferenceService:
         return await asyncio.to_thread(self._version, agent_id, version_id)
 
     def _version(self, agent_id: str, version_id: str) -> AgentVersion:
-        agent, version = self._lookups.get(agent_id, version_id)
-        if agent.tenant != current_tenant():  # the caller's context travels into the thread
-            raise _agent_not_found(agent_id)
+        # The caller's context travels into the thread: another tenant's agent is not found.
+        _agent, version = self._lookups.get(agent_id, version_id, current_tenant())
         if version is not None:
             return version
         if version_id:

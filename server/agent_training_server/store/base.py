@@ -56,8 +56,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def get_agent(self, agent_id: str) -> Agent:
-        """Return an agent. Raises NotFound."""
+    def get_agent(self, agent_id: str, tenant: str | None = None) -> Agent:
+        """Return an agent (of ``tenant``, or of any tenant for None). Raises NotFound.
+
+        Another tenant's agent is looked up by the same query as a missing one and finds no row
+        in the same way: the same NotFound, raised in the same place.
+        """
 
     @abc.abstractmethod
     def list_agents(
@@ -94,13 +98,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def agent_with_version(
-        self, agent_id: str, version_id: str = ""
+        self, agent_id: str, version_id: str = "", tenant: str | None = None
     ) -> tuple[Agent, AgentVersion | None]:
-        """An agent and one of its versions (the active one for ""), read together.
+        """An agent (of ``tenant``, as `get_agent`) and one of its versions, read together.
 
-        The version is None when the agent has no such version, or no active one: the caller
-        decides what that means after checking who may see the agent. Raises NotFound for the
-        agent only.
+        The version is the active one for "", and None when the agent has no such version, or
+        no active one: the caller decides what that means. Raises NotFound for the agent only.
         """
 
     @abc.abstractmethod
@@ -175,8 +178,8 @@ class Store(abc.ABC):
         """Drop datasets a stopped server left half-written; return how many."""
 
     @abc.abstractmethod
-    def get_dataset(self, dataset_id: str) -> Dataset:
-        """Return a dataset. Raises NotFound."""
+    def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
+        """Return a dataset (of ``tenant``, or of any for None); as `get_agent`. Raises NotFound."""
 
     @abc.abstractmethod
     def list_datasets(

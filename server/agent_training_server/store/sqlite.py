@@ -170,10 +170,10 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
             remember(db, key, agent.agent_id)
             return self._agent_in(db, agent.agent_id), False
 
-    def get_agent(self, agent_id: str) -> Agent:
-        """Return an agent or raise NotFound."""
+    def get_agent(self, agent_id: str, tenant: str | None = None) -> Agent:
+        """Return an agent (of ``tenant``) or raise NotFound."""
         with self._lock:
-            return self._agent_in(self._db, agent_id)
+            return self._agent_in(self._db, agent_id, tenant)
 
     def list_agents(
         self, limit: int, after_agent_id: str = "", tenant: str | None = None
@@ -193,8 +193,13 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
             if not deleted:
                 raise _agent_not_found(agent_id)
 
-    def _agent_in(self, db: sqlite3.Connection, agent_id: str) -> Agent:
-        row = db.execute(f"{_AGENT_SELECT} WHERE a.agent_id = ?", (agent_id,)).fetchone()
+    def _agent_in(self, db: sqlite3.Connection, agent_id: str, tenant: str | None = None) -> Agent:
+        # The tenant is part of the query, so another tenant's agent is a row not found, exactly
+        # as a missing one: same work, same error, same place (no time to tell them apart by).
+        condition, params = tenant_clause(tenant, "a.tenant")
+        row = db.execute(
+            f"{_AGENT_SELECT} WHERE a.agent_id = ? AND {condition}", (agent_id, *params)
+        ).fetchone()
         if row is None:
             raise _agent_not_found(agent_id)
         return _agent_from_row(row)
@@ -271,14 +276,14 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
             return self._version_in(self._db, agent_id, version_id)
 
     def agent_with_version(
-        self, agent_id: str, version_id: str = ""
+        self, agent_id: str, version_id: str = "", tenant: str | None = None
     ) -> tuple[Agent, AgentVersion | None]:
-        """An agent and one of its versions (the active one for ""), in one read.
+        """An agent (of ``tenant``) and one of its versions (the active one for ""), in one read.
 
         InvokeAgent calls this for every request: two queries under one lock hold.
         """
         with self._lock:
-            agent = self._agent_in(self._db, agent_id)
+            agent = self._agent_in(self._db, agent_id, tenant)
             wanted = version_id or agent.active_version_id
             if not wanted:
                 return agent, None

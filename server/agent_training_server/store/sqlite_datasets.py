@@ -116,10 +116,10 @@ class DatasetTables:
         with self._write() as db:  # type: ignore[attr-defined]
             return db.execute("DELETE FROM named_datasets WHERE state = 'writing'").rowcount
 
-    def get_dataset(self, dataset_id: str) -> Dataset:
-        """Return a ready dataset. Raises NotFound."""
+    def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
+        """Return a ready dataset (of ``tenant``). Raises NotFound."""
         with self._lock:  # type: ignore[attr-defined]
-            return _dataset_in(self._db, dataset_id)
+            return _dataset_in(self._db, dataset_id, tenant)
 
     def list_datasets(
         self, limit: int, after_name: str = "", tenant: str | None = None
@@ -156,10 +156,13 @@ class DatasetTables:
                 raise _not_found(dataset_id)
 
 
-def _dataset_in(db: sqlite3.Connection, dataset_id: str) -> Dataset:
+def _dataset_in(db: sqlite3.Connection, dataset_id: str, tenant: str | None = None) -> Dataset:
+    # Another tenant's dataset is a row not found, exactly as a missing one (see _agent_in).
+    condition, params = tenant_clause(tenant)
     row = db.execute(
-        f"SELECT {_COLUMNS} FROM named_datasets WHERE dataset_id = ? AND state = 'ready'",
-        (dataset_id,),
+        f"SELECT {_COLUMNS} FROM named_datasets WHERE dataset_id = ? AND state = 'ready'"
+        f" AND {condition}",
+        (dataset_id, *params),
     ).fetchone()
     if row is None:
         raise _not_found(dataset_id)
