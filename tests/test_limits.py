@@ -204,7 +204,9 @@ def test_a_generation_stream_past_its_deadline_frees_its_slot(limited):
     with grpc.insecure_channel(limited.address) as channel:
         stub = service_pb2_grpc.AgentTrainingServiceStub(channel)
         request = service_pb2.GenerateSyntheticTrainingDataRequest(
-            data_type=synthetic_pb2.SYNTHETIC_DATA_TYPE_CUSTOMER_QUERIES, count=10_000_000
+            data_type=synthetic_pb2.SYNTHETIC_DATA_TYPE_CUSTOMER_QUERIES,
+            count=10_000_000,
+            chunk_size=100,  # about 16 KB: chunks fit the server's 64 KB messages
         )
         with pytest.raises(grpc.RpcError) as caught:
             for _chunk in stub.GenerateSyntheticTrainingData(request, timeout=0.5):
