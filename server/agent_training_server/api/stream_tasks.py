@@ -9,17 +9,22 @@ logs "Failed to detach context" with a traceback after perfectly ordinary calls.
 
 This interceptor, outermost, turns each server-streaming handler into a coroutine that writes
 the generator's messages with ``context.write`` and closes the generator in ``finally``, in the
-call's task, whatever ends the stream. It changes nothing else: errors and aborts raised by the
-generator reach gRPC as before.
+call's task, whatever ends the stream. A write that fails in gRPC's core (the client cancelled
+while it waited for flow control: a stream nobody reads, then closed) ends the call quietly,
+instead of logging gRPC's ExecuteBatchError with a traceback; the call's status is core's. It
+changes nothing else: errors and aborts raised by the generator reach gRPC as before.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 
 class StreamTaskInterceptor(grpc.aio.ServerInterceptor):
@@ -47,7 +52,15 @@ def _written(
             return
         try:
             async for response in responses:
-                await context.write(response)
+                try:
+                    await context.write(response)
+                except grpc.aio.InternalError as error:
+                    # The send failed in gRPC's core, which has ended the call with its status:
+                    # mostly the client cancelled or went away while the write waited for flow
+                    # control (an unread stream); also a message over max_message_bytes, which
+                    # the client sees as RESOURCE_EXHAUSTED. Nothing more can be sent.
+                    log.debug("stream ended by a failed send: %s", error)
+                    return
         finally:
             await responses.aclose()  # a no-op when it ran to its end
 
