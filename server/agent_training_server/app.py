@@ -152,10 +152,13 @@ async def create_server(
                 ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
                 # Inside error translation: the calls a shutdown stops raise the rich error.
                 open_calls,
-                # Inside error translation, so the errors it raises get the rich status.
-                CallGuardInterceptor(f"/{SERVICE_NAME}/", config),
-                # Innermost: sets the caller's principal in the context the handler runs in.
+                # Sets the caller's principal in the context the handler runs in; before the
+                # call guard, whose stream limit counts each tenant's streams.
                 *_auth_interceptors(authentication, open_prefixes),
+                # Inside error translation, so the errors it raises get the rich status.
+                CallGuardInterceptor(
+                    f"/{SERVICE_NAME}/", config, tenants_share=authentication is not None
+                ),
             ],
             options=_channel_options(config),
         )

@@ -64,6 +64,16 @@ class ServerConfig:
     max_concurrent_streams: int = _setting(
         1_000, "streaming calls (server streams and uploads) open at once before more are refused"
     )
+    max_streams_per_tenant: int = _setting(
+        0,
+        "streaming calls one tenant may have open at once when authentication is on (its share"
+        " of max_concurrent_streams); 0: a quarter of max_concurrent_streams",
+    )
+    stream_idle_timeout_seconds: float = _setting(
+        60.0,
+        "time an upload (UploadDataset) may go without a message before it is ended with"
+        " STREAM_IDLE, freeing its stream slot",
+    )
     max_jobs_per_tenant: int = _setting(
         16, "queued or running training jobs one tenant may have before TrainAgent is refused"
     )
@@ -232,6 +242,7 @@ def _check(config: ServerConfig) -> None:
         "max_direct_analysis_examples",
         "max_analysis_jobs",
         "max_concurrent_streams",
+        "stream_idle_timeout_seconds",
         "max_jobs_per_tenant",
         "max_context_turns",
         "keepalive_time_seconds",
@@ -245,6 +256,10 @@ def _check(config: ServerConfig) -> None:
             raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.max_queued_jobs < 0 or config.torch_threads < 0:
         raise ValueError("max_queued_jobs and torch_threads must not be negative")
+    if config.max_streams_per_tenant < 0:
+        raise ValueError(
+            "max_streams_per_tenant must not be negative (0: a quarter of the server's)"
+        )
     if config.log_format not in ("json", "text"):
         raise ValueError(f"log_format must be json or text, got {config.log_format!r}")
     if bool(config.tls_cert_file) != bool(config.tls_key_file):

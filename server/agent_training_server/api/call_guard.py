@@ -9,17 +9,22 @@
   is stored or worked on. Each message of an upload is also checked against the ranges of its
   numbers, since its examples are stored as they come.
 - Streaming calls (server streams and uploads) are counted; past `max_concurrent_streams` a new one
-  is refused with RESOURCE_EXHAUSTED and RetryInfo, since waiting for others to end helps.
+  is refused with RESOURCE_EXHAUSTED and RetryInfo, since waiting for others to end helps. With
+  authentication on, each tenant also has a share (`max_streams_per_tenant`), so one tenant's
+  streams cannot take every slot from the others.
+- An upload whose client sends nothing for `stream_idle_timeout_seconds` is ended with
+  DEADLINE_EXCEEDED `STREAM_IDLE`, so a stream opened and never written frees its slot.
 - Each call gets a cancellation event (see `cancellation`) that is set when it ends, so worker
   threads doing its work stop when the client cancels or the deadline passes.
 
 It runs inside ErrorTranslationInterceptor, so the errors it raises are translated like a
-handler's.
+handler's, and inside the authentication interceptor, so the caller's tenant is known.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import threading
@@ -30,9 +35,10 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from agent_training_server.api.validation import check_sizes
+from agent_training_server.auth import current_tenant
 from agent_training_server.cancellation import begin_call
 from agent_training_server.config import ServerConfig
-from agent_training_server.errors import InvalidArgument, ResourceExhausted
+from agent_training_server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
 
 STREAM_RETRY_SECONDS = 2.0
 """RetryInfo delay of a refused stream: long-lived streams free their slots slowly."""
@@ -71,17 +77,49 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-class StreamSlots:
-    """Counts open streaming calls against a limit."""
+def tenant_share(config: ServerConfig) -> int:
+    """Streaming calls one tenant may have open.
 
-    def __init__(self, limit: int) -> None:
+    `max_streams_per_tenant`, by default (0) a quarter of `max_concurrent_streams`; never more
+    than the server's limit.
+    """
+    share = config.max_streams_per_tenant or max(1, config.max_concurrent_streams // 4)
+    return min(share, config.max_concurrent_streams)
+
+
+class StreamSlots:
+    """Counts open streaming calls against the server's limit and each tenant's share."""
+
+    def __init__(self, limit: int, per_tenant: int | None = None) -> None:
+        """Slots for `limit` streams; `per_tenant` of them at most for one tenant (None: no share).
+
+        Without authentication every caller is the one tenant "default", which then has them all.
+        """
         self.limit = limit
+        self.per_tenant = per_tenant
         self.open = 0
+        self.by_tenant: collections.Counter[str] = collections.Counter()
         self.closing: set[asyncio.Task] = set()
         """Tasks closing the generators of streams whose call ended (held until done)."""
 
-    def take(self) -> None:
-        """Take a slot, or raise ResourceExhausted when all are in use."""
+    def take(self, tenant: str) -> Callable[[], None]:
+        """Take a slot for `tenant`; return what frees it (at most once, however often called).
+
+        Raises:
+            ResourceExhausted: the tenant holds its share, or every slot is in use.
+        """
+        held = self.by_tenant[tenant]
+        if self.per_tenant is not None and held >= self.per_tenant:
+            raise ResourceExhausted(
+                f"your tenant has {held} streaming calls open, its share of the server's"
+                f" {self.limit}",
+                code="TOO_MANY_STREAMS",
+                hint="This is your tenant's share (max_streams_per_tenant), which leaves the other"
+                " slots to other tenants: close streams you no longer read, retry after the"
+                " RetryInfo delay, or ask the operator to raise max_streams_per_tenant.",
+                retryable=True,
+                retry_after_seconds=STREAM_RETRY_SECONDS,
+            )
         if self.open >= self.limit:
             raise ResourceExhausted(
                 f"{self.open} streaming calls are open; the server's limit is {self.limit}",
@@ -92,10 +130,14 @@ class StreamSlots:
                 retry_after_seconds=STREAM_RETRY_SECONDS,
             )
         self.open += 1
+        self.by_tenant[tenant] += 1
+        return _once(lambda: self._give_back(tenant))
 
-    def give_back(self) -> None:
-        """Free a slot."""
+    def _give_back(self, tenant: str) -> None:
         self.open -= 1
+        self.by_tenant[tenant] -= 1
+        if not self.by_tenant[tenant]:
+            del self.by_tenant[tenant]
 
 
 def _check(request: Any, config: ServerConfig, *, with_ranges: bool = False) -> None:
@@ -129,8 +171,7 @@ def _guard_stream(
         except InvalidArgument:
             ended.set()
             raise
-        slots.take()
-        release = _once(slots.give_back)
+        release = slots.take(current_tenant())
         responses = behavior(request, context)
         context.add_done_callback(
             lambda _context: _end_stream(ended, release, responses, slots.closing)
@@ -185,8 +226,38 @@ async def _close_quietly(closing: Callable[[], Awaitable[None]]) -> None:
         await closing()
 
 
+def stream_idle(seconds: float) -> DeadlineExceeded:
+    """The error for an upload whose client sent nothing for `seconds`."""
+    return DeadlineExceeded(
+        f"the upload sent no message for {seconds:g} s (stream_idle_timeout_seconds); the server"
+        " ended it",
+        code="STREAM_IDLE",
+        hint="Open the stream when its data is ready and send its messages without pauses that"
+        " long; nothing of this upload was stored, so send it again. The operator can raise"
+        " stream_idle_timeout_seconds.",
+    )
+
+
 async def _checked(requests: AsyncIterator[Any], config: ServerConfig) -> AsyncIterator[Any]:
-    async for request in requests:
+    """The upload's messages, each checked; ended with STREAM_IDLE when the client goes quiet.
+
+    Without the timeout an upload opened and never written would hold its stream slot for as
+    long as its client liked. Waiting for a message is cancelled at the timeout, which leaves
+    gRPC's reader finished: the call ends with the error, nothing more is read. The wait runs
+    in the call's own task (`asyncio.timeout`, not `wait_for`, whose inner task can swallow the
+    call's cancellation when the client goes away: the upload would then be stored as if
+    complete).
+    """
+    timeout = config.stream_idle_timeout_seconds
+    messages = aiter(requests)
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                request = await anext(messages)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise stream_idle(timeout) from None
         _check(request, config, with_ranges=True)
         yield request
 
@@ -197,11 +268,11 @@ def _guard_upload(
     async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         ended = begin_call()
         try:
-            slots.take()
+            release = slots.take(current_tenant())
             try:
                 return await behavior(_checked(requests, config), context)
             finally:
-                slots.give_back()
+                release()
         finally:
             ended.set()
 
@@ -211,17 +282,24 @@ def _guard_upload(
 class CallGuardInterceptor(grpc.aio.ServerInterceptor):
     """Tolerant parsing, field limits, the stream limit and call cancellation for our methods."""
 
-    def __init__(self, service_prefix: str, config: ServerConfig) -> None:
+    def __init__(
+        self, service_prefix: str, config: ServerConfig, *, tenants_share: bool = False
+    ) -> None:
         """Guard the methods under `service_prefix`.
 
         Args:
             service_prefix: e.g. "/agent_training.v1.AgentTrainingService/".
             config: the server's configuration: its settings (max_text_length...) bound fields
-                of requests, and max_concurrent_streams the streaming calls open at once.
+                of requests, max_concurrent_streams the streaming calls open at once and
+                stream_idle_timeout_seconds the pause an upload may make.
+            tenants_share: give each tenant at most its share of the streams
+                (`tenant_share`); on when authentication is on, since without it every caller
+                is the one tenant "default".
         """
         self._prefix = service_prefix
         self._config = config
-        self.streams = StreamSlots(config.max_concurrent_streams)
+        share = tenant_share(config) if tenants_share else None
+        self.streams = StreamSlots(config.max_concurrent_streams, share)
 
     async def intercept_service(
         self,
