@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 import threading
 import time
@@ -297,7 +298,13 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             started, error = time.perf_counter(), None
             sent = m.grpc_sent.labels(*labels)
             try:
-                async for response in behavior(request, context):
+                responses = behavior(request, context)
+                if inspect.isawaitable(responses):
+                    # A coroutine that sends with context.write (grpc health's Watch): its
+                    # messages are not seen here, its start and end are.
+                    await responses
+                    return
+                async for response in responses:
                     sent.inc()
                     yield response
             except BaseException as raised:
