@@ -37,6 +37,7 @@ from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
 from agent_training_server.startup import DataFolderLock, bind_grpc_port, check_data_folder
+from agent_training_server.storage_health import StorageMonitor
 from agent_training_server.store.sqlite import SqliteStore
 from agent_training_server.store.traced import TracedStore
 from agent_training_server.telemetry import INSTRUMENTATION_NAME, create_tracer_provider
@@ -65,6 +66,8 @@ class RunningServer:
     analysis_jobs: AnalysisJobs | None = None
     open_calls: OpenCalls | None = None
     """Our service's running calls, answered SERVER_SHUTTING_DOWN shortly before the grace ends."""
+    storage: StorageMonitor | None = None
+    """Whether the data folder takes writes (health service ``agent_training.storage``)."""
 
     @property
     def metrics_port(self) -> int:
@@ -100,6 +103,8 @@ class RunningServer:
         await self.feedback.stop()  # answers still in memory reach the database
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
+        if self.storage is not None:
+            self.storage.stop()
         self.store.close()
         self.data_lock.release()  # last: the folder is another server's only once we are done
         self.tracer_provider.shutdown()
@@ -140,6 +145,7 @@ async def create_server(
             )
             undo.callback(tracer_provider.shutdown)
         metrics = Metrics()
+        storage = StorageMonitor(config.data_dir, metrics)
         open_calls = OpenCallsInterceptor(f"/{SERVICE_NAME}/")
         server = grpc.aio.server(
             interceptors=[
@@ -149,7 +155,7 @@ async def create_server(
                 aio_server_interceptor(tracer_provider=tracer_provider),
                 # Outside error translation, so the codes it sets are the codes counted.
                 GrpcMetricsInterceptor(metrics),
-                ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics),
+                ErrorTranslationInterceptor(f"/{SERVICE_NAME}/", metrics, storage),
                 # Inside error translation: the calls a shutdown stops raise the rich error.
                 open_calls,
                 # Sets the caller's principal in the context the handler runs in; before the
@@ -178,7 +184,9 @@ async def create_server(
         store = TracedStore(SqliteStore(config.database_path), tracer)
         undo.callback(store.close)
         agents = AgentService(store, config.data_dir)
-        jobs = JobManager(store, config, create_executor(config), metrics=metrics, tracer=tracer)
+        jobs = JobManager(
+            store, config, create_executor(config), metrics=metrics, tracer=tracer, storage=storage
+        )
         await jobs.start()
         undo.push_async_callback(jobs.stop)
         feedback = FeedbackService(store, metrics)
@@ -227,6 +235,7 @@ async def create_server(
         _log_security(config, authentication is not None)
         for name in ("", SERVICE_NAME):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await storage.start(health)  # agent_training.storage: SERVING while writes can be stored
         undo.pop_all()  # started: from now on RunningServer.stop releases it all
     return RunningServer(
         server,
@@ -242,6 +251,7 @@ async def create_server(
         metrics_endpoint,
         analysis_jobs,
         open_calls.calls,
+        storage=storage,
     )
 
 

@@ -25,6 +25,7 @@ class ServiceError(Exception):
 
     default_code = "INTERNAL"
     default_hint = ""
+    default_retry_after_seconds: float | None = None
     retryable = False
 
     def __init__(
@@ -42,7 +43,11 @@ class ServiceError(Exception):
         self.code = code or self.default_code
         self.hint = hint if hint is not None else self.default_hint
         self.violations = violations or []
-        self.retry_after_seconds = retry_after_seconds
+        self.retry_after_seconds = (
+            retry_after_seconds
+            if retry_after_seconds is not None
+            else self.default_retry_after_seconds
+        )
         if retryable is not None:
             self.retryable = retryable
 
@@ -92,6 +97,15 @@ class Unauthenticated(ServiceError):
     default_hint = "Send the header 'authorization: Bearer <token>' with a valid token."
 
 
+class StorageReadOnly(FailedPrecondition):
+    """The server's data folder cannot be written: a read-only filesystem or wrong permissions.
+
+    Nothing was stored; the operator must make the folder writable (storage_errors.py).
+    """
+
+    default_code = "STORAGE_READ_ONLY"
+
+
 class PermissionDenied(ServiceError):
     """The caller may not act on this resource (e.g. another agent's answer)."""
 
@@ -102,6 +116,18 @@ class ResourceExhausted(ServiceError):
     """A limit was reached; retryable when it is a capacity limit that frees up."""
 
     default_code = "RESOURCE_EXHAUSTED"
+
+
+class StorageFull(ResourceExhausted):
+    """The server's data folder is out of space or over its disk quota; nothing was stored.
+
+    Retryable: the same request succeeds once the operator frees space (storage_errors.py).
+    """
+
+    default_code = "STORAGE_FULL"
+    # The time an operator needs to react, not a moment's blip: sooner would only fail again.
+    default_retry_after_seconds = 30.0
+    retryable = True
 
 
 class Unavailable(ServiceError):

@@ -139,7 +139,21 @@ class Metrics:
         )
         self.event_log_failures = Counter(
             p + "event_log_failures",
-            "Training jobs failed (EVENT_LOG_UNAVAILABLE) because an event could not be stored.",
+            "Training jobs failed because an event could not be stored (EVENT_LOG_UNAVAILABLE;"
+            " STORAGE_FULL or STORAGE_READ_ONLY when the data folder was the cause).",
+            registry=r,
+        )
+        # The data folder (storage_health.py).
+        self.storage_errors = Counter(
+            p + "storage_errors",
+            "Writes to the data folder that failed because it is full or over quota (full) or"
+            " read-only or not writable (read_only).",
+            ("kind",), registry=r,
+        )  # fmt: skip
+        self.storage_writable = Gauge(
+            p + "storage_writable",
+            "1 while the data folder takes writes; 0 from a write that failed for a full or"
+            " read-only folder until a probe finds it writable again.",
             registry=r,
         )
 

@@ -2,8 +2,10 @@
 
 Every error reaching a client carries a ``google.rpc.Status`` in ``grpc-status-details-bin`` with
 our ``ErrorDetail`` (the seed's error object), a ``google.rpc.ErrorInfo``, a ``RetryInfo`` when
-retrying helps and a ``BadRequest`` with field violations for invalid input. Unexpected exceptions
-are logged with their stack and reach the client only as INTERNAL with the trace_id.
+retrying helps and a ``BadRequest`` with field violations for invalid input. A write that failed
+because the data folder is full or read-only is named so (STORAGE_FULL, STORAGE_READ_ONLY:
+storage_errors.py). Other unexpected exceptions are logged with their stack and reach the client
+only as INTERNAL with the trace_id.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from grpc_status import rpc_status
 from agent_training.v1 import errors_pb2
 from agent_training_server import errors
 from agent_training_server.metrics import Metrics
+from agent_training_server.storage_health import StorageMonitor
 from agent_training_server.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -109,27 +112,38 @@ def to_status(error: errors.ServiceError, trace_id: str) -> grpc.Status:
 
 
 def _as_service_error(
-    exception: BaseException, metrics: Metrics | None = None
+    exception: BaseException,
+    metrics: Metrics | None = None,
+    storage: StorageMonitor | None = None,
 ) -> errors.ServiceError:
     if isinstance(exception, errors.ServiceError):
         return exception
     if metrics is not None and isinstance(exception, sqlite3.Error):
         metrics.store_errors.inc()
+    named = (storage or StorageMonitor()).named(exception)
+    if named is not None:
+        log.warning("a write failed: %s (%s: %s)", named.code, type(exception).__name__, exception)
+        return named
     log.exception("unexpected error while handling a call", exc_info=exception)
     return errors.Internal("the service failed to handle the call")
 
 
 async def _abort(
-    context: grpc.aio.ServicerContext, exception: BaseException, metrics: Metrics | None
+    context: grpc.aio.ServicerContext,
+    exception: BaseException,
+    metrics: Metrics | None,
+    storage: StorageMonitor | None = None,
 ) -> None:
-    status = to_status(_as_service_error(exception, metrics), current_trace_id())
+    status = to_status(_as_service_error(exception, metrics, storage), current_trace_id())
     # abort() rather than abort_with_status(): the tracing interceptor's context wrapper records
     # the status on the server span only through abort().
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def _wrap_unary(
-    behavior: Callable[..., Awaitable[Any]], metrics: Metrics | None
+    behavior: Callable[..., Awaitable[Any]],
+    metrics: Metrics | None,
+    storage: StorageMonitor | None = None,
 ) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -138,13 +152,15 @@ def _wrap_unary(
             raise
         except Exception as exception:
             failure = exception
-        await _abort(context, failure, metrics)
+        await _abort(context, failure, metrics, storage)
 
     return handle
 
 
 def _wrap_stream(
-    behavior: Callable[..., AsyncIterator[Any]], metrics: Metrics | None
+    behavior: Callable[..., AsyncIterator[Any]],
+    metrics: Metrics | None,
+    storage: StorageMonitor | None = None,
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
@@ -155,7 +171,7 @@ def _wrap_stream(
             raise
         except Exception as exception:
             failure = exception
-        await _abort(context, failure, metrics)
+        await _abort(context, failure, metrics, storage)
 
     return handle
 
@@ -167,9 +183,15 @@ class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
     trace id goes into the error.
     """
 
-    def __init__(self, service_prefix: str, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        service_prefix: str,
+        metrics: Metrics | None = None,
+        storage: StorageMonitor | None = None,
+    ) -> None:
         self._prefix = service_prefix
         self._metrics = metrics
+        self._storage = storage
 
     async def intercept_service(
         self,
@@ -180,11 +202,16 @@ class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(self._prefix):
             return handler
+        metrics, storage = self._metrics, self._storage
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, self._metrics))
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, metrics, storage))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, self._metrics))
+            return handler._replace(
+                unary_stream=_wrap_stream(handler.unary_stream, metrics, storage)
+            )
         if handler.stream_unary is not None:
             # A unary wrapper fits: it passes the request iterator through untouched.
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, self._metrics))
+            return handler._replace(
+                stream_unary=_wrap_unary(handler.stream_unary, metrics, storage)
+            )
         return handler
