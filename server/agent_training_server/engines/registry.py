@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +69,26 @@ def load_predictor(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Pr
 
 
 def save_artifact(artifact: Artifact, directory: Path) -> None:
-    """Write weights (safetensors, with both files' checksums) and spec (JSON) in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write weights (safetensors, with both files' checksums) and spec (JSON) in ``directory``.
+
+    ``directory`` is a new folder of its own: a write that fails (a full disk) removes it, so no
+    half-written folder is left that no version names.
+    """
     tensors = {name: tensor.contiguous() for name, tensor in artifact.tensors.items()}
     spec = {**artifact.spec, "outputs": artifact.outputs, "encoder": artifact.encoder}
     spec_text = json.dumps(spec)
     metadata = {SPEC_DIGEST_KEY: integrity.text_digest(spec_text)}
-    integrity.write_tensors(directory / WEIGHTS_FILE, tensors, metadata)
-    (directory / SPEC_FILE).write_text(spec_text)
-    # On disk before a version row can name them: the row's commit is durable (synchronous=FULL).
-    for path in (directory / WEIGHTS_FILE, directory / SPEC_FILE, directory, directory.parent):
-        fsync_path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        integrity.write_tensors(directory / WEIGHTS_FILE, tensors, metadata)
+        (directory / SPEC_FILE).write_text(spec_text)
+        # On disk before a version row can name them: the row's commit is durable
+        # (synchronous=FULL).
+        for path in (directory / WEIGHTS_FILE, directory / SPEC_FILE, directory, directory.parent):
+            fsync_path(path)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 def load_artifact_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list]:

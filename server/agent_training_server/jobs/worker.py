@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import StatusCode
 
-from agent_training_server import logs
+from agent_training_server import logs, storage_errors
 from agent_training_server.engines.base import (
     Example,
     Progress,
@@ -184,8 +184,8 @@ def _train(
     from agent_training_server.engines.integrity import DamagedFile
 
     workdir = Path(task.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     try:
+        workdir.mkdir(parents=True, exist_ok=True)
         engine = registry.get_engine(task.training_type)
         if task.cache_dir:
             engine.cache_dir = Path(task.cache_dir)
@@ -237,6 +237,17 @@ def _train(
             "Fix the training data (or the server set-up the message names) and train again.",
         )
     except Exception as error:
+        # Classified here, where the exception still is: the server only sees the payload.
+        storage = storage_errors.classify(error, workdir, any_error=True)
+        if storage is not None:
+            log.warning(
+                "job %s stopped: the data folder is %s (%s: %s)",
+                task.training_id,
+                storage,
+                type(error).__name__,
+                error,
+            )
+            return "failed", storage_errors.job_error(storage)
         log.error("job %s failed:\n%s", task.training_id, traceback.format_exc())
         return "failed", _error(
             "TRAINING_ERROR",

@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry import trace
 from prometheus_client import Counter
 
-from agent_training_server import __version__
+from agent_training_server import __version__, storage_errors
 from agent_training_server.auth import DEFAULT_TENANT, current_tenant
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
@@ -37,6 +37,7 @@ from agent_training_server.jobs.progress import percent_and_eta
 from agent_training_server.jobs.worker import JobTask
 from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import new_id, request_digest
+from agent_training_server.storage_health import StorageMonitor
 from agent_training_server.store.base import IdempotencyKey, Store
 from agent_training_server.telemetry import (
     INSTRUMENTATION_NAME,
@@ -105,8 +106,10 @@ class JobManager:
         pool: Executor,
         metrics: Metrics | None = None,
         tracer: trace.Tracer | None = None,
+        storage: StorageMonitor | None = None,
     ) -> None:
         self._store = store
+        self._storage = storage or StorageMonitor(config.data_dir)
         self._tracer = tracer or trace.get_tracer(INSTRUMENTATION_NAME)
         self._config = config
         self._metrics = metrics
@@ -288,7 +291,13 @@ class JobManager:
         self._check_tenant_limit(current_tenant())
         data = dataset_bytes(examples)
         sha256 = hashlib.sha256(data).hexdigest()
-        await asyncio.to_thread(self._store.save_dataset, sha256, len(examples), data)
+        try:
+            await asyncio.to_thread(self._store.save_dataset, sha256, len(examples), data)
+        except Exception as error:
+            named = self._storage.named(error, needed_bytes=len(data))  # the size is known here
+            if named is None:
+                raise
+            raise named from error
         now = time.time()
         trace_context = current_trace_context()
         job = TrainingJob(
@@ -322,7 +331,13 @@ class JobManager:
         key = None
         if request_id:
             key = IdempotencyKey("TrainAgent", request_id, request_digest(request_bytes))
-        stored, replayed = await asyncio.to_thread(self._store.create_job, job, accepted, key)
+        try:
+            stored, replayed = await asyncio.to_thread(self._store.create_job, job, accepted, key)
+        except Exception as error:
+            named = self._storage.named(error, needed_bytes=len(data))  # the size is known here
+            if named is None:
+                raise
+            raise named from error
         if replayed:
             return stored
         self._active[job.training_id] = _ActiveJob(
@@ -466,6 +481,9 @@ class JobManager:
                 timeline=_timeline(active.job, JobStatus.QUEUED, "server shutting down"),
             )
         elif kind == "failed":
+            storage = storage_errors.KIND_OF_CODE.get(payload.get("code", ""))
+            if storage is not None:  # the worker could not write the job's files
+                self._storage.failed(storage, f"job {training_id}: {payload.get('message')}")
             await self._end(active, JobStatus.FAILED, payload, payload.get("message", "failed"))
         elif kind == "worker_lost":
             await self._worker_lost(active, payload)
@@ -553,9 +571,18 @@ class JobManager:
         version_id = new_id("ver")
         relative = Path("artifacts") / job.agent_id / version_id
         target = self._config.data_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(shutil.move, self._workdir(job.training_id) / "artifact", target)
-        await asyncio.to_thread(fsync_path, target.parent)  # the move, before the row naming it
+        try:
+            await asyncio.to_thread(self._move_artifact, job.training_id, target)
+        except Exception as error:
+            storage = self._storage.classify(error)
+            if storage is None:
+                raise
+            self._storage.failed(storage, error)
+            await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)  # a partial copy
+            await self._end(
+                active, JobStatus.FAILED, storage_errors.job_error(storage), "version not stored"
+            )
+            return
         agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
         version = AgentVersion(
             version_id=version_id,
@@ -593,6 +620,11 @@ class JobManager:
         except _EventNotRecorded:
             await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)  # no row names it
             raise
+
+    def _move_artifact(self, training_id: str, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(self._workdir(training_id) / "artifact", target)
+        fsync_path(target.parent)  # the move, before the row naming it
 
     # Recording ----------------------------------------------------------------------------
 
@@ -656,13 +688,18 @@ class JobManager:
         )
         if self._metrics is not None:
             self._metrics.event_log_failures.inc()
-        error = {
-            "code": "EVENT_LOG_UNAVAILABLE",
-            "message": "the job's progress could not be stored, so the job was stopped",
-            "hint": "Train again (the same config.seed gives the same result); if it repeats,"
-            " the server's database needs attention (disk space, file permissions).",
-            "retryable": True,
-        }
+        storage = self._storage.classify(failure)
+        if storage is not None:  # named for what it is: a full or read-only data folder
+            self._storage.failed(storage, failure)
+            error = storage_errors.job_error(storage)
+        else:
+            error = {
+                "code": "EVENT_LOG_UNAVAILABLE",
+                "message": "the job's progress could not be stored, so the job was stopped",
+                "hint": "Train again (the same config.seed gives the same result); if it"
+                " repeats, the server's database needs attention (disk space, file permissions).",
+                "retryable": True,
+            }
         self._active.pop(job.training_id, None)
         if active.dispatched and not active.worker_done:
             self._pool.cancel(job.training_id)  # stops at its next step, then reports
