@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ SERVING = re.compile(r"serving .* on (\S+:\d+)")
 class ServerProcess:
     """``agent-training-server`` on a free loopback port, with its workers in one process group."""
 
-    def __init__(self, data_dir: Path, log_path: Path, **settings: Any) -> None:
+    def __init__(
+        self, data_dir: Path, log_path: Path, wrapper: Sequence[str] = (), **settings: Any
+    ) -> None:
+        """``wrapper``: a command the server's command line is appended to (it must exec it)."""
         self.data_dir = data_dir
         flags = {
             "address": "127.0.0.1:0",
@@ -31,7 +35,7 @@ class ServerProcess:
             "log_format": "text",
             **settings,
         }
-        command = [sys.executable, "-m", "agent_training_server.main"]
+        command = [*wrapper, sys.executable, "-m", "agent_training_server.main"]
         for name, value in flags.items():
             command += ["--" + name.replace("_", "-"), str(value)]
         self._log = log_path.open("a")
