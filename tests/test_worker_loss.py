@@ -5,7 +5,8 @@ subset; once it is inside an epoch past the first (a checkpoint is on disk), its
 killed. The job resumes from that checkpoint in the worker that replaces it, under the same
 training_id and on the same stream, and ends with the metrics of an uninterrupted run. A job whose
 worker is killed more often than MAX_WORKER_RESTARTS allows ends FAILED with WORKER_LOST. Ended
-jobs leave no folder behind, and a start-up removes the folders a crash left.
+jobs leave no folder behind, and a start-up removes the folders a crash left. A worker killed
+while idle is replaced by one that takes the next task and its cancel.
 """
 
 from __future__ import annotations
@@ -133,6 +134,46 @@ def test_a_killed_worker_resumes_its_job_then_fails_it_past_the_bound(tmp_path: 
             assert resumptions(reference) == 0
             assert comparable(finished.metrics) == comparable(reference[-1].finished.metrics)
             assert not (jobs_dir / reference[0].training_id).exists()
+    finally:
+        server.kill()
+
+
+def test_a_worker_killed_while_idle_is_replaced_by_one_that_takes_tasks_and_cancels(
+    tmp_path: Path,
+) -> None:
+    """An idle worker is blocked reading its task and control pipes when it is killed.
+
+    Those pipes are that worker's alone and are made anew with its replacement: a process killed
+    inside an operation on a shared multiprocessing queue leaves the queue's lock held forever,
+    and every later task (or event, or cancel) would wait on it.
+    """
+    examples = banking_examples(INTENTS[:4], per_intent=20)
+    long_run = training_pb2.TrainingConfig(
+        epochs=200, batch_size=1, seed=3, early_stopping=training_pb2.EarlyStopping(patience=0)
+    )
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log")
+    try:
+        with AgentTrainingClient(server.address, timeout=60) as client:
+            client.create_agent(agent_id="after-idle-kill")
+            first = list(client.train_agent(agent_id="after-idle-kill", training_data=examples))
+            assert first[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
+            # Idle now, its threads blocked reading the task queue and the control queue.
+            os.kill(worker_pid(server), signal.SIGKILL)
+            stream = client.train_agent(
+                agent_id="after-idle-kill", training_data=examples, config=long_run, timeout=120
+            )
+            seen = []
+            for event in stream:
+                seen.append(event)
+                if is_running(event):
+                    break
+            cancelled = client.cancel_training_job(seen[0].training_id)
+            ended = list(stream)[-1].finished
+            assert ended.status == training_pb2.TRAINING_STATUS_CANCELLED, cancelled
+            reference = list(
+                client.train_agent(agent_id="after-idle-kill", training_data=examples, timeout=120)
+            )
+            assert reference[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
     finally:
         server.kill()
 

@@ -1,15 +1,23 @@
 """A pool of long-lived training worker processes, bridged to the server's event loop.
 
-Tasks go out on one shared queue (a free worker takes the next); messages come back on another
-queue, read by a thread that hands them to the event loop. A second thread waits on the workers'
-process sentinels, so a worker that dies is noticed at once (no polling) and replaced; the job it
-ran is reported "worker_lost" (the job manager resumes it from its checkpoint, see
-services/jobs.py).
+Each worker has its own three pipes: tasks out, a control pipe (cancel, preempt) out, and messages
+back. None is shared, because a process killed inside an operation on a shared
+``multiprocessing.Queue`` leaves the queue's lock held forever: an idle worker killed while
+blocked reading the task queue would stop every later job of every worker. A dead worker's pipes
+go with it; its replacement gets new ones.
+
+One thread waits on every worker's message pipe and process sentinel at once, so a worker that
+dies is noticed at once (no polling): what it sent before it died is delivered first, then the
+job it was handed is reported "worker_lost" (the job manager resumes it from its checkpoint, see
+services/jobs.py) and the worker is replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -38,8 +46,29 @@ WORKER_ENVIRONMENT = {
 Message = tuple[str, str, dict[str, Any]]
 """(kind, training_id, payload) as sent by workers; kind "worker_lost" comes from the pool."""
 
-_WORKER_EXITED = "*worker-exited*"
-"""Kind of the pool's own note, sent through the events queue, that a worker process died."""
+_ENDED = frozenset({"succeeded", "failed", "cancelled", "preempted"})
+"""Message kinds after which a worker is free for the next task."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    """One worker process and the server's ends of its pipes."""
+
+    index: int
+    process: Any
+    tasks: multiprocessing.connection.Connection
+    control: multiprocessing.connection.Connection
+    messages: multiprocessing.connection.Connection
+    training_id: str | None = None
+    """The job handed to it, until it reports the job's end or dies (event-loop state)."""
+
+    def send(self, pipe: multiprocessing.connection.Connection, value: Any) -> bool:
+        """Send on one of its pipes; False when it is dead (its end of the pipe closed)."""
+        try:
+            pipe.send(value)
+        except OSError:
+            return False
+        return True
 
 
 class WorkerPool:
@@ -54,13 +83,13 @@ class WorkerPool:
         self._torch_threads = torch_threads
         self._log_settings = (log_level, log_format)
         self._context = multiprocessing.get_context("spawn")
-        self._tasks = self._context.Queue()
-        self._events = self._context.Queue()
-        self._workers: list[Any] = []
-        self._controls: list[Any] = []
-        self._running_on: dict[str, int] = {}
-        """training_id -> index of the worker running it."""
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        """Guards ``_workers`` against the watcher thread replacing one."""
+        self._waiting: collections.deque[JobTask] = collections.deque()
+        """Tasks submitted while no worker was free (a replacement not yet up)."""
         self._stopping = False
+        self._preempting = False
         self._on_message: Callable[[Message], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -73,20 +102,20 @@ class WorkerPool:
         """Start the workers; ``on_message`` is called on the current event loop per message."""
         self._loop = asyncio.get_running_loop()
         self._on_message = on_message
-        for index in range(self._size):
-            self._controls.append(self._context.Queue())
-            self._workers.append(self._spawn(index))
-        threading.Thread(target=self._read_events, name="worker-events", daemon=True).start()
-        threading.Thread(target=self._watch_workers, name="worker-watch", daemon=True).start()
+        self._workers = [self._spawn(index) for index in range(self._size)]
+        threading.Thread(target=self._watch, name="worker-watch", daemon=True).start()
 
-    def _spawn(self, index: int) -> Any:
+    def _spawn(self, index: int) -> _Worker:
+        task_reader, task_writer = self._context.Pipe(duplex=False)
+        control_reader, control_writer = self._context.Pipe(duplex=False)
+        message_reader, message_writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=worker_main,
             args=(
                 index,
-                self._tasks,
-                self._events,
-                self._controls[index],
+                task_reader,
+                message_writer,
+                control_reader,
                 self._torch_threads,
                 self._log_settings,
             ),
@@ -102,18 +131,47 @@ class WorkerPool:
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
-        return process
+        # The child has its ends now. Closing ours makes its death read as the end of its pipes.
+        for child_end in (task_reader, control_reader, message_writer):
+            child_end.close()
+        worker = _Worker(index, process, task_writer, control_writer, message_reader)
+        if self._preempting:
+            worker.send(worker.control, PREEMPT)
+        return worker
 
     def submit(self, task: JobTask) -> None:
-        """Hand a task to the next free worker (the caller keeps at most ``size`` in flight)."""
-        self._tasks.put(task)
+        """Hand a task to a free worker (the caller keeps at most ``size`` in flight)."""
+        self._waiting.append(task)
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Give waiting tasks to free workers (on the event loop)."""
+        with self._lock:
+            free = [worker for worker in self._workers if worker.training_id is None]
+        while self._waiting and free:
+            worker, task = free.pop(0), self._waiting.popleft()
+            worker.training_id = task.training_id
+            # In a thread: a large task must not hold the event loop while the worker reads it.
+            # A worker that died a moment ago fails the send; its death, reported next, then
+            # reports this job lost like any job of a dead worker.
+            assert self._loop is not None
+            self._loop.run_in_executor(None, worker.send, worker.tasks, task)
 
     def cancel(self, training_id: str) -> None:
         """Ask the worker running a job to stop it at its next step."""
-        index = self._running_on.get(training_id)
-        targets = [index] if index is not None else range(len(self._controls))
-        for target in targets:
-            self._controls[target].put(training_id)
+        if any(task.training_id == training_id for task in self._waiting):
+            # Not handed out yet: each worker forgets a cancelled id when its job ends.
+            self._waiting = collections.deque(
+                task for task in self._waiting if task.training_id != training_id
+            )
+            assert self._on_message is not None
+            self._on_message(("cancelled", training_id, {}))
+            return
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            if worker.training_id == training_id:
+                worker.send(worker.control, training_id)
 
     def preempt(self) -> bool:
         """Ask every worker to checkpoint its job where it is and stop it (shutdown).
@@ -121,61 +179,91 @@ class WorkerPool:
         Each such job reports "preempted"; so does any task a worker takes after this.
         Returns True: running jobs will report.
         """
-        for control in self._controls:
-            control.put(PREEMPT)
+        self._preempting = True
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.send(worker.control, PREEMPT)
         return True
 
-    def _deliver(self, message: Message) -> None:
-        kind, training_id, payload = message
-        if kind == _WORKER_EXITED:
-            self._report_lost(payload["worker"], payload["exit_code"])
+    # The watcher thread --------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Deliver every worker's messages; notice and replace a worker that dies."""
+        while True:
+            with self._lock:
+                workers = list(self._workers)
+            if self._stopping and not any(worker.process.is_alive() for worker in workers):
+                return
+            by_handle: dict[Any, tuple[_Worker, bool]] = {}
+            for worker in workers:
+                if not worker.messages.closed:
+                    by_handle[worker.messages] = (worker, False)
+                by_handle[worker.process.sentinel] = (worker, True)
+            for handle in multiprocessing.connection.wait(list(by_handle), timeout=1.0):
+                worker, died = by_handle[handle]
+                if died:
+                    self._drain(worker)
+                    self._replace(worker)
+                else:
+                    self._receive(worker)
+
+    def _receive(self, worker: _Worker) -> None:
+        try:
+            message = worker.messages.recv()
+        except (EOFError, OSError):
+            worker.messages.close()  # it exited, or is exiting: its sentinel follows
             return
-        if kind == "started":
-            self._running_on[training_id] = payload["worker"]
-        elif kind in ("succeeded", "failed", "cancelled", "preempted"):
-            self._running_on.pop(training_id, None)
+        except Exception:  # a message cut short by the sender's death
+            log.warning("training worker %d sent an unreadable message", worker.index)
+            return
+        self._schedule(self._deliver, worker, message)
+
+    def _drain(self, worker: _Worker) -> None:
+        """Deliver what a dead worker sent before it died, in order."""
+        while not worker.messages.closed and worker.messages.poll(0):
+            self._receive(worker)
+        if not worker.messages.closed:
+            worker.messages.close()
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.process.join(5)  # its sentinel closes just before it can be reaped
+        exit_code = worker.process.exitcode
+        for pipe in (worker.tasks, worker.control):
+            pipe.close()
+        if self._stopping:
+            return
+        log.error("training worker %d exited (code %s); restarting it", worker.index, exit_code)
+        replacement = self._spawn(worker.index)
+        with self._lock:
+            self._workers[worker.index] = replacement
+        self._schedule(self._report_lost, worker, exit_code)
+
+    def _schedule(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # On the event loop ---------------------------------------------------------------------
+
+    def _deliver(self, worker: _Worker, message: Message) -> None:
+        kind, training_id, _payload = message
+        if kind in _ENDED and worker.training_id == training_id:
+            worker.training_id = None
         assert self._on_message is not None
         self._on_message(message)
+        if worker.training_id is None:
+            self._hand_out()
 
-    def _read_events(self) -> None:
-        while True:
-            try:
-                message = self._events.get()
-            except (EOFError, OSError):
-                return
-            if message is None:
-                return
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._deliver, message)
-
-    def _watch_workers(self) -> None:
-        while not self._stopping:
-            sentinels = {process.sentinel: index for index, process in enumerate(self._workers)}
-            ready = multiprocessing.connection.wait(list(sentinels), timeout=None)
-            if self._stopping:
-                return
-            for sentinel in ready:
-                index = sentinels[sentinel]
-                self._workers[index].join(5)  # its sentinel closes just before it can be reaped
-                exit_code = self._workers[index].exitcode
-                log.error("training worker %d exited (code %s); restarting it", index, exit_code)
-                self._workers[index] = self._spawn(index)
-                # Through the events queue, behind whatever the dead worker sent before it died:
-                # the job it ran is known once its "started" is delivered, and a late "progress"
-                # of the dead worker cannot arrive after the job was handed to another worker.
-                self._events.put(
-                    (_WORKER_EXITED, str(index), {"worker": index, "exit_code": exit_code})
-                )
-
-    def _report_lost(self, index: int, exit_code: int | None) -> None:
-        """Report the job that worker ``index`` ran when it died (on the event loop)."""
-        lost = [tid for tid, worker in self._running_on.items() if worker == index]
-        for training_id in lost:
-            del self._running_on[training_id]
+    def _report_lost(self, worker: _Worker, exit_code: int | None) -> None:
+        """Report the job that ``worker`` was handed when it died, then hand out waiting work."""
+        training_id, worker.training_id = worker.training_id, None
+        if training_id is not None:
             assert self._on_message is not None
             self._on_message(
-                ("worker_lost", training_id, {"worker": index, "exit_code": exit_code})
+                ("worker_lost", training_id, {"worker": worker.index, "exit_code": exit_code})
             )
+        self._hand_out()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the workers; those still busy after ``timeout`` are terminated.
@@ -184,15 +272,15 @@ class WorkerPool:
         resumes from that checkpoint at the next start.
         """
         self._stopping = True
-        for _ in self._workers:
-            self._tasks.put(None)
-        for control in self._controls:
-            control.put(None)
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.send(worker.tasks, None)
+            worker.send(worker.control, None)
         deadline = time.monotonic() + timeout
-        for process in self._workers:
-            process.join(max(0.0, deadline - time.monotonic()))
-        for process in self._workers:
-            if process.is_alive():
-                process.kill()  # workers ignore SIGTERM (see worker_main)
-                process.join()
-        self._events.put(None)
+        for worker in workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            if worker.process.is_alive():
+                worker.process.kill()  # workers ignore SIGTERM (see worker_main)
+                worker.process.join()

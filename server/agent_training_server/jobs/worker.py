@@ -1,4 +1,4 @@
-"""The training worker process: runs engines, reports progress back over a queue.
+"""The training worker process: runs engines, reports progress back over a pipe.
 
 Workers are started once (spawn) and reused, so torch is imported once per worker rather than per
 job. Everything crossing the process boundary is a plain picklable value, never a gRPC object.
@@ -11,13 +11,13 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Container
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,12 +122,28 @@ class QueueReporter:
         return PREEMPT in self._cancelled and self._training_id not in self._cancelled
 
 
-def _listen_for_cancellations(control: Any, cancelled: set[str]) -> None:
+def _listen_for_cancellations(control: Connection, cancelled: set[str]) -> None:
     while True:
-        training_id = control.get()
+        try:
+            training_id = control.recv()
+        except (EOFError, OSError):
+            return  # the server closed its end: it is gone or replacing this worker
         if training_id is None:
             return
         cancelled.add(training_id)
+
+
+class PipeSender:
+    """The ``put`` of a queue over a worker's message pipe, safe to call from any thread."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self._pipe = pipe
+        self._lock = threading.Lock()
+
+    def put(self, message: tuple[str, str, dict[str, Any]]) -> None:
+        """Send one message; the server reads them as they come."""
+        with self._lock:
+            self._pipe.send(message)
 
 
 def _error(code: str, message: str, hint: str, retryable: bool = False) -> dict[str, Any]:
@@ -274,13 +290,17 @@ def _die_with_the_server() -> None:
 
 def worker_main(
     index: int,
-    tasks: Any,
-    events: Any,
-    control: Any,
+    tasks: Connection,
+    messages: Connection,
+    control: Connection,
     torch_threads: int,
     log_settings: tuple[str, str] = ("INFO", "json"),
 ) -> None:
-    """Entry point of a worker process: take tasks until told to stop (a None task)."""
+    """Entry point of a worker process: take tasks until told to stop (a None task).
+
+    ``tasks`` and ``control`` are read ends of pipes from the server, ``messages`` the write end
+    of the pipe back; all three belong to this worker alone.
+    """
     logs.configure(*log_settings)  # the server's level and format, trace ids included
     # Ctrl-C in a terminal, or a service manager's SIGTERM, may reach the whole process group:
     # the server shuts down its workers itself (checkpointing their jobs first), so a worker
@@ -300,6 +320,7 @@ def worker_main(
     # pay for it now rather than in the first job.
     torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
 
+    events = PipeSender(messages)
     cancelled: set[str] = set()
     threading.Thread(
         target=_listen_for_cancellations, args=(control, cancelled), daemon=True
@@ -307,8 +328,8 @@ def worker_main(
     events.put(("ready", str(index), {}))
     while True:
         try:
-            task = tasks.get()
-        except (EOFError, OSError, queue.Empty):
+            task = tasks.recv()
+        except (EOFError, OSError):
             return
         if task is None:
             return
