@@ -396,8 +396,7 @@ class AgentTrainingServicer(SyntheticHandlers, service_pb2_grpc.AgentTrainingSer
         self, request: service_pb2.GetAnalysisJobRequest, context: Context
     ) -> service_pb2.GetAnalysisJobResponse:
         validation.check_analysis_id(request.analysis_id)
-        await self._guard.analysis(request.analysis_id)
-        job = await self._analysis_jobs.get(request.analysis_id)
+        job = await self._guard.analysis(request.analysis_id)
         return service_pb2.GetAnalysisJobResponse(job=analysis_requests.analysis_job_to_proto(job))
 
     async def WatchAnalysisJob(  # noqa: D102

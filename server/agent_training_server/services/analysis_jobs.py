@@ -159,12 +159,15 @@ class AnalysisJobs:
         for subscriber in running.subscribers:
             subscriber.put_nowait(running.job)
 
-    async def get(self, analysis_id: str) -> AnalysisJob:
-        """Return a job with its latest progress. Raises NotFound."""
+    async def get(self, analysis_id: str, tenant: str | None = None) -> AnalysisJob:
+        """Return a job (of ``tenant``'s agents) with its latest progress. Raises NotFound.
+
+        The store is read even for a running job, so another tenant's is a row not found on the
+        same path as a missing id.
+        """
+        stored = await asyncio.to_thread(self._store.get_analysis, analysis_id, tenant)
         running = self._running.get(analysis_id)
-        if running is not None:
-            return running.job
-        return await asyncio.to_thread(self._store.get_analysis, analysis_id)
+        return stored if running is None else running.job
 
     async def watch(self, analysis_id: str) -> AsyncIterator[AnalysisJob]:
         """Yield the job's state now, at each progress report, and at its end (last).

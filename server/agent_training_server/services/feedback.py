@@ -124,9 +124,17 @@ class FeedbackService:
             self._metrics.feedback.labels(kind).inc()
         return stored, duplicate
 
-    async def invocation(self, invocation_id: str) -> Invocation:
-        """An answer given, stored or still queued. Raises NotFound."""
-        return await self._invocation(invocation_id)
+    async def invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
+        """An answer given by one of ``tenant``'s agents, stored or still queued. Raises NotFound.
+
+        With a tenant the answer is read from the store (flushed first when still queued, as
+        `record` does anyway), so another tenant's answer is a row not found like a missing id.
+        """
+        if tenant is None:
+            return await self._invocation(invocation_id)
+        if invocation_id in self._pending:
+            await self.flush()
+        return await asyncio.to_thread(self._store.get_invocation, invocation_id, tenant)
 
     async def _invocation(self, invocation_id: str) -> Invocation:
         pending = self._pending.get(invocation_id)

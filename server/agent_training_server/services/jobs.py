@@ -810,14 +810,14 @@ class JobManager:
 
     # Reading, watching, cancelling ------------------------------------------------------------
 
-    async def get(self, training_id: str) -> TrainingJob:
-        """Return a job (live state when it is running)."""
-        active = self._active.get(training_id)
-        if active is not None:
-            return active.job
-        if training_id in self._unrecorded:
-            return self._unrecorded[training_id][0]
-        return await asyncio.to_thread(self._store.get_job, training_id)
+    async def get(self, training_id: str, tenant: str | None = None) -> TrainingJob:
+        """Return a job (of ``tenant``'s agents), in its live state when it is running.
+
+        The store is read even for a running job: another tenant's running job is then a row
+        not found on the same path, in the same time, as a missing id.
+        """
+        stored = await asyncio.to_thread(self._store.get_job, training_id, tenant)
+        return self._live(stored)
 
     async def list(
         self,

@@ -123,8 +123,12 @@ class Store(abc.ABC):
         """Store answers given."""
 
     @abc.abstractmethod
-    def get_invocation(self, invocation_id: str) -> Invocation:
-        """Return an invocation. Raises NotFound."""
+    def get_invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
+        """Return an invocation (of ``tenant``'s agents, or of any for None). Raises NotFound.
+
+        As for jobs and analyses, another tenant's id is looked up by the same query as a
+        missing one and finds no row: same error, same path.
+        """
 
     @abc.abstractmethod
     def record_feedback(self, feedback: Feedback) -> tuple[Feedback, bool]:
@@ -216,8 +220,8 @@ class Store(abc.ABC):
         """Store an analysis job's end: status, last progress, result or error."""
 
     @abc.abstractmethod
-    def get_analysis(self, analysis_id: str) -> AnalysisJob:
-        """Return an analysis job. Raises NotFound."""
+    def get_analysis(self, analysis_id: str, tenant: str | None = None) -> AnalysisJob:
+        """Return an analysis job (of ``tenant``'s agents, or of any for None). Raises NotFound."""
 
     @abc.abstractmethod
     def fail_running_analyses(self, error: dict, end_time: float) -> int:
@@ -230,8 +234,8 @@ class Store(abc.ABC):
         """Insert a job with its first event; return it and whether it was a same-key replay."""
 
     @abc.abstractmethod
-    def get_job(self, training_id: str) -> TrainingJob:
-        """Return a job. Raises NotFound."""
+    def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
+        """Return a job (of ``tenant``'s agents, or of any for None). Raises NotFound."""
 
     @abc.abstractmethod
     def list_jobs(

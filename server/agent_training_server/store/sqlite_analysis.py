@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
 from agent_training_server.errors import NotFound
 from agent_training_server.store.idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
 
 if TYPE_CHECKING:
     from agent_training_server.store.base import IdempotencyKey
@@ -54,10 +55,10 @@ class AnalysisTables:
         with self._write() as db:  # type: ignore[attr-defined]
             _save(db, job, insert=False)
 
-    def get_analysis(self, analysis_id: str) -> AnalysisJob:
-        """Return an analysis job."""
+    def get_analysis(self, analysis_id: str, tenant: str | None = None) -> AnalysisJob:
+        """Return an analysis job (of one of ``tenant``'s agents, or of any for None)."""
         with self._lock:  # type: ignore[attr-defined]
-            return _analysis_in(self._db, analysis_id)
+            return _analysis_in(self._db, analysis_id, tenant)
 
     def fail_running_analyses(self, error: dict, end_time: float) -> int:
         """Mark analyses a previous run left RUNNING as FAILED with ``error``; return how many."""
@@ -95,8 +96,14 @@ def _save(db: sqlite3.Connection, job: AnalysisJob, insert: bool) -> None:
         )
 
 
-def _analysis_in(db: sqlite3.Connection, analysis_id: str) -> AnalysisJob:
-    row = db.execute("SELECT * FROM analysis_jobs WHERE analysis_id = ?", (analysis_id,)).fetchone()
+def _analysis_in(
+    db: sqlite3.Connection, analysis_id: str, tenant: str | None = None
+) -> AnalysisJob:
+    condition, params = agent_tenant_clause(tenant)
+    row = db.execute(
+        f"SELECT * FROM analysis_jobs WHERE analysis_id = ? AND {condition}",
+        (analysis_id, *params),
+    ).fetchone()
     if row is None:
         raise analysis_not_found(analysis_id)
     return AnalysisJob(

@@ -15,6 +15,7 @@ from typing import Any
 
 from agent_training_server.domain import Feedback, Invocation
 from agent_training_server.errors import NotFound
+from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
 
 FEEDBACK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS invocations (
@@ -85,11 +86,13 @@ class FeedbackTables:
                 ],
             )
 
-    def get_invocation(self, invocation_id: str) -> Invocation:
-        """Return an invocation. Raises NotFound."""
+    def get_invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
+        """Return an invocation (of one of ``tenant``'s agents, or of any). Raises NotFound."""
+        condition, params = agent_tenant_clause(tenant)
         with self._lock:  # type: ignore[attr-defined]
             row = self._db.execute(
-                "SELECT * FROM invocations WHERE invocation_id = ?", (invocation_id,)
+                f"SELECT * FROM invocations WHERE invocation_id = ? AND {condition}",
+                (invocation_id, *params),
             ).fetchone()
         if row is None:
             raise invocation_not_found(invocation_id)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from agent_training_server.domain import AgentVersion, JobEvent, TrainingJob
 from agent_training_server.errors import NotFound
 from agent_training_server.store.idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
 
 if TYPE_CHECKING:
     from agent_training_server.store.base import IdempotencyKey
@@ -59,10 +60,10 @@ class JobTables:
             remember(db, key, job.training_id)
             return job, False
 
-    def get_job(self, training_id: str) -> TrainingJob:
-        """Return a job."""
+    def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
+        """Return a job (of one of ``tenant``'s agents, or of any for None)."""
         with self._lock:  # type: ignore[attr-defined]
-            return self._job_in(self._db, training_id)
+            return self._job_in(self._db, training_id, tenant)
 
     def list_jobs(
         self,
@@ -77,8 +78,9 @@ class JobTables:
         clauses, params = [], []
         if tenant is not None:
             # A job belongs to the tenant of its agent.
-            clauses.append("agent_id IN (SELECT agent_id FROM agents WHERE tenant = ?)")
-            params.append(tenant)
+            condition, tenant_params = agent_tenant_clause(tenant)
+            clauses.append(condition)
+            params.extend(tenant_params)
         if agent_id:
             clauses.append("agent_id = ?")
             params.append(agent_id)
@@ -130,9 +132,13 @@ class JobTables:
             for row in rows
         ]
 
-    def _job_in(self, db: sqlite3.Connection, training_id: str) -> TrainingJob:
+    def _job_in(
+        self, db: sqlite3.Connection, training_id: str, tenant: str | None = None
+    ) -> TrainingJob:
+        condition, params = agent_tenant_clause(tenant)
         row = db.execute(
-            "SELECT job_json FROM jobs WHERE training_id = ?", (training_id,)
+            f"SELECT job_json FROM jobs WHERE training_id = ? AND {condition}",
+            (training_id, *params),
         ).fetchone()
         if row is None:
             raise _job_not_found(training_id)

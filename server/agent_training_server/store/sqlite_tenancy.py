@@ -31,3 +31,14 @@ def tenant_clause(tenant: str | None, column: str = "tenant") -> tuple[str, tupl
     if tenant is None:
         return "1 = 1", ()
     return f"{column} = ?", (tenant,)
+
+
+def agent_tenant_clause(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """SQL condition keeping rows (with an ``agent_id``) whose agent is ``tenant``'s; all for None.
+
+    Jobs, analyses and invocations have no tenant column: they are their agent's tenant's, so
+    another tenant's id is a row the query does not find, exactly like a missing id.
+    """
+    if tenant is None:
+        return "1 = 1", ()
+    return "agent_id IN (SELECT agent_id FROM agents WHERE tenant = ?)", (tenant,)
