@@ -3,8 +3,12 @@
 The answers are identical byte for byte (tests/test_tenancy_matrix.py); this measures the time,
 which would otherwise tell a caller which ids exist. The service is started as `make run` starts
 it (agent-training-server, metrics on, default tracing) with authentication on and two tenants.
-Tenant A creates agents (the first one trained) and uploads datasets; tenant B then calls
-GetAgent, GetDataset and InvokeAgent with ids of three classes:
+Tenant A creates agents (the first one trained, the others each with a long training job that
+stays queued or running, held in the server's memory, during the measurement: the training
+worker is paused with SIGSTOP meanwhile, so that its training adds no noise), uploads datasets,
+runs analyses and gets answers; tenant B then calls GetAgent, GetDataset, InvokeAgent,
+GetTrainingJob (A's finished job and its unfinished ones), GetAnalysisJob and RecordFeedback
+(on B's own agent, with A's invocation ids) with ids of three classes:
 - other: A's ids, which exist;
 - missing: ids of the same shape that exist nowhere;
 - control: a second, different set of missing ids.
@@ -24,6 +28,7 @@ import os
 import random
 import re
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +44,14 @@ IDS_PER_CLASS = 8
 """Distinct ids per class: calls cycle through them, as a caller probing ids would repeat some."""
 WARM_UP = 50
 TOLERANCE_MS = 0.05
-METHODS = ("GetAgent", "GetDataset", "InvokeAgent")
+METHODS = (
+    "GetAgent",
+    "GetDataset",
+    "InvokeAgent",
+    "GetTrainingJob",
+    "GetAnalysisJob",
+    "RecordFeedback",
+)
 CLASSES = ("other", "missing", "control")
 EXAMPLES = {
     "card_arrival": ["where is my card", "my card has not arrived", "card still not here"],
@@ -82,7 +94,7 @@ def serve(data_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def tenant_a_ids(stub: Any, metadata: list[tuple[str, str]]) -> dict[str, list[str]]:
-    """Create tenant A's agents (the first trained) and datasets; return their ids by method."""
+    """Make tenant A's objects (see the module's docstring); return their ids by method."""
     from agent_training.v1 import service_pb2, training_pb2
 
     examples = [
@@ -102,6 +114,9 @@ def tenant_a_ids(stub: Any, metadata: list[tuple[str, str]]) -> dict[str, list[s
     events = list(stub.TrainAgent(request, metadata=metadata, timeout=300))
     if events[-1].event.finished.status != training_pb2.TRAINING_STATUS_SUCCEEDED:
         raise RuntimeError(f"training failed: {events[-1]}")
+    jobs = [events[0].event.training_id] + [
+        unfinished_job(stub, metadata, agent_id, examples) for agent_id in agents[1:]
+    ]
     uploads = [
         service_pb2.UploadDatasetRequest(name=f"bench-{secrets.token_hex(4)}", examples=examples)
         for _ in range(IDS_PER_CLASS)
@@ -110,7 +125,67 @@ def tenant_a_ids(stub: Any, metadata: list[tuple[str, str]]) -> dict[str, list[s
         stub.UploadDataset(iter([upload]), metadata=metadata).dataset.dataset_id
         for upload in uploads
     ]
-    return {"GetAgent": agents, "InvokeAgent": agents, "GetDataset": datasets}
+    analyses = [finished_analysis(stub, metadata, agents[0], examples) for _ in agents]
+    invocations = [
+        stub.InvokeAgent(
+            service_pb2.InvokeAgentRequest(agent_id=agents[0], input="my card"), metadata=metadata
+        )
+        .predictions[0]
+        .invocation_id
+        for _ in agents
+    ]
+    return {
+        "GetAgent": agents,
+        "InvokeAgent": agents,
+        "GetDataset": datasets,
+        "GetTrainingJob": jobs,
+        "GetAnalysisJob": analyses,
+        "RecordFeedback": invocations,
+    }
+
+
+def unfinished_job(stub: Any, metadata: list[tuple[str, str]], agent_id: str, examples) -> str:
+    """Start a training job long enough to outlast the measurement; return its id."""
+    from agent_training.v1 import service_pb2, training_pb2
+
+    request = service_pb2.TrainAgentRequest(
+        agent_id=agent_id,
+        training_data=examples,
+        config=training_pb2.TrainingConfig(
+            epochs=1000, validation_split=0.0, early_stopping=training_pb2.EarlyStopping(patience=0)
+        ),
+    )
+    stream = stub.TrainAgent(request, metadata=metadata, timeout=3600)
+    training_id = next(stream).event.training_id
+    stream.cancel()  # leaving the stream leaves the job running
+    return training_id
+
+
+def finished_analysis(stub: Any, metadata: list[tuple[str, str]], agent_id: str, examples) -> str:
+    """Run an analysis of the agent to its end; return its id."""
+    from agent_training.v1 import service_pb2
+
+    request = service_pb2.AnalyzeAndOptimizeStreamRequest(
+        request=service_pb2.AnalyzeAndOptimizeRequest(agent_id=agent_id, evaluation_data=examples)
+    )
+    messages = list(stub.AnalyzeAndOptimizeStream(request, metadata=metadata, timeout=300))
+    if not messages[-1].HasField("result"):
+        raise RuntimeError(f"analysis failed: {messages[-1]}")
+    return messages[0].accepted.analysis_id
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The server's training workers: its children started through multiprocessing's spawn."""
+    pids = []
+    for process in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((process / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            command = (process / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if parent == server_pid and b"spawn_main" in command:
+            pids.append(int(process.name))
+    return pids
 
 
 def missing_ids(like: list[str]) -> list[str]:
@@ -125,19 +200,34 @@ def requests_of(method: str) -> Callable[[str], Any]:
         "GetAgent": lambda i: service_pb2.GetAgentRequest(agent_id=i),
         "GetDataset": lambda i: service_pb2.GetDatasetRequest(dataset_id=i),
         "InvokeAgent": lambda i: service_pb2.InvokeAgentRequest(agent_id=i, input="my card"),
+        "GetTrainingJob": lambda i: service_pb2.GetTrainingJobRequest(training_id=i),
+        "GetAnalysisJob": lambda i: service_pb2.GetAnalysisJobRequest(analysis_id=i),
     }[method]
 
 
-def measure(address: str, calls: int, seed: int) -> dict[str, dict[str, list[float]]]:
+def feedback_request(agent_id: str) -> Callable[[str], Any]:
+    """RecordFeedback of tenant B's own agent on the answer with the given id."""
+    from agent_training.v1 import service_pb2
+
+    return lambda i: service_pb2.RecordFeedbackRequest(
+        agent_id=agent_id, invocation_id=i, feedback="correct"
+    )
+
+
+def measure(
+    address: str, calls: int, seed: int, server_pid: int
+) -> dict[str, dict[str, list[float]]]:
     """Milliseconds of each call, by method and class, tenant B calling."""
     import grpc
 
-    from agent_training.v1 import service_pb2_grpc
+    from agent_training.v1 import service_pb2, service_pb2_grpc
 
     rng = random.Random(seed)
     with grpc.insecure_channel(address) as channel:
         stub = service_pb2_grpc.AgentTrainingServiceStub(channel)
         own = tenant_a_ids(stub, [("authorization", f"Bearer {TOKENS['tenant-a']}")])
+        for pid in worker_pids(server_pid):
+            os.kill(pid, signal.SIGSTOP)  # the unfinished jobs stay so, without training noise
         ids = {
             method: {"other": own[method]} | {c: missing_ids(own[method]) for c in CLASSES[1:]}
             for method in METHODS
@@ -151,7 +241,9 @@ def measure(address: str, calls: int, seed: int) -> dict[str, dict[str, list[flo
         rng.shuffle(plan)
         metadata = [("authorization", f"Bearer {TOKENS['tenant-b']}")]
         callables = {method: getattr(stub, method) for method in METHODS}
-        requests = {method: requests_of(method) for method in METHODS}
+        requests = {method: requests_of(method) for method in METHODS if method != "RecordFeedback"}
+        own_agent = stub.CreateAgent(service_pb2.CreateAgentRequest(), metadata=metadata)
+        requests["RecordFeedback"] = feedback_request(own_agent.agent.agent_id)
 
         def call(method: str, kind: str, name: str) -> float:
             request = requests[method](name)
@@ -182,9 +274,11 @@ def main() -> int:
         process, address = serve(Path(folder))
         try:
             load_before = os.getloadavg()[0]
-            times = measure(address, args.calls, args.seed)
+            times = measure(address, args.calls, args.seed, process.pid)
             load_after = os.getloadavg()[0]
         finally:
+            for pid in worker_pids(process.pid):
+                os.kill(pid, signal.SIGCONT)
             process.terminate()
             process.wait(30)
     results: dict[str, Any] = {
