@@ -197,6 +197,8 @@ class WorkerPool:
                 return
             by_handle: dict[Any, tuple[_Worker, bool]] = {}
             for worker in workers:
+                if self._stopping and worker.messages.closed and not worker.process.is_alive():
+                    continue  # stopped and drained: its sentinel would fire at every wait
                 if not worker.messages.closed:
                     by_handle[worker.messages] = (worker, False)
                 by_handle[worker.process.sentinel] = (worker, True)
