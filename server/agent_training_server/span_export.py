@@ -30,6 +30,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
+from agent_training_server import logs
+from agent_training_server.span_exporters import exporters_from_environment
+
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 30.0
@@ -178,9 +181,6 @@ def _rebuild_context(flat: tuple[Any, ...]) -> SpanContext:
 
 def export_loop(receiver: Connection, log_settings: tuple[str, str]) -> None:
     """The child process: export every batch received until told to stop or the pipe closes."""
-    from agent_training_server import logs
-    from agent_training_server.telemetry import exporters_from_environment
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure(*log_settings)

@@ -9,7 +9,6 @@ read themselves, and the sampler from ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SA
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -18,11 +17,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agent_training_server import __version__
+from agent_training_server.span_export import ProcessSpanExporter
+from agent_training_server.span_exporters import exporters_from_environment
 
 SERVICE_NAME = "agent-training"
 INSTRUMENTATION_NAME = "agent_training_server"
@@ -57,45 +58,7 @@ def _export_processors(export_process: bool, log_settings: tuple[str, str]) -> l
         return [BatchSpanProcessor(exporter) for exporter in exporters]
     for exporter in exporters:
         exporter.shutdown()  # only built to check the settings: the child builds its own
-    from agent_training_server.span_export import ProcessSpanExporter
-
     return [BatchSpanProcessor(ProcessSpanExporter(log_settings))]
-
-
-def exporters_from_environment() -> list[SpanExporter]:
-    """The span exporters ``OTEL_TRACES_EXPORTER`` names (comma-separated; default none)."""
-    names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",")]
-    exporters: list[SpanExporter] = []
-    for name in names:
-        if name in ("", "none"):
-            continue
-        if name == "console":
-            exporters.append(ConsoleSpanExporter())
-        elif name == "otlp":
-            exporters.append(_otlp_exporter())
-        else:
-            raise ValueError(f"OTEL_TRACES_EXPORTER names {name!r}; use none, console or otlp")
-    return exporters
-
-
-def _otlp_exporter() -> SpanExporter:
-    protocol = os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    )
-    try:
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        elif protocol == "http/protobuf":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-                OTLPSpanExporter,
-            )
-        else:
-            raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: use grpc or http/protobuf")
-    except ImportError as error:
-        raise ValueError(
-            "OTEL_TRACES_EXPORTER=otlp needs the exporter package: install agent-training[otlp]"
-        ) from error
-    return OTLPSpanExporter()
 
 
 def current_trace_id() -> str:
