@@ -8,8 +8,8 @@ the ones the TypeScript client's ``client.functions`` returns for the same call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
@@ -17,8 +17,30 @@ from agent_training.v1 import service_pb2, training_pb2
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.plain import from_plain, to_plain
 
-if TYPE_CHECKING:
-    from agent_training_client.client import AgentTrainingClient
+
+class TypedCalls(Protocol):
+    """The typed client's calls the seed functions wrap (AgentTrainingClient has them).
+
+    Named here, not imported from client.py, so that the client can own a SeedFunctions and
+    imports still run one way only.
+    """
+
+    def train_agent(
+        self, *, timeout: float | None = None, **fields: Any
+    ) -> Iterator[training_pb2.TrainingEvent]:
+        """As AgentTrainingClient.train_agent."""
+
+    def generate_synthetic_training_data(
+        self, *, timeout: float | None = None, **fields: Any
+    ) -> Iterator[service_pb2.GenerateSyntheticTrainingDataResponse]:
+        """As AgentTrainingClient.generate_synthetic_training_data."""
+
+    def analyze_and_optimize(self, **fields: Any) -> service_pb2.AnalyzeAndOptimizeResponse:
+        """As AgentTrainingClient.analyze_and_optimize."""
+
+    def adapt_agent_behavior(self, **fields: Any) -> service_pb2.AdaptAgentBehaviorResponse:
+        """As AgentTrainingClient.adapt_agent_behavior."""
+
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -35,7 +57,7 @@ def _success(data: dict[str, Any]) -> dict[str, Any]:
 class SeedFunctions:
     """The seed's functions over one client (its channel, deadlines and error decoding)."""
 
-    def __init__(self, client: AgentTrainingClient) -> None:
+    def __init__(self, client: TypedCalls) -> None:
         self._client = client
 
     def train_agent(
