@@ -10,6 +10,9 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+DEFAULT_TENANT = "default"
+"""The tenant of every caller when authentication is off, and of data stored before tenancy."""
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BehaviorSettings:

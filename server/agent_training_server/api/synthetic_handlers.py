@@ -34,7 +34,7 @@ def idempotency_key(method: str, request_id: str, request_bytes: bytes) -> Idemp
     """The store's key for a request_id (None without one)."""
     if not request_id:
         return None
-    return IdempotencyKey(method, request_id, request_digest(request_bytes))
+    return IdempotencyKey(method, request_id, request_digest(request_bytes), current_tenant())
 
 
 class SyntheticHandlers:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 
-DEFAULT_TENANT = "default"
-"""The tenant of every caller when authentication is off, and of data stored before tenancy."""
+from agent_training_server.domain import DEFAULT_TENANT
 
 ADMIN_SCOPE = "admin"
 

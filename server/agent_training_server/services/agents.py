@@ -56,7 +56,9 @@ class AgentService:
         )
         key = None
         if request_id:
-            key = IdempotencyKey("CreateAgent", request_id, request_digest(request_bytes))
+            key = IdempotencyKey(
+                "CreateAgent", request_id, request_digest(request_bytes), current_tenant()
+            )
         created, _replayed = await asyncio.to_thread(self._store.create_agent, agent, key)
         return created
 

@@ -20,9 +20,9 @@ from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings, Invocation
 from agent_training_server.errors import FailedPrecondition
 from agent_training_server.metrics import Metrics
+from agent_training_server.not_found import version_not_found
 from agent_training_server.store.base import Store
 from agent_training_server.store.read_cache import ReadCache
-from agent_training_server.store.sqlite import version_not_found
 
 CACHE_SIZE = 16
 """Loaded models kept in memory, least recently used evicted first."""

@@ -330,7 +330,9 @@ class JobManager:
         )
         key = None
         if request_id:
-            key = IdempotencyKey("TrainAgent", request_id, request_digest(request_bytes))
+            key = IdempotencyKey(
+                "TrainAgent", request_id, request_digest(request_bytes), current_tenant()
+            )
         try:
             stored, replayed = await asyncio.to_thread(self._store.create_job, job, accepted, key)
         except Exception as error:

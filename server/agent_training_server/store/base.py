@@ -10,7 +10,6 @@ import abc
 import dataclasses
 from collections.abc import Sequence
 
-from agent_training_server.auth.principal import current_tenant
 from agent_training_server.domain import (
     Agent,
     AgentVersion,
@@ -30,8 +29,9 @@ class IdempotencyKey:
     method: str
     request_id: str
     request_sha256: str
-    tenant: str = dataclasses.field(default_factory=current_tenant)
-    """Whose key it is: the same request_id from two tenants names two different calls."""
+    tenant: str
+    """Whose key it is (the caller's tenant): the same request_id from two tenants names two
+    different calls."""
 
 
 class Store(abc.ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from agent_training_server.auth.principal import DEFAULT_TENANT
+from agent_training_server.domain import DEFAULT_TENANT
 from agent_training_server.errors import AlreadyExists
 from agent_training_server.store.base import IdempotencyKey
 

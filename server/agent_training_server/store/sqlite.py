@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
-from agent_training_server.errors import AlreadyExists, NotFound
+from agent_training_server.errors import AlreadyExists
+from agent_training_server.not_found import agent_not_found, version_not_found
 from agent_training_server.store.base import IdempotencyKey, Store
 from agent_training_server.store.idempotency import remember, replayed_resource
 from agent_training_server.store.sqlite_analysis import ANALYSIS_SCHEMA, AnalysisTables
@@ -191,7 +192,7 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
         with self._write() as db:
             deleted = db.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,)).rowcount
             if not deleted:
-                raise _agent_not_found(agent_id)
+                raise agent_not_found(agent_id)
 
     def _agent_in(self, db: sqlite3.Connection, agent_id: str, tenant: str | None = None) -> Agent:
         # The tenant is part of the query, so another tenant's agent is a row not found, exactly
@@ -201,7 +202,7 @@ class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Stor
             f"{_AGENT_SELECT} WHERE a.agent_id = ? AND {condition}", (agent_id, *params)
         ).fetchone()
         if row is None:
-            raise _agent_not_found(agent_id)
+            raise agent_not_found(agent_id)
         return _agent_from_row(row)
 
     # Versions -----------------------------------------------------------------------------
@@ -329,23 +330,6 @@ _AGENT_SELECT = (
     "SELECT a.*, (SELECT COUNT(*) FROM versions v WHERE v.agent_id = a.agent_id) AS version_count"
     " FROM agents a"
 )
-
-
-def _agent_not_found(agent_id: str) -> NotFound:
-    return NotFound(
-        f"agent {agent_id!r} does not exist",
-        code="AGENT_NOT_FOUND",
-        hint="Check the agent_id, or CreateAgent first; ListAgents shows existing agents.",
-    )
-
-
-def version_not_found(agent_id: str, version_id: str) -> NotFound:
-    """The error for a version an agent does not have."""
-    return NotFound(
-        f"agent {agent_id!r} has no version {version_id!r}",
-        code="VERSION_NOT_FOUND",
-        hint="ListAgentVersions shows the agent's versions.",
-    )
 
 
 def _agent_from_row(row: sqlite3.Row) -> Agent:

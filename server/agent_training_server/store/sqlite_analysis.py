@@ -11,7 +11,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
-from agent_training_server.errors import NotFound
+from agent_training_server.not_found import analysis_not_found
 from agent_training_server.store.idempotency import remember, replayed_resource
 from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
 
@@ -116,13 +116,4 @@ def _analysis_in(
         create_time=row["create_time"],
         end_time=row["end_time"],
         trace_id=row["trace_id"],
-    )
-
-
-def analysis_not_found(analysis_id: str) -> NotFound:
-    """The error for an unknown analysis job (also for another tenant's)."""
-    return NotFound(
-        f"analysis job {analysis_id!r} does not exist",
-        code="ANALYSIS_NOT_FOUND",
-        hint="Use the analysis_id from AnalyzeAndOptimizeStream's first message.",
     )

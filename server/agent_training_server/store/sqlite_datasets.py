@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agent_training_server.domain import Dataset
-from agent_training_server.errors import AlreadyExists, NotFound
+from agent_training_server.errors import AlreadyExists
+from agent_training_server.not_found import dataset_not_found
 from agent_training_server.store.idempotency import remember, replayed_resource
 from agent_training_server.store.sqlite_tenancy import tenant_clause
 
@@ -153,7 +154,7 @@ class DatasetTables:
                 (dataset_id,),
             ).rowcount
             if not deleted:
-                raise _not_found(dataset_id)
+                raise dataset_not_found(dataset_id)
 
 
 def _dataset_in(db: sqlite3.Connection, dataset_id: str, tenant: str | None = None) -> Dataset:
@@ -165,7 +166,7 @@ def _dataset_in(db: sqlite3.Connection, dataset_id: str, tenant: str | None = No
         (dataset_id, *params),
     ).fetchone()
     if row is None:
-        raise _not_found(dataset_id)
+        raise dataset_not_found(dataset_id)
     return _dataset_from_row(row)
 
 
@@ -181,12 +182,4 @@ def _dataset_from_row(row: sqlite3.Row) -> Dataset:
         content_sha256=row["content_sha256"],
         create_time=row["create_time"],
         tenant=row["tenant"],
-    )
-
-
-def _not_found(dataset_id: str) -> NotFound:
-    return NotFound(
-        f"dataset {dataset_id!r} does not exist",
-        code="DATASET_NOT_FOUND",
-        hint="ListDatasets shows the stored datasets.",
     )

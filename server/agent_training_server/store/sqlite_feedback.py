@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent_training_server.domain import Feedback, Invocation
-from agent_training_server.errors import NotFound
+from agent_training_server.not_found import invocation_not_found
 from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
 
 FEEDBACK_SCHEMA = """
@@ -166,15 +166,6 @@ class FeedbackTables:
                 (agent_id, since),
             ).fetchall()
         return [(_feedback_from_row(row), _invocation_from_joined(row)) for row in rows]
-
-
-def invocation_not_found(invocation_id: str) -> NotFound:
-    """The error for an unknown invocation (also for another tenant's)."""
-    return NotFound(
-        f"invocation {invocation_id!r} is not known",
-        code="INVOCATION_NOT_FOUND",
-        hint="Pass an invocation_id from an InvokeAgent answer of this agent.",
-    )
 
 
 def _feedback_from_row(row: Any) -> Feedback:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent_training_server.domain import AgentVersion, JobEvent, TrainingJob
 from agent_training_server.errors import NotFound
+from agent_training_server.not_found import training_job_not_found
 from agent_training_server.store.idempotency import remember, replayed_resource
 from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
 
@@ -111,7 +112,7 @@ class JobTables:
                 (job.status, _job_json(job), job.training_id),
             ).rowcount
             if not updated:
-                raise _job_not_found(job.training_id)
+                raise training_job_not_found(job.training_id)
 
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Return a job's events from a sequence number on."""
@@ -141,7 +142,7 @@ class JobTables:
             (training_id, *params),
         ).fetchone()
         if row is None:
-            raise _job_not_found(training_id)
+            raise training_job_not_found(training_id)
         return _job_from_json(row["job_json"])
 
 
@@ -160,11 +161,3 @@ def _job_from_json(text: str) -> TrainingJob:
     data: dict[str, Any] = json.loads(text)
     known = {field.name for field in dataclasses.fields(TrainingJob)}
     return TrainingJob(**{key: value for key, value in data.items() if key in known})
-
-
-def _job_not_found(training_id: str) -> NotFound:
-    return NotFound(
-        f"training job {training_id!r} does not exist",
-        code="TRAINING_JOB_NOT_FOUND",
-        hint="Check the training_id; ListTrainingJobs shows the jobs of an agent.",
-    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from agent_training_server.auth.principal import DEFAULT_TENANT
+from agent_training_server.domain import DEFAULT_TENANT
 
 TENANT_TABLES = ("agents", "named_datasets")
 
