@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 
-from agent_training_server.api.error_translation import to_status
 from agent_training_server.auth.principal import Principal, set_principal
 from agent_training_server.auth.scopes import METHOD_SCOPES
 from agent_training_server.auth.tokens import Authenticator
 from agent_training_server.errors import PermissionDenied, ServiceError, Unauthenticated
+from agent_training_server.status import to_status
 from agent_training_server.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
