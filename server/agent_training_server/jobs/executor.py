@@ -1,14 +1,15 @@
 """What runs training jobs: the interface the job manager sees, and the factory that picks one.
 
 Two implementations: the local pool of worker processes (jobs/pool.py, the default) and Ray
-(jobs/ray_executor.py, with the ``ray`` extra installed). Both report the same messages:
-``(kind, training_id, payload)`` with kind "ready", "started", "progress", "succeeded", "failed",
-"cancelled" or "worker_lost", delivered on the event loop that called ``start``.
+(jobs/ray_executor.py, with the ``ray`` extra installed). Both run training jobs (``JobTask``) and
+work tasks of other RPCs (``WorkTask``, jobs/work.py), and report the same messages
+(jobs/messages.py: ``Started``, ``Progressed``, ``Succeeded``, ``Failed``, ``WorkerLost``...),
+delivered on the event loop that called ``start``.
 
-A "worker_lost" without an ``error`` in its payload (the local pool) means only that the process
-running the job died: the job manager resumes the job from its checkpoint in another worker, a
-bounded number of times. One with an ``error`` (Ray, which retries lost work itself) ends the job
-FAILED with that error.
+A ``WorkerLost`` without an ``error`` (the local pool) means only that the process running the
+task died: the job manager resumes a job from its checkpoint in another worker, a bounded number
+of times. One with an ``error`` (Ray, which retries lost work itself) ends the job FAILED with
+that error.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from agent_training_server.config import ServerConfig
-from agent_training_server.jobs.pool import Message, WorkerPool
-from agent_training_server.jobs.worker import JobTask
+from agent_training_server.jobs.messages import Message
+from agent_training_server.jobs.pool import WorkerPool
+from agent_training_server.jobs.worker import Task
 
 
 class Executor(Protocol):
-    """Runs training tasks and reports their messages back to the event loop."""
+    """Runs training jobs and work tasks and reports their messages back to the event loop."""
 
     name: str
     """Recorded on every job it runs ("local" or "ray")."""
@@ -35,14 +37,14 @@ class Executor(Protocol):
     def start(self, on_message: Callable[[Message], None]) -> None:
         """Start; ``on_message`` is called on the current event loop per message."""
 
-    def submit(self, task: JobTask) -> None:
+    def submit(self, task: Task) -> None:
         """Start a task (the caller keeps at most ``size`` in flight)."""
 
-    def cancel(self, training_id: str) -> None:
-        """Ask a running job to stop at its next step; it then reports "cancelled"."""
+    def cancel(self, task_id: str) -> None:
+        """Ask a running task to stop at its next step; it then reports ``Cancelled``."""
 
     def preempt(self) -> bool:
-        """Ask running jobs to checkpoint where they are and report "preempted" (shutdown).
+        """Ask running jobs to checkpoint where they are and report ``Preempted`` (shutdown).
 
         Returns whether they will report; False when the executor cannot preempt (its jobs then
         resume from their last routine checkpoint).

@@ -27,7 +27,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent_training_server.jobs.worker import PREEMPT, JobTask, worker_main
+from agent_training_server.jobs.messages import (
+    ENDED,
+    PREEMPT,
+    Cancelled,
+    Message,
+    WorkerLost,
+)
+from agent_training_server.jobs.worker import Task, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +50,6 @@ WORKER_ENVIRONMENT = {
     "TRANSFORMERS_VERBOSITY": "error",
 }
 
-Message = tuple[str, str, dict[str, Any]]
-"""(kind, training_id, payload) as sent by workers; kind "worker_lost" comes from the pool."""
-
-_ENDED = frozenset({"succeeded", "failed", "cancelled", "preempted"})
-"""Message kinds after which a worker is free for the next task."""
-
 
 @dataclasses.dataclass(eq=False)
 class _Worker:
@@ -59,8 +60,8 @@ class _Worker:
     tasks: multiprocessing.connection.Connection
     control: multiprocessing.connection.Connection
     messages: multiprocessing.connection.Connection
-    training_id: str | None = None
-    """The job handed to it, until it reports the job's end or dies (event-loop state)."""
+    task_id: str | None = None
+    """The task handed to it, until it reports the task's end or dies (event-loop state)."""
 
     def send(self, pipe: multiprocessing.connection.Connection, value: Any) -> bool:
         """Send on one of its pipes; False when it is dead (its end of the pipe closed)."""
@@ -72,7 +73,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """N worker processes running training tasks."""
+    """N worker processes running training jobs and work tasks."""
 
     name = "local"
 
@@ -86,7 +87,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         """Guards ``_workers`` against the watcher thread replacing one."""
-        self._waiting: collections.deque[JobTask] = collections.deque()
+        self._waiting: collections.deque[Task] = collections.deque()
         """Tasks submitted while no worker was free (a replacement not yet up)."""
         self._stopping = False
         self._preempting = False
@@ -139,7 +140,7 @@ class WorkerPool:
             worker.send(worker.control, PREEMPT)
         return worker
 
-    def submit(self, task: JobTask) -> None:
+    def submit(self, task: Task) -> None:
         """Hand a task to a free worker (the caller keeps at most ``size`` in flight)."""
         self._waiting.append(task)
         self._hand_out()
@@ -147,31 +148,31 @@ class WorkerPool:
     def _hand_out(self) -> None:
         """Give waiting tasks to free workers (on the event loop)."""
         with self._lock:
-            free = [worker for worker in self._workers if worker.training_id is None]
+            free = [worker for worker in self._workers if worker.task_id is None]
         while self._waiting and free:
             worker, task = free.pop(0), self._waiting.popleft()
-            worker.training_id = task.training_id
+            worker.task_id = task.task_id
             # In a thread: a large task must not hold the event loop while the worker reads it.
             # A worker that died a moment ago fails the send; its death, reported next, then
             # reports this job lost like any job of a dead worker.
             assert self._loop is not None
             self._loop.run_in_executor(None, worker.send, worker.tasks, task)
 
-    def cancel(self, training_id: str) -> None:
-        """Ask the worker running a job to stop it at its next step."""
-        if any(task.training_id == training_id for task in self._waiting):
-            # Not handed out yet: each worker forgets a cancelled id when its job ends.
+    def cancel(self, task_id: str) -> None:
+        """Ask the worker running a task to stop it at its next step."""
+        if any(task.task_id == task_id for task in self._waiting):
+            # Not handed out yet: each worker forgets a cancelled id when its task ends.
             self._waiting = collections.deque(
-                task for task in self._waiting if task.training_id != training_id
+                task for task in self._waiting if task.task_id != task_id
             )
             assert self._on_message is not None
-            self._on_message(("cancelled", training_id, {}))
+            self._on_message(Cancelled(task_id))
             return
         with self._lock:
             workers = list(self._workers)
         for worker in workers:
-            if worker.training_id == training_id:
-                worker.send(worker.control, training_id)
+            if worker.task_id == task_id:
+                worker.send(worker.control, task_id)
 
     def preempt(self) -> bool:
         """Ask every worker to checkpoint its job where it is and stop it (shutdown).
@@ -249,22 +250,19 @@ class WorkerPool:
     # On the event loop ---------------------------------------------------------------------
 
     def _deliver(self, worker: _Worker, message: Message) -> None:
-        kind, training_id, _payload = message
-        if kind in _ENDED and worker.training_id == training_id:
-            worker.training_id = None
+        if isinstance(message, ENDED) and worker.task_id == message.task_id:
+            worker.task_id = None
         assert self._on_message is not None
         self._on_message(message)
-        if worker.training_id is None:
+        if worker.task_id is None:
             self._hand_out()
 
     def _report_lost(self, worker: _Worker, exit_code: int | None) -> None:
-        """Report the job that ``worker`` was handed when it died, then hand out waiting work."""
-        training_id, worker.training_id = worker.training_id, None
-        if training_id is not None:
+        """Report the task that ``worker`` was handed when it died, then hand out waiting work."""
+        task_id, worker.task_id = worker.task_id, None
+        if task_id is not None:
             assert self._on_message is not None
-            self._on_message(
-                ("worker_lost", training_id, {"worker": worker.index, "exit_code": exit_code})
-            )
+            self._on_message(WorkerLost(task_id, worker=worker.index, exit_code=exit_code))
         self._hand_out()
 
     def stop(self, timeout: float = 1.0) -> None:

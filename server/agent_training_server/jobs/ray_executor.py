@@ -21,14 +21,15 @@ from typing import Any
 import ray
 
 from agent_training_server.config import ServerConfig
-from agent_training_server.jobs.pool import WORKER_ENVIRONMENT, Message
+from agent_training_server.jobs.messages import Message, WorkerLost
+from agent_training_server.jobs.pool import WORKER_ENVIRONMENT
 from agent_training_server.jobs.ray_train import (
     TERMINAL,
     Mailbox,
     run_parallel_job,
     run_single_job,
 )
-from agent_training_server.jobs.worker import JobTask
+from agent_training_server.jobs.worker import JobTask, Task
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,14 @@ def unavailable_error(error: BaseException) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class _RayJob:
-    training_id: str
+    task_id: str
     mailbox: Any
     work: Any
     """ObjectRef of the job's Ray task."""
 
 
 class RayExecutor:
-    """Runs training jobs on a Ray cluster (or a Ray instance started in this process)."""
+    """Runs training jobs and work tasks on a Ray cluster (or a Ray started in this process)."""
 
     name = "ray"
 
@@ -115,14 +116,14 @@ class RayExecutor:
         self._connected.set()
         log.info("ray executor connected: %s", ray.cluster_resources())
 
-    def submit(self, task: JobTask) -> None:
-        """Start the job's Ray work and a thread that follows its mailbox."""
+    def submit(self, task: Task) -> None:
+        """Start the task's Ray work and a thread that follows its mailbox."""
         try:
             # Checked first: a Ray call without a connection would quietly start a new instance.
             if not self._connected.is_set() or not ray.is_initialized():
                 raise ConnectionError("not connected to Ray")
-            mailbox = Mailbox.options(name=f"mailbox-{task.training_id}").remote()
-            if task.settings.num_workers > 1:
+            mailbox = Mailbox.options(name=f"mailbox-{task.task_id}").remote()
+            if isinstance(task, JobTask) and task.settings.num_workers > 1:
                 work = run_parallel_job.remote(
                     task, mailbox, self.storage_path, self._config.ray_max_failures
                 )
@@ -132,29 +133,29 @@ class RayExecutor:
                     num_cpus=1, max_retries=self._config.ray_max_failures
                 ).remote(task, mailbox)
         except Exception as error:  # ray raises many kinds when the cluster is unreachable
-            log.error("cannot start job %s on Ray: %r", task.training_id, error)
-            self._post(("worker_lost", task.training_id, {"error": unavailable_error(error)}))
+            log.error("cannot start task %s on Ray: %r", task.task_id, error)
+            self._post(WorkerLost(task.task_id, error=unavailable_error(error)))
             return
-        job = _RayJob(task.training_id, mailbox, work)
-        self._jobs[task.training_id] = job
+        job = _RayJob(task.task_id, mailbox, work)
+        self._jobs[task.task_id] = job
         threading.Thread(
-            target=self._follow, args=(job,), name=f"ray-{task.training_id}", daemon=True
+            target=self._follow, args=(job,), name=f"ray-{task.task_id}", daemon=True
         ).start()
 
-    def cancel(self, training_id: str) -> None:
-        """Ask the job's workers to stop at their next step."""
-        job = self._jobs.get(training_id)
+    def cancel(self, task_id: str) -> None:
+        """Ask the task's workers to stop at their next step."""
+        job = self._jobs.get(task_id)
         if job is not None:
             try:
                 job.mailbox.cancel.remote()
             except Exception as error:  # the follower reports the lost cluster
-                log.warning("cannot cancel job %s on Ray: %r", training_id, error)
+                log.warning("cannot cancel task %s on Ray: %r", task_id, error)
 
     def _follow(self, job: _RayJob) -> None:
         try:
             self._relay(job)
         finally:
-            self._jobs.pop(job.training_id, None)
+            self._jobs.pop(job.task_id, None)
             if self._connected.is_set():  # a Ray call when disconnected would start a new Ray
                 with contextlib.suppress(Exception):  # gone with the cluster already
                     ray.kill(job.mailbox)
@@ -175,14 +176,14 @@ class RayExecutor:
                 return
             for message in messages:
                 self._post(message)
-                if message[0] in TERMINAL or message[0] == "worker_lost":
+                if isinstance(message, (*TERMINAL, WorkerLost)):
                     return
             if not messages and self._work_ended(job):
                 # The work ended without an outcome: its worker died past Ray's retries. Its last
                 # messages reached the mailbox before it ended (senders wait), so take them first.
                 for message in ray.get(job.mailbox.take.remote(0)):
                     self._post(message)
-                    if message[0] in TERMINAL:
+                    if isinstance(message, TERMINAL):
                         return
                 self._lost(job, None, None)
                 return
@@ -223,8 +224,8 @@ class RayExecutor:
                 " worker's memory.",
                 "retryable": True,
             }
-        log.error("job %s lost on Ray: %r", job.training_id, cause)
-        self._post(("worker_lost", job.training_id, {"error": error}))
+        log.error("task %s lost on Ray: %r", job.task_id, cause)
+        self._post(WorkerLost(job.task_id, error=error))
 
     def _post(self, message: Message) -> None:
         assert self._loop is not None and self._on_message is not None
@@ -247,6 +248,6 @@ class RayExecutor:
                 # force: the work's process ends, and with it the Ray Train run it owns.
                 ray.cancel(job.work, force=True)
             except Exception as error:
-                log.warning("cannot stop job %s on Ray: %r", job.training_id, error)
+                log.warning("cannot stop task %s on Ray: %r", job.task_id, error)
         if self._started_ray and self._connected.is_set():
             ray.shutdown()

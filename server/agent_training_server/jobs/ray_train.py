@@ -32,11 +32,21 @@ from opentelemetry.sdk.trace import TracerProvider
 from agent_training_server.engines.base import TrainingTimedOut
 from agent_training_server.engines.checkpoint import FILE_NAME
 from agent_training_server.engines.parallel import DataParallel
-from agent_training_server.jobs.worker import JobTask, run_task
+from agent_training_server.jobs.messages import (
+    Cancelled,
+    Failed,
+    Message,
+    Raised,
+    Returned,
+    Started,
+    Succeeded,
+    WorkerLost,
+)
+from agent_training_server.jobs.worker import JobTask, Task, run_any, run_task
 from agent_training_server.telemetry import create_tracer_provider
 
-Message = tuple[str, str, dict[str, Any]]
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = (Succeeded, Returned, Raised, Failed, Cancelled)
+"""Outcomes a task's work sends last (Ray jobs are never preempted: see RayExecutor.preempt)."""
 CANCEL_POLL_SECONDS = 30.0
 """Longest wait of one cancel long poll (a new one starts at once)."""
 NO_DEADLINE_SECONDS = 10 * 365 * 86400.0
@@ -127,15 +137,15 @@ def _export_spans_like_the_service() -> None:
 
 
 @ray.remote(max_retries=0)
-def run_single_job(task: JobTask, mailbox: Any) -> None:
-    """A one-worker job: the local workers' run_task in a Ray worker."""
+def run_single_job(task: Task, mailbox: Any) -> None:
+    """A one-worker job or a work task: what a local worker runs, in a Ray worker."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _export_spans_like_the_service()
     events = MailboxEvents(mailbox)
-    events.put(("started", task.training_id, {"worker": 0}))
+    events.put(Started(task.task_id, 0))
     watch = CancelWatch(mailbox)
     try:
-        run_task(task, events, watch)
+        run_any(task, events, watch)
     finally:
         watch.close()
 
@@ -147,7 +157,7 @@ def run_parallel_job(task: JobTask, mailbox: Any, storage_path: str, max_failure
     from ray.train.torch import TorchConfig, TorchTrainer
 
     events = MailboxEvents(mailbox)
-    events.put(("started", task.training_id, {"worker": 0}))
+    events.put(Started(task.training_id, 0))
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
@@ -169,18 +179,14 @@ def run_parallel_job(task: JobTask, mailbox: Any, storage_path: str, max_failure
         trainer.fit()
     except ray.train.TrainingFailedError as error:
         events.put(
-            (
-                "worker_lost",
+            WorkerLost(
                 task.training_id,
-                {
-                    "error": {
-                        "code": "WORKER_LOST",
-                        "message": "a Ray Train worker of the job failed more often than"
-                        f" ray_max_failures ({max_failures}) allows: {type(error).__name__}",
-                        "hint": "Train again; the Ray logs of the job's workers say why they"
-                        " failed.",
-                        "retryable": True,
-                    }
+                error={
+                    "code": "WORKER_LOST",
+                    "message": "a Ray Train worker of the job failed more often than"
+                    f" ray_max_failures ({max_failures}) allows: {type(error).__name__}",
+                    "hint": "Train again; the Ray logs of the job's workers say why they failed.",
+                    "retryable": True,
                 },
             )
         )
@@ -195,7 +201,7 @@ class HeldOutcome:
 
     def put(self, message: Message) -> None:
         """Forward progress (rank 0 only); keep the outcome."""
-        if message[0] in TERMINAL:
+        if isinstance(message, TERMINAL):
             self.outcome = message
         elif self._events is not None:
             self._events.put(message)
@@ -232,9 +238,9 @@ def train_worker(config: dict[str, Any]) -> None:
         if not primary:
             shutil.rmtree(workdir, ignore_errors=True)
     outcome = events.outcome
-    if outcome is not None and outcome[0] == "failed" and outcome[2]["code"] == "TRAINING_ERROR":
+    if isinstance(outcome, Failed) and outcome.error["code"] == "TRAINING_ERROR":
         # Unexpected (a lost peer, for one): fail the worker so that Ray Train restarts the group.
-        raise RuntimeError(f"training step failed: {outcome[2]['message']}")
+        raise RuntimeError(f"training step failed: {outcome.error['message']}")
     if primary and outcome is not None:
         MailboxEvents(config["mailbox"]).put(outcome)
 

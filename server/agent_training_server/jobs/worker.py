@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Container
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -34,7 +34,21 @@ from agent_training_server.engines.base import (
     TrainingTimedOut,
     TrainSettings,
 )
+from agent_training_server.jobs.messages import (
+    PREEMPT,
+    Cancelled,
+    Failed,
+    Message,
+    Outcome,
+    Preempted,
+    Progressed,
+    Ready,
+    Started,
+    Succeeded,
+    Trained,
+)
 from agent_training_server.jobs.spans import PhaseSpans
+from agent_training_server.jobs.work import Events, WorkTask, run_work
 from agent_training_server.telemetry import (
     INSTRUMENTATION_NAME,
     context_from,
@@ -50,10 +64,6 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 """Least time between two forwarded progress reports of the same phase and epoch."""
 SPAN_FLUSH_MILLISECONDS = 5_000
 """Longest wait for a job's spans to be exported before its outcome is reported."""
-
-PREEMPT = "*preempt*"
-"""Control message (and mark in the stop set) meaning: the server is shutting down; checkpoint
-the running job where it is and stop it, to be resumed at the next start."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +86,15 @@ class JobTask:
     checkpoint_every_steps: int = 0
     """Also checkpoint inside an epoch every this many optimizer steps (0: epoch ends only)."""
 
+    @property
+    def task_id(self) -> str:
+        """The id executors know the task by: the job's training_id."""
+        return self.training_id
+
+
+Task = JobTask | WorkTask
+"""What a worker runs: a training job, or a work task of another RPC (jobs/work.py)."""
+
 
 class QueueReporter:
     """Forwards an engine's progress to the server and answers whether the job was cancelled."""
@@ -83,7 +102,7 @@ class QueueReporter:
     def __init__(
         self,
         training_id: str,
-        events: Any,
+        events: Events,
         cancelled: Container[str],
         spans: PhaseSpans | None = None,
     ) -> None:
@@ -111,7 +130,7 @@ class QueueReporter:
         ):
             return
         self._last_key, self._last_sent = key, now
-        self._events.put(("progress", self._training_id, dataclasses.asdict(update)))
+        self._events.put(Progressed(self._training_id, update))
 
     def cancelled(self) -> bool:
         """Whether the job must stop: cancelled, or preempted by a shutdown (set lookups)."""
@@ -140,18 +159,29 @@ class PipeSender:
         self._pipe = pipe
         self._lock = threading.Lock()
 
-    def put(self, message: tuple[str, str, dict[str, Any]]) -> None:
+    def put(self, message: Message) -> None:
         """Send one message; the server reads them as they come."""
         with self._lock:
             self._pipe.send(message)
 
 
-def _error(code: str, message: str, hint: str, retryable: bool = False) -> dict[str, Any]:
-    return {"code": code, "message": message, "hint": hint, "retryable": retryable}
+def _failed(
+    training_id: str, code: str, message: str, hint: str, retryable: bool = False
+) -> Failed:
+    error = {"code": code, "message": message, "hint": hint, "retryable": retryable}
+    return Failed(training_id, error)
+
+
+def run_any(task: Task, events: Events, cancelled: Container[str]) -> None:
+    """Run a training job or a work task; its outcome is the last message sent for it."""
+    if isinstance(task, WorkTask):
+        run_work(task, events, cancelled)
+    else:
+        run_task(task, events, cancelled)
 
 
 def run_task(
-    task: JobTask, events: Any, cancelled: Container[str], parallel: DataParallel | None = None
+    task: JobTask, events: Events, cancelled: Container[str], parallel: DataParallel | None = None
 ) -> None:
     """Train one job, inside a span joined to the submitting request's trace; report the outcome.
 
@@ -177,13 +207,13 @@ def run_task(
             spans.close()
             if isinstance(cancelled, set):  # a worker's set outlives the job; forget its id
                 cancelled.discard(task.training_id)
-        kind, payload = outcome
-        if kind == "failed":
-            job_span.set_status(StatusCode.ERROR, payload["code"])
+        kind = type(outcome).__name__.lower()
+        if isinstance(outcome, Failed):
+            job_span.set_status(StatusCode.ERROR, outcome.error["code"])
         job_span.set_attribute("training.outcome", kind)
         log.info("job %s %s", task.training_id, kind)
     _flush_spans()
-    events.put((kind, task.training_id, payload))
+    events.put(outcome)
 
 
 def _flush_spans() -> None:
@@ -192,10 +222,9 @@ def _flush_spans() -> None:
         provider.force_flush(SPAN_FLUSH_MILLISECONDS)
 
 
-def _train(
-    task: JobTask, reporter: QueueReporter, parallel: DataParallel | None
-) -> tuple[str, dict[str, Any]]:
-    """Run the job's engine; return the outcome message (kind, payload) to send."""
+def _train(task: JobTask, reporter: QueueReporter, parallel: DataParallel | None) -> Outcome:
+    """Run the job's engine; return the outcome message to send."""
+    training_id = task.training_id
     from agent_training_server.engines import registry
     from agent_training_server.engines.integrity import DamagedFile
 
@@ -214,7 +243,8 @@ def _train(
                 spec, tensors, _outputs = registry.load_artifact_files(Path(task.start_from_dir))
             except DamagedFile as error:
                 log.warning("job %s: its start version is damaged: %s", task.training_id, error)
-                return "failed", _error(
+                return _failed(
+                    training_id,
                     "VERSION_DAMAGED",
                     f"the version this job starts from is damaged: {error}",
                     "Start from another version: activate a good one with ActivateAgentVersion"
@@ -229,25 +259,21 @@ def _train(
         registry.save_artifact(artifact, artifact_dir)
         size = sum(path.stat().st_size for path in artifact_dir.iterdir())
         parameters = sum(int(tensor.numel()) for tensor in artifact.tensors.values())
-        result = {
-            "metrics": artifact.metrics,
-            "outputs": artifact.outputs,
-            "encoder": artifact.encoder,
-            "size_bytes": size,
-            "parameter_count": parameters,
-        }
-        return "succeeded", result
+        trained = Trained(artifact.metrics, artifact.outputs, artifact.encoder, size, parameters)
+        return Succeeded(training_id, trained)
     except TrainingCancelled:
         # A cancel wins over a shutdown: a cancelled job must not come back after a restart.
-        return ("preempted" if reporter.preempted() else "cancelled"), {}
+        return Preempted(training_id) if reporter.preempted() else Cancelled(training_id)
     except TrainingTimedOut as error:
-        return "failed", _error(
+        return _failed(
+            training_id,
             "TRAINING_TIMEOUT",
             str(error) or "the job ran past its maximum run time",
             "Raise config.max_duration_seconds, train fewer epochs, or send less data.",
         )
     except TrainingDataError as error:
-        return "failed", _error(
+        return _failed(
+            training_id,
             error.error_code,
             str(error),
             "Fix the training data (or the server set-up the message names) and train again.",
@@ -263,9 +289,10 @@ def _train(
                 type(error).__name__,
                 error,
             )
-            return "failed", storage_errors.job_error(storage)
+            return Failed(training_id, storage_errors.job_error(storage))
         log.error("job %s failed:\n%s", task.training_id, traceback.format_exc())
-        return "failed", _error(
+        return _failed(
+            training_id,
             "TRAINING_ERROR",
             f"training failed: {type(error).__name__}",
             "Check the training data format; if it persists, report the trace_id.",
@@ -325,7 +352,7 @@ def worker_main(
     threading.Thread(
         target=_listen_for_cancellations, args=(control, cancelled), daemon=True
     ).start()
-    events.put(("ready", str(index), {}))
+    events.put(Ready(index))
     while True:
         try:
             task = tasks.recv()
@@ -333,5 +360,5 @@ def worker_main(
             return
         if task is None:
             return
-        events.put(("started", task.training_id, {"worker": index}))
-        run_task(task, events, cancelled)
+        events.put(Started(task.task_id, index))
+        run_any(task, events, cancelled)

@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -275,7 +275,8 @@ class AdaptationService:
                 hint="Record feedback on more InvokeAgent answers with RecordFeedback first.",
             )
         rewards = np.array([feedback.reward for feedback, _ in recorded])
-        artifact = await asyncio.to_thread(_train_policy, self._data_dir, active, logs)
+        # Policy training is heavy: it runs where the analysis's retrainings run (a worker).
+        artifact = await self._analysis.work.run_work(_train_policy, self._data_dir, active, logs)
         value = float(artifact.metrics["policy_value"])
         current = float(rewards.mean())
         held_out = max(1, int(artifact.metrics.get("validation_examples", 0) or len(logs)))
@@ -444,7 +445,12 @@ def _adapted(active: AgentVersion, behavior: object, change: Change) -> AgentVer
     )
 
 
-def _train_policy(data_dir: Path, active: AgentVersion, logs: list[Example]) -> Artifact:
-    """The reinforcement engine, in this thread, starting from the active version's weights."""
+def _train_policy(
+    data_dir: Path,
+    active: AgentVersion,
+    logs: list[Example],
+    progress: Callable[[str, int, int, float], None] | None = None,
+) -> Artifact:
+    """The reinforcement engine, starting from the active version's weights (in a worker)."""
     spec, tensors, _outputs = load_version_files(data_dir, active)
     return search.train("reinforcement", logs, defaults_for("reinforcement"), (spec, tensors))

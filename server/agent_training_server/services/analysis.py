@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from agent_training_server.analysis import compaction, metrics, optimize, search
-from agent_training_server.artifacts import load_version_files
+from agent_training_server.artifacts import load_version_files, load_version_predictor
 from agent_training_server.cancellation import raise_if_cancelled
 from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry, supervised
 from agent_training_server.engines.base import Artifact, Example, TrainSettings
 from agent_training_server.engines.evaluation import stratified_split
 from agent_training_server.errors import FailedPrecondition, InvalidArgument
+from agent_training_server.jobs.work import InThread, WorkRunner
 from agent_training_server.services.agents import AgentService, new_id
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import examples_from_bytes
@@ -78,15 +79,32 @@ class Report:
 
 
 class AnalysisService:
-    """Analyses versions and applies suggestions."""
+    """Analyses versions and applies suggestions.
+
+    The retrainings (maximize_accuracy, balance_outputs, applying either) go to ``work``, the
+    job manager's workers (JobManager.run_work), so that they cannot slow the RPC process; the
+    rest (scoring with the cached model, temperature and threshold fits, compaction) is light
+    and runs in a thread here. Without ``work`` everything runs in threads here.
+    """
 
     def __init__(
-        self, store: Store, agents: AgentService, inference: InferenceService, data_dir: Path
+        self,
+        store: Store,
+        agents: AgentService,
+        inference: InferenceService,
+        data_dir: Path,
+        work: WorkRunner | None = None,
     ) -> None:
         self._store = store
         self._agents = agents
         self._inference = inference
         self._data_dir = data_dir
+        self._work = work or InThread()
+
+    @property
+    def work(self) -> WorkRunner:
+        """Where heavy work runs (AdaptationService uses the same)."""
+        return self._work
 
     async def analyze(
         self,
@@ -117,85 +135,21 @@ class AnalysisService:
             version.training_type == "supervised"
         ):
             training_data = await self._training_data(version)
+        # Loads (and checks, once) the weights: a damaged version fails here, as for InvokeAgent.
         predictor = await asyncio.to_thread(self._inference.predictor, version)
+        if training_data is not None:  # the goals retrain: the whole analysis goes to a worker
+            return await self._work.run_work(
+                report_in_worker,
+                self._data_dir,
+                version,
+                examples,
+                list(goals),
+                training_data,
+                progress=progress,
+            )
         return await asyncio.to_thread(
-            self._report, version, predictor, examples, goals, training_data, progress
+            build_report, self._data_dir, version, predictor, examples, goals, None, progress
         )
-
-    def _report(
-        self,
-        version: AgentVersion,
-        predictor: Any,
-        examples: list[Example],
-        goals: Sequence[str],
-        training_data: list[Example] | None,
-        progress: ProgressCallback | None,
-    ) -> Report:
-        inputs = [e.input for e in examples]
-        expected = [e.expected_output for e in examples]
-        outputs = list(version.outputs)
-        total = len(inputs)
-
-        def report(phase: str, done: int, percent: float) -> None:
-            raise_if_cancelled()  # the caller went away: stop between units of work
-            if progress is not None:
-                progress(phase, done, total, percent)
-
-        parts = []
-        for start in range(0, len(inputs), SCORING_CHUNK):
-            parts.append(predictor.predict_proba(inputs[start : start + SCORING_CHUNK]))
-            done = min(len(inputs), start + SCORING_CHUNK)
-            report("scoring", done, 60.0 * done / max(1, len(inputs)))
-        raw = np.concatenate(parts) if parts else np.zeros((0, len(outputs)), np.float32)
-        behavior = version.behavior
-        probabilities = metrics.tempered(raw, behavior.temperature)
-        evaluation = metrics.evaluate(
-            inputs, expected, outputs, probabilities, behavior.confidence_threshold
-        )
-
-        def score(texts: list[str]) -> np.ndarray:
-            return predictor.predict_proba(texts)
-
-        report("measuring_latency", len(inputs), 60.0)
-        latency = optimize.measure_latency(score, inputs, 1, LATENCY_CALLS)
-        batch = optimize.measure_latency(score, inputs, BATCH_SIZE, BATCH_CALLS)
-        report("optimizing", len(inputs), 70.0)
-        configured = int(version.manifest.get("config", {}).get("epochs", 0) or 0)
-        suggestions = []
-        variants = None
-        unique_goals = list(dict.fromkeys(goals))
-        for number, goal in enumerate(unique_goals):
-            report("optimizing", len(inputs), 70.0 + 30.0 * number / len(unique_goals))
-            if goal == "improve_calibration":
-                suggestions.append(_calibration(version, expected, outputs, raw))
-            elif goal == "maximize_coverage":
-                suggestions.append(_coverage(version, expected, outputs, probabilities))
-            elif goal == "maximize_accuracy":
-                suggestions.append(
-                    _accuracy_search(version, training_data, inputs, expected, evaluation.accuracy)
-                )
-            elif goal == "balance_outputs":
-                suggestions.append(_balance(version, training_data, inputs, expected, evaluation))
-            else:
-                variants = variants or self._variants(version, inputs, expected)
-                suggestions.append(_compaction(version, goal, variants))
-        return Report(
-            version=version,
-            evaluation=evaluation,
-            latency=latency,
-            batch_latency=batch,
-            training_curve_summary=optimize.training_curve_summary(version.metrics, configured),
-            suggestions=suggestions,
-        )
-
-    def _variants(
-        self, version: AgentVersion, inputs: list[str], expected: list[str]
-    ) -> tuple[compaction.Variant, list[compaction.Variant]] | None:
-        """Measured smaller variants of a supervised version's model (None for other kinds)."""
-        if version.training_type != "supervised":
-            return None
-        spec, tensors, _outputs = load_version_files(self._data_dir, version)
-        return compaction.measure(spec, tensors, inputs, expected)
 
     async def apply(
         self,
@@ -216,7 +170,7 @@ class AnalysisService:
         version = await self._version(agent_id, change["version_id"])
         if "epochs" in change or "balance" in change:
             data = await self._training_data(version)
-            made = await asyncio.to_thread(self._retrained, version, data, change)
+            made = await self._work.run_work(retrained, self._data_dir, version, data, change)
         elif "keep" in change:
             made = await asyncio.to_thread(self._compacted, version, change)
         else:
@@ -247,42 +201,6 @@ class AnalysisService:
             parent_version_id=version.version_id,
             behavior=behavior,
             description=f"applied {suggestion_id[:24]}...: {what}",
-            create_time=time.time(),
-        )
-
-    def _retrained(
-        self, version: AgentVersion, data: list[Example], change: dict[str, Any]
-    ) -> AgentVersion:
-        """Retrain with the suggested settings or extra data (deterministic: the measured model)."""
-        settings = _settings(version)
-        if "balance" in change:
-            extra = _paraphrases(data, change["balance"])
-            data = [*data, *extra]
-            what = f"retrained with {len(extra)} paraphrases of {', '.join(change['balance'])}"
-        else:
-            settings = dataclasses.replace(
-                settings, epochs=int(change["epochs"]), learning_rate=change["learning_rate"]
-            )
-            what = (
-                f"retrained with epochs {settings.epochs}, learning_rate {settings.learning_rate:g}"
-            )
-        artifact = search.train(version.training_type, data, settings)
-        version_id = new_id("ver")
-        relative = Path("artifacts") / version.agent_id / version_id
-        registry.save_artifact(artifact, self._data_dir / relative)
-        manifest = {**version.manifest, "config": dataclasses.asdict(settings)}
-        return dataclasses.replace(
-            version,
-            version_id=version_id,
-            version_number=0,
-            source="optimization",
-            training_id="",
-            parent_version_id=version.version_id,
-            artifact_dir=str(relative),
-            metrics=artifact.metrics,
-            manifest=manifest,
-            size_bytes=sum(p.stat().st_size for p in (self._data_dir / relative).iterdir()),
-            description=f"applied: {what}",
             create_time=time.time(),
         )
 
@@ -357,6 +275,142 @@ class AnalysisService:
                 hint="Pass evaluation_data or dataset_id.",
             )
         return [examples[i] for i in valid_rows]
+
+
+def report_in_worker(
+    data_dir: Path,
+    version: AgentVersion,
+    examples: list[Example],
+    goals: list[str],
+    training_data: list[Example] | None,
+    progress: ProgressCallback | None = None,
+) -> Report:
+    """build_report in a worker process (JobManager.run_work): the model is loaded here."""
+    predictor = load_version_predictor(data_dir, version)
+    return build_report(data_dir, version, predictor, examples, goals, training_data, progress)
+
+
+def build_report(
+    data_dir: Path,
+    version: AgentVersion,
+    predictor: Any,
+    examples: list[Example],
+    goals: Sequence[str],
+    training_data: list[Example] | None,
+    progress: ProgressCallback | None,
+) -> Report:
+    """Score `examples`, measure latency, and measure a suggestion per goal (CPU-bound).
+
+    `training_data` is the version's own data, for the goals that retrain (else None).
+    """
+    inputs = [e.input for e in examples]
+    expected = [e.expected_output for e in examples]
+    outputs = list(version.outputs)
+    total = len(inputs)
+
+    def report(phase: str, done: int, percent: float) -> None:
+        raise_if_cancelled()  # the caller went away: stop between units of work
+        if progress is not None:
+            progress(phase, done, total, percent)
+
+    parts = []
+    for start in range(0, len(inputs), SCORING_CHUNK):
+        parts.append(predictor.predict_proba(inputs[start : start + SCORING_CHUNK]))
+        done = min(len(inputs), start + SCORING_CHUNK)
+        report("scoring", done, 60.0 * done / max(1, len(inputs)))
+    raw = np.concatenate(parts) if parts else np.zeros((0, len(outputs)), np.float32)
+    behavior = version.behavior
+    probabilities = metrics.tempered(raw, behavior.temperature)
+    evaluation = metrics.evaluate(
+        inputs, expected, outputs, probabilities, behavior.confidence_threshold
+    )
+
+    def score(texts: list[str]) -> np.ndarray:
+        return predictor.predict_proba(texts)
+
+    report("measuring_latency", len(inputs), 60.0)
+    latency = optimize.measure_latency(score, inputs, 1, LATENCY_CALLS)
+    batch = optimize.measure_latency(score, inputs, BATCH_SIZE, BATCH_CALLS)
+    report("optimizing", len(inputs), 70.0)
+    configured = int(version.manifest.get("config", {}).get("epochs", 0) or 0)
+    suggestions = []
+    variants = None
+    unique_goals = list(dict.fromkeys(goals))
+    for number, goal in enumerate(unique_goals):
+        report("optimizing", len(inputs), 70.0 + 30.0 * number / len(unique_goals))
+        if goal == "improve_calibration":
+            suggestions.append(_calibration(version, expected, outputs, raw))
+        elif goal == "maximize_coverage":
+            suggestions.append(_coverage(version, expected, outputs, probabilities))
+        elif goal == "maximize_accuracy":
+            suggestions.append(
+                _accuracy_search(version, training_data, inputs, expected, evaluation.accuracy)
+            )
+        elif goal == "balance_outputs":
+            suggestions.append(_balance(version, training_data, inputs, expected, evaluation))
+        else:
+            variants = variants or _variants(data_dir, version, inputs, expected)
+            suggestions.append(_compaction(version, goal, variants))
+    return Report(
+        version=version,
+        evaluation=evaluation,
+        latency=latency,
+        batch_latency=batch,
+        training_curve_summary=optimize.training_curve_summary(version.metrics, configured),
+        suggestions=suggestions,
+    )
+
+
+def retrained(
+    data_dir: Path,
+    version: AgentVersion,
+    data: list[Example],
+    change: dict[str, Any],
+    progress: ProgressCallback | None = None,
+) -> AgentVersion:
+    """Retrain with the suggested settings or extra data (deterministic: the measured model).
+
+    Runs in a worker (JobManager.run_work); the new version's files are written there.
+    """
+    settings = _settings(version)
+    if "balance" in change:
+        extra = _paraphrases(data, change["balance"])
+        data = [*data, *extra]
+        what = f"retrained with {len(extra)} paraphrases of {', '.join(change['balance'])}"
+    else:
+        settings = dataclasses.replace(
+            settings, epochs=int(change["epochs"]), learning_rate=change["learning_rate"]
+        )
+        what = f"retrained with epochs {settings.epochs}, learning_rate {settings.learning_rate:g}"
+    artifact = search.train(version.training_type, data, settings)
+    version_id = new_id("ver")
+    relative = Path("artifacts") / version.agent_id / version_id
+    registry.save_artifact(artifact, data_dir / relative)
+    manifest = {**version.manifest, "config": dataclasses.asdict(settings)}
+    return dataclasses.replace(
+        version,
+        version_id=version_id,
+        version_number=0,
+        source="optimization",
+        training_id="",
+        parent_version_id=version.version_id,
+        artifact_dir=str(relative),
+        metrics=artifact.metrics,
+        manifest=manifest,
+        size_bytes=sum(p.stat().st_size for p in (data_dir / relative).iterdir()),
+        description=f"applied: {what}",
+        create_time=time.time(),
+    )
+
+
+def _variants(
+    data_dir: Path, version: AgentVersion, inputs: list[str], expected: list[str]
+) -> tuple[compaction.Variant, list[compaction.Variant]] | None:
+    """Measured smaller variants of a supervised version's model (None for other kinds)."""
+    if version.training_type != "supervised":
+        return None
+    spec, tensors, _outputs = load_version_files(data_dir, version)
+    return compaction.measure(spec, tensors, inputs, expected)
 
 
 def _taught(examples: list[Example]) -> list[Example]:

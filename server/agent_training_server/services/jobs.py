@@ -19,7 +19,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from opentelemetry import trace
 from prometheus_client import Counter
@@ -32,8 +32,24 @@ from agent_training_server.durable_files import fsync_path
 from agent_training_server.engines.base import Example, TrainSettings
 from agent_training_server.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from agent_training_server.jobs.executor import Executor
-from agent_training_server.jobs.pool import Message
+from agent_training_server.jobs.messages import (
+    ENDED,
+    Cancelled,
+    Failed,
+    Message,
+    Preempted,
+    Progressed,
+    Raised,
+    Ready,
+    Returned,
+    Started,
+    Succeeded,
+    Trained,
+    WorkerLost,
+    WorkProgressed,
+)
 from agent_training_server.jobs.progress import percent_and_eta
+from agent_training_server.jobs.work import Progress, WorkFailed, WorkTask
 from agent_training_server.jobs.worker import JobTask
 from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import new_id, request_digest
@@ -92,6 +108,15 @@ class _ActiveJob:
     """The worker reported the job's end (or lost it): it no longer runs the job."""
 
 
+@dataclasses.dataclass
+class _RunningWork:
+    """A work task handed to the executor, until its worker reports its end."""
+
+    result: asyncio.Future[Any]
+    """Resolved with the function's value or exception (cancelled when its caller left)."""
+    progress: Progress | None
+
+
 class _EventNotRecorded(Exception):
     """An event of the job could not be stored; the job has been ended FAILED in memory."""
 
@@ -137,6 +162,8 @@ class JobManager:
         """Jobs failed because their events cannot be stored, with their final state and event,
         which the store may lack: what get and watch answer until the restart."""
         self._message_handled = asyncio.Event()
+        self._work: dict[str, _RunningWork] = {}
+        """Work tasks of other RPCs (run_work) running in workers, by task id."""
         self._worker_losses: Counter | None = None
         if metrics is not None:
             # metrics.py has no counter for this yet; registered beside the others.
@@ -169,6 +196,8 @@ class JobManager:
         await self._preempt_running()  # the consumer records what the workers report meanwhile
         await _cancel(self._consumer)
         await asyncio.to_thread(self._pool.stop)
+        for task_id in list(self._work):  # what the workers did not finish before they stopped
+            self._end_work(task_id, _work_shutting_down())
 
     def end_streams(self) -> None:
         """Refuse new jobs and watches, and end every open watch with UNAVAILABLE (retryable)."""
@@ -420,6 +449,76 @@ class JobManager:
             },
         ).end()
 
+    # Work tasks of other RPCs --------------------------------------------------------------
+
+    async def run_work(
+        self, function: Callable[..., Any], *arguments: Any, progress: Progress | None = None
+    ) -> Any:
+        """Run ``function(*arguments, progress=...)`` in a worker; return its value.
+
+        For heavy work of other RPCs (AnalyzeAndOptimize's retrainings, AdaptAgentBehavior's
+        policy training), which would slow every call of this process through the GIL. The
+        work waits for a free worker as jobs do (it counts against ``workers``); ``progress``
+        is called on the event loop with the function's reports. Cancelling the caller (a
+        client that cancels, a deadline) cancels the work, which stops at its next check.
+
+        Raises:
+            The exception the function raised, as it was (a ServiceError keeps its status).
+            Unavailable: the server is shutting down, or the worker process died.
+        """
+        if self._closing:
+            raise _work_shutting_down()
+        await self._free_workers.acquire()
+        task = WorkTask(new_id("work"), function, arguments)
+        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._work[task.task_id] = _RunningWork(result, progress)
+        self._pool.submit(task)
+        try:
+            # Shielded: the caller leaving must not cancel the future the worker's end resolves.
+            return await asyncio.shield(result)
+        except asyncio.CancelledError:
+            if task.task_id in self._work:
+                self._pool.cancel(task.task_id)  # its worker slot is freed when it stops
+            raise
+
+    def _handle_work(self, message: Message) -> None:
+        """A message about a work task: progress for its caller, or its end."""
+        task_id = "" if isinstance(message, Ready) else message.task_id
+        match message:
+            case WorkProgressed(phase=phase, done=done, total=total, percent=percent):
+                progress = self._work[task_id].progress
+                if progress is not None:
+                    progress(phase, done, total, percent)
+            case Returned(value=value):
+                self._end_work(task_id, value=value)
+            case Raised(error=error):
+                self._end_work(task_id, error)
+            case Cancelled():
+                self._end_work(task_id, asyncio.CancelledError())
+            case Preempted():
+                self._end_work(task_id, _work_shutting_down())
+            case WorkerLost(exit_code=exit_code, error=error):
+                self._end_work(task_id, _work_lost(exit_code, error))
+            case Succeeded() | Failed():
+                self._end_work(task_id, WorkFailed(f"a work task ended as a job: {message!r}"))
+            case Started() | Progressed() | Ready():
+                pass
+            case _:
+                assert_never(message)
+
+    def _end_work(
+        self, task_id: str, error: BaseException | None = None, value: Any = None
+    ) -> None:
+        """Resolve a work task's caller (unless it left) and free its worker slot."""
+        work = self._work.pop(task_id)
+        self._free_workers.release()
+        if work.result.done():
+            return
+        if error is not None:
+            work.result.set_exception(error)
+        else:
+            work.result.set_result(value)
+
     # Worker messages ----------------------------------------------------------------------
 
     async def _consume_messages(self) -> None:
@@ -430,16 +529,21 @@ class JobManager:
             except _EventNotRecorded:
                 pass  # the job was failed, and that was logged once
             except Exception:
-                log.exception("failed to record a message from a training worker: %s", message[:2])
+                log.exception("failed to record a message from a training worker: %r", message)
             self._message_handled.set()
 
     async def _handle(self, message: Message) -> None:
-        kind, training_id, payload = message
+        if isinstance(message, Ready):
+            return  # a worker finished starting; the pool hands it work
+        training_id = message.task_id
+        if training_id in self._work:
+            self._handle_work(message)
+            return
         active = self._active.get(training_id)
-        stopped = kind in ("succeeded", "failed", "cancelled", "preempted", "worker_lost")
+        stopped = isinstance(message, ENDED)
         if active is None:
-            # A worker's "ready", or a job that already ended; if the server ended it while
-            # the worker ran it, the worker is free once it says it stopped.
+            # A job that already ended; if the server ended it while the worker ran it, the
+            # worker is free once it says it stopped.
             if stopped and training_id in self._draining:
                 self._draining.discard(training_id)
                 self._free_workers.release()
@@ -447,50 +551,61 @@ class JobManager:
                     await self._remove_workdirs([training_id])
             return
         active.worker_done = stopped
-        if kind == "started":
-            active.started_at = time.monotonic()
-            now = time.time()
-            await self._record(
-                active,
-                "progress",
-                {
-                    "status": "TRAINING_STATUS_RUNNING",
-                    "phase": "TRAINING_PHASE_LOADING_DATA",
-                    "percent_complete": 0.0,
-                },
-                status=JobStatus.RUNNING,
-                phase="loading_data",
-                start_time=now,
-                executor=self._pool.name,  # a resumed job may run on another executor than before
-                timeline=_timeline(active.job, JobStatus.RUNNING, "worker started"),
-            )
-        elif kind == "progress":
-            if self._metrics is not None:
-                self._metrics.job_progress(training_id, payload)
-            await self._record_progress(active, payload)
-        elif kind == "succeeded":
-            await self._succeed(active, payload)
-        elif kind == "cancelled":
-            await self._end(active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request")
-        elif kind == "preempted":
-            active.dispatched = False
-            await self._record(
-                active,
-                "progress",
-                {"status": "TRAINING_STATUS_QUEUED"},
-                status=JobStatus.QUEUED,
-                phase="",
-                timeline=_timeline(active.job, JobStatus.QUEUED, "server shutting down"),
-            )
-        elif kind == "failed":
-            storage = storage_errors.KIND_OF_CODE.get(payload.get("code", ""))
-            if storage is not None:  # the worker could not write the job's files
-                self._storage.failed(storage, f"job {training_id}: {payload.get('message')}")
-            await self._end(active, JobStatus.FAILED, payload, payload.get("message", "failed"))
-        elif kind == "worker_lost":
-            await self._worker_lost(active, payload)
+        match message:
+            case Started():
+                await self._started(active)
+            case Progressed(update=update):
+                payload = dataclasses.asdict(update)
+                if self._metrics is not None:
+                    self._metrics.job_progress(training_id, payload)
+                await self._record_progress(active, payload)
+            case Succeeded(result=result):
+                await self._succeed(active, result)
+            case Cancelled():
+                await self._end(
+                    active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request"
+                )
+            case Preempted():
+                active.dispatched = False
+                await self._record(
+                    active,
+                    "progress",
+                    {"status": "TRAINING_STATUS_QUEUED"},
+                    status=JobStatus.QUEUED,
+                    phase="",
+                    timeline=_timeline(active.job, JobStatus.QUEUED, "server shutting down"),
+                )
+            case Failed(error=error):
+                storage = storage_errors.KIND_OF_CODE.get(error.get("code", ""))
+                if storage is not None:  # the worker could not write the job's files
+                    self._storage.failed(storage, f"job {training_id}: {error.get('message')}")
+                await self._end(active, JobStatus.FAILED, error, error.get("message", "failed"))
+            case WorkerLost():
+                await self._worker_lost(active, message)
+            case WorkProgressed() | Returned() | Raised():
+                log.warning("job %s: a work task's message %r ignored", training_id, message)
+            case _:
+                assert_never(message)
 
-    async def _worker_lost(self, active: _ActiveJob, payload: dict[str, Any]) -> None:
+    async def _started(self, active: _ActiveJob) -> None:
+        active.started_at = time.monotonic()
+        now = time.time()
+        await self._record(
+            active,
+            "progress",
+            {
+                "status": "TRAINING_STATUS_RUNNING",
+                "phase": "TRAINING_PHASE_LOADING_DATA",
+                "percent_complete": 0.0,
+            },
+            status=JobStatus.RUNNING,
+            phase="loading_data",
+            start_time=now,
+            executor=self._pool.name,  # a resumed job may run on another executor than before
+            timeline=_timeline(active.job, JobStatus.RUNNING, "worker started"),
+        )
+
+    async def _worker_lost(self, active: _ActiveJob, lost: WorkerLost) -> None:
         """Resume a job whose worker died from its checkpoint, or fail it past the bound.
 
         An executor that says what was lost (an ``error``: Ray, which has retried already) ends
@@ -500,8 +615,8 @@ class JobManager:
         restarts = sum(
             1 for entry in job.timeline if entry.get("reason", "").startswith(WORKER_LOST_REASON)
         )
-        exit_code = payload.get("exit_code")
-        if payload.get("error") is None and restarts < MAX_WORKER_RESTARTS:
+        exit_code = lost.exit_code
+        if lost.error is None and restarts < MAX_WORKER_RESTARTS:
             log.warning(
                 "job %s: its worker exited (code %s); resuming it from its last checkpoint"
                 " (%d of %d)",
@@ -530,7 +645,7 @@ class JobManager:
             self._waiting.appendleft(job.training_id)
             self._work_available.set()
             return
-        error = payload.get("error") or {
+        error = lost.error or {
             "code": "WORKER_LOST",
             "message": f"the training worker process exited (code {exit_code})"
             + (f" after {restarts} resumptions from the job's checkpoint" if restarts else ""),
@@ -568,7 +683,7 @@ class JobManager:
             active, "progress", payload, phase=update["phase"], percent_complete=percent
         )
 
-    async def _succeed(self, active: _ActiveJob, result: dict[str, Any]) -> None:
+    async def _succeed(self, active: _ActiveJob, result: Trained) -> None:
         job = active.job
         version_id = new_id("ver")
         relative = Path("artifacts") / job.agent_id / version_id
@@ -594,12 +709,12 @@ class JobManager:
             training_type=job.training_type,
             training_id=job.training_id,
             parent_version_id=job.parent_version_id,
-            outputs=tuple(result["outputs"]),
-            encoder=result["encoder"],
+            outputs=tuple(result.outputs),
+            encoder=result.encoder,
             behavior=agent.default_behavior,
-            metrics=result["metrics"],
-            size_bytes=result["size_bytes"],
-            parameter_count=result["parameter_count"],
+            metrics=result.metrics,
+            size_bytes=result.size_bytes,
+            parameter_count=result.parameter_count,
             artifact_dir=str(relative),
             create_time=time.time(),
             manifest={
@@ -607,7 +722,7 @@ class JobManager:
                 "data_sha256": job.dataset_sha256,
                 "config": job.config,
                 "package_version": __version__,
-                "encoder": result["encoder"],
+                "encoder": result.encoder,
             },
         )
         try:
@@ -617,7 +732,7 @@ class JobManager:
                 {},
                 "trained",
                 version=version,
-                metrics=result["metrics"],
+                metrics=result.metrics,
             )
         except _EventNotRecorded:
             await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)  # no row names it
@@ -930,6 +1045,26 @@ def _shutting_down() -> Unavailable:
         hint="Re-attach with WatchTrainingJob(training_id, from_sequence = the last sequence"
         " received + 1) once the server is back: no event is lost or repeated.",
         retry_after_seconds=5.0,
+    )
+
+
+def _work_shutting_down() -> Unavailable:
+    return Unavailable(
+        "the server is shutting down",
+        code="SERVER_SHUTTING_DOWN",
+        hint="Retry once the server is back.",
+        retry_after_seconds=5.0,
+    )
+
+
+def _work_lost(exit_code: int | None, error: dict[str, Any] | None) -> Unavailable:
+    """The error of work whose worker process died (not resumed: retrying costs the same)."""
+    if error is not None:  # Ray, which retried it already
+        return Unavailable(error["message"], code=error["code"], hint=error["hint"])
+    return Unavailable(
+        f"the worker process doing this work exited (code {exit_code})",
+        code="WORKER_LOST",
+        hint="Retry; if it repeats, the data or settings may exhaust the worker's memory.",
     )
 
 
