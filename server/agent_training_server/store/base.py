@@ -1,7 +1,9 @@
 """The store interface: durable state of agents, versions, jobs and their event logs.
 
 Implementations are synchronous and thread-safe; async callers run them in a thread. Every write
-is committed before the method returns.
+is committed before the method returns. The caller's tenant is an argument of each read that
+needs it: a store reads no request state of its own. tests/test_store_contract.py checks the
+behaviour documented here against every implementation.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from agent_training_server.domain import (
     Agent,
@@ -74,7 +77,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def delete_agent(self, agent_id: str) -> None:
-        """Delete an agent with its versions and jobs. Raises NotFound."""
+        """Delete an agent with all it owns: versions, jobs, analyses, answers. Raises NotFound."""
 
     # Versions -----------------------------------------------------------------------------
 
@@ -120,7 +123,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def record_invocations(self, invocations: Sequence[Invocation]) -> None:
-        """Store answers given."""
+        """Store answers given.
+
+        Answers are written behind, so their agent may be gone: those are dropped, as deleting
+        the agent would have dropped them. An id already stored keeps its first answer.
+        """
 
     @abc.abstractmethod
     def get_invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
@@ -144,16 +151,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def performance_history(self, agent_id: str) -> dict[str, dict[str, float]]:
-        """The latest reported metrics of each of the agent's versions."""
+        """The latest reported value of each metric, by version id, of the agent's versions."""
 
     # Named datasets -------------------------------------------------------------------------
 
     @abc.abstractmethod
     def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
-        """Reserve a dataset's name and start writing it.
+        """Reserve a dataset's name and start writing it; return None.
 
-        Returns the earlier dataset instead on a same-key replay. Raises AlreadyExists when the
-        name is taken.
+        Returns the earlier dataset instead on a replay of a key `finish_dataset` recorded.
+        Raises AlreadyExists when the name is taken, by a finished dataset or one being written.
         """
 
     @abc.abstractmethod
@@ -171,7 +178,7 @@ class Store(abc.ABC):
         content_sha256: str,
         key: IdempotencyKey | None = None,
     ) -> Dataset:
-        """Make a written dataset visible, with its totals."""
+        """Make a written dataset visible, with its totals; ``key`` is recorded for replays."""
 
     @abc.abstractmethod
     def discard_dataset(self, dataset_id: str) -> None:
@@ -183,7 +190,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
-        """Return a dataset (of ``tenant``, or of any for None); as `get_agent`. Raises NotFound."""
+        """Return a dataset (of ``tenant``, or of any for None); as `get_agent`. Raises NotFound.
+
+        A dataset still being written is not found until `finish_dataset`; the same holds for
+        `list_datasets`, `read_dataset_examples` and `delete_dataset`.
+        """
 
     @abc.abstractmethod
     def list_datasets(
@@ -203,7 +214,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def save_dataset(self, sha256: str, example_count: int, data: bytes) -> None:
-        """Store training data under its content hash (a no-op when already stored)."""
+        """Store training data under its content hash (a no-op when already stored).
+
+        Unrelated to the named datasets above: these are the bytes a training job was given.
+        """
 
     @abc.abstractmethod
     def load_dataset(self, sha256: str) -> bytes:
@@ -224,7 +238,7 @@ class Store(abc.ABC):
         """Return an analysis job (of ``tenant``'s agents, or of any for None). Raises NotFound."""
 
     @abc.abstractmethod
-    def fail_running_analyses(self, error: dict, end_time: float) -> int:
+    def fail_running_analyses(self, error: dict[str, Any], end_time: float) -> int:
         """Mark analyses left RUNNING by a previous run FAILED with ``error``; return how many."""
 
     @abc.abstractmethod
@@ -261,7 +275,9 @@ class Store(abc.ABC):
     ) -> None:
         """Append an event, save the job's state and maybe add an active version, atomically.
 
-        ``event.sequence`` must be the job's last sequence plus one.
+        ``event.sequence`` must be the job's last sequence plus one: a sequence the job already
+        has is refused with an error, and then nothing of the call is stored (neither the event,
+        nor the job's state, nor the version).
         """
 
     @abc.abstractmethod
@@ -270,4 +286,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Release the store's resources."""
+        """Release the store's resources; calling it again does nothing.
+
+        What was written stays stored: a store opened again on the same data reads it.
+        """

@@ -1,369 +1,264 @@
 """SQLite implementation of the store: one database file under the data folder.
 
-WAL mode lets readers proceed while a writer commits; ``synchronous=FULL`` makes every commit
-durable before it returns, so an acknowledged write survives a crash or power loss.
+`SqliteStore` opens one `SqliteDatabase` (the connection, its lock and its transactions) and
+hands it to one class per group of tables (sqlite_agents, sqlite_jobs, sqlite_datasets,
+sqlite_feedback, sqlite_analysis); each `Store` method below says which of them answers it.
+Writes that span two groups (a job's event with the version it made) are one transaction of the
+shared database, so nothing is ever half stored.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sqlite3
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
-from agent_training_server.errors import AlreadyExists
-from agent_training_server.not_found import agent_not_found, version_not_found
+from agent_training_server.domain import (
+    Agent,
+    AgentVersion,
+    AnalysisJob,
+    Dataset,
+    Feedback,
+    Invocation,
+    JobEvent,
+    TrainingJob,
+)
 from agent_training_server.store.base import IdempotencyKey, Store
-from agent_training_server.store.idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_agents import AGENT_SCHEMA, AgentTables, VersionTables
 from agent_training_server.store.sqlite_analysis import ANALYSIS_SCHEMA, AnalysisTables
+from agent_training_server.store.sqlite_database import SqliteDatabase
 from agent_training_server.store.sqlite_datasets import DATASET_SCHEMA, DatasetTables
 from agent_training_server.store.sqlite_feedback import FEEDBACK_SCHEMA, FeedbackTables
-from agent_training_server.store.sqlite_jobs import JobTables
-from agent_training_server.store.sqlite_tenancy import add_tenant_columns, tenant_clause
+from agent_training_server.store.sqlite_idempotency import IDEMPOTENCY_SCHEMA
+from agent_training_server.store.sqlite_jobs import JOB_SCHEMA, JobTables, TrainingDataTables
+from agent_training_server.store.sqlite_tenancy import add_tenant_columns
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS agents (
-    agent_id          TEXT PRIMARY KEY,
-    display_name      TEXT NOT NULL,
-    description       TEXT NOT NULL,
-    labels_json       TEXT NOT NULL,
-    behavior_json     TEXT NOT NULL,
-    active_version_id TEXT NOT NULL,
-    create_time       REAL NOT NULL,
-    update_time       REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    version_id        TEXT PRIMARY KEY,
-    agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
-    version_number    INTEGER NOT NULL,
-    source            TEXT NOT NULL,
-    training_type     TEXT NOT NULL,
-    training_id       TEXT NOT NULL,
-    parent_version_id TEXT NOT NULL,
-    outputs_json      TEXT NOT NULL,
-    encoder_json      TEXT NOT NULL,
-    behavior_json     TEXT NOT NULL,
-    metrics_json      TEXT NOT NULL,
-    manifest_json     TEXT NOT NULL,
-    size_bytes        INTEGER NOT NULL,
-    parameter_count   INTEGER NOT NULL,
-    description       TEXT NOT NULL,
-    artifact_dir      TEXT NOT NULL,
-    create_time       REAL NOT NULL,
-    UNIQUE (agent_id, version_number)
-);
-CREATE TABLE IF NOT EXISTS datasets (
-    dataset_sha256 TEXT PRIMARY KEY,
-    example_count  INTEGER NOT NULL,
-    data           BLOB NOT NULL,
-    create_time    REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    position          INTEGER PRIMARY KEY AUTOINCREMENT,
-    training_id       TEXT NOT NULL UNIQUE,
-    agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
-    status            TEXT NOT NULL,
-    job_json          TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent_id, position);
-CREATE TABLE IF NOT EXISTS job_events (
-    training_id  TEXT NOT NULL REFERENCES jobs(training_id) ON DELETE CASCADE,
-    sequence     INTEGER NOT NULL,
-    time         REAL NOT NULL,
-    kind         TEXT NOT NULL,
-    payload_json TEXT NOT NULL,
-    PRIMARY KEY (training_id, sequence)
-);
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    method         TEXT NOT NULL,
-    request_id     TEXT NOT NULL,
-    request_sha256 TEXT NOT NULL,
-    resource_id    TEXT NOT NULL,
-    create_time    REAL NOT NULL,
-    PRIMARY KEY (method, request_id)
-);
+SCHEMA = AGENT_SCHEMA + JOB_SCHEMA + IDEMPOTENCY_SCHEMA
+"""The first tables of the service (agents, versions, training data, jobs, keys), before tenancy.
+
+The named datasets, answers and analyses came later, each with its own schema; the tenant
+columns are added on open (sqlite_tenancy), so a file made by any earlier release opens.
 """
 
 
-class SqliteStore(FeedbackTables, DatasetTables, JobTables, AnalysisTables, Store):
+class SqliteStore(Store):
     """A store in one SQLite file. Thread-safe: one connection, serialised by a lock."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._commits = 0
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _write).
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA + DATASET_SCHEMA + FEEDBACK_SCHEMA + ANALYSIS_SCHEMA)
-        with self._write() as db:
+        """Open the store in the file at ``path``, creating it (and its folder) if need be."""
+        self._database = SqliteDatabase(
+            path, SCHEMA + DATASET_SCHEMA + FEEDBACK_SCHEMA + ANALYSIS_SCHEMA
+        )
+        with self._database.write() as db:
             add_tenant_columns(db)
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: committed on success, rolled back on any error."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            self._commits += 1
+        self._agents = AgentTables(self._database)
+        self._versions = VersionTables(self._database, self._agents)
+        self._training_data = TrainingDataTables(self._database)
+        self._jobs = JobTables(self._database, self._versions)
+        self._datasets = DatasetTables(self._database)
+        self._feedback = FeedbackTables(self._database)
+        self._analyses = AnalysisTables(self._database)
 
     @property
     def commits(self) -> int:
         """Write transactions committed through this store since it was opened."""
-        return self._commits
-
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        return self._database.commits
 
     def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            self._db.close()
+        self._database.close()
 
     # Agents -------------------------------------------------------------------------------
 
     def create_agent(self, agent: Agent, key: IdempotencyKey | None = None) -> tuple[Agent, bool]:
         """Insert an agent, or replay the agent an earlier call with the same key created."""
-        with self._write() as db:
-            replayed = replayed_resource(db, key)
-            if replayed is not None:
-                return self._agent_in(db, replayed), True
-            exists = db.execute(
-                "SELECT 1 FROM agents WHERE agent_id = ?", (agent.agent_id,)
-            ).fetchone()
-            if exists:
-                raise AlreadyExists(
-                    f"agent {agent.agent_id!r} already exists",
-                    code="AGENT_ALREADY_EXISTS",
-                    hint="Choose another agent_id, or GetAgent to use the existing one.",
-                )
-            db.execute(
-                "INSERT INTO agents (agent_id, display_name, description, labels_json,"
-                " behavior_json, active_version_id, create_time, update_time, tenant)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    agent.agent_id,
-                    agent.display_name,
-                    agent.description,
-                    json.dumps(agent.labels, sort_keys=True),
-                    json.dumps(agent.default_behavior.to_json()),
-                    agent.active_version_id,
-                    agent.create_time,
-                    agent.update_time,
-                    agent.tenant,
-                ),
-            )
-            remember(db, key, agent.agent_id)
-            return self._agent_in(db, agent.agent_id), False
+        return self._agents.create_agent(agent, key)
 
     def get_agent(self, agent_id: str, tenant: str | None = None) -> Agent:
         """Return an agent (of ``tenant``) or raise NotFound."""
-        with self._lock:
-            return self._agent_in(self._db, agent_id, tenant)
+        return self._agents.get_agent(agent_id, tenant)
 
     def list_agents(
         self, limit: int, after_agent_id: str = "", tenant: str | None = None
     ) -> list[Agent]:
         """Return a page of agents ordered by id (of one tenant, or of all for None)."""
-        condition, params = tenant_clause(tenant, "a.tenant")
-        rows = self._read(
-            f"{_AGENT_SELECT} WHERE a.agent_id > ? AND {condition} ORDER BY a.agent_id LIMIT ?",
-            (after_agent_id, *params, limit),
-        )
-        return [_agent_from_row(row) for row in rows]
+        return self._agents.list_agents(limit, after_agent_id, tenant)
 
     def delete_agent(self, agent_id: str) -> None:
-        """Delete an agent; versions go with it (ON DELETE CASCADE)."""
-        with self._write() as db:
-            deleted = db.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,)).rowcount
-            if not deleted:
-                raise agent_not_found(agent_id)
-
-    def _agent_in(self, db: sqlite3.Connection, agent_id: str, tenant: str | None = None) -> Agent:
-        # The tenant is part of the query, so another tenant's agent is a row not found, exactly
-        # as a missing one: same work, same error, same place (no time to tell them apart by).
-        condition, params = tenant_clause(tenant, "a.tenant")
-        row = db.execute(
-            f"{_AGENT_SELECT} WHERE a.agent_id = ? AND {condition}", (agent_id, *params)
-        ).fetchone()
-        if row is None:
-            raise agent_not_found(agent_id)
-        return _agent_from_row(row)
+        """Delete an agent; what it owns goes with it (ON DELETE CASCADE)."""
+        self._agents.delete_agent(agent_id)
 
     # Versions -----------------------------------------------------------------------------
 
     def add_version(
         self, version: AgentVersion, activate: bool, key: IdempotencyKey | None = None
     ) -> AgentVersion:
-        """Insert a version numbered after the agent's last; optionally activate it.
-
-        With a key already used for the same request, return the version that call made.
-        """
-        with self._write() as db:
-            replayed = replayed_resource(db, key)
-            if replayed is not None:
-                return self._version_in(db, version.agent_id, replayed)
-            made = self._insert_version(db, version, activate)
-            remember(db, key, made.version_id)
-            return made
+        """Insert a version numbered after the agent's last; optionally activate it."""
+        return self._versions.add_version(version, activate, key)
 
     def replayed_version(self, agent_id: str, key: IdempotencyKey) -> AgentVersion | None:
         """The version an earlier call with this key made, if any (AlreadyExists on misuse)."""
-        with self._lock:
-            replayed = replayed_resource(self._db, key)
-            return None if replayed is None else self._version_in(self._db, agent_id, replayed)
-
-    def _insert_version(
-        self, db: sqlite3.Connection, version: AgentVersion, activate: bool
-    ) -> AgentVersion:
-        self._agent_in(db, version.agent_id)
-        (last,) = db.execute(
-            "SELECT COALESCE(MAX(version_number), 0) FROM versions WHERE agent_id = ?",
-            (version.agent_id,),
-        ).fetchone()
-        v = version
-        db.execute(
-            "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                v.version_id,
-                v.agent_id,
-                last + 1,
-                v.source,
-                v.training_type,
-                v.training_id,
-                v.parent_version_id,
-                json.dumps(list(v.outputs)),
-                json.dumps(v.encoder),
-                json.dumps(v.behavior.to_json()),
-                json.dumps(v.metrics),
-                json.dumps(v.manifest),
-                v.size_bytes,
-                v.parameter_count,
-                v.description,
-                v.artifact_dir,
-                v.create_time,
-            ),
-        )
-        if activate:
-            db.execute(
-                "UPDATE agents SET active_version_id = ?, update_time = ? WHERE agent_id = ?",
-                (v.version_id, v.create_time, v.agent_id),
-            )
-        else:
-            db.execute(
-                "UPDATE agents SET update_time = ? WHERE agent_id = ?",
-                (v.create_time, v.agent_id),
-            )
-        return self._version_in(db, v.agent_id, v.version_id)
+        return self._versions.replayed_version(agent_id, key)
 
     def get_version(self, agent_id: str, version_id: str) -> AgentVersion:
         """Return a version or raise NotFound."""
-        with self._lock:
-            return self._version_in(self._db, agent_id, version_id)
+        return self._versions.get_version(agent_id, version_id)
 
     def agent_with_version(
         self, agent_id: str, version_id: str = "", tenant: str | None = None
     ) -> tuple[Agent, AgentVersion | None]:
-        """An agent (of ``tenant``) and one of its versions (the active one for ""), in one read.
-
-        InvokeAgent calls this for every request: two queries under one lock hold.
-        """
-        with self._lock:
-            agent = self._agent_in(self._db, agent_id, tenant)
-            wanted = version_id or agent.active_version_id
-            if not wanted:
-                return agent, None
-            row = self._db.execute(
-                "SELECT * FROM versions WHERE agent_id = ? AND version_id = ?", (agent_id, wanted)
-            ).fetchone()
-        return agent, None if row is None else _version_from_row(row)
+        """An agent (of ``tenant``) and one of its versions (the active one for ""), in one read."""
+        return self._versions.agent_with_version(agent_id, version_id, tenant)
 
     def list_versions(
         self, agent_id: str, limit: int, before_number: int = 0
     ) -> list[AgentVersion]:
         """Return versions newest first."""
-        with self._lock:
-            self._agent_in(self._db, agent_id)
-            rows = self._db.execute(
-                "SELECT * FROM versions WHERE agent_id = ? AND (? = 0 OR version_number < ?)"
-                " ORDER BY version_number DESC LIMIT ?",
-                (agent_id, before_number, before_number, limit),
-            ).fetchall()
-        return [_version_from_row(row) for row in rows]
+        return self._versions.list_versions(agent_id, limit, before_number)
 
     def activate_version(self, agent_id: str, version_id: str) -> Agent:
         """Make a version active."""
-        with self._write() as db:
-            self._version_in(db, agent_id, version_id)
-            db.execute(
-                "UPDATE agents SET active_version_id = ?, update_time = ? WHERE agent_id = ?",
-                (version_id, time.time(), agent_id),
-            )
-            return self._agent_in(db, agent_id)
+        return self._versions.activate_version(agent_id, version_id)
 
-    def _version_in(self, db: sqlite3.Connection, agent_id: str, version_id: str) -> AgentVersion:
-        self._agent_in(db, agent_id)
-        row = db.execute(
-            "SELECT * FROM versions WHERE agent_id = ? AND version_id = ?", (agent_id, version_id)
-        ).fetchone()
-        if row is None:
-            raise version_not_found(agent_id, version_id)
-        return _version_from_row(row)
+    # Invocations and feedback ---------------------------------------------------------------
 
+    def record_invocations(self, invocations: Sequence[Invocation]) -> None:
+        """Store answers given (one transaction for the batch)."""
+        self._feedback.record_invocations(invocations)
 
-_AGENT_SELECT = (
-    "SELECT a.*, (SELECT COUNT(*) FROM versions v WHERE v.agent_id = a.agent_id) AS version_count"
-    " FROM agents a"
-)
+    def get_invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
+        """Return an invocation (of one of ``tenant``'s agents, or of any). Raises NotFound."""
+        return self._feedback.get_invocation(invocation_id, tenant)
 
+    def record_feedback(self, feedback: Feedback) -> tuple[Feedback, bool]:
+        """Store feedback unless the invocation has some; return (stored feedback, duplicate)."""
+        return self._feedback.record_feedback(feedback)
 
-def _agent_from_row(row: sqlite3.Row) -> Agent:
-    return Agent(
-        agent_id=row["agent_id"],
-        display_name=row["display_name"],
-        description=row["description"],
-        labels=json.loads(row["labels_json"]),
-        default_behavior=BehaviorSettings.from_json(json.loads(row["behavior_json"])),
-        active_version_id=row["active_version_id"],
-        version_count=row["version_count"],
-        create_time=row["create_time"],
-        update_time=row["update_time"],
-        tenant=row["tenant"],
-    )
+    def list_feedback(self, agent_id: str, since: float = 0.0) -> list[tuple[Feedback, Invocation]]:
+        """Feedback on the agent's answers after `since`, with the answers, oldest first."""
+        return self._feedback.list_feedback(agent_id, since)
 
+    def record_performance(self, agent_id: str, version_id: str, metrics: dict[str, float]) -> None:
+        """Keep production metrics reported while `version_id` was active."""
+        self._feedback.record_performance(agent_id, version_id, metrics)
 
-def _version_from_row(row: sqlite3.Row) -> AgentVersion:
-    return AgentVersion(
-        version_id=row["version_id"],
-        agent_id=row["agent_id"],
-        version_number=row["version_number"],
-        source=row["source"],
-        training_type=row["training_type"],
-        training_id=row["training_id"],
-        parent_version_id=row["parent_version_id"],
-        outputs=tuple(json.loads(row["outputs_json"])),
-        encoder=json.loads(row["encoder_json"]),
-        behavior=BehaviorSettings.from_json(json.loads(row["behavior_json"])),
-        metrics=json.loads(row["metrics_json"]),
-        manifest=json.loads(row["manifest_json"]),
-        size_bytes=row["size_bytes"],
-        parameter_count=row["parameter_count"],
-        description=row["description"],
-        artifact_dir=row["artifact_dir"],
-        create_time=row["create_time"],
-    )
+    def performance_history(self, agent_id: str) -> dict[str, dict[str, float]]:
+        """The latest reported metrics of each of the agent's versions."""
+        return self._feedback.performance_history(agent_id)
+
+    # Named datasets -------------------------------------------------------------------------
+
+    def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
+        """Reserve the name and start writing; return the earlier dataset on a same-key replay."""
+        return self._datasets.begin_dataset(dataset, key)
+
+    def append_dataset_examples(
+        self, dataset_id: str, first_position: int, examples: Sequence[bytes]
+    ) -> None:
+        """Store serialised examples at consecutive positions from `first_position`."""
+        self._datasets.append_dataset_examples(dataset_id, first_position, examples)
+
+    def finish_dataset(
+        self,
+        dataset_id: str,
+        example_count: int,
+        output_count: int,
+        content_sha256: str,
+        key: IdempotencyKey | None = None,
+    ) -> Dataset:
+        """Mark a dataset ready (visible) with its totals."""
+        return self._datasets.finish_dataset(
+            dataset_id, example_count, output_count, content_sha256, key
+        )
+
+    def discard_dataset(self, dataset_id: str) -> None:
+        """Drop a dataset that could not be finished."""
+        self._datasets.discard_dataset(dataset_id)
+
+    def discard_unfinished_datasets(self) -> int:
+        """Drop datasets left half-written by a stopped server; return how many."""
+        return self._datasets.discard_unfinished_datasets()
+
+    def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
+        """Return a ready dataset (of ``tenant``). Raises NotFound."""
+        return self._datasets.get_dataset(dataset_id, tenant)
+
+    def list_datasets(
+        self, limit: int, after_name: str = "", tenant: str | None = None
+    ) -> list[Dataset]:
+        """Return up to `limit` ready datasets ordered by name, after `after_name`."""
+        return self._datasets.list_datasets(limit, after_name, tenant)
+
+    def read_dataset_examples(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
+        """Return up to `limit` serialised examples from position `start`. Raises NotFound."""
+        return self._datasets.read_dataset_examples(dataset_id, start, limit)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a ready dataset and its examples. Raises NotFound."""
+        self._datasets.delete_dataset(dataset_id)
+
+    # Training data, analyses, jobs and their event logs -------------------------------------
+
+    def save_dataset(self, sha256: str, example_count: int, data: bytes) -> None:
+        """Store training data once per content hash."""
+        self._training_data.save_dataset(sha256, example_count, data)
+
+    def load_dataset(self, sha256: str) -> bytes:
+        """Return stored training data. Raises NotFound."""
+        return self._training_data.load_dataset(sha256)
+
+    def create_analysis(
+        self, job: AnalysisJob, key: IdempotencyKey | None = None
+    ) -> tuple[AnalysisJob, bool]:
+        """Insert a running job, or return the job an earlier call with the same key started."""
+        return self._analyses.create_analysis(job, key)
+
+    def finish_analysis(self, job: AnalysisJob) -> None:
+        """Store the job's end: status, last progress, result or error."""
+        self._analyses.finish_analysis(job)
+
+    def get_analysis(self, analysis_id: str, tenant: str | None = None) -> AnalysisJob:
+        """Return an analysis job (of one of ``tenant``'s agents, or of any for None)."""
+        return self._analyses.get_analysis(analysis_id, tenant)
+
+    def fail_running_analyses(self, error: dict[str, Any], end_time: float) -> int:
+        """Mark analyses a previous run left RUNNING as FAILED with ``error``; return how many."""
+        return self._analyses.fail_running_analyses(error, end_time)
+
+    def create_job(
+        self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
+    ) -> tuple[TrainingJob, bool]:
+        """Insert a job and its first event, or replay the job an earlier same-key call made."""
+        return self._jobs.create_job(job, first_event, key)
+
+    def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
+        """Return a job (of one of ``tenant``'s agents, or of any for None)."""
+        return self._jobs.get_job(training_id, tenant)
+
+    def list_jobs(
+        self,
+        *,
+        agent_id: str,
+        statuses: tuple[str, ...],
+        limit: int,
+        before_position: int,
+        tenant: str | None = None,
+    ) -> list[tuple[int, TrainingJob]]:
+        """Return (position, job) newest first."""
+        return self._jobs.list_jobs(
+            agent_id=agent_id,
+            statuses=statuses,
+            limit=limit,
+            before_position=before_position,
+            tenant=tenant,
+        )
+
+    def append_event(
+        self, event: JobEvent, job: TrainingJob, new_version: AgentVersion | None = None
+    ) -> None:
+        """Append an event and save the job (and a new active version) in one transaction."""
+        self._jobs.append_event(event, job, new_version)
+
+    def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
+        """Return a job's events from a sequence number on."""
+        return self._jobs.list_events(training_id, from_sequence)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import Any
 
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
 from agent_training_server.not_found import analysis_not_found
-from agent_training_server.store.idempotency import remember, replayed_resource
-from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
-
-if TYPE_CHECKING:
-    from agent_training_server.store.base import IdempotencyKey
+from agent_training_server.store.base import IdempotencyKey
+from agent_training_server.store.sqlite_database import SqliteDatabase
+from agent_training_server.store.sqlite_idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_tenancy import tenant_row
 
 ANALYSIS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS analysis_jobs (
@@ -34,15 +33,17 @@ CREATE TABLE IF NOT EXISTS analysis_jobs (
 
 
 class AnalysisTables:
-    """Analysis job methods of SqliteStore; relies on its ``_write``, ``_lock`` and ``_db``."""
+    """The analysis_jobs table."""
 
-    _db: sqlite3.Connection
+    def __init__(self, database: SqliteDatabase) -> None:
+        """Read and write analysis jobs in ``database``."""
+        self._database = database
 
     def create_analysis(
         self, job: AnalysisJob, key: IdempotencyKey | None = None
     ) -> tuple[AnalysisJob, bool]:
         """Insert a running job, or return the job an earlier call with the same key started."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             replayed = replayed_resource(db, key)
             if replayed is not None:
                 return _analysis_in(db, replayed), True
@@ -52,17 +53,17 @@ class AnalysisTables:
 
     def finish_analysis(self, job: AnalysisJob) -> None:
         """Store the job's end: status, last progress, result or error."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             _save(db, job, insert=False)
 
     def get_analysis(self, analysis_id: str, tenant: str | None = None) -> AnalysisJob:
         """Return an analysis job (of one of ``tenant``'s agents, or of any for None)."""
-        with self._lock:  # type: ignore[attr-defined]
-            return _analysis_in(self._db, analysis_id, tenant)
+        with self._database.read() as db:
+            return _analysis_in(db, analysis_id, tenant)
 
-    def fail_running_analyses(self, error: dict, end_time: float) -> int:
+    def fail_running_analyses(self, error: dict[str, Any], end_time: float) -> int:
         """Mark analyses a previous run left RUNNING as FAILED with ``error``; return how many."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             return db.execute(
                 "UPDATE analysis_jobs SET status = ?, error_json = ?, end_time = ?"
                 " WHERE status = ?",
@@ -99,13 +100,13 @@ def _save(db: sqlite3.Connection, job: AnalysisJob, insert: bool) -> None:
 def _analysis_in(
     db: sqlite3.Connection, analysis_id: str, tenant: str | None = None
 ) -> AnalysisJob:
-    condition, params = agent_tenant_clause(tenant)
-    row = db.execute(
-        f"SELECT * FROM analysis_jobs WHERE analysis_id = ? AND {condition}",
-        (analysis_id, *params),
-    ).fetchone()
-    if row is None:
-        raise analysis_not_found(analysis_id)
+    row = tenant_row(
+        db,
+        "SELECT * FROM analysis_jobs WHERE analysis_id = ?",
+        analysis_id,
+        tenant,
+        analysis_not_found,
+    )
     return AnalysisJob(
         analysis_id=row["analysis_id"],
         agent_id=row["agent_id"],

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from agent_training_server.domain import Dataset
 from agent_training_server.errors import AlreadyExists
 from agent_training_server.not_found import dataset_not_found
-from agent_training_server.store.idempotency import remember, replayed_resource
-from agent_training_server.store.sqlite_tenancy import tenant_clause
-
-if TYPE_CHECKING:
-    from agent_training_server.store.base import IdempotencyKey
+from agent_training_server.store.base import IdempotencyKey
+from agent_training_server.store.sqlite_database import SqliteDatabase
+from agent_training_server.store.sqlite_idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_tenancy import tenant_clause, tenant_row
 
 DATASET_SCHEMA = """
 CREATE TABLE IF NOT EXISTS named_datasets (
@@ -48,9 +46,11 @@ _COLUMNS = (
 
 
 class DatasetTables:
-    """Dataset methods of SqliteStore; relies on its ``_write``, ``_lock`` and ``_db``."""
+    """The named_datasets and dataset_examples tables."""
 
-    _db: sqlite3.Connection
+    def __init__(self, database: SqliteDatabase) -> None:
+        """Read and write named datasets in ``database``."""
+        self._database = database
 
     def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
         """Reserve the name and start writing; return the earlier dataset on a same-key replay.
@@ -58,7 +58,7 @@ class DatasetTables:
         Raises:
             AlreadyExists: the name is taken (by a ready dataset or one being written).
         """
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             replayed = replayed_resource(db, key)
             if replayed is not None:
                 return _dataset_in(db, replayed)
@@ -83,7 +83,7 @@ class DatasetTables:
         self, dataset_id: str, first_position: int, examples: Sequence[bytes]
     ) -> None:
         """Store serialised examples at consecutive positions from `first_position`."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             db.executemany(
                 "INSERT INTO dataset_examples VALUES (?, ?, ?)",
                 ((dataset_id, first_position + i, row) for i, row in enumerate(examples)),
@@ -98,7 +98,7 @@ class DatasetTables:
         key: IdempotencyKey | None = None,
     ) -> Dataset:
         """Mark a dataset ready (visible) with its totals."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             db.execute(
                 "UPDATE named_datasets SET state = 'ready', example_count = ?, output_count = ?,"
                 " content_sha256 = ? WHERE dataset_id = ?",
@@ -109,26 +109,26 @@ class DatasetTables:
 
     def discard_dataset(self, dataset_id: str) -> None:
         """Drop a dataset that could not be finished."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             db.execute("DELETE FROM named_datasets WHERE dataset_id = ?", (dataset_id,))
 
     def discard_unfinished_datasets(self) -> int:
         """Drop datasets left half-written by a stopped server; return how many."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             return db.execute("DELETE FROM named_datasets WHERE state = 'writing'").rowcount
 
     def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
         """Return a ready dataset (of ``tenant``). Raises NotFound."""
-        with self._lock:  # type: ignore[attr-defined]
-            return _dataset_in(self._db, dataset_id, tenant)
+        with self._database.read() as db:
+            return _dataset_in(db, dataset_id, tenant)
 
     def list_datasets(
         self, limit: int, after_name: str = "", tenant: str | None = None
     ) -> list[Dataset]:
         """Return up to `limit` ready datasets ordered by name, after `after_name`."""
         condition, params = tenant_clause(tenant)
-        with self._lock:  # type: ignore[attr-defined]
-            rows = self._db.execute(
+        with self._database.read() as db:
+            rows = db.execute(
                 f"SELECT {_COLUMNS} FROM named_datasets WHERE state = 'ready' AND name > ?"
                 f" AND {condition} ORDER BY name LIMIT ?",
                 (after_name, *params, limit),
@@ -137,9 +137,9 @@ class DatasetTables:
 
     def read_dataset_examples(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
         """Return up to `limit` serialised examples from position `start`. Raises NotFound."""
-        with self._lock:  # type: ignore[attr-defined]
-            _dataset_in(self._db, dataset_id)
-            rows = self._db.execute(
+        with self._database.read() as db:
+            _dataset_in(db, dataset_id)
+            rows = db.execute(
                 "SELECT example FROM dataset_examples WHERE dataset_id = ? AND position >= ?"
                 " ORDER BY position LIMIT ?",
                 (dataset_id, start, limit),
@@ -148,7 +148,7 @@ class DatasetTables:
 
     def delete_dataset(self, dataset_id: str) -> None:
         """Delete a ready dataset and its examples. Raises NotFound."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             deleted = db.execute(
                 "DELETE FROM named_datasets WHERE dataset_id = ? AND state = 'ready'",
                 (dataset_id,),
@@ -158,15 +158,14 @@ class DatasetTables:
 
 
 def _dataset_in(db: sqlite3.Connection, dataset_id: str, tenant: str | None = None) -> Dataset:
-    # Another tenant's dataset is a row not found, exactly as a missing one (see _agent_in).
-    condition, params = tenant_clause(tenant)
-    row = db.execute(
-        f"SELECT {_COLUMNS} FROM named_datasets WHERE dataset_id = ? AND state = 'ready'"
-        f" AND {condition}",
-        (dataset_id, *params),
-    ).fetchone()
-    if row is None:
-        raise dataset_not_found(dataset_id)
+    row = tenant_row(
+        db,
+        f"SELECT {_COLUMNS} FROM named_datasets WHERE dataset_id = ? AND state = 'ready'",
+        dataset_id,
+        tenant,
+        dataset_not_found,
+        tenant_column="tenant",
+    )
     return _dataset_from_row(row)
 
 

@@ -11,11 +11,11 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from agent_training_server.domain import Feedback, Invocation
 from agent_training_server.not_found import invocation_not_found
-from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
+from agent_training_server.store.sqlite_database import SqliteDatabase
+from agent_training_server.store.sqlite_tenancy import tenant_row
 
 FEEDBACK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS invocations (
@@ -53,9 +53,11 @@ CREATE INDEX IF NOT EXISTS performance_by_agent ON performance_reports (agent_id
 
 
 class FeedbackTables:
-    """Invocation and feedback methods of SqliteStore; relies on its ``_write`` and ``_lock``."""
+    """The invocations, feedback and performance_reports tables."""
 
-    _db: sqlite3.Connection
+    def __init__(self, database: SqliteDatabase) -> None:
+        """Read and write answers, feedback and reported metrics in ``database``."""
+        self._database = database
 
     def record_invocations(self, invocations: Sequence[Invocation]) -> None:
         """Store answers given (one transaction for the batch).
@@ -63,7 +65,7 @@ class FeedbackTables:
         Answers are written behind, so an agent may be deleted before its last answers arrive:
         those are dropped, as the deletion would have dropped them, instead of failing the batch.
         """
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO invocations SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
                 " WHERE EXISTS (SELECT 1 FROM agents WHERE agent_id = ?)",
@@ -88,14 +90,14 @@ class FeedbackTables:
 
     def get_invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
         """Return an invocation (of one of ``tenant``'s agents, or of any). Raises NotFound."""
-        condition, params = agent_tenant_clause(tenant)
-        with self._lock:  # type: ignore[attr-defined]
-            row = self._db.execute(
-                f"SELECT * FROM invocations WHERE invocation_id = ? AND {condition}",
-                (invocation_id, *params),
-            ).fetchone()
-        if row is None:
-            raise invocation_not_found(invocation_id)
+        with self._database.read() as db:
+            row = tenant_row(
+                db,
+                "SELECT * FROM invocations WHERE invocation_id = ?",
+                invocation_id,
+                tenant,
+                invocation_not_found,
+            )
         return Invocation(
             invocation_id=row["invocation_id"],
             agent_id=row["agent_id"],
@@ -112,7 +114,7 @@ class FeedbackTables:
 
     def record_feedback(self, feedback: Feedback) -> tuple[Feedback, bool]:
         """Store feedback unless the invocation has some; return (stored feedback, duplicate)."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             row = db.execute(
                 "SELECT * FROM feedback WHERE invocation_id = ?", (feedback.invocation_id,)
             ).fetchone()
@@ -136,7 +138,7 @@ class FeedbackTables:
 
     def record_performance(self, agent_id: str, version_id: str, metrics: dict[str, float]) -> None:
         """Keep production metrics reported while `version_id` was active."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             db.execute(
                 "INSERT INTO performance_reports VALUES (?, ?, ?, ?)",
                 (agent_id, version_id, json.dumps(metrics, sort_keys=True), time.time()),
@@ -144,8 +146,8 @@ class FeedbackTables:
 
     def performance_history(self, agent_id: str) -> dict[str, dict[str, float]]:
         """The latest reported metrics of each of the agent's versions."""
-        with self._lock:  # type: ignore[attr-defined]
-            rows = self._db.execute(
+        with self._database.read() as db:
+            rows = db.execute(
                 "SELECT version_id, metrics_json FROM performance_reports WHERE agent_id = ?"
                 " ORDER BY time",
                 (agent_id,),
@@ -157,8 +159,8 @@ class FeedbackTables:
 
     def list_feedback(self, agent_id: str, since: float = 0.0) -> list[tuple[Feedback, Invocation]]:
         """Feedback on the agent's answers after `since`, with the answers, oldest first."""
-        with self._lock:  # type: ignore[attr-defined]
-            rows = self._db.execute(
+        with self._database.read() as db:
+            rows = db.execute(
                 "SELECT f.*, i.version_id, i.input, i.context_json, i.output, i.confidence,"
                 " i.propensity, i.explored, i.is_fallback, i.time AS invocation_time"
                 " FROM feedback f JOIN invocations i USING (invocation_id)"
@@ -168,7 +170,7 @@ class FeedbackTables:
         return [(_feedback_from_row(row), _invocation_from_joined(row)) for row in rows]
 
 
-def _feedback_from_row(row: Any) -> Feedback:
+def _feedback_from_row(row: sqlite3.Row) -> Feedback:
     return Feedback(
         feedback_id=row["feedback_id"],
         invocation_id=row["invocation_id"],
@@ -181,7 +183,7 @@ def _feedback_from_row(row: Any) -> Feedback:
     )
 
 
-def _invocation_from_joined(row: Any) -> Invocation:
+def _invocation_from_joined(row: sqlite3.Row) -> Invocation:
     return Invocation(
         invocation_id=row["invocation_id"],
         agent_id=row["agent_id"],

@@ -1,7 +1,8 @@
-"""SQLite tables of datasets, training jobs and their event logs (part of SqliteStore).
+"""SQLite tables of training data, training jobs and their event logs (part of SqliteStore).
 
 A job's record and its event log change together in one transaction, so a reader never sees an
-event whose effect on the job is missing, or the reverse.
+event whose effect on the job is missing, or the reverse. The training data a job was given is
+kept once per content hash, so a retried or repeated job stores nothing new.
 """
 
 from __future__ import annotations
@@ -10,26 +11,54 @@ import dataclasses
 import json
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent_training_server.domain import AgentVersion, JobEvent, TrainingJob
 from agent_training_server.errors import NotFound
 from agent_training_server.not_found import training_job_not_found
-from agent_training_server.store.idempotency import remember, replayed_resource
-from agent_training_server.store.sqlite_tenancy import agent_tenant_clause
+from agent_training_server.store.base import IdempotencyKey
+from agent_training_server.store.sqlite_agents import VersionTables
+from agent_training_server.store.sqlite_database import SqliteDatabase
+from agent_training_server.store.sqlite_idempotency import remember, replayed_resource
+from agent_training_server.store.sqlite_tenancy import agent_tenant_clause, tenant_row
 
-if TYPE_CHECKING:
-    from agent_training_server.store.base import IdempotencyKey
+JOB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset_sha256 TEXT PRIMARY KEY,
+    example_count  INTEGER NOT NULL,
+    data           BLOB NOT NULL,
+    create_time    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    position          INTEGER PRIMARY KEY AUTOINCREMENT,
+    training_id       TEXT NOT NULL UNIQUE,
+    agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    status            TEXT NOT NULL,
+    job_json          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent_id, position);
+CREATE TABLE IF NOT EXISTS job_events (
+    training_id  TEXT NOT NULL REFERENCES jobs(training_id) ON DELETE CASCADE,
+    sequence     INTEGER NOT NULL,
+    time         REAL NOT NULL,
+    kind         TEXT NOT NULL,
+    payload_json TEXT NOT NULL,
+    PRIMARY KEY (training_id, sequence)
+);
+"""
+"""Content-addressed training data (``datasets``), jobs and their events."""
 
 
-class JobTables:
-    """Job methods of SqliteStore; relies on its ``_write``, ``_lock`` and ``_db``."""
+class TrainingDataTables:
+    """The content-addressed ``datasets`` table: training data stored under its hash."""
 
-    _db: sqlite3.Connection
+    def __init__(self, database: SqliteDatabase) -> None:
+        """Read and write training data in ``database``."""
+        self._database = database
 
     def save_dataset(self, sha256: str, example_count: int, data: bytes) -> None:
         """Store training data once per content hash."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             db.execute(
                 "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?)",
                 (sha256, example_count, data, time.time()),
@@ -37,22 +66,31 @@ class JobTables:
 
     def load_dataset(self, sha256: str) -> bytes:
         """Return stored training data."""
-        with self._lock:  # type: ignore[attr-defined]
-            row = self._db.execute(
+        with self._database.read() as db:
+            row = db.execute(
                 "SELECT data FROM datasets WHERE dataset_sha256 = ?", (sha256,)
             ).fetchone()
         if row is None:
             raise NotFound(f"dataset {sha256[:12]} is not stored", code="DATASET_NOT_FOUND")
         return bytes(row["data"])
 
+
+class JobTables:
+    """The jobs and job_events tables; a job's new version is written through ``versions``."""
+
+    def __init__(self, database: SqliteDatabase, versions: VersionTables) -> None:
+        """Read and write jobs in ``database``; ``versions`` shares it."""
+        self._database = database
+        self._versions = versions
+
     def create_job(
         self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
     ) -> tuple[TrainingJob, bool]:
         """Insert a job and its first event, or replay the job an earlier same-key call made."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             replayed = replayed_resource(db, key)
             if replayed is not None:
-                return self._job_in(db, replayed), True
+                return _job_in(db, replayed), True
             db.execute(
                 "INSERT INTO jobs (training_id, agent_id, status, job_json) VALUES (?, ?, ?, ?)",
                 (job.training_id, job.agent_id, job.status, _job_json(job)),
@@ -63,8 +101,8 @@ class JobTables:
 
     def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
         """Return a job (of one of ``tenant``'s agents, or of any for None)."""
-        with self._lock:  # type: ignore[attr-defined]
-            return self._job_in(self._db, training_id, tenant)
+        with self._database.read() as db:
+            return _job_in(db, training_id, tenant)
 
     def list_jobs(
         self,
@@ -76,7 +114,8 @@ class JobTables:
         tenant: str | None = None,
     ) -> list[tuple[int, TrainingJob]]:
         """Return (position, job) newest first."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | int] = []
         if tenant is not None:
             # A job belongs to the tenant of its agent.
             condition, tenant_params = agent_tenant_clause(tenant)
@@ -92,8 +131,8 @@ class JobTables:
             clauses.append("position < ?")
             params.append(before_position)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:  # type: ignore[attr-defined]
-            rows = self._db.execute(
+        with self._database.read() as db:
+            rows = db.execute(
                 f"SELECT position, job_json FROM jobs {where} ORDER BY position DESC LIMIT ?",
                 (*params, limit),
             ).fetchall()
@@ -103,9 +142,10 @@ class JobTables:
         self, event: JobEvent, job: TrainingJob, new_version: AgentVersion | None = None
     ) -> None:
         """Append an event and save the job (and a new active version) in one transaction."""
-        with self._write() as db:  # type: ignore[attr-defined]
+        with self._database.write() as db:
             if new_version is not None:
-                self._insert_version(db, new_version, activate=True)  # type: ignore[attr-defined]
+                self._versions.insert_version(db, new_version, activate=True)
+            # The key (training_id, sequence) refuses a sequence the job already has.
             _insert_event(db, event)
             updated = db.execute(
                 "UPDATE jobs SET status = ?, job_json = ? WHERE training_id = ?",
@@ -116,8 +156,8 @@ class JobTables:
 
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Return a job's events from a sequence number on."""
-        with self._lock:  # type: ignore[attr-defined]
-            rows = self._db.execute(
+        with self._database.read() as db:
+            rows = db.execute(
                 "SELECT * FROM job_events WHERE training_id = ? AND sequence >= ?"
                 " ORDER BY sequence",
                 (training_id, from_sequence),
@@ -133,17 +173,16 @@ class JobTables:
             for row in rows
         ]
 
-    def _job_in(
-        self, db: sqlite3.Connection, training_id: str, tenant: str | None = None
-    ) -> TrainingJob:
-        condition, params = agent_tenant_clause(tenant)
-        row = db.execute(
-            f"SELECT job_json FROM jobs WHERE training_id = ? AND {condition}",
-            (training_id, *params),
-        ).fetchone()
-        if row is None:
-            raise training_job_not_found(training_id)
-        return _job_from_json(row["job_json"])
+
+def _job_in(db: sqlite3.Connection, training_id: str, tenant: str | None = None) -> TrainingJob:
+    row = tenant_row(
+        db,
+        "SELECT job_json FROM jobs WHERE training_id = ?",
+        training_id,
+        tenant,
+        training_job_not_found,
+    )
+    return _job_from_json(row["job_json"])
 
 
 def _insert_event(db: sqlite3.Connection, event: JobEvent) -> None:

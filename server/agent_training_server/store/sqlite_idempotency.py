@@ -1,4 +1,10 @@
-"""Idempotency keys: a create call retried with the same request_id returns the first result."""
+"""Idempotency keys in the SQLite store: a create call retried with its request_id replays.
+
+The retry returns what the first call created, instead of creating it again.
+
+The functions take the connection of the caller's transaction, so a key is looked up and
+recorded in the very transaction that creates the resource: a crash keeps both or neither.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,19 @@ import time
 from agent_training_server.domain import DEFAULT_TENANT
 from agent_training_server.errors import AlreadyExists
 from agent_training_server.store.base import IdempotencyKey
+
+IDEMPOTENCY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    method         TEXT NOT NULL,
+    request_id     TEXT NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    resource_id    TEXT NOT NULL,
+    create_time    REAL NOT NULL,
+    PRIMARY KEY (method, request_id)
+);
+"""
+"""One row per key used: what the call made, with its request's digest to tell a retry from a
+misuse. ``method`` carries the tenant (see `_scoped_method`)."""
 
 
 def replayed_resource(db: sqlite3.Connection, key: IdempotencyKey | None) -> str | None:
