@@ -20,21 +20,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from agent_training_server.analysis import optimize, search
-from agent_training_server.artifacts import load_version_files
+from agent_training_server.artifacts import (
+    derived_version,
+    load_version_files,
+    write_version_files,
+)
 from agent_training_server.domain import AgentVersion
-from agent_training_server.engines import registry
 from agent_training_server.engines.base import Artifact, Example
 from agent_training_server.engines.defaults import defaults_for
 from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from agent_training_server.metrics import Metrics
-from agent_training_server.services.agents import AgentService, new_id
+from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.store.base import Store
@@ -316,24 +318,18 @@ class AdaptationService:
         ]
         if dry_run:
             return None, changes, ""
-        version_id = new_id("ver")
-        relative = Path("artifacts") / active.agent_id / version_id
-        await asyncio.to_thread(registry.save_artifact, artifact, self._data_dir / relative)
-        made = dataclasses.replace(
+        files = await asyncio.to_thread(
+            write_version_files, self._data_dir, active.agent_id, artifact
+        )
+        made = derived_version(
             active,
-            version_id=version_id,
-            version_number=0,
-            source="adaptation",
+            "adaptation",
+            changes[0].reason,
+            files,
             training_type="reinforcement",
-            training_id="",
-            parent_version_id=active.version_id,
             outputs=tuple(artifact.outputs),
             metrics=artifact.metrics,
             behavior=dataclasses.replace(active.behavior, exploration_rate=exploration),
-            artifact_dir=str(relative),
-            size_bytes=sum(p.stat().st_size for p in (self._data_dir / relative).iterdir()),
-            description=changes[0].reason,
-            create_time=time.time(),
         )
         return made, changes, ""
 
@@ -367,15 +363,11 @@ class AdaptationService:
             " and behaviour return",
             {f"{metric}_now": now, f"{metric}_best_earlier": best_value},
         )
-        made = dataclasses.replace(
+        made = derived_version(
             best,
-            version_id=new_id("ver"),
-            version_number=0,
-            source="adaptation",
-            training_id="",
+            "adaptation",
+            f"rollback to {best.version_id}: {change.reason}",
             parent_version_id=active.version_id,
-            description=f"rollback to {best.version_id}: {change.reason}",
-            create_time=time.time(),
         )
         return made, [change]
 
@@ -432,16 +424,11 @@ def _operating_point(
 
 
 def _adapted(active: AgentVersion, behavior: object, change: Change) -> AgentVersion:
-    return dataclasses.replace(
+    return derived_version(
         active,
-        version_id=new_id("ver"),
-        version_number=0,
-        source="adaptation",
-        training_id="",
-        parent_version_id=active.version_id,
+        "adaptation",
+        f"{change.setting} {change.old_value} -> {change.new_value}: {change.reason}",
         behavior=behavior,
-        description=f"{change.setting} {change.old_value} -> {change.new_value}: {change.reason}",
-        create_time=time.time(),
     )
 
 

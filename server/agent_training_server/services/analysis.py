@@ -12,7 +12,6 @@ import asyncio
 import base64
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,12 @@ from typing import Any
 import numpy as np
 
 from agent_training_server.analysis import compaction, metrics, optimize, search
-from agent_training_server.artifacts import load_version_files, load_version_predictor
+from agent_training_server.artifacts import (
+    derived_version,
+    load_version_files,
+    load_version_predictor,
+    write_version_files,
+)
 from agent_training_server.cancellation import raise_if_cancelled
 from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry, supervised
@@ -28,7 +32,7 @@ from agent_training_server.engines.base import Artifact, Example, TrainSettings
 from agent_training_server.engines.evaluation import stratified_split
 from agent_training_server.errors import FailedPrecondition, InvalidArgument
 from agent_training_server.jobs.work import InThread, WorkRunner
-from agent_training_server.services.agents import AgentService, new_id
+from agent_training_server.services.agents import AgentService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import examples_from_bytes
 from agent_training_server.store.base import IdempotencyKey, Store
@@ -192,41 +196,27 @@ class AnalysisService:
                 f"confidence threshold {version.behavior.confidence_threshold:g}"
                 f" -> {change['threshold']:g}"
             )
-        return dataclasses.replace(
+        return derived_version(
             version,
-            version_id=new_id("ver"),
-            version_number=0,
-            source="optimization",
-            training_id="",
-            parent_version_id=version.version_id,
+            "optimization",
+            f"applied {suggestion_id[:24]}...: {what}",
             behavior=behavior,
-            description=f"applied {suggestion_id[:24]}...: {what}",
-            create_time=time.time(),
         )
 
     def _compacted(self, version: AgentVersion, change: dict[str, Any]) -> AgentVersion:
         """A new version whose weights are the compacted ones, in its own artifact folder."""
         spec, tensors, outputs = load_version_files(self._data_dir, version)
         smaller = supervised.compact(tensors, float(change["keep"]), bool(change["int8"]))
-        version_id = new_id("ver")
-        relative = Path("artifacts") / version.agent_id / version_id
         artifact = Artifact(spec=spec, tensors=smaller, outputs=outputs, metrics={},
                             encoder=spec.get("encoder", {}))  # fmt: skip
-        registry.save_artifact(artifact, self._data_dir / relative)
-        size = sum(path.stat().st_size for path in (self._data_dir / relative).iterdir())
-        return dataclasses.replace(
+        files = write_version_files(self._data_dir, version.agent_id, artifact)
+        return derived_version(
             version,
-            version_id=version_id,
-            version_number=0,
-            source="optimization",
-            training_id="",
-            parent_version_id=version.version_id,
-            artifact_dir=str(relative),
-            size_bytes=size,
+            "optimization",
+            f"applied: {_variant_words(change)}",
+            files,
             parameter_count=sum(t.numel() for k, t in smaller.items() if k.startswith("weight"))
             + int(smaller["bias"].numel()),
-            description=f"applied: {_variant_words(change)}",
-            create_time=time.time(),
         )
 
     async def _version(self, agent_id: str, version_id: str) -> AgentVersion:
@@ -383,23 +373,14 @@ def retrained(
         )
         what = f"retrained with epochs {settings.epochs}, learning_rate {settings.learning_rate:g}"
     artifact = search.train(version.training_type, data, settings)
-    version_id = new_id("ver")
-    relative = Path("artifacts") / version.agent_id / version_id
-    registry.save_artifact(artifact, data_dir / relative)
-    manifest = {**version.manifest, "config": dataclasses.asdict(settings)}
-    return dataclasses.replace(
+    files = write_version_files(data_dir, version.agent_id, artifact)
+    return derived_version(
         version,
-        version_id=version_id,
-        version_number=0,
-        source="optimization",
-        training_id="",
-        parent_version_id=version.version_id,
-        artifact_dir=str(relative),
+        "optimization",
+        f"applied: {what}",
+        files,
         metrics=artifact.metrics,
-        manifest=manifest,
-        size_bytes=sum(p.stat().st_size for p in (data_dir / relative).iterdir()),
-        description=f"applied: {what}",
-        create_time=time.time(),
+        manifest={**version.manifest, "config": dataclasses.asdict(settings)},
     )
 
 

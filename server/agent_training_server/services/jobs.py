@@ -25,10 +25,10 @@ from opentelemetry import trace
 from prometheus_client import Counter
 
 from agent_training_server import __version__, storage_errors
+from agent_training_server.artifacts import move_version_files
 from agent_training_server.auth import DEFAULT_TENANT, current_tenant
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
-from agent_training_server.durable_files import fsync_path
 from agent_training_server.engines.base import Example, TrainSettings
 from agent_training_server.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from agent_training_server.jobs.executor import Executor
@@ -685,24 +685,26 @@ class JobManager:
 
     async def _succeed(self, active: _ActiveJob, result: Trained) -> None:
         job = active.job
-        version_id = new_id("ver")
-        relative = Path("artifacts") / job.agent_id / version_id
-        target = self._config.data_dir / relative
         try:
-            await asyncio.to_thread(self._move_artifact, job.training_id, target)
+            files = await asyncio.to_thread(
+                move_version_files,
+                self._config.data_dir,
+                job.agent_id,
+                self._workdir(job.training_id) / "artifact",
+            )
         except Exception as error:
             storage = self._storage.classify(error)
             if storage is None:
                 raise
             self._storage.failed(storage, error)
-            await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)  # a partial copy
             await self._end(
                 active, JobStatus.FAILED, storage_errors.job_error(storage), "version not stored"
             )
             return
         agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
+        target = self._config.data_dir / files.artifact_dir
         version = AgentVersion(
-            version_id=version_id,
+            version_id=files.version_id,
             agent_id=job.agent_id,
             version_number=0,
             source="training",
@@ -713,9 +715,9 @@ class JobManager:
             encoder=result.encoder,
             behavior=agent.default_behavior,
             metrics=result.metrics,
-            size_bytes=result.size_bytes,
+            size_bytes=files.size_bytes,
             parameter_count=result.parameter_count,
-            artifact_dir=str(relative),
+            artifact_dir=files.artifact_dir,
             create_time=time.time(),
             manifest={
                 "seed": job.config.get("seed", 0),
@@ -737,11 +739,6 @@ class JobManager:
         except _EventNotRecorded:
             await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)  # no row names it
             raise
-
-    def _move_artifact(self, training_id: str, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(self._workdir(training_id) / "artifact", target)
-        fsync_path(target.parent)  # the move, before the row naming it
 
     # Recording ----------------------------------------------------------------------------
 
