@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from agent_training.v1 import adaptation_pb2
+from agent_training.v1 import adaptation_pb2, agents_pb2
 from agent_training_client.cli_args import (
     add_command,
     enum_names,
@@ -77,7 +77,7 @@ VERSION_COLUMNS: list[Column] = [
 
 
 def _agents_versions(args: argparse.Namespace, client: AgentTrainingClient) -> None:
-    versions = []
+    versions: list[agents_pb2.AgentVersion] = []
     token = ""
     while True:
         page = client.list_agent_versions(args.agent_id, page_token=token)

@@ -74,7 +74,7 @@ def analyze(args: argparse.Namespace, client: AgentTrainingClient) -> int:
         for goal in args.goals
     ]
     # The stream works for any size and shows progress; the unary call is for small sets.
-    response = None
+    result: service_pb2.AnalyzeAndOptimizeResponse | None = None
     status = StatusLine(sys.stderr)
     for message in client.analyze_and_optimize_stream(
         agent_id=args.agent,
@@ -91,16 +91,16 @@ def analyze(args: argparse.Namespace, client: AgentTrainingClient) -> int:
                 f"{p.percent_complete:5.1f}%  {p.phase}  {p.examples_done}/{p.examples_total}"
             )
         else:
-            response = message.result
+            result = message.result
     status.close()
-    if response is None:
+    if result is None:
         return 1
     if output == "json":
-        show(response, output)
+        show(result, output)
     else:
-        print(report_text(response))
+        print(report_text(result))
     if args.plot:
-        plot(response, Path(args.plot))
+        plot(result, Path(args.plot))
         print(f"plots written to {args.plot}", file=sys.stderr if output == "json" else sys.stdout)
     return 0
 

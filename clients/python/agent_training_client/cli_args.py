@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+EnumValue = TypeVar("EnumValue", bound=int)
 
 OUTPUT_FORMATS = ("json", "table")
 
@@ -79,7 +84,7 @@ def add_output_flag(parser: argparse.ArgumentParser, default: str) -> None:
 
 def output_format(args: argparse.Namespace) -> str:
     """The output format asked for, or the command's default."""
-    return getattr(args, "output", None) or getattr(args, "default_output", "json")
+    return str(getattr(args, "output", None) or getattr(args, "default_output", "json"))
 
 
 def enum_value(text: str) -> str:
@@ -112,6 +117,6 @@ def enum_names(enum: Any, prefix: str) -> tuple[str, ...]:
     )
 
 
-def enum_number(enum: Any, prefix: str, value: str) -> int:
+def enum_number(enum: _EnumTypeWrapper[EnumValue], prefix: str, value: str) -> EnumValue:
     """The number of ``value`` (as parsed by :func:`enum_value`) in a protobuf enum."""
     return enum.Value(prefix + value.upper())

@@ -7,11 +7,14 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+
+# A message's DESCRIPTOR is typed as protobuf's Python or C (upb) descriptor class; at run time
+# the C one is an instance of descriptor.Descriptor, which is what the code below reads.
 
 SIGNIFICANT_DIGITS = 6
 """Floats keep 6 significant digits: float32 noise (0.89500004) and 17-digit doubles go."""
@@ -49,7 +52,7 @@ def message_data(message: Message) -> dict[str, Any]:
     data = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    return _fix(data, message.DESCRIPTOR)
+    return _fix(data, cast(Descriptor, message.DESCRIPTOR))
 
 
 def _fix(data: dict[str, Any], descriptor: Descriptor) -> dict[str, Any]:

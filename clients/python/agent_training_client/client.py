@@ -347,7 +347,8 @@ class AgentTrainingClient:
     def health(self, service: str = "") -> str:
         """Return the standard health status name (e.g. ``SERVING``) of the server or a service."""
         stub = health_pb2_grpc.HealthStub(self._channel)
-        response = self._unary(stub.Check, health_pb2.HealthCheckRequest(service=service))
+        check = stub.Check  # type: ignore[attr-defined]  # the grpcio-health stubs omit the stub's calls
+        response = self._unary(check, health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 

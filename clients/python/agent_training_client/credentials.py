@@ -81,7 +81,9 @@ def token_from_env() -> str | None:
 
 
 class _ClientCallDetails(grpc.ClientCallDetails):
-    def __init__(self, details: grpc.ClientCallDetails, metadata: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, details: grpc.ClientCallDetails, metadata: tuple[tuple[str, str | bytes], ...]
+    ) -> None:
         self.method = details.method
         self.timeout = details.timeout
         self.metadata = metadata
@@ -102,12 +104,29 @@ class BearerTokenInterceptor(
         self._header = ("authorization", f"Bearer {token}")
 
     def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        return _ClientCallDetails(details, [*(details.metadata or ()), self._header])
+        return _ClientCallDetails(details, (*(details.metadata or ()), self._header))
 
-    def _call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return continuation(self._with_token(details), request)
+    # The four kinds of call alike: the token goes in, the request (or its stream) passes through.
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        """Call on with the token added."""
+        return continuation(self._with_token(client_call_details), request)
 
-    intercept_unary_unary = _call
-    intercept_unary_stream = _call
-    intercept_stream_unary = _call
-    intercept_stream_stream = _call
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        """Call on with the token added."""
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        """Call on with the token added."""
+        return continuation(self._with_token(client_call_details), request_iterator)
+
+    def intercept_stream_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        """Call on with the token added."""
+        return continuation(self._with_token(client_call_details), request_iterator)

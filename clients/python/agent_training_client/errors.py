@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import grpc
 from google.rpc import error_details_pb2
@@ -69,7 +70,9 @@ class AgentTrainingError(Exception):
     def from_rpc_error(cls, error: grpc.RpcError) -> AgentTrainingError:
         """Decode a failed call's rich status; fall back to the plain status for other servers."""
         status_code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-        status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+        # A failed call's error is also its grpc.Call (the stubs type it as an RpcError only).
+        has_status = hasattr(error, "trailing_metadata")
+        status = rpc_status.from_call(cast(grpc.Call, error)) if has_status else None
         if status is None:
             details = error.details() if hasattr(error, "details") else str(error)
             code, hint = _plain_status_code_and_hint(status_code, details or "")

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
-from agent_training.v1 import service_pb2, training_pb2
+from agent_training.v1 import service_pb2, synthetic_pb2, training_pb2
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.plain import from_plain, to_plain
 
@@ -122,7 +122,7 @@ class SeedFunctions:
         ``examples`` (the same with topic, intent, difficulty and generator) and ``summary``.
         """
         request = from_plain(service_pb2.GenerateSyntheticTrainingDataRequest, fields)
-        examples = []
+        examples: list[synthetic_pb2.SyntheticExample] = []
         summary: dict[str, Any] = {}
         chunks = self._client.generate_synthetic_training_data(
             timeout=timeout, **_fields_of(request)

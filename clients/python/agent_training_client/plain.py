@@ -9,7 +9,7 @@ present with its default except unset messages and unset optional fields. The Ty
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import json_format
@@ -17,6 +17,9 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import Message
 
 from agent_training_client.errors import AgentTrainingError
+
+# A message's DESCRIPTOR is typed as protobuf's Python or C (upb) descriptor class; at run time
+# the C one is an instance of descriptor.Descriptor, which is what the code below reads.
 
 M = TypeVar("M", bound=Message)
 
@@ -64,16 +67,12 @@ def invalid_argument(message: str) -> AgentTrainingError:
     )
 
 
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.message_type is not None and field.message_type.GetOptions().map_entry
-
-
 def _convert_single(field: FieldDescriptor, value: Any, outgoing: bool, path: str) -> Any:
-    if field.type == FieldDescriptor.TYPE_ENUM:
+    if field.enum_type is not None:
         if outgoing:
             return _short_enum(field.enum_type, value)
         return _full_enum(field.enum_type, value, path)
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
+    if field.message_type is not None:
         if field.message_type.full_name.startswith("google.protobuf."):
             return value
         return _convert_object(field.message_type, value, outgoing, path)
@@ -83,7 +82,7 @@ def _convert_single(field: FieldDescriptor, value: Any, outgoing: bool, path: st
 
 
 def _convert_field(field: FieldDescriptor, value: Any, outgoing: bool, path: str) -> Any:
-    if _is_map(field):
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
         if not isinstance(value, dict):
             return value
         value_field = field.message_type.fields_by_name["value"]
@@ -117,12 +116,12 @@ def to_plain(message: Message) -> dict[str, Any]:
     as_json = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    return _convert_object(message.DESCRIPTOR, as_json, True, "")
+    return _convert_object(cast(Descriptor, message.DESCRIPTOR), as_json, True, "")
 
 
 def from_plain(message_type: type[M], plain: dict[str, Any]) -> M:
     """A plain dict in the seed's shape as a message; unknown fields and values are refused."""
-    as_json = _convert_object(message_type.DESCRIPTOR, plain, False, "")
+    as_json = _convert_object(cast(Descriptor, message_type.DESCRIPTOR), plain, False, "")
     try:
         return json_format.ParseDict(as_json, message_type())
     except json_format.ParseError as error:

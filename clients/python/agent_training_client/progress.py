@@ -29,7 +29,7 @@ DONE = "done"
 PHASE_WIDTH = max(len(name) for name in (*PHASES.values(), DONE))
 
 
-def phase_name(value: int) -> str:
+def phase_name(value: training_pb2.TrainingPhase.ValueType) -> str:
     """What a phase does, in words (``loading encoder``)."""
     if value in PHASES:
         return PHASES[value]
@@ -41,7 +41,7 @@ def phase_name(value: int) -> str:
     return name.removeprefix("TRAINING_PHASE_").replace("_", " ").lower() or str(value)
 
 
-def status_name(value: int) -> str:
+def status_name(value: training_pb2.TrainingStatus.ValueType) -> str:
     """``TRAINING_STATUS_SUCCEEDED`` -> ``SUCCEEDED``."""
     return training_pb2.TrainingStatus.Name(value).removeprefix("TRAINING_STATUS_")
 
