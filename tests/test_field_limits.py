@@ -15,7 +15,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from agent_training.v1 import agents_pb2, service_pb2, synthetic_pb2, training_pb2
 from agent_training_client import AgentTrainingClient, AgentTrainingError
-from agent_training_server.api import convert, field_limits, synthetic_handlers
+from agent_training_server.api import convert, field_limits
 from agent_training_server.api.field_limits import (
     FIELD_LIMITS,
     INT64_MAX,
@@ -26,6 +26,7 @@ from agent_training_server.api.field_limits import (
     Size,
     resolve,
 )
+from agent_training_server.api.handlers import datasets as synthetic_handlers
 from agent_training_server.api.limit_checks import is_map, is_number
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import Agent, BehaviorSettings

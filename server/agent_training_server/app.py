@@ -18,6 +18,13 @@ from agent_training.v1 import service_pb2, service_pb2_grpc
 from agent_training_server import __version__
 from agent_training_server.api.call_guard import CallGuardInterceptor
 from agent_training_server.api.error_translation import ErrorTranslationInterceptor
+from agent_training_server.api.handlers.adaptation import AdaptationHandlers
+from agent_training_server.api.handlers.agents import AgentHandlers
+from agent_training_server.api.handlers.analysis import AnalysisHandlers
+from agent_training_server.api.handlers.datasets import DatasetHandlers
+from agent_training_server.api.handlers.inference import InferenceHandlers
+from agent_training_server.api.handlers.synthetic import SyntheticHandlers
+from agent_training_server.api.handlers.training import TrainingHandlers
 from agent_training_server.api.keepalive import keepalive_options
 from agent_training_server.api.open_calls import OpenCalls, OpenCallsInterceptor, answer_delay
 from agent_training_server.api.servicer import AgentTrainingServicer
@@ -31,11 +38,13 @@ from agent_training_server.services.adaptation import AdaptationService
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.analysis_jobs import AnalysisJobs
+from agent_training_server.services.analysis_runs import AnalysisRuns
 from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
+from agent_training_server.services.training import TrainingService
 from agent_training_server.startup import DataFolderLock, bind_grpc_port, check_data_folder
 from agent_training_server.storage_health import StorageMonitor
 from agent_training_server.store.sqlite import SqliteStore
@@ -183,12 +192,12 @@ async def create_server(
         tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         store = TracedStore(SqliteStore(config.database_path), tracer)
         undo.callback(store.close)
-        agents = AgentService(store, config.data_dir)
         jobs = JobManager(
             store, config, create_executor(config), metrics=metrics, tracer=tracer, storage=storage
         )
         await jobs.start()
         undo.push_async_callback(jobs.stop)
+        agents = AgentService(store, config.data_dir, jobs)
         feedback = FeedbackService(store, metrics)
         undo.push_async_callback(feedback.stop)
         inference = InferenceService(
@@ -196,7 +205,9 @@ async def create_server(
         )
         store.discard_unfinished_datasets()
         datasets = DatasetService(store, config.max_dataset_examples)
-        synthetic = SyntheticService(inference, config.max_concurrent_generations, metrics)
+        synthetic = SyntheticService(
+            inference, agents, datasets, config.max_concurrent_generations, metrics
+        )
         analysis = AnalysisService(store, agents, inference, config.data_dir)
         adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir, metrics)
         analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs)
@@ -205,17 +216,17 @@ async def create_server(
 
         service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
             AgentTrainingServicer(
-                config,
-                agents,
-                jobs,
-                inference,
-                datasets,
-                synthetic,
-                analysis,
-                feedback,
-                adaptation,
-                analysis_jobs,
-                tracer=tracer,
+                agents=AgentHandlers(config, agents, tracer),
+                training=TrainingHandlers(
+                    config, TrainingService(agents, datasets, jobs, config), tracer
+                ),
+                inference=InferenceHandlers(config, inference, feedback, tracer),
+                datasets=DatasetHandlers(config, datasets),
+                synthetic=SyntheticHandlers(config, synthetic, datasets),
+                analysis=AnalysisHandlers(
+                    config, AnalysisRuns(agents, datasets, analysis, analysis_jobs)
+                ),
+                adaptation=AdaptationHandlers(adaptation, agents),
             ),
             server,
         )

@@ -8,6 +8,7 @@ from agent_training_server.api.field_limits import MAX_GOALS
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
+from agent_training_server.example_checks import check_example_fields
 from agent_training_server.services.analysis import BALANCE_VARIANTS, Report, Suggestion
 
 _GOAL_NAMES = [
@@ -42,20 +43,8 @@ def check_analyze(
             goals.append(name.removeprefix("OPTIMIZATION_GOAL_").lower())
     if request.evaluation_data and request.dataset_id:
         checker.add("dataset_id", "set evaluation_data or dataset_id, not both")
-    for index, example in enumerate(request.evaluation_data):
-        field = f"evaluation_data[{index}]"
-        checker.text(f"{field}.input", example.input, server.max_text_length, required=True)
-        checker.text(
-            f"{field}.expected_output",
-            example.expected_output,
-            server.max_text_length,
-            required=True,
-        )
-        checker.texts(
-            f"{field}.context", example.context, server.max_context_turns, server.max_text_length
-        )
-        if len(checker.violations) >= 20:
-            break
+    checker.resource_id("dataset_id", request.dataset_id, required=False)
+    check_example_fields(checker, "evaluation_data", request.evaluation_data, server)
     checker.raise_if_any()
     return goals
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from agent_training.v1 import service_pb2, synthetic_pb2
 from agent_training_server.api.convert import timestamp
 from agent_training_server.api.field_limits import (
@@ -17,6 +15,11 @@ from agent_training_server.api.field_limits import (
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import Dataset
+from agent_training_server.example_checks import check_example_fields
+from agent_training_server.services.synthetic import (
+    ENCODER_SYNONYMS_LIMIT,
+    MAX_ENCODER_SYNONYM_SOURCES,
+)
 from agent_training_server.synthetic import sources
 from agent_training_server.synthetic.pipeline import Summary
 from agent_training_server.synthetic.plan import (
@@ -29,13 +32,6 @@ from agent_training_server.synthetic.plan import (
     GenerationPlan,
 )
 from agent_training_server.synthetic.sources import SourceExample
-
-MAX_ENCODER_SYNONYM_SOURCES = 5_000
-"""Most source examples whose synonyms the encoder looks up in one request (about 50 ms each)."""
-ENCODER_SYNONYMS_LIMIT = (
-    f"works on at most {MAX_ENCODER_SYNONYM_SOURCES} source examples (the encoder checks about"
-    " 20 rewrites of each before the first example is sent); paraphrase a larger set in parts"
-)
 
 _DIFFICULTY_NAMES = {
     synthetic_pb2.DIFFICULTY_UNSPECIFIED: sources.MEDIUM,
@@ -141,26 +137,16 @@ def _check_sources(
     limit = server.max_examples_per_request
     if len(parameters.source_examples) > limit:
         checker.add("parameters.source_examples", f"at most {limit} examples")
-    for index, example in enumerate(parameters.source_examples[:limit]):
-        field = f"parameters.source_examples[{index}]"
-        checker.text(f"{field}.input", example.input, server.max_text_length, required=True)
-        checker.text(
-            f"{field}.expected_output",
-            example.expected_output,
-            server.max_text_length,
-            required=True,
-        )
-        checker.texts(
-            f"{field}.context", example.context, server.max_context_turns, server.max_text_length
-        )
-        if len(checker.violations) >= 20:
-            return
+    check_example_fields(
+        checker, "parameters.source_examples", parameters.source_examples[:limit], server
+    )
 
 
-def plan_from_request(
-    request: GenerateRequest, dataset_examples: Sequence[SourceExample] = ()
-) -> GenerationPlan:
-    """The GenerationPlan of a request that passed check_generate."""
+def plan_from_request(request: GenerateRequest) -> GenerationPlan:
+    """The GenerationPlan of a request that passed check_generate.
+
+    A dataset's examples are read into the plan by the synthetic service (`prepare`).
+    """
     parameters = request.parameters
     kind = data_type_name(request.data_type)
     inline = [
@@ -175,7 +161,7 @@ def plan_from_request(
         seed=parameters.seed,
         label_by_response=parameters.label == synthetic_pb2.SYNTHETIC_LABEL_RESPONSE,
         grammar=parameters.grammar,
-        source_examples=tuple(inline or dataset_examples),
+        source_examples=tuple(inline),
         fallback_output=parameters.fallback_output or DEFAULT_FALLBACK,
         context_turns=parameters.context_turns
         if parameters.HasField("context_turns")

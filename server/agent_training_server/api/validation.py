@@ -3,6 +3,9 @@
 Validators collect field violations and raise one InvalidArgument carrying all of them, so a
 caller fixes a request in one round trip. Nothing is stored before validation passes.
 
+The collector and the rules every layer shares are in `checks` and `example_checks`; this
+module adds the contract's own (field limits, enums, page tokens) and one validator per request.
+
 The sizes and ranges themselves live in one table (`field_limits`): the call guard refuses a
 request with a field over its size (`check_sizes`) before the handler runs, and each validator
 checks the request's numbers against their ranges (`Checker.ranges`) with its other rules.
@@ -12,17 +15,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import json
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
 from agent_training.v1 import agents_pb2, service_pb2, training_pb2
+from agent_training_server import checks
 from agent_training_server.api import limit_checks
 from agent_training_server.api.field_limits import (
     MAX_BEHAVIOR_FALLBACK,
@@ -33,88 +34,15 @@ from agent_training_server.api.field_limits import (
     MAX_REQUEST_ID,
     PAGE_SIZE,
 )
+from agent_training_server.checks import CONTROL_CHARACTER
 from agent_training_server.config import ServerConfig
-from agent_training_server.errors import FieldViolation, InvalidArgument
+from agent_training_server.example_checks import check_training_examples
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ID_RULE = "1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '-', starting with a letter or digit"
 DEFAULT_PAGE_SIZE = 50
-FEEDBACK_WORDS = ("correct", "incorrect")
-FEW_SHOT_MAX_PER_OUTPUT = 20
-MAX_VIOLATIONS = 100
-"""Violations listed in one error: a request with a million bad items gets a short answer."""
-DETAILS_BUDGET = 3_000
-"""Bytes of field violations listed in one error (see Checker.raise_if_any)."""
-# C0 and C1 control characters and DEL, except tab, newline and carriage return: they have no
-# place in a customer message or a label, and can rewrite a terminal or a log line when echoed.
-CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
-class Checker:
-    """Collects field violations of one request."""
-
-    def __init__(self) -> None:
-        self.violations: list[FieldViolation] = []
-        self.unlisted = 0
-
-    def add(self, field: str, description: str) -> None:
-        """Record a violation (past MAX_VIOLATIONS, only count it)."""
-        if len(self.violations) >= MAX_VIOLATIONS:
-            self.unlisted += 1
-            return
-        self.violations.append(FieldViolation(field, description))
-
-    def raise_if_any(self, hint: str | None = None) -> None:
-        """Raise InvalidArgument listing the violations, if there are any.
-
-        The error travels in trailing metadata, which gRPC caps (8 KiB by default; past it the
-        client sees RESOURCE_EXHAUSTED instead of our error), so the listing is clipped to a
-        budget and the rest only counted.
-        """
-        if not self.violations:
-            return
-        listed = _within_budget(self.violations)
-        summary = "; ".join(f"{v.field}: {_clip(v.description, 120)}" for v in listed[:3])
-        more = len(self.violations) + self.unlisted - min(3, len(listed))
-        if more > 0:
-            summary += f"; and {more} more"
-        raise InvalidArgument(
-            f"invalid request: {summary}",
-            hint=hint or _hint_for(self.violations),
-            violations=listed,
-        )
-
-    def resource_id(self, field: str, value: str, *, required: bool = True) -> None:
-        """Check an id such as agent_id."""
-        if not value:
-            if required:
-                self.add(field, f"is required: {ID_RULE}")
-            return
-        # fullmatch: with match, "$" would also accept a trailing newline.
-        if not ID_PATTERN.fullmatch(value):
-            shown = value if len(value) <= 80 else value[:77] + "..."
-            self.add(field, f"{shown!r} is not a valid id: {ID_RULE}")
-
-    def text(self, field: str, value: str, max_length: int, *, required: bool = False) -> None:
-        """Check a free text's presence, length and characters."""
-        if required and not value.strip():
-            self.add(field, "is required and must not be blank")
-        elif len(value) > max_length:
-            self.add(field, f"has {len(value)} characters; at most {max_length} are allowed")
-        elif control := CONTROL_CHARACTER.search(value):
-            self.add(
-                field,
-                f"has the control character U+{ord(control.group()):04X} at position"
-                f" {control.start()}; only tab, newline and carriage return are allowed",
-            )
-
-    def texts(self, field: str, values: Sequence[str], max_items: int, max_length: int) -> None:
-        """Check a repeated text field: how many items, and each one."""
-        if len(values) > max_items:
-            self.add(field, f"has {len(values)} items; at most {max_items} are allowed")
-            return
-        for index, value in enumerate(values):
-            self.text(f"{field}[{index}]", value, max_length)
+class Checker(checks.Checker):
+    """Collects field violations of one request, with the contract's own rules."""
 
     def metric_map(
         self,
@@ -150,24 +78,6 @@ class Checker:
         elif value == 0 and not allow_unspecified:
             self.add(field, f"is required; use one of {', '.join(names)}")
 
-    def number(
-        self,
-        field: str,
-        value: float,
-        *,
-        low: float,
-        high: float,
-        low_open: bool = False,
-    ) -> None:
-        """Check that a number is finite and within [low, high] (or (low, high])."""
-        if not math.isfinite(value):
-            self.add(field, f"must be a finite number, got {value}")
-            return
-        too_low = value <= low if low_open else value < low
-        if too_low or value > high:
-            bracket = "(" if low_open else "["
-            self.add(field, f"must be in {bracket}{low:g}, {high:g}], got {value:g}")
-
     def ranges(self, message: Message, config: ServerConfig, prefix: str = "") -> None:
         """Check every number of a request message against its range in field_limits."""
         for field, description in limit_checks.out_of_range(message, config, prefix):
@@ -185,30 +95,6 @@ class Checker:
         except ValueError:
             self.add("page_token", "is not a token returned by this list call")
             return {}
-
-
-def _clip(text: str, length: int) -> str:
-    return text if len(text) <= length else text[: length - 3] + "..."
-
-
-def _within_budget(violations: Iterable[FieldViolation]) -> list[FieldViolation]:
-    """The violations that fit DETAILS_BUDGET bytes, each description clipped."""
-    listed, used = [], 0
-    for violation in violations:
-        clipped = FieldViolation(_clip(violation.field, 100), _clip(violation.description, 300))
-        used += len(clipped.field.encode()) + len(clipped.description.encode()) + 8
-        if used > DETAILS_BUDGET and listed:
-            break
-        listed.append(clipped)
-    return listed
-
-
-def _hint_for(violations: Iterable[FieldViolation]) -> str:
-    fields = sorted({v.field.split("[")[0].split(".")[0] for v in violations})
-    return (
-        f"Fix {', '.join(fields)} as described in the BadRequest field violations and send the"
-        " request again; the contract's field comments give every rule."
-    )
 
 
 def check_sizes(message: Message, config: ServerConfig, *, with_ranges: bool = False) -> None:
@@ -261,7 +147,7 @@ def check_behavior(checker: Checker, prefix: str, behavior: agents_pb2.BehaviorS
     for index, output in enumerate(behavior.disabled_outputs):
         # Their sizes were checked before the handler ran; here, their characters.
         checker.text(f"{prefix}.disabled_outputs[{index}]", output, len(output))
-        if len(checker.violations) >= MAX_VIOLATIONS:
+        if checker.full:
             return
 
 
@@ -332,29 +218,11 @@ def check_num_workers(
         )
 
 
-def check_feedback(checker: Checker, field: str, feedback: str, *, required: bool) -> None:
-    """Check a feedback value: correct, incorrect, or a reward in [-1, 1]."""
-    if not feedback:
-        if required:
-            checker.add(field, "is required: 'correct', 'incorrect' or a number in [-1, 1]")
-        return
-    if feedback.strip().lower() in FEEDBACK_WORDS:
-        return
-    try:
-        reward = float(feedback)
-    except ValueError:
-        checker.add(field, f"{feedback[:40]!r} is not 'correct', 'incorrect' or a number")
-        return
-    checker.number(field, reward, low=-1, high=1)
-
-
-def check_train_agent(
-    request: service_pb2.TrainAgentRequest, server: ServerConfig, *, from_dataset: bool = False
-) -> None:
+def check_train_agent(request: service_pb2.TrainAgentRequest, server: ServerConfig) -> None:
     """Validate TrainAgent (everything that can be checked without the store).
 
-    With `dataset_id`, call it once on the request as sent and once, `from_dataset`, with the
-    dataset's examples in `training_data`.
+    With `dataset_id`, the training service checks the dataset's examples once it has read
+    them, with the same example checker (example_checks).
     """
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id)
@@ -368,88 +236,20 @@ def check_train_agent(
     ):
         checker.add("config.num_workers", "more than 1 is supported by supervised training only")
     examples = request.training_data
-    limit = server.max_dataset_examples if from_dataset else server.max_examples_per_request
-    if request.dataset_id and not from_dataset:
+    if request.dataset_id:
         checker.resource_id("dataset_id", request.dataset_id)
         if examples:
             checker.add("training_data", "must be empty when dataset_id is set (one or the other)")
-    elif not examples:
-        checker.add("training_data", "is required: give at least one example per output")
-    elif len(examples) > limit:
-        checker.add(
-            "training_data",
-            f"has {len(examples)} examples; at most {limit} are allowed per request",
-        )
     else:
-        labelled = request.training_type != training_pb2.TRAINING_TYPE_REINFORCEMENT
-        few_shot = request.training_type == training_pb2.TRAINING_TYPE_FEW_SHOT
-        _check_examples(checker, examples, server, labelled=labelled, few_shot=few_shot)
+        check_training_examples(
+            checker,
+            examples,
+            server,
+            max_examples=server.max_examples_per_request,
+            labelled=request.training_type != training_pb2.TRAINING_TYPE_REINFORCEMENT,
+            few_shot=request.training_type == training_pb2.TRAINING_TYPE_FEW_SHOT,
+        )
     checker.raise_if_any()
-
-
-def is_negative_feedback(feedback: str) -> bool:
-    """Whether feedback says the output was wrong ("incorrect" or a negative reward)."""
-    text = feedback.strip().lower()
-    if text == "incorrect":
-        return True
-    try:
-        return float(text) < 0
-    except ValueError:
-        return False
-
-
-def _check_examples(
-    checker: Checker,
-    examples: Iterable[training_pb2.TrainingExample],
-    server: ServerConfig,
-    *,
-    labelled: bool,
-    few_shot: bool = False,
-) -> None:
-    """Check each example; ``labelled`` paradigms learn expected_output as the target."""
-    outputs: set[str] = set()
-    examples_list = list(examples)
-    for index, example in enumerate(examples_list):
-        field = f"training_data[{index}]"
-        checker.text(f"{field}.input", example.input, server.max_text_length, required=True)
-        checker.text(
-            f"{field}.expected_output",
-            example.expected_output,
-            server.max_text_length,
-            required=True,
-        )
-        checker.texts(
-            f"{field}.context", example.context, server.max_context_turns, server.max_text_length
-        )
-        # Reinforcement learns from the reward alone: every interaction needs one.
-        check_feedback(checker, f"{field}.feedback", example.feedback, required=not labelled)
-        outputs.add(example.expected_output)
-        if len(checker.violations) >= 100:  # enough to act on; stop scanning a huge request
-            return
-    taught_counts = collections.Counter(
-        e.expected_output for e in examples_list if not is_negative_feedback(e.feedback)
-    )
-    taught = set(taught_counts)
-    if few_shot and taught_counts and max(taught_counts.values()) > FEW_SHOT_MAX_PER_OUTPUT:
-        output, count = taught_counts.most_common(1)[0]
-        checker.add(
-            "training_data",
-            f"few_shot takes 1 to {FEW_SHOT_MAX_PER_OUTPUT} examples"
-            f" per output; {output[:60]!r} has {count}: use TRAINING_TYPE_SUPERVISED or"
-            " TRAINING_TYPE_TRANSFER for larger sets",
-        )
-    if not taught and labelled and not few_shot and not checker.violations:
-        checker.add(
-            "training_data",
-            "teaches no output; an agent needs at least 1 (examples marked incorrect are not"
-            " taught)",
-        )
-    if len(outputs) > server.max_outputs_per_agent:
-        checker.add(
-            "training_data",
-            f"has {len(outputs)} distinct outputs; at most"
-            f" {server.max_outputs_per_agent} are allowed per agent",
-        )
 
 
 def check_training_id(training_id: str) -> None:
@@ -483,41 +283,12 @@ def check_invoke_agent(request: service_pb2.InvokeAgentRequest, server: ServerCo
     for index, text in enumerate(texts[: server.max_batch_size]):
         field = "input" if request.input else f"inputs[{index}]"
         checker.text(field, text, server.max_text_length, required=True)
-        if len(checker.violations) >= 100:
+        if checker.full:
             break
     checker.texts("context", request.context, server.max_context_turns, server.max_text_length)
     checker.raise_if_any()
 
 
-def check_few_shot_outputs(
-    request: service_pb2.TrainAgentRequest, extends_few_shot_version: bool
-) -> None:
-    """few_shot may teach a single new output only when it extends a few_shot version."""
-    taught = {
-        e.expected_output for e in request.training_data if not is_negative_feedback(e.feedback)
-    }
-    if len(taught) >= 2 or extends_few_shot_version:
-        return
-    checker = Checker()
-    checker.add(
-        "training_data",
-        f"teaches {len(taught)} distinct output(s); few_shot needs at"
-        " least 2, or an agent whose active version was trained with few_shot to extend",
-    )
-    checker.raise_if_any()
-
-
-def check_extended_outputs(
-    request: service_pb2.TrainAgentRequest, existing: Sequence[str], max_outputs: int
-) -> None:
-    """A job that extends a version keeps its outputs: together they stay within the limit."""
-    outputs = set(existing) | {e.expected_output for e in request.training_data}
-    if len(outputs) <= max_outputs:
-        return
-    checker = Checker()
-    checker.add(
-        "training_data",
-        f"would give the agent {len(outputs)} distinct outputs (its active version has"
-        f" {len(set(existing))}); at most {max_outputs} are allowed per agent",
-    )
-    checker.raise_if_any()
+def next_page_token(position: dict[str, Any], present: str) -> str:
+    """The token of the next page at `position`; empty when `present` says there is none."""
+    return encode_page_token(position) if present else ""

@@ -1,7 +1,11 @@
 """Named datasets: stored, immutable collections of examples, written in chunks.
 
 Examples are kept as serialised `SyntheticExample` messages (the contract's shape), so a dataset
-reads back exactly as it was generated or uploaded.
+reads back exactly as it was generated or uploaded; `example_of` and `source_example_of` read
+those rows for training, analysis and generation.
+
+Every read, listing and deletion is of the caller's tenant's datasets (`current_tenant()`):
+another tenant's dataset answers exactly as a missing one.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ import struct
 import time
 from collections.abc import Iterable, Sequence
 
+from agent_training.v1 import synthetic_pb2, training_pb2
 from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Dataset, Page
+from agent_training_server.engines.base import Example
 from agent_training_server.errors import InvalidArgument, ResourceExhausted
+from agent_training_server.services.agents import idempotency_key
 from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.synthetic.sources import SourceExample
 
 MAX_NAME = 128
 """Longest dataset name."""
@@ -31,12 +39,37 @@ def check_name(name: str) -> None:
         )
 
 
+def example_of(message: training_pb2.TrainingExample) -> Example:
+    """The engine example of a TrainingExample (a request's or a stored dataset's)."""
+    return Example(
+        message.input,
+        message.expected_output,
+        message.feedback.strip().lower(),
+        tuple(message.context),
+        message.propensity if message.HasField("propensity") else None,
+    )
+
+
+def source_example_of(row: bytes) -> SourceExample:
+    """A stored row as an example a generation rewrites or answers (its topic kept)."""
+    stored = synthetic_pb2.SyntheticExample.FromString(row)
+    e = stored.example
+    return SourceExample(e.input, e.expected_output, tuple(e.context), e.feedback, stored.topic)
+
+
 class DatasetWriter:
     """Writes one dataset chunk by chunk; `finish` makes it visible, `abort` drops it."""
 
-    def __init__(self, store: Store, dataset: Dataset, max_examples: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        dataset: Dataset,
+        max_examples: int,
+        key: IdempotencyKey | None = None,
+    ) -> None:
         self._store = store
         self.dataset = dataset
+        self._key = key
         self._max_examples = max_examples
         self._count = 0
         self._digest = hashlib.sha256()
@@ -67,15 +100,15 @@ class DatasetWriter:
             self._store.append_dataset_examples, self.dataset.dataset_id, first, list(rows)
         )
 
-    async def finish(self, key: IdempotencyKey | None = None) -> Dataset:
-        """Make the dataset visible and return it."""
+    async def finish(self) -> Dataset:
+        """Make the dataset visible and return it (a retry with its request_id gets it too)."""
         return await asyncio.to_thread(
             self._store.finish_dataset,
             self.dataset.dataset_id,
             self._count,
             len(self._outputs),
             self._digest.hexdigest(),
-            key,
+            self._key,
         )
 
     async def abort(self) -> None:
@@ -97,10 +130,17 @@ class DatasetService:
         description: str = "",
         source: str = "upload",
         recipe: bytes = b"",
-        key: IdempotencyKey | None = None,
+        method: str = "UploadDataset",
+        request_id: str = "",
+        request_bytes: bytes = b"",
     ) -> DatasetWriter | Dataset:
-        """A writer for a new dataset, or the dataset an earlier same-key call stored."""
+        """A writer for a new dataset, or the dataset an earlier call with its request_id stored.
+
+        ``method`` and ``request_bytes`` (what identifies the request) make the request_id's
+        key, so the same request_id with another request is refused.
+        """
         check_name(name)
+        key = idempotency_key(method, request_id, request_bytes)
         dataset = Dataset(
             dataset_id=f"ds_{secrets.token_hex(8)}",
             name=name,
@@ -113,29 +153,46 @@ class DatasetService:
         replayed = await asyncio.to_thread(self._store.begin_dataset, dataset, key)
         if replayed is not None:
             return replayed
-        return DatasetWriter(self._store, dataset, self.max_examples)
+        return DatasetWriter(self._store, dataset, self.max_examples, key)
 
     async def get(self, dataset_id: str) -> Dataset:
         """Return the caller's dataset; another tenant's raises the NotFound of a missing one."""
         return await asyncio.to_thread(self._store.get_dataset, dataset_id, current_tenant())
 
-    async def list(self, limit: int, after_name: str, tenant: str) -> Page[Dataset]:
-        """A page of a tenant's datasets ordered by name."""
-        items = await asyncio.to_thread(self._store.list_datasets, limit + 1, after_name, tenant)
+    async def list(self, limit: int, after_name: str) -> Page[Dataset]:
+        """A page of the caller's datasets ordered by name."""
+        items = await asyncio.to_thread(
+            self._store.list_datasets, limit + 1, after_name, current_tenant()
+        )
         more = len(items) > limit
         items = items[:limit]
         return Page(items, items[-1].name if more and items else "")
 
     async def read(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
-        """Serialised examples from position `start`."""
-        return await asyncio.to_thread(self._store.read_dataset_examples, dataset_id, start, limit)
+        """Serialised examples of the caller's dataset from position `start`."""
+        await self.get(dataset_id)
+        return await self._rows(dataset_id, start, limit)
 
     async def read_all(self, dataset_id: str) -> tuple[Dataset, list[bytes]]:
-        """A whole dataset (for training), in order."""
+        """A whole dataset of the caller's, in order."""
         dataset = await self.get(dataset_id)
-        rows = await self.read(dataset_id, 0, dataset.example_count)
+        rows = await self._rows(dataset_id, 0, dataset.example_count)
         return dataset, rows
 
+    async def training_examples(self, dataset_id: str) -> list[Example]:
+        """The examples of the caller's dataset, to train or evaluate on."""
+        _dataset, rows = await self.read_all(dataset_id)
+        return [example_of(synthetic_pb2.SyntheticExample.FromString(row).example) for row in rows]
+
+    async def source_examples(self, dataset_id: str) -> list[SourceExample]:
+        """The examples of the caller's dataset, for a generation to rewrite or answer."""
+        _dataset, rows = await self.read_all(dataset_id)
+        return [source_example_of(row) for row in rows]
+
     async def delete(self, dataset_id: str) -> None:
-        """Delete a dataset. Raises NotFound."""
+        """Delete the caller's dataset. Raises NotFound."""
+        await self.get(dataset_id)
         await asyncio.to_thread(self._store.delete_dataset, dataset_id)
+
+    async def _rows(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
+        return await asyncio.to_thread(self._store.read_dataset_examples, dataset_id, start, limit)

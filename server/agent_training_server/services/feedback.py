@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Sequence
 
+from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Feedback, Invocation
 from agent_training_server.errors import InvalidArgument, PermissionDenied
 from agent_training_server.metrics import Metrics
@@ -92,22 +93,23 @@ class FeedbackService:
         corrected_output: str = "",
         comment: str = "",
     ) -> tuple[Feedback, bool]:
-        """Store feedback on an answer of `agent_id`; return (feedback, was it a duplicate).
+        """Store feedback on an answer of the caller's `agent_id`; return (it, was it a duplicate).
 
         Raises:
-            NotFound: the invocation is unknown.
+            NotFound: the agent or the invocation is unknown (or another tenant's).
             PermissionDenied: it is another agent's answer.
         """
+        tenant = current_tenant()
+        await asyncio.to_thread(self._store.get_agent, agent_id, tenant)
+        # Read from the store (flushed first when still queued): the feedback row refers to it.
+        invocation = await self.invocation(invocation_id, tenant)
         reward = reward_of(feedback)
-        invocation = await self._invocation(invocation_id)
         if invocation.agent_id != agent_id:
             raise PermissionDenied(
                 f"invocation {invocation_id!r} is an answer of another agent",
                 code="INVOCATION_OF_ANOTHER_AGENT",
                 hint="Send feedback with the agent_id that gave the answer.",
             )
-        if invocation_id in self._pending:
-            await self.flush()  # the feedback row refers to the stored answer
         record = Feedback(
             feedback_id=f"fb_{secrets.token_hex(8)}",
             invocation_id=invocation_id,
@@ -127,8 +129,8 @@ class FeedbackService:
     async def invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
         """An answer given by one of ``tenant``'s agents, stored or still queued. Raises NotFound.
 
-        With a tenant the answer is read from the store (flushed first when still queued, as
-        `record` does anyway), so another tenant's answer is a row not found like a missing id.
+        With a tenant the answer is read from the store (flushed first when still queued), so
+        another tenant's answer is a row not found like a missing id.
         """
         if tenant is None:
             return await self._invocation(invocation_id)

@@ -8,6 +8,7 @@ instead of piling examples up, so server memory stays bounded whatever the count
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -20,6 +21,8 @@ from agent_training_server.errors import (
     ResourceExhausted,
 )
 from agent_training_server.metrics import Metrics
+from agent_training_server.services.agents import AgentService
+from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.synthetic import encoder_synonyms
 from agent_training_server.synthetic import plan as plans
@@ -32,6 +35,12 @@ QUEUE_CHUNKS = 4
 
 ENCODER_BUSY_RETRY_SECONDS = 10.0
 """RetryInfo of a request whose encoder synonyms wait for another's lookup."""
+MAX_ENCODER_SYNONYM_SOURCES = 5_000
+"""Most source examples whose synonyms the encoder looks up in one request (about 50 ms each)."""
+ENCODER_SYNONYMS_LIMIT = (
+    f"works on at most {MAX_ENCODER_SYNONYM_SOURCES} source examples (the encoder checks about"
+    " 20 rewrites of each before the first example is sent); paraphrase a larger set in parts"
+)
 T = TypeVar("T")
 _DONE = object()
 
@@ -40,22 +49,42 @@ class SyntheticService:
     """Prepares and runs generations, at most `max_concurrent` at a time."""
 
     def __init__(
-        self, inference: InferenceService, max_concurrent: int, metrics: Metrics | None = None
+        self,
+        inference: InferenceService,
+        agents: AgentService,
+        datasets: DatasetService,
+        max_concurrent: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self._inference = inference
+        self._agents = agents
+        self._datasets = datasets
         self._metrics = metrics
         self._max_concurrent = max_concurrent
         self._running = 0
 
     async def prepare(
-        self, plan: plans.GenerationPlan, answering_agent_id: str, target_agent_id: str
+        self,
+        plan: plans.GenerationPlan,
+        answering_agent_id: str,
+        target_agent_id: str,
+        dataset_id: str = "",
     ) -> Generation:
-        """Load the agents the plan needs and build its generation.
+        """Load the agents and the dataset the plan needs and build its generation.
+
+        The agents and the dataset are the caller's: another tenant's are not found.
 
         Raises:
-            InvalidArgument: the grammar does not compile.
-            NotFound, FailedPrecondition: an agent is missing or untrained.
+            InvalidArgument: the grammar does not compile, or the dataset is too large for
+                encoder synonyms.
+            NotFound, FailedPrecondition: an agent is missing or untrained, the dataset missing.
         """
+        # Every named object is looked up before any work, so a missing one is answered first.
+        for agent_id in (answering_agent_id, target_agent_id):
+            if agent_id:
+                await self._agents.get(agent_id)
+        if dataset_id:
+            plan = await self._with_dataset(plan, dataset_id)
         answering = (
             await self._agent(answering_agent_id, "agent_id") if answering_agent_id else None
         )
@@ -81,6 +110,21 @@ class SyntheticService:
                 hint="Install the server with the pretrained extra, or leave encoder_synonyms"
                 " off: the lexicon's synonyms need nothing more.",
             ) from error
+
+    async def _with_dataset(
+        self, plan: plans.GenerationPlan, dataset_id: str
+    ) -> plans.GenerationPlan:
+        """The plan with the dataset's examples as its sources (when none came inline)."""
+        examples = await self._datasets.source_examples(dataset_id)
+        if plan.encoder_synonyms and len(examples) > MAX_ENCODER_SYNONYM_SOURCES:
+            raise InvalidArgument(
+                f"parameters.encoder_synonyms {ENCODER_SYNONYMS_LIMIT}; dataset"
+                f" {dataset_id!r} has {len(examples)} examples",
+                hint="Turn encoder_synonyms off for this dataset, or paraphrase a smaller one.",
+            )
+        if plan.source_examples:
+            return plan
+        return dataclasses.replace(plan, source_examples=tuple(examples))
 
     async def _agent(self, agent_id: str, field: str) -> plans.Agent:
         version, score = await self._inference.scorer(agent_id)

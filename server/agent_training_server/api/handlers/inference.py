@@ -1,0 +1,68 @@
+"""Handlers of using an agent: InvokeAgent and RecordFeedback."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+
+from agent_training.v1 import service_pb2
+from agent_training_server.api import convert, validation
+from agent_training_server.api.field_limits import MAX_DESCRIPTION
+from agent_training_server.api.validation import Checker
+from agent_training_server.config import ServerConfig
+from agent_training_server.example_checks import check_feedback
+from agent_training_server.services.feedback import FeedbackService
+from agent_training_server.services.inference import InferenceService
+from agent_training_server.telemetry import child_span
+
+
+class InferenceHandlers:
+    """InvokeAgent and RecordFeedback."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        inference: InferenceService,
+        feedback: FeedbackService,
+        tracer: trace.Tracer,
+    ) -> None:
+        self._config = config
+        self._inference = inference
+        self._feedback = feedback
+        self._tracer = tracer
+
+    async def invoke(
+        self, request: service_pb2.InvokeAgentRequest
+    ) -> service_pb2.InvokeAgentResponse:
+        """InvokeAgent: answer one input or a batch."""
+        with child_span(self._tracer, "validate", **{"rpc.method": "InvokeAgent"}):
+            validation.check_invoke_agent(request, self._config)
+        inputs = [request.input] if request.input else list(request.inputs)
+        version, answers = await self._inference.invoke(
+            request.agent_id, inputs, request.version_id, list(request.context)
+        )
+        return service_pb2.InvokeAgentResponse(
+            version_id=version.version_id,
+            predictions=[convert.answer_to_proto(answer) for answer in answers],
+        )
+
+    async def record_feedback(
+        self, request: service_pb2.RecordFeedbackRequest
+    ) -> service_pb2.RecordFeedbackResponse:
+        """RecordFeedback on an answer the agent gave."""
+        checker = Checker()
+        checker.resource_id("agent_id", request.agent_id)
+        checker.text("invocation_id", request.invocation_id, 64, required=True)
+        check_feedback(checker, "feedback", request.feedback, required=True)
+        checker.text("corrected_output", request.corrected_output, self._config.max_text_length)
+        checker.text("comment", request.comment, MAX_DESCRIPTION)
+        checker.raise_if_any()
+        feedback, duplicate = await self._feedback.record(
+            request.agent_id,
+            request.invocation_id,
+            request.feedback,
+            request.corrected_output,
+            request.comment,
+        )
+        return service_pb2.RecordFeedbackResponse(
+            feedback_id=feedback.feedback_id, duplicate=duplicate
+        )

@@ -1,0 +1,103 @@
+"""Handlers of the training RPCs: TrainAgent and the reads, cancels and watches of jobs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from opentelemetry import trace
+
+from agent_training.v1 import service_pb2, training_pb2
+from agent_training_server.api import convert, validation
+from agent_training_server.api.validation import Checker
+from agent_training_server.config import ServerConfig
+from agent_training_server.services.training import TrainingOrder, TrainingService
+from agent_training_server.telemetry import child_span
+
+
+class TrainingHandlers:
+    """TrainAgent, GetTrainingJob, ListTrainingJobs, CancelTrainingJob, WatchTrainingJob."""
+
+    def __init__(
+        self, config: ServerConfig, training: TrainingService, tracer: trace.Tracer
+    ) -> None:
+        self._config = config
+        self._training = training
+        self._tracer = tracer
+
+    async def train(
+        self, request: service_pb2.TrainAgentRequest
+    ) -> AsyncIterator[service_pb2.TrainAgentResponse]:
+        """TrainAgent: start a job and stream its events; closing the stream leaves it running."""
+        with child_span(self._tracer, "validate", **{"rpc.method": "TrainAgent"}):
+            validation.check_train_agent(request, self._config)
+        training_type = convert.TRAINING_TYPE_NAMES[request.training_type]
+        order = TrainingOrder(
+            agent_id=request.agent_id,
+            training_type=training_type,
+            settings=convert.settings_from_proto(
+                request.config, training_type, self._config.max_job_seconds
+            ),
+            examples=convert.examples_from_proto(request.training_data),
+            dataset_id=request.dataset_id,
+            request_id=request.request_id,
+            request_bytes=request.SerializeToString(deterministic=True),
+        )
+        async for event in self._training.train(order):
+            yield service_pb2.TrainAgentResponse(event=convert.event_to_proto(event))
+
+    async def get_job(
+        self, request: service_pb2.GetTrainingJobRequest
+    ) -> service_pb2.GetTrainingJobResponse:
+        """GetTrainingJob."""
+        validation.check_training_id(request.training_id)
+        job = await self._training.job(request.training_id)
+        return service_pb2.GetTrainingJobResponse(job=convert.job_to_proto(job))
+
+    async def list_jobs(
+        self, request: service_pb2.ListTrainingJobsRequest
+    ) -> service_pb2.ListTrainingJobsResponse:
+        """ListTrainingJobs."""
+        checker = Checker()
+        checker.resource_id("agent_id", request.agent_id, required=False)
+        checker.enum("status", request.status, training_pb2.TrainingStatus)
+        position = checker.page(request.page_size, request.page_token, self._config)
+        before = position.get("before", 0)
+        if not isinstance(before, int) or before < 0:
+            checker.add("page_token", "is not a token returned by this list call")
+        checker.raise_if_any()
+        statuses: tuple[str, ...] = ()
+        if request.status:
+            name = training_pb2.TrainingStatus.Name(request.status)
+            statuses = (name.removeprefix("TRAINING_STATUS_"),)
+        page = await self._training.jobs(
+            request.agent_id,
+            statuses,
+            validation.page_size_or_default(request.page_size),
+            before,
+        )
+        return service_pb2.ListTrainingJobsResponse(
+            jobs=[convert.job_to_proto(job) for job in page.items],
+            next_page_token=validation.next_page_token(
+                {"before": int(page.next_page_token or 0)}, page.next_page_token
+            ),
+        )
+
+    async def cancel_job(
+        self, request: service_pb2.CancelTrainingJobRequest
+    ) -> service_pb2.CancelTrainingJobResponse:
+        """CancelTrainingJob."""
+        validation.check_training_id(request.training_id)
+        job = await self._training.cancel(request.training_id)
+        return service_pb2.CancelTrainingJobResponse(job=convert.job_to_proto(job))
+
+    async def watch_job(
+        self, request: service_pb2.WatchTrainingJobRequest
+    ) -> AsyncIterator[service_pb2.WatchTrainingJobResponse]:
+        """WatchTrainingJob: a job's events from from_sequence to its end."""
+        checker = Checker()
+        checker.resource_id("training_id", request.training_id)
+        if request.from_sequence < 0:
+            checker.add("from_sequence", "must be 0 or more")
+        checker.raise_if_any()
+        async for event in self._training.watch(request.training_id, request.from_sequence):
+            yield service_pb2.WatchTrainingJobResponse(event=convert.event_to_proto(event))
