@@ -1,8 +1,9 @@
 """Domain errors: what went wrong, in terms a caller can act on.
 
-Domain code raises these; `api.error_translation` is the one place that turns them into a gRPC
-status with rich details. Every error has a stable code (catalogued in docs/errors.md), a message
-and a hint. Messages never carry internals such as paths, SQL or stack traces.
+Domain code raises these; `status.py` is the one place that turns them into a gRPC status with
+rich details (used by `api.error_translation` for calls and by `auth` for refused callers).
+Every error has a stable code (catalogued in docs/errors.md), a message and a hint. Messages
+never carry internals such as paths, SQL or stack traces.
 """
 
 from __future__ import annotations
