@@ -15,7 +15,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from agent_training.v1 import training_pb2  # noqa: E402
+from agent_training.v1 import analysis_pb2, training_pb2  # noqa: E402
 from agent_training_client import AgentTrainingClient  # noqa: E402
 from tests.conftest import ServerThread, make_config  # noqa: E402
 from tests.test_training import banking_examples  # noqa: E402
@@ -222,3 +222,24 @@ def test_job_cut_off_from_the_service_fails_retryable_and_service_keeps_serving(
     assert ray_client.get_agent("cut-off").agent_id == "cut-off"
     retry = _train_again(ray_client, "cut-off", banking_examples(), _config(epochs=2))
     assert retry[-1].finished.status == SUCCEEDED
+
+
+def test_analysis_retrainings_and_their_application_work_on_the_ray_executor(
+    ray_client: AgentTrainingClient,
+) -> None:
+    """The accuracy search and its application are work tasks: here they run in Ray's workers."""
+    examples = banking_examples(["card_arrival", "card_linking", "exchange_rate"], per_intent=20)
+    events = _train(ray_client, "ray-analysed", examples, _config(epochs=1, learning_rate=0.0005))
+    assert events[-1].finished.status == SUCCEEDED
+    response = ray_client.analyze_and_optimize(
+        agent_id="ray-analysed",
+        optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_MAXIMIZE_ACCURACY],
+        evaluation_data=examples[::4],
+    )
+    (suggestion,) = response.suggestions
+    assert suggestion.applicable, suggestion.rationale
+    assert suggestion.rationale.count("epochs") >= 5
+    applied = ray_client.analyze_and_optimize(
+        agent_id="ray-analysed", apply_suggestion_id=suggestion.suggestion_id
+    ).applied_version
+    assert applied.manifest.config.epochs == int(suggestion.after["epochs"])

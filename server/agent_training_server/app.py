@@ -208,7 +208,7 @@ async def create_server(
         synthetic = SyntheticService(
             inference, agents, datasets, config.max_concurrent_generations, metrics
         )
-        analysis = AnalysisService(store, agents, inference, config.data_dir)
+        analysis = AnalysisService(store, agents, inference, config.data_dir, work=jobs)
         adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir, metrics)
         analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs)
         await analysis_jobs.recover()

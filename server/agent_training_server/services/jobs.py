@@ -424,10 +424,15 @@ class JobManager:
 
     async def _dispatch(self) -> None:
         while True:
-            await self._free_workers.acquire()
+            # A job first, then a worker slot: holding a slot while no job waits would starve
+            # the work tasks of other RPCs (run_work), which take slots from the same semaphore.
             while not self._waiting:
                 self._work_available.clear()
                 await self._work_available.wait()
+            await self._free_workers.acquire()
+            if not self._waiting:  # every waiting job was cancelled meanwhile
+                self._free_workers.release()
+                continue
             active = self._active.get(self._waiting.popleft())
             if active is None or active.job.status != JobStatus.QUEUED or active.task is None:
                 self._free_workers.release()  # cancelled while waiting
