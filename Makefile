@@ -52,7 +52,8 @@ run: install
 	$(BIN)/agent-training-server --address $(ADDRESS) --metrics-address "$(METRICS_ADDRESS)" \
 	  --data-dir $(DATA_DIR)
 
-test: install proto-check proto-node-check prometheus
+# Lint first: every submission is checked for style, contract compatibility and types.
+test: lint proto-check proto-node-check prometheus
 	PROMETHEUS_BINARY=$(PROMETHEUS) $(PYTHON) -m pytest
 	$(MAKE) test-node
 
@@ -61,6 +62,7 @@ lint: install tools
 	$(BUF) breaking --against $(RELEASED_CONTRACT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The TypeScript client (clients/node): dependencies from its committed lock file, stubs generated
 # by protoc-gen-es through buf and committed like gen/python, tests run by node's own runner

@@ -47,6 +47,7 @@ from agent_training_server.services.synthetic import SyntheticService
 from agent_training_server.services.training import TrainingService
 from agent_training_server.startup import DataFolderLock, bind_grpc_port, check_data_folder
 from agent_training_server.storage_health import StorageMonitor
+from agent_training_server.store.base import Store
 from agent_training_server.store.sqlite import SqliteStore
 from agent_training_server.store.traced import TracedStore
 from agent_training_server.telemetry import INSTRUMENTATION_NAME, create_tracer_provider
@@ -65,7 +66,7 @@ class RunningServer:
     """The port it listens on (the chosen one when the address asked for port 0)."""
     config: ServerConfig
     health: health_aio.HealthServicer
-    store: SqliteStore
+    store: Store
     jobs: JobManager
     tracer_provider: TracerProvider
     feedback: FeedbackService
@@ -226,7 +227,7 @@ async def create_server(
                 analysis=AnalysisHandlers(
                     config, AnalysisRuns(agents, datasets, analysis, analysis_jobs)
                 ),
-                adaptation=AdaptationHandlers(adaptation, agents),
+                adaptation=AdaptationHandlers(adaptation),
             ),
             server,
         )

@@ -15,7 +15,7 @@ import inspect
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from agent_training_server.config import setting_name
+from agent_training_server.grpc_handlers import Continuation, aio_handler
 from agent_training_server.startup import StartupError
 
 # Label values exactly as the grpc-ecosystem interceptors (Go, Java) write them, so that queries
@@ -257,13 +258,14 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap the handler so its start, messages, outcome and duration are counted."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+        found = await continuation(handler_call_details)
+        if found is None:
+            return found
+        handler = aio_handler(found)
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
         kind = _GRPC_TYPES[(handler.request_streaming, handler.response_streaming)]
         labels = (kind, service, method)
@@ -273,7 +275,7 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(unary_stream=self._stream(handler.unary_stream, labels))
         if handler.stream_unary is not None:
             return handler._replace(stream_unary=self._upload(handler.stream_unary, labels))
-        return handler
+        return found
 
     def _done(self, labels: tuple[str, str, str], context: Any, started: float, error: Any) -> None:
         m = self._metrics

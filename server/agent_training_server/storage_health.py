@@ -156,7 +156,7 @@ class StorageMonitor:
                 return problem
         return None
 
-    def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    def _set_health(self, status: int) -> None:
         if self._health is not None:
             self._spawn(self._health.set(HEALTH_SERVICE, status))
 

@@ -39,6 +39,7 @@ from agent_training_server.auth import current_tenant
 from agent_training_server.cancellation import begin_call
 from agent_training_server.config import ServerConfig
 from agent_training_server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from agent_training_server.grpc_handlers import Continuation, aio_handler
 
 STREAM_RETRY_SECONDS = 2.0
 """RetryInfo delay of a refused stream: long-lived streams free their slots slowly."""
@@ -173,9 +174,12 @@ def _guard_stream(
             raise
         release = slots.take(current_tenant())
         responses = behavior(request, context)
-        context.add_done_callback(
-            lambda _context: _end_stream(ended, release, responses, slots.closing)
-        )
+
+        def call_done(_context: object) -> None:
+            _end_stream(ended, release, responses, slots.closing)
+
+        # The stubs declare _DoneCallback a class, not a callback Protocol: no function fits it.
+        context.add_done_callback(call_done)  # type: ignore[arg-type]
         try:
             async for response in responses:
                 yield response
@@ -303,21 +307,23 @@ class CallGuardInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap our service's handlers; leave health and reflection alone."""
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefix):
-            return handler
-        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+        found = await continuation(handler_call_details)
+        if found is None or not handler_call_details.method.startswith(self._prefix):
+            return found
+        original = aio_handler(found)
+        tolerant = original._replace(request_deserializer=_tolerant(original.request_deserializer))
+        handler = aio_handler(tolerant)
         config, streams = self._config, self.streams
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_guard_unary(handler.unary_unary, config))
         if handler.unary_stream is not None:
-            guarded = _guard_stream(handler.unary_stream, streams, config)
-            return handler._replace(unary_stream=guarded)
+            stream = _guard_stream(handler.unary_stream, streams, config)
+            return handler._replace(unary_stream=stream)
         if handler.stream_unary is not None:
-            guarded = _guard_upload(handler.stream_unary, streams, config)
-            return handler._replace(stream_unary=guarded)
-        return handler
+            upload = _guard_upload(handler.stream_unary, streams, config)
+            return handler._replace(stream_unary=upload)
+        return tolerant

@@ -17,6 +17,7 @@ from agent_training_server.domain import (
 )
 from agent_training_server.engines.base import Example, TrainSettings
 from agent_training_server.engines.defaults import defaults_for
+from agent_training_server.services.datasets import example_of
 from agent_training_server.services.inference import Answer
 
 TRAINING_TYPE_NAMES = {
@@ -123,7 +124,9 @@ def version_to_proto(version: AgentVersion, active_version_id: str) -> agents_pb
         agent_id=version.agent_id,
         version_number=version.version_number,
         source=version.source,
-        training_type=TRAINING_TYPE_VALUES.get(version.training_type, 0),
+        training_type=TRAINING_TYPE_VALUES.get(
+            version.training_type, training_pb2.TRAINING_TYPE_UNSPECIFIED
+        ),
         training_id=version.training_id,
         parent_version_id=version.parent_version_id,
         outputs=list(version.outputs),
@@ -196,17 +199,8 @@ def settings_from_proto(
 
 
 def examples_from_proto(examples: Iterable[training_pb2.TrainingExample]) -> list[Example]:
-    """Return engine examples."""
-    return [
-        Example(
-            e.input,
-            e.expected_output,
-            e.feedback.strip().lower(),
-            tuple(e.context),
-            e.propensity if e.HasField("propensity") else None,
-        )
-        for e in examples
-    ]
+    """Return engine examples (read as a stored dataset's are: one reading of the message)."""
+    return [example_of(e) for e in examples]
 
 
 def job_to_proto(job: TrainingJob) -> training_pb2.TrainingJob:
@@ -214,7 +208,9 @@ def job_to_proto(job: TrainingJob) -> training_pb2.TrainingJob:
     message = training_pb2.TrainingJob(
         training_id=job.training_id,
         agent_id=job.agent_id,
-        training_type=TRAINING_TYPE_VALUES.get(job.training_type, 0),
+        training_type=TRAINING_TYPE_VALUES.get(
+            job.training_type, training_pb2.TRAINING_TYPE_UNSPECIFIED
+        ),
         status=training_pb2.TrainingStatus.Value(f"TRAINING_STATUS_{job.status}"),
         phase=_phase_value(job.phase),
         config=config_to_proto(job.config),
@@ -255,8 +251,10 @@ def error_to_proto(error: dict[str, Any]) -> errors_pb2.ErrorDetail:
     )
 
 
-def _phase_value(phase: str) -> int:
-    return training_pb2.TrainingPhase.Value(f"TRAINING_PHASE_{phase.upper()}") if phase else 0
+def _phase_value(phase: str) -> training_pb2.TrainingPhase.ValueType:
+    if not phase:
+        return training_pb2.TRAINING_PHASE_UNSPECIFIED
+    return training_pb2.TrainingPhase.Value(f"TRAINING_PHASE_{phase.upper()}")
 
 
 def event_to_proto(event: JobEvent) -> training_pb2.TrainingEvent:

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from agent_training_server import errors
+from agent_training_server.grpc_handlers import Continuation, aio_handler
 from agent_training_server.metrics import Metrics
 from agent_training_server.status import to_status
 from agent_training_server.storage_health import StorageMonitor
@@ -111,14 +112,14 @@ class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap the handler of our service's methods; leave others (health, reflection) alone."""
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefix):
-            return handler
-        metrics, storage = self._metrics, self._storage
+        found = await continuation(handler_call_details)
+        if found is None or not handler_call_details.method.startswith(self._prefix):
+            return found
+        handler, metrics, storage = aio_handler(found), self._metrics, self._storage
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, metrics, storage))
         if handler.unary_stream is not None:
@@ -130,4 +131,4 @@ class ErrorTranslationInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(
                 stream_unary=_wrap_unary(handler.stream_unary, metrics, storage)
             )
-        return handler
+        return found

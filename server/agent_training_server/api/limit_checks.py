@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain, compress
 from operator import attrgetter, methodcaller
+from typing import TYPE_CHECKING
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -29,6 +30,12 @@ from agent_training_server.api.field_limits import (
     resolve,
 )
 from agent_training_server.config import ServerConfig
+
+if TYPE_CHECKING:
+    # What Message.DESCRIPTOR is typed as: the pure-Python class or the upb one (the same API).
+    from google._upb._message import Descriptor as UpbDescriptor
+
+    AnyDescriptor = Descriptor | UpbDescriptor
 
 _STRING_TYPES = (FieldDescriptor.CPPTYPE_STRING,)
 _NUMBER_TYPES = (
@@ -96,7 +103,7 @@ class _SizeStep:
 
 
 def _size_steps(
-    descriptor: Descriptor, config: ServerConfig, plans: dict[str, tuple[_SizeStep, ...]]
+    descriptor: AnyDescriptor, config: ServerConfig, plans: dict[str, tuple[_SizeStep, ...]]
 ) -> tuple[_SizeStep, ...]:
     """The size checks of a message type, bounds resolved (computed once per walk)."""
     plan = plans.get(descriptor.full_name)
@@ -190,7 +197,7 @@ def _oversized(
         elif kind == _MESSAGES and not _all_fit(values, config, plans):
             for index, item in enumerate(values):
                 yield from _oversized(item, config, f"{prefix}{step.name}[{index}].", plans)
-        elif kind == _MAP:
+        elif kind == _MAP and step.entry is not None:
             yield from _oversized_map(step.entry, values, config, prefix + step.name, plans)
 
 
@@ -234,6 +241,8 @@ def _all_fit(messages: Sequence[Message], config: ServerConfig, plans: dict) -> 
 def _oversized_maps(
     step: _SizeStep, column: list[Mapping], config: ServerConfig, plans: dict
 ) -> Iterator[Oversize]:
+    if step.entry is None:
+        return
     for values in column:
         yield from _oversized_map(step.entry, values, config, step.name, plans)
 

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from agent_training_server.errors import Unavailable
+from agent_training_server.grpc_handlers import Continuation, aio_handler
 
 ANSWER_MARGIN_SECONDS = 1.0
 """How long before the end of the grace period the calls still running are answered."""
@@ -68,7 +69,7 @@ class OpenCalls:
 
     def leave(self, task: asyncio.Task[Any] | None) -> None:
         """The call of `task` ended."""
-        self._tasks.discard(task)  # type: ignore[arg-type]
+        self._tasks.discard(task)
 
     async def end_after(self, delay: float) -> int:
         """Wait `delay` seconds, then stop every call still running. Returns how many."""
@@ -124,18 +125,18 @@ class OpenCallsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap our service's handlers; leave health and reflection alone."""
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefix):
-            return handler
-        calls = self.calls
+        found = await continuation(handler_call_details)
+        if found is None or not handler_call_details.method.startswith(self._prefix):
+            return found
+        handler, calls = aio_handler(found), self.calls
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_answered_unary(handler.unary_unary, calls))
         if handler.unary_stream is not None:
             return handler._replace(unary_stream=_answered_stream(handler.unary_stream, calls))
         if handler.stream_unary is not None:
             return handler._replace(stream_unary=_answered_unary(handler.stream_unary, calls))
-        return handler
+        return found

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
+from agent_training_server.grpc_handlers import Continuation, aio_handler
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +34,21 @@ class StreamTaskInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Replace a server-streaming behaviour by a coroutine that writes its messages."""
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_stream is None:
-            return handler
+        found = await continuation(handler_call_details)
+        if found is None:
+            return found
+        handler = aio_handler(found)
+        if handler.unary_stream is None:
+            return found
         return handler._replace(unary_stream=_written(handler.unary_stream))
 
 
 def _written(
-    behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+    behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]],
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
     async def write_all(request: Any, context: grpc.aio.ServicerContext) -> None:
         responses = behavior(request, context)

@@ -50,7 +50,7 @@ GenerateRequest = (
 )
 
 
-def data_type_name(value: int) -> str:
+def data_type_name(value: synthetic_pb2.SyntheticDataType.ValueType) -> str:
     """The data type's short name ("customer_queries"); empty for unset or unknown values."""
     try:
         name = synthetic_pb2.SyntheticDataType.Name(value)

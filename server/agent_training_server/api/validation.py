@@ -17,9 +17,8 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
 from agent_training.v1 import agents_pb2, service_pb2, training_pb2
@@ -37,6 +36,10 @@ from agent_training_server.api.field_limits import (
 from agent_training_server.checks import CONTROL_CHARACTER
 from agent_training_server.config import ServerConfig
 from agent_training_server.example_checks import check_training_examples
+
+if TYPE_CHECKING:
+    # The stubs' generic base of every generated enum's metaclass (EnumTypeWrapper is its [int]).
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -67,7 +70,12 @@ class Checker(checks.Checker):
             self.add("request_id", f"must be at most {MAX_REQUEST_ID} printable characters")
 
     def enum(
-        self, field: str, value: int, wrapper: EnumTypeWrapper, *, allow_unspecified: bool = True
+        self,
+        field: str,
+        value: int,
+        wrapper: _EnumTypeWrapper[Any],
+        *,
+        allow_unspecified: bool = True,
     ) -> None:
         """Check that an enum value is one the contract defines."""
         # EnumTypeWrapper is not a dict: keys() is its only way to list names.
@@ -104,7 +112,7 @@ def check_sizes(message: Message, config: ServerConfig, *, with_ranges: bool = F
     numbers, for messages no validator sees whole (the chunks of an upload).
     """
     checker = Checker()
-    found = []
+    found: list[limit_checks.Oversize] = []
     for oversize in limit_checks.oversized(message, config):
         checker.add(oversize.field, oversize.description)
         if len(found) < 4:

@@ -8,7 +8,7 @@ carries the error object with the call's trace id, like any other error.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -18,6 +18,7 @@ from agent_training_server.auth.principal import Principal, set_principal
 from agent_training_server.auth.scopes import METHOD_SCOPES
 from agent_training_server.auth.tokens import Authenticator
 from agent_training_server.errors import PermissionDenied, ServiceError, Unauthenticated
+from agent_training_server.grpc_handlers import Continuation, aio_handler
 from agent_training_server.status import to_status
 from agent_training_server.telemetry import current_trace_id
 
@@ -34,7 +35,7 @@ class Authentication:
     def __init__(self, authenticators: Sequence[Authenticator]) -> None:
         self._authenticators = list(authenticators)
 
-    def principal(self, metadata: Sequence[tuple[str, Any]] | None) -> Principal:
+    def principal(self, metadata: Iterable[tuple[str, Any]] | None) -> Principal:
         """The caller's principal.
 
         Raises:
@@ -53,7 +54,7 @@ class Authentication:
         )
 
 
-def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
+def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str:
     """The token of the call's ``authorization: Bearer`` header.
 
     Raises:
@@ -108,9 +109,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap the handler with the token and scope check."""
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
@@ -143,7 +144,9 @@ async def _refuse(context: grpc.aio.ServicerContext, error: ServiceError) -> Non
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def _wrapped(handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHandler:
+def _wrapped(
+    found: grpc.RpcMethodHandler[Any, Any], admit: Admit
+) -> grpc.RpcMethodHandler[Any, Any]:
     # The principal is set, not reset: each call runs in its own task, whose context ends with it.
     def unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -166,6 +169,7 @@ def _wrapped(handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHand
 
         return handle
 
+    handler = aio_handler(found)
     if handler.unary_unary is not None:
         return handler._replace(unary_unary=unary(handler.unary_unary))
     if handler.unary_stream is not None:
@@ -174,4 +178,4 @@ def _wrapped(handler: grpc.RpcMethodHandler, admit: Admit) -> grpc.RpcMethodHand
         return handler._replace(stream_unary=unary(handler.stream_unary))
     if handler.stream_stream is not None:
         return handler._replace(stream_stream=stream(handler.stream_stream))
-    return handler
+    return found

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from agent_training_server.engines.parallel import SINGLE_PROCESS, DataParallel
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -144,6 +146,12 @@ class Engine(abc.ABC):
     """Folder shared by jobs for reusable intermediate results (e.g. pretrained embeddings)."""
     checkpoint_every_steps: int = 0
     """Also checkpoint inside an epoch every this many optimizer steps (0: at epoch ends only)."""
+    parallel: DataParallel = SINGLE_PROCESS
+    """This process's share of a data-parallel job (set by the executor; one process by default).
+
+    Only engines that train data-parallel (supervised) read it: validation refuses num_workers
+    above 1 for the others.
+    """
     starts_from_version: ClassVar[bool] = False
     """Whether ``train`` takes ``start_from``: the (spec, tensors) of the agent's active version."""
 
@@ -168,6 +176,10 @@ class Predictor(abc.ABC):
     """A loaded model that scores inputs."""
 
     outputs: list[str]
+
+    @abc.abstractmethod
+    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Build the model an artifact's spec describes, with its tensors."""
 
     @classmethod
     def check(cls, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:

@@ -115,7 +115,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _parse(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, Any]:
-    model, best, optimizer_state = {}, {}, {}
+    model: dict[str, torch.Tensor] = {}
+    best: dict[str, torch.Tensor] = {}
+    optimizer_state: dict[int, dict[str, Any]] = {}
     rng = tensors.pop("rng.torch", None)
     for name, tensor in tensors.items():
         section, _, rest = name.partition(".")

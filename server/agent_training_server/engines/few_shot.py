@@ -182,7 +182,7 @@ class FewShotEngine(Engine):
         else:  # pretrained weights: the same data embeds the same, so reuse earlier jobs' work
             initial = pretrained.cached_embeddings(model.encoder, train_texts, self.cache_dir)
         model.start_from_prototypes(initial, train_y)
-        if known:
+        if known and start_from is not None:  # known outputs come from start_from
             with torch.no_grad():
                 model.head.weight[: len(known)] = start_from[1]["head.weight"]
                 model.head.bias[: len(known)] = start_from[1]["head.bias"]

@@ -43,7 +43,7 @@ def digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
         tensor = tensors[name].detach().cpu().contiguous()
         hasher.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
         # A byte view, whatever the dtype (numpy has no bfloat16): no copy of the data.
-        hasher.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
     return hasher.hexdigest()
 
 

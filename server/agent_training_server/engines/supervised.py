@@ -31,7 +31,6 @@ from agent_training_server.engines.base import (
 )
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
 from agent_training_server.engines.integrity import DamagedFile, check_shape
-from agent_training_server.engines.parallel import SINGLE_PROCESS, DataParallel
 from agent_training_server.engines.resumable import ResumableLoop
 
 KIND = "hashed_ngram_linear"
@@ -100,8 +99,6 @@ class SupervisedEngine(Engine):
     """Learns input -> expected_output from labelled examples."""
 
     training_type = "supervised"
-    parallel: DataParallel = SINGLE_PROCESS
-    """This process's share of a data-parallel job (set by the executor; one process by default)."""
 
     def train(
         self,

@@ -98,7 +98,7 @@ def _char_hashes(texts: Sequence[str], config: FeatureConfig) -> tuple[np.ndarra
 def raw_features(texts: Sequence[str], config: FeatureConfig) -> list[tuple[np.ndarray, ...]]:
     """Return, per block (words, chars), (doc ids, bucket ids, term counts), one entry per term."""
     lowered = [text.lower() for text in texts]
-    blocks = []
+    blocks: list[tuple[np.ndarray, ...]] = []
     for docs, buckets in (_word_hashes(lowered, config), _char_hashes(lowered, config)):
         total = config.word_buckets + config.char_buckets
         keys, counts = np.unique(docs * total + buckets, return_counts=True)

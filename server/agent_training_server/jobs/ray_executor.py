@@ -25,7 +25,7 @@ from agent_training_server.jobs.messages import Message, WorkerLost
 from agent_training_server.jobs.pool import WORKER_ENVIRONMENT
 from agent_training_server.jobs.ray_train import (
     TERMINAL,
-    Mailbox,
+    MailboxActor,
     run_parallel_job,
     run_single_job,
 )
@@ -122,7 +122,7 @@ class RayExecutor:
             # Checked first: a Ray call without a connection would quietly start a new instance.
             if not self._connected.is_set() or not ray.is_initialized():
                 raise ConnectionError("not connected to Ray")
-            mailbox = Mailbox.options(name=f"mailbox-{task.task_id}").remote()
+            mailbox = MailboxActor.options(name=f"mailbox-{task.task_id}").remote()
             if isinstance(task, JobTask) and task.settings.num_workers > 1:
                 work = run_parallel_job.remote(
                     task, mailbox, self.storage_path, self._config.ray_max_failures
@@ -193,7 +193,8 @@ class RayExecutor:
         if self._stopping or not self._connected.is_set():
             return
         try:
-            probe = Mailbox.remote()
+            # Ray's stubs type an actor's methods as plain methods, without .remote.
+            probe: Any = MailboxActor.remote()
             ray.get(probe.wait_cancelled.remote(0), timeout=PROBE_SECONDS)
             ray.kill(probe)
             return  # only that job's part of the cluster was lost

@@ -53,7 +53,6 @@ NO_DEADLINE_SECONDS = 10 * 365 * 86400.0
 """Data-parallel engines get this as their own limit: the job's limit is checked collectively."""
 
 
-@ray.remote(num_cpus=0)
 class Mailbox:
     """One job's messages on their way to the service, and its cancel request."""
 
@@ -86,6 +85,10 @@ class Mailbox:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._cancelled.wait(), timeout)
         return self._cancelled.is_set()
+
+
+MailboxActor = ray.remote(num_cpus=0)(Mailbox)
+"""Mailbox as a Ray actor class (applied here, not as a decorator, so that type checkers see it)."""
 
 
 class MailboxEvents:

@@ -235,7 +235,7 @@ def _train(task: JobTask, reporter: QueueReporter, parallel: DataParallel | None
         if task.cache_dir:
             engine.cache_dir = Path(task.cache_dir)
         if parallel is not None:  # this process's share of a data-parallel job
-            engine.parallel = parallel  # type: ignore[attr-defined]
+            engine.parallel = parallel
         engine.checkpoint_every_steps = task.checkpoint_every_steps
         extra = {}
         if engine.starts_from_version and task.start_from_dir:

@@ -74,6 +74,8 @@ class Adaptation:
     changes: list[Change]
     ignored_metrics: list[str]
     summary: str
+    active_version_id: str
+    """The agent's active version once the adaptation is stored (the new one, when made)."""
 
 
 def check_metrics(metrics: Mapping[str, float]) -> list[str]:
@@ -170,7 +172,8 @@ class AdaptationService:
                 if changes
                 else "no change: " + (note or "nothing to improve")
             )
-            return Adaptation(active.version_id, stored, changes, ignored, summary)
+            now_active = stored.version_id if stored is not None else active.version_id
+            return Adaptation(active.version_id, stored, changes, ignored, summary, now_active)
 
     async def _retune(
         self, active: AgentVersion, strategy: str, targets: Mapping[str, float]

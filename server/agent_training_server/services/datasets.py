@@ -11,6 +11,7 @@ another tenant's dataset answers exactly as a missing one.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import secrets
 import struct
@@ -168,23 +169,23 @@ class DatasetService:
         items = items[:limit]
         return Page(items, items[-1].name if more and items else "")
 
-    async def read(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
+    async def read(self, dataset_id: str, start: int, limit: int) -> builtins.list[bytes]:
         """Serialised examples of the caller's dataset from position `start`."""
         await self.get(dataset_id)
         return await self._rows(dataset_id, start, limit)
 
-    async def read_all(self, dataset_id: str) -> tuple[Dataset, list[bytes]]:
+    async def read_all(self, dataset_id: str) -> tuple[Dataset, builtins.list[bytes]]:
         """A whole dataset of the caller's, in order."""
         dataset = await self.get(dataset_id)
         rows = await self._rows(dataset_id, 0, dataset.example_count)
         return dataset, rows
 
-    async def training_examples(self, dataset_id: str) -> list[Example]:
+    async def training_examples(self, dataset_id: str) -> builtins.list[Example]:
         """The examples of the caller's dataset, to train or evaluate on."""
         _dataset, rows = await self.read_all(dataset_id)
         return [example_of(synthetic_pb2.SyntheticExample.FromString(row).example) for row in rows]
 
-    async def source_examples(self, dataset_id: str) -> list[SourceExample]:
+    async def source_examples(self, dataset_id: str) -> builtins.list[SourceExample]:
         """The examples of the caller's dataset, for a generation to rewrite or answer."""
         _dataset, rows = await self.read_all(dataset_id)
         return [source_example_of(row) for row in rows]
@@ -194,5 +195,5 @@ class DatasetService:
         await self.get(dataset_id)
         await asyncio.to_thread(self._store.delete_dataset, dataset_id)
 
-    async def _rows(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
+    async def _rows(self, dataset_id: str, start: int, limit: int) -> builtins.list[bytes]:
         return await asyncio.to_thread(self._store.read_dataset_examples, dataset_id, start, limit)

@@ -9,6 +9,7 @@ has sent, repeats nothing.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import contextlib
 import dataclasses
@@ -967,7 +968,7 @@ class JobManager:
             return self._unrecorded[job.training_id][0]
         return job
 
-    def running_jobs_of(self, agent_id: str) -> list[TrainingJob]:
+    def running_jobs_of(self, agent_id: str) -> builtins.list[TrainingJob]:
         """Jobs of an agent that have not ended."""
         return [a.job for a in self._active.values() if a.job.agent_id == agent_id]
 
@@ -992,14 +993,14 @@ class JobManager:
                     yield self._unrecorded[training_id][1]
                 return
             while True:
-                event = await inbox.get()
-                if event is None:
+                live = await inbox.get()
+                if live is None:
                     raise _shutting_down()
-                if event.sequence <= last:
+                if live.sequence <= last:
                     continue  # already sent from the stored log
-                last = event.sequence
-                yield event
-                if event.kind == "finished":
+                last = live.sequence
+                yield live
+                if live.kind == "finished":
                     return
         finally:
             if active is not None:

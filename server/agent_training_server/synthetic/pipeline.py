@@ -161,13 +161,12 @@ class Generation:
             batch = [sample for unit in waiting for sample in candidates(unit, per_unit)]
             self.summary.candidates_tried += len(batch)
             distinct = self._dedup.keep([sample.input for sample in batch])
-            if self._accept is not None:
-                distinct = self._mine(batch, distinct)
+            verdicts = distinct if self._accept is None else self._mine(batch, distinct)
             still = []
             for position, unit in enumerate(waiting):
                 start = position * per_unit
                 self._take(
-                    unit, batch[start : start + per_unit], distinct[start : start + per_unit]
+                    unit, batch[start : start + per_unit], verdicts[start : start + per_unit]
                 )
                 if self._queues[unit]:
                     continue  # queued now, or topped up while it still had some
@@ -181,7 +180,7 @@ class Generation:
             waiting = still
         return exhausted
 
-    def _take(self, unit: int, samples: list[Sample], verdicts: list[bool | None]) -> None:
+    def _take(self, unit: int, samples: list[Sample], verdicts: Sequence[bool | None]) -> None:
         """Queue a unit's kept candidates; update its counts of failures in a row.
 
         A verdict is True (kept), False (a duplicate) or None (mining: distinct but too easy).

@@ -6,15 +6,13 @@ from agent_training.v1 import adaptation_pb2, service_pb2
 from agent_training_server.api import convert
 from agent_training_server.api.validation import Checker
 from agent_training_server.services.adaptation import AdaptationService
-from agent_training_server.services.agents import AgentService
 
 
 class AdaptationHandlers:
     """AdaptAgentBehavior."""
 
-    def __init__(self, adaptation: AdaptationService, agents: AgentService) -> None:
+    def __init__(self, adaptation: AdaptationService) -> None:
         self._adaptation = adaptation
-        self._agents = agents
 
     async def adapt(
         self, request: service_pb2.AdaptAgentBehaviorRequest
@@ -46,10 +44,8 @@ class AdaptationHandlers:
             summary=result.summary,
         )
         if result.version is not None:
-            # Whether the new version is the active one, read after the adaptation stored it.
-            agent = await self._agents.get(request.agent_id)
             response.version.CopyFrom(
-                convert.version_to_proto(result.version, agent.active_version_id)
+                convert.version_to_proto(result.version, result.active_version_id)
             )
         return response
 
