@@ -20,6 +20,7 @@ BENCHMARKS = [  # a script, or a script and its arguments
     "analysis.py",
     "closed_loop.py",
     "invoke_throughput.py",
+    "invoke_during_analysis.py",
     "load.py",
     "tenant_timing.py",
     "ray_executor.py",
@@ -131,6 +132,15 @@ def summary() -> list[tuple[str, str, str]]:
                 "InvokeAgent, metrics and tracing on",
                 f"{calls['observed']:,.0f} calls/s ({result['observed_vs_quiet']:.1%} of off)",
                 f"off {calls['quiet']:,.0f}/s; health check {calls['health']:,.0f}/s",
+            )
+        )
+    if result := _load("invoke_during_analysis"):
+        idle, during = result["median"]["idle"], result["median"]["during"]
+        rows.append(
+            (
+                "InvokeAgent p99, 32 in flight, during maximize_accuracy",
+                f"{during['p99_ms']:.0f} ms ({result['p99_during_vs_idle']:.2f}x idle)",
+                f"idle {idle['p99_ms']:.0f} ms, same server",
             )
         )
     if result := _load("load"):
