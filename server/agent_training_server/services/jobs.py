@@ -118,6 +118,12 @@ class _RunningWork:
     progress: Progress | None
 
 
+def _retrieve_end(result: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as seen (its caller left before it ended)."""
+    if not result.cancelled():
+        result.exception()
+
+
 class _EventNotRecorded(Exception):
     """An event of the job could not be stored; the job has been ended FAILED in memory."""
 
@@ -483,6 +489,8 @@ class JobManager:
             # Shielded: the caller leaving must not cancel the future the worker's end resolves.
             return await asyncio.shield(result)
         except asyncio.CancelledError:
+            # Nobody awaits the result now: retrieve its end so asyncio does not log it as lost.
+            result.add_done_callback(_retrieve_end)
             if task.task_id in self._work:
                 self._pool.cancel(task.task_id)  # its worker slot is freed when it stops
             raise
@@ -520,7 +528,9 @@ class JobManager:
         self._free_workers.release()
         if work.result.done():
             return
-        if error is not None:
+        if isinstance(error, asyncio.CancelledError):
+            work.result.cancel()
+        elif error is not None:
             work.result.set_exception(error)
         else:
             work.result.set_result(value)
