@@ -32,6 +32,8 @@ def test_environment_then_flags_win() -> None:
         (["--workers", "0"], "workers"),
         (["--address", "nowhere"], "address"),
         (["--max-queued-jobs", "-1"], "max_queued_jobs"),
+        (["--worker-niceness", "-1"], r"worker_niceness must be in \[0, 19\]"),
+        (["--worker-niceness", "20"], r"worker_niceness must be in \[0, 19\]"),
     ],
 )
 def test_bad_values_name_the_setting(argv: list[str], message: str) -> None:

@@ -34,6 +34,10 @@ def add(first: int, second: int, progress) -> tuple[int, int]:
     return first + second, os.getpid()
 
 
+def niceness(progress) -> int:
+    return os.nice(0)
+
+
 def refuse(progress) -> None:
     raise FailedPrecondition("not now", code="NOT_NOW", hint="Later.")
 
@@ -80,6 +84,13 @@ async def test_a_work_task_returns_its_value_from_a_worker_process_with_its_prog
     assert reports == [("adding", 1, 1, 100.0)]
     # The worker slot came back: the next task runs too.
     assert (await jobs.run_work(add, 1, 1))[0] == 2
+
+
+async def test_workers_run_at_the_configured_niceness_above_the_server(
+    jobs: JobManager,
+) -> None:
+    # make_config leaves worker_niceness at its default, 10 (capped at the system's 19).
+    assert await jobs.run_work(niceness) == min(19, os.nice(0) + 10)
 
 
 async def test_a_service_error_comes_back_as_itself_and_a_bug_as_work_failed(

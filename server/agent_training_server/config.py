@@ -91,6 +91,9 @@ class ServerConfig:
     max_queued_jobs: int = _setting(32, "jobs waiting for a worker before TrainAgent is refused")
     max_job_seconds: int = _setting(3_600, "default wall-clock limit of one training job")
     torch_threads: int = _setting(0, "threads per training worker; 0 means cores / workers")
+    worker_niceness: int = _setting(
+        10, "added to training workers' scheduling niceness (0-19): RPCs get a busy core first"
+    )
     shutdown_grace_seconds: float = _setting(10.0, "time given to running calls on shutdown")
     log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "log lines as json (with trace_id and span_id) or text")
@@ -256,6 +259,8 @@ def _check(config: ServerConfig) -> None:
             raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.max_queued_jobs < 0 or config.torch_threads < 0:
         raise ValueError("max_queued_jobs and torch_threads must not be negative")
+    if not 0 <= config.worker_niceness <= 19:
+        raise ValueError(f"worker_niceness must be in [0, 19], got {config.worker_niceness}")
     if config.max_streams_per_tenant < 0:
         raise ValueError(
             "max_streams_per_tenant must not be negative (0: a quarter of the server's)"

@@ -64,7 +64,13 @@ def create_executor(config: ServerConfig) -> Executor:
                 f"executor ray needs Ray ({error}): pip install 'agent-training[ray]'"
             ) from error
         return RayExecutor(config)
-    return WorkerPool(config.workers, torch_threads(config), config.log_level, config.log_format)
+    return WorkerPool(
+        config.workers,
+        torch_threads(config),
+        config.log_level,
+        config.log_format,
+        niceness=config.worker_niceness,
+    )
 
 
 def torch_threads(config: ServerConfig) -> int:

@@ -78,10 +78,16 @@ class WorkerPool:
     name = "local"
 
     def __init__(
-        self, size: int, torch_threads: int, log_level: str = "INFO", log_format: str = "json"
+        self,
+        size: int,
+        torch_threads: int,
+        log_level: str = "INFO",
+        log_format: str = "json",
+        niceness: int = 0,
     ) -> None:
         self._size = size
         self._torch_threads = torch_threads
+        self._niceness = niceness
         self._log_settings = (log_level, log_format)
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
@@ -119,6 +125,7 @@ class WorkerPool:
                 control_reader,
                 self._torch_threads,
                 self._log_settings,
+                self._niceness,
             ),
             name=f"training-worker-{index}",
             daemon=True,

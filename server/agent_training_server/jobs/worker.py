@@ -322,13 +322,19 @@ def worker_main(
     control: Connection,
     torch_threads: int,
     log_settings: tuple[str, str] = ("INFO", "json"),
+    niceness: int = 0,
 ) -> None:
     """Entry point of a worker process: take tasks until told to stop (a None task).
 
     ``tasks`` and ``control`` are read ends of pipes from the server, ``messages`` the write end
-    of the pipe back; all three belong to this worker alone.
+    of the pipe back; all three belong to this worker alone. ``niceness`` is added to the
+    process's scheduling niceness.
     """
     logs.configure(*log_settings)  # the server's level and format, trace ids included
+    # Training is background work: where it and the RPC process want the same core, the
+    # scheduler gives it to the RPC process first, so serving latency holds during training.
+    if niceness:
+        os.nice(niceness)
     # Ctrl-C in a terminal, or a service manager's SIGTERM, may reach the whole process group:
     # the server shuts down its workers itself (checkpointing their jobs first), so a worker
     # must not die of it mid-epoch (and be "restarted" during shutdown).
