@@ -24,7 +24,7 @@ from tests.test_crash_recovery import (
     CONFIG,
     INTENTS,
     comparable,
-    resumed_from_epoch,
+    resumed_from_checkpoint,
     until_mid_epoch,
 )
 from tests.test_training import banking_examples
@@ -76,9 +76,8 @@ def test_a_killed_worker_resumes_its_job_then_fails_it_past_the_bound(tmp_path: 
     data_dir = tmp_path / "data"
     jobs_dir = data_dir / "jobs"
     examples = banking_examples(INTENTS, per_intent=40)
-    server = ServerProcess(
-        data_dir, tmp_path / "server.log", checkpoint_every_steps=CHECKPOINT_EVERY_STEPS
-    )
+    log = tmp_path / "server.log"
+    server = ServerProcess(data_dir, log, checkpoint_every_steps=CHECKPOINT_EVERY_STEPS)
     try:
         with AgentTrainingClient(server.address, timeout=60) as client:
             # Killed once inside an epoch past the first: resumed on the same stream.
@@ -99,7 +98,9 @@ def test_a_killed_worker_resumes_its_job_then_fails_it_past_the_bound(tmp_path: 
             finished = events[-1].finished
             assert finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
             assert resumptions(events) == 1
-            assert resumed_from_epoch(events) > 1, "it started again from scratch"
+            assert resumed_from_checkpoint(log, training_id) is not None, (
+                "it started again from scratch"
+            )
             reasons = [entry.reason for entry in client.get_training_job(training_id).timeline]
             assert sum(reason.startswith("worker lost") for reason in reasons) == 1, reasons
             assert not (jobs_dir / training_id).exists()
@@ -216,7 +217,9 @@ def test_start_up_removes_the_folders_of_ended_jobs_and_keeps_the_resumable(
             events = list(client.watch_training_job(interrupted, 0, timeout=300))
             sequences_are_whole(events)
             assert events[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
-            assert resumed_from_epoch(events) > 1, "its checkpoint was not kept"
+            assert resumed_from_checkpoint(log, interrupted) is not None, (
+                "its checkpoint was not kept"
+            )
         assert not jobs_dir.exists() or not list(jobs_dir.iterdir())
     finally:
         server.kill()

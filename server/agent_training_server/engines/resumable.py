@@ -113,6 +113,12 @@ class ResumableLoop:
             if checkpoint["rng"] is not None:
                 torch.set_rng_state(checkpoint["rng"])
             self.resumed = True
+            log.info(
+                "job %s: resuming from its checkpoint at epoch %d, step %d",
+                self._workdir.parent.name,
+                state["epoch"] + 1,
+                state["step_in_epoch"],
+            )
             return True
         return False
 
