@@ -13,7 +13,7 @@ DATA_DIR ?= ./data
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install tools prometheus proto proto-check run test lint bench clean
+.PHONY: install tools prometheus postgres proto proto-check run test lint bench clean
 .PHONY: node-install proto-node proto-node-check test-node release-contract api-docs config-docs
 
 install: $(VENV)/.installed
@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,pretrained,otlp,ray]'
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,pretrained,otlp,ray,postgres]'
 	touch $@
 
 tools: $(BUF)
@@ -32,6 +32,11 @@ prometheus: $(PROMETHEUS)
 
 $(PROMETHEUS):
 	scripts/install_prometheus.sh .tools/prometheus
+
+# PostgreSQL server binaries (the machine's, else Debian's package unpacked under .tools) for the
+# tests of the PostgreSQL store; the tests start and stop their servers (scripts/postgres.sh).
+postgres:
+	scripts/postgres.sh install
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
@@ -53,7 +58,7 @@ run: install
 	  --data-dir $(DATA_DIR)
 
 # Lint first: every submission is checked for style, contract compatibility and types.
-test: lint proto-check proto-node-check prometheus
+test: lint proto-check proto-node-check prometheus postgres
 	PROMETHEUS_BINARY=$(PROMETHEUS) $(PYTHON) -m pytest
 	$(MAKE) test-node
 

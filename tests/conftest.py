@@ -19,6 +19,7 @@ from agent_training_client import AgentTrainingClient, AgentTrainingError
 from agent_training_server.app import RunningServer, create_server
 from agent_training_server.config import ServerConfig
 from agent_training_server.telemetry import create_tracer_provider
+from tests.postgres_server import PostgresServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -108,3 +109,23 @@ def assert_status(error: AgentTrainingError, code: grpc.StatusCode) -> None:
     assert error.status_code == code, error
     assert error.code and error.message and error.hint, error.to_dict()
     assert TRACE_ID.match(error.trace_id), error.trace_id
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback for this test process (started on first use)."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of an empty database of the server, dropped after the test."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)

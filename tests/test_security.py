@@ -17,10 +17,8 @@ from agent_training_client import AgentTrainingClient, cli, tls_credentials
 from agent_training_server.app import create_server
 from agent_training_server.auth.scopes import METHOD_SCOPES
 from agent_training_server.config import load_config
-from agent_training_server.store import sqlite as sqlite_store
+from agent_training_server.store import sqlite_schema
 from agent_training_server.store.sqlite import SqliteStore
-from agent_training_server.store.sqlite_datasets import DATASET_SCHEMA
-from agent_training_server.store.sqlite_feedback import FEEDBACK_SCHEMA
 from tests.conftest import ServerThread, assert_status, expect_error, make_config
 from tests.security_support import CertificateAuthority, Issuer, write_token_file
 
@@ -337,7 +335,13 @@ def test_a_database_from_before_tenancy_opens_with_its_rows_in_the_default_tenan
     config.data_dir.mkdir(parents=True)
     # The schema as it was: the same tables, without the tenant columns.
     db = sqlite3.connect(config.database_path)
-    db.executescript(sqlite_store.SCHEMA + DATASET_SCHEMA + FEEDBACK_SCHEMA)
+    db.executescript(
+        sqlite_schema.AGENT_SCHEMA
+        + sqlite_schema.JOB_SCHEMA
+        + sqlite_schema.IDEMPOTENCY_SCHEMA
+        + sqlite_schema.DATASET_SCHEMA
+        + sqlite_schema.FEEDBACK_SCHEMA
+    )
     db.execute("INSERT INTO agents VALUES ('old-bot', 'Old', '', '{}', '{}', '', 1.0, 1.0)")
     db.execute(
         "INSERT INTO named_datasets VALUES"

@@ -30,6 +30,7 @@ from agent_training_server.domain import (
 )
 from agent_training_server.errors import AlreadyExists, NotFound
 from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.store.postgres import PostgresStore
 from agent_training_server.store.sqlite import SqliteStore
 from agent_training_server.store.traced import TracedStore
 
@@ -37,27 +38,34 @@ Opener = Callable[[], Store]
 """Opens a store on the test's data; each call opens it again."""
 
 
-def _sqlite(folder: Path) -> Opener:
+def _sqlite(request: pytest.FixtureRequest, folder: Path) -> Opener:
     return lambda: SqliteStore(folder / "store.sqlite3")
 
 
-def _traced_sqlite(folder: Path) -> Opener:
+def _traced_sqlite(request: pytest.FixtureRequest, folder: Path) -> Opener:
     # The wrapper the server runs: every method must reach the inner store unchanged.
     tracer = TracerProvider().get_tracer("store-contract")
     return lambda: TracedStore(SqliteStore(folder / "store.sqlite3"), tracer)
 
 
-BACKENDS: dict[str, Callable[[Path], Opener]] = {
+def _postgres(request: pytest.FixtureRequest, folder: Path) -> Opener:
+    # A database of its own on a real server (tests/postgres_server.py).
+    url: str = request.getfixturevalue("postgres_url")
+    return lambda: PostgresStore(url)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
     "sqlite": _sqlite,
     "traced-sqlite": _traced_sqlite,
+    "postgres": _postgres,
 }
-"""Each implementation under test, by name: given an empty folder, how to open a store there."""
+"""Each implementation under test, by name: how to open a store on data of the test's own."""
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens stores of one implementation on one test's data; all are closed after the test."""
-    opener = BACKENDS[request.param](tmp_path)
+    opener = BACKENDS[request.param](request, tmp_path)
     opened: list[Store] = []
 
     def open_() -> Store:

@@ -45,10 +45,14 @@ from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.synthetic import SyntheticService
 from agent_training_server.services.training import TrainingService
-from agent_training_server.startup import DataFolderLock, bind_grpc_port, check_data_folder
+from agent_training_server.startup import (
+    DataFolderLock,
+    bind_grpc_port,
+    check_data_folder,
+    open_store,
+)
 from agent_training_server.storage_health import StorageMonitor
 from agent_training_server.store.base import Store
-from agent_training_server.store.sqlite import SqliteStore
 from agent_training_server.store.traced import TracedStore
 from agent_training_server.telemetry import INSTRUMENTATION_NAME, create_tracer_provider
 
@@ -191,7 +195,7 @@ async def create_server(
 
         # The folder and the ports are ours: from here on the data folder is read and written.
         tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
-        store = TracedStore(SqliteStore(config.database_path), tracer)
+        store = TracedStore(open_store(config), tracer)
         undo.callback(store.close)
         jobs = JobManager(
             store, config, create_executor(config), metrics=metrics, tracer=tracer, storage=storage

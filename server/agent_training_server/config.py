@@ -40,6 +40,11 @@ class ServerConfig:
     )
     # Path is immutable, so one shared default instance is safe.
     data_dir: Path = _setting(Path("data"), "folder of the database and weights")  # noqa: RUF009
+    database_url: str = _setting(
+        "",
+        "postgresql://user@host:port/name: the store in PostgreSQL (docs/deployment.md); empty:"
+        " SQLite in data_dir",
+    )
     max_message_bytes: int = _setting(64 * 1024 * 1024, "largest request or response message")
     max_examples_per_request: int = _setting(200_000, "most training examples in one request")
     max_text_length: int = _setting(4_000, "most characters in one input or output text")
@@ -273,6 +278,8 @@ def _check(config: ServerConfig) -> None:
         raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
     if config.auth_jwt_issuer and not (config.auth_jwt_key_file or config.auth_jwt_jwks_file):
         raise ValueError("auth_jwt_issuer needs auth_jwt_key_file or auth_jwt_jwks_file")
+    if config.database_url and not config.database_url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("database_url must be a postgresql:// URL, or empty for SQLite")
     if config.executor not in ("local", "ray"):
         raise ValueError(f"executor must be local or ray, got {config.executor!r}")
     if config.ray_max_failures < 0:

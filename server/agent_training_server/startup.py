@@ -1,8 +1,9 @@
-"""What must hold before a server starts work: its data folder to itself, and its ports bound.
+"""What must hold before a server starts work: its data folder, its ports, its database.
 
 Every check here either passes or raises ``StartupError`` with one sentence for the operator:
-what failed and which setting to change. They run before the server opens its database, starts
-its workers or recovers jobs (app.py), so a server that cannot start changes nothing.
+what failed and which setting to change. They run before the server starts its workers or
+recovers jobs (app.py), so a server that cannot start changes nothing; `open_store` opens the
+database the settings name, last.
 
 The data folder is held with an exclusive ``flock`` on ``agent_training.lock`` inside it for the
 life of the server process. The lock belongs to the open file, which is close-on-exec, so worker
@@ -23,7 +24,9 @@ from pathlib import Path
 
 import grpc
 
-from agent_training_server.config import setting_name
+from agent_training_server.config import ServerConfig, setting_name
+from agent_training_server.store.base import Store
+from agent_training_server.store.sqlite import SqliteStore
 
 LOCK_FILE = "agent_training.lock"
 """Held (flock) by the server using the data folder; it holds that server's pid and address."""
@@ -183,6 +186,47 @@ def _bind_reason(text: str) -> str:
         if "Failed to add port" in line:
             return line.split("Failed to add port to server:", 1)[-1].strip().rstrip(".")
     return "the address cannot be bound"
+
+
+def open_store(config: ServerConfig) -> Store:
+    """The store the settings name: PostgreSQL at ``database_url``, else SQLite in ``data_dir``.
+
+    Raises:
+        StartupError: psycopg is not installed, the database cannot be reached, or a newer
+            release migrated it.
+    """
+    if not config.database_url:
+        return SqliteStore(config.database_path)
+    change = f"check {setting_name('database_url')}"
+    try:
+        import psycopg
+
+        from agent_training_server.store.postgres import PostgresStore, SchemaTooNew
+    except ImportError as error:
+        raise StartupError(
+            f"database_url needs psycopg ({error}): pip install 'agent-training[postgres]'"
+        ) from error
+    where = _database_named(config.database_url)
+    try:
+        return PostgresStore(config.database_url)
+    except SchemaTooNew as error:
+        raise StartupError(f"database {where}: {error}") from error
+    except psycopg.Error as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(error).__name__  # psycopg's first line says why
+        raise StartupError(f"cannot open database {where}: {reason}; {change}") from error
+
+
+def _database_named(url: str) -> str:
+    """The database of ``url`` as host:port/name, without user or password (for messages)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(url)
+    except Exception:  # a malformed URL: psycopg's own error says what is wrong with it
+        return "at database_url"
+    host, port, name = parts.get("host", "localhost"), parts.get("port", 5432), parts.get("dbname")
+    return f"{host}:{port}/{name or parts.get('user', '')}"
 
 
 def _reason(error: OSError) -> str:

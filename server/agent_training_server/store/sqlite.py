@@ -1,264 +1,90 @@
-"""SQLite implementation of the store: one database file under the data folder.
+"""The embedded store: one SQLite file under the data folder (the default).
 
-`SqliteStore` opens one `SqliteDatabase` (the connection, its lock and its transactions) and
-hands it to one class per group of tables (sqlite_agents, sqlite_jobs, sqlite_datasets,
-sqlite_feedback, sqlite_analysis); each `Store` method below says which of them answers it.
-Writes that span two groups (a job's event with the version it made) are one transaction of the
-shared database, so nothing is ever half stored.
+`SqliteDatabase` is the file's one connection, its lock and its transactions; `SqliteStore` is
+the SQL store (`store/sql/`) on it. Every table class reads and writes through the same database,
+so a write touching several tables (a job's event and the version it made) is one transaction,
+and the commit count readers compare covers them all.
+
+WAL mode lets readers proceed while a writer commits; ``synchronous=FULL`` makes every commit
+durable before it returns, so an acknowledged write survives a crash or power loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from agent_training_server.domain import (
-    Agent,
-    AgentVersion,
-    AnalysisJob,
-    Dataset,
-    Feedback,
-    Invocation,
-    JobEvent,
-    TrainingJob,
-)
-from agent_training_server.store.base import IdempotencyKey, Store
-from agent_training_server.store.sqlite_agents import AGENT_SCHEMA, AgentTables, VersionTables
-from agent_training_server.store.sqlite_analysis import ANALYSIS_SCHEMA, AnalysisTables
-from agent_training_server.store.sqlite_database import SqliteDatabase
-from agent_training_server.store.sqlite_datasets import DATASET_SCHEMA, DatasetTables
-from agent_training_server.store.sqlite_feedback import FEEDBACK_SCHEMA, FeedbackTables
-from agent_training_server.store.sqlite_idempotency import IDEMPOTENCY_SCHEMA
-from agent_training_server.store.sqlite_jobs import JOB_SCHEMA, JobTables, TrainingDataTables
-from agent_training_server.store.sqlite_tenancy import add_tenant_columns
-
-SCHEMA = AGENT_SCHEMA + JOB_SCHEMA + IDEMPOTENCY_SCHEMA
-"""The first tables of the service (agents, versions, training data, jobs, keys), before tenancy.
-
-The named datasets, answers and analyses came later, each with its own schema; the tenant
-columns are added on open (sqlite_tenancy), so a file made by any earlier release opens.
-"""
+from agent_training_server.store.sql.store import SqlStore
+from agent_training_server.store.sqlite_schema import SCHEMA, add_tenant_columns
 
 
-class SqliteStore(Store):
+class SqliteDatabase:
+    """One SQLite file opened once and shared by the store's tables. Thread-safe.
+
+    Python's sqlite3 connection may not be used by two threads at once, so every read and write
+    holds one lock; it is reentrant, so a table helper called inside a transaction may take it
+    again.
+    """
+
+    def __init__(self, path: Path, schema: str = SCHEMA) -> None:
+        """Open (or create) the file at ``path`` and create the tables of ``schema`` it lacks."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._commits = 0
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in write()).
+        self._connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._connection.row_factory = sqlite3.Row
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=FULL")
+        self._connection.execute("PRAGMA foreign_keys=ON")
+        self._connection.execute("PRAGMA busy_timeout=5000")
+        self._connection.executescript(schema)
+        with self.write() as db:
+            add_tenant_columns(db)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed on success, rolled back on any error.
+
+        BEGIN IMMEDIATE takes the file's write lock at once, so a transaction that reads before
+        it writes (a replayed key, a name taken) decides on rows no other writer changes under it.
+        """
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._connection
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
+            self._commits += 1
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads only, held by this thread until the block ends.
+
+        Queries made in one block see one state of the store: no write of it commits in between.
+        """
+        with self._lock:
+            yield self._connection
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since the file was opened."""
+        return self._commits
+
+    def close(self) -> None:
+        """Close the connection (again: a no-op)."""
+        with self._lock:
+            self._connection.close()
+
+
+class SqliteStore(SqlStore):
     """A store in one SQLite file. Thread-safe: one connection, serialised by a lock."""
 
     def __init__(self, path: Path) -> None:
         """Open the store in the file at ``path``, creating it (and its folder) if need be."""
-        self._database = SqliteDatabase(
-            path, SCHEMA + DATASET_SCHEMA + FEEDBACK_SCHEMA + ANALYSIS_SCHEMA
-        )
-        with self._database.write() as db:
-            add_tenant_columns(db)
-        self._agents = AgentTables(self._database)
-        self._versions = VersionTables(self._database, self._agents)
-        self._training_data = TrainingDataTables(self._database)
-        self._jobs = JobTables(self._database, self._versions)
-        self._datasets = DatasetTables(self._database)
-        self._feedback = FeedbackTables(self._database)
-        self._analyses = AnalysisTables(self._database)
-
-    @property
-    def commits(self) -> int:
-        """Write transactions committed through this store since it was opened."""
-        return self._database.commits
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._database.close()
-
-    # Agents -------------------------------------------------------------------------------
-
-    def create_agent(self, agent: Agent, key: IdempotencyKey | None = None) -> tuple[Agent, bool]:
-        """Insert an agent, or replay the agent an earlier call with the same key created."""
-        return self._agents.create_agent(agent, key)
-
-    def get_agent(self, agent_id: str, tenant: str | None = None) -> Agent:
-        """Return an agent (of ``tenant``) or raise NotFound."""
-        return self._agents.get_agent(agent_id, tenant)
-
-    def list_agents(
-        self, limit: int, after_agent_id: str = "", tenant: str | None = None
-    ) -> list[Agent]:
-        """Return a page of agents ordered by id (of one tenant, or of all for None)."""
-        return self._agents.list_agents(limit, after_agent_id, tenant)
-
-    def delete_agent(self, agent_id: str) -> None:
-        """Delete an agent; what it owns goes with it (ON DELETE CASCADE)."""
-        self._agents.delete_agent(agent_id)
-
-    # Versions -----------------------------------------------------------------------------
-
-    def add_version(
-        self, version: AgentVersion, activate: bool, key: IdempotencyKey | None = None
-    ) -> AgentVersion:
-        """Insert a version numbered after the agent's last; optionally activate it."""
-        return self._versions.add_version(version, activate, key)
-
-    def replayed_version(self, agent_id: str, key: IdempotencyKey) -> AgentVersion | None:
-        """The version an earlier call with this key made, if any (AlreadyExists on misuse)."""
-        return self._versions.replayed_version(agent_id, key)
-
-    def get_version(self, agent_id: str, version_id: str) -> AgentVersion:
-        """Return a version or raise NotFound."""
-        return self._versions.get_version(agent_id, version_id)
-
-    def agent_with_version(
-        self, agent_id: str, version_id: str = "", tenant: str | None = None
-    ) -> tuple[Agent, AgentVersion | None]:
-        """An agent (of ``tenant``) and one of its versions (the active one for ""), in one read."""
-        return self._versions.agent_with_version(agent_id, version_id, tenant)
-
-    def list_versions(
-        self, agent_id: str, limit: int, before_number: int = 0
-    ) -> list[AgentVersion]:
-        """Return versions newest first."""
-        return self._versions.list_versions(agent_id, limit, before_number)
-
-    def activate_version(self, agent_id: str, version_id: str) -> Agent:
-        """Make a version active."""
-        return self._versions.activate_version(agent_id, version_id)
-
-    # Invocations and feedback ---------------------------------------------------------------
-
-    def record_invocations(self, invocations: Sequence[Invocation]) -> None:
-        """Store answers given (one transaction for the batch)."""
-        self._feedback.record_invocations(invocations)
-
-    def get_invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
-        """Return an invocation (of one of ``tenant``'s agents, or of any). Raises NotFound."""
-        return self._feedback.get_invocation(invocation_id, tenant)
-
-    def record_feedback(self, feedback: Feedback) -> tuple[Feedback, bool]:
-        """Store feedback unless the invocation has some; return (stored feedback, duplicate)."""
-        return self._feedback.record_feedback(feedback)
-
-    def list_feedback(self, agent_id: str, since: float = 0.0) -> list[tuple[Feedback, Invocation]]:
-        """Feedback on the agent's answers after `since`, with the answers, oldest first."""
-        return self._feedback.list_feedback(agent_id, since)
-
-    def record_performance(self, agent_id: str, version_id: str, metrics: dict[str, float]) -> None:
-        """Keep production metrics reported while `version_id` was active."""
-        self._feedback.record_performance(agent_id, version_id, metrics)
-
-    def performance_history(self, agent_id: str) -> dict[str, dict[str, float]]:
-        """The latest reported metrics of each of the agent's versions."""
-        return self._feedback.performance_history(agent_id)
-
-    # Named datasets -------------------------------------------------------------------------
-
-    def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
-        """Reserve the name and start writing; return the earlier dataset on a same-key replay."""
-        return self._datasets.begin_dataset(dataset, key)
-
-    def append_dataset_examples(
-        self, dataset_id: str, first_position: int, examples: Sequence[bytes]
-    ) -> None:
-        """Store serialised examples at consecutive positions from `first_position`."""
-        self._datasets.append_dataset_examples(dataset_id, first_position, examples)
-
-    def finish_dataset(
-        self,
-        dataset_id: str,
-        example_count: int,
-        output_count: int,
-        content_sha256: str,
-        key: IdempotencyKey | None = None,
-    ) -> Dataset:
-        """Mark a dataset ready (visible) with its totals."""
-        return self._datasets.finish_dataset(
-            dataset_id, example_count, output_count, content_sha256, key
-        )
-
-    def discard_dataset(self, dataset_id: str) -> None:
-        """Drop a dataset that could not be finished."""
-        self._datasets.discard_dataset(dataset_id)
-
-    def discard_unfinished_datasets(self) -> int:
-        """Drop datasets left half-written by a stopped server; return how many."""
-        return self._datasets.discard_unfinished_datasets()
-
-    def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
-        """Return a ready dataset (of ``tenant``). Raises NotFound."""
-        return self._datasets.get_dataset(dataset_id, tenant)
-
-    def list_datasets(
-        self, limit: int, after_name: str = "", tenant: str | None = None
-    ) -> list[Dataset]:
-        """Return up to `limit` ready datasets ordered by name, after `after_name`."""
-        return self._datasets.list_datasets(limit, after_name, tenant)
-
-    def read_dataset_examples(self, dataset_id: str, start: int, limit: int) -> list[bytes]:
-        """Return up to `limit` serialised examples from position `start`. Raises NotFound."""
-        return self._datasets.read_dataset_examples(dataset_id, start, limit)
-
-    def delete_dataset(self, dataset_id: str) -> None:
-        """Delete a ready dataset and its examples. Raises NotFound."""
-        self._datasets.delete_dataset(dataset_id)
-
-    # Training data, analyses, jobs and their event logs -------------------------------------
-
-    def save_dataset(self, sha256: str, example_count: int, data: bytes) -> None:
-        """Store training data once per content hash."""
-        self._training_data.save_dataset(sha256, example_count, data)
-
-    def load_dataset(self, sha256: str) -> bytes:
-        """Return stored training data. Raises NotFound."""
-        return self._training_data.load_dataset(sha256)
-
-    def create_analysis(
-        self, job: AnalysisJob, key: IdempotencyKey | None = None
-    ) -> tuple[AnalysisJob, bool]:
-        """Insert a running job, or return the job an earlier call with the same key started."""
-        return self._analyses.create_analysis(job, key)
-
-    def finish_analysis(self, job: AnalysisJob) -> None:
-        """Store the job's end: status, last progress, result or error."""
-        self._analyses.finish_analysis(job)
-
-    def get_analysis(self, analysis_id: str, tenant: str | None = None) -> AnalysisJob:
-        """Return an analysis job (of one of ``tenant``'s agents, or of any for None)."""
-        return self._analyses.get_analysis(analysis_id, tenant)
-
-    def fail_running_analyses(self, error: dict[str, Any], end_time: float) -> int:
-        """Mark analyses a previous run left RUNNING as FAILED with ``error``; return how many."""
-        return self._analyses.fail_running_analyses(error, end_time)
-
-    def create_job(
-        self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
-    ) -> tuple[TrainingJob, bool]:
-        """Insert a job and its first event, or replay the job an earlier same-key call made."""
-        return self._jobs.create_job(job, first_event, key)
-
-    def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
-        """Return a job (of one of ``tenant``'s agents, or of any for None)."""
-        return self._jobs.get_job(training_id, tenant)
-
-    def list_jobs(
-        self,
-        *,
-        agent_id: str,
-        statuses: tuple[str, ...],
-        limit: int,
-        before_position: int,
-        tenant: str | None = None,
-    ) -> list[tuple[int, TrainingJob]]:
-        """Return (position, job) newest first."""
-        return self._jobs.list_jobs(
-            agent_id=agent_id,
-            statuses=statuses,
-            limit=limit,
-            before_position=before_position,
-            tenant=tenant,
-        )
-
-    def append_event(
-        self, event: JobEvent, job: TrainingJob, new_version: AgentVersion | None = None
-    ) -> None:
-        """Append an event and save the job (and a new active version) in one transaction."""
-        self._jobs.append_event(event, job, new_version)
-
-    def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
-        """Return a job's events from a sequence number on."""
-        return self._jobs.list_events(training_id, from_sequence)
+        super().__init__(SqliteDatabase(path))

@@ -1,4 +1,4 @@
-"""SQLite tables of agents and their versions (part of SqliteStore).
+"""Tables of agents and their versions (part of SqlStore).
 
 An agent row holds its id, names, default behaviour and which version it serves; a version row
 is an immutable record of one trained model, numbered 1, 2, ... per agent. Deleting an agent
@@ -8,50 +8,15 @@ deletes its versions, jobs, analyses and answers with it (ON DELETE CASCADE).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings
 from agent_training_server.errors import AlreadyExists
 from agent_training_server.not_found import agent_not_found, version_not_found
 from agent_training_server.store.base import IdempotencyKey
-from agent_training_server.store.sqlite_database import SqliteDatabase
-from agent_training_server.store.sqlite_idempotency import remember, replayed_resource
-from agent_training_server.store.sqlite_tenancy import tenant_clause, tenant_row
-
-AGENT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agents (
-    agent_id          TEXT PRIMARY KEY,
-    display_name      TEXT NOT NULL,
-    description       TEXT NOT NULL,
-    labels_json       TEXT NOT NULL,
-    behavior_json     TEXT NOT NULL,
-    active_version_id TEXT NOT NULL,
-    create_time       REAL NOT NULL,
-    update_time       REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    version_id        TEXT PRIMARY KEY,
-    agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
-    version_number    INTEGER NOT NULL,
-    source            TEXT NOT NULL,
-    training_type     TEXT NOT NULL,
-    training_id       TEXT NOT NULL,
-    parent_version_id TEXT NOT NULL,
-    outputs_json      TEXT NOT NULL,
-    encoder_json      TEXT NOT NULL,
-    behavior_json     TEXT NOT NULL,
-    metrics_json      TEXT NOT NULL,
-    manifest_json     TEXT NOT NULL,
-    size_bytes        INTEGER NOT NULL,
-    parameter_count   INTEGER NOT NULL,
-    description       TEXT NOT NULL,
-    artifact_dir      TEXT NOT NULL,
-    create_time       REAL NOT NULL,
-    UNIQUE (agent_id, version_number)
-);
-"""
-"""The agents table (its tenant column is added on open, see sqlite_tenancy) and versions."""
+from agent_training_server.store.sql.database import Connection, Database, Row
+from agent_training_server.store.sql.idempotency import remember, replayed_resource
+from agent_training_server.store.sql.tenancy import tenant_clause, tenant_row
 
 _AGENT_SELECT = (
     "SELECT a.*, (SELECT COUNT(*) FROM versions v WHERE v.agent_id = a.agent_id) AS version_count"
@@ -62,7 +27,7 @@ _AGENT_SELECT = (
 class AgentTables:
     """The agents table."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: Database) -> None:
         """Read and write agents in ``database``."""
         self._database = database
 
@@ -124,7 +89,7 @@ class AgentTables:
             if not deleted:
                 raise agent_not_found(agent_id)
 
-    def agent_in(self, db: sqlite3.Connection, agent_id: str, tenant: str | None = None) -> Agent:
+    def agent_in(self, db: Connection, agent_id: str, tenant: str | None = None) -> Agent:
         """The agent (of ``tenant``) as ``db`` sees it, inside the caller's read or transaction.
 
         Raises:
@@ -141,7 +106,7 @@ class AgentTables:
         return _agent_from_row(row)
 
     def set_active_version(
-        self, db: sqlite3.Connection, agent_id: str, version_id: str, update_time: float
+        self, db: Connection, agent_id: str, version_id: str, update_time: float
     ) -> None:
         """Make ``version_id`` the agent's active version (in the caller's transaction)."""
         db.execute(
@@ -149,7 +114,7 @@ class AgentTables:
             (version_id, update_time, agent_id),
         )
 
-    def touch(self, db: sqlite3.Connection, agent_id: str, update_time: float) -> None:
+    def touch(self, db: Connection, agent_id: str, update_time: float) -> None:
         """Record that the agent changed at ``update_time`` (in the caller's transaction)."""
         db.execute("UPDATE agents SET update_time = ? WHERE agent_id = ?", (update_time, agent_id))
 
@@ -157,7 +122,7 @@ class AgentTables:
 class VersionTables:
     """The versions table; a version's agent is checked (and updated) through ``agents``."""
 
-    def __init__(self, database: SqliteDatabase, agents: AgentTables) -> None:
+    def __init__(self, database: Database, agents: AgentTables) -> None:
         """Read and write versions in ``database``; ``agents`` shares it."""
         self._database = database
         self._agents = agents
@@ -183,9 +148,7 @@ class VersionTables:
             replayed = replayed_resource(db, key)
             return None if replayed is None else self.version_in(db, agent_id, replayed)
 
-    def insert_version(
-        self, db: sqlite3.Connection, version: AgentVersion, activate: bool
-    ) -> AgentVersion:
+    def insert_version(self, db: Connection, version: AgentVersion, activate: bool) -> AgentVersion:
         """Insert a version in the caller's transaction, numbered after the agent's last one.
 
         Raises:
@@ -267,7 +230,7 @@ class VersionTables:
             self._agents.set_active_version(db, agent_id, version_id, time.time())
             return self._agents.agent_in(db, agent_id)
 
-    def version_in(self, db: sqlite3.Connection, agent_id: str, version_id: str) -> AgentVersion:
+    def version_in(self, db: Connection, agent_id: str, version_id: str) -> AgentVersion:
         """The agent's version as ``db`` sees it, inside the caller's read or transaction.
 
         Raises:
@@ -282,7 +245,7 @@ class VersionTables:
         return _version_from_row(row)
 
 
-def _agent_from_row(row: sqlite3.Row) -> Agent:
+def _agent_from_row(row: Row) -> Agent:
     return Agent(
         agent_id=row["agent_id"],
         display_name=row["display_name"],
@@ -297,7 +260,7 @@ def _agent_from_row(row: sqlite3.Row) -> Agent:
     )
 
 
-def _version_from_row(row: sqlite3.Row) -> AgentVersion:
+def _version_from_row(row: Row) -> AgentVersion:
     return AgentVersion(
         version_id=row["version_id"],
         agent_id=row["agent_id"],

@@ -1,4 +1,4 @@
-"""SQLite table of analysis jobs (part of SqliteStore).
+"""The table of analysis jobs (part of SqlStore).
 
 A job is written when it starts and when it ends, with its result; progress in between lives
 only in memory (it is re-created by running the analysis again, never needed after a restart).
@@ -7,35 +7,20 @@ only in memory (it is re-created by running the analysis again, never needed aft
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
 from agent_training_server.not_found import analysis_not_found
 from agent_training_server.store.base import IdempotencyKey
-from agent_training_server.store.sqlite_database import SqliteDatabase
-from agent_training_server.store.sqlite_idempotency import remember, replayed_resource
-from agent_training_server.store.sqlite_tenancy import tenant_row
-
-ANALYSIS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS analysis_jobs (
-    analysis_id   TEXT PRIMARY KEY,
-    agent_id      TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
-    status        TEXT NOT NULL,
-    progress_json TEXT NOT NULL,
-    result        BLOB NOT NULL,
-    error_json    TEXT NOT NULL,
-    create_time   REAL NOT NULL,
-    end_time      REAL NOT NULL,
-    trace_id      TEXT NOT NULL
-);
-"""
+from agent_training_server.store.sql.database import Connection, Database
+from agent_training_server.store.sql.idempotency import remember, replayed_resource
+from agent_training_server.store.sql.tenancy import tenant_row
 
 
 class AnalysisTables:
     """The analysis_jobs table."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: Database) -> None:
         """Read and write analysis jobs in ``database``."""
         self._database = database
 
@@ -71,7 +56,7 @@ class AnalysisTables:
             ).rowcount
 
 
-def _save(db: sqlite3.Connection, job: AnalysisJob, insert: bool) -> None:
+def _save(db: Connection, job: AnalysisJob, insert: bool) -> None:
     values = (
         job.agent_id,
         job.status,
@@ -97,9 +82,7 @@ def _save(db: sqlite3.Connection, job: AnalysisJob, insert: bool) -> None:
         )
 
 
-def _analysis_in(
-    db: sqlite3.Connection, analysis_id: str, tenant: str | None = None
-) -> AnalysisJob:
+def _analysis_in(db: Connection, analysis_id: str, tenant: str | None = None) -> AnalysisJob:
     row = tenant_row(
         db,
         "SELECT * FROM analysis_jobs WHERE analysis_id = ?",

@@ -1,4 +1,4 @@
-"""SQLite tables of invocations (answers given) and the feedback on them (part of SqliteStore).
+"""Tables of invocations (answers given) and the feedback on them (part of SqlStore).
 
 An invocation row is what InvokeAgent answered: the version, the input, the output chosen and
 the probability the behaviour chose it with (its propensity), so feedback on it can teach the
@@ -8,54 +8,19 @@ reinforcement engine later. Feedback is unique per invocation: the first one rec
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 
 from agent_training_server.domain import Feedback, Invocation
 from agent_training_server.not_found import invocation_not_found
-from agent_training_server.store.sqlite_database import SqliteDatabase
-from agent_training_server.store.sqlite_tenancy import tenant_row
-
-FEEDBACK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS invocations (
-    invocation_id TEXT PRIMARY KEY,
-    agent_id      TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
-    version_id    TEXT NOT NULL,
-    input         TEXT NOT NULL,
-    context_json  TEXT NOT NULL,
-    output        TEXT NOT NULL,
-    confidence    REAL NOT NULL,
-    propensity    REAL NOT NULL,
-    explored      INTEGER NOT NULL,
-    is_fallback   INTEGER NOT NULL,
-    time          REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    feedback_id      TEXT PRIMARY KEY,
-    invocation_id    TEXT NOT NULL UNIQUE REFERENCES invocations(invocation_id) ON DELETE CASCADE,
-    agent_id         TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
-    feedback         TEXT NOT NULL,
-    reward           REAL NOT NULL,
-    corrected_output TEXT NOT NULL,
-    comment          TEXT NOT NULL,
-    time             REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_by_agent ON feedback (agent_id, time);
-CREATE TABLE IF NOT EXISTS performance_reports (
-    agent_id     TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
-    version_id   TEXT NOT NULL,
-    metrics_json TEXT NOT NULL,
-    time         REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS performance_by_agent ON performance_reports (agent_id, time);
-"""
+from agent_training_server.store.sql.database import Database, Row
+from agent_training_server.store.sql.tenancy import tenant_row
 
 
 class FeedbackTables:
     """The invocations, feedback and performance_reports tables."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: Database) -> None:
         """Read and write answers, feedback and reported metrics in ``database``."""
         self._database = database
 
@@ -67,8 +32,8 @@ class FeedbackTables:
         """
         with self._database.write() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO invocations SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-                " WHERE EXISTS (SELECT 1 FROM agents WHERE agent_id = ?)",
+                "INSERT INTO invocations SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM agents WHERE agent_id = ?) ON CONFLICT DO NOTHING",
                 [
                     (
                         i.invocation_id,
@@ -170,7 +135,7 @@ class FeedbackTables:
         return [(_feedback_from_row(row), _invocation_from_joined(row)) for row in rows]
 
 
-def _feedback_from_row(row: sqlite3.Row) -> Feedback:
+def _feedback_from_row(row: Row) -> Feedback:
     return Feedback(
         feedback_id=row["feedback_id"],
         invocation_id=row["invocation_id"],
@@ -183,7 +148,7 @@ def _feedback_from_row(row: sqlite3.Row) -> Feedback:
     )
 
 
-def _invocation_from_joined(row: sqlite3.Row) -> Invocation:
+def _invocation_from_joined(row: Row) -> Invocation:
     return Invocation(
         invocation_id=row["invocation_id"],
         agent_id=row["agent_id"],

@@ -1,4 +1,4 @@
-"""SQLite tables of training data, training jobs and their event logs (part of SqliteStore).
+"""Tables of training data, training jobs and their event logs (part of SqlStore).
 
 A job's record and its event log change together in one transaction, so a reader never sees an
 event whose effect on the job is missing, or the reverse. The training data a job was given is
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 import time
 from typing import Any
 
@@ -17,42 +16,16 @@ from agent_training_server.domain import AgentVersion, JobEvent, TrainingJob
 from agent_training_server.errors import NotFound
 from agent_training_server.not_found import training_job_not_found
 from agent_training_server.store.base import IdempotencyKey
-from agent_training_server.store.sqlite_agents import VersionTables
-from agent_training_server.store.sqlite_database import SqliteDatabase
-from agent_training_server.store.sqlite_idempotency import remember, replayed_resource
-from agent_training_server.store.sqlite_tenancy import agent_tenant_clause, tenant_row
-
-JOB_SCHEMA = """
-CREATE TABLE IF NOT EXISTS datasets (
-    dataset_sha256 TEXT PRIMARY KEY,
-    example_count  INTEGER NOT NULL,
-    data           BLOB NOT NULL,
-    create_time    REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    position          INTEGER PRIMARY KEY AUTOINCREMENT,
-    training_id       TEXT NOT NULL UNIQUE,
-    agent_id          TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
-    status            TEXT NOT NULL,
-    job_json          TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent_id, position);
-CREATE TABLE IF NOT EXISTS job_events (
-    training_id  TEXT NOT NULL REFERENCES jobs(training_id) ON DELETE CASCADE,
-    sequence     INTEGER NOT NULL,
-    time         REAL NOT NULL,
-    kind         TEXT NOT NULL,
-    payload_json TEXT NOT NULL,
-    PRIMARY KEY (training_id, sequence)
-);
-"""
-"""Content-addressed training data (``datasets``), jobs and their events."""
+from agent_training_server.store.sql.agents import VersionTables
+from agent_training_server.store.sql.database import Connection, Database
+from agent_training_server.store.sql.idempotency import remember, replayed_resource
+from agent_training_server.store.sql.tenancy import agent_tenant_clause, tenant_row
 
 
 class TrainingDataTables:
     """The content-addressed ``datasets`` table: training data stored under its hash."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: Database) -> None:
         """Read and write training data in ``database``."""
         self._database = database
 
@@ -60,7 +33,7 @@ class TrainingDataTables:
         """Store training data once per content hash."""
         with self._database.write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?)",
+                "INSERT INTO datasets VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (sha256, example_count, data, time.time()),
             )
 
@@ -78,7 +51,7 @@ class TrainingDataTables:
 class JobTables:
     """The jobs and job_events tables; a job's new version is written through ``versions``."""
 
-    def __init__(self, database: SqliteDatabase, versions: VersionTables) -> None:
+    def __init__(self, database: Database, versions: VersionTables) -> None:
         """Read and write jobs in ``database``; ``versions`` shares it."""
         self._database = database
         self._versions = versions
@@ -174,7 +147,7 @@ class JobTables:
         ]
 
 
-def _job_in(db: sqlite3.Connection, training_id: str, tenant: str | None = None) -> TrainingJob:
+def _job_in(db: Connection, training_id: str, tenant: str | None = None) -> TrainingJob:
     row = tenant_row(
         db,
         "SELECT job_json FROM jobs WHERE training_id = ?",
@@ -185,7 +158,7 @@ def _job_in(db: sqlite3.Connection, training_id: str, tenant: str | None = None)
     return _job_from_json(row["job_json"])
 
 
-def _insert_event(db: sqlite3.Connection, event: JobEvent) -> None:
+def _insert_event(db: Connection, event: JobEvent) -> None:
     db.execute(
         "INSERT INTO job_events VALUES (?, ?, ?, ?, ?)",
         (event.training_id, event.sequence, event.time, event.kind, json.dumps(event.payload)),

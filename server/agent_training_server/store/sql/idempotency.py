@@ -1,4 +1,4 @@
-"""Idempotency keys in the SQLite store: a create call retried with its request_id replays.
+"""Idempotency keys in the SQL store: a create call retried with its request_id replays.
 
 The retry returns what the first call created, instead of creating it again.
 
@@ -8,28 +8,15 @@ recorded in the very transaction that creates the resource: a crash keeps both o
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from agent_training_server.domain import DEFAULT_TENANT
 from agent_training_server.errors import AlreadyExists
 from agent_training_server.store.base import IdempotencyKey
-
-IDEMPOTENCY_SCHEMA = """
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    method         TEXT NOT NULL,
-    request_id     TEXT NOT NULL,
-    request_sha256 TEXT NOT NULL,
-    resource_id    TEXT NOT NULL,
-    create_time    REAL NOT NULL,
-    PRIMARY KEY (method, request_id)
-);
-"""
-"""One row per key used: what the call made, with its request's digest to tell a retry from a
-misuse. ``method`` carries the tenant (see `_scoped_method`)."""
+from agent_training_server.store.sql.database import Connection
 
 
-def replayed_resource(db: sqlite3.Connection, key: IdempotencyKey | None) -> str | None:
+def replayed_resource(db: Connection, key: IdempotencyKey | None) -> str | None:
     """Return the id of what an earlier call with this key created, if any.
 
     Raises:
@@ -54,7 +41,7 @@ def replayed_resource(db: sqlite3.Connection, key: IdempotencyKey | None) -> str
     return str(row["resource_id"])
 
 
-def remember(db: sqlite3.Connection, key: IdempotencyKey | None, resource_id: str) -> None:
+def remember(db: Connection, key: IdempotencyKey | None, resource_id: str) -> None:
     """Record what a call with this key created (in the caller's transaction)."""
     if key is not None:
         db.execute(

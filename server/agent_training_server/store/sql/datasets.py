@@ -1,4 +1,4 @@
-"""SQLite tables of named datasets and their examples (part of SqliteStore).
+"""Tables of named datasets and their examples (part of SqlStore).
 
 A dataset is written in chunks while it is generated or uploaded, in state "writing", and becomes
 visible only when `finish_dataset` marks it "ready"; a server restart drops unfinished ones. Its
@@ -7,37 +7,15 @@ examples are stored one row each (serialised protobuf), so a page is read withou
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from agent_training_server.domain import Dataset
 from agent_training_server.errors import AlreadyExists
 from agent_training_server.not_found import dataset_not_found
 from agent_training_server.store.base import IdempotencyKey
-from agent_training_server.store.sqlite_database import SqliteDatabase
-from agent_training_server.store.sqlite_idempotency import remember, replayed_resource
-from agent_training_server.store.sqlite_tenancy import tenant_clause, tenant_row
-
-DATASET_SCHEMA = """
-CREATE TABLE IF NOT EXISTS named_datasets (
-    dataset_id     TEXT PRIMARY KEY,
-    name           TEXT NOT NULL UNIQUE,
-    description    TEXT NOT NULL,
-    source         TEXT NOT NULL,
-    recipe         BLOB NOT NULL,
-    example_count  INTEGER NOT NULL,
-    output_count   INTEGER NOT NULL,
-    content_sha256 TEXT NOT NULL,
-    state          TEXT NOT NULL,
-    create_time    REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dataset_examples (
-    dataset_id TEXT NOT NULL REFERENCES named_datasets(dataset_id) ON DELETE CASCADE,
-    position   INTEGER NOT NULL,
-    example    BLOB NOT NULL,
-    PRIMARY KEY (dataset_id, position)
-) WITHOUT ROWID;
-"""
+from agent_training_server.store.sql.database import Connection, Database, Row
+from agent_training_server.store.sql.idempotency import remember, replayed_resource
+from agent_training_server.store.sql.tenancy import tenant_clause, tenant_row
 
 _COLUMNS = (
     "dataset_id, name, description, source, recipe, example_count, output_count,"
@@ -48,7 +26,7 @@ _COLUMNS = (
 class DatasetTables:
     """The named_datasets and dataset_examples tables."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: Database) -> None:
         """Read and write named datasets in ``database``."""
         self._database = database
 
@@ -157,7 +135,7 @@ class DatasetTables:
                 raise dataset_not_found(dataset_id)
 
 
-def _dataset_in(db: sqlite3.Connection, dataset_id: str, tenant: str | None = None) -> Dataset:
+def _dataset_in(db: Connection, dataset_id: str, tenant: str | None = None) -> Dataset:
     row = tenant_row(
         db,
         f"SELECT {_COLUMNS} FROM named_datasets WHERE dataset_id = ? AND state = 'ready'",
@@ -169,7 +147,7 @@ def _dataset_in(db: sqlite3.Connection, dataset_id: str, tenant: str | None = No
     return _dataset_from_row(row)
 
 
-def _dataset_from_row(row: sqlite3.Row) -> Dataset:
+def _dataset_from_row(row: Row) -> Dataset:
     return Dataset(
         dataset_id=row["dataset_id"],
         name=row["name"],
