@@ -115,3 +115,38 @@ def test_calls_while_the_database_is_down_are_unavailable_and_work_again_once_it
         if server is not None:
             server.stop()
         database.stop()
+
+
+def test_a_replica_with_its_own_data_folder_serves_what_another_trained_into_the_shared_artifacts(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    shared = tmp_path / "shared-artifacts"
+    first = make_config(tmp_path / "a", database_url=postgres_url, artifact_dir=str(shared))
+    server = ServerThread(first)
+    try:
+        with AgentTrainingClient(server.address, timeout=60) as client:
+            client.create_agent(agent_id="shared-bot")
+            events = list(
+                client.train_agent(
+                    agent_id="shared-bot",
+                    training_data=banking_examples(INTENTS, per_intent=10),
+                    config=training_pb2.TrainingConfig(epochs=2, seed=4),
+                    timeout=120,
+                )
+            )
+            assert events[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
+            expected = client.invoke_agent(agent_id="shared-bot", inputs=["top up failed"])
+    finally:
+        server.stop()
+    assert list((shared / "artifacts" / "shared-bot").iterdir())
+    assert not (first.data_dir / "artifacts").exists()
+
+    second = make_config(tmp_path / "b", database_url=postgres_url, artifact_dir=str(shared))
+    server = ServerThread(second)
+    try:
+        with AgentTrainingClient(server.address, timeout=60) as client:
+            answer = client.invoke_agent(agent_id="shared-bot", inputs=["top up failed"])
+            assert answer.predictions[0].output == expected.predictions[0].output
+            assert answer.predictions[0].confidence == expected.predictions[0].confidence
+    finally:
+        server.stop()

@@ -215,6 +215,14 @@ def test_a_data_folder_that_is_a_file_stops_the_start(tmp_path: Path) -> None:
         assert "--data-dir (AGENT_TRAINING_DATA_DIR)" in line
 
 
+def test_an_artifact_folder_that_is_a_file_stops_the_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "artifacts"
+    blocker.write_text("a file where the artifact folder should be\n")
+    command = server_command(tmp_path / "data", "--artifact-dir", str(blocker))
+    line = refused_start(command, None)
+    assert "artifact folder" in line and "--artifact-dir (AGENT_TRAINING_ARTIFACT_DIR)" in line
+
+
 def without_root_file_access() -> None:
     """In a root child before exec: give up root's bypass of file permissions (as any user has).
 

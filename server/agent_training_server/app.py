@@ -152,6 +152,8 @@ async def create_server(
     authentication = auth_setup.authentication(config)
     open_prefixes = auth_setup.open_prefixes(config)
     check_data_folder(config.data_dir)
+    if config.artifact_root != config.data_dir:
+        check_data_folder(config.artifact_root, "artifact_dir")
     async with contextlib.AsyncExitStack() as undo:  # on a failed start, release what was taken
         if tracer_provider is None:
             tracer_provider = create_tracer_provider(
@@ -189,6 +191,7 @@ async def create_server(
             metrics_endpoint = metrics.bind(config.metrics_address)
             undo.callback(metrics_endpoint.close)
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.artifact_root.mkdir(parents=True, exist_ok=True)
         address = f"{config.address.rsplit(':', 1)[0]}:{port}"
         data_lock = DataFolderLock.acquire(config.data_dir, address)
         undo.callback(data_lock.release)
@@ -202,19 +205,20 @@ async def create_server(
         )
         await jobs.start()
         undo.push_async_callback(jobs.stop)
-        agents = AgentService(store, config.data_dir, jobs)
+        artifacts = config.artifact_root
+        agents = AgentService(store, artifacts, jobs)
         feedback = FeedbackService(store, metrics)
         undo.push_async_callback(feedback.stop)
         inference = InferenceService(
-            store, config.data_dir, on_answers=feedback.remember, metrics=metrics
+            store, artifacts, on_answers=feedback.remember, metrics=metrics
         )
         store.discard_unfinished_datasets()
         datasets = DatasetService(store, config.max_dataset_examples)
         synthetic = SyntheticService(
             inference, agents, datasets, config.max_concurrent_generations, metrics
         )
-        analysis = AnalysisService(store, agents, inference, config.data_dir, work=jobs)
-        adaptation = AdaptationService(store, agents, inference, analysis, config.data_dir, metrics)
+        analysis = AnalysisService(store, agents, inference, artifacts, work=jobs)
+        adaptation = AdaptationService(store, agents, inference, analysis, artifacts, metrics)
         analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs)
         await analysis_jobs.recover()
         undo.push_async_callback(analysis_jobs.stop)

@@ -40,6 +40,11 @@ class ServerConfig:
     )
     # Path is immutable, so one shared default instance is safe.
     data_dir: Path = _setting(Path("data"), "folder of the database and weights")  # noqa: RUF009
+    artifact_dir: str = _setting(
+        "",
+        "folder of weights, checkpoints and job folders, shared by replicas (docs/deployment.md);"
+        " empty: data_dir",
+    )
     database_url: str = _setting(
         "",
         "postgresql://user@host:port/name: the store in PostgreSQL (docs/deployment.md); empty:"
@@ -150,6 +155,15 @@ class ServerConfig:
     auth_open_services: str = _setting(
         "health,reflection", "services callable without a token when authentication is on"
     )
+
+    @property
+    def artifact_root(self) -> Path:
+        """Folder of version weights, job checkpoints and job folders: artifact_dir or data_dir.
+
+        Versions record their folder relative to it, so a replica that mounts the same folder
+        at another path loads the same files.
+        """
+        return Path(self.artifact_dir) if self.artifact_dir else self.data_dir
 
     @property
     def database_path(self) -> Path:

@@ -36,35 +36,36 @@ class StartupError(ValueError):
     """A setting the server cannot start with; the message names it and says what to change."""
 
 
-def check_data_folder(data_dir: Path) -> None:
-    """Check that the data folder can be written (or made) by this process, changing nothing.
+def check_data_folder(data_dir: Path, setting: str = "data_dir") -> None:
+    """Check that the data folder (or the folder ``setting`` names) can be written or made.
+
+    Nothing is changed.
 
     Raises:
         StartupError: it is not a folder, or this user cannot write it or create it.
     """
-    change = f"set {setting_name('data_dir')} to a folder this user can write"
+    change = f"set {setting_name(setting)} to a folder this user can write"
+    what = "data folder" if setting == "data_dir" else "artifact folder"
     try:
         if not data_dir.exists():
             parent = data_dir.parent
             while not parent.exists():
                 parent = parent.parent
             if not parent.is_dir():
-                raise StartupError(
-                    f"cannot create data folder {data_dir}: {parent} is a file; {change}"
-                )
+                raise StartupError(f"cannot create {what} {data_dir}: {parent} is a file; {change}")
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise StartupError(
-                    f"cannot create data folder {data_dir}: permission denied on {parent}; {change}"
+                    f"cannot create {what} {data_dir}: permission denied on {parent}; {change}"
                 )
             return
         if not data_dir.is_dir():
-            raise StartupError(f"data folder {data_dir} is not a folder; {change}")
+            raise StartupError(f"{what} {data_dir} is not a folder; {change}")
     except OSError as error:
-        raise StartupError(
-            f"cannot use data folder {data_dir}: {_reason(error)}; {change}"
-        ) from error
+        raise StartupError(f"cannot use {what} {data_dir}: {_reason(error)}; {change}") from error
     if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
-        raise StartupError(f"cannot write to data folder {data_dir}: permission denied; {change}")
+        raise StartupError(f"cannot write to {what} {data_dir}: permission denied; {change}")
+    if setting != "data_dir":
+        return
     for name in ("agent_training.sqlite3", "agent_training.sqlite3-wal", LOCK_FILE):
         path = data_dir / name
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):

@@ -282,7 +282,7 @@ class JobManager:
         A crash between a job's end and the removal of its folder (or during an agent's
         deletion) leaves checkpoints nothing will read again.
         """
-        folder = self._config.data_dir / "jobs"
+        folder = self._config.artifact_root / "jobs"
         names = await asyncio.to_thread(
             lambda: [path.name for path in folder.iterdir()] if folder.is_dir() else []
         )
@@ -406,13 +406,13 @@ class JobManager:
             parent = await asyncio.to_thread(
                 self._store.get_version, job.agent_id, job.parent_version_id
             )
-            start_from_dir = str(self._config.data_dir / parent.artifact_dir)
+            start_from_dir = str(self._config.artifact_root / parent.artifact_dir)
         base_agent = job.config.get("base_agent_id", "")
         if job.training_type in STARTS_FROM_BASE_AGENT and base_agent:
             base = await asyncio.to_thread(
                 self._store.get_version, base_agent, job.config["base_version_id"]
             )
-            start_from_dir = str(self._config.data_dir / base.artifact_dir)
+            start_from_dir = str(self._config.artifact_root / base.artifact_dir)
         return JobTask(
             training_id=job.training_id,
             training_type=job.training_type,
@@ -427,7 +427,7 @@ class JobManager:
         )
 
     def _workdir(self, training_id: str) -> Path:
-        return self._config.data_dir / "jobs" / training_id
+        return self._config.artifact_root / "jobs" / training_id
 
     async def _dispatch(self) -> None:
         while True:
@@ -704,7 +704,7 @@ class JobManager:
         try:
             files = await asyncio.to_thread(
                 move_version_files,
-                self._config.data_dir,
+                self._config.artifact_root,
                 job.agent_id,
                 self._workdir(job.training_id) / "artifact",
             )
@@ -718,7 +718,7 @@ class JobManager:
             )
             return
         agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
-        target = self._config.data_dir / files.artifact_dir
+        target = self._config.artifact_root / files.artifact_dir
         version = AgentVersion(
             version_id=files.version_id,
             agent_id=job.agent_id,
