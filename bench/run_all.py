@@ -21,6 +21,7 @@ BENCHMARKS = [  # a script, or a script and its arguments
     "closed_loop.py",
     "invoke_throughput.py",
     "invoke_during_analysis.py",
+    "postgres_vs_sqlite.py",
     "load.py",
     "tenant_timing.py",
     "ray_executor.py",
@@ -141,6 +142,15 @@ def summary() -> list[tuple[str, str, str]]:
                 "InvokeAgent p99, 32 in flight, during maximize_accuracy",
                 f"{during['p99_ms']:.0f} ms ({result['p99_during_vs_idle']:.2f}x idle)",
                 f"idle {idle['p99_ms']:.0f} ms, same server",
+            )
+        )
+    if result := _load("postgres_vs_sqlite"):
+        sqlite, postgres = result["medians"]["sqlite"], result["medians"]["postgres"]
+        rows.append(
+            (
+                "on PostgreSQL: InvokeAgent, CreateAgent calls/s",
+                f"{postgres['invoke_per_second']:,.0f}, {postgres['create_per_second']:,.0f}",
+                f"on SQLite {sqlite['invoke_per_second']:,.0f}, {sqlite['create_per_second']:,.0f}",
             )
         )
     if result := _load("load"):
