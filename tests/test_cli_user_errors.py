@@ -151,6 +151,13 @@ def test_bad_values_are_a_usage_line_or_an_error_object(server):
     assert "expected NAME=NUMBER" in error_object(metric.stderr)["message"]
 
 
+def test_a_target_list_with_host_names_is_a_usage_line():
+    listed = run("agents", "list", target="a.internal:50051,b.internal:50051")
+    assert listed.returncode == 2 and "Traceback" not in listed.stderr
+    assert "--target: target 'a.internal:50051,b.internal:50051'" in listed.stderr
+    assert "dns:///name:port" in listed.stderr
+
+
 def test_an_unreachable_server_says_how_to_start_one(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     refused = run("agents", "list", target=address)

@@ -61,7 +61,10 @@ def _client(args: argparse.Namespace) -> AgentTrainingClient:
     credentials = None
     if args.tls or args.ca_cert or args.client_cert:
         credentials = tls_credentials(args.ca_cert, args.client_cert, args.client_key)
-    return AgentTrainingClient(args.target, token=args.token, credentials=credentials)
+    try:
+        return AgentTrainingClient(args.target, token=args.token, credentials=credentials)
+    except ValueError as error:  # a target the channel cannot use (failover.channel_target)
+        raise UsageError(f"--target: {error}") from None
 
 
 def command_line(args: argparse.Namespace, *words: str) -> str:

@@ -21,6 +21,12 @@ from agent_training.v1 import (
 )
 from agent_training_client.credentials import BearerTokenInterceptor, channel_credentials
 from agent_training_client.errors import AgentTrainingError
+from agent_training_client.failover import (
+    SERVICE_CONFIG,
+    channel_target,
+    resumable_events,
+    with_request_id,
+)
 from agent_training_client.functions import SeedFunctions
 from agent_training_client.settings import DEFAULT_TARGET, ClientSettings
 
@@ -119,15 +125,20 @@ class AgentTrainingClient:
     def train_agent(
         self, *, timeout: float | None = None, **fields: Any
     ) -> Iterator[training_pb2.TrainingEvent]:
-        """Start a training job and yield its events: accepted, progress..., finished."""
-        call = self._stub.TrainAgent(service_pb2.TrainAgentRequest(**fields), timeout=timeout)
-        return self._events(call)
+        """Start a training job and yield its events: accepted, progress..., finished.
+
+        A stream cut by UNAVAILABLE (the server restarting, a replica dying) re-attaches by
+        itself, missing and repeating nothing (failover.py).
+        """
+        request = service_pb2.TrainAgentRequest(**with_request_id(fields))
+        call = self._stub.TrainAgent(request, timeout=timeout)
+        return resumable_events(self._events(call), self._watch(timeout))
 
     def generate_synthetic_training_data(
         self, *, timeout: float | None = None, **fields: Any
     ) -> Iterator[service_pb2.GenerateSyntheticTrainingDataResponse]:
         """Yield chunks of generated examples."""
-        request = service_pb2.GenerateSyntheticTrainingDataRequest(**fields)
+        request = service_pb2.GenerateSyntheticTrainingDataRequest(**with_request_id(fields))
         call = self._stub.GenerateSyntheticTrainingData(request, timeout=timeout)
         try:
             yield from call
@@ -140,12 +151,12 @@ class AgentTrainingClient:
         self, **fields: Any
     ) -> service_pb2.GenerateSyntheticExamplesResponse:
         """Generate up to the server's unary limit of examples in one response."""
-        request = service_pb2.GenerateSyntheticExamplesRequest(**fields)
+        request = service_pb2.GenerateSyntheticExamplesRequest(**with_request_id(fields))
         return self._unary(self._stub.GenerateSyntheticExamples, request)
 
     def analyze_and_optimize(self, **fields: Any) -> service_pb2.AnalyzeAndOptimizeResponse:
         """Evaluate an agent version and get measured suggestions."""
-        request = service_pb2.AnalyzeAndOptimizeRequest(**fields)
+        request = service_pb2.AnalyzeAndOptimizeRequest(**with_request_id(fields))
         return self._unary(self._stub.AnalyzeAndOptimize, request)
 
     def analyze_and_optimize_stream(
@@ -156,7 +167,7 @@ class AgentTrainingClient:
         Closing the iterator early leaves the analysis running (see watch_analysis_job).
         """
         request = service_pb2.AnalyzeAndOptimizeStreamRequest(
-            request=service_pb2.AnalyzeAndOptimizeRequest(**fields)
+            request=service_pb2.AnalyzeAndOptimizeRequest(**with_request_id(fields))
         )
         return self._stream(self._stub.AnalyzeAndOptimizeStream(request, timeout=timeout))
 
@@ -182,14 +193,14 @@ class AgentTrainingClient:
 
     def adapt_agent_behavior(self, **fields: Any) -> service_pb2.AdaptAgentBehaviorResponse:
         """Adapt an agent's behaviour from production metrics."""
-        request = service_pb2.AdaptAgentBehaviorRequest(**fields)
+        request = service_pb2.AdaptAgentBehaviorRequest(**with_request_id(fields))
         return self._unary(self._stub.AdaptAgentBehavior, request)
 
     # Agents ---------------------------------------------------------------------------------
 
     def create_agent(self, **fields: Any) -> agents_pb2.Agent:
         """Create an agent and return it."""
-        request = service_pb2.CreateAgentRequest(**fields)
+        request = service_pb2.CreateAgentRequest(**with_request_id(fields))
         return self._unary(self._stub.CreateAgent, request).agent
 
     def get_agent(self, agent_id: str) -> agents_pb2.Agent:
@@ -253,11 +264,22 @@ class AgentTrainingClient:
     def watch_training_job(
         self, training_id: str, from_sequence: int = 0, *, timeout: float | None = None
     ) -> Iterator[training_pb2.TrainingEvent]:
-        """Yield a job's events from ``from_sequence`` to its end."""
-        request = service_pb2.WatchTrainingJobRequest(
-            training_id=training_id, from_sequence=from_sequence
-        )
-        return self._events(self._stub.WatchTrainingJob(request, timeout=timeout))
+        """Yield a job's events from ``from_sequence`` to its end (re-attaching when cut)."""
+        watch = self._watch(timeout)
+        return resumable_events(watch(training_id, from_sequence), watch)
+
+    def _watch(
+        self, timeout: float | None
+    ) -> Callable[[str, int], Iterator[training_pb2.TrainingEvent]]:
+        """Opens one WatchTrainingJob stream (what a cut stream re-attaches with)."""
+
+        def watch(training_id: str, from_sequence: int) -> Iterator[training_pb2.TrainingEvent]:
+            request = service_pb2.WatchTrainingJobRequest(
+                training_id=training_id, from_sequence=from_sequence
+            )
+            return self._events(self._stub.WatchTrainingJob(request, timeout=timeout))
+
+        return watch
 
     # Using agents ---------------------------------------------------------------------------
 
@@ -286,10 +308,11 @@ class AgentTrainingClient:
         timeout: float | None = None,
     ) -> synthetic_pb2.Dataset:
         """Store `examples` as a dataset, sent `chunk_size` at a time (any size fits)."""
+        upload_id = request_id or with_request_id({})["request_id"]
 
         def messages() -> Iterator[service_pb2.UploadDatasetRequest]:
             first = service_pb2.UploadDatasetRequest(
-                name=name, description=description, request_id=request_id
+                name=name, description=description, request_id=upload_id
             )
             chunk: list[training_pb2.TrainingExample] = []
             for example in examples:
@@ -355,11 +378,14 @@ class AgentTrainingClient:
 def _open_channel(
     target: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int
 ) -> grpc.Channel:
-    options = [
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         *KEEPALIVE_OPTIONS,
+        # Round robin over the target's addresses, UNAVAILABLE retried for safe calls.
+        ("grpc.service_config", SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
     ]
     if credentials is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, credentials, options=options)
+        return grpc.insecure_channel(channel_target(target), options=options)
+    return grpc.secure_channel(channel_target(target), credentials, options=options)

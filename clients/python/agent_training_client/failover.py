@@ -1,0 +1,186 @@
+"""Failing over between replicas: several addresses, retried UNAVAILABLE, re-attached streams.
+
+- **Addresses.** A target is one ``host:port``, a DNS name whose records name several servers
+  (``dns:///agents.internal:50051``), or a comma-separated list of IP ``address:port``s; calls
+  are spread over every address that answers (gRPC's round_robin), and an address that stops
+  answering is skipped until it is back.
+- **Retries.** UNAVAILABLE means the call did not take effect (the server is shutting down, a
+  replica died, the database did not answer), so the calls that are safe to send twice are
+  retried by the channel itself, with exponential backoff, on another address when there is one
+  (AIP-194): reads, InvokeAgent, RecordFeedback (one feedback per answer) and the creates, which
+  the client always sends with a ``request_id`` (one is made when the caller gives none), so a
+  retried create returns what the first attempt made. DeleteAgent, DeleteDataset,
+  CancelTrainingJob and ActivateAgentVersion are not retried: their UNAVAILABLE is the caller's to
+  judge.
+- **Streams.** A training stream (TrainAgent, WatchTrainingJob) cut by UNAVAILABLE after its first
+  event re-attaches by itself with ``WatchTrainingJob(training_id, last sequence + 1)``, so the
+  caller sees every event once, in order, across the death or restart of the server it was on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from agent_training.v1 import training_pb2
+from agent_training_client.errors import AgentTrainingError
+
+SERVICE = "agent_training.v1.AgentTrainingService"
+
+RETRIED_METHODS = (
+    "TrainAgent",
+    "GenerateSyntheticTrainingData",
+    "GenerateSyntheticExamples",
+    "AnalyzeAndOptimize",
+    "AnalyzeAndOptimizeStream",
+    "GetAnalysisJob",
+    "WatchAnalysisJob",
+    "AdaptAgentBehavior",
+    "CreateAgent",
+    "GetAgent",
+    "ListAgents",
+    "ListAgentVersions",
+    "GetTrainingJob",
+    "ListTrainingJobs",
+    "WatchTrainingJob",
+    "InvokeAgent",
+    "RecordFeedback",
+    "UploadDataset",
+    "GetDataset",
+    "ListDatasets",
+    "ListDatasetExamples",
+)
+"""Methods safe to send again after UNAVAILABLE (the creates with their request_id)."""
+
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "3s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+"""Up to 5 attempts in about 3 s (gRPC's cap is 5); a stream is retried only before its first
+message, after which re-attaching is the client's (`resumable_events`)."""
+
+SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": SERVICE, "method": method} for method in RETRIED_METHODS],
+                "retryPolicy": RETRY_POLICY,
+            },
+            {"name": [{"service": "grpc.health.v1.Health"}], "retryPolicy": RETRY_POLICY},
+        ],
+    }
+)
+"""The channel's service config: round robin over the addresses, and the retries above."""
+
+REATTACH_SECONDS = 120.0
+"""How long a cut training stream keeps trying to re-attach before it raises UNAVAILABLE."""
+
+
+def channel_target(target: str) -> str:
+    """The gRPC target for ``target``: as it is, or an IP address list as ``ipv4:``/``ipv6:``.
+
+    Raises:
+        ValueError: a comma-separated list with a host name in it (gRPC resolves lists of IP
+            addresses only; a DNS name with several records does the same).
+    """
+    if "," not in target:
+        return target
+    addresses = [part.strip() for part in target.split(",") if part.strip()]
+    families = {_family(address, target) for address in addresses}
+    if len(families) != 1:
+        raise ValueError(f"target {target!r} mixes IPv4 and IPv6 addresses; use one family")
+    return f"{families.pop()}:{','.join(addresses)}"
+
+
+def _family(address: str, target: str) -> str:
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else ""
+    try:
+        parsed = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError(
+            f"target {target!r}: {address!r} is not an IP address:port; a list takes IP"
+            " addresses only (for host names, use one DNS name with several records:"
+            " dns:///name:port)"
+        ) from None
+    return "ipv4" if parsed.version == 4 else "ipv6"
+
+
+def with_request_id(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with a fresh ``request_id`` when it has none, so a retry replays, not repeats."""
+    if fields.get("request_id"):
+        return fields
+    return {**fields, "request_id": uuid.uuid4().hex}
+
+
+def resumable_events(
+    events: Iterator[training_pb2.TrainingEvent],
+    watch: Callable[[str, int], Iterator[training_pb2.TrainingEvent]],
+    reattach_seconds: float = REATTACH_SECONDS,
+) -> Iterator[training_pb2.TrainingEvent]:
+    """Yield ``events``; when UNAVAILABLE cuts them after the first, go on from ``watch``.
+
+    ``watch(training_id, from_sequence)`` opens a WatchTrainingJob stream. Each event is yielded
+    once, in sequence order, until the finished one. Re-attaching is tried with growing pauses
+    (0.5 s doubling to 5 s) for ``reattach_seconds`` after the cut; then the last UNAVAILABLE is
+    raised.
+    """
+    training_id, last = "", 0
+    current = events
+    while True:
+        try:
+            for event in current:
+                if event.sequence <= last:
+                    continue  # already yielded before the cut
+                training_id, last = event.training_id, event.sequence
+                yield event
+                if event.HasField("finished"):
+                    return
+            return
+        except AgentTrainingError as error:
+            if error.status_code != grpc.StatusCode.UNAVAILABLE or not training_id:
+                raise
+            current = _reattached(training_id, last, watch, error, reattach_seconds)
+
+
+def _reattached(
+    training_id: str,
+    last: int,
+    watch: Callable[[str, int], Iterator[training_pb2.TrainingEvent]],
+    cut: AgentTrainingError,
+    reattach_seconds: float,
+) -> Iterator[training_pb2.TrainingEvent]:
+    """A WatchTrainingJob stream from ``last + 1`` once one opens (its first event read)."""
+    deadline = time.monotonic() + reattach_seconds
+    pause = 0.5
+    while True:
+        stream = watch(training_id, last + 1)
+        try:
+            first = next(stream)
+        except StopIteration:
+            return iter(())
+        except AgentTrainingError as error:
+            if error.status_code != grpc.StatusCode.UNAVAILABLE:
+                raise
+            if time.monotonic() + pause > deadline:
+                raise cut from error
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+            continue
+        return _chain(first, stream)
+
+
+def _chain(
+    first: training_pb2.TrainingEvent, rest: Iterator[training_pb2.TrainingEvent]
+) -> Iterator[training_pb2.TrainingEvent]:
+    yield first
+    yield from rest
