@@ -73,7 +73,8 @@ def test_a_session_of_calls_leaves_a_log_of_json_lines_without_errors(tmp_path: 
     ended_by_shutdown: list[AgentTrainingError] = []
     try:
         address = re.search(r"on (\S+:\d+)", server.stdout.readline()).group(1)
-        with AgentTrainingClient(address, timeout=120) as client:
+        # No re-attaching: the stream the shutdown ends must end here, with the server's error.
+        with AgentTrainingClient(address, timeout=120, reattach_seconds=0) as client:
             client.create_agent(agent_id="plain")
             client.create_agent(agent_id="encoded")
             done = list(client.train_agent(agent_id="plain", training_data=examples, timeout=120))

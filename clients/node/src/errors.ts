@@ -130,12 +130,3 @@ export class AgentTrainingError extends Error implements SeedError {
     });
   }
 }
-
-/** The same stream, whose failure is an AgentTrainingError. */
-export async function* translated<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
-  try {
-    yield* messages;
-  } catch (reason) {
-    throw AgentTrainingError.from(reason);
-  }
-}

@@ -17,16 +17,27 @@ const PYTHON_PEER = join(REPO_ROOT, "clients/node/test/python_peer.py");
 
 export interface RunningServer {
   address: string;
+  /** The server's data folder (removed by `stop`, kept by `kill`). */
+  dataDir: string;
   /** Everything the server printed on stdout so far (its trace export, when turned on). */
   output(): string;
   stop(): Promise<void>;
+  /** `kill -9` the server (its workers die with it), keeping its data folder. */
+  kill(): Promise<void>;
 }
 
-export async function startServer(env: Record<string, string> = {}): Promise<RunningServer> {
-  const dataDir = mkdtempSync(join(tmpdir(), "agent-training-node-"));
+export interface ServerPlace {
+  /** host:port to listen on; default a free port. */
+  address?: string;
+  /** Data folder to use (a server's that was killed); default a new one. */
+  dataDir?: string;
+}
+
+export async function startServer(env: Record<string, string> = {}, place: ServerPlace = {}): Promise<RunningServer> {
+  const dataDir = place.dataDir ?? mkdtempSync(join(tmpdir(), "agent-training-node-"));
   const child: ChildProcess = spawn(
     join(VENV, "bin/agent-training"),
-    ["serve", "--address", "127.0.0.1:0", "--data-dir", dataDir, "--workers", "1", "--metrics-address", ""],
+    ["serve", "--address", place.address ?? "127.0.0.1:0", "--data-dir", dataDir, "--workers", "1", "--metrics-address", ""],
     { env: { ...process.env, HF_HUB_OFFLINE: "1", AGENT_TRAINING_LOG_LEVEL: "WARNING", GRPC_VERBOSITY: "ERROR", ...env }, stdio: ["ignore", "pipe", "inherit"] },
   );
   let output = "";
@@ -44,7 +55,14 @@ export async function startServer(env: Record<string, string> = {}): Promise<Run
   });
   return {
     address,
+    dataDir,
     output: () => output,
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGKILL");
+        await once(child, "exit");
+      }
+    },
     async stop() {
       if (child.exitCode === null) {
         child.kill("SIGTERM");

@@ -22,6 +22,7 @@ from agent_training.v1 import (
 from agent_training_client.credentials import BearerTokenInterceptor, channel_credentials
 from agent_training_client.errors import AgentTrainingError
 from agent_training_client.failover import (
+    REATTACH_SECONDS,
     SERVICE_CONFIG,
     channel_target,
     resumable_events,
@@ -65,6 +66,8 @@ class AgentTrainingClient:
         settings: Where the defaults of ``target``, ``token`` and ``credentials`` come from
             instead of the environment; ``ClientSettings()`` ignores the environment (plaintext
             to ``127.0.0.1:50051``, no token).
+        reattach_seconds: How long a training stream cut by its server's death or restart
+            tries to re-attach (failover.py); 0: the cut is raised at once.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class AgentTrainingClient:
         token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         settings: ClientSettings | None = None,
+        reattach_seconds: float = REATTACH_SECONDS,
     ) -> None:
         settings = ClientSettings.from_env() if settings is None else settings
         self._owns_channel = channel is None
@@ -91,6 +95,7 @@ class AgentTrainingClient:
             self._channel = grpc.intercept_channel(self._channel, BearerTokenInterceptor(token))
         self._stub = service_pb2_grpc.AgentTrainingServiceStub(self._channel)
         self._timeout = timeout
+        self._reattach_seconds = reattach_seconds
         self.functions = SeedFunctions(self)
         """The seed API's functions (``train_agent``...), returning the seed's plain dicts."""
 
@@ -132,7 +137,7 @@ class AgentTrainingClient:
         """
         request = service_pb2.TrainAgentRequest(**with_request_id(fields))
         call = self._stub.TrainAgent(request, timeout=timeout)
-        return resumable_events(self._events(call), self._watch(timeout))
+        return resumable_events(self._events(call), self._watch(timeout), self._reattach_seconds)
 
     def generate_synthetic_training_data(
         self, *, timeout: float | None = None, **fields: Any
@@ -266,7 +271,7 @@ class AgentTrainingClient:
     ) -> Iterator[training_pb2.TrainingEvent]:
         """Yield a job's events from ``from_sequence`` to its end (re-attaching when cut)."""
         watch = self._watch(timeout)
-        return resumable_events(watch(training_id, from_sequence), watch)
+        return resumable_events(watch(training_id, from_sequence), watch, self._reattach_seconds)
 
     def _watch(
         self, timeout: float | None

@@ -59,14 +59,16 @@ RETRIED_METHODS = (
 """Methods safe to send again after UNAVAILABLE (the creates with their request_id)."""
 
 RETRY_POLICY = {
-    "maxAttempts": 5,
-    "initialBackoff": "0.2s",
-    "maxBackoff": "3s",
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
-"""Up to 5 attempts in about 3 s (gRPC's cap is 5); a stream is retried only before its first
-message, after which re-attaching is the client's (`resumable_events`)."""
+"""Up to 4 attempts, pausing at most 0.1, 0.2 and 0.4 s (gRPC draws each pause at random below
+those): enough to reach another replica, short enough that a server nobody can reach is still
+answered UNAVAILABLE within a short deadline. A stream is retried only before its first message;
+after it, re-attaching is the client's (`resumable_events`)."""
 
 SERVICE_CONFIG = json.dumps(
     {
@@ -131,8 +133,8 @@ def resumable_events(
 
     ``watch(training_id, from_sequence)`` opens a WatchTrainingJob stream. Each event is yielded
     once, in sequence order, until the finished one. Re-attaching is tried with growing pauses
-    (0.5 s doubling to 5 s) for ``reattach_seconds`` after the cut; then the last UNAVAILABLE is
-    raised.
+    (0.5 s doubling to 5 s) for ``reattach_seconds`` after the cut; then the error of the cut is
+    raised (at once for ``reattach_seconds`` 0).
     """
     training_id, last = "", 0
     current = events
@@ -147,9 +149,20 @@ def resumable_events(
                     return
             return
         except AgentTrainingError as error:
-            if error.status_code != grpc.StatusCode.UNAVAILABLE or not training_id:
+            if not _is_cut(error) or not training_id or reattach_seconds <= 0:
                 raise
             current = _reattached(training_id, last, watch, error, reattach_seconds)
+
+
+def _is_cut(error: AgentTrainingError) -> bool:
+    """Whether ``error`` cut the stream: UNAVAILABLE, or a CANCELLED the server did not send.
+
+    The connection closed under the call: the service's own errors carry a trace id, and a
+    caller stops a stream by closing it, which raises nothing here.
+    """
+    if error.status_code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    return error.status_code == grpc.StatusCode.CANCELLED and not error.trace_id
 
 
 def _reattached(
@@ -169,7 +182,7 @@ def _reattached(
         except StopIteration:
             return iter(())
         except AgentTrainingError as error:
-            if error.status_code != grpc.StatusCode.UNAVAILABLE:
+            if not _is_cut(error):
                 raise
             if time.monotonic() + pause > deadline:
                 raise cut from error
