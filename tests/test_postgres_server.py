@@ -7,6 +7,7 @@ one line naming the setting.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
@@ -89,6 +90,16 @@ def test_a_missing_database_stops_the_start_with_one_line(
     assert "no_such_database" in line and "does not exist" in line
 
 
+def until_health(client: AgentTrainingClient, status: str, seconds: float = 60) -> bool:
+    """Whether agent_training.database reports ``status`` within ``seconds`` (probed every 5 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client.health("agent_training.database") == status:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_calls_while_the_database_is_down_are_unavailable_and_work_again_once_it_is_back(
     tmp_path: Path,
 ) -> None:
@@ -98,7 +109,10 @@ def test_calls_while_the_database_is_down_are_unavailable_and_work_again_once_it
         server = ServerThread(make_config(tmp_path, database_url=database.create_database()))
         with AgentTrainingClient(server.address, timeout=30) as client:
             client.create_agent(agent_id="before")
+            assert client.health("agent_training.database") == "SERVING"
             database.halt()
+            assert until_health(client, "NOT_SERVING")  # a load balancer's readiness check
+            assert client.health() == "SERVING"  # the server itself still answers
             for call in (
                 lambda: client.get_agent("before"),
                 lambda: client.create_agent(agent_id="during"),
@@ -107,6 +121,7 @@ def test_calls_while_the_database_is_down_are_unavailable_and_work_again_once_it
                 assert_status(error, grpc.StatusCode.UNAVAILABLE)
                 assert error.code == "DATABASE_UNAVAILABLE" and error.trace_id
             database.start()
+            assert until_health(client, "SERVING")
             assert client.get_agent("before").agent_id == "before"
             client.create_agent(agent_id="after")
             names = [agent.agent_id for agent in client.list_agents().agents]

@@ -715,3 +715,10 @@ def test_what_was_written_is_read_after_closing_and_opening_again(open_store: Op
     agent, served = store.agent_with_version("agent-a")
     assert agent.active_version_id == "ver-1"
     assert served == version
+
+
+def test_an_open_store_answers_a_ping_and_a_reopened_one_too(open_store: Opener) -> None:
+    first = open_store()
+    first.ping()
+    first.close()
+    open_store().ping()

@@ -32,6 +32,7 @@ from agent_training_server.api.stream_tasks import StreamTaskInterceptor
 from agent_training_server.auth import setup as auth_setup
 from agent_training_server.auth.interceptor import AuthInterceptor
 from agent_training_server.config import ServerConfig
+from agent_training_server.database_health import DatabaseMonitor
 from agent_training_server.jobs.executor import create_executor
 from agent_training_server.metrics import GrpcMetricsInterceptor, Metrics, MetricsEndpoint
 from agent_training_server.services.adaptation import AdaptationService
@@ -82,6 +83,8 @@ class RunningServer:
     """Our service's running calls, answered SERVER_SHUTTING_DOWN shortly before the grace ends."""
     storage: StorageMonitor | None = None
     """Whether the data folder takes writes (health service ``agent_training.storage``)."""
+    database: DatabaseMonitor | None = None
+    """Whether the database answers (health service ``agent_training.database``)."""
 
     @property
     def metrics_port(self) -> int:
@@ -119,6 +122,8 @@ class RunningServer:
             self.metrics_endpoint.close()
         if self.storage is not None:
             self.storage.stop()
+        if self.database is not None:
+            await self.database.stop()
         self.store.close()
         self.data_lock.release()  # last: the folder is another server's only once we are done
         self.tracer_provider.shutdown()
@@ -256,6 +261,8 @@ async def create_server(
         for name in ("", SERVICE_NAME):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await storage.start(health)  # agent_training.storage: SERVING while writes can be stored
+        database = DatabaseMonitor(store)
+        await database.start(health)  # agent_training.database: SERVING while the database answers
         undo.pop_all()  # started: from now on RunningServer.stop releases it all
     return RunningServer(
         server,
@@ -272,6 +279,7 @@ async def create_server(
         analysis_jobs,
         open_calls.calls,
         storage=storage,
+        database=database,
     )
 
 

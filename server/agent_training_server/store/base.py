@@ -285,6 +285,14 @@ class Store(abc.ABC):
         """Return a job's events with sequence >= from_sequence, in order."""
 
     @abc.abstractmethod
+    def ping(self) -> None:
+        """Return once the database answers a query.
+
+        Raises:
+            Unavailable: it does not answer (a database server down or unreachable).
+        """
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the store's resources; calling it again does nothing.
 

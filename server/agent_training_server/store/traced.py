@@ -280,6 +280,10 @@ class TracedStore(Store):
         with self._span("list_events"):
             return self._store.list_events(training_id, from_sequence)
 
+    def ping(self) -> None:
+        """`Store.ping`, not traced: the health probe calls it every few seconds."""
+        self._store.ping()
+
     def close(self) -> None:
         """Traced `Store.close`."""
         with self._span("close"):

@@ -50,6 +50,11 @@ class SqlStore(Store):
         """Write transactions committed through this store since it was opened."""
         return self._database.commits
 
+    def ping(self) -> None:
+        """Run one trivial query (Unavailable when the database does not answer)."""
+        with self._database.read() as db:
+            db.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         """Close the connection."""
         self._database.close()
