@@ -98,7 +98,7 @@ class PostgresDatabase:
         url: str,
         max_connections: int = 8,
         connect_timeout: float = 10.0,
-        wait_timeout: float = 5.0,
+        wait_timeout: float = 2.0,
     ) -> None:
         """Connect to ``url`` and apply the migrations it lacks.
 
@@ -119,6 +119,12 @@ class PostgresDatabase:
             open=False,
             name="agent-training-store",
             timeout=wait_timeout,
+            # A connection the database dropped (a restart) is replaced before a call uses it.
+            check=ConnectionPool.check_connection,
+            # The pool's reconnection backs off without bound (1 s, 2 s, 4 s...): give each
+            # round up after wait_timeout, so that once the database is back the next call
+            # starts a fresh attempt instead of waiting out a long pause.
+            reconnect_timeout=wait_timeout,
         )
         # The first connection is made here, so a wrong URL or a server that is down fails the
         # start with psycopg's own message rather than the first call.
