@@ -119,8 +119,6 @@ class PostgresDatabase:
             open=False,
             name="agent-training-store",
             timeout=wait_timeout,
-            # A connection the database dropped (a restart) is replaced before a call uses it.
-            check=ConnectionPool.check_connection,
             # The pool's reconnection backs off without bound (1 s, 2 s, 4 s...): give each
             # round up after wait_timeout, so that once the database is back the next call
             # starts a fresh attempt instead of waiting out a long pause.
