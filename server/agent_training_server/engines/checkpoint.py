@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,17 @@ def save_checkpoint(
     fsync_path(partial)
     newest = folder / FILE_NAME
     if newest.exists():
-        # A crash between the two renames leaves only the previous one: it is resumed from.
-        os.replace(newest, folder / PREVIOUS_FILE_NAME)
+        # The newest becomes the previous through a second name (a hard link), so that the
+        # newest name is there at every moment: readers may open it while this runs (the Ray
+        # executor copies it from the training thread while this writes in the background).
+        # A crash in between leaves the newest, or both names on it: it is resumed from.
+        linked = folder / (PREVIOUS_FILE_NAME + ".partial")
+        linked.unlink(missing_ok=True)
+        try:
+            os.link(newest, linked)
+        except OSError:  # a filesystem without hard links: a copy keeps the same promise
+            shutil.copyfile(newest, linked)
+        os.replace(linked, folder / PREVIOUS_FILE_NAME)
     os.replace(partial, newest)
     fsync_path(folder)  # the renames themselves
 
