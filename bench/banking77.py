@@ -73,7 +73,8 @@ def linear_svc(train, test) -> dict[str, float]:
     return {"accuracy": accuracy, "train_seconds": seconds}
 
 
-def start_service(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_service(data_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """`agent-training serve` on a free port with its data in ``data_dir`` (and ``flags``)."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -86,6 +87,7 @@ def start_service(data_dir: Path) -> tuple[subprocess.Popen, str]:
             str(data_dir),
             "--log-level",
             "WARNING",
+            *flags,
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -20,17 +20,15 @@ import asyncio
 import itertools
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from banking77 import DEFAULT_DATA, REPO, read_split
+from banking77 import DEFAULT_DATA, REPO, read_split, start_service
 from invoke_throughput import wait_until_settled
 
 IN_FLIGHT = 32
@@ -71,22 +69,10 @@ class Postgres:
 
 
 def serve(data_dir: Path, database_url: str) -> tuple[subprocess.Popen, str]:
-    command = [
-        sys.executable, "-m", "agent_training_client", "serve", "--address", "127.0.0.1:0",
-        "--data-dir", str(data_dir), "--log-level", "WARNING", "--metrics-address", "",
-    ]  # fmt: skip
-    if database_url:
-        command += ["--database-url", database_url]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    line = process.stdout.readline()
-    match = re.search(r"on (127\.0\.0\.1:\d+)", line)
-    if not match:
-        process.kill()
-        raise RuntimeError(f"service did not start: {line!r}")
+    flags = ["--metrics-address", ""] + (["--database-url", database_url] if database_url else [])
+    process, address = start_service(data_dir, *flags)
     wait_until_settled(process)
-    return process, match.group(1)
+    return process, address
 
 
 def train_seconds(address: str, examples: list) -> float:

@@ -202,7 +202,12 @@ def open_store(config: ServerConfig) -> Store:
     try:
         import psycopg
 
-        from agent_training_server.store.postgres import DatabaseInUse, PostgresStore, SchemaTooNew
+        from agent_training_server.store.postgres import (
+            DatabaseInUse,
+            PostgresStore,
+            SchemaTooNew,
+            reason_of,
+        )
     except ImportError as error:
         raise StartupError(
             f"database_url needs psycopg ({error}): pip install 'agent-training[postgres]'"
@@ -218,9 +223,7 @@ def open_store(config: ServerConfig) -> Store:
     except SchemaTooNew as error:
         raise StartupError(f"database {where}: {error}") from error
     except psycopg.Error as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[0] if lines else type(error).__name__  # psycopg's first line says why
-        raise StartupError(f"cannot open database {where}: {reason}; {change}") from error
+        raise StartupError(f"cannot open database {where}: {reason_of(error)}; {change}") from error
 
 
 def _database_named(url: str) -> str:

@@ -25,6 +25,7 @@ from agent_training_client.failover import (
     REATTACH_SECONDS,
     SERVICE_CONFIG,
     channel_target,
+    new_request_id,
     resumable_events,
     with_request_id,
 )
@@ -313,7 +314,7 @@ class AgentTrainingClient:
         timeout: float | None = None,
     ) -> synthetic_pb2.Dataset:
         """Store `examples` as a dataset, sent `chunk_size` at a time (any size fits)."""
-        upload_id = request_id or with_request_id({})["request_id"]
+        upload_id = request_id or new_request_id()
 
         def messages() -> Iterator[service_pb2.UploadDatasetRequest]:
             first = service_pb2.UploadDatasetRequest(

@@ -117,11 +117,16 @@ def _family(address: str, target: str) -> str:
     return "ipv4" if parsed.version == 4 else "ipv6"
 
 
+def new_request_id() -> str:
+    """A fresh request_id: a retry with it replays the first attempt, not repeats it."""
+    return uuid.uuid4().hex
+
+
 def with_request_id(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` with a fresh ``request_id`` when it has none, so a retry replays, not repeats."""
+    """``fields`` with a fresh ``request_id`` when it has none."""
     if fields.get("request_id"):
         return fields
-    return {**fields, "request_id": uuid.uuid4().hex}
+    return {**fields, "request_id": new_request_id()}
 
 
 def resumable_events(

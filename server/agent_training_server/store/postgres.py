@@ -162,6 +162,12 @@ class PostgresDatabase:
         self._pool.close()
 
 
+def reason_of(error: Exception) -> str:
+    """The first line of a psycopg error (the reason; the rest is libpq's advice), or its type."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 @contextlib.contextmanager
 def _reachable() -> Iterator[None]:
     """Lost connections and a database that does not answer become UNAVAILABLE, retryable.
@@ -172,9 +178,8 @@ def _reachable() -> Iterator[None]:
     try:
         yield
     except (psycopg.OperationalError, PoolTimeout) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise Unavailable(
-            f"the database did not answer ({first_line})",
+            f"the database did not answer ({reason_of(error)})",
             code="DATABASE_UNAVAILABLE",
             hint="Retry after the RetryInfo delay; nothing of this call was stored. If it lasts,"
             " the operator should check the PostgreSQL server named by database_url.",
