@@ -165,24 +165,3 @@ def test_a_replica_with_its_own_data_folder_serves_what_another_trained_into_the
             assert answer.predictions[0].confidence == expected.predictions[0].confidence
     finally:
         server.stop()
-
-
-def test_a_second_server_on_the_same_database_is_refused_until_the_first_stops(
-    tmp_path: Path, postgres_url: str
-) -> None:
-    first = ServerThread(make_config(tmp_path / "a", database_url=postgres_url))
-    try:
-        with AgentTrainingClient(first.address, timeout=30) as client:
-            client.create_agent(agent_id="first")
-        command = server_command(tmp_path / "b" / "data", "--database-url", postgres_url)
-        line = refused_start(command, None)
-        assert "in use by another server" in line
-        assert "--database-url (AGENT_TRAINING_DATABASE_URL)" in line
-    finally:
-        first.stop()
-    second = ServerThread(make_config(tmp_path / "b", database_url=postgres_url))
-    try:
-        with AgentTrainingClient(second.address, timeout=30) as client:
-            assert client.get_agent("first").agent_id == "first"
-    finally:
-        second.stop()

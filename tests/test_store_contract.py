@@ -29,7 +29,13 @@ from agent_training_server.domain import (
     TrainingJob,
 )
 from agent_training_server.errors import AlreadyExists, NotFound
-from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.store.base import (
+    IdempotencyKey,
+    JobLimitReached,
+    JobLimits,
+    LeaseLost,
+    Store,
+)
 from agent_training_server.store.postgres import PostgresStore
 from agent_training_server.store.sqlite import SqliteStore
 from agent_training_server.store.traced import TracedStore
@@ -490,8 +496,8 @@ def test_discarding_and_deleting_datasets(open_store: Opener) -> None:
     # A restarted server drops what the stopped one left half-written, and only that.
     store.close()
     store = open_store()
-    assert store.discard_unfinished_datasets() == 2
-    assert store.discard_unfinished_datasets() == 0
+    assert store.discard_unfinished_datasets(NOW) == 2
+    assert store.discard_unfinished_datasets(NOW) == 0
     assert [d.dataset_id for d in store.list_datasets(10)] == ["ds-done"]
     store.begin_dataset(_dataset("ds-open-2", "open"))
 
@@ -555,7 +561,7 @@ def test_analyses_left_running_by_a_stopped_server_are_failed(open_store: Opener
 
     store = open_store()
     error = {"code": "INTERRUPTED", "retryable": True}
-    assert store.fail_running_analyses(error, 50.0) == 2
+    assert store.fail_orphaned_analyses(error, 50.0) == 2
     for analysis_id in ("an-1", "an-2"):
         failed = store.get_analysis(analysis_id)
         assert (failed.status, failed.error, failed.end_time) == (
@@ -564,7 +570,7 @@ def test_analyses_left_running_by_a_stopped_server_are_failed(open_store: Opener
             50.0,
         )
     assert store.get_analysis("an-done") == done
-    assert store.fail_running_analyses(error, 60.0) == 0
+    assert store.fail_orphaned_analyses(error, 60.0) == 0
 
 
 # Jobs and their event logs ---------------------------------------------------------------
@@ -659,6 +665,89 @@ def test_the_last_event_and_the_version_it_made_are_stored_together(store: Store
     assert store.get_job("job-1") == finished
     assert store.get_agent("agent-a").active_version_id == "ver-1"
     assert store.get_version("agent-a", "ver-1").version_number == 1
+
+
+# Replicas and what they own -------------------------------------------------------------
+
+NOW = 1_000.0
+
+
+def test_a_replica_is_alive_while_it_renews_its_lease(store: Store) -> None:
+    store.register_replica("r-a", "10.0.0.1:50051", NOW, NOW + 10, sole=False)
+    assert store.renew_replica("r-a", NOW + 5, NOW + 15)
+    assert not store.renew_replica("r-a", NOW + 20, NOW + 30)  # expired at NOW + 15
+    assert store.renew_replica("r-a", NOW + 21, NOW + 31)  # alive again since the last call
+    store.remove_replica("r-a")
+    assert not store.renew_replica("r-a", NOW + 22, NOW + 32)
+
+
+def test_only_the_jobs_of_dead_replicas_are_claimed_and_each_by_one_replica(store: Store) -> None:
+    store.create_agent(_agent())
+    store.register_replica("r-a", "", NOW, NOW + 10, sole=False)
+    store.register_replica("r-b", "", NOW, NOW + 30, sole=False)
+    store.register_replica("r-c", "", NOW, NOW + 30, sole=False)
+    store.create_job(_job("job-a1"), _event("job-a1", 1), owner="r-a")
+    store.create_job(_job("job-a2", status=JobStatus.RUNNING), _event("job-a2", 1), owner="r-a")
+    done = _job("job-a3", status=JobStatus.SUCCEEDED)
+    store.create_job(done, _event("job-a3", 1), owner="r-a")
+    store.create_job(_job("job-b"), _event("job-b", 1), owner="r-b")
+
+    assert store.claim_orphaned_jobs("r-c", NOW + 5) == []  # r-a is alive until NOW + 10
+    claimed = store.claim_orphaned_jobs("r-c", NOW + 11)
+    assert [job.training_id for job in claimed] == ["job-a1", "job-a2"]  # oldest first
+    assert store.claim_orphaned_jobs("r-b", NOW + 11) == []  # r-c holds them now
+    # The old owner's writes are refused; the new owner's are stored.
+    with pytest.raises(LeaseLost):
+        store.append_event(_event("job-a1", 2), _job("job-a1", last_sequence=2), owner="r-a")
+    store.append_event(_event("job-a1", 2), _job("job-a1", last_sequence=2), owner="r-c")
+    assert [e.sequence for e in store.list_events("job-a1", 0)] == [1, 2]
+
+
+def test_a_sole_replica_orphans_every_other_at_once(store: Store) -> None:
+    store.create_agent(_agent())
+    store.register_replica("r-old", "", NOW, NOW + 600, sole=False)
+    store.create_job(_job("job-1"), _event("job-1", 1), owner="r-old")
+    store.begin_dataset(_dataset("ds-open", "open"), owner="r-old")
+    store.create_analysis(AnalysisJob("an-1", "agent-a"), owner="r-old")
+    assert store.discard_unfinished_datasets(NOW + 1) == 0
+    assert store.fail_orphaned_analyses({"code": "X"}, NOW + 1) == 0
+
+    store.register_replica("r-new", "", NOW + 1, NOW + 11, sole=True)
+    assert [job.training_id for job in store.claim_orphaned_jobs("r-new", NOW + 1)] == ["job-1"]
+    assert store.discard_unfinished_datasets(NOW + 1) == 1
+    assert store.fail_orphaned_analyses({"code": "X"}, NOW + 1) == 1
+
+
+def test_a_cancellation_is_asked_of_the_owner_of_an_unfinished_job(store: Store) -> None:
+    store.create_agent(_agent())
+    store.create_job(_job("job-1"), _event("job-1", 1), owner="r-a")
+    store.create_job(_job("job-2"), _event("job-2", 1), owner="r-a")
+    done = _job("job-3", status=JobStatus.SUCCEEDED)
+    store.create_job(done, _event("job-3", 1), owner="r-a")
+    assert store.cancel_requests("r-a") == []
+    store.request_job_cancel("job-1")
+    store.request_job_cancel("job-3")  # ended: nothing to ask
+    assert store.cancel_requests("r-a") == ["job-1"]
+    assert store.cancel_requests("r-b") == []
+
+
+def test_job_limits_are_counted_in_the_creating_transaction(store: Store) -> None:
+    store.create_agent(_agent())
+    store.create_agent(_agent("agent-t", tenant="t"))
+    limits = JobLimits(max_queued=2, max_unfinished_per_tenant=1, tenant="t")
+    store.create_job(_job("job-t1", "agent-t"), _event("job-t1", 1), limits=limits)
+    with pytest.raises(JobLimitReached) as reached:
+        store.create_job(_job("job-t2", "agent-t"), _event("job-t2", 1), limits=limits)
+    assert (reached.value.limit, reached.value.count) == ("max_unfinished_per_tenant", 1)
+    other = JobLimits(max_queued=2, max_unfinished_per_tenant=5, tenant="default")
+    store.create_job(_job("job-a1"), _event("job-a1", 1), limits=other)
+    with pytest.raises(JobLimitReached) as reached:
+        store.create_job(_job("job-a2"), _event("job-a2", 1), limits=other)
+    assert (reached.value.limit, reached.value.count) == ("max_queued", 2)
+    assert _not_found(lambda: store.get_job("job-a2"))[0] == "TRAINING_JOB_NOT_FOUND"
+    # A replay of a key is answered whatever the counts.
+    store.create_job(_job("job-k"), _event("job-k", 1), _key("r1"))
+    assert store.create_job(_job("job-x"), _event("job-x", 1), _key("r1"), limits=other)[1]
 
 
 # Commits and closing ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -36,7 +37,7 @@ from agent_training_server.database_health import DatabaseMonitor
 from agent_training_server.jobs.executor import create_executor
 from agent_training_server.metrics import GrpcMetricsInterceptor, Metrics, MetricsEndpoint
 from agent_training_server.services.adaptation import AdaptationService
-from agent_training_server.services.agents import AgentService
+from agent_training_server.services.agents import AgentService, new_id
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.analysis_jobs import AnalysisJobs
 from agent_training_server.services.analysis_runs import AnalysisRuns
@@ -44,6 +45,7 @@ from agent_training_server.services.datasets import DatasetService
 from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
+from agent_training_server.services.replicas import ReplicaLease
 from agent_training_server.services.synthetic import SyntheticService
 from agent_training_server.services.training import TrainingService
 from agent_training_server.startup import (
@@ -85,6 +87,8 @@ class RunningServer:
     """Whether the data folder takes writes (health service ``agent_training.storage``)."""
     database: DatabaseMonitor | None = None
     """Whether the database answers (health service ``agent_training.database``)."""
+    replica: ReplicaLease | None = None
+    """This process among the replicas sharing the database; removed last."""
 
     @property
     def metrics_port(self) -> int:
@@ -118,6 +122,8 @@ class RunningServer:
         if self.analysis_jobs is not None:
             await self.analysis_jobs.stop()  # stored as interrupted, retryable
         await self.feedback.stop()  # answers still in memory reach the database
+        if self.replica is not None:
+            await self.replica.stop()  # its queued jobs go to the other replicas at once
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         if self.storage is not None:
@@ -205,8 +211,19 @@ async def create_server(
         tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         store = TracedStore(open_store(config), tracer)
         undo.callback(store.close)
+        replica = ReplicaLease(
+            store, new_id("replica"), config.replica_lease_seconds, sole=not config.database_url
+        )
+        await replica.register(address)
+        undo.push_async_callback(replica.stop)
         jobs = JobManager(
-            store, config, create_executor(config), metrics=metrics, tracer=tracer, storage=storage
+            store,
+            config,
+            create_executor(config),
+            metrics=metrics,
+            tracer=tracer,
+            storage=storage,
+            replica=replica,
         )
         await jobs.start()
         undo.push_async_callback(jobs.stop)
@@ -215,17 +232,25 @@ async def create_server(
         feedback = FeedbackService(store, metrics)
         undo.push_async_callback(feedback.stop)
         inference = InferenceService(
-            store, artifacts, on_answers=feedback.remember, metrics=metrics
+            store,
+            artifacts,
+            on_answers=feedback.remember,
+            metrics=metrics,
+            # Another replica's activation is not among this process's commits: bound the age.
+            read_seconds=config.replica_read_seconds if config.database_url else math.inf,
         )
-        store.discard_unfinished_datasets()
-        datasets = DatasetService(store, config.max_dataset_examples)
+        datasets = DatasetService(store, config.max_dataset_examples, owner=replica.replica_id)
+        await datasets.discard_orphaned()
+        replica.on_beat(datasets.discard_orphaned)
         synthetic = SyntheticService(
             inference, agents, datasets, config.max_concurrent_generations, metrics
         )
         analysis = AnalysisService(store, agents, inference, artifacts, work=jobs)
         adaptation = AdaptationService(store, agents, inference, analysis, artifacts, metrics)
-        analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs)
-        await analysis_jobs.recover()
+        analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs, owner=replica.replica_id)
+        await analysis_jobs.fail_orphaned()
+        replica.on_beat(analysis_jobs.fail_orphaned)
+        replica.start()
         undo.push_async_callback(analysis_jobs.stop)
 
         service_pb2_grpc.add_AgentTrainingServiceServicer_to_server(
@@ -280,6 +305,7 @@ async def create_server(
         open_calls.calls,
         storage=storage,
         database=database,
+        replica=replica,
     )
 
 

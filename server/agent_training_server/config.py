@@ -50,6 +50,16 @@ class ServerConfig:
         "postgresql://user@host:port/name: the store in PostgreSQL (docs/deployment.md); empty:"
         " SQLite in data_dir",
     )
+    replica_lease_seconds: float = _setting(
+        10.0,
+        "with database_url: a replica that has not renewed its lease for this long is taken for"
+        " dead, and another replica resumes its jobs (docs/deployment.md)",
+    )
+    replica_read_seconds: float = _setting(
+        1.0,
+        "with database_url: most time InvokeAgent keeps serving a version after another replica"
+        " activated a new one (its cached read of the agent)",
+    )
     max_message_bytes: int = _setting(64 * 1024 * 1024, "largest request or response message")
     max_examples_per_request: int = _setting(200_000, "most training examples in one request")
     max_text_length: int = _setting(4_000, "most characters in one input or output text")
@@ -294,6 +304,10 @@ def _check(config: ServerConfig) -> None:
         raise ValueError("auth_jwt_issuer needs auth_jwt_key_file or auth_jwt_jwks_file")
     if config.database_url and not config.database_url.startswith(("postgresql://", "postgres://")):
         raise ValueError("database_url must be a postgresql:// URL, or empty for SQLite")
+    if not 1.0 <= config.replica_lease_seconds <= 600.0:
+        raise ValueError("replica_lease_seconds must be between 1 and 600")
+    if not 0.0 <= config.replica_read_seconds <= 60.0:
+        raise ValueError("replica_read_seconds must be between 0 and 60")
     if config.executor not in ("local", "ray"):
         raise ValueError(f"executor must be local or ray, got {config.executor!r}")
     if config.ray_max_failures < 0:

@@ -202,24 +202,14 @@ def open_store(config: ServerConfig) -> Store:
     try:
         import psycopg
 
-        from agent_training_server.store.postgres import (
-            DatabaseInUse,
-            PostgresStore,
-            SchemaTooNew,
-            reason_of,
-        )
+        from agent_training_server.store.postgres import PostgresStore, SchemaTooNew, reason_of
     except ImportError as error:
         raise StartupError(
             f"database_url needs psycopg ({error}): pip install 'agent-training[postgres]'"
         ) from error
     where = _database_named(config.database_url)
     try:
-        return PostgresStore(config.database_url, exclusive=True)
-    except DatabaseInUse as error:
-        raise StartupError(
-            f"database {where}: {error}; stop that server, or set {setting_name('database_url')}"
-            " to another database"
-        ) from error
+        return PostgresStore(config.database_url)
     except SchemaTooNew as error:
         raise StartupError(f"database {where}: {error}") from error
     except psycopg.Error as error:

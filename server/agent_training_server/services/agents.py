@@ -42,8 +42,8 @@ def idempotency_key(method: str, request_id: str, request_bytes: bytes) -> Idemp
 class AgentJobs(Protocol):
     """What deleting an agent needs of the job manager (services/jobs.py's JobManager)."""
 
-    def running_jobs_of(self, agent_id: str) -> list[TrainingJob]:
-        """Jobs of an agent that have not ended."""
+    async def unfinished_jobs_of(self, agent_id: str) -> list[TrainingJob]:
+        """Jobs of an agent that have not ended, on any replica."""
         ...
 
     async def cancel(self, training_id: str) -> TrainingJob:
@@ -122,7 +122,7 @@ class AgentService:
         if self._jobs is None:
             await self._delete_rows_and_weights(agent_id)
             return
-        unfinished = self._jobs.running_jobs_of(agent_id)
+        unfinished = await self._jobs.unfinished_jobs_of(agent_id)
         if unfinished and not force:
             raise FailedPrecondition(
                 f"agent {agent_id!r} has {len(unfinished)} queued or running jobs",

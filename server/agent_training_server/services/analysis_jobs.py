@@ -4,8 +4,9 @@ A client starts one with AnalyzeAndOptimizeStream and may go away: the analysis 
 WatchAnalysisJob re-attaches (latest progress, live progress, then the result) while
 GetAnalysisJob reads its state at any time. The job is stored when it starts and when it ends;
 progress lives in memory. A restart cannot resume an analysis half-way (it holds no checkpoint
-worth keeping: running it again costs what resuming would), so the jobs a previous run left
-RUNNING are marked FAILED with a retryable error.
+worth keeping: running it again costs what resuming would), so the jobs a stopped server left
+RUNNING are marked FAILED with a retryable error: at the next start, or, among replicas sharing
+a database, by any replica once the lease of the one running it has run out.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ Analysis = Callable[[Progress], Awaitable[bytes]]
 
 INTERRUPTED = {
     "code": "ANALYSIS_INTERRUPTED",
-    "message": "the server restarted while the analysis was running",
+    "message": "the server running the analysis stopped before it ended",
     "hint": "Start the analysis again with AnalyzeAndOptimizeStream.",
     "retryable": True,
     "kind": "Unavailable",
@@ -59,16 +60,26 @@ class _Running:
 class AnalysisJobs:
     """Starts, runs, stores and serves analysis jobs."""
 
-    def __init__(self, store: Store, max_running: int) -> None:
+    def __init__(
+        self, store: Store, max_running: int, owner: str = "", poll_seconds: float = 1.0
+    ) -> None:
+        """Run at most ``max_running`` analyses in this process, recorded as ``owner``'s.
+
+        ``poll_seconds``: how often a watcher of an analysis another replica runs reads it.
+        """
         self._store = store
         self._max_running = max_running
+        self._owner = owner
+        self._poll_seconds = poll_seconds
         self._running: dict[str, _Running] = {}
 
-    async def recover(self) -> None:
-        """Mark the analyses a previous run left RUNNING as interrupted (retryable)."""
-        count = await asyncio.to_thread(self._store.fail_running_analyses, INTERRUPTED, time.time())
+    async def fail_orphaned(self, _renewed: bool = True) -> None:
+        """Mark RUNNING analyses of stopped servers (replicas) as interrupted (retryable)."""
+        count = await asyncio.to_thread(
+            self._store.fail_orphaned_analyses, INTERRUPTED, time.time()
+        )
         if count:
-            log.info("%d analysis jobs were interrupted by the restart", count)
+            log.info("%d analysis jobs of a stopped server were marked interrupted", count)
 
     async def stop(self) -> None:
         """Stop running analyses; they are stored as interrupted."""
@@ -96,7 +107,9 @@ class AnalysisJobs:
             create_time=time.time(),
             trace_id=current_trace_id(),
         )
-        stored, replayed = await asyncio.to_thread(self._store.create_analysis, job, key)
+        stored, replayed = await asyncio.to_thread(
+            self._store.create_analysis, job, key, self._owner
+        )
         if replayed:
             return stored
         running = _Running(stored)
@@ -176,7 +189,8 @@ class AnalysisJobs:
         """
         running = self._running.get(analysis_id)
         if running is None:
-            yield await asyncio.to_thread(self._store.get_analysis, analysis_id)
+            async for state in self._watch_stored(analysis_id):
+                yield state
             return
         inbox: asyncio.Queue[AnalysisJob] = asyncio.Queue()
         running.subscribers.add(inbox)
@@ -189,6 +203,21 @@ class AnalysisJobs:
                 state = await inbox.get()
         finally:
             running.subscribers.discard(inbox)
+
+    async def _watch_stored(self, analysis_id: str) -> AsyncIterator[AnalysisJob]:
+        """The stored state of an analysis this process does not run, until it ends.
+
+        Another replica runs it (or ran it): its row changes only at the end, when that replica
+        stores the result or a live replica marks it interrupted, so it is read again every
+        ``poll_seconds``.
+        """
+        state = await asyncio.to_thread(self._store.get_analysis, analysis_id)
+        yield state
+        while state.status == AnalysisStatus.RUNNING:
+            await asyncio.sleep(self._poll_seconds)
+            state = await asyncio.to_thread(self._store.get_analysis, analysis_id)
+            if state.status != AnalysisStatus.RUNNING:
+                yield state
 
 
 def _error_dict(error: ServiceError) -> dict[str, Any]:

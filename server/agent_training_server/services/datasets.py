@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
+import logging
 import secrets
 import struct
 import time
@@ -26,6 +27,8 @@ from agent_training_server.errors import InvalidArgument, ResourceExhausted
 from agent_training_server.services.agents import idempotency_key
 from agent_training_server.store.base import IdempotencyKey, Store
 from agent_training_server.synthetic.sources import SourceExample
+
+log = logging.getLogger(__name__)
 
 MAX_NAME = 128
 """Longest dataset name."""
@@ -120,9 +123,17 @@ class DatasetWriter:
 class DatasetService:
     """Creates, lists, reads and deletes named datasets."""
 
-    def __init__(self, store: Store, max_examples: int) -> None:
+    def __init__(self, store: Store, max_examples: int, owner: str = "") -> None:
+        """Datasets in ``store``; uploads are recorded as replica ``owner``'s while written."""
         self._store = store
         self.max_examples = max_examples
+        self._owner = owner
+
+    async def discard_orphaned(self, _renewed: bool = True) -> None:
+        """Drop datasets half-written by a stopped server (replica)."""
+        count = await asyncio.to_thread(self._store.discard_unfinished_datasets, time.time())
+        if count:
+            log.info("discarded %d datasets a stopped server left half-written", count)
 
     async def begin(
         self,
@@ -151,7 +162,7 @@ class DatasetService:
             create_time=time.time(),
             tenant=current_tenant(),
         )
-        replayed = await asyncio.to_thread(self._store.begin_dataset, dataset, key)
+        replayed = await asyncio.to_thread(self._store.begin_dataset, dataset, key, self._owner)
         if replayed is not None:
             return replayed
         return DatasetWriter(self._store, dataset, self.max_examples, key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import math
 import random
 import secrets
 import threading
@@ -92,7 +93,13 @@ class InferenceService:
         data_dir: Path,
         on_answers: Callable[[list[Invocation]], None] | None = None,
         metrics: Metrics | None = None,
+        read_seconds: float = math.inf,
     ) -> None:
+        """Serve versions of ``store``; ``read_seconds`` bounds the age of a cached lookup.
+
+        Bounded where other replicas write to the same database (their commits are not counted
+        here): a version another replica activates is served within that time.
+        """
         self._metrics = metrics
         self._store = store
         self._data_dir = data_dir
@@ -104,7 +111,7 @@ class InferenceService:
         # Keyed by (agent_id, version_id, tenant): the store reads only the caller's agent, so
         # another tenant's id is not cached and costs a store read, exactly as a missing one.
         self._lookups: ReadCache[tuple[Agent, AgentVersion | None]] = ReadCache(
-            store.agent_with_version, lambda: store.commits
+            store.agent_with_version, lambda: store.commits, max_age=read_seconds
         )
 
     async def scorer(

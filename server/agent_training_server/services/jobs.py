@@ -4,6 +4,13 @@ Every state change of a job is one event appended to its durable log together wi
 state (one transaction), and only then published to live subscribers. A watcher subscribes before
 it reads the stored log, so between the two it misses nothing and, skipping sequence numbers it
 has sent, repeats nothing.
+
+Replicas sharing a database (services/replicas.py): a job is run by the replica that owns it in
+the store, first the one that accepted it. The owner alone appends its events (the store refuses
+another's with LeaseLost); when the owner's lease runs out, another replica's heartbeat claims
+the job and resumes it from its checkpoint, continuing its event log. A watcher on a replica
+that does not own the job reads the stored log as it grows; a cancellation sent to such a
+replica is recorded in the store and carried out by the owner at its next heartbeat.
 """
 
 from __future__ import annotations
@@ -54,8 +61,15 @@ from agent_training_server.jobs.work import Progress, WorkFailed, WorkTask
 from agent_training_server.jobs.worker import JobTask
 from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import new_id, request_digest
+from agent_training_server.services.replicas import ReplicaLease
 from agent_training_server.storage_health import StorageMonitor
-from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.store.base import (
+    IdempotencyKey,
+    JobLimitReached,
+    JobLimits,
+    LeaseLost,
+    Store,
+)
 from agent_training_server.telemetry import (
     INSTRUMENTATION_NAME,
     context_from,
@@ -76,6 +90,15 @@ in another worker; the next loss ends it FAILED with WORKER_LOST. A constant unt
 server setting. Counted from the job's timeline, so a restart of the server does not reset it."""
 WORKER_LOST_REASON = "worker lost"
 """Start of the timeline reason of a job queued again after its worker died."""
+REMOTE_WATCH_SECONDS = 0.2
+"""How often a watcher of a job another replica runs reads the job's stored log."""
+
+
+class _Moved:
+    """Put in a watcher's queue when this replica lets a job go: read the stored log instead."""
+
+
+MOVED = _Moved()
 
 
 def dataset_bytes(examples: Sequence[Example]) -> bytes:
@@ -100,8 +123,11 @@ class _ActiveJob:
     tenant: str = DEFAULT_TENANT
     """The tenant of the job's agent: per-tenant limits count its unfinished jobs."""
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    subscribers: set[asyncio.Queue[JobEvent | None]] = dataclasses.field(default_factory=set)
-    """Live watchers; None in a queue ends that watch with UNAVAILABLE (shutdown)."""
+    subscribers: set[asyncio.Queue[JobEvent | _Moved | None]] = dataclasses.field(
+        default_factory=set
+    )
+    """Live watchers; None in a queue ends that watch with UNAVAILABLE (shutdown), MOVED sends
+    it to the stored log (another replica took the job)."""
     started_at: float = 0.0
     dispatched: bool = False
     """Handed to the pool: it holds a worker slot until it ends."""
@@ -139,8 +165,20 @@ class JobManager:
         metrics: Metrics | None = None,
         tracer: trace.Tracer | None = None,
         storage: StorageMonitor | None = None,
+        replica: ReplicaLease | None = None,
     ) -> None:
+        """Jobs in ``store``, run by ``pool``, owned by ``replica`` (started by its owner).
+
+        Without a ``replica`` the manager makes, registers and renews its own.
+        """
         self._store = store
+        self._own_replica = replica is None
+        self._replica = replica or ReplicaLease(
+            store,
+            new_id("replica"),
+            config.replica_lease_seconds,
+            sole=not config.database_url,
+        )
         self._storage = storage or StorageMonitor(config.data_dir)
         self._tracer = tracer or trace.get_tracer(INSTRUMENTATION_NAME)
         self._config = config
@@ -165,6 +203,8 @@ class JobManager:
         self._draining: set[str] = set()
         """Jobs ended by the server while their worker still runs them: the worker slot is
         freed when the worker reports that it stopped."""
+        self._let_go: set[str] = set()
+        """Jobs another replica took while this one ran them: their folder is the new owner's."""
         self._unrecorded: dict[str, tuple[TrainingJob, JobEvent]] = {}
         """Jobs failed because their events cannot be stored, with their final state and event,
         which the store may lack: what get and watch answer until the restart."""
@@ -184,13 +224,26 @@ class JobManager:
 
     # Lifecycle ----------------------------------------------------------------------------
 
+    @property
+    def owner(self) -> str:
+        """The replica id this manager's jobs are owned by in the store."""
+        return self._replica.replica_id
+
     async def start(self) -> None:
-        """Start workers, resume jobs a previous run left unfinished, and start dispatching."""
+        """Start workers, resume orphaned unfinished jobs, and start dispatching.
+
+        Orphaned: left by a previous run of the server, or by a replica whose lease ran out.
+        """
+        if self._own_replica:
+            await self._replica.register("")
         self._pool.start(self._messages.put_nowait)
         self._consumer = asyncio.create_task(self._consume_messages())
-        await self._recover()
+        await self._adopt_orphans("server restarted")
         await self._remove_ended_workdirs()
         self._dispatcher = asyncio.create_task(self._dispatch())
+        self._replica.on_beat(self._on_beat)
+        if self._own_replica:
+            self._replica.start()
 
     async def stop(self) -> None:
         """Shut down: end open watches, stop dispatching, stop the workers.
@@ -205,6 +258,8 @@ class JobManager:
         await asyncio.to_thread(self._pool.stop)
         for task_id in list(self._work):  # what the workers did not finish before they stopped
             self._end_work(task_id, _work_shutting_down())
+        if self._own_replica:
+            await self._replica.stop()
 
     def end_streams(self) -> None:
         """Refuse new jobs and watches, and end every open watch with UNAVAILABLE (retryable)."""
@@ -226,19 +281,31 @@ class JobManager:
                     self._message_handled.clear()
                     await self._message_handled.wait()
 
-    async def _recover(self) -> None:
-        unfinished = await asyncio.to_thread(
-            self._store.list_jobs,
-            agent_id="",
-            statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
-            limit=1_000_000,
-            before_position=0,
-        )
-        for _position, job in reversed(unfinished):  # oldest first keeps the queue order
+    async def _on_beat(self, _renewed: bool) -> None:
+        """Each heartbeat: take orphaned jobs, carry out cancellations other replicas recorded.
+
+        A lease that had expired needs nothing here: a job another replica took meanwhile is
+        let go at its next event, which the store refuses (LeaseLost).
+        """
+        if self._closing:
+            return
+        await self._adopt_orphans("replica lost")
+        requested = await asyncio.to_thread(self._store.cancel_requests, self.owner)
+        for training_id in requested:
+            active = self._active.get(training_id)
+            if active is not None:
+                await self._cancel_owned(active)
+
+    async def _adopt_orphans(self, reason: str) -> None:
+        """Claim the unfinished jobs no live replica owns, and queue them here."""
+        claimed = await asyncio.to_thread(self._store.claim_orphaned_jobs, self.owner, time.time())
+        for job in claimed:  # oldest first keeps the queue order
+            if job.training_id in self._active:
+                continue
             if self._config.interrupted_jobs == "fail":
                 await self._fail_interrupted(job)
                 continue
-            log.info("resuming job %s (was %s)", job.training_id, job.status)
+            log.info("resuming job %s (was %s; %s)", job.training_id, job.status, reason)
             data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
             agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
             active = _ActiveJob(
@@ -253,12 +320,13 @@ class JobManager:
                         {"status": "TRAINING_STATUS_QUEUED"},
                         status=JobStatus.QUEUED,
                         phase="",
-                        timeline=_timeline(job, JobStatus.QUEUED, "server restarted"),
+                        timeline=_timeline(job, JobStatus.QUEUED, reason),
                     )
                 except _EventNotRecorded:
-                    continue  # failed, not queued
+                    continue  # failed, or taken by another replica: not queued here
             self._waiting.append(job.training_id)
-        self._work_available.set()
+        if claimed:
+            self._work_available.set()
 
     async def _fail_interrupted(self, job: TrainingJob) -> None:
         log.warning("failing job %s (was %s): interrupted_jobs=fail", job.training_id, job.status)
@@ -286,7 +354,16 @@ class JobManager:
         names = await asyncio.to_thread(
             lambda: [path.name for path in folder.iterdir()] if folder.is_dir() else []
         )
-        keep = set(self._active) | set(self._unrecorded)
+        # Listed after the folders: a job whose folder was listed is stored by then. Other
+        # replicas' unfinished jobs keep their folders (the artifact folder may be shared).
+        unfinished = await asyncio.to_thread(
+            self._store.list_jobs,
+            agent_id="",
+            statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
+            limit=1_000_000,
+            before_position=0,
+        )
+        keep = set(self._active) | set(self._unrecorded) | {j.training_id for _, j in unfinished}
         stale = [name for name in names if name not in keep]
         if stale:
             log.info("removing the folders of %d ended jobs", len(stale))
@@ -314,17 +391,6 @@ class JobManager:
                 " it is not started twice).",
                 retry_after_seconds=5.0,
             )
-        queued = sum(1 for active in self._active.values() if not active.dispatched)
-        if queued >= self._config.max_queued_jobs:
-            raise ResourceExhausted(
-                f"the training queue is full ({queued} jobs waiting)",
-                code="QUEUE_FULL",
-                hint="Retry after the RetryInfo delay, or ask the operator to raise"
-                " max_queued_jobs or add workers.",
-                retryable=True,
-                retry_after_seconds=10.0,
-            )
-        self._check_tenant_limit(current_tenant())
         data = dataset_bytes(examples)
         sha256 = hashlib.sha256(data).hexdigest()
         try:
@@ -369,8 +435,16 @@ class JobManager:
             key = IdempotencyKey(
                 "TrainAgent", request_id, request_digest(request_bytes), current_tenant()
             )
+        # Counted in the store's transaction: the limits hold across replicas.
+        limits = JobLimits(
+            self._config.max_queued_jobs, self._config.max_jobs_per_tenant, current_tenant()
+        )
         try:
-            stored, replayed = await asyncio.to_thread(self._store.create_job, job, accepted, key)
+            stored, replayed = await asyncio.to_thread(
+                self._store.create_job, job, accepted, key, self.owner, limits
+            )
+        except JobLimitReached as reached:
+            raise _limit_error(reached, limits) from None
         except Exception as error:
             named = self._storage.named(error, needed_bytes=len(data))  # the size is known here
             if named is None:
@@ -384,21 +458,6 @@ class JobManager:
         self._waiting.append(job.training_id)
         self._work_available.set()
         return job
-
-    def _check_tenant_limit(self, tenant: str) -> None:
-        """Refuse a tenant's job while it has max_jobs_per_tenant queued or running."""
-        limit = self._config.max_jobs_per_tenant
-        unfinished = sum(1 for a in self._active.values() if a.tenant == tenant)
-        if unfinished >= limit:
-            raise ResourceExhausted(
-                f"{unfinished} training jobs of this tenant are queued or running; the limit"
-                f" is {limit}",
-                code="TENANT_JOB_LIMIT",
-                hint="Retry after the RetryInfo delay (a job of yours must end first), cancel one"
-                " with CancelTrainingJob, or ask the operator to raise max_jobs_per_tenant.",
-                retryable=True,
-                retry_after_seconds=10.0,
-            )
 
     async def _task_for(self, job: TrainingJob, examples: list[Example]) -> JobTask:
         start_from_dir = ""
@@ -563,7 +622,9 @@ class JobManager:
             if stopped and training_id in self._draining:
                 self._draining.discard(training_id)
                 self._free_workers.release()
-                if training_id not in self._unrecorded:  # ended in the store: nothing resumes it
+                if training_id in self._let_go:
+                    self._let_go.discard(training_id)  # its folder is another replica's now
+                elif training_id not in self._unrecorded:  # ended in the store: none resumes it
                     await self._remove_workdirs([training_id])
             return
         active.worker_done = stopped
@@ -776,12 +837,15 @@ class JobManager:
             _EventNotRecorded: the store refused the event; the job was ended FAILED
                 (EVENT_LOG_UNAVAILABLE) and its worker freed, so the caller stops there.
         """
+        failure: Exception | None = None
         async with active.lock:
             sequence = active.job.last_sequence + 1
             job = dataclasses.replace(active.job, last_sequence=sequence, **changes)
             event = JobEvent(job.training_id, sequence, time.time(), kind, payload)
             try:
-                await asyncio.to_thread(self._store.append_event, event, job, version)
+                await asyncio.to_thread(self._store.append_event, event, job, version, self.owner)
+            except LeaseLost:
+                pass  # failure stays None: another replica owns the job
             except Exception as error:  # sqlite3.Error, OSError, a job row that is gone
                 failure = error
             else:
@@ -789,8 +853,30 @@ class JobManager:
                     await after_store()
                 self._publish(active, job, event)
                 return event
+        if failure is None:
+            self._let_go_of(active)
+            raise _EventNotRecorded(job.training_id)
         await self._fail_unrecorded(active, failure)
         raise _EventNotRecorded(job.training_id) from failure
+
+    def _let_go_of(self, active: _ActiveJob) -> None:
+        """Stop running a job another replica has taken (this one's lease ran out meanwhile).
+
+        Nothing is stored: the job, its folder and its log are the new owner's now.
+        """
+        training_id = active.job.training_id
+        if self._active.get(training_id) is not active:
+            return
+        log.warning("job %s: another replica took it over; this replica lets it go", training_id)
+        self._active.pop(training_id)
+        self._let_go.add(training_id)
+        if active.dispatched and not active.worker_done:
+            self._pool.cancel(training_id)  # stops at its next step, then reports
+            self._draining.add(training_id)
+        elif active.dispatched:
+            self._free_workers.release()
+        for subscriber in active.subscribers:
+            subscriber.put_nowait(MOVED)
 
     @staticmethod
     def _publish(active: _ActiveJob, job: TrainingJob, event: JobEvent) -> None:
@@ -978,66 +1064,140 @@ class JobManager:
             return self._unrecorded[job.training_id][0]
         return job
 
-    def running_jobs_of(self, agent_id: str) -> builtins.list[TrainingJob]:
-        """Jobs of an agent that have not ended."""
-        return [a.job for a in self._active.values() if a.job.agent_id == agent_id]
+    async def unfinished_jobs_of(self, agent_id: str) -> builtins.list[TrainingJob]:
+        """Jobs of an agent that have not ended, on any replica."""
+        rows = await asyncio.to_thread(
+            self._store.list_jobs,
+            agent_id=agent_id,
+            statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
+            limit=1_000_000,
+            before_position=0,
+        )
+        return [self._live(job) for _position, job in rows]
 
     async def watch(self, training_id: str, from_sequence: int) -> AsyncIterator[JobEvent]:
-        """Yield a job's events from ``from_sequence`` to its end: stored ones, then live ones."""
+        """Yield a job's events from ``from_sequence`` to its end: stored ones, then live ones.
+
+        Live events come from this replica's queue while it runs the job, and from the stored
+        log, read every REMOTE_WATCH_SECONDS, while another replica does.
+        """
         await self.get(training_id)  # NotFound for unknown jobs
-        if self._closing:
-            raise _shutting_down()
-        inbox: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        active = self._active.get(training_id)
-        if active is not None:
-            active.subscribers.add(inbox)
-        try:
-            last = max(from_sequence, 1) - 1
-            for event in await asyncio.to_thread(self._store.list_events, training_id, last + 1):
-                last = event.sequence
-                yield event
-                if event.kind == "finished":
-                    return
-            if active is None:
-                if training_id in self._unrecorded:  # its end is known here, not stored
-                    yield self._unrecorded[training_id][1]
-                return
-            while True:
-                live = await inbox.get()
-                if live is None:
-                    raise _shutting_down()
-                if live.sequence <= last:
-                    continue  # already sent from the stored log
-                last = live.sequence
-                yield live
-                if live.kind == "finished":
-                    return
-        finally:
+        last = max(from_sequence, 1) - 1
+        while True:
+            if self._closing:
+                raise _shutting_down()
+            inbox: asyncio.Queue[JobEvent | _Moved | None] = asyncio.Queue()
+            active = self._active.get(training_id)
             if active is not None:
-                active.subscribers.discard(inbox)
+                active.subscribers.add(inbox)  # before the stored log is read: nothing missed
+            try:
+                events = await asyncio.to_thread(self._store.list_events, training_id, last + 1)
+                for event in events:
+                    last = event.sequence
+                    yield event
+                    if event.kind == "finished":
+                        return
+                if active is None:
+                    if training_id in self._unrecorded:  # its end is known here, not stored
+                        yield self._unrecorded[training_id][1]
+                        return
+                    if not events:
+                        await self._wait_for_remote_events(training_id)
+                    continue
+                async for live in _live_events(inbox, last):
+                    last = live.sequence
+                    yield live
+                    if live.kind == "finished":
+                        return
+            finally:
+                if active is not None:
+                    active.subscribers.discard(inbox)
+
+    async def _wait_for_remote_events(self, training_id: str) -> None:
+        """Pause before reading again the log of a job another replica runs.
+
+        Raises:
+            NotFound: the job is gone meanwhile (its agent was deleted).
+        """
+        await asyncio.sleep(REMOTE_WATCH_SECONDS)
+        await asyncio.to_thread(self._store.get_job, training_id)
 
     async def cancel(self, training_id: str, wait_seconds: float = 10.0) -> TrainingJob:
-        """Cancel a job; a running one stops at its next step (waited for up to wait_seconds)."""
+        """Cancel a job; a running one stops at its next step (waited for up to wait_seconds).
+
+        A job another replica runs is cancelled by that replica, which finds the request in
+        the store at its next heartbeat.
+        """
         job = await self.get(training_id)
-        active = self._active.get(training_id)
-        if active is None or job.status in JobStatus.ENDED:
+        if job.status in JobStatus.ENDED:
             raise FailedPrecondition(
                 f"training job {training_id!r} has already ended ({job.status})",
                 code="JOB_ALREADY_ENDED",
                 hint="Only QUEUED or RUNNING jobs can be cancelled.",
             )
-        if not active.dispatched:
-            with contextlib.suppress(_EventNotRecorded):  # then it is FAILED instead
-                await self._end(
-                    active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request"
-                )
+        active = self._active.get(training_id)
+        if active is None:
+            await asyncio.to_thread(self._store.request_job_cancel, training_id)
+        elif not active.dispatched:
+            await self._cancel_owned(active)
             return await self.get(training_id)
-        self._pool.cancel(training_id)
+        else:
+            await self._cancel_owned(active)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_seconds):
                 async for _event in self.watch(training_id, job.last_sequence + 1):
                     pass
         return await self.get(training_id)
+
+    async def _cancel_owned(self, active: _ActiveJob) -> None:
+        """Cancel a job this replica owns: at once while queued, else at its worker's next step."""
+        if active.dispatched:
+            self._pool.cancel(active.job.training_id)
+            return
+        with contextlib.suppress(_EventNotRecorded):  # then it is FAILED instead
+            await self._end(active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request")
+
+
+async def _live_events(
+    inbox: asyncio.Queue[JobEvent | _Moved | None], last: int
+) -> AsyncIterator[JobEvent]:
+    """Events published to a watcher after sequence ``last``, until the job moves away.
+
+    Raises:
+        Unavailable: the server is shutting down.
+    """
+    while True:
+        live = await inbox.get()
+        if live is None:
+            raise _shutting_down()
+        if isinstance(live, _Moved):
+            return
+        if live.sequence <= last:
+            continue  # already sent from the stored log
+        last = live.sequence
+        yield live
+
+
+def _limit_error(reached: JobLimitReached, limits: JobLimits) -> ResourceExhausted:
+    """The error of a job the store refused for a limit."""
+    if reached.limit == "max_queued":
+        return ResourceExhausted(
+            f"the training queue is full ({reached.count} jobs waiting)",
+            code="QUEUE_FULL",
+            hint="Retry after the RetryInfo delay, or ask the operator to raise"
+            " max_queued_jobs or add workers.",
+            retryable=True,
+            retry_after_seconds=10.0,
+        )
+    return ResourceExhausted(
+        f"{reached.count} training jobs of this tenant are queued or running; the limit"
+        f" is {limits.max_unfinished_per_tenant}",
+        code="TENANT_JOB_LIMIT",
+        hint="Retry after the RetryInfo delay (a job of yours must end first), cancel one"
+        " with CancelTrainingJob, or ask the operator to raise max_jobs_per_tenant.",
+        retryable=True,
+        retry_after_seconds=10.0,
+    )
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

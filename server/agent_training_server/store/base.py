@@ -37,8 +37,40 @@ class IdempotencyKey:
     different calls."""
 
 
+@dataclasses.dataclass(frozen=True)
+class JobLimits:
+    """Bounds `Store.create_job` checks in its transaction, so they hold across replicas."""
+
+    max_queued: int
+    """Jobs QUEUED in the whole database."""
+    max_unfinished_per_tenant: int
+    """Jobs QUEUED or RUNNING of one tenant's agents."""
+    tenant: str
+    """The tenant of the new job's agent."""
+
+
+class JobLimitReached(Exception):
+    """`Store.create_job` refused a job: a `JobLimits` bound is reached; nothing was stored."""
+
+    def __init__(self, limit: str, count: int) -> None:
+        """``limit`` is the `JobLimits` field reached, ``count`` the jobs counted against it."""
+        super().__init__(f"{limit}: {count}")
+        self.limit = limit
+        self.count = count
+
+
+class LeaseLost(Exception):
+    """A replica wrote to a job it no longer owns (another replica took it): nothing stored."""
+
+
 class Store(abc.ABC):
-    """Durable state of the service."""
+    """Durable state of the service.
+
+    Several server processes (replicas) may share one store. Each registers itself with a lease
+    it renews (`register_replica`, `renew_replica`); a job, analysis or dataset upload records the
+    replica that owns it, and one whose owner's lease has expired is an orphan another replica
+    takes over (`claim_orphaned_jobs`) or cleans up.
+    """
 
     @property
     @abc.abstractmethod
@@ -156,8 +188,10 @@ class Store(abc.ABC):
     # Named datasets -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
-        """Reserve a dataset's name and start writing it; return None.
+    def begin_dataset(
+        self, dataset: Dataset, key: IdempotencyKey | None = None, owner: str = ""
+    ) -> Dataset | None:
+        """Reserve a dataset's name and start writing it (by replica ``owner``); return None.
 
         Returns the earlier dataset instead on a replay of a key `finish_dataset` recorded.
         Raises AlreadyExists when the name is taken, by a finished dataset or one being written.
@@ -185,8 +219,8 @@ class Store(abc.ABC):
         """Drop a dataset that could not be finished."""
 
     @abc.abstractmethod
-    def discard_unfinished_datasets(self) -> int:
-        """Drop datasets a stopped server left half-written; return how many."""
+    def discard_unfinished_datasets(self, now: float) -> int:
+        """Drop datasets left half-written by replicas not alive at ``now``; return how many."""
 
     @abc.abstractmethod
     def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
@@ -225,9 +259,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def create_analysis(
-        self, job: AnalysisJob, key: IdempotencyKey | None = None
+        self, job: AnalysisJob, key: IdempotencyKey | None = None, owner: str = ""
     ) -> tuple[AnalysisJob, bool]:
-        """Insert a running analysis job; return it and whether it was a same-key replay."""
+        """Insert a job running on replica ``owner``; return it and whether it was a replay."""
 
     @abc.abstractmethod
     def finish_analysis(self, job: AnalysisJob) -> None:
@@ -238,14 +272,28 @@ class Store(abc.ABC):
         """Return an analysis job (of ``tenant``'s agents, or of any for None). Raises NotFound."""
 
     @abc.abstractmethod
-    def fail_running_analyses(self, error: dict[str, Any], end_time: float) -> int:
-        """Mark analyses left RUNNING by a previous run FAILED with ``error``; return how many."""
+    def fail_orphaned_analyses(self, error: dict[str, Any], now: float) -> int:
+        """Mark FAILED with ``error`` the RUNNING analyses of replicas not alive at ``now``.
+
+        Returns how many. An analysis holds no checkpoint: nothing resumes it.
+        """
 
     @abc.abstractmethod
     def create_job(
-        self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
+        self,
+        job: TrainingJob,
+        first_event: JobEvent,
+        key: IdempotencyKey | None = None,
+        owner: str = "",
+        limits: JobLimits | None = None,
     ) -> tuple[TrainingJob, bool]:
-        """Insert a job with its first event; return it and whether it was a same-key replay."""
+        """Insert a job owned by replica ``owner`` with its first event.
+
+        Returns it and whether it was a same-key replay (a replay is never refused).
+
+        Raises:
+            JobLimitReached: ``limits`` counted in the same transaction; nothing stored.
+        """
 
     @abc.abstractmethod
     def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
@@ -272,17 +320,57 @@ class Store(abc.ABC):
         event: JobEvent,
         job: TrainingJob,
         new_version: AgentVersion | None = None,
+        owner: str = "",
     ) -> None:
         """Append an event, save the job's state and maybe add an active version, atomically.
 
         ``event.sequence`` must be the job's last sequence plus one: a sequence the job already
         has is refused with an error, and then nothing of the call is stored (neither the event,
-        nor the job's state, nor the version).
+        nor the job's state, nor the version). With an ``owner``, a job another replica owns is
+        refused with LeaseLost, and nothing is stored either.
         """
 
     @abc.abstractmethod
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Return a job's events with sequence >= from_sequence, in order."""
+
+    @abc.abstractmethod
+    def request_job_cancel(self, training_id: str) -> None:
+        """Ask the replica that owns an unfinished job to cancel it (see `cancel_requests`)."""
+
+    @abc.abstractmethod
+    def cancel_requests(self, owner: str) -> list[str]:
+        """Unfinished jobs of replica ``owner`` whose cancellation was asked for."""
+
+    # Replicas -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def register_replica(
+        self, replica_id: str, address: str, now: float, expires: float, sole: bool
+    ) -> None:
+        """Record a replica alive until ``expires``.
+
+        ``sole``: it is the only process using the store (SQLite's data folder lock says so),
+        so every other replica recorded is dead and their work orphaned at once.
+        """
+
+    @abc.abstractmethod
+    def renew_replica(self, replica_id: str, now: float, expires: float) -> bool:
+        """Extend a replica's lease to ``expires``; False when it had expired (or was removed).
+
+        A replica whose lease expired may have lost its jobs to another: it must let them go.
+        """
+
+    @abc.abstractmethod
+    def remove_replica(self, replica_id: str) -> None:
+        """Forget a replica that stops: what it owns is orphaned at once."""
+
+    @abc.abstractmethod
+    def claim_orphaned_jobs(self, owner: str, now: float) -> list[TrainingJob]:
+        """Make ``owner`` the owner of every unfinished job of a replica not alive at ``now``.
+
+        Returns those jobs, oldest first. Atomic: two replicas never claim the same job.
+        """
 
     @abc.abstractmethod
     def ping(self) -> None:

@@ -32,15 +32,10 @@ from agent_training_server.store.sql.store import SqlStore
 
 WRITE_LOCK = 0x41_54_53_57  # "ATSW": held by every write transaction until it ends
 MIGRATION_LOCK = 0x41_54_53_4D  # "ATSM": held while migrations are checked and applied
-SERVER_LOCK = 0x41_54_53_53  # "ATSS": held by the one server process using the database
 
 
 class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer release than this one."""
-
-
-class DatabaseInUse(RuntimeError):
-    """Another server process holds the database (see `PostgresStore`'s ``exclusive``)."""
 
 
 class PostgresRow(tuple[Any, ...]):
@@ -221,39 +216,11 @@ def migrate(connection: psycopg.Connection[Any]) -> list[int]:
 
 
 class PostgresStore(SqlStore):
-    """A store in a PostgreSQL database. Thread-safe: a pool of connections."""
+    """A store in a PostgreSQL database. Thread-safe: a pool of connections.
 
-    def __init__(self, url: str, exclusive: bool = False) -> None:
-        """Open the store in the database at ``url`` (``postgresql://user@host:port/name``).
+    Several server processes (replicas) may share the database: see services/replicas.py.
+    """
 
-        With ``exclusive``, the store holds a session advisory lock on the database until it
-        is closed, and fails with DatabaseInUse when another holds it. The server opens its
-        store so: a job is run by the process that accepted it, and the start-up recovery
-        resumes every unfinished job, so two servers on one database would both run them.
-        """
+    def __init__(self, url: str) -> None:
+        """Open the store in the database at ``url`` (``postgresql://user@host:port/name``)."""
         super().__init__(PostgresDatabase(url))
-        self._holder: psycopg.Connection[Any] | None = None
-        if exclusive:
-            self._holder = _hold_server_lock(url)
-            if self._holder is None:
-                super().close()
-                raise DatabaseInUse(
-                    "the database is in use by another server: one server per database for now"
-                )
-
-    def close(self) -> None:
-        """Close the pool (and release the database, when held)."""
-        if self._holder is not None:
-            self._holder.close()  # the session ends: PostgreSQL drops its advisory lock
-            self._holder = None
-        super().close()
-
-
-def _hold_server_lock(url: str) -> psycopg.Connection[Any] | None:
-    """A connection holding SERVER_LOCK, or None when another session holds it."""
-    connection = psycopg.connect(url, autocommit=True)
-    row = connection.execute("SELECT pg_try_advisory_lock(%s)", (SERVER_LOCK,)).fetchone()
-    if row is not None and row[0]:
-        return connection
-    connection.close()
-    return None

@@ -136,5 +136,22 @@ CREATE TABLE analysis_jobs (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "the tables of the service", INITIAL_TABLES),)
+REPLICAS = """
+CREATE TABLE replicas (
+    replica_id TEXT PRIMARY KEY,
+    address    TEXT NOT NULL,
+    start_time DOUBLE PRECISION NOT NULL,
+    expires    DOUBLE PRECISION NOT NULL
+);
+ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN cancel_requested BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX jobs_by_status ON jobs (status);
+ALTER TABLE analysis_jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE named_datasets ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "the tables of the service", INITIAL_TABLES),
+    (2, "replicas, and the replica owning each job, analysis and dataset upload", REPLICAS),
+)
 """(version, what it does, SQL), in the order they apply; versions are 1, 2, 3..."""

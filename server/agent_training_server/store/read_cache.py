@@ -5,11 +5,16 @@ when a write commits (a new version, a rollback, a deletion). The store counts i
 transactions, and an entry here is used only while that count is the one it was read under, so a
 cached read is never older than the last acknowledged write. Any write at all clears the cache:
 coarse, but obviously right, and writes are rare next to reads on this path.
+
+Replicas sharing a database do not see each other's commits in that count: there an entry is
+also bounded in age (``max_age``), so a version another replica activates is served within it.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -23,13 +28,19 @@ class ReadCache(Generic[T]):
     """Memoises ``read(*key)`` while ``commits()`` is unchanged. Thread-safe."""
 
     def __init__(
-        self, read: Callable[..., T], commits: Callable[[], int], max_entries: int = MAX_ENTRIES
+        self,
+        read: Callable[..., T],
+        commits: Callable[[], int],
+        max_entries: int = MAX_ENTRIES,
+        max_age: float = math.inf,
     ) -> None:
+        """Cache ``read``'s results while ``commits()`` is unchanged, each ``max_age`` seconds."""
         self._read = read
         self._commits = commits
         self._max_entries = max_entries
+        self._max_age = max_age
         self._lock = threading.Lock()
-        self._entries: dict[tuple[Hashable, ...], T] = {}
+        self._entries: dict[tuple[Hashable, ...], tuple[T, float]] = {}
         self._generation = -1
 
     def get(self, *key: Hashable) -> T:
@@ -39,14 +50,18 @@ class ReadCache(Generic[T]):
         """
         # Taken before reading, so an entry is at least as new as the generation it is kept under.
         generation = self._commits()
+        now = time.monotonic()
         with self._lock:
             if generation != self._generation:
                 self._entries.clear()
                 self._generation = generation
             elif key in self._entries:
-                return self._entries[key]
+                value, read_at = self._entries[key]
+                if now - read_at < self._max_age:
+                    return value
+                del self._entries[key]
         value = self._read(*key)
         with self._lock:
             if generation == self._generation and len(self._entries) < self._max_entries:
-                self._entries[key] = value
+                self._entries[key] = (value, now)  # its age counts from before the read
         return value

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent_training_server.store.sql.store import SqlStore
-from agent_training_server.store.sqlite_schema import SCHEMA, add_tenant_columns
+from agent_training_server.store.sqlite_schema import SCHEMA, add_later_columns
 
 
 class SqliteDatabase:
@@ -43,7 +43,7 @@ class SqliteDatabase:
         self._connection.execute("PRAGMA busy_timeout=5000")
         self._connection.executescript(schema)
         with self.write() as db:
-            add_tenant_columns(db)
+            add_later_columns(db)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

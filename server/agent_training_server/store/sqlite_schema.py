@@ -1,7 +1,8 @@
 """The SQLite schema: the tables as SQLite creates them, and the columns later releases added.
 
 A data folder made by any earlier release opens: tables it lacks are created (CREATE ... IF NOT
-EXISTS) and the tenant columns are added on open (`add_tenant_columns`). The same tables for
+EXISTS) and the columns later releases added are added on open (`add_later_columns`). The same
+tables for
 PostgreSQL are its versioned migrations (`store/postgres_migrations/`).
 """
 
@@ -153,12 +154,50 @@ CREATE TABLE IF NOT EXISTS analysis_jobs (
 );
 """
 
+REPLICA_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replicas (
+    replica_id TEXT PRIMARY KEY,
+    address    TEXT NOT NULL,
+    start_time REAL NOT NULL,
+    expires    REAL NOT NULL
+);
+"""
+"""The server processes using the database and how long each is taken to be alive (its lease)."""
+
 SCHEMA = "".join(
-    (AGENT_SCHEMA, JOB_SCHEMA, IDEMPOTENCY_SCHEMA, DATASET_SCHEMA, FEEDBACK_SCHEMA, ANALYSIS_SCHEMA)
+    (
+        AGENT_SCHEMA,
+        JOB_SCHEMA,
+        IDEMPOTENCY_SCHEMA,
+        DATASET_SCHEMA,
+        FEEDBACK_SCHEMA,
+        ANALYSIS_SCHEMA,
+        REPLICA_SCHEMA,
+    )
 )
-"""Every table. The first three were the first release's; the tenant columns came later."""
+"""Every table. The first three were the first release's; the later columns came after."""
 
 TENANT_TABLES = ("agents", "named_datasets")
+
+
+OWNER_COLUMNS = (
+    ("jobs", "owner TEXT NOT NULL DEFAULT ''"),
+    ("jobs", "cancel_requested INTEGER NOT NULL DEFAULT 0"),
+    ("analysis_jobs", "owner TEXT NOT NULL DEFAULT ''"),
+    ("named_datasets", "owner TEXT NOT NULL DEFAULT ''"),
+)
+"""(table, column): the replica that runs a job or analysis or writes a dataset, and a job's
+cancellation asked of its owner by another replica."""
+
+
+def add_later_columns(db: sqlite3.Connection) -> None:
+    """Add the columns (and indexes) later releases added to tables that lack them."""
+    add_tenant_columns(db)
+    for table, column in OWNER_COLUMNS:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column.split()[0] not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status)")
 
 
 def add_tenant_columns(db: sqlite3.Connection) -> None:

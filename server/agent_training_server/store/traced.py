@@ -26,7 +26,7 @@ from agent_training_server.domain import (
     JobEvent,
     TrainingJob,
 )
-from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.store.base import IdempotencyKey, JobLimits, Store
 from agent_training_server.telemetry import child_span
 
 
@@ -144,10 +144,12 @@ class TracedStore(Store):
         with self._span("performance_history"):
             return self._store.performance_history(agent_id)
 
-    def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
+    def begin_dataset(
+        self, dataset: Dataset, key: IdempotencyKey | None = None, owner: str = ""
+    ) -> Dataset | None:
         """Traced `Store.begin_dataset`."""
         with self._span("begin_dataset"):
-            return self._store.begin_dataset(dataset, key)
+            return self._store.begin_dataset(dataset, key, owner)
 
     def append_dataset_examples(
         self, dataset_id: str, first_position: int, examples: Sequence[bytes]
@@ -175,10 +177,9 @@ class TracedStore(Store):
         with self._span("discard_dataset"):
             self._store.discard_dataset(dataset_id)
 
-    def discard_unfinished_datasets(self) -> int:
-        """Traced `Store.discard_unfinished_datasets`."""
-        with self._span("discard_unfinished_datasets"):
-            return self._store.discard_unfinished_datasets()
+    def discard_unfinished_datasets(self, now: float) -> int:
+        """`Store.discard_unfinished_datasets`, not traced: replicas call it every second."""
+        return self._store.discard_unfinished_datasets(now)
 
     def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
         """Traced `Store.get_dataset`."""
@@ -213,11 +214,11 @@ class TracedStore(Store):
             return self._store.load_dataset(sha256)
 
     def create_analysis(
-        self, job: AnalysisJob, key: IdempotencyKey | None = None
+        self, job: AnalysisJob, key: IdempotencyKey | None = None, owner: str = ""
     ) -> tuple[AnalysisJob, bool]:
         """Traced `Store.create_analysis`."""
         with self._span("create_analysis"):
-            return self._store.create_analysis(job, key)
+            return self._store.create_analysis(job, key, owner)
 
     def finish_analysis(self, job: AnalysisJob) -> None:
         """Traced `Store.finish_analysis`."""
@@ -229,17 +230,21 @@ class TracedStore(Store):
         with self._span("get_analysis"):
             return self._store.get_analysis(analysis_id, tenant)
 
-    def fail_running_analyses(self, error: dict[str, Any], end_time: float) -> int:
-        """Traced `Store.fail_running_analyses`."""
-        with self._span("fail_running_analyses"):
-            return self._store.fail_running_analyses(error, end_time)
+    def fail_orphaned_analyses(self, error: dict[str, Any], now: float) -> int:
+        """`Store.fail_orphaned_analyses`, not traced: replicas call it every second."""
+        return self._store.fail_orphaned_analyses(error, now)
 
     def create_job(
-        self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
+        self,
+        job: TrainingJob,
+        first_event: JobEvent,
+        key: IdempotencyKey | None = None,
+        owner: str = "",
+        limits: JobLimits | None = None,
     ) -> tuple[TrainingJob, bool]:
         """Traced `Store.create_job`."""
         with self._span("create_job"):
-            return self._store.create_job(job, first_event, key)
+            return self._store.create_job(job, first_event, key, owner, limits)
 
     def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
         """Traced `Store.get_job`."""
@@ -270,15 +275,45 @@ class TracedStore(Store):
         event: JobEvent,
         job: TrainingJob,
         new_version: AgentVersion | None = None,
+        owner: str = "",
     ) -> None:
         """Traced `Store.append_event`."""
         with self._span("append_event"):
-            self._store.append_event(event, job, new_version)
+            self._store.append_event(event, job, new_version, owner)
 
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Traced `Store.list_events`."""
         with self._span("list_events"):
             return self._store.list_events(training_id, from_sequence)
+
+    def request_job_cancel(self, training_id: str) -> None:
+        """Traced `Store.request_job_cancel`."""
+        with self._span("request_job_cancel"):
+            self._store.request_job_cancel(training_id)
+
+    # Called by every replica every second: not traced, as ping.
+
+    def cancel_requests(self, owner: str) -> list[str]:
+        """`Store.cancel_requests`, not traced."""
+        return self._store.cancel_requests(owner)
+
+    def claim_orphaned_jobs(self, owner: str, now: float) -> list[TrainingJob]:
+        """`Store.claim_orphaned_jobs`, not traced."""
+        return self._store.claim_orphaned_jobs(owner, now)
+
+    def register_replica(
+        self, replica_id: str, address: str, now: float, expires: float, sole: bool
+    ) -> None:
+        """`Store.register_replica`, not traced."""
+        self._store.register_replica(replica_id, address, now, expires, sole)
+
+    def renew_replica(self, replica_id: str, now: float, expires: float) -> bool:
+        """`Store.renew_replica`, not traced."""
+        return self._store.renew_replica(replica_id, now, expires)
+
+    def remove_replica(self, replica_id: str) -> None:
+        """`Store.remove_replica`, not traced."""
+        self._store.remove_replica(replica_id)
 
     def ping(self) -> None:
         """`Store.ping`, not traced: the health probe calls it every few seconds."""

@@ -14,6 +14,7 @@ from agent_training_server.not_found import analysis_not_found
 from agent_training_server.store.base import IdempotencyKey
 from agent_training_server.store.sql.database import Connection, Database
 from agent_training_server.store.sql.idempotency import remember, replayed_resource
+from agent_training_server.store.sql.replicas import orphaned
 from agent_training_server.store.sql.tenancy import tenant_row
 
 
@@ -25,7 +26,7 @@ class AnalysisTables:
         self._database = database
 
     def create_analysis(
-        self, job: AnalysisJob, key: IdempotencyKey | None = None
+        self, job: AnalysisJob, key: IdempotencyKey | None = None, owner: str = ""
     ) -> tuple[AnalysisJob, bool]:
         """Insert a running job, or return the job an earlier call with the same key started."""
         with self._database.write() as db:
@@ -33,6 +34,9 @@ class AnalysisTables:
             if replayed is not None:
                 return _analysis_in(db, replayed), True
             _save(db, job, insert=True)
+            db.execute(
+                "UPDATE analysis_jobs SET owner = ? WHERE analysis_id = ?", (owner, job.analysis_id)
+            )
             remember(db, key, job.analysis_id)
             return job, False
 
@@ -46,13 +50,13 @@ class AnalysisTables:
         with self._database.read() as db:
             return _analysis_in(db, analysis_id, tenant)
 
-    def fail_running_analyses(self, error: dict[str, Any], end_time: float) -> int:
-        """Mark analyses a previous run left RUNNING as FAILED with ``error``; return how many."""
+    def fail_orphaned_analyses(self, error: dict[str, Any], now: float) -> int:
+        """Mark RUNNING analyses of replicas not alive at ``now`` FAILED; return how many."""
         with self._database.write() as db:
             return db.execute(
                 "UPDATE analysis_jobs SET status = ?, error_json = ?, end_time = ?"
-                " WHERE status = ?",
-                (AnalysisStatus.FAILED, json.dumps(error), end_time, AnalysisStatus.RUNNING),
+                f" WHERE status = ? AND {orphaned()}",
+                (AnalysisStatus.FAILED, json.dumps(error), now, AnalysisStatus.RUNNING, now),
             ).rowcount
 
 

@@ -15,6 +15,7 @@ from agent_training_server.not_found import dataset_not_found
 from agent_training_server.store.base import IdempotencyKey
 from agent_training_server.store.sql.database import Connection, Database, Row
 from agent_training_server.store.sql.idempotency import remember, replayed_resource
+from agent_training_server.store.sql.replicas import orphaned
 from agent_training_server.store.sql.tenancy import tenant_clause, tenant_row
 
 _COLUMNS = (
@@ -30,7 +31,9 @@ class DatasetTables:
         """Read and write named datasets in ``database``."""
         self._database = database
 
-    def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
+    def begin_dataset(
+        self, dataset: Dataset, key: IdempotencyKey | None = None, owner: str = ""
+    ) -> Dataset | None:
         """Reserve the name and start writing; return the earlier dataset on a same-key replay.
 
         Raises:
@@ -51,9 +54,18 @@ class DatasetTables:
                 )
             d = dataset
             db.execute(
-                f"INSERT INTO named_datasets ({_COLUMNS}, state)"
-                " VALUES (?, ?, ?, ?, ?, 0, 0, '', ?, ?, 'writing')",
-                (d.dataset_id, d.name, d.description, d.source, d.recipe, d.create_time, d.tenant),
+                f"INSERT INTO named_datasets ({_COLUMNS}, state, owner)"
+                " VALUES (?, ?, ?, ?, ?, 0, 0, '', ?, ?, 'writing', ?)",
+                (
+                    d.dataset_id,
+                    d.name,
+                    d.description,
+                    d.source,
+                    d.recipe,
+                    d.create_time,
+                    d.tenant,
+                    owner,
+                ),
             )
             return None
 
@@ -90,10 +102,12 @@ class DatasetTables:
         with self._database.write() as db:
             db.execute("DELETE FROM named_datasets WHERE dataset_id = ?", (dataset_id,))
 
-    def discard_unfinished_datasets(self) -> int:
-        """Drop datasets left half-written by a stopped server; return how many."""
+    def discard_unfinished_datasets(self, now: float) -> int:
+        """Drop datasets half-written by replicas not alive at ``now``; return how many."""
         with self._database.write() as db:
-            return db.execute("DELETE FROM named_datasets WHERE state = 'writing'").rowcount
+            return db.execute(
+                f"DELETE FROM named_datasets WHERE state = 'writing' AND {orphaned()}", (now,)
+            ).rowcount
 
     def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
         """Return a ready dataset (of ``tenant``). Raises NotFound."""

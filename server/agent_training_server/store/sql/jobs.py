@@ -12,14 +12,17 @@ import json
 import time
 from typing import Any
 
-from agent_training_server.domain import AgentVersion, JobEvent, TrainingJob
+from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, TrainingJob
 from agent_training_server.errors import NotFound
 from agent_training_server.not_found import training_job_not_found
-from agent_training_server.store.base import IdempotencyKey
+from agent_training_server.store.base import IdempotencyKey, JobLimitReached, JobLimits, LeaseLost
 from agent_training_server.store.sql.agents import VersionTables
 from agent_training_server.store.sql.database import Connection, Database
 from agent_training_server.store.sql.idempotency import remember, replayed_resource
+from agent_training_server.store.sql.replicas import orphaned
 from agent_training_server.store.sql.tenancy import agent_tenant_clause, tenant_row
+
+UNFINISHED = f"status IN ('{JobStatus.QUEUED}', '{JobStatus.RUNNING}')"
 
 
 class TrainingDataTables:
@@ -57,16 +60,24 @@ class JobTables:
         self._versions = versions
 
     def create_job(
-        self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
+        self,
+        job: TrainingJob,
+        first_event: JobEvent,
+        key: IdempotencyKey | None = None,
+        owner: str = "",
+        limits: JobLimits | None = None,
     ) -> tuple[TrainingJob, bool]:
         """Insert a job and its first event, or replay the job an earlier same-key call made."""
         with self._database.write() as db:
             replayed = replayed_resource(db, key)
             if replayed is not None:
                 return _job_in(db, replayed), True
+            if limits is not None:
+                _check_limits(db, limits)  # in the write transaction: no replica counts meanwhile
             db.execute(
-                "INSERT INTO jobs (training_id, agent_id, status, job_json) VALUES (?, ?, ?, ?)",
-                (job.training_id, job.agent_id, job.status, _job_json(job)),
+                "INSERT INTO jobs (training_id, agent_id, status, job_json, owner)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (job.training_id, job.agent_id, job.status, _job_json(job), owner),
             )
             _insert_event(db, first_event)
             remember(db, key, job.training_id)
@@ -112,10 +123,20 @@ class JobTables:
         return [(row["position"], _job_from_json(row["job_json"])) for row in rows]
 
     def append_event(
-        self, event: JobEvent, job: TrainingJob, new_version: AgentVersion | None = None
+        self,
+        event: JobEvent,
+        job: TrainingJob,
+        new_version: AgentVersion | None = None,
+        owner: str = "",
     ) -> None:
         """Append an event and save the job (and a new active version) in one transaction."""
         with self._database.write() as db:
+            if owner:
+                row = db.execute(
+                    "SELECT owner FROM jobs WHERE training_id = ?", (job.training_id,)
+                ).fetchone()
+                if row is not None and row["owner"] != owner:
+                    raise LeaseLost(f"job {job.training_id} is owned by {row['owner']!r}")
             if new_version is not None:
                 self._versions.insert_version(db, new_version, activate=True)
             # The key (training_id, sequence) refuses a sequence the job already has.
@@ -145,6 +166,53 @@ class JobTables:
             )
             for row in rows
         ]
+
+    def request_job_cancel(self, training_id: str) -> None:
+        """Ask the owner of an unfinished job to cancel it."""
+        with self._database.write() as db:
+            db.execute(
+                f"UPDATE jobs SET cancel_requested = 1 WHERE training_id = ? AND {UNFINISHED}",
+                (training_id,),
+            )
+
+    def cancel_requests(self, owner: str) -> list[str]:
+        """Unfinished jobs of ``owner`` whose cancellation was asked for."""
+        with self._database.read() as db:
+            rows = db.execute(
+                f"SELECT training_id FROM jobs WHERE owner = ? AND cancel_requested = 1"
+                f" AND {UNFINISHED}",
+                (owner,),
+            ).fetchall()
+        return [row["training_id"] for row in rows]
+
+    def claim_orphaned_jobs(self, owner: str, now: float) -> list[TrainingJob]:
+        """Take every unfinished job whose owner is not alive at ``now``; oldest first."""
+        with self._database.write() as db:
+            rows = db.execute(
+                f"SELECT training_id, job_json FROM jobs WHERE {UNFINISHED} AND {orphaned()}"
+                " ORDER BY position",
+                (now,),
+            ).fetchall()
+            if rows:
+                db.executemany(
+                    "UPDATE jobs SET owner = ? WHERE training_id = ?",
+                    [(owner, row["training_id"]) for row in rows],
+                )
+        return [_job_from_json(row["job_json"]) for row in rows]
+
+
+def _check_limits(db: Connection, limits: JobLimits) -> None:
+    queued = db.execute(
+        "SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus.QUEUED,)
+    ).fetchone()[0]
+    if queued >= limits.max_queued:
+        raise JobLimitReached("max_queued", int(queued))
+    condition, params = agent_tenant_clause(limits.tenant)
+    unfinished = db.execute(
+        f"SELECT COUNT(*) FROM jobs WHERE {UNFINISHED} AND {condition}", tuple(params)
+    ).fetchone()[0]
+    if unfinished >= limits.max_unfinished_per_tenant:
+        raise JobLimitReached("max_unfinished_per_tenant", int(unfinished))
 
 
 def _job_in(db: Connection, training_id: str, tenant: str | None = None) -> TrainingJob:

@@ -22,13 +22,14 @@ from agent_training_server.domain import (
     JobEvent,
     TrainingJob,
 )
-from agent_training_server.store.base import IdempotencyKey, Store
+from agent_training_server.store.base import IdempotencyKey, JobLimits, Store
 from agent_training_server.store.sql.agents import AgentTables, VersionTables
 from agent_training_server.store.sql.analysis import AnalysisTables
 from agent_training_server.store.sql.database import Database
 from agent_training_server.store.sql.datasets import DatasetTables
 from agent_training_server.store.sql.feedback import FeedbackTables
 from agent_training_server.store.sql.jobs import JobTables, TrainingDataTables
+from agent_training_server.store.sql.replicas import ReplicaTables
 
 
 class SqlStore(Store):
@@ -44,6 +45,7 @@ class SqlStore(Store):
         self._datasets = DatasetTables(self._database)
         self._feedback = FeedbackTables(self._database)
         self._analyses = AnalysisTables(self._database)
+        self._replicas = ReplicaTables(self._database)
 
     @property
     def commits(self) -> int:
@@ -139,9 +141,11 @@ class SqlStore(Store):
 
     # Named datasets -------------------------------------------------------------------------
 
-    def begin_dataset(self, dataset: Dataset, key: IdempotencyKey | None = None) -> Dataset | None:
+    def begin_dataset(
+        self, dataset: Dataset, key: IdempotencyKey | None = None, owner: str = ""
+    ) -> Dataset | None:
         """Reserve the name and start writing; return the earlier dataset on a same-key replay."""
-        return self._datasets.begin_dataset(dataset, key)
+        return self._datasets.begin_dataset(dataset, key, owner)
 
     def append_dataset_examples(
         self, dataset_id: str, first_position: int, examples: Sequence[bytes]
@@ -166,9 +170,9 @@ class SqlStore(Store):
         """Drop a dataset that could not be finished."""
         self._datasets.discard_dataset(dataset_id)
 
-    def discard_unfinished_datasets(self) -> int:
-        """Drop datasets left half-written by a stopped server; return how many."""
-        return self._datasets.discard_unfinished_datasets()
+    def discard_unfinished_datasets(self, now: float) -> int:
+        """Drop datasets half-written by replicas not alive at ``now``; return how many."""
+        return self._datasets.discard_unfinished_datasets(now)
 
     def get_dataset(self, dataset_id: str, tenant: str | None = None) -> Dataset:
         """Return a ready dataset (of ``tenant``). Raises NotFound."""
@@ -199,10 +203,10 @@ class SqlStore(Store):
         return self._training_data.load_dataset(sha256)
 
     def create_analysis(
-        self, job: AnalysisJob, key: IdempotencyKey | None = None
+        self, job: AnalysisJob, key: IdempotencyKey | None = None, owner: str = ""
     ) -> tuple[AnalysisJob, bool]:
         """Insert a running job, or return the job an earlier call with the same key started."""
-        return self._analyses.create_analysis(job, key)
+        return self._analyses.create_analysis(job, key, owner)
 
     def finish_analysis(self, job: AnalysisJob) -> None:
         """Store the job's end: status, last progress, result or error."""
@@ -212,15 +216,20 @@ class SqlStore(Store):
         """Return an analysis job (of one of ``tenant``'s agents, or of any for None)."""
         return self._analyses.get_analysis(analysis_id, tenant)
 
-    def fail_running_analyses(self, error: dict[str, Any], end_time: float) -> int:
-        """Mark analyses a previous run left RUNNING as FAILED with ``error``; return how many."""
-        return self._analyses.fail_running_analyses(error, end_time)
+    def fail_orphaned_analyses(self, error: dict[str, Any], now: float) -> int:
+        """Mark RUNNING analyses of replicas not alive at ``now`` FAILED; return how many."""
+        return self._analyses.fail_orphaned_analyses(error, now)
 
     def create_job(
-        self, job: TrainingJob, first_event: JobEvent, key: IdempotencyKey | None = None
+        self,
+        job: TrainingJob,
+        first_event: JobEvent,
+        key: IdempotencyKey | None = None,
+        owner: str = "",
+        limits: JobLimits | None = None,
     ) -> tuple[TrainingJob, bool]:
         """Insert a job and its first event, or replay the job an earlier same-key call made."""
-        return self._jobs.create_job(job, first_event, key)
+        return self._jobs.create_job(job, first_event, key, owner, limits)
 
     def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
         """Return a job (of one of ``tenant``'s agents, or of any for None)."""
@@ -245,11 +254,43 @@ class SqlStore(Store):
         )
 
     def append_event(
-        self, event: JobEvent, job: TrainingJob, new_version: AgentVersion | None = None
+        self,
+        event: JobEvent,
+        job: TrainingJob,
+        new_version: AgentVersion | None = None,
+        owner: str = "",
     ) -> None:
         """Append an event and save the job (and a new active version) in one transaction."""
-        self._jobs.append_event(event, job, new_version)
+        self._jobs.append_event(event, job, new_version, owner)
 
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Return a job's events from a sequence number on."""
         return self._jobs.list_events(training_id, from_sequence)
+
+    def request_job_cancel(self, training_id: str) -> None:
+        """Ask the owner of an unfinished job to cancel it."""
+        self._jobs.request_job_cancel(training_id)
+
+    def cancel_requests(self, owner: str) -> list[str]:
+        """Unfinished jobs of ``owner`` whose cancellation was asked for."""
+        return self._jobs.cancel_requests(owner)
+
+    def claim_orphaned_jobs(self, owner: str, now: float) -> list[TrainingJob]:
+        """Take every unfinished job whose owner is not alive at ``now``; oldest first."""
+        return self._jobs.claim_orphaned_jobs(owner, now)
+
+    # Replicas -------------------------------------------------------------------------------
+
+    def register_replica(
+        self, replica_id: str, address: str, now: float, expires: float, sole: bool
+    ) -> None:
+        """Record a replica alive until ``expires`` (alone: every other one is forgotten)."""
+        self._replicas.register_replica(replica_id, address, now, expires, sole)
+
+    def renew_replica(self, replica_id: str, now: float, expires: float) -> bool:
+        """Extend a live replica's lease; False when it had expired or is gone."""
+        return self._replicas.renew_replica(replica_id, now, expires)
+
+    def remove_replica(self, replica_id: str) -> None:
+        """Forget a replica: what it owns is orphaned at once."""
+        self._replicas.remove_replica(replica_id)

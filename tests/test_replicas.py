@@ -1,0 +1,282 @@
+"""Several replicas on one PostgreSQL database: any replica answers anything, none is needed.
+
+Real servers over real gRPC on a real PostgreSQL server (tests/postgres_server.py), sharing an
+artifact folder. The kill test runs three replicas as processes and ``kill -9``s the one running
+a job at a random moment: another replica takes the job once its lease runs out and finishes it
+with the metrics of an uninterrupted run, while a watcher on the third sees every event once, in
+order. ``REPLICA_KILL_RUNS=10`` repeats it (scripts/replica_kill_loop.sh does). The other tests
+run two replicas in this process: cancellation, limits, idempotent creates, watching and serving
+across them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agent_training.v1 import training_pb2
+from agent_training_client import AgentTrainingClient
+from tests.conftest import ServerThread, assert_status, expect_error, make_config
+from tests.server_process import ServerProcess
+from tests.test_crash_recovery import CONFIG, INTENTS, comparable
+from tests.test_training import banking_examples
+
+LEASE_SECONDS = 2.0
+"""Short leases: a killed replica's job is taken over within seconds."""
+RUNS = int(os.environ.get("REPLICA_KILL_RUNS", "1"))
+SUCCEEDED = training_pb2.TRAINING_STATUS_SUCCEEDED
+LONG_JOB = training_pb2.TrainingConfig(
+    epochs=60, batch_size=1, seed=5, early_stopping=training_pb2.EarlyStopping(patience=0)
+)
+
+
+def start_replica(tmp_path: Path, name: str, database_url: str, **settings) -> ServerProcess:
+    """A server process on the shared database and artifact folder, with its own data folder."""
+    return ServerProcess(
+        tmp_path / name / "data",
+        tmp_path / f"{name}.log",
+        database_url=database_url,
+        artifact_dir=str(tmp_path / "artifacts"),
+        replica_lease_seconds=LEASE_SECONDS,
+        checkpoint_every_steps=60,
+        **settings,
+    )
+
+
+def until_progress_in_epoch(stream: Iterator, epoch: int) -> list:
+    """Events of a training stream up to a progress report inside ``epoch`` (or later)."""
+    seen = []
+    for event in stream:
+        seen.append(event)
+        assert not event.HasField("finished"), "the job ended before the kill"
+        if event.HasField("progress") and event.progress.epoch >= epoch:
+            return seen
+    raise AssertionError("the stream ended before the kill")
+
+
+class Watcher:
+    """WatchTrainingJob from the first event, in a thread, to the job's end."""
+
+    def __init__(self, client: AgentTrainingClient, training_id: str) -> None:
+        self.events: list = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._follow, args=(client, training_id))
+        self._thread.start()
+
+    def _follow(self, client: AgentTrainingClient, training_id: str) -> None:
+        try:
+            for event in client.watch_training_job(training_id, 0, timeout=600):
+                self.events.append(event)
+        except BaseException as error:  # reported by result()
+            self.error = error
+
+    def result(self) -> list:
+        self._thread.join(600)
+        assert self.error is None, self.error
+        return self.events
+
+
+def resumed_by(log: Path, training_id: str) -> bool:
+    """Whether a replica's log says it resumed the job of a lost replica."""
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    return re.search(rf"resuming job {re.escape(training_id)} .*replica lost", text) is not None
+
+
+@pytest.mark.parametrize("run", range(RUNS))
+def test_a_job_whose_replica_is_killed_finishes_on_another_and_a_third_sees_every_event(
+    tmp_path: Path, postgres_url: str, run: int
+) -> None:
+    examples = banking_examples(INTENTS, per_intent=40)
+    kill_in_epoch = random.randint(1, 6)
+    replicas = [start_replica(tmp_path, name, postgres_url) for name in ("a", "b", "c")]
+    first, second, third = replicas
+    try:
+        with AgentTrainingClient(first.address, timeout=60) as on_first:
+            on_first.create_agent(agent_id="moved")
+            stream = on_first.train_agent(
+                agent_id="moved", training_data=examples, config=CONFIG, timeout=300
+            )
+            accepted = next(stream)
+            training_id = accepted.training_id
+            with AgentTrainingClient(third.address, timeout=60) as on_third:
+                watcher = Watcher(on_third, training_id)
+                seen = [accepted, *until_progress_in_epoch(stream, kill_in_epoch)]
+                time.sleep(random.uniform(0.0, 1.0))  # vary where in the epoch the kill lands
+                first.kill()
+                stream.close()
+                watched = watcher.result()
+        print(f"\nrun {run}: killed in epoch {kill_in_epoch} after event {seen[-1].sequence}")
+
+        # The watcher on the third replica saw each event once, in order, to the end.
+        assert [event.sequence for event in watched] == list(range(1, len(watched) + 1))
+        assert all(event.training_id == training_id for event in watched)
+        assert [e.SerializeToString() for e in watched[: len(seen)]] == [
+            e.SerializeToString() for e in seen
+        ]
+        finished = watched[-1].finished
+        assert finished.status == SUCCEEDED
+        assert resumed_by(tmp_path / "b.log", training_id) or resumed_by(
+            tmp_path / "c.log", training_id
+        )
+
+        with AgentTrainingClient(second.address, timeout=60) as on_second:
+            job = on_second.get_training_job(training_id)
+            assert "replica lost" in [transition.reason for transition in job.timeline]
+            assert on_second.get_agent("moved").active_version_id == finished.version_id
+            stored = list(on_second.watch_training_job(training_id, 0, timeout=60))
+            assert [e.SerializeToString() for e in stored] == [
+                e.SerializeToString() for e in watched
+            ]
+            # The same request, uninterrupted: the same numbers.
+            on_second.create_agent(agent_id="unbroken")
+            reference = list(
+                on_second.train_agent(
+                    agent_id="unbroken", training_data=examples, config=CONFIG, timeout=300
+                )
+            )[-1].finished
+        assert comparable(finished.metrics) == comparable(reference.metrics)
+    finally:
+        for replica in replicas:
+            replica.kill()
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path, postgres_url: str) -> Iterator[tuple[ServerThread, ServerThread]]:
+    def config(name: str):
+        return make_config(
+            tmp_path / name,
+            database_url=postgres_url,
+            artifact_dir=str(tmp_path / "artifacts"),
+            replica_lease_seconds=LEASE_SECONDS,
+            replica_read_seconds=0.5,
+            max_jobs_per_tenant=2,
+        )
+
+    first = ServerThread(config("a"))
+    second = ServerThread(config("b"))
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+def running(client: AgentTrainingClient, **fields) -> tuple[str, Iterator]:
+    """Start a long job and return its id and stream once it runs."""
+    stream = client.train_agent(config=LONG_JOB, timeout=300, **fields)
+    for event in stream:
+        if event.HasField("progress") and event.progress.step > 0:
+            return event.training_id, stream
+    raise AssertionError("the job ended before it ran")
+
+
+def test_a_job_running_on_one_replica_is_watched_and_cancelled_through_another(
+    two_replicas: tuple[ServerThread, ServerThread],
+) -> None:
+    first, second = two_replicas
+    with (
+        AgentTrainingClient(first.address, timeout=60) as on_first,
+        AgentTrainingClient(second.address, timeout=60) as on_second,
+    ):
+        on_first.create_agent(agent_id="long")
+        examples = banking_examples(INTENTS[:3], per_intent=10)
+        training_id, stream = running(on_first, agent_id="long", training_data=examples)
+        watcher = Watcher(on_second, training_id)
+        job = on_second.cancel_training_job(training_id)
+        assert job.status == training_pb2.TRAINING_STATUS_CANCELLED
+        rest = list(stream)
+        assert rest[-1].finished.status == training_pb2.TRAINING_STATUS_CANCELLED
+        watched = watcher.result()
+        assert [event.sequence for event in watched] == list(range(1, len(watched) + 1))
+        assert watched[-1].SerializeToString() == rest[-1].SerializeToString()
+        error = expect_error(on_first.cancel_training_job, training_id)
+        assert_status(error, grpc.StatusCode.FAILED_PRECONDITION)
+        assert error.code == "JOB_ALREADY_ENDED"
+
+
+def test_limits_and_idempotent_creates_hold_across_replicas(
+    two_replicas: tuple[ServerThread, ServerThread],
+) -> None:
+    first, second = two_replicas
+    examples = banking_examples(INTENTS[:3], per_intent=10)
+    with (
+        AgentTrainingClient(first.address, timeout=60) as on_first,
+        AgentTrainingClient(second.address, timeout=60) as on_second,
+    ):
+        made = on_first.create_agent(agent_id="limited", request_id="create-once")
+        assert on_second.create_agent(agent_id="limited", request_id="create-once") == made
+        started = next(
+            on_first.train_agent(
+                agent_id="limited",
+                training_data=examples,
+                config=LONG_JOB,
+                request_id="train-once",
+                timeout=60,
+            )
+        )
+        again = next(
+            on_second.train_agent(
+                agent_id="limited",
+                training_data=examples,
+                config=LONG_JOB,
+                request_id="train-once",
+                timeout=60,
+            )
+        )
+        assert again.training_id == started.training_id
+        second_job = next(
+            on_second.train_agent(
+                agent_id="limited", training_data=examples, config=LONG_JOB, timeout=60
+            )
+        )
+        # max_jobs_per_tenant=2: the third unfinished job is refused by either replica.
+        for client in (on_first, on_second):
+            error = expect_error(
+                lambda c=client: next(
+                    c.train_agent(
+                        agent_id="limited", training_data=examples, config=LONG_JOB, timeout=60
+                    )
+                )
+            )
+            assert_status(error, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            assert error.code == "TENANT_JOB_LIMIT"
+        for training_id in (started.training_id, second_job.training_id):
+            on_second.cancel_training_job(training_id)
+
+
+def test_a_version_activated_on_one_replica_is_served_by_another_within_the_read_bound(
+    two_replicas: tuple[ServerThread, ServerThread],
+) -> None:
+    first, second = two_replicas
+    examples = banking_examples(INTENTS[:3], per_intent=10)
+    with (
+        AgentTrainingClient(first.address, timeout=60) as on_first,
+        AgentTrainingClient(second.address, timeout=60) as on_second,
+    ):
+        on_first.create_agent(agent_id="served")
+        versions = []
+        for seed in (1, 2):
+            events = list(
+                on_first.train_agent(
+                    agent_id="served",
+                    training_data=examples,
+                    config=training_pb2.TrainingConfig(epochs=2, seed=seed),
+                    timeout=120,
+                )
+            )
+            versions.append(events[-1].finished.version_id)
+            if seed == 1:  # the second replica caches its lookup of the first version
+                answer = on_second.invoke_agent(agent_id="served", inputs=["top up failed"])
+                assert answer.version_id == versions[0]
+        time.sleep(second.config.replica_read_seconds)  # the documented bound
+        answer = on_second.invoke_agent(agent_id="served", inputs=["top up failed"])
+        assert answer.version_id == versions[1]
+        on_first.activate_agent_version("served", versions[0])
+        time.sleep(second.config.replica_read_seconds)
+        assert on_second.invoke_agent(agent_id="served", inputs=["x"]).version_id == versions[0]
