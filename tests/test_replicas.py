@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from agent_training.v1 import training_pb2
 from agent_training_client import AgentTrainingClient
 from tests.conftest import ServerThread, assert_status, expect_error, make_config
+from tests.postgres_server import free_port
 from tests.server_process import ServerProcess
 from tests.test_crash_recovery import CONFIG, INTENTS, comparable
 from tests.test_training import banking_examples
@@ -280,3 +282,110 @@ def test_a_version_activated_on_one_replica_is_served_by_another_within_the_read
         on_first.activate_agent_version("served", versions[0])
         time.sleep(second.config.replica_read_seconds)
         assert on_second.invoke_agent(agent_id="served", inputs=["x"]).version_id == versions[0]
+
+
+CLIENTS = 50
+TRAINERS = 5
+"""Of the clients, those that start one training job (and follow it to its end) first."""
+RESTART_JOB = training_pb2.TrainingConfig(
+    epochs=30, batch_size=1, seed=9, early_stopping=training_pb2.EarlyStopping(patience=0)
+)
+
+
+class LoadClient:
+    """One client calling InvokeAgent and GetAgent (a trainer first trains) until told to stop."""
+
+    def __init__(self, target: str, number: int, stop: threading.Event) -> None:
+        self.number = number
+        self.answers: list[str] = []
+        self.training: list = []
+        self.calls = 0
+        self.failures: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(target, stop))
+        self._thread.start()
+
+    def _run(self, target: str, stop: threading.Event) -> None:
+        with AgentTrainingClient(target, timeout=30) as client:
+            try:
+                if self.number < TRAINERS:
+                    self.training = list(
+                        client.train_agent(
+                            agent_id=f"trained-{self.number}",
+                            training_data=banking_examples(INTENTS[:3], per_intent=10),
+                            config=RESTART_JOB,
+                            timeout=600,
+                        )
+                    )
+                while not stop.is_set():
+                    answer = client.invoke_agent(agent_id="steady", inputs=[f"card {self.calls}"])
+                    self.answers.append(answer.predictions[0].invocation_id)
+                    assert client.get_agent("steady").active_version_id
+                    self.calls += 2
+            except BaseException as error:  # every failure the client did not retry away
+                self.failures.append(error)
+
+    def join(self) -> None:
+        self._thread.join(600)
+
+
+def test_a_rolling_restart_under_load_fails_no_call_and_loses_nothing_acknowledged(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    ports = [free_port() for _ in range(3)]
+    settings = {"shutdown_grace_seconds": 3, "shutdown_checkpoint_seconds": 10}
+
+    def start(index: int) -> ServerProcess:
+        name = "abc"[index]
+        address = f"127.0.0.1:{ports[index]}"
+        return start_replica(tmp_path, name, postgres_url, address=address, **settings)
+
+    replicas = [start(index) for index in range(3)]
+    target = ",".join(f"127.0.0.1:{port}" for port in ports)
+    try:
+        with AgentTrainingClient(target, timeout=60) as client:
+            client.create_agent(agent_id="steady")
+            list(
+                client.train_agent(
+                    agent_id="steady",
+                    training_data=banking_examples(INTENTS[:3], per_intent=10),
+                    config=training_pb2.TrainingConfig(epochs=2),
+                    timeout=120,
+                )
+            )
+            for number in range(TRAINERS):
+                client.create_agent(agent_id=f"trained-{number}")
+        stop = threading.Event()
+        clients = [LoadClient(target, number, stop) for number in range(CLIENTS)]
+        time.sleep(3)
+        for index in range(3):  # one after another, as a deployment does
+            assert replicas[index].terminate() == 0
+            replicas[index] = start(index)
+            time.sleep(2)
+        stop.set()
+        for load in clients:
+            load.join()
+        failures = [error for load in clients for error in load.failures]
+        assert failures == [], failures[:3]
+        assert sum(load.calls for load in clients) > CLIENTS
+        for load in clients[:TRAINERS]:
+            assert load.training[-1].finished.status == SUCCEEDED
+        answers = {answer for load in clients for answer in load.answers}
+        jobs = {load.training[0].training_id for load in clients[:TRAINERS]}
+    finally:
+        for replica in replicas:
+            replica.terminate()
+    # Counted against the database: every acknowledged answer and job is stored.
+    with psycopg.connect(postgres_url) as connection:
+        stored = {
+            row[0]
+            for row in connection.execute(
+                "SELECT invocation_id FROM invocations WHERE agent_id = 'steady'"
+            )
+        }
+        ended = dict(
+            connection.execute(
+                "SELECT training_id, status FROM jobs WHERE training_id = ANY(%s)", (list(jobs),)
+            ).fetchall()
+        )
+    assert answers <= stored, len(answers - stored)
+    assert ended == dict.fromkeys(jobs, "SUCCEEDED")

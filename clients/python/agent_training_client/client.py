@@ -24,6 +24,7 @@ from agent_training_client.errors import AgentTrainingError
 from agent_training_client.failover import (
     REATTACH_SECONDS,
     SERVICE_CONFIG,
+    LostCallRetry,
     channel_target,
     new_request_id,
     resumable_events,
@@ -90,7 +91,7 @@ class AgentTrainingClient:
                 credentials = channel_credentials(settings)
             channel = _open_channel(target or settings.target, credentials, max_message_bytes)
         self._raw_channel = channel
-        self._channel = self._raw_channel
+        self._channel = grpc.intercept_channel(self._raw_channel, LostCallRetry())
         token = settings.token if token is None else token
         if token:
             self._channel = grpc.intercept_channel(self._channel, BearerTokenInterceptor(token))

@@ -11,7 +11,9 @@
   the client always sends with a ``request_id`` (one is made when the caller gives none), so a
   retried create returns what the first attempt made. DeleteAgent, DeleteDataset,
   CancelTrainingJob and ActivateAgentVersion are not retried: their UNAVAILABLE is the caller's to
-  judge.
+  judge. A safe unary call ended CANCELLED by a server that did not send our error object is
+  retried too (`LostCallRetry`): gRPC's core ends so the calls a server had received but not yet
+  started when it began to shut down (grpc/grpc#41785), though they never took effect.
 - **Streams.** A training stream (TrainAgent, WatchTrainingJob) cut by UNAVAILABLE after its first
   event re-attaches by itself with ``WatchTrainingJob(training_id, last sequence + 1)``, so the
   caller sees every event once, in order, across the death or restart of the server it was on.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -83,6 +86,46 @@ SERVICE_CONFIG = json.dumps(
     }
 )
 """The channel's service config: round robin over the addresses, and the retries above."""
+
+LOST_CALL_ATTEMPTS = 4
+"""Attempts of a safe unary call the server's shutdown ended CANCELLED before it started."""
+
+
+class LostCallRetry(grpc.UnaryUnaryClientInterceptor):
+    """Sends a safe unary call again when a server's shutdown ended it CANCELLED unstarted.
+
+    Our service answers every error with its error object in the status details; a CANCELLED
+    without them that the caller did not ask for came from gRPC itself: the connection lost under
+    the call, or a server shutting down with the call not yet handed to the service (so it took
+    no effect). Only the methods of RETRIED_METHODS are sent again, on the next address.
+    """
+
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[Any, Any], Any],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        """Run the call; again (pausing as the channel's retries) while it is lost as above."""
+        method = client_call_details.method
+        name = method.decode() if isinstance(method, bytes) else str(method)
+        if name.rsplit("/", 1)[-1] not in RETRIED_METHODS or not name.startswith(f"/{SERVICE}/"):
+            return continuation(client_call_details, request)
+        for attempt in range(1, LOST_CALL_ATTEMPTS + 1):
+            outcome = continuation(client_call_details, request)
+            if attempt == LOST_CALL_ATTEMPTS or not _lost_unstarted(outcome):
+                return outcome
+            time.sleep(random.uniform(0.0, 0.1 * 2 ** (attempt - 1)))
+        raise AssertionError("unreachable")
+
+
+def _lost_unstarted(outcome: Any) -> bool:
+    """Whether a finished call ended CANCELLED without the service's error details."""
+    if outcome.code() != grpc.StatusCode.CANCELLED:
+        return False
+    trailers = outcome.trailing_metadata() or ()
+    return not any(key == "grpc-status-details-bin" for key, _value in trailers)
+
 
 REATTACH_SECONDS = 120.0
 """How long a cut training stream keeps trying to re-attach before it raises UNAVAILABLE."""

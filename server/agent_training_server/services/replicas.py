@@ -6,7 +6,8 @@ owner; once a replica stops renewing (killed, hung, cut off from the database), 
 out and another replica's heartbeat finds its work orphaned: jobs are claimed and resumed from
 their checkpoint, analyses failed (retryable), uploads discarded. A replica that stops cleanly
 removes itself, so its queued jobs are taken at once. With SQLite the process is the only one
-(the data folder lock says so), and every replica recorded before it is dead from the start.
+(the data folder lock says so): every replica recorded before it is dead from the start, and it
+has no heartbeat, since no other process could take or cancel its work.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class ReplicaLease:
         log.info("replica %s registered (lease %.0f s)", self.replica_id, self._lease_seconds)
 
     def start(self) -> None:
-        """Start the heartbeat."""
-        self._task = asyncio.create_task(self._beat_forever())
+        """Start the heartbeat; the sole process of a store needs none (and writes nothing)."""
+        if not self._sole:
+            self._task = asyncio.create_task(self._beat_forever())
 
     async def beat(self) -> None:
         """Renew the lease now and run the heartbeat's callbacks."""
