@@ -8,12 +8,14 @@ The contract itself (tests/test_store_contract.py) runs against this store too.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
+import time
 
 import psycopg
 import pytest
 
-from agent_training_server.domain import Agent, AgentVersion
+from agent_training_server.domain import Agent, AgentVersion, JobEvent, TrainingJob
 from agent_training_server.errors import AlreadyExists
 from agent_training_server.store.postgres import PostgresStore, SchemaTooNew, migrate
 from agent_training_server.store.postgres_migrations import MIGRATIONS
@@ -110,3 +112,34 @@ def test_versions_written_at_once_through_two_stores_are_numbered_without_gaps(
     finally:
         for store in stores:
             store.close()
+
+
+def test_job_events_committed_through_one_store_are_heard_by_another(postgres_url: str) -> None:
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    heard: list[str] = []
+    two_heard = threading.Event()
+
+    def hear(training_id: str) -> None:
+        heard.append(training_id)
+        if len(heard) == 2:
+            two_heard.set()
+
+    stop = second.listen_job_events(hear)
+    try:
+        first.create_agent(Agent(agent_id="shared"))
+        job = TrainingJob(training_id="job-1", agent_id="shared", training_type="supervised")
+        first.create_job(job, JobEvent("job-1", 1, 0.0, "accepted", {}))
+        time.sleep(0.5)  # the listener's LISTEN is in place before the events below
+        for sequence in (2, 3):
+            event = JobEvent("job-1", sequence, 0.0, "progress", {})
+            first.append_event(event, dataclasses.replace(job, last_sequence=sequence))
+        assert two_heard.wait(10), heard
+        assert heard == ["job-1", "job-1"]
+        with pytest.raises(Exception):  # noqa: B017 (a taken sequence: nothing committed)
+            first.append_event(JobEvent("job-1", 3, 0.0, "progress", {}), job)
+        time.sleep(0.5)
+        assert heard == ["job-1", "job-1"]
+    finally:
+        stop()
+        first.close()
+        second.close()

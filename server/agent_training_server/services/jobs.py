@@ -90,8 +90,10 @@ in another worker; the next loss ends it FAILED with WORKER_LOST. A constant unt
 server setting. Counted from the job's timeline, so a restart of the server does not reset it."""
 WORKER_LOST_REASON = "worker lost"
 """Start of the timeline reason of a job queued again after its worker died."""
-REMOTE_WATCH_SECONDS = 0.2
-"""How often a watcher of a job another replica runs reads the job's stored log."""
+REMOTE_WATCH_SECONDS = 1.0
+"""Longest pause of a watcher of a job another replica runs between two reads of the job's log:
+it reads again as soon as the store announces an event of the job, and after this at most (an
+announcement can be lost while the database is away)."""
 
 
 class _Moved:
@@ -205,6 +207,9 @@ class JobManager:
         freed when the worker reports that it stopped."""
         self._let_go: set[str] = set()
         """Jobs another replica took while this one ran them: their folder is the new owner's."""
+        self._remote_watchers: dict[str, set[asyncio.Event]] = {}
+        """Watchers of jobs another replica runs, set when the store announces a new event."""
+        self._stop_listening: Callable[[], None] = lambda: None
         self._unrecorded: dict[str, tuple[TrainingJob, JobEvent]] = {}
         """Jobs failed because their events cannot be stored, with their final state and event,
         which the store may lack: what get and watch answer until the restart."""
@@ -241,6 +246,12 @@ class JobManager:
         await self._adopt_orphans("server restarted")
         await self._remove_ended_workdirs()
         self._dispatcher = asyncio.create_task(self._dispatch())
+        loop = asyncio.get_running_loop()
+
+        def heard(training_id: str) -> None:  # on the store's thread
+            loop.call_soon_threadsafe(self._wake_remote_watchers, training_id)
+
+        self._stop_listening = self._store.listen_job_events(heard)
         self._replica.on_beat(self._on_beat)
         if self._own_replica:
             self._replica.start()
@@ -252,6 +263,7 @@ class JobManager:
         back to QUEUED; unfinished jobs resume at the next start (or fail: interrupted_jobs).
         """
         self.end_streams()
+        await asyncio.to_thread(self._stop_listening)
         await _cancel(self._dispatcher)
         await self._preempt_running()  # the consumer records what the workers report meanwhile
         await _cancel(self._consumer)
@@ -1087,9 +1099,13 @@ class JobManager:
             if self._closing:
                 raise _shutting_down()
             inbox: asyncio.Queue[JobEvent | _Moved | None] = asyncio.Queue()
+            announced = asyncio.Event()
             active = self._active.get(training_id)
+            # Listening before the stored log is read: nothing is missed in between.
             if active is not None:
-                active.subscribers.add(inbox)  # before the stored log is read: nothing missed
+                active.subscribers.add(inbox)
+            else:
+                self._remote_watchers.setdefault(training_id, set()).add(announced)
             try:
                 events = await asyncio.to_thread(self._store.list_events, training_id, last + 1)
                 for event in events:
@@ -1102,7 +1118,7 @@ class JobManager:
                         yield self._unrecorded[training_id][1]
                         return
                     if not events:
-                        await self._wait_for_remote_events(training_id)
+                        await self._wait_for_remote_events(training_id, announced)
                     continue
                 async for live in _live_events(inbox, last):
                     last = live.sequence
@@ -1112,15 +1128,31 @@ class JobManager:
             finally:
                 if active is not None:
                     active.subscribers.discard(inbox)
+                else:
+                    self._forget_remote_watcher(training_id, announced)
 
-    async def _wait_for_remote_events(self, training_id: str) -> None:
-        """Pause before reading again the log of a job another replica runs.
+    async def _wait_for_remote_events(self, training_id: str, announced: asyncio.Event) -> None:
+        """Wait for the store to announce an event of a job another replica runs (or a while).
 
         Raises:
             NotFound: the job is gone meanwhile (its agent was deleted).
         """
-        await asyncio.sleep(REMOTE_WATCH_SECONDS)
-        await asyncio.to_thread(self._store.get_job, training_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REMOTE_WATCH_SECONDS):
+                await announced.wait()
+        if not announced.is_set():
+            await asyncio.to_thread(self._store.get_job, training_id)
+
+    def _wake_remote_watchers(self, training_id: str) -> None:
+        for announced in self._remote_watchers.get(training_id, ()):
+            announced.set()
+
+    def _forget_remote_watcher(self, training_id: str, announced: asyncio.Event) -> None:
+        watchers = self._remote_watchers.get(training_id)
+        if watchers is not None:
+            watchers.discard(announced)
+            if not watchers:
+                del self._remote_watchers[training_id]
 
     async def cancel(self, training_id: str, wait_seconds: float = 10.0) -> TrainingJob:
         """Cancel a job; a running one stops at its next step (waited for up to wait_seconds).

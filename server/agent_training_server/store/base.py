@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent_training_server.domain import (
@@ -333,6 +333,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Return a job's events with sequence >= from_sequence, in order."""
+
+    @abc.abstractmethod
+    def listen_job_events(self, heard: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``heard(training_id)`` after each job event committed; return how to stop.
+
+        It is called on a thread of the store's, for the events of every process.
+        A store only one process uses (SQLite) announces nothing: that process publishes its
+        own events. Announcements can be lost (the database away for a while): a listener
+        reads the log again now and then all the same.
+        """
 
     @abc.abstractmethod
     def request_job_cancel(self, training_id: str) -> None:

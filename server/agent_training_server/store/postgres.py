@@ -19,7 +19,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from agent_training_server.errors import Unavailable
 from agent_training_server.store.postgres_migrations import MIGRATIONS
+from agent_training_server.store.sql.database import Connection
 from agent_training_server.store.sql.store import SqlStore
 
 WRITE_LOCK = 0x41_54_53_57  # "ATSW": held by every write transaction until it ends
@@ -104,6 +105,7 @@ class PostgresDatabase:
             psycopg.OperationalError: the server cannot be reached within ``connect_timeout``.
             SchemaTooNew: a newer release migrated the database.
         """
+        self._url = url
         self._commits = 0
         self._commits_lock = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[PostgresRow]] = ConnectionPool(
@@ -152,9 +154,47 @@ class PostgresDatabase:
         """Write transactions this process committed (other replicas' are not counted)."""
         return self._commits
 
+    def announce(self, connection: Connection, channel: str, payload: str) -> None:
+        """NOTIFY ``channel``: PostgreSQL delivers it to the listeners when the write commits."""
+        connection.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+    def listen(self, channel: str, heard: Callable[[str], None]) -> Callable[[], None]:
+        """LISTEN on ``channel`` on a connection of its own, in a thread, reconnecting as needed."""
+        listener = _Listener(self._url, channel, heard)
+        listener.start()
+        return listener.stop
+
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
+
+
+class _Listener(threading.Thread):
+    """A LISTEN connection handing each notification's payload to ``heard``."""
+
+    def __init__(self, url: str, channel: str, heard: Callable[[str], None]) -> None:
+        super().__init__(name=f"listen-{channel}", daemon=True)
+        self._url = url
+        self._channel = channel
+        self._heard = heard
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as connection:
+                    connection.execute(f'LISTEN "{self._channel}"')
+                    while not self._stopping.is_set():
+                        # Returns every second to look at _stopping.
+                        for notification in connection.notifies(timeout=1.0):
+                            self._heard(notification.payload)
+            except psycopg.Error:
+                self._stopping.wait(1.0)  # the database away: try again shortly
+
+    def stop(self) -> None:
+        """Stop listening (within a second)."""
+        self._stopping.set()
+        self.join(5)
 
 
 def reason_of(error: Exception) -> str:

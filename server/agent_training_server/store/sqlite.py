@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from agent_training_server.store.sql.database import Connection
 from agent_training_server.store.sql.store import SqlStore
 from agent_training_server.store.sqlite_schema import SCHEMA, add_later_columns
 
@@ -75,6 +76,13 @@ class SqliteDatabase:
     def commits(self) -> int:
         """Write transactions committed since the file was opened."""
         return self._commits
+
+    def announce(self, connection: Connection, channel: str, payload: str) -> None:
+        """Nothing: no other process uses the file (the data folder lock sees to it)."""
+
+    def listen(self, channel: str, heard: Callable[[str], None]) -> Callable[[], None]:
+        """Nothing to hear: no other process writes the file."""
+        return lambda: None
 
     def close(self) -> None:
         """Close the connection (again: a no-op)."""

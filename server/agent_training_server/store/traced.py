@@ -10,7 +10,7 @@ class could not be instantiated without it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -292,6 +292,10 @@ class TracedStore(Store):
             self._store.request_job_cancel(training_id)
 
     # Called by every replica every second: not traced, as ping.
+
+    def listen_job_events(self, heard: Callable[[str], None]) -> Callable[[], None]:
+        """`Store.listen_job_events`, not traced."""
+        return self._store.listen_job_events(heard)
 
     def cancel_requests(self, owner: str) -> list[str]:
         """`Store.cancel_requests`, not traced."""

@@ -10,7 +10,7 @@ or with its placeholders rewritten (PostgreSQL), and its rows answer both ``row[
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 
@@ -69,6 +69,21 @@ class Database(Protocol):
     @property
     def commits(self) -> int:
         """Write transactions this process committed since the database was opened."""
+        ...
+
+    def announce(self, connection: Connection, channel: str, payload: str) -> None:
+        """Tell other processes' `listen` of ``channel`` about ``payload`` once the write commits.
+
+        A database only one process uses (SQLite) announces nothing.
+        """
+        ...
+
+    def listen(self, channel: str, heard: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``heard(payload)`` (on a thread of its own) for each announcement on ``channel``.
+
+        Returns the function that stops listening. Announcements made while the database does
+        not answer are lost: listeners must not depend on hearing every one.
+        """
         ...
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, TrainingJob
@@ -22,6 +23,8 @@ from agent_training_server.store.sql.idempotency import remember, replayed_resou
 from agent_training_server.store.sql.replicas import orphaned
 from agent_training_server.store.sql.tenancy import agent_tenant_clause, tenant_row
 
+JOB_EVENTS_CHANNEL = "agent_training_job_events"
+"""Where each committed job event is announced, with the job's training_id."""
 UNFINISHED = f"status IN ('{JobStatus.QUEUED}', '{JobStatus.RUNNING}')"
 
 
@@ -147,6 +150,11 @@ class JobTables:
             ).rowcount
             if not updated:
                 raise training_job_not_found(job.training_id)
+            self._database.announce(db, JOB_EVENTS_CHANNEL, job.training_id)
+
+    def listen_job_events(self, heard: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``heard(training_id)`` after each job event committed (by any process)."""
+        return self._database.listen(JOB_EVENTS_CHANNEL, heard)
 
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Return a job's events from a sequence number on."""

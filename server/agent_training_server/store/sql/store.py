@@ -9,7 +9,7 @@ made) are one transaction of the shared database, so nothing is ever half stored
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent_training_server.domain import (
@@ -266,6 +266,10 @@ class SqlStore(Store):
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Return a job's events from a sequence number on."""
         return self._jobs.list_events(training_id, from_sequence)
+
+    def listen_job_events(self, heard: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``heard(training_id)`` after each job event committed (by any process)."""
+        return self._jobs.listen_job_events(heard)
 
     def request_job_cancel(self, training_id: str) -> None:
         """Ask the owner of an unfinished job to cancel it."""
