@@ -389,3 +389,56 @@ def test_a_rolling_restart_under_load_fails_no_call_and_loses_nothing_acknowledg
         )
     assert answers <= stored, len(answers - stored)
     assert ended == dict.fromkeys(jobs, "SUCCEEDED")
+
+
+def test_a_replica_whose_job_was_taken_lets_it_go_and_its_watchers_follow_the_new_owner(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    def config(name: str):
+        return make_config(
+            tmp_path / name,
+            database_url=postgres_url,
+            artifact_dir=str(tmp_path / "artifacts"),
+            replica_lease_seconds=LEASE_SECONDS,
+            checkpoint_every_steps=60,
+            torch_threads=1,
+        )
+
+    first, second = ServerThread(config("a")), ServerThread(config("b"))
+    examples = banking_examples(INTENTS, per_intent=40)
+    try:
+        with (
+            AgentTrainingClient(first.address, timeout=60) as on_first,
+            AgentTrainingClient(second.address, timeout=60) as on_second,
+        ):
+            on_first.create_agent(agent_id="taken")
+            stream = on_first.train_agent(
+                agent_id="taken", training_data=examples, config=CONFIG, timeout=300
+            )
+            seen = until_progress_in_epoch(stream, 2)
+            training_id = seen[0].training_id
+            watcher = Watcher(on_first, training_id)
+            # As if the first replica had been taken for dead: its job now belongs to a replica
+            # that is gone, whose work the second replica's next heartbeat claims.
+            with psycopg.connect(postgres_url, autocommit=True) as database:
+                database.execute(
+                    "UPDATE jobs SET owner = 'replica_gone' WHERE training_id = %s", (training_id,)
+                )
+            watched = watcher.result()
+            rest = list(stream)
+            assert [event.sequence for event in watched] == list(range(1, len(watched) + 1))
+            assert [e.SerializeToString() for e in seen + rest] == [
+                e.SerializeToString() for e in watched
+            ]
+            finished = watched[-1].finished
+            assert finished.status == SUCCEEDED
+            on_second.create_agent(agent_id="unbroken")
+            reference = list(
+                on_second.train_agent(
+                    agent_id="unbroken", training_data=examples, config=CONFIG, timeout=300
+                )
+            )[-1].finished
+        assert comparable(finished.metrics) == comparable(reference.metrics)
+    finally:
+        first.stop()
+        second.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -66,7 +67,10 @@ def save_checkpoint(
         "param_groups": json.dumps(optimizer["param_groups"]),
         "optimizer_scalars": json.dumps(optimizer_scalars),
     }
-    partial = folder / (FILE_NAME + ".partial")
+    # Names of this writer's own: two processes may write the folder's checkpoints at once (a
+    # replica taken for dead still running the job its new owner resumed), and each must only
+    # ever replace the newest with a whole file of its own.
+    partial = folder / _partial_name(FILE_NAME)
     integrity.write_tensors(partial, tensors, metadata)
     fsync_path(partial)
     newest = folder / FILE_NAME
@@ -75,8 +79,7 @@ def save_checkpoint(
         # newest name is there at every moment: readers may open it while this runs (the Ray
         # executor copies it from the training thread while this writes in the background).
         # A crash in between leaves the newest, or both names on it: it is resumed from.
-        linked = folder / (PREVIOUS_FILE_NAME + ".partial")
-        linked.unlink(missing_ok=True)
+        linked = folder / _partial_name(PREVIOUS_FILE_NAME)
         try:
             os.link(newest, linked)
         except OSError:  # a filesystem without hard links: a copy keeps the same promise
@@ -84,6 +87,11 @@ def save_checkpoint(
         os.replace(linked, folder / PREVIOUS_FILE_NAME)
     os.replace(partial, newest)
     fsync_path(folder)  # the renames themselves
+
+
+def _partial_name(name: str) -> str:
+    """A name no other writer uses for the file being written before it is renamed to ``name``."""
+    return f"{name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def checkpoint_files(folder: Path) -> list[Path]:

@@ -38,7 +38,12 @@ from agent_training_server.auth import DEFAULT_TENANT, current_tenant
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
 from agent_training_server.engines.base import Example, TrainSettings
-from agent_training_server.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from agent_training_server.errors import (
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from agent_training_server.jobs.executor import Executor
 from agent_training_server.jobs.messages import (
     ENDED,
@@ -207,6 +212,8 @@ class JobManager:
         freed when the worker reports that it stopped."""
         self._let_go: set[str] = set()
         """Jobs another replica took while this one ran them: their folder is the new owner's."""
+        self._claimed: dict[str, tuple[TrainingJob, str]] = {}
+        """Jobs this replica claimed and has not yet taken in, with the reason, oldest first."""
         self._remote_watchers: dict[str, set[asyncio.Event]] = {}
         """Watchers of jobs another replica runs, set when the store announces a new event."""
         self._stop_listening: Callable[[], None] = lambda: None
@@ -309,36 +316,49 @@ class JobManager:
                 await self._cancel_owned(active)
 
     async def _adopt_orphans(self, reason: str) -> None:
-        """Claim the unfinished jobs no live replica owns, and queue them here."""
+        """Claim the unfinished jobs no live replica owns, and queue them here.
+
+        A claimed job this replica could not take in (the database away half-way) stays claimed
+        by it, and is taken in at the next heartbeat.
+        """
         claimed = await asyncio.to_thread(self._store.claim_orphaned_jobs, self.owner, time.time())
-        for job in claimed:  # oldest first keeps the queue order
-            if job.training_id in self._active:
-                continue
-            if self._config.interrupted_jobs == "fail":
-                await self._fail_interrupted(job)
-                continue
-            log.info("resuming job %s (was %s; %s)", job.training_id, job.status, reason)
-            data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
-            agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
-            active = _ActiveJob(
-                job, await self._task_for(job, examples_from_bytes(data)), tenant=agent.tenant
-            )
-            self._active[job.training_id] = active
-            if job.status == JobStatus.RUNNING:
-                try:
-                    await self._record(
-                        active,
-                        "progress",
-                        {"status": "TRAINING_STATUS_QUEUED"},
-                        status=JobStatus.QUEUED,
-                        phase="",
-                        timeline=_timeline(job, JobStatus.QUEUED, reason),
-                    )
-                except _EventNotRecorded:
-                    continue  # failed, or taken by another replica: not queued here
-            self._waiting.append(job.training_id)
+        for job in claimed:
+            self._claimed.setdefault(job.training_id, (job, reason))
+        for training_id, (job, why) in list(self._claimed.items()):  # oldest first: queue order
+            if training_id not in self._active:
+                await self._adopt(job, why)
+            del self._claimed[training_id]
         if claimed:
             self._work_available.set()
+
+    async def _adopt(self, job: TrainingJob, reason: str) -> None:
+        """Queue a job claimed from a dead replica (or a previous run), or fail it as configured."""
+        if self._config.interrupted_jobs == "fail":
+            await self._fail_interrupted(job)
+            return
+        log.info("resuming job %s (was %s; %s)", job.training_id, job.status, reason)
+        try:
+            data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
+            agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
+            task = await self._task_for(job, examples_from_bytes(data))
+        except NotFound:
+            log.info("job %s is gone with its agent: nothing to resume", job.training_id)
+            return
+        active = _ActiveJob(job, task, tenant=agent.tenant)
+        self._active[job.training_id] = active
+        if job.status == JobStatus.RUNNING:
+            try:
+                await self._record(
+                    active,
+                    "progress",
+                    {"status": "TRAINING_STATUS_QUEUED"},
+                    status=JobStatus.QUEUED,
+                    phase="",
+                    timeline=_timeline(job, JobStatus.QUEUED, reason),
+                )
+            except _EventNotRecorded:
+                return  # failed, or taken by another replica: not queued here
+        self._waiting.append(job.training_id)
 
     async def _fail_interrupted(self, job: TrainingJob) -> None:
         log.warning("failing job %s (was %s): interrupted_jobs=fail", job.training_id, job.status)
