@@ -742,9 +742,15 @@ def test_job_limits_are_counted_in_the_creating_transaction(store: Store) -> Non
     other = JobLimits(max_queued=2, max_unfinished_per_tenant=5, tenant="default")
     store.create_job(_job("job-a1"), _event("job-a1", 1), limits=other)
     with pytest.raises(JobLimitReached) as reached:
-        store.create_job(_job("job-a2"), _event("job-a2", 1), limits=other)
+        refused = _job("job-a2", dataset_sha256="sha-refused")
+        store.create_job(refused, _event("job-a2", 1), limits=other, training_data=b"data")
     assert (reached.value.limit, reached.value.count) == ("max_queued", 2)
     assert _not_found(lambda: store.get_job("job-a2"))[0] == "TRAINING_JOB_NOT_FOUND"
+    assert _not_found(lambda: store.load_dataset("sha-refused"))[0] == "DATASET_NOT_FOUND"
+    # A job created stores its training data in the same transaction.
+    accepted = _job("job-b1", dataset_sha256="sha-accepted", example_count=1)
+    store.create_job(accepted, _event("job-b1", 1), training_data=b"data")
+    assert store.load_dataset("sha-accepted") == b"data"
     # A replay of a key is answered whatever the counts.
     store.create_job(_job("job-k"), _event("job-k", 1), _key("r1"))
     assert store.create_job(_job("job-x"), _event("job-x", 1), _key("r1"), limits=other)[1]

@@ -425,13 +425,6 @@ class JobManager:
             )
         data = dataset_bytes(examples)
         sha256 = hashlib.sha256(data).hexdigest()
-        try:
-            await asyncio.to_thread(self._store.save_dataset, sha256, len(examples), data)
-        except Exception as error:
-            named = self._storage.named(error, needed_bytes=len(data))  # the size is known here
-            if named is None:
-                raise
-            raise named from error
         now = time.time()
         trace_context = current_trace_context()
         job = TrainingJob(
@@ -472,8 +465,9 @@ class JobManager:
             self._config.max_queued_jobs, self._config.max_jobs_per_tenant, current_tenant()
         )
         try:
+            # The training data goes in the job's transaction: a refused job stores nothing.
             stored, replayed = await asyncio.to_thread(
-                self._store.create_job, job, accepted, key, self.owner, limits
+                self._store.create_job, job, accepted, key, self.owner, limits, data
             )
         except JobLimitReached as reached:
             raise _limit_error(reached, limits) from None

@@ -286,10 +286,13 @@ class Store(abc.ABC):
         key: IdempotencyKey | None = None,
         owner: str = "",
         limits: JobLimits | None = None,
+        training_data: bytes = b"",
     ) -> tuple[TrainingJob, bool]:
         """Insert a job owned by replica ``owner`` with its first event.
 
-        Returns it and whether it was a same-key replay (a replay is never refused).
+        ``training_data`` is stored with it (as `save_dataset` under the job's dataset_sha256),
+        in the same transaction: a job refused stores none. Returns the job and whether it was a
+        same-key replay (a replay is never refused).
 
         Raises:
             JobLimitReached: ``limits`` counted in the same transaction; nothing stored.

@@ -241,10 +241,11 @@ class TracedStore(Store):
         key: IdempotencyKey | None = None,
         owner: str = "",
         limits: JobLimits | None = None,
+        training_data: bytes = b"",
     ) -> tuple[TrainingJob, bool]:
         """Traced `Store.create_job`."""
         with self._span("create_job"):
-            return self._store.create_job(job, first_event, key, owner, limits)
+            return self._store.create_job(job, first_event, key, owner, limits, training_data)
 
     def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
         """Traced `Store.get_job`."""

@@ -38,10 +38,7 @@ class TrainingDataTables:
     def save_dataset(self, sha256: str, example_count: int, data: bytes) -> None:
         """Store training data once per content hash."""
         with self._database.write() as db:
-            db.execute(
-                "INSERT INTO datasets VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (sha256, example_count, data, time.time()),
-            )
+            _insert_training_data(db, sha256, example_count, data)
 
     def load_dataset(self, sha256: str) -> bytes:
         """Return stored training data."""
@@ -69,6 +66,7 @@ class JobTables:
         key: IdempotencyKey | None = None,
         owner: str = "",
         limits: JobLimits | None = None,
+        training_data: bytes = b"",
     ) -> tuple[TrainingJob, bool]:
         """Insert a job and its first event, or replay the job an earlier same-key call made."""
         with self._database.write() as db:
@@ -77,6 +75,8 @@ class JobTables:
                 return _job_in(db, replayed), True
             if limits is not None:
                 _check_limits(db, limits)  # in the write transaction: no replica counts meanwhile
+            if training_data:
+                _insert_training_data(db, job.dataset_sha256, job.example_count, training_data)
             db.execute(
                 "INSERT INTO jobs (training_id, agent_id, status, job_json, owner)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -207,6 +207,13 @@ class JobTables:
                     [(owner, row["training_id"]) for row in rows],
                 )
         return [_job_from_json(row["job_json"]) for row in rows]
+
+
+def _insert_training_data(db: Connection, sha256: str, example_count: int, data: bytes) -> None:
+    db.execute(
+        "INSERT INTO datasets VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (sha256, example_count, data, time.time()),
+    )
 
 
 def _check_limits(db: Connection, limits: JobLimits) -> None:

@@ -227,9 +227,10 @@ class SqlStore(Store):
         key: IdempotencyKey | None = None,
         owner: str = "",
         limits: JobLimits | None = None,
+        training_data: bytes = b"",
     ) -> tuple[TrainingJob, bool]:
         """Insert a job and its first event, or replay the job an earlier same-key call made."""
-        return self._jobs.create_job(job, first_event, key, owner, limits)
+        return self._jobs.create_job(job, first_event, key, owner, limits, training_data)
 
     def get_job(self, training_id: str, tenant: str | None = None) -> TrainingJob:
         """Return a job (of one of ``tenant``'s agents, or of any for None)."""
