@@ -963,7 +963,12 @@ class JobManager:
             payload = {"status": "TRAINING_STATUS_FAILED", "metrics": job.metrics, "error": error}
             event = JobEvent(job.training_id, sequence, time.time(), "finished", payload)
             try:
-                await asyncio.to_thread(self._store.append_event, event, final, None)
+                await asyncio.to_thread(self._store.append_event, event, final, None, self.owner)
+            except LeaseLost:  # another replica runs it: its end is not this replica's to tell
+                self._let_go.add(job.training_id)
+                for subscriber in active.subscribers:
+                    subscriber.put_nowait(MOVED)
+                return
             except Exception:  # the same failure again: kept in memory only
                 self._unrecorded[job.training_id] = (final, event)  # resumes after a restart
             else:

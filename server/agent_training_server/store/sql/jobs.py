@@ -134,22 +134,26 @@ class JobTables:
     ) -> None:
         """Append an event and save the job (and a new active version) in one transaction."""
         with self._database.write() as db:
-            if owner:
-                row = db.execute(
-                    "SELECT owner FROM jobs WHERE training_id = ?", (job.training_id,)
-                ).fetchone()
-                if row is not None and row["owner"] != owner:
-                    raise LeaseLost(f"job {job.training_id} is owned by {row['owner']!r}")
+            # The job's row first, fenced by its owner: a replica that lost the job is refused
+            # before anything else (its next sequence number may be the new owner's already).
+            fence, fence_params = ("AND owner = ?", (owner,)) if owner else ("", ())
+            updated = db.execute(
+                f"UPDATE jobs SET status = ?, job_json = ? WHERE training_id = ? {fence}",
+                (job.status, _job_json(job), job.training_id, *fence_params),
+            ).rowcount
+            if not updated:
+                if (
+                    owner
+                    and db.execute(
+                        "SELECT 1 FROM jobs WHERE training_id = ?", (job.training_id,)
+                    ).fetchone()
+                ):
+                    raise LeaseLost(f"job {job.training_id} is owned by another replica")
+                raise training_job_not_found(job.training_id)
             if new_version is not None:
                 self._versions.insert_version(db, new_version, activate=True)
             # The key (training_id, sequence) refuses a sequence the job already has.
             _insert_event(db, event)
-            updated = db.execute(
-                "UPDATE jobs SET status = ?, job_json = ? WHERE training_id = ?",
-                (job.status, _job_json(job), job.training_id),
-            ).rowcount
-            if not updated:
-                raise training_job_not_found(job.training_id)
             self._database.announce(db, JOB_EVENTS_CHANNEL, job.training_id)
 
     def listen_job_events(self, heard: Callable[[str], None]) -> Callable[[], None]:
