@@ -23,18 +23,26 @@ import grpc
 import psycopg
 import pytest
 
-from agent_training.v1 import training_pb2
+from agent_training.v1 import analysis_pb2, service_pb2, training_pb2
 from agent_training_client import AgentTrainingClient
+from agent_training_server.domain import AnalysisJob
+from agent_training_server.store.postgres import PostgresStore
 from tests.conftest import ServerThread, assert_status, expect_error, make_config
 from tests.postgres_server import free_port
 from tests.server_process import ServerProcess
-from tests.test_crash_recovery import CONFIG, INTENTS, comparable
+from tests.test_analysis import trained
+from tests.test_crash_recovery import INTENTS, comparable
 from tests.test_training import banking_examples
 
 LEASE_SECONDS = 2.0
 """Short leases: a killed replica's job is taken over within seconds."""
 RUNS = int(os.environ.get("REPLICA_KILL_RUNS", "1"))
 SUCCEEDED = training_pb2.TRAINING_STATUS_SUCCEEDED
+KILL_JOB = training_pb2.TrainingConfig(
+    epochs=16, batch_size=1, seed=11, early_stopping=training_pb2.EarlyStopping(patience=0)
+)
+"""Long enough that a kill in its first half lands before its end, however late the stream."""
+KILL_EPOCHS = (1, 8)
 LONG_JOB = training_pb2.TrainingConfig(
     epochs=60, batch_size=1, seed=5, early_stopping=training_pb2.EarlyStopping(patience=0)
 )
@@ -97,21 +105,21 @@ def test_a_job_whose_replica_is_killed_finishes_on_another_and_a_third_sees_ever
     tmp_path: Path, postgres_url: str, run: int
 ) -> None:
     examples = banking_examples(INTENTS, per_intent=40)
-    kill_in_epoch = random.randint(1, 6)
+    kill_in_epoch = random.randint(*KILL_EPOCHS)
     replicas = [start_replica(tmp_path, name, postgres_url) for name in ("a", "b", "c")]
     first, second, third = replicas
     try:
         with AgentTrainingClient(first.address, timeout=60) as on_first:
             on_first.create_agent(agent_id="moved")
             stream = on_first.train_agent(
-                agent_id="moved", training_data=examples, config=CONFIG, timeout=300
+                agent_id="moved", training_data=examples, config=KILL_JOB, timeout=300
             )
             accepted = next(stream)
             training_id = accepted.training_id
             with AgentTrainingClient(third.address, timeout=60) as on_third:
                 watcher = Watcher(on_third, training_id)
                 seen = [accepted, *until_progress_in_epoch(stream, kill_in_epoch)]
-                time.sleep(random.uniform(0.0, 1.0))  # vary where in the epoch the kill lands
+                time.sleep(random.uniform(0.0, 0.5))  # vary where in the epoch the kill lands
                 first.kill()
                 stream.close()
                 watched = watcher.result()
@@ -125,13 +133,14 @@ def test_a_job_whose_replica_is_killed_finishes_on_another_and_a_third_sees_ever
         ]
         finished = watched[-1].finished
         assert finished.status == SUCCEEDED
-        assert resumed_by(tmp_path / "b.log", training_id) or resumed_by(
-            tmp_path / "c.log", training_id
-        )
 
         with AgentTrainingClient(second.address, timeout=60) as on_second:
             job = on_second.get_training_job(training_id)
-            assert "replica lost" in [transition.reason for transition in job.timeline]
+            reasons = [transition.reason for transition in job.timeline]
+            assert "replica lost" in reasons, f"the job ended before the kill: {reasons}"
+            assert resumed_by(tmp_path / "b.log", training_id) or resumed_by(
+                tmp_path / "c.log", training_id
+            )
             assert on_second.get_agent("moved").active_version_id == finished.version_id
             stored = list(on_second.watch_training_job(training_id, 0, timeout=60))
             assert [e.SerializeToString() for e in stored] == [
@@ -141,7 +150,7 @@ def test_a_job_whose_replica_is_killed_finishes_on_another_and_a_third_sees_ever
             on_second.create_agent(agent_id="unbroken")
             reference = list(
                 on_second.train_agent(
-                    agent_id="unbroken", training_data=examples, config=CONFIG, timeout=300
+                    agent_id="unbroken", training_data=examples, config=KILL_JOB, timeout=300
                 )
             )[-1].finished
         assert comparable(finished.metrics) == comparable(reference.metrics)
@@ -391,8 +400,8 @@ def test_a_rolling_restart_under_load_fails_no_call_and_loses_nothing_acknowledg
     assert ended == dict.fromkeys(jobs, "SUCCEEDED")
 
 
-def test_a_replica_whose_job_was_taken_lets_it_go_and_its_watchers_follow_the_new_owner(
-    tmp_path: Path, postgres_url: str
+def test_a_replica_whose_job_was_taken_lets_it_go_and_its_watchers_follow_the_job(
+    tmp_path: Path, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     def config(name: str):
         return make_config(
@@ -413,16 +422,23 @@ def test_a_replica_whose_job_was_taken_lets_it_go_and_its_watchers_follow_the_ne
         ):
             on_first.create_agent(agent_id="taken")
             stream = on_first.train_agent(
-                agent_id="taken", training_data=examples, config=CONFIG, timeout=300
+                agent_id="taken", training_data=examples, config=KILL_JOB, timeout=300
             )
             seen = until_progress_in_epoch(stream, 2)
             training_id = seen[0].training_id
             watcher = Watcher(on_first, training_id)
-            # As if the first replica had been taken for dead: its job now belongs to a replica
-            # that is gone, whose work the second replica's next heartbeat claims.
+            # As if the first replica had been taken for dead and its job claimed by a replica
+            # that then dies too: the first lets the job go at its next event, and once the
+            # taker's lease runs out a live replica resumes the job from its checkpoint.
+            store = PostgresStore(postgres_url)
+            try:
+                now = time.time()
+                store.register_replica("replica_taker", "", now, now + 1.5, sole=False)
+            finally:
+                store.close()
             with psycopg.connect(postgres_url, autocommit=True) as database:
                 database.execute(
-                    "UPDATE jobs SET owner = 'replica_gone' WHERE training_id = %s", (training_id,)
+                    "UPDATE jobs SET owner = 'replica_taker' WHERE training_id = %s", (training_id,)
                 )
             watched = watcher.result()
             rest = list(stream)
@@ -432,13 +448,49 @@ def test_a_replica_whose_job_was_taken_lets_it_go_and_its_watchers_follow_the_ne
             ]
             finished = watched[-1].finished
             assert finished.status == SUCCEEDED
+            assert f"job {training_id}: another replica took it over" in caplog.text
+            reasons = [t.reason for t in on_second.get_training_job(training_id).timeline]
+            assert "replica lost" in reasons, reasons
             on_second.create_agent(agent_id="unbroken")
             reference = list(
                 on_second.train_agent(
-                    agent_id="unbroken", training_data=examples, config=CONFIG, timeout=300
+                    agent_id="unbroken", training_data=examples, config=KILL_JOB, timeout=300
                 )
             )[-1].finished
         assert comparable(finished.metrics) == comparable(reference.metrics)
     finally:
         first.stop()
         second.stop()
+
+
+def test_analyses_are_watched_on_any_replica_and_a_dead_replicas_are_failed_retryably(
+    two_replicas: tuple[ServerThread, ServerThread], postgres_url: str
+) -> None:
+    first, second = two_replicas
+    with (
+        AgentTrainingClient(first.address, timeout=120) as on_first,
+        AgentTrainingClient(second.address, timeout=120) as on_second,
+    ):
+        trained(on_first, "analysed")
+        stream = on_first.analyze_and_optimize_stream(
+            agent_id="analysed",
+            optimization_goals=[analysis_pb2.OPTIMIZATION_GOAL_MAXIMIZE_ACCURACY],
+        )
+        analysis_id = next(stream).accepted.analysis_id  # retrains: runs for seconds
+        watched = list(on_second.watch_analysis_job(analysis_id, timeout=300))
+        assert watched[-1].WhichOneof("kind") == "result"
+        assert list(stream)[-1].result == watched[-1].result
+
+        # An analysis whose replica is gone is failed by a live replica's heartbeat.
+        store = PostgresStore(postgres_url)
+        try:
+            orphan = AnalysisJob(analysis_id="analysis_00000000000000ab", agent_id="analysed")
+            store.create_analysis(orphan, owner="replica_gone")
+        finally:
+            store.close()
+        error = expect_error(lambda: list(on_second.watch_analysis_job(orphan.analysis_id)))
+        assert_status(error, grpc.StatusCode.UNAVAILABLE)
+        assert error.code == "ANALYSIS_INTERRUPTED" and error.retryable
+        job = on_first.get_analysis_job(orphan.analysis_id)
+        assert job.status == service_pb2.ANALYSIS_STATUS_FAILED
+        assert job.error.code == "ANALYSIS_INTERRUPTED" and job.error.retryable
