@@ -52,6 +52,12 @@ class AnalysisTables:
 
     def fail_orphaned_analyses(self, error: dict[str, Any], now: float) -> int:
         """Mark RUNNING analyses of replicas not alive at ``now`` FAILED; return how many."""
+        with self._database.read() as db:  # usually none: the write lock only when needed
+            if not db.execute(
+                f"SELECT 1 FROM analysis_jobs WHERE status = ? AND {orphaned()} LIMIT 1",
+                (AnalysisStatus.RUNNING, now),
+            ).fetchone():
+                return 0
         with self._database.write() as db:
             return db.execute(
                 "UPDATE analysis_jobs SET status = ?, error_json = ?, end_time = ?"

@@ -104,6 +104,12 @@ class DatasetTables:
 
     def discard_unfinished_datasets(self, now: float) -> int:
         """Drop datasets half-written by replicas not alive at ``now``; return how many."""
+        with self._database.read() as db:  # usually none: the write lock only when needed
+            if not db.execute(
+                f"SELECT 1 FROM named_datasets WHERE state = 'writing' AND {orphaned()} LIMIT 1",
+                (now,),
+            ).fetchone():
+                return 0
         with self._database.write() as db:
             return db.execute(
                 f"DELETE FROM named_datasets WHERE state = 'writing' AND {orphaned()}", (now,)

@@ -199,6 +199,13 @@ class JobTables:
 
     def claim_orphaned_jobs(self, owner: str, now: float) -> list[TrainingJob]:
         """Take every unfinished job whose owner is not alive at ``now``; oldest first."""
+        # Replicas ask every second and there is rarely anything to take: a read first keeps
+        # the write lock for when there is.
+        with self._database.read() as db:
+            if not db.execute(
+                f"SELECT 1 FROM jobs WHERE {UNFINISHED} AND {orphaned()} LIMIT 1", (now,)
+            ).fetchone():
+                return []
         with self._database.write() as db:
             rows = db.execute(
                 f"SELECT training_id, job_json FROM jobs WHERE {UNFINISHED} AND {orphaned()}"
