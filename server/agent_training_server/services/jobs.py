@@ -34,7 +34,7 @@ from prometheus_client import Counter
 
 from agent_training_server import __version__, storage_errors
 from agent_training_server.artifacts import move_version_files
-from agent_training_server.auth import DEFAULT_TENANT, current_tenant
+from agent_training_server.auth import current_tenant
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
 from agent_training_server.engines.base import Example, TrainSettings
@@ -127,8 +127,6 @@ class _ActiveJob:
 
     job: TrainingJob
     task: JobTask | None = None
-    tenant: str = DEFAULT_TENANT
-    """The tenant of the job's agent: per-tenant limits count its unfinished jobs."""
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     subscribers: set[asyncio.Queue[JobEvent | _Moved | None]] = dataclasses.field(
         default_factory=set
@@ -339,12 +337,11 @@ class JobManager:
         log.info("resuming job %s (was %s; %s)", job.training_id, job.status, reason)
         try:
             data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
-            agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
             task = await self._task_for(job, examples_from_bytes(data))
         except NotFound:
             log.info("job %s is gone with its agent: nothing to resume", job.training_id)
             return
-        active = _ActiveJob(job, task, tenant=agent.tenant)
+        active = _ActiveJob(job, task)
         self._active[job.training_id] = active
         if job.status == JobStatus.RUNNING:
             try:
@@ -478,9 +475,7 @@ class JobManager:
             raise named from error
         if replayed:
             return stored
-        self._active[job.training_id] = _ActiveJob(
-            job, await self._task_for(job, examples), tenant=current_tenant()
-        )
+        self._active[job.training_id] = _ActiveJob(job, await self._task_for(job, examples))
         self._waiting.append(job.training_id)
         self._work_available.set()
         return job
