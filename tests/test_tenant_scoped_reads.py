@@ -227,7 +227,7 @@ def test_a_running_job_and_analysis_and_a_queued_answer_of_another_tenant_read_a
         # flushed. None may be answered from memory to another tenant.
         live = TrainingJob(training_id=JOB, agent_id=AGENT, training_type="supervised")
         live = dataclasses.replace(live, status="TRAINING_STATUS_RUNNING", phase="training")
-        jobs._active[JOB] = _ActiveJob(live, tenant="a")
+        jobs._active[JOB] = _ActiveJob(live)
         running = AnalysisJob(analysis_id=ANALYSIS, agent_id=AGENT, progress={"phase": "x"})
         analyses._running[ANALYSIS] = _Running(running)
         feedback.remember([_answer("inv_00000000000000b2")])
