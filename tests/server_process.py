@@ -38,6 +38,7 @@ class ServerProcess:
         command = [*wrapper, sys.executable, "-m", "agent_training_server.main"]
         for name, value in flags.items():
             command += ["--" + name.replace("_", "-"), str(value)]
+        self.log_path = log_path
         self._log = log_path.open("a")
         self.process = subprocess.Popen(
             command,

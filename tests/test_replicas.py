@@ -4,9 +4,11 @@ Real servers over real gRPC on a real PostgreSQL server (tests/postgres_server.p
 artifact folder. The kill test runs three replicas as processes and ``kill -9``s the one running
 a job at a random moment: another replica takes the job once its lease runs out and finishes it
 with the metrics of an uninterrupted run, while a watcher on the third sees every event once, in
-order. ``REPLICA_KILL_RUNS=10`` repeats it (scripts/replica_kill_loop.sh does). The other tests
-run two replicas in this process: cancellation, limits, idempotent creates, watching and serving
-across them.
+order, and so does the trainer's own stream, which re-attaches to a live replica by itself.
+``REPLICA_KILL_RUNS=10`` repeats it (scripts/replica_kill_loop.sh does). A rolling restart of
+three replicas runs under 50 clients. The other tests run two replicas in this process:
+cancellation, limits, idempotent creates, watching, serving and analyses across them, and a
+replica that lets go of a job taken from it.
 """
 
 from __future__ import annotations
@@ -94,6 +96,21 @@ class Watcher:
         return self.events
 
 
+def replica_running(
+    database_url: str, training_id: str, replicas: list[ServerProcess]
+) -> ServerProcess:
+    """The replica that owns a job (by the replica id each logged when it registered)."""
+    with psycopg.connect(database_url) as database:
+        row = database.execute(
+            "SELECT owner FROM jobs WHERE training_id = %s", (training_id,)
+        ).fetchone()
+    assert row is not None
+    for replica in replicas:
+        if f"replica {row[0]} registered" in replica.log_path.read_text():
+            return replica
+    raise AssertionError(f"no replica is {row[0]}")
+
+
 def resumed_by(log: Path, training_id: str) -> bool:
     """Whether a replica's log says it resumed the job of a lost replica."""
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
@@ -107,23 +124,28 @@ def test_a_job_whose_replica_is_killed_finishes_on_another_and_a_third_sees_ever
     examples = banking_examples(INTENTS, per_intent=40)
     kill_in_epoch = random.randint(*KILL_EPOCHS)
     replicas = [start_replica(tmp_path, name, postgres_url) for name in ("a", "b", "c")]
-    first, second, third = replicas
+    target = ",".join(replica.address for replica in replicas)
     try:
-        with AgentTrainingClient(first.address, timeout=60) as on_first:
-            on_first.create_agent(agent_id="moved")
-            stream = on_first.train_agent(
+        # The trainer's client knows all three replicas, as a train --follow would.
+        with AgentTrainingClient(target, timeout=60) as trainer:
+            trainer.create_agent(agent_id="moved")
+            stream = trainer.train_agent(
                 agent_id="moved", training_data=examples, config=KILL_JOB, timeout=300
             )
             accepted = next(stream)
             training_id = accepted.training_id
-            with AgentTrainingClient(third.address, timeout=60) as on_third:
+            owner = replica_running(postgres_url, training_id, replicas)
+            others = [replica for replica in replicas if replica is not owner]
+            with AgentTrainingClient(others[1].address, timeout=60) as on_third:
                 watcher = Watcher(on_third, training_id)
                 seen = [accepted, *until_progress_in_epoch(stream, kill_in_epoch)]
                 time.sleep(random.uniform(0.0, 0.5))  # vary where in the epoch the kill lands
-                first.kill()
-                stream.close()
+                owner.kill()
+                followed = seen + list(stream)  # the trainer's stream re-attaches elsewhere
                 watched = watcher.result()
         print(f"\nrun {run}: killed in epoch {kill_in_epoch} after event {seen[-1].sequence}")
+        second = others[0]
+        assert [e.SerializeToString() for e in followed] == [e.SerializeToString() for e in watched]
 
         # The watcher on the third replica saw each event once, in order, to the end.
         assert [event.sequence for event in watched] == list(range(1, len(watched) + 1))
@@ -138,9 +160,7 @@ def test_a_job_whose_replica_is_killed_finishes_on_another_and_a_third_sees_ever
             job = on_second.get_training_job(training_id)
             reasons = [transition.reason for transition in job.timeline]
             assert "replica lost" in reasons, f"the job ended before the kill: {reasons}"
-            assert resumed_by(tmp_path / "b.log", training_id) or resumed_by(
-                tmp_path / "c.log", training_id
-            )
+            assert any(resumed_by(replica.log_path, training_id) for replica in others)
             assert on_second.get_agent("moved").active_version_id == finished.version_id
             stored = list(on_second.watch_training_job(training_id, 0, timeout=60))
             assert [e.SerializeToString() for e in stored] == [
