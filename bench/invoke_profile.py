@@ -8,7 +8,7 @@ lookup, validation, the gRPC runtime, the event loop...). Prints the share of ea
 the calls per second of the run, and writes bench/results/invoke_profile.json. A sample goes to
 the stage of its innermost frame of the service's own code (numpy inside the featuriser is
 featurising), else to that of its innermost library frame.
-Needs py-spy (pip install py-spy) and permission to attach to a child process.
+Needs py-spy (in the dev extras) and permission to attach to a child process.
 Usage: python bench/invoke_profile.py [--seconds 20]
 """
 
