@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import psycopg
+import pytest
 
 from agent_training.v1 import training_pb2
 from agent_training_client import AgentTrainingClient
@@ -101,7 +102,7 @@ def until_health(client: AgentTrainingClient, status: str, seconds: float = 60) 
 
 
 def test_calls_while_the_database_is_down_are_unavailable_and_work_again_once_it_is_back(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     database = PostgresServer()  # its own server: this test stops it
     server = None
@@ -126,6 +127,8 @@ def test_calls_while_the_database_is_down_are_unavailable_and_work_again_once_it
             client.create_agent(agent_id="after")
             names = [agent.agent_id for agent in client.list_agents().agents]
             assert names == ["after", "before"]  # nothing of the refused create was stored
+            # The replica's lease could not be renewed meanwhile: said once, not every second.
+            assert caplog.text.count("heartbeat failed") == 1, caplog.text
     finally:
         if server is not None:
             server.stop()

@@ -82,12 +82,19 @@ class ReplicaLease:
             await beat(renewed)
 
     async def _beat_forever(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.beat()
             except Exception as error:  # the database away: the next beat tries again
-                log.warning("replica %s: heartbeat failed: %s", self.replica_id, error)
+                if not failing:  # once per outage, not every second
+                    log.warning("replica %s: heartbeat failed: %s", self.replica_id, error)
+                failing = True
+            else:
+                if failing:
+                    log.info("replica %s: heartbeat renewed again", self.replica_id)
+                failing = False
 
     async def stop(self) -> None:
         """Stop the heartbeat and remove the replica: what it still owns is orphaned at once."""
