@@ -157,3 +157,30 @@ def test_artifact_round_trips_through_files(tmp_path: Path) -> None:
 def test_unknown_training_type_is_reported() -> None:
     with pytest.raises(registry.UnknownEngine):
         registry.get_engine("telepathy")
+
+
+def test_serving_scores_are_the_trained_models_to_float_rounding(tmp_path: Path) -> None:
+    import torch
+
+    from agent_training_server.engines import text_features as tf
+    from agent_training_server.engines.supervised import SparseLinear
+
+    artifact = train(tmp_path, epochs=3)
+    predictor = registry.load_predictor(artifact.spec, artifact.tensors)
+    # A text with no known n-gram between two that have some: an empty row in the batch.
+    texts = ["my card has not arrived", "\u4e00\u4e01\u4e02", "what is the exchange rate", "pin"]
+    weight = artifact.tensors["weight"]
+    model = SparseLinear(weight.shape[0], weight.shape[1])
+    model.load_state_dict({"weight.weight": weight, "bias": artifact.tensors["bias"]})
+    config = tf.FeatureConfig(**artifact.spec["features"])
+    vocabulary = tf.Vocabulary(
+        artifact.tensors["vocabulary"].numpy(), artifact.tensors["idf"].numpy()
+    )
+    rows = tf.transform(tf.raw_features(texts, config), vocabulary, len(texts))
+    assert np.diff(rows.offsets)[1] == 0, "the second text was meant to have no known n-gram"
+    with torch.no_grad():
+        expected = torch.softmax(model(rows), dim=1).numpy()
+    served = predictor.predict_proba(texts)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-7)
+    assert (served.argmax(axis=1) == expected.argmax(axis=1)).all()
+    np.testing.assert_allclose(predictor.predict_proba(texts[1:2]), expected[1:2], rtol=1e-5)
