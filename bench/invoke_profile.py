@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from banking77 import DEFAULT_DATA, REPO, read_split, start_service
-from invoke_throughput import hammer, wait_until_settled
+from banking77 import REPO, start_service
+from invoke_throughput import hammer, train, wait_until_settled
 
 OUR_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # (stage, substrings of a frame "function (file:line)") for the service's own code.
@@ -87,22 +87,6 @@ def stage_of(stack: list[str]) -> str:
     return "other"
 
 
-def train(address: str) -> None:
-    from agent_training.v1 import training_pb2
-    from agent_training_client import AgentTrainingClient
-
-    texts, labels = read_split(DEFAULT_DATA / "train.csv")
-    examples = [
-        training_pb2.TrainingExample(input=t, expected_output=label)
-        for t, label in zip(texts, labels, strict=True)
-    ]
-    with AgentTrainingClient(address, timeout=600) as client:
-        client.create_agent(agent_id="bench")
-        events = list(client.train_agent(agent_id="bench", training_data=examples))
-        if events[-1].finished.status != training_pb2.TRAINING_STATUS_SUCCEEDED:
-            raise RuntimeError("training failed")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -112,7 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         process, address = start_service(Path(folder))
         try:
-            train(address)
+            train(address, intents=None)  # the whole training set
             wait_until_settled(process)
             asyncio.run(hammer(address, 3.0, "invoke"))  # the predictor loaded, caches warm
             raw = Path(folder) / "profile.txt"

@@ -138,18 +138,21 @@ async def hammer(address: str, seconds: float, call: str) -> float:
         return done / (time.perf_counter() - started)
 
 
-def train(address: str) -> None:
+INTENTS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed")
+
+
+def train(address: str, intents: tuple[str, ...] | None = INTENTS) -> None:
+    """Train agent "bench" on the Banking77 training examples of ``intents`` (None: all)."""
     from agent_training.v1 import training_pb2
     from agent_training_client import AgentTrainingClient
 
     texts, labels = read_split(DEFAULT_DATA / "train.csv")
-    wanted = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed")
     examples = [
         training_pb2.TrainingExample(input=t, expected_output=label)
         for t, label in zip(texts, labels, strict=True)
-        if label in wanted
+        if intents is None or label in intents
     ]
-    with AgentTrainingClient(address, timeout=300) as client:
+    with AgentTrainingClient(address, timeout=600) as client:
         client.create_agent(agent_id="bench")
         events = list(client.train_agent(agent_id="bench", training_data=examples))
         if events[-1].finished.status != training_pb2.TRAINING_STATUS_SUCCEEDED:

@@ -111,6 +111,15 @@ def replica_running(
     raise AssertionError(f"no replica is {row[0]}")
 
 
+def uninterrupted_metrics(client: AgentTrainingClient, examples: list) -> dict[str, float]:
+    """The comparable metrics of KILL_JOB on ``examples`` trained without interruption."""
+    client.create_agent(agent_id="unbroken")
+    events = client.train_agent(
+        agent_id="unbroken", training_data=examples, config=KILL_JOB, timeout=300
+    )
+    return comparable(list(events)[-1].finished.metrics)
+
+
 def resumed_by(log: Path, training_id: str) -> bool:
     """Whether a replica's log says it resumed the job of a lost replica."""
     text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
@@ -167,13 +176,8 @@ def test_a_job_whose_replica_is_killed_finishes_on_another_and_a_third_sees_ever
                 e.SerializeToString() for e in watched
             ]
             # The same request, uninterrupted: the same numbers.
-            on_second.create_agent(agent_id="unbroken")
-            reference = list(
-                on_second.train_agent(
-                    agent_id="unbroken", training_data=examples, config=KILL_JOB, timeout=300
-                )
-            )[-1].finished
-        assert comparable(finished.metrics) == comparable(reference.metrics)
+            reference = uninterrupted_metrics(on_second, examples)
+        assert comparable(finished.metrics) == reference
     finally:
         for replica in replicas:
             replica.kill()
@@ -477,13 +481,8 @@ def test_a_replica_whose_job_was_taken_lets_it_go_and_its_watchers_follow_the_jo
             assert f"job {training_id}: another replica took it over" in caplog.text
             reasons = [t.reason for t in on_second.get_training_job(training_id).timeline]
             assert "replica lost" in reasons, reasons
-            on_second.create_agent(agent_id="unbroken")
-            reference = list(
-                on_second.train_agent(
-                    agent_id="unbroken", training_data=examples, config=KILL_JOB, timeout=300
-                )
-            )[-1].finished
-        assert comparable(finished.metrics) == comparable(reference.metrics)
+            reference = uninterrupted_metrics(on_second, examples)
+        assert comparable(finished.metrics) == reference
     finally:
         first.stop()
         second.stop()

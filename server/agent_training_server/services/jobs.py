@@ -345,17 +345,21 @@ class JobManager:
         self._active[job.training_id] = active
         if job.status == JobStatus.RUNNING:
             try:
-                await self._record(
-                    active,
-                    "progress",
-                    {"status": "TRAINING_STATUS_QUEUED"},
-                    status=JobStatus.QUEUED,
-                    phase="",
-                    timeline=_timeline(job, JobStatus.QUEUED, reason),
-                )
+                await self._requeue(active, reason)
             except _EventNotRecorded:
                 return  # failed, or taken by another replica: not queued here
         self._waiting.append(job.training_id)
+
+    async def _requeue(self, active: _ActiveJob, reason: str) -> None:
+        """Record a running job QUEUED again (to resume from its checkpoint), with the reason."""
+        await self._record(
+            active,
+            "progress",
+            {"status": "TRAINING_STATUS_QUEUED"},
+            status=JobStatus.QUEUED,
+            phase="",
+            timeline=_timeline(active.job, JobStatus.QUEUED, reason),
+        )
 
     async def _fail_interrupted(self, job: TrainingJob) -> None:
         log.warning("failing job %s (was %s): interrupted_jobs=fail", job.training_id, job.status)
@@ -665,14 +669,7 @@ class JobManager:
                 )
             case Preempted():
                 active.dispatched = False
-                await self._record(
-                    active,
-                    "progress",
-                    {"status": "TRAINING_STATUS_QUEUED"},
-                    status=JobStatus.QUEUED,
-                    phase="",
-                    timeline=_timeline(active.job, JobStatus.QUEUED, "server shutting down"),
-                )
+                await self._requeue(active, "server shutting down")
             case Failed(error=error):
                 storage = storage_errors.KIND_OF_CODE.get(error.get("code", ""))
                 if storage is not None:  # the worker could not write the job's files
@@ -727,14 +724,7 @@ class JobManager:
                 f"{WORKER_LOST_REASON} (exit code {exit_code}); resuming from the last"
                 f" checkpoint ({restarts + 1} of {MAX_WORKER_RESTARTS})"
             )
-            await self._record(
-                active,
-                "progress",
-                {"status": "TRAINING_STATUS_QUEUED"},
-                status=JobStatus.QUEUED,
-                phase="",
-                timeline=_timeline(job, JobStatus.QUEUED, reason),
-            )
+            await self._requeue(active, reason)
             if self._worker_losses is not None:
                 self._worker_losses.labels("resumed").inc()
             # Its worker slot is free (the pool replaced the process); it goes first.
