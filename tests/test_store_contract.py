@@ -759,15 +759,13 @@ def test_job_limits_are_counted_in_the_creating_transaction(store: Store) -> Non
 # Commits and closing ---------------------------------------------------------------------
 
 
-def test_every_write_counts_a_commit_and_reads_do_not(store: Store) -> None:
+def test_every_write_of_agents_or_jobs_counts_a_commit_and_reads_do_not(store: Store) -> None:
     writes: list[Callable[[], object]] = [
         lambda: store.create_agent(_agent()),
         lambda: store.add_version(_version("ver-1"), activate=False),
         lambda: store.activate_version("agent-a", "ver-1"),
         lambda: store.create_job(_job("job-1"), _event("job-1", 1)),
         lambda: store.append_event(_event("job-1", 2), _job("job-1")),
-        lambda: store.record_invocations([_answer("inv-1")]),
-        lambda: store.record_feedback(_feedback("fb-1", "inv-1", 1.0)),
         lambda: store.record_performance("agent-a", "ver-1", {"accuracy": 1.0}),
         lambda: store.save_dataset("sha-1", 1, b"x"),
         lambda: store.create_analysis(AnalysisJob("an-1", "agent-a")),
@@ -782,7 +780,15 @@ def test_every_write_counts_a_commit_and_reads_do_not(store: Store) -> None:
         before = store.commits
         write()
         assert store.commits > before
+    # Answers and feedback change no agent or version: they leave cached reads valid.
     store.create_agent(_agent())
+    for write in [
+        lambda: store.record_invocations([_answer("inv-1")]),
+        lambda: store.record_feedback(_feedback("fb-1", "inv-1", 1.0)),
+    ]:
+        before = store.commits
+        write()
+        assert store.commits == before
     store.add_version(_version("ver-1"), activate=True)
     reads: list[Callable[[], object]] = [
         lambda: store.get_agent("agent-a"),

@@ -77,7 +77,8 @@ class Store(abc.ABC):
     def commits(self) -> int:
         """How many write transactions this store has committed since it was opened.
 
-        Readers that keep results in memory compare it to know when to read again.
+        Readers that keep results in memory compare it to know when to read again. Writes of
+        answers, feedback and replica heartbeats are not counted: they change no agent or version.
         """
 
     # Agents -------------------------------------------------------------------------------

@@ -134,11 +134,16 @@ class PostgresDatabase:
             raise
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[PostgresConnection]:
-        """A write transaction, serialised with every other writer of the database."""
+    def write(self, counted: bool = True) -> Iterator[PostgresConnection]:
+        """A write transaction, serialised with every other writer of the database.
+
+        ``counted=False``: not counted in `commits` (see the Database protocol).
+        """
         with _reachable(), self._pool.connection() as connection, connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield PostgresConnection(connection)
+        if not counted:
+            return
         with self._commits_lock:
             self._commits += 1
 
@@ -151,7 +156,7 @@ class PostgresDatabase:
 
     @property
     def commits(self) -> int:
-        """Write transactions this process committed (other replicas' are not counted)."""
+        """Counted write transactions this process committed (not other replicas')."""
         return self._commits
 
     def announce(self, connection: Connection, channel: str, payload: str) -> None:

@@ -3,8 +3,10 @@
 InvokeAgent looks up the agent and the version it serves on every call; those rows change only
 when a write commits (a new version, a rollback, a deletion). The store counts its committed write
 transactions, and an entry here is used only while that count is the one it was read under, so a
-cached read is never older than the last acknowledged write. Any write at all clears the cache:
-coarse, but obviously right, and writes are rare next to reads on this path.
+cached read is never older than the last acknowledged write. Any counted write clears the cache:
+coarse, but obviously right, and such writes are rare next to reads on this path. The answers
+themselves, stored behind every few milliseconds under load, and feedback are not counted: they
+change no agent or version.
 
 Replicas sharing a database do not see each other's commits in that count: there an entry is
 also bounded in age (``max_age``), so a version another replica activates is served within it.

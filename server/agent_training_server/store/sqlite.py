@@ -47,8 +47,10 @@ class SqliteDatabase:
             add_later_columns(db)
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, counted: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction: committed on success, rolled back on any error.
+
+        ``counted=False``: not counted in `commits` (see the Database protocol).
 
         BEGIN IMMEDIATE takes the file's write lock at once, so a transaction that reads before
         it writes (a replayed key, a name taken) decides on rows no other writer changes under it.
@@ -61,7 +63,8 @@ class SqliteDatabase:
                 self._connection.execute("ROLLBACK")
                 raise
             self._connection.execute("COMMIT")
-            self._commits += 1
+            if counted:
+                self._commits += 1
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -74,7 +77,7 @@ class SqliteDatabase:
 
     @property
     def commits(self) -> int:
-        """Write transactions committed since the file was opened."""
+        """Counted write transactions committed since the file was opened."""
         return self._commits
 
     def announce(self, connection: Connection, channel: str, payload: str) -> None:

@@ -54,11 +54,14 @@ class Connection(Protocol):
 class Database(Protocol):
     """A database shared by the store's tables: every block is one transaction or one snapshot."""
 
-    def write(self) -> contextlib.AbstractContextManager[Connection]:
+    def write(self, counted: bool = True) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends, rolled back on any error.
 
         Writers are serialised: a transaction that reads before it writes (a key replayed, a
         name taken, the next version number) decides on rows no other writer changes under it.
+        ``counted=False`` leaves it out of `commits`: only for writes that change no row a
+        cached read returns (answers, feedback, heartbeats), which would otherwise clear
+        InvokeAgent's cache of agents and versions many times a second.
         """
         ...
 
@@ -68,7 +71,7 @@ class Database(Protocol):
 
     @property
     def commits(self) -> int:
-        """Write transactions this process committed since the database was opened."""
+        """Counted write transactions this process committed since the database was opened."""
         ...
 
     def announce(self, connection: Connection, channel: str, payload: str) -> None:

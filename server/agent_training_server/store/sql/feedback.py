@@ -30,7 +30,7 @@ class FeedbackTables:
         Answers are written behind, so an agent may be deleted before its last answers arrive:
         those are dropped, as the deletion would have dropped them, instead of failing the batch.
         """
-        with self._database.write() as db:
+        with self._database.write(counted=False) as db:
             db.executemany(
                 "INSERT INTO invocations SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
                 " WHERE EXISTS (SELECT 1 FROM agents WHERE agent_id = ?) ON CONFLICT DO NOTHING",
@@ -79,7 +79,7 @@ class FeedbackTables:
 
     def record_feedback(self, feedback: Feedback) -> tuple[Feedback, bool]:
         """Store feedback unless the invocation has some; return (stored feedback, duplicate)."""
-        with self._database.write() as db:
+        with self._database.write(counted=False) as db:
             row = db.execute(
                 "SELECT * FROM feedback WHERE invocation_id = ?", (feedback.invocation_id,)
             ).fetchone()

@@ -38,7 +38,7 @@ class ReplicaTables:
 
     def renew_replica(self, replica_id: str, now: float, expires: float) -> bool:
         """Extend a live replica's lease; False when it had expired or is gone."""
-        with self._database.write() as db:
+        with self._database.write(counted=False) as db:
             renewed = db.execute(
                 "UPDATE replicas SET expires = ? WHERE replica_id = ? AND expires > ?",
                 (expires, replica_id, now),
