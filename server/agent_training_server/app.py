@@ -238,6 +238,8 @@ async def create_server(
             metrics=metrics,
             # Another replica's activation is not among this process's commits: bound the age.
             read_seconds=config.replica_read_seconds if config.database_url else math.inf,
+            batch_inputs=config.invoke_batch_inputs,
+            batch_wait=config.invoke_batch_wait_ms / 1000,
         )
         datasets = DatasetService(store, config.max_dataset_examples, owner=replica.replica_id)
         await datasets.discard_orphaned()

@@ -60,6 +60,16 @@ class ServerConfig:
         "with database_url: most time InvokeAgent keeps serving a version after another replica"
         " activated a new one (its cached read of the agent)",
     )
+    invoke_batch_inputs: int = _setting(
+        64,
+        "most inputs InvokeAgent scores in one pass: concurrent calls for the same version are"
+        " scored together up to it (a call with more is scored alone)",
+    )
+    invoke_batch_wait_ms: float = _setting(
+        0.0,
+        "most milliseconds an InvokeAgent call waits for others to join its batch; 0: batches"
+        " form only from the calls that arrive while the previous one is scored",
+    )
     max_message_bytes: int = _setting(64 * 1024 * 1024, "largest request or response message")
     max_examples_per_request: int = _setting(200_000, "most training examples in one request")
     max_text_length: int = _setting(4_000, "most characters in one input or output text")
@@ -308,6 +318,10 @@ def _check(config: ServerConfig) -> None:
         raise ValueError("replica_lease_seconds must be between 1 and 600")
     if not 0.0 <= config.replica_read_seconds <= 60.0:
         raise ValueError("replica_read_seconds must be between 0 and 60")
+    if not 1 <= config.invoke_batch_inputs <= 4096:
+        raise ValueError("invoke_batch_inputs must be between 1 and 4096")
+    if not 0.0 <= config.invoke_batch_wait_ms <= 100.0:
+        raise ValueError("invoke_batch_wait_ms must be between 0 and 100")
     if config.executor not in ("local", "ray"):
         raise ValueError(f"executor must be local or ray, got {config.executor!r}")
     if config.ray_max_failures < 0:

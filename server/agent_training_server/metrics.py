@@ -55,6 +55,7 @@ _GRPC_CODES = {
     grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
 }
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
 
 
 class Metrics:
@@ -123,6 +124,14 @@ class Metrics:
         self.invocation_seconds = Histogram(
             p + "invocation_seconds", "InvokeAgent scoring time per call, by agent.",
             ("agent_id",), buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.invoke_batch_calls = Histogram(
+            p + "invoke_batch_calls", "InvokeAgent calls scored together in one pass.",
+            buckets=_BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.invoke_batch_inputs = Histogram(
+            p + "invoke_batch_inputs", "Inputs scored together in one InvokeAgent pass.",
+            buckets=_BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self.fallbacks = Counter(
             p + "fallbacks", "Answers that were the fallback output, by agent.", ("agent_id",),

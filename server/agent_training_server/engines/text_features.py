@@ -10,6 +10,8 @@ all texts) because a Python loop over every n-gram of 10,000 texts would cost se
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import re
 import zlib
 from collections.abc import Sequence
@@ -95,15 +97,88 @@ def _char_hashes(texts: Sequence[str], config: FeatureConfig) -> tuple[np.ndarra
     return np.concatenate(docs), np.concatenate(buckets) + config.word_buckets
 
 
+SMALL_BATCH = 4
+"""Batches up to this many texts are hashed in plain Python: for a text or two, numpy's fixed
+cost per call (dozens of calls) is several times the work itself. Both ways give the same ids."""
+
+_MASK = (1 << 64) - 1
+_PRIME = int(PRIME)
+_BIGRAM_OFFSET = 0x9E3779B97F4A7C15
+
+
 def raw_features(texts: Sequence[str], config: FeatureConfig) -> list[tuple[np.ndarray, ...]]:
-    """Return, per block (words, chars), (doc ids, bucket ids, term counts), one entry per term."""
+    """Return, per block (words, chars), (doc ids, bucket ids, term counts), one entry per term.
+
+    Entries are sorted by (doc id, bucket id) within each block.
+    """
     lowered = [text.lower() for text in texts]
+    if len(lowered) <= SMALL_BATCH:
+        return _small_batch_features(lowered, config)
     blocks: list[tuple[np.ndarray, ...]] = []
     for docs, buckets in (_word_hashes(lowered, config), _char_hashes(lowered, config)):
         total = config.word_buckets + config.char_buckets
         keys, counts = np.unique(docs * total + buckets, return_counts=True)
         blocks.append((keys // total, keys % total, counts))
     return blocks
+
+
+def _small_batch_features(
+    lowered: Sequence[str], config: FeatureConfig
+) -> list[tuple[np.ndarray, ...]]:
+    """`raw_features` of a few lowered texts, the same hashes computed one n-gram at a time."""
+    words: list[tuple[int, int, int]] = []
+    chars: list[tuple[int, int, int]] = []
+    for doc, text in enumerate(lowered):
+        words.extend((doc, bucket, count) for bucket, count in _word_counts(text, config))
+        chars.extend((doc, bucket, count) for bucket, count in _char_counts(text, config))
+    return [_block(words), _block(chars)]
+
+
+def _word_counts(text: str, config: FeatureConfig) -> list[tuple[int, int]]:
+    unigrams = [zlib.crc32(token.encode()) for token in WORD.findall(text)]
+    bigrams = [
+        ((left * _PRIME) & _MASK) ^ ((right + _BIGRAM_OFFSET) & _MASK)
+        for left, right in itertools.pairwise(unigrams)
+    ]
+    counts: dict[int, int] = {}
+    for gram in unigrams + bigrams:
+        bucket = gram % config.word_buckets
+        counts[bucket] = counts.get(bucket, 0) + 1
+    return sorted(counts.items())
+
+
+def _char_counts(text: str, config: FeatureConfig) -> list[tuple[int, int]]:
+    counts: dict[int, int] = {}
+    for word in text.split():
+        for bucket in _word_char_buckets(word, config):
+            counts[bucket] = counts.get(bucket, 0) + 1
+    return sorted(counts.items())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _word_char_buckets(word: str, config: FeatureConfig) -> tuple[int, ...]:
+    """The character n-gram buckets of one word (customers reuse words: most calls hit)."""
+    buckets = []
+    # A NUL byte ends an n-gram in the vectorised hashing too (it is its separator).
+    for piece in f" {word} ".encode().split(b"\x00"):
+        for n in range(config.char_ngram_min, config.char_ngram_max + 1):
+            for start in range(len(piece) - n + 1):
+                gram = n
+                for byte in piece[start : start + n]:
+                    gram = ((gram * _PRIME) & _MASK) ^ byte
+                buckets.append(gram % config.char_buckets + config.word_buckets)
+    return tuple(buckets)
+
+
+def _block(entries: list[tuple[int, int, int]]) -> tuple[np.ndarray, ...]:
+    if not entries:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    docs, buckets, counts = zip(*entries, strict=True)
+    return (
+        np.asarray(docs, dtype=np.int64),
+        np.asarray(buckets, dtype=np.int64),
+        np.asarray(counts, dtype=np.int64),
+    )
 
 
 @dataclasses.dataclass

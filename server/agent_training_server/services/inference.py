@@ -22,11 +22,15 @@ from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings, 
 from agent_training_server.errors import FailedPrecondition
 from agent_training_server.metrics import Metrics
 from agent_training_server.not_found import version_not_found
+from agent_training_server.services.micro_batching import MicroBatcher
 from agent_training_server.store.base import Store
 from agent_training_server.store.read_cache import ReadCache
 
 CACHE_SIZE = 16
 """Loaded models kept in memory, least recently used evicted first."""
+
+INLINE_INPUTS = 64
+"""Most inputs a fast model scores on the event loop (about a millisecond for n-gram agents)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,14 +69,8 @@ def apply_behavior(
     order = np.argsort(-scores, kind="stable")
     best = int(order[0])
     chosen, propensity, explored = best, 1.0, False
-    candidates = [int(i) for i in order[1:] if scores[i] > 0]
-    if behavior.exploration_rate > 0 and candidates:
-        # epsilon-greedy: the logged propensity lets off-policy learning correct for it.
-        if rng.random() < behavior.exploration_rate:
-            chosen, explored = rng.choice(candidates), True
-            propensity = behavior.exploration_rate / len(candidates)
-        else:
-            propensity = 1.0 - behavior.exploration_rate
+    if behavior.exploration_rate > 0:
+        chosen, propensity, explored = _explore(scores, order, behavior.exploration_rate, rng)
     confidence = float(scores[chosen])
     alternatives = [
         (outputs[int(i)], float(scores[int(i)]))
@@ -82,6 +80,21 @@ def apply_behavior(
     if not explored and confidence < behavior.confidence_threshold:
         return behavior.fallback_output, confidence, True, alternatives, propensity, False
     return outputs[chosen], confidence, False, alternatives, propensity, explored
+
+
+def _explore(
+    scores: np.ndarray, order: np.ndarray, rate: float, rng: random.Random
+) -> tuple[int, float, bool]:
+    """epsilon-greedy: the logged propensity lets off-policy learning correct for it.
+
+    Returns (chosen output, its propensity, explored).
+    """
+    candidates = [int(i) for i in order[1:] if scores[i] > 0]
+    if not candidates:
+        return int(order[0]), 1.0, False
+    if rng.random() < rate:
+        return rng.choice(candidates), rate / len(candidates), True
+    return int(order[0]), 1.0 - rate, False
 
 
 class InferenceService:
@@ -94,11 +107,15 @@ class InferenceService:
         on_answers: Callable[[list[Invocation]], None] | None = None,
         metrics: Metrics | None = None,
         read_seconds: float = math.inf,
+        batch_inputs: int = 64,
+        batch_wait: float = 0.0,
     ) -> None:
         """Serve versions of ``store``; ``read_seconds`` bounds the age of a cached lookup.
 
         Bounded where other replicas write to the same database (their commits are not counted
-        here): a version another replica activates is served within that time.
+        here): a version another replica activates is served within that time. Concurrent calls
+        for one version are scored together, up to ``batch_inputs`` inputs, waiting at most
+        ``batch_wait`` seconds for others to join (services/micro_batching.py).
         """
         self._metrics = metrics
         self._store = store
@@ -112,6 +129,14 @@ class InferenceService:
         # another tenant's id is not cached and costs a store read, exactly as a missing one.
         self._lookups: ReadCache[tuple[Agent, AgentVersion | None]] = ReadCache(
             store.agent_with_version, lambda: store.commits, max_age=read_seconds
+        )
+        self._batcher: MicroBatcher[AgentVersion] = MicroBatcher(
+            self._score,
+            key=lambda version: version.version_id,
+            max_inputs=batch_inputs,
+            max_wait=batch_wait,
+            on_batch=None if metrics is None else self._count_batch,
+            inline=self._scores_inline,
         )
 
     async def scorer(
@@ -130,11 +155,8 @@ class InferenceService:
         context: Sequence[str] = (),
     ) -> tuple[AgentVersion, list[Answer]]:
         """Answer each input in order."""
-        # One hop to a worker thread for the lookups and the scoring: each hop costs about as
-        # much as scoring one input.
-        version, probabilities, scored = await asyncio.to_thread(
-            self._lookup_and_score, agent_id, version_id, list(inputs)
-        )
+        version = await self._active_version(agent_id, version_id)
+        probabilities, scored = await self._batcher.score(version, inputs)
         answers = []
         for text, row in zip(inputs, probabilities, strict=True):
             output, confidence, fallback, alternatives, propensity, explored = apply_behavior(
@@ -180,16 +202,27 @@ class InferenceService:
             )
         return version, answers
 
-    def _lookup_and_score(
-        self, agent_id: str, version_id: str, texts: list[str]
-    ) -> tuple[AgentVersion, np.ndarray, float]:
-        version = self._version(agent_id, version_id)
-        started = time.perf_counter()
-        probabilities = self._score(version, texts)
-        return version, probabilities, time.perf_counter() - started
+    def _scores_inline(self, version: AgentVersion, inputs: int) -> bool:
+        """Whether scoring ``inputs`` with ``version`` is quicker than a hop to a worker thread.
+
+        True for a loaded model that says it is fast (n-gram agents: tens of microseconds per
+        input) and a batch of at most INLINE_INPUTS; loading a model and encoders' forward
+        passes go to a worker thread, so the event loop keeps serving meanwhile.
+        """
+        with self._cache_lock:
+            predictor = self._cache.get(version.version_id)
+        return inputs <= INLINE_INPUTS and getattr(predictor, "scores_inline", False)
+
+    def _count_batch(self, calls: int, inputs: int) -> None:
+        assert self._metrics is not None
+        self._metrics.invoke_batch_calls.observe(calls)
+        self._metrics.invoke_batch_inputs.observe(inputs)
 
     async def _active_version(self, agent_id: str, version_id: str) -> AgentVersion:
         """The named version, or the agent's active one."""
+        kept = self._lookups.cached(agent_id, version_id, current_tenant())
+        if kept is not None and kept[1] is not None:
+            return kept[1]  # in memory: no hop to a worker thread
         return await asyncio.to_thread(self._version, agent_id, version_id)
 
     def _version(self, agent_id: str, version_id: str) -> AgentVersion:

@@ -45,6 +45,21 @@ class ReadCache(Generic[T]):
         self._entries: dict[tuple[Hashable, ...], tuple[T, float]] = {}
         self._generation = -1
 
+    def cached(self, *key: Hashable) -> T | None:
+        """The kept result for ``key`` if it is still valid, else None; never reads the store.
+
+        For callers on an event loop: a hit costs a dictionary lookup, a miss goes to `get` on
+        a worker thread.
+        """
+        generation = self._commits()
+        with self._lock:
+            if generation != self._generation:
+                return None
+            entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[1] >= self._max_age:
+            return None
+        return entry[0]
+
     def get(self, *key: Hashable) -> T:
         """The read's result for ``key``: from memory if no write committed since it was read.
 
