@@ -137,3 +137,93 @@ def test_a_lone_call_is_answered(wait: float) -> None:
         return time.perf_counter() - started
 
     assert asyncio.run(run()) >= wait
+
+
+def _answers(count: int, agent_id: str = "a1") -> list:
+    from agent_training_server.domain import Invocation
+
+    return [
+        Invocation(
+            invocation_id=f"inv_{index}",
+            agent_id=agent_id,
+            version_id="ver_1",
+            input="hello",
+            output="a",
+            confidence=0.9,
+            propensity=1.0,
+        )
+        for index in range(count)
+    ]
+
+
+def test_answers_past_the_memory_bound_are_counted_and_logged_not_lost_silently(
+    tmp_path, caplog
+) -> None:
+    from agent_training_server.domain import Agent
+    from agent_training_server.metrics import Metrics
+    from agent_training_server.services.feedback import FeedbackService
+    from agent_training_server.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "store.db")
+    store.create_agent(Agent(agent_id="a1", create_time=0.0, update_time=0.0))
+    metrics = Metrics()
+
+    async def run() -> None:
+        feedback = FeedbackService(store, metrics, max_unstored=5)
+        answers = _answers(8)
+        feedback.remember(answers[:3])
+        feedback.remember(answers[3:])  # 2 fit, 3 are shed
+        await feedback.stop()
+        feedback.remember(_answers(1, "a1")[:1])  # room again: recorded, and said so
+        await feedback.stop()
+
+    with caplog.at_level("WARNING", logger="agent_training_server.services.feedback"):
+        asyncio.run(run())
+    stored = {i.invocation_id for i in _answers(8) if _stored(store, i.invocation_id)}
+    assert stored == {f"inv_{index}" for index in range(5)}
+    assert metrics.answers_unrecorded._value.get() == 3
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("not being recorded" in message for message in messages) == 1
+    assert any("recorded again" in message for message in messages)
+
+
+def test_answers_wait_in_memory_while_the_store_fails_and_are_stored_after(
+    tmp_path, caplog, monkeypatch
+) -> None:
+    from agent_training_server.domain import Agent
+    from agent_training_server.services import feedback as feedback_module
+    from agent_training_server.store.sqlite import SqliteStore
+
+    monkeypatch.setattr(feedback_module, "RETRY_SECONDS", 0.05)
+    store = SqliteStore(tmp_path / "store.db")
+    store.create_agent(Agent(agent_id="a1", create_time=0.0, update_time=0.0))
+    # Another connection holds the file's write lock: the store's writes fail (busy) meanwhile.
+    blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    store._database._connection.execute("PRAGMA busy_timeout=10")
+
+    async def run() -> None:
+        service = feedback_module.FeedbackService(store)
+        blocker.execute("BEGIN IMMEDIATE")
+        service.remember(_answers(3))
+        await asyncio.sleep(0.5)  # several failed attempts
+        assert not _stored(store, "inv_0")
+        blocker.execute("COMMIT")
+        await asyncio.sleep(0.5)
+        assert all(_stored(store, f"inv_{index}") for index in range(3))
+        await service.stop()
+
+    with caplog.at_level("WARNING", logger="agent_training_server.services.feedback"):
+        asyncio.run(run())
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("storing answers failed" in message for message in messages) == 1
+    assert any("stored again" in message for message in messages)
+
+
+def _stored(store, invocation_id: str) -> bool:
+    from agent_training_server.errors import NotFound
+
+    try:
+        store.get_invocation(invocation_id)
+    except NotFound:
+        return False
+    return True

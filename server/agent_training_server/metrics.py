@@ -133,6 +133,10 @@ class Metrics:
             p + "invoke_batch_inputs", "Inputs scored together in one InvokeAgent pass.",
             buckets=_BATCH_BUCKETS, registry=r,
         )  # fmt: skip
+        self.answers_unrecorded = Counter(
+            p + "answers_unrecorded", "Answers given but not recorded: the store fell too far"
+            " behind (feedback on them is refused as unknown).", registry=r,
+        )  # fmt: skip
         self.fallbacks = Counter(
             p + "fallbacks", "Answers that were the fallback output, by agent.", ("agent_id",),
             registry=r,

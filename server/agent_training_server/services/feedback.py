@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -24,6 +25,16 @@ FLUSH_SECONDS = 0.05
 
 MAX_PENDING = 10_000
 """Answers kept in memory before a flush is forced."""
+
+MAX_UNSTORED = 200_000
+"""Most answers kept in memory while the store is behind or failing (about 100 MB). Past it, new
+answers are served but not recorded: counted in agent_training_answers_unrecorded_total and
+logged, never silently."""
+
+RETRY_SECONDS = 1.0
+"""Wait before storing again after a failed write (the answers stay in memory meanwhile)."""
+
+log = logging.getLogger(__name__)
 
 
 def reward_of(feedback: str) -> float:
@@ -48,24 +59,63 @@ def reward_of(feedback: str) -> float:
 class FeedbackService:
     """Records answers (write-behind) and the feedback on them."""
 
-    def __init__(self, store: Store, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics | None = None, max_unstored: int = MAX_UNSTORED
+    ) -> None:
         self._store = store
         self._metrics = metrics
+        self._max_unstored = max_unstored
         self._pending: dict[str, Invocation] = {}
         self._flusher: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._shedding = False
+        self._failing = False
 
     def remember(self, invocations: Sequence[Invocation]) -> None:
-        """Queue answers to store (called on the event loop)."""
+        """Queue answers to store (called on the event loop).
+
+        Past ``max_unstored`` answers waiting, the rest are not recorded, counted and logged.
+        """
+        room = max(0, self._max_unstored - len(self._pending))
+        if len(invocations) > room:
+            self._shed(len(invocations) - room)
+            invocations = invocations[:room]
+        elif self._shedding and not self._pending:
+            self._shedding = False
+            log.warning("answers are recorded again")
         for invocation in invocations:
             self._pending[invocation.invocation_id] = invocation
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_soon())
 
+    def _shed(self, count: int) -> None:
+        if self._metrics is not None:
+            self._metrics.answers_unrecorded.inc(count)
+        if not self._shedding:  # once per episode, not per call
+            self._shedding = True
+            log.warning(
+                "answers are not being recorded: %d wait for the store, which is behind or"
+                " failing; answers go on being served (agent_training_answers_unrecorded_total"
+                " counts those not recorded)",
+                len(self._pending),
+            )
+
     async def _flush_soon(self) -> None:
         if len(self._pending) < MAX_PENDING:
             await asyncio.sleep(FLUSH_SECONDS)
-        await self.flush()
+        while True:
+            try:
+                await self.flush()
+            except Exception as error:  # the store is failing: keep the answers, try again
+                if not self._failing:  # once per outage, not every retry
+                    self._failing = True
+                    log.warning("storing answers failed (%s); retrying every second", error)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            if self._failing:
+                self._failing = False
+                log.warning("answers are stored again")
+            return
 
     async def flush(self) -> None:
         """Store every queued answer now."""
