@@ -281,11 +281,14 @@ class SupervisedPredictor(Predictor):
             check_shape(tensors, "weight_int8", (features, outputs))
             check_shape(tensors, "weight_scale", (outputs,))
 
+    def features(self, texts: Sequence[str]) -> tf.SparseBatch:
+        """The texts' n-gram features, as the model was trained on them."""
+        blocks = tf.raw_features(texts, self._config)
+        return tf.transform(blocks, self._vocabulary, len(texts))
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Return output probabilities per text."""
-        blocks = tf.raw_features(texts, self._config)
-        rows = tf.transform(blocks, self._vocabulary, len(texts))
-        return softmax(sparse_scores(rows, self._weight) + self._bias)
+        return softmax(sparse_scores(self.features(texts), self._weight) + self._bias)
 
 
 def sparse_scores(rows: tf.SparseBatch, weight: np.ndarray) -> np.ndarray:

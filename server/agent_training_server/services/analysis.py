@@ -547,8 +547,10 @@ def _compaction(
             f"{speedup:.2f}x faster at batch 1"
             if useful
             else f"no candidate reached {LATENCY_SPEEDUP}x lower p50 latency within half a point"
-            f" of accuracy (best {speedup:.2f}x): featurising the text, not the weights,"
-            " dominates batch-1 latency"
+            f" of accuracy (best {speedup:.2f}x): featurising the text takes"
+            f" {baseline.featurise_p50_ms:.3f} of the {baseline.p50_ms:.3f} ms, and no candidate"
+            " changes it, so none can be more than"
+            f" {compaction.fastest_possible(baseline):.2f}x faster"
         )
     return Suggestion(
         suggestion_id=encode_suggestion(version.version_id, keep=best.keep, int8=best.int8)
