@@ -126,12 +126,28 @@ def summary() -> list[tuple[str, str, str]]:
                 f" (target {threshold['target']:.0%})",
             )
         )
-    if result := _load("invoke_throughput"):
-        calls = result["calls_per_second"]
+    if (result := _load("invoke_throughput")) and "agents" in result:
+        agents = result["agents"]
+        busy, alone = agents["in_flight_32"], agents["in_flight_1"]
+        rows.append(
+            (
+                "InvokeAgent, 32 in flight, supervised / few_shot",
+                f"{busy['supervised']['calls_per_second']:,.0f} /"
+                f" {busy['few_shot']['calls_per_second']:,.0f} calls/s"
+                f" ({agents['supervised_vs_health']:.0%} of health / "
+                f"{agents['few_shot_vs_supervised']:.0%} of supervised)",
+                f"health check {busy['health']['calls_per_second']:,.0f}/s; batch-1 p50"
+                f" {alone['supervised']['p50_ms']:.2f} / {alone['few_shot']['p50_ms']:.2f} ms",
+            )
+        )
+    if (result := _load("invoke_throughput")) and "observability" in result:
+        observability = result["observability"]
+        calls = observability["calls_per_second"]
         rows.append(
             (
                 "InvokeAgent, metrics and tracing on",
-                f"{calls['observed']:,.0f} calls/s ({result['observed_vs_quiet']:.1%} of off)",
+                f"{calls['observed']:,.0f} calls/s"
+                f" ({observability['observed_vs_quiet']:.1%} of off)",
                 f"off {calls['quiet']:,.0f}/s; health check {calls['health']:,.0f}/s",
             )
         )
