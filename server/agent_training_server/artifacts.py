@@ -75,7 +75,7 @@ def load_version_predictor(data_dir: Path, version: AgentVersion) -> Predictor:
 
     spec, tensors, _outputs = load_version_files(data_dir, version)
     try:
-        return registry.load_predictor(spec, tensors)
+        return registry.load_predictor(spec, tensors, data_dir / version.artifact_dir)
     except DamagedFile as error:
         log.warning(
             "version %s of agent %s refused: %s", version.version_id, version.agent_id, error

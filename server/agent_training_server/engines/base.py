@@ -182,6 +182,18 @@ class Predictor(abc.ABC):
         """Build the model an artifact's spec describes, with its tensors."""
 
     @classmethod
+    def load(
+        cls, spec: dict[str, Any], tensors: dict[str, torch.Tensor], derived_dir: Path | None
+    ) -> Predictor:
+        """Build the predictor; it may cache files derived from the weights in ``derived_dir``.
+
+        ``derived_dir`` is the version's artifact folder (None for weights not stored as a
+        version): a predictor that converts its weights (an exported encoder) keeps the result
+        there across restarts, keyed by the weights. The default derives nothing.
+        """
+        return cls(spec, tensors)
+
+    @classmethod
     def check(cls, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         """Check, before building, that the tensors fit the model the spec describes.
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent_training_server.engines import pretrained
+from agent_training_server.engines import encoder_runtime, pretrained
 from agent_training_server.engines.base import (
     Artifact,
     Engine,
@@ -310,15 +310,22 @@ def load_encoder(
 
 
 class FewShotPredictor(Predictor):
-    """Scores texts with a fine-tuned CosineClassifier."""
+    """Scores texts with a fine-tuned CosineClassifier: the encoder's runtime, then the head."""
 
-    def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        tensors: dict[str, torch.Tensor],
+        derived_dir: Path | None = None,
+    ) -> None:
         self.outputs = list(spec["outputs"])
-        self._model = CosineClassifier(pretrained.SentenceEncoder(), len(self.outputs))
-        self._model.load_state_dict(
+        model = CosineClassifier(pretrained.SentenceEncoder(), len(self.outputs))
+        model.load_state_dict(
             {name: t for name, t in tensors.items() if not name.startswith("ngrams.")}
         )
-        self._model.eval()
+        self._encoder = encoder_runtime.load(model.encoder, derived_dir)
+        self._head_weight = model.head.weight.detach().numpy().T.copy()
+        self._head_bias = model.head.bias.detach().numpy().copy()
         self._ngrams = None
         if "ngrams" in spec:
             self._ngrams = SupervisedPredictor(
@@ -329,6 +336,18 @@ class FewShotPredictor(Predictor):
                     if name.startswith("ngrams.")
                 },
             )
+
+    @classmethod
+    def load(
+        cls, spec: dict[str, Any], tensors: dict[str, torch.Tensor], derived_dir: Path | None
+    ) -> FewShotPredictor:
+        """Build the predictor; its exported encoder is cached in ``derived_dir``."""
+        return cls(spec, tensors, derived_dir)
+
+    @property
+    def runtime(self) -> str:
+        """Which runtime runs the encoder: ``onnxruntime`` or ``torch``."""
+        return self._encoder.name
 
     @classmethod
     def check(cls, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
@@ -347,10 +366,12 @@ class FewShotPredictor(Predictor):
             }
             SupervisedPredictor.check(spec["ngrams"], companion)
 
-    @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Return output probabilities per text."""
-        probabilities = _probabilities(self._model, list(texts))
+        logits = self._encoder.embed(list(texts)) @ self._head_weight + self._head_bias
+        logits -= logits.max(axis=1, keepdims=True)  # exp cannot overflow
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
         if self._ngrams is not None:
             probabilities = (probabilities + self._ngrams.predict_proba(texts)) / 2
         return probabilities

