@@ -37,11 +37,11 @@ EXPORT_FORMAT = "1"
 OPSET = 17
 BATCH_SIZE = 64
 """Texts per session run, sorted by length so that each run pads little."""
-THREADS = 1
-"""Intra-op threads per session. One leaves a core to the gRPC event loop on a small server:
-with 2, an encoder agent under load answers about a quarter more calls, but every other call
-(n-gram agents, health checks) slows far more; calls to several versions, on several worker
-threads, each get a thread of their own.
+THREADS = max(1, (os.cpu_count() or 1) // 2)
+"""Intra-op threads per session: half the cores, so the other half is left to the gRPC event
+loop (on 2 cores, one thread: with 2, an encoder agent under load answers about a quarter more
+calls, but every other call, n-gram agents and health checks, slows far more). Calls to several
+versions, on several worker threads, each get threads of their own.
 """
 AGREEMENT = 1e-4
 """Largest difference between the ONNX and the torch embeddings of the probe texts at load."""
