@@ -114,35 +114,11 @@ def serve(data_dir: Path, observed: bool, sink_port: int = 0) -> tuple[subproces
 
 
 async def hammer(address: str, seconds: float, call: str) -> float:
-    """Calls per second with IN_FLIGHT concurrent callers for `seconds`."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from agent_training.v1 import service_pb2, service_pb2_grpc
-
-    async with grpc.aio.insecure_channel(address) as channel:
-        if call == "health":
-            stub = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest()
-            method = stub.Check
-        else:
-            stub = service_pb2_grpc.AgentTrainingServiceStub(channel)
-            request = service_pb2.InvokeAgentRequest(agent_id="bench", input="my card is lost")
-            method = stub.InvokeAgent
-        for _ in range(50):  # warm up
-            await method(request)
-        done = 0
-        deadline = time.perf_counter() + seconds
-
-        async def caller() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                await method(request)
-                done += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
-        return done / (time.perf_counter() - started)
+    """Calls per second of agent "bench" ("invoke") or the health check, IN_FLIGHT at once."""
+    agent_id = "" if call == "health" else "bench"
+    texts = ["my card is lost"]
+    await drive(address, agent_id, 0.2, 1, texts)  # warm up
+    return (await drive(address, agent_id, seconds, IN_FLIGHT, texts))["calls_per_second"]
 
 
 INTENTS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed")

@@ -23,17 +23,22 @@ def _version(agent_id: str, version_id: str) -> AgentVersion:
     )
 
 
-def test_reads_are_kept_until_a_write_commits(tmp_path: Path) -> None:
+def _counted_cache(tmp_path: Path) -> tuple[SqliteStore, ReadCache, list]:
+    """A store with agent a1 (ver_1 active), a cache of its lookups, and the reads it made."""
     store = SqliteStore(tmp_path / "store.db")
     store.create_agent(Agent(agent_id="a1", create_time=0.0, update_time=0.0))
     store.add_version(_version("a1", "ver_1"), activate=True)
-    reads = []
+    reads: list[tuple[str, str]] = []
 
     def read(agent_id: str, version_id: str):
         reads.append((agent_id, version_id))
         return store.agent_with_version(agent_id, version_id)
 
-    cache = ReadCache(read, lambda: store.commits)
+    return store, ReadCache(read, lambda: store.commits), reads
+
+
+def test_reads_are_kept_until_a_write_commits(tmp_path: Path) -> None:
+    store, cache, reads = _counted_cache(tmp_path)
     assert cache.get("a1", "")[1].version_id == "ver_1"
     assert cache.get("a1", "")[1].version_id == "ver_1"
     assert len(reads) == 1
@@ -54,16 +59,7 @@ def test_reads_are_kept_until_a_write_commits(tmp_path: Path) -> None:
 
 def test_answers_and_feedback_leave_the_cache_alone(tmp_path: Path) -> None:
     """Answers are stored behind every few milliseconds under load: they change no agent."""
-    store = SqliteStore(tmp_path / "store.db")
-    store.create_agent(Agent(agent_id="a1", create_time=0.0, update_time=0.0))
-    store.add_version(_version("a1", "ver_1"), activate=True)
-    reads = []
-
-    def read(agent_id: str, version_id: str):
-        reads.append((agent_id, version_id))
-        return store.agent_with_version(agent_id, version_id)
-
-    cache = ReadCache(read, lambda: store.commits)
+    store, cache, reads = _counted_cache(tmp_path)
     cache.get("a1", "")
     answer = Invocation(
         invocation_id="inv_1",

@@ -176,6 +176,9 @@ class Predictor(abc.ABC):
     """A loaded model that scores inputs."""
 
     outputs: list[str]
+    scores_inline: bool = False
+    """Scores a few inputs faster than a hop to a worker thread and back: InvokeAgent then
+    scores it on its event loop (services/micro_batching.py)."""
 
     @abc.abstractmethod
     def __init__(self, spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:

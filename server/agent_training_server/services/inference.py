@@ -211,7 +211,7 @@ class InferenceService:
         """
         with self._cache_lock:
             predictor = self._cache.get(version.version_id)
-        return inputs <= INLINE_INPUTS and getattr(predictor, "scores_inline", False)
+        return predictor is not None and predictor.scores_inline and inputs <= INLINE_INPUTS
 
     def _count_batch(self, calls: int, inputs: int) -> None:
         assert self._metrics is not None
