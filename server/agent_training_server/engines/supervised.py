@@ -32,6 +32,7 @@ from agent_training_server.engines.base import (
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
 from agent_training_server.engines.integrity import DamagedFile, check_shape
 from agent_training_server.engines.resumable import ResumableLoop
+from agent_training_server.engines.sparse_rows import LazyAdam, bag_sum
 
 KIND = "hashed_ngram_linear"
 REPORT_EVERY_STEPS = 50
@@ -40,24 +41,27 @@ MIN_DOCUMENT_FREQUENCY = 1
 
 
 class SparseLinear(nn.Module):
-    """Scores of every output for a batch of sparse feature rows."""
+    """Scores of every output for a batch of sparse feature rows.
 
-    def __init__(self, features: int, outputs: int) -> None:
+    With ``sparse_grad`` the weight's gradient holds only the rows a batch uses (train it with
+    sparse_rows.LazyAdam); without, it is dense, one row per feature (any optimizer).
+    """
+
+    def __init__(self, features: int, outputs: int, sparse_grad: bool = False) -> None:
         super().__init__()
-        self.weight = nn.EmbeddingBag(features, outputs, mode="sum")
+        # sparse=True also tells DistributedDataParallel to expect (and sum) sparse gradients.
+        self.weight = nn.EmbeddingBag(features, outputs, mode="sum", sparse=sparse_grad)
         self.bias = nn.Parameter(torch.zeros(outputs))
         nn.init.zeros_(self.weight.weight)
 
     def forward(self, batch: tf.SparseBatch) -> torch.Tensor:
         """Return logits of shape (rows, outputs)."""
-        return (
-            self.weight(
-                torch.from_numpy(batch.indices),
-                torch.from_numpy(batch.offsets[:-1]),
-                per_sample_weights=torch.from_numpy(batch.weights),
-            )
-            + self.bias
-        )
+        indices = torch.from_numpy(batch.indices)
+        offsets = torch.from_numpy(batch.offsets[:-1])
+        weights = torch.from_numpy(batch.weights)
+        if self.weight.sparse:
+            return bag_sum(self.weight.weight, indices, offsets, weights) + self.bias
+        return self.weight(indices, offsets, per_sample_weights=weights) + self.bias
 
 
 def auto_batch_size(train_examples: int) -> int:
@@ -132,8 +136,9 @@ class SupervisedEngine(Engine):
         valid_x, valid_y = features.rows(valid_rows), labels[valid_rows]
 
         torch.manual_seed(settings.seed)
-        model = SparseLinear(vocabulary.size, len(outputs))
-        optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
+        model = SparseLinear(vocabulary.size, len(outputs), sparse_grad=True)
+        # A step updates the rows its batch uses: its cost follows the data, not the table size.
+        optimizer = LazyAdam(model.parameters(), lr=settings.learning_rate)
         batch_size = settings.batch_size or auto_batch_size(len(train_rows))
         local_batch = self.parallel.local_batch(batch_size)
         steps_per_epoch = -(-self.parallel.share_size(len(train_rows)) // local_batch)
@@ -148,6 +153,7 @@ class SupervisedEngine(Engine):
             # Each epoch's order derives from (seed, epoch): a resumed run replays it exactly.
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
             order = self.parallel.share(order)
+            epoch_x = train_x.rows(order)  # one gather an epoch; batches are spans of it
             # Training loss and accuracy of the epoch accumulate on the fly: no extra pass.
             restored = loop.sums
             loss_sum = torch.tensor(restored.get("loss", 0.0), dtype=torch.float32)
@@ -158,7 +164,7 @@ class SupervisedEngine(Engine):
                     continue  # done before the job was interrupted
                 loop.check_stop(reporter, deadline, batch_number, sums)
                 selection = order[start : start + local_batch]
-                logits = trainer(train_x.rows(selection))
+                logits = trainer(epoch_x.span(start, start + len(selection)))
                 target = torch.from_numpy(train_y[selection])
                 loss = nn.functional.cross_entropy(logits, target)
                 optimizer.zero_grad(set_to_none=True)

@@ -51,6 +51,12 @@ class SparseBatch:
         positions = np.repeat(starts, lengths) + within
         return SparseBatch(self.indices[positions], offsets, self.weights[positions])
 
+    def span(self, start: int, stop: int) -> SparseBatch:
+        """Return rows start..stop-1 as views: a batch cut from an epoch's reordered rows."""
+        first, last = self.offsets[start], self.offsets[stop]
+        offsets = self.offsets[start : stop + 1] - first
+        return SparseBatch(self.indices[first:last], offsets, self.weights[first:last])
+
 
 def _word_hashes(texts: Sequence[str], config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     docs, hashes = [], []

@@ -1,0 +1,158 @@
+"""Training a bag-of-features linear layer at the cost of the rows a batch uses.
+
+A mini-batch of short texts touches a few thousand of the tens of thousands of n-gram rows. Dense
+training pays for every row at every step: a zeroed gradient the size of the whole table, and
+Adam's update of every entry. Here the gradient holds only the batch's rows (a sparse tensor,
+summed per row in the backward pass) and ``LazyAdam`` updates only those rows, so a step costs
+what its examples and their features cost, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class _BagSum(torch.autograd.Function):
+    """Weighted sums of weight rows per bag, with a row-compact sparse gradient."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        weight: torch.Tensor,
+        indices: torch.Tensor,
+        offsets: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(indices, offsets, weights)
+        ctx.rows = weight.shape[0]
+        return nn.functional.embedding_bag(
+            indices, weight, offsets, mode="sum", per_sample_weights=weights
+        )
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        indices, offsets, weights = ctx.saved_tensors
+        used, grad = row_gradient(grad_output, indices, offsets, weights)
+        size = (ctx.rows, grad_output.shape[1])
+        sparse = torch.sparse_coo_tensor(
+            used.unsqueeze(0), grad, size, is_coalesced=True, check_invariants=False
+        )
+        return sparse, None, None, None
+
+
+def row_gradient(
+    grad_output: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows a batch uses (sorted, unique) and their gradient, one summed row each.
+
+    Each entry (bag b, row r, weight w) adds w * grad_output[b] to row r. Grouping the entries by
+    row (a stable sort) turns that sum into one more bag sum, over the small grad_output: the
+    gradient is written once per used row, never once per entry nor once per table row.
+    """
+    bags = torch.repeat_interleave(
+        torch.arange(len(offsets), dtype=torch.int64),
+        torch.diff(offsets, append=offsets.new_tensor([len(indices)])),
+    )
+    # int32 keys sort about twice as fast as int64 ones; row ids fit easily.
+    rows, order = torch.sort(indices.to(torch.int32), stable=True)
+    used, counts = torch.unique_consecutive(rows, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    if not len(used):
+        return used, grad_output.new_zeros((0, grad_output.shape[1]))
+    grad = nn.functional.embedding_bag(
+        bags[order], grad_output, starts, mode="sum", per_sample_weights=weights[order]
+    )
+    return used.to(torch.int64), grad
+
+
+def bag_sum(
+    weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """``embedding_bag(mode="sum")`` whose weight gradient is sparse, one entry per used row."""
+    result: torch.Tensor = _BagSum.apply(weight, indices, offsets, weights)
+    return result
+
+
+class LazyAdam(torch.optim.Optimizer):
+    """Adam that, for a sparse gradient, moves only the rows the gradient has.
+
+    Dense gradients get Adam's update (torch.optim.Adam's formula, without weight decay). For
+    sparse ones the moments and weights of the other rows stay as they are, as in
+    torch.optim.SparseAdam: a row's moments decay only at the steps that use it. The state
+    (``step``, ``exp_avg``, ``exp_avg_sq``) has Adam's names and shapes, so checkpoints of it
+    look like Adam's.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        """Apply one update to every parameter that has a gradient."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                state["step"] += 1
+                if param.grad.is_sparse:
+                    _sparse_adam(param, param.grad, state, group)
+                else:
+                    _adam(param, param.grad, state["exp_avg"], state["exp_avg_sq"], state, group)
+
+
+def _sparse_adam(
+    param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+) -> None:
+    """Adam on the gradient's rows only: gathered, updated as a small dense block, put back."""
+    rows, values = _unique_rows(grad)
+    # index_copy_ of gathered rows: several times faster than index_add_ on CPU.
+    weights = param.index_select(0, rows)
+    exp_avg = state["exp_avg"].index_select(0, rows)
+    exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
+    _adam(weights, values, exp_avg, exp_avg_sq, state, group)
+    param.index_copy_(0, rows, weights)
+    state["exp_avg"].index_copy_(0, rows, exp_avg)
+    state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+
+
+def _unique_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and values of a sparse gradient with each row once, in increasing order."""
+    rows = grad._indices()[0]
+    # A single process's gradient is already so (row_gradient); coalescing it again costs a sort.
+    if not bool((rows[1:] > rows[:-1]).all()):
+        grad = grad.coalesce()
+        rows = grad._indices()[0]
+    return rows, grad._values()
+
+
+def _adam(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    state: dict[str, Any],
+    group: dict[str, Any],
+) -> None:
+    """Adam's update in place (torch.optim.Adam's formula without weight decay)."""
+    step = int(state["step"].item())
+    beta1, beta2 = group["betas"]
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denominator = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(group["eps"])
+    param.addcdiv_(exp_avg, denominator, value=-group["lr"] / (1 - beta1**step))
