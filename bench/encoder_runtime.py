@@ -1,13 +1,14 @@
-"""The encoder agents' serving runtime: ONNX Runtime against torch, accuracy and texts/s.
+"""The encoder agents' serving runtime: ONNX Runtime and bfloat16 against torch, accuracy, texts/s.
 
 For each data set a few_shot version is trained through the engine on a fixed-seed sample of 10
 examples per intent (bench/few_shot.py's sample; kept in --work and reused on later runs), saved
-as a version's files, and loaded three ways: as served (ONNX Runtime, one intra-op thread, the
-exported model cached in the artifact folder), the same with 2 threads, and with onnxruntime made
-unimportable (the torch fallback, with torch's default threads, as the server has them). Each
-scores the whole test.csv (accuracy; the largest difference of any probability, torch against
-served), then predict_proba is timed on test texts in a shuffled order: one text per call, and
-32 per call.
+as a version's files, and loaded four ways: as served on a CPU with native bfloat16 (ONNX
+Runtime in float32 on one intra-op thread for fewer than 4 texts, torch in bfloat16 for more),
+float32 only on ONNX Runtime with 1 and with 2 threads (the exported model cached in the artifact
+folder), and with onnxruntime made unimportable and no bfloat16 (the torch fallback, on the
+intra-op threads the server gives it: half the cores). Each scores the whole test.csv (accuracy;
+the largest difference of any probability against torch), then predict_proba is timed on test
+texts in a shuffled order: 1, 8 and 32 texts per call.
 Prints one table; writes bench/results/encoder_runtime.json.
 Usage: python bench/encoder_runtime.py [--data ../shared/data] [--work /tmp/encoder-runtime]
 """
@@ -28,9 +29,21 @@ from banking77 import REPO, read_split
 from few_shot import sample
 
 DATA_SETS = ("banking77", "hwu64")
-RUNTIMES = {"torch": 0, "onnxruntime": 1, "onnxruntime 2 threads": 2}
-"""Runtime name: ONNX Runtime intra-op threads (0: onnxruntime made unimportable, torch serves)."""
-SERVED = "onnxruntime"
+RUNTIMES = {
+    "torch": (0, False),
+    "onnxruntime": (1, False),
+    "onnxruntime 2 threads": (2, False),
+    "onnxruntime + bfloat16": (1, True),
+}
+"""Name: (ONNX Runtime intra-op threads, 0 = onnxruntime made unimportable; bfloat16 batches)."""
+RUNTIME_NAMES = {
+    "torch": "torch",
+    "onnxruntime": "onnxruntime",
+    "onnxruntime 2 threads": "onnxruntime",
+    "onnxruntime + bfloat16": "onnxruntime+torch-bfloat16",
+}
+"""What the predictor says it runs on, for each (checked)."""
+BATCHES = (1, 8, 32)
 
 
 class Quiet:
@@ -63,21 +76,23 @@ def trained_version(data: Path, work: Path) -> Path:
     return folder
 
 
-def load(folder: Path, threads: int):
+def load(folder: Path, threads: int, bfloat16: bool):
     """The version's predictor, as served with ``threads`` per session, or (0) on torch."""
     from agent_training_server.engines import encoder_runtime, registry
 
     spec, tensors, _ = registry.load_artifact_files(folder)
-    saved = sys.modules.get("onnxruntime"), encoder_runtime.THREADS
+    saved = sys.modules.get("onnxruntime"), encoder_runtime.THREADS, encoder_runtime.native_bfloat16
     if threads == 0:
         sys.modules["onnxruntime"] = None  # type: ignore[assignment]  # import raises ImportError
-    encoder_runtime.THREADS = threads
+    if threads:  # torch reads THREADS at each call: the served count (one thread on 2 cores)
+        encoder_runtime.THREADS = threads
+    encoder_runtime.native_bfloat16 = lambda: bfloat16
     try:
         started = time.perf_counter()
         predictor = registry.load_predictor(spec, tensors, folder)
         return predictor, time.perf_counter() - started
     finally:
-        encoder_runtime.THREADS = saved[1]
+        encoder_runtime.THREADS, encoder_runtime.native_bfloat16 = saved[1], saved[2]
         if saved[0] is not None:
             sys.modules["onnxruntime"] = saved[0]
         else:
@@ -102,19 +117,23 @@ def measure(data: Path, work: Path, seconds: float) -> dict[str, object]:
     shuffled = random.Random(0).sample(texts, len(texts))
     row: dict[str, object] = {"test_examples": len(texts)}
     probabilities = {}
-    for name, threads in RUNTIMES.items():
-        predictor, load_seconds = load(folder, threads)
-        assert predictor.runtime == name.split()[0], predictor.runtime
+    for name, (threads, bfloat16) in RUNTIMES.items():
+        predictor, load_seconds = load(folder, threads, bfloat16)
+        assert predictor.runtime == RUNTIME_NAMES[name], predictor.runtime
         probabilities[name] = predictor.predict_proba(texts)
         predicted = [predictor.outputs[i] for i in probabilities[name].argmax(axis=1)]
+        difference = np.abs(probabilities["torch"] - probabilities[name]).max()
         row[name] = {
             "load_seconds": load_seconds,
             "accuracy": float(np.mean([p == y for p, y in zip(predicted, labels, strict=True)])),
-            "batch_1_texts_per_second": texts_per_second(predictor, shuffled, 1, seconds),
-            "batch_32_texts_per_second": texts_per_second(predictor, shuffled, 32, seconds),
+            "max_probability_difference": float(difference),
+            **{
+                f"batch_{batch}_texts_per_second": texts_per_second(
+                    predictor, shuffled, batch, seconds
+                )
+                for batch in BATCHES
+            },
         }
-    difference = np.abs(probabilities["torch"] - probabilities[SERVED]).max()
-    row["max_probability_difference"] = float(difference)
     return row
 
 
@@ -132,16 +151,18 @@ def main() -> None:
         f"few_shot versions (10 examples per intent), {os.cpu_count()} cores,"
         f" torch {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'data set':<10} {'runtime':<22} {'accuracy':>8} {'batch 1/s':>10} {'batch 32/s':>10}")
+    rates = "".join(f" {f'batch {batch}/s':>11}" for batch in BATCHES)
+    print(f"{'data set':<10} {'runtime':<24} {'accuracy':>8} {'max |dp|':>9}{rates}")
     for name, row in results.items():
         for runtime in RUNTIMES:
             figures = row[runtime]
-            print(
-                f"{name:<10} {runtime:<22} {figures['accuracy']:>8.4f}"
-                f" {figures['batch_1_texts_per_second']:>10.1f}"
-                f" {figures['batch_32_texts_per_second']:>10.1f}"
+            rates = "".join(
+                f" {figures[f'batch_{batch}_texts_per_second']:>11.1f}" for batch in BATCHES
             )
-        print(f"{'':<10} max |p_torch - p_onnx| = {row['max_probability_difference']:.2g}")
+            print(
+                f"{name:<10} {runtime:<24} {figures['accuracy']:>8.4f}"
+                f" {figures['max_probability_difference']:>9.2g}{rates}"
+            )
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "encoder_runtime.json").write_text(json.dumps(results, indent=2))

@@ -1,4 +1,5 @@
-"""The encoder agents' serving runtime: ONNX Runtime, its cached export, the torch fallback."""
+"""The encoder agents' serving runtime: ONNX Runtime, its cached export, the torch fallback, and
+bfloat16 for batches where the CPU has it."""
 
 from __future__ import annotations
 
@@ -49,6 +50,17 @@ def version() -> tuple[dict, dict[str, torch.Tensor], np.ndarray]:
     tensors = {name: t.detach().clone().contiguous() for name, t in model.state_dict().items()}
     expected = few_shot._probabilities(model, TEXTS)
     return {"kind": few_shot.KIND, "outputs": OUTPUTS}, tensors, expected
+
+
+@pytest.fixture(autouse=True)
+def float32_cpu(monkeypatch) -> None:
+    """Every test runs as on a CPU without native bfloat16, unless it says otherwise."""
+    monkeypatch.setattr(encoder_runtime, "native_bfloat16", lambda: False)
+
+
+def with_bfloat16(monkeypatch) -> None:
+    """As on a CPU that multiplies bfloat16 natively (torch emulates it elsewhere: slower)."""
+    monkeypatch.setattr(encoder_runtime, "native_bfloat16", lambda: True)
 
 
 def exported_files(folder: Path) -> list[Path]:
@@ -175,3 +187,75 @@ def test_an_export_that_answers_differently_is_refused(
     assert predictor.runtime == "torch"
     assert "differ from torch's" in caplog.text
     assert exported_files(tmp_path) == []
+
+
+BATCH = [f"{text} {n}" for n in range(3) for text in TEXTS]
+"""Texts enough for the bfloat16 runtime (BFLOAT16_MIN_TEXTS or more)."""
+
+
+def float32_answers(spec: dict, tensors: dict[str, torch.Tensor], folder: Path) -> np.ndarray:
+    predictor = registry.load_predictor(spec, tensors, folder)
+    assert predictor.runtime == "onnxruntime"
+    return predictor.predict_proba(BATCH)
+
+
+def test_batches_run_in_bfloat16_where_the_cpu_has_it_and_a_lone_text_in_float32(
+    tmp_path: Path, version, monkeypatch
+) -> None:
+    spec, tensors, expected = version
+    assert len(BATCH) >= encoder_runtime.BFLOAT16_MIN_TEXTS
+    float32 = float32_answers(spec, tensors, tmp_path)
+    with_bfloat16(monkeypatch)
+    predictor = registry.load_predictor(spec, tensors, tmp_path)
+    assert predictor.runtime == "onnxruntime+torch-bfloat16"
+    batch = predictor.predict_proba(BATCH)
+    assert not np.array_equal(batch, float32)  # it did run in bfloat16
+    np.testing.assert_allclose(batch, float32, atol=2e-2)
+    # Below BFLOAT16_MIN_TEXTS: float32 on ONNX Runtime, as torch answers.
+    for text, row in zip(TEXTS, expected, strict=True):
+        np.testing.assert_allclose(predictor.predict_proba([text])[0], row, atol=1e-4)
+
+
+def test_without_onnxruntime_batches_still_run_in_bfloat16_and_lone_texts_on_torch(
+    tmp_path: Path, version, monkeypatch
+) -> None:
+    spec, tensors, expected = version
+    float32 = float32_answers(spec, tensors, tmp_path)
+    with_bfloat16(monkeypatch)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the import raises ImportError
+    predictor = registry.load_predictor(spec, tensors, tmp_path)
+    assert predictor.runtime == "torch+torch-bfloat16"
+    np.testing.assert_allclose(predictor.predict_proba(BATCH), float32, atol=2e-2)
+    # The float32 encoder was copied, not converted: a lone text is answered as before.
+    np.testing.assert_allclose(predictor.predict_proba(TEXTS[2:3])[0], expected[2], atol=1e-5)
+
+
+def test_bfloat16_that_answers_far_from_float32_is_refused(
+    tmp_path: Path, version, monkeypatch, caplog
+) -> None:
+    spec, tensors, _expected = version
+    with_bfloat16(monkeypatch)
+    monkeypatch.setattr(encoder_runtime, "BFLOAT16_AGREEMENT", -1.0)  # nothing agrees so closely
+    with caplog.at_level(logging.WARNING):
+        predictor = registry.load_predictor(spec, tensors, tmp_path)
+    assert predictor.runtime == "onnxruntime"
+    assert "float32 only: bfloat16 differs by" in caplog.text
+
+
+def test_native_bfloat16_reads_the_cpu_flags(monkeypatch) -> None:
+    """AMX or AVX512-BF16 in the flags: yes; AVX-512 without them, or no flags to read: no."""
+    monkeypatch.undo()  # the autouse fixture's stand-in off: the real probe
+    flags = {
+        "flags : fpu avx2 avx512f amx_bf16 amx_tile": True,
+        "flags : fpu avx2 avx512f avx512_bf16": True,
+        "flags : fpu avx2 avx512f avx512bw avx512_vnni": False,
+    }
+    for text, native in flags.items():
+        monkeypatch.setattr(Path, "read_text", lambda self, text=text: text)
+        assert encoder_runtime.native_bfloat16() is native
+
+    def unreadable(self: Path) -> str:
+        raise FileNotFoundError(self)
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    assert encoder_runtime.native_bfloat16() is False

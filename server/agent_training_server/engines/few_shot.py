@@ -346,7 +346,8 @@ class FewShotPredictor(Predictor):
 
     @property
     def runtime(self) -> str:
-        """Which runtime runs the encoder: ``onnxruntime`` or ``torch``."""
+        """Which runtimes run the encoder: ``onnxruntime`` or ``torch``, then ``+torch-bfloat16``
+        where batches run in bfloat16 (encoder_runtime.py)."""
         return self._encoder.name
 
     @classmethod
