@@ -151,12 +151,23 @@ class ReplayManifest(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     PACKAGE_VERSION_FIELD_NUMBER: _builtins.int
     ENCODER_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    PRECISION_FIELD_NUMBER: _builtins.int
     seed: _builtins.int
     """The seed used."""
     data_sha256: _builtins.str
     """SHA-256 of the training data as stored (hex)."""
     package_version: _builtins.str
     """Version of the service package that trained it."""
+    device: _builtins.str
+    """The device the model trained on: "cpu" or "cuda:N". Versions trained before devices were
+    recorded read "cpu".
+    """
+    precision: _builtins.str
+    """The arithmetic the training ran in: "float32", or on a GPU "bfloat16" or "float16" (mixed
+    precision: weights kept in float32, matrix products in the lower precision). Versions
+    trained before precision was recorded read "float32".
+    """
     @_builtins.property
     def config(self) -> _training_pb2.TrainingConfig:
         """The resolved configuration."""
@@ -173,10 +184,12 @@ class ReplayManifest(_message.Message):
         config: _training_pb2.TrainingConfig | None = ...,
         package_version: _builtins.str = ...,
         encoder: Global___EncoderInfo | None = ...,
+        device: _builtins.str = ...,
+        precision: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "encoder", b"encoder"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "data_sha256", b"data_sha256", "encoder", b"encoder", "package_version", b"package_version", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "data_sha256", b"data_sha256", "device", b"device", "encoder", b"encoder", "package_version", b"package_version", "precision", b"precision", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

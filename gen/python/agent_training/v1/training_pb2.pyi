@@ -235,6 +235,7 @@ class TrainingConfig(_message.Message):
     MAX_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     FREEZE_ENCODER_EPOCHS_FIELD_NUMBER: _builtins.int
     NUM_WORKERS_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
     """Maximum number of passes over the training data, 1 to 1000. Default: supervised and
     reinforcement 10, few_shot and transfer 3.
@@ -278,6 +279,15 @@ class TrainingConfig(_message.Message):
     """Data-parallel worker processes training this one job, 1 to 64. Default 1. More than 1 needs a
     server started with the `ray` executor and the supervised paradigm; see docs/ray.md.
     """
+    device: _builtins.str
+    """Where the job trains: "auto" (a CUDA GPU when the training workers have one, else the
+    CPU), "cpu", "cuda" (the first GPU) or "cuda:N" (GPU number N). Empty: the server's
+    `device` setting. A device the workers do not have is refused with FAILED_PRECONDITION and
+    code DEVICE_UNAVAILABLE. On a GPU the encoder paradigms (few_shot, transfer) train in mixed
+    precision (bfloat16 where the GPU supports it, else float16 with loss scaling); on the CPU
+    in float32, so the same seed gives the same metrics. The version's ReplayManifest records
+    the device and precision the job ran on.
+    """
     @_builtins.property
     def early_stopping(self) -> Global___EarlyStopping:
         """Early stopping on validation loss."""
@@ -297,10 +307,11 @@ class TrainingConfig(_message.Message):
         max_duration_seconds: _builtins.int | None = ...,
         freeze_encoder_epochs: _builtins.int | None = ...,
         num_workers: _builtins.int | None = ...,
+        device: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "batch_size", b"batch_size", "early_stopping", b"early_stopping", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "base_agent_id", b"base_agent_id", "base_version_id", b"base_version_id", "batch_size", b"batch_size", "early_stopping", b"early_stopping", "encoder", b"encoder", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "base_agent_id", b"base_agent_id", "base_version_id", b"base_version_id", "batch_size", b"batch_size", "device", b"device", "early_stopping", b"early_stopping", "encoder", b"encoder", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
