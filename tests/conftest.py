@@ -77,9 +77,25 @@ def make_config(tmp_path: Path, **overrides) -> ServerConfig:
         "data_dir": tmp_path / "data",
         "workers": 1,
         "metrics_address": "127.0.0.1:0",
+        # Tests run on the CPU everywhere; the cuda-marked ones name the GPU themselves.
+        "device": "cpu",
     }
     values.update(overrides)
     return ServerConfig(**values)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``cuda`` where torch sees no CUDA GPU."""
+    marked = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch  # only when a cuda test was collected: collection stays fast otherwise
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is false)")
+    for item in marked:
+        item.add_marker(skip)
 
 
 @pytest.fixture

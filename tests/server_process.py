@@ -33,6 +33,7 @@ class ServerProcess:
             "torch_threads": 1,  # one thread: the same sums in the same order, run after run
             "metrics_address": "",
             "log_format": "text",
+            "device": "cpu",  # tests run on the CPU everywhere
             **settings,
         }
         command = [*wrapper, sys.executable, "-m", "agent_training_server.main"]

@@ -16,7 +16,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
 
 from agent_training.v1 import service_pb2, service_pb2_grpc
-from agent_training_server import __version__
+from agent_training_server import __version__, devices
 from agent_training_server.api.call_guard import CallGuardInterceptor
 from agent_training_server.api.error_translation import ErrorTranslationInterceptor
 from agent_training_server.api.handlers.adaptation import AdaptationHandlers
@@ -52,6 +52,7 @@ from agent_training_server.startup import (
     DataFolderLock,
     bind_grpc_port,
     check_data_folder,
+    check_device,
     open_store,
 )
 from agent_training_server.storage_health import StorageMonitor
@@ -163,6 +164,9 @@ async def create_server(
     authentication = auth_setup.authentication(config)
     open_prefixes = auth_setup.open_prefixes(config)
     check_data_folder(config.data_dir)
+    check_device(config.device)
+    # What a predictor with no device of its own runs on (engines/few_shot.py reads it).
+    devices.use_setting(config.device)
     if config.artifact_root != config.data_dir:
         check_data_folder(config.artifact_root, "artifact_dir")
     async with contextlib.AsyncExitStack() as undo:  # on a failed start, release what was taken

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent_training_server import devices
+
 ENV_PREFIX = "AGENT_TRAINING_"
 
 
@@ -121,6 +123,12 @@ class ServerConfig:
     max_queued_jobs: int = _setting(32, "jobs waiting for a worker before TrainAgent is refused")
     max_job_seconds: int = _setting(3_600, "default wall-clock limit of one training job")
     torch_threads: int = _setting(0, "threads per training worker; 0 means cores / workers")
+    device: str = _setting(
+        "auto",
+        "where models train and encoder agents answer: auto (a CUDA GPU when torch sees one, else"
+        " the CPU), cpu, cuda or cuda:N; a job's config.device overrides it for that job"
+        " (docs/architecture.md#devices-and-precision)",
+    )
     worker_niceness: int = _setting(
         10, "added to training workers' scheduling niceness (0-19): RPCs get a busy core first"
     )
@@ -332,6 +340,10 @@ def _check(config: ServerConfig) -> None:
         )
     if config.checkpoint_every_steps < 0 or config.shutdown_checkpoint_seconds < 0:
         raise ValueError("checkpoint_every_steps and shutdown_checkpoint_seconds must be >= 0")
+    try:
+        devices.parse(config.device)
+    except ValueError as error:
+        raise ValueError(f"device: {error}") from None
     if ":" not in config.address:
         raise ValueError(f"address must be host:port, got {config.address!r}")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 
+from agent_training_server import devices
 from agent_training_server.config import ServerConfig, setting_name
 from agent_training_server.store.base import Store
 from agent_training_server.store.sqlite import SqliteStore
@@ -187,6 +188,26 @@ def _bind_reason(text: str) -> str:
         if "Failed to add port" in line:
             return line.split("Failed to add port to server:", 1)[-1].strip().rstrip(".")
     return "the address cannot be bound"
+
+
+def check_device(device: str) -> None:
+    """Check that the GPU the ``device`` setting names outright is there.
+
+    ``auto`` and ``cpu`` always start (auto falls back to the CPU), and are checked without
+    importing torch, which keeps such a start fast; ``cuda`` and ``cuda:N`` import it.
+
+    Raises:
+        StartupError: the setting names a CUDA GPU torch does not see on this machine.
+    """
+    named = devices.parse(device)
+    if not devices.names_cuda(named):
+        return
+    reason = devices.unavailable_reason(named, devices.cuda_device_count())
+    if reason is not None:
+        raise StartupError(
+            f"{reason}; set {setting_name('device')} to auto or cpu, or run on a machine with"
+            " that GPU"
+        )
 
 
 def open_store(config: ServerConfig) -> Store:

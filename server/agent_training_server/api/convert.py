@@ -139,6 +139,9 @@ def version_to_proto(version: AgentVersion, active_version_id: str) -> agents_pb
             package_version=str(manifest.get("package_version", "")),
             encoder=encoder_to_proto(manifest.get("encoder", {})),
             config=config_to_proto(manifest.get("config", {})),
+            # Versions from before devices were recorded all trained on the CPU in float32.
+            device=str(manifest.get("device", "cpu")),
+            precision=str(manifest.get("precision", "float32")),
         ),
         size_bytes=version.size_bytes,
         parameter_count=version.parameter_count,
@@ -159,7 +162,7 @@ def config_to_proto(config: dict) -> training_pb2.TrainingConfig:
     for name in ("learning_rate", "validation_split"):
         if name in config:
             setattr(message, name, float(config[name]))
-    for name in ("encoder", "base_agent_id", "base_version_id"):
+    for name in ("encoder", "base_agent_id", "base_version_id", "device"):
         if config.get(name):
             setattr(message, name, str(config[name]))
     if "early_stopping_patience" in config:
@@ -195,6 +198,7 @@ def settings_from_proto(
         base_agent_id=config.base_agent_id,
         base_version_id=config.base_version_id,
         num_workers=pick(config, "num_workers", 1),
+        device=config.device,  # empty: the server's setting (JobManager records which)
     )
 
 

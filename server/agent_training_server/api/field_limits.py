@@ -101,6 +101,8 @@ MAX_DATASET_NAME = 128
 MAX_FEEDBACK = 64
 """A feedback is "correct", "incorrect" or a number written as text."""
 MAX_ENCODER_NAME = 64
+MAX_DEVICE_NAME = 16
+"""Longest device name: cuda:999 is 8 characters."""
 MAX_BEHAVIOR_FALLBACK = 200
 MAX_PAGE_TOKEN = 1_024
 """Page tokens are opaque and short (the position of the last item)."""
@@ -163,6 +165,7 @@ _LIMITS: dict[str, Limit] = {
         low=0, high=MAX_EPOCHS, note="and at most epochs"
     ),
     "TrainingConfig.num_workers": Range(low=1, high=MAX_NUM_WORKERS),
+    "TrainingConfig.device": Size(chars=MAX_DEVICE_NAME),
     "EarlyStopping.patience": Range(low=0, high=MAX_EPOCHS, note="0 turns early stopping off"),
     "EarlyStopping.min_delta": Range(low=0, high=10.0),
     # Synthetic data

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message
 
 from agent_training.v1 import agents_pb2, service_pb2, training_pb2
-from agent_training_server import checks
+from agent_training_server import checks, devices
 from agent_training_server.api import limit_checks
 from agent_training_server.api.field_limits import (
     MAX_BEHAVIOR_FALLBACK,
@@ -206,6 +206,11 @@ def check_training_config(
         )
     if config.base_version_id and not config.base_agent_id:
         checker.add("config.base_version_id", "needs config.base_agent_id")
+    if config.device:
+        try:
+            devices.parse(config.device)
+        except ValueError as error:
+            checker.add("config.device", f"{error}; or leave it empty for the server's setting")
     check_num_workers(checker, config, server)
 
 

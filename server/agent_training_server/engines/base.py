@@ -82,6 +82,11 @@ class TrainSettings:
     """Transfer: that agent's version; empty means its active version."""
     num_workers: int = 1
     """Data-parallel processes training the job; more than 1 needs the Ray executor."""
+    device: str = ""
+    """Where to train. As a job records it: what was asked (``auto``, ``cpu``, ``cuda:N``).
+    As an engine receives it: the concrete ``cpu`` or ``cuda:N`` the worker resolved
+    (devices.resolve); an engine treats empty as ``cpu``. Engines that run their model on it
+    report it, and their precision, in the Artifact."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -135,6 +140,10 @@ class Artifact:
     examples_per_second, duration_seconds, train_examples, validation_examples."""
     encoder: dict[str, Any]
     """Description of the text encoder (kind, dimensions, n-gram ranges...)."""
+    device: str = "cpu"
+    """Where the model trained (``cpu`` or ``cuda:N``); recorded in the version's manifest."""
+    precision: str = "float32"
+    """The arithmetic it trained in: ``float32``, or on a GPU ``bfloat16`` or ``float16``."""
 
 
 class Engine(abc.ABC):

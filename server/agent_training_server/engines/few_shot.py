@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent_training_server.engines import encoder_runtime, pretrained
+from agent_training_server import devices
+from agent_training_server.engines import encoder_runtime, precision, pretrained
 from agent_training_server.engines.base import (
     Artifact,
     Engine,
@@ -60,7 +61,7 @@ class CosineClassifier(nn.Module):
         for label in range(self.head.out_features):
             if not bool((labels == label).any()):
                 continue  # an output kept from the version being extended
-            mean = embeddings[labels == label].mean(dim=0)
+            mean = embeddings[labels == label].mean(dim=0).to(self.head.weight.device)
             self.head.weight[label] = nn.functional.normalize(mean, dim=0) * SCALE
         self.head.bias.zero_()
 
@@ -85,7 +86,7 @@ def _check_counts(
 @torch.no_grad()
 def _probabilities(model: CosineClassifier, texts: list[str]) -> np.ndarray:
     logits = torch.cat([model(texts[start : start + 64]) for start in range(0, len(texts), 64)])
-    return torch.softmax(logits, dim=1).numpy()
+    return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
 def _scores(probabilities: np.ndarray, labels: torch.Tensor) -> tuple[float, float, np.ndarray]:
@@ -103,9 +104,10 @@ def _scores(probabilities: np.ndarray, labels: torch.Tensor) -> tuple[float, flo
 @torch.no_grad()
 def _evaluate(model: CosineClassifier, texts: list[str], labels: torch.Tensor) -> tuple:
     logits = torch.cat([model(texts[start : start + 64]) for start in range(0, len(texts), 64)])
+    logits, labels = logits.float(), labels.to(logits.device)
     loss = nn.functional.cross_entropy(logits, labels).item()
     predicted = logits.argmax(dim=1)
-    return loss, (predicted == labels).float().mean().item(), predicted.numpy()
+    return loss, (predicted == labels).float().mean().item(), predicted.cpu().numpy()
 
 
 class FewShotEngine(Engine):
@@ -175,7 +177,11 @@ class FewShotEngine(Engine):
         # seconds (cold start): say so rather than sit at loading_data.
         reporter.progress(Progress(phase="loading_encoder"))
         torch.manual_seed(settings.seed)
+        mixed = precision.for_device(settings.device)
         model = CosineClassifier(pretrained.SentenceEncoder(), len(outputs))
+        # Moved before the prototypes: the examples embed on the device (in float32 there too,
+        # so the cached pretrained embeddings are the same whichever device made them).
+        model.to(mixed.device)
         if start_from is not None:
             load_encoder(model, *start_from)
             initial = model.encoder.embed(train_texts)
@@ -184,8 +190,8 @@ class FewShotEngine(Engine):
         model.start_from_prototypes(initial, train_y)
         if known and start_from is not None:  # known outputs come from start_from
             with torch.no_grad():
-                model.head.weight[: len(known)] = start_from[1]["head.weight"]
-                model.head.bias[: len(known)] = start_from[1]["head.bias"]
+                model.head.weight[: len(known)] = start_from[1]["head.weight"].to(mixed.device)
+                model.head.bias[: len(known)] = start_from[1]["head.bias"].to(mixed.device)
         optimizer = torch.optim.AdamW(
             [
                 {"params": model.encoder.parameters(), "lr": settings.learning_rate},
@@ -216,11 +222,12 @@ class FewShotEngine(Engine):
                     continue  # done before the job was interrupted
                 loop.check_stop(reporter, deadline, batch_number)
                 selection = order[start : start + batch_size]
-                logits = model([train_texts[i] for i in selection])
-                loss = nn.functional.cross_entropy(logits, train_y[selection])
+                with mixed.autocast():  # on a GPU: products in 16 bits, the loss in float32
+                    logits = model([train_texts[i] for i in selection])
+                    targets = train_y[selection].to(mixed.device)
+                    loss = nn.functional.cross_entropy(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                mixed.step(loss, optimizer)
                 seen += len(selection)
                 loop.after_step(batch_number + 1, steps_per_epoch)
                 reporter.progress(
@@ -230,12 +237,13 @@ class FewShotEngine(Engine):
                         total_epochs=epochs,
                         step=(epoch - 1) * steps_per_epoch + batch_number + 1,
                         total_steps=total_steps,
-                        loss=loss.item(),
+                        loss=loss.item(),  # a sync point on a GPU, once per step
                         examples_per_second=seen / (time.monotonic() - started),
                     )
                 )
             model.eval()
-            valid_loss, valid_accuracy, _ = _evaluate(model, valid_texts, valid_y)
+            with mixed.autocast():
+                valid_loss, valid_accuracy, _ = _evaluate(model, valid_texts, valid_y)
             model.train()
             loop.end_epoch(valid_loss, patience)
             reporter.progress(
@@ -256,9 +264,10 @@ class FewShotEngine(Engine):
         model.load_state_dict(loop.best)
         model.eval()
         tensors = {
-            name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
+            name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
         }
         spec: dict[str, Any] = {"kind": KIND, "outputs": outputs}
+        # The version's own metrics in float32 on every device: they are what analysis compares.
         train_p, valid_p = _probabilities(model, train_texts), _probabilities(model, valid_texts)
         ngrams = self._companion_model(examples, settings, reporter, workdir, deadline)
         if ngrams is not None:
@@ -291,6 +300,8 @@ class FewShotEngine(Engine):
             outputs=outputs,
             metrics=metrics,
             encoder=pretrained.describe(),
+            device=mixed.device_name,
+            precision=mixed.name,
         )
 
 
@@ -309,6 +320,21 @@ def load_encoder(
     )
 
 
+def _serving_runtime(
+    encoder: pretrained.SentenceEncoder, derived_dir: Path | None
+) -> encoder_runtime.EncoderRuntime:
+    """The encoder's runtime on the server's device: the GPU's, or the CPU's (encoder_runtime).
+
+    ``auto`` takes the GPU when torch sees one; a GPU named outright was checked at start.
+    """
+    device = devices.resolve()
+    if device == devices.CPU:
+        return encoder_runtime.load(encoder, derived_dir)
+    from agent_training_server.engines.cuda_runtime import CudaRuntime
+
+    return CudaRuntime(encoder, device)
+
+
 class FewShotPredictor(Predictor):
     """Scores texts with a fine-tuned CosineClassifier: the encoder's runtime, then the head."""
 
@@ -323,7 +349,7 @@ class FewShotPredictor(Predictor):
         model.load_state_dict(
             {name: t for name, t in tensors.items() if not name.startswith("ngrams.")}
         )
-        self._encoder = encoder_runtime.load(model.encoder, derived_dir)
+        self._encoder = _serving_runtime(model.encoder, derived_dir)
         self._head_weight = model.head.weight.detach().numpy().T.copy()
         self._head_bias = model.head.bias.detach().numpy().copy()
         self._ngrams = None
@@ -346,8 +372,11 @@ class FewShotPredictor(Predictor):
 
     @property
     def runtime(self) -> str:
-        """Which runtimes run the encoder: ``onnxruntime`` or ``torch``, then ``+torch-bfloat16``
-        where batches run in bfloat16 (encoder_runtime.py)."""
+        """Which runtimes run the encoder.
+
+        On the CPU ``onnxruntime`` or ``torch``, then ``+torch-bfloat16`` where batches run in
+        bfloat16 (encoder_runtime.py); on a GPU ``torch-cuda:N-<precision>`` (cuda_runtime.py).
+        """
         return self._encoder.name
 
     @classmethod

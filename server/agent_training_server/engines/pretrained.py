@@ -64,15 +64,21 @@ class SentenceEncoder(nn.Module):
         # safetensors only: a pytorch_model.bin beside it would be unpickled by torch.load.
         self.transformer = AutoModel.from_pretrained(folder, use_safetensors=True)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the transformer's weights are, and so where a batch is computed."""
+        return next(self.transformer.parameters()).device
+
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embed a batch of texts (gradients flow when enabled, for fine-tuning)."""
-        batch = self.tokenizer(
+        """Embed a batch of texts on the encoder's device (gradients flow when enabled)."""
+        tokens = self.tokenizer(
             list(texts),
             padding=True,
             truncation=True,
             max_length=MAX_TOKENS,
             return_tensors="pt",
         )
+        batch = {name: tensor.to(self.device) for name, tensor in tokens.items()}
         states = self.transformer(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
@@ -81,6 +87,8 @@ class SentenceEncoder(nn.Module):
     @torch.no_grad()
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Embed many texts in batches, without gradients; rows in the order of ``texts``.
+
+        The rows come back on the CPU in float32, wherever the encoder runs.
 
         Texts are batched by length: a batch is padded to its longest text, so mixing short and
         long ones wastes most of the work (about twice the time on paraphrased queries).
@@ -97,7 +105,7 @@ class SentenceEncoder(nn.Module):
         ]
         self.train(was_training)
         embeddings = torch.empty(len(texts), DIMENSIONS)
-        embeddings[torch.tensor(order)] = torch.cat(parts)
+        embeddings[torch.tensor(order)] = torch.cat(parts).float().cpu()
         return embeddings
 
 

@@ -53,6 +53,9 @@ class Executor(Protocol):
     def stop(self, timeout: float = 1.0) -> None:
         """Stop running jobs within ``timeout``; they resume from checkpoints at the next start."""
 
+    def cuda_devices(self) -> int:
+        """CUDA GPUs a job can be given (blocking: may import torch or ask the cluster)."""
+
 
 def create_executor(config: ServerConfig) -> Executor:
     """The executor ``config.executor`` names."""
@@ -70,6 +73,7 @@ def create_executor(config: ServerConfig) -> Executor:
         config.log_level,
         config.log_format,
         niceness=config.worker_niceness,
+        device=config.device,
     )
 
 

@@ -63,6 +63,10 @@ class Trained:
     encoder: dict[str, Any]
     size_bytes: int
     parameter_count: int
+    device: str = "cpu"
+    """Where the engine trained: ``cpu`` or ``cuda:N``."""
+    precision: str = "float32"
+    """The arithmetic it trained in: ``float32``, ``bfloat16`` or ``float16`` (mixed)."""
 
 
 @dataclasses.dataclass(frozen=True)

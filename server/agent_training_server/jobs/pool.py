@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent_training_server import devices
 from agent_training_server.jobs.messages import (
     ENDED,
     PREEMPT,
@@ -84,8 +85,10 @@ class WorkerPool:
         log_level: str = "INFO",
         log_format: str = "json",
         niceness: int = 0,
+        device: str = "cpu",
     ) -> None:
         self._size = size
+        self._device = device
         self._torch_threads = torch_threads
         self._niceness = niceness
         self._log_settings = (log_level, log_format)
@@ -112,6 +115,14 @@ class WorkerPool:
         self._workers = [self._spawn(index) for index in range(self._size)]
         threading.Thread(target=self._watch, name="worker-watch", daemon=True).start()
 
+    def cuda_devices(self) -> int:
+        """CUDA GPUs the workers see: those of this machine (imports torch; call off the loop).
+
+        Workers inherit this process's environment (CUDA_VISIBLE_DEVICES included), so they see
+        the GPUs it sees.
+        """
+        return devices.cuda_device_count()
+
     def _spawn(self, index: int) -> _Worker:
         task_reader, task_writer = self._context.Pipe(duplex=False)
         control_reader, control_writer = self._context.Pipe(duplex=False)
@@ -126,6 +137,7 @@ class WorkerPool:
                 self._torch_threads,
                 self._log_settings,
                 self._niceness,
+                self._device,
             ),
             name=f"training-worker-{index}",
             daemon=True,

@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 
+from agent_training_server import devices
 from agent_training_server.config import ServerConfig
 from agent_training_server.jobs.messages import Message, WorkerLost
 from agent_training_server.jobs.pool import WORKER_ENVIRONMENT
@@ -130,7 +131,7 @@ class RayExecutor:
             else:
                 # Ray retries the task on a lost worker; the engine resumes from its checkpoint.
                 work = run_single_job.options(
-                    num_cpus=1, max_retries=self._config.ray_max_failures
+                    num_cpus=1, num_gpus=_gpus_for(task), max_retries=self._config.ray_max_failures
                 ).remote(task, mailbox)
         except Exception as error:  # ray raises many kinds when the cluster is unreachable
             log.error("cannot start task %s on Ray: %r", task.task_id, error)
@@ -141,6 +142,12 @@ class RayExecutor:
         threading.Thread(
             target=self._follow, args=(job,), name=f"ray-{task.task_id}", daemon=True
         ).start()
+
+    def cuda_devices(self) -> int:
+        """GPUs of the Ray cluster (its ``GPU`` resource): the most a job can be given."""
+        if not self._connected.is_set() or not ray.is_initialized():
+            return 0
+        return int(ray.cluster_resources().get("GPU", 0))
 
     def cancel(self, task_id: str) -> None:
         """Ask the task's workers to stop at their next step."""
@@ -252,3 +259,14 @@ class RayExecutor:
                 log.warning("cannot stop task %s on Ray: %r", job.task_id, error)
         if self._started_ray and self._connected.is_set():
             ray.shutdown()
+
+
+def _gpus_for(task: Task) -> int:
+    """GPUs to reserve for a task: one for a job whose device names CUDA, else none.
+
+    Ray hides the GPUs from a task that reserved none, so a job on ``auto`` trains on the CPU
+    there; ``cuda:N`` is the N-th of the GPUs Ray gives the task (it gives one: cuda:0).
+    """
+    if isinstance(task, JobTask) and devices.names_cuda(task.settings.device):
+        return 1
+    return 0

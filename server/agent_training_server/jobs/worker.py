@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import StatusCode
 
-from agent_training_server import logs, storage_errors
+from agent_training_server import devices, logs, storage_errors
 from agent_training_server.engines.base import (
     Example,
     Progress,
@@ -237,6 +237,8 @@ def _train(task: JobTask, reporter: QueueReporter, parallel: DataParallel | None
         if parallel is not None:  # this process's share of a data-parallel job
             engine.parallel = parallel
         engine.checkpoint_every_steps = task.checkpoint_every_steps
+        # Resolved here, where the job runs: this process's GPUs are the ones that count.
+        settings = dataclasses.replace(task.settings, device=devices.resolve(task.settings.device))
         extra = {}
         if engine.starts_from_version and task.start_from_dir:
             try:
@@ -251,16 +253,31 @@ def _train(task: JobTask, reporter: QueueReporter, parallel: DataParallel | None
                     " (or name config.base_version_id for transfer), then train again.",
                 )
             extra["start_from"] = (spec, tensors)
-        artifact = engine.train(
-            task.examples, task.settings, reporter, workdir / "checkpoints", **extra
-        )
+        artifact = engine.train(task.examples, settings, reporter, workdir / "checkpoints", **extra)
         reporter.progress(Progress(phase="saving"))
         artifact_dir = workdir / "artifact"
         registry.save_artifact(artifact, artifact_dir)
         size = sum(path.stat().st_size for path in artifact_dir.iterdir())
         parameters = sum(int(tensor.numel()) for tensor in artifact.tensors.values())
-        trained = Trained(artifact.metrics, artifact.outputs, artifact.encoder, size, parameters)
+        trained = Trained(
+            artifact.metrics,
+            artifact.outputs,
+            artifact.encoder,
+            size,
+            parameters,
+            device=artifact.device,
+            precision=artifact.precision,
+        )
         return Succeeded(training_id, trained)
+    except devices.DeviceUnavailable as error:
+        # Checked when the job was accepted; this is a resumed job on a replica without it.
+        return _failed(
+            training_id,
+            "DEVICE_UNAVAILABLE",
+            str(error),
+            "Train again with config.device auto or cpu, or on a server whose workers have"
+            " that GPU.",
+        )
     except TrainingCancelled:
         # A cancel wins over a shutdown: a cancelled job must not come back after a restart.
         return Preempted(training_id) if reporter.preempted() else Cancelled(training_id)
@@ -323,14 +340,17 @@ def worker_main(
     torch_threads: int,
     log_settings: tuple[str, str] = ("INFO", "json"),
     niceness: int = 0,
+    device: str = "cpu",
 ) -> None:
     """Entry point of a worker process: take tasks until told to stop (a None task).
 
     ``tasks`` and ``control`` are read ends of pipes from the server, ``messages`` the write end
     of the pipe back; all three belong to this worker alone. ``niceness`` is added to the
-    process's scheduling niceness.
+    process's scheduling niceness; ``device`` is the server's device setting, what a task
+    without a device of its own (a work task's retraining) trains on.
     """
     logs.configure(*log_settings)  # the server's level and format, trace ids included
+    devices.use_setting(device)
     # Training is background work: where it and the RPC process want the same core, the
     # scheduler gives it to the RPC process first, so serving latency holds during training.
     if niceness:

@@ -32,7 +32,7 @@ from typing import Any, assert_never
 from opentelemetry import trace
 from prometheus_client import Counter
 
-from agent_training_server import __version__, storage_errors
+from agent_training_server import __version__, devices, storage_errors
 from agent_training_server.artifacts import move_version_files
 from agent_training_server.auth import current_tenant
 from agent_training_server.config import ServerConfig
@@ -424,6 +424,7 @@ class JobManager:
                 " it is not started twice).",
                 retry_after_seconds=5.0,
             )
+        settings = await self._with_device(settings)
         data = dataset_bytes(examples)
         sha256 = hashlib.sha256(data).hexdigest()
         now = time.time()
@@ -483,6 +484,27 @@ class JobManager:
         self._waiting.append(job.training_id)
         self._work_available.set()
         return job
+
+    async def _with_device(self, settings: TrainSettings) -> TrainSettings:
+        """The settings with the device the job asks for (the server's when it names none).
+
+        Raises:
+            FailedPrecondition: DEVICE_UNAVAILABLE, it names a CUDA GPU the workers lack.
+        """
+        device = devices.parse(settings.device or self._config.device)
+        if devices.names_cuda(device):
+            # Off the event loop: the local pool's answer imports torch the first time.
+            reason = devices.unavailable_reason(
+                device, await asyncio.to_thread(self._pool.cuda_devices)
+            )
+            if reason is not None:
+                raise FailedPrecondition(
+                    f"{reason} on the training workers",
+                    code="DEVICE_UNAVAILABLE",
+                    hint="Set config.device to auto or cpu (or leave it empty for the server's"
+                    " setting), or send the job to a server whose workers have that GPU.",
+                )
+        return dataclasses.replace(settings, device=device)
 
     async def _task_for(self, job: TrainingJob, examples: list[Example]) -> JobTask:
         start_from_dir = ""
@@ -813,6 +835,8 @@ class JobManager:
                 "config": job.config,
                 "package_version": __version__,
                 "encoder": result.encoder,
+                "device": result.device,
+                "precision": result.precision,
             },
         )
         try:
