@@ -84,9 +84,10 @@ class TrainSettings:
     """Data-parallel processes training the job; more than 1 needs the Ray executor."""
     device: str = ""
     """Where to train. As a job records it: what was asked (``auto``, ``cpu``, ``cuda:N``).
-    As an engine receives it: the concrete ``cpu`` or ``cuda:N`` the worker resolved
-    (devices.resolve); an engine treats empty as ``cpu``. Engines that run their model on it
-    report it, and their precision, in the Artifact."""
+    As an engine receives it from a job: the concrete ``cpu`` or ``cuda:N`` the worker resolved
+    (devices.resolve); empty (a work task's retraining) is the server's setting, resolved by
+    the engine. Engines that run their model on it report it, and their precision, in the
+    Artifact."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

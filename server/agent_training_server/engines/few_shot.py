@@ -177,7 +177,7 @@ class FewShotEngine(Engine):
         # seconds (cold start): say so rather than sit at loading_data.
         reporter.progress(Progress(phase="loading_encoder"))
         torch.manual_seed(settings.seed)
-        mixed = precision.for_device(settings.device)
+        mixed = precision.for_device(devices.resolve(settings.device))
         model = CosineClassifier(pretrained.SentenceEncoder(), len(outputs))
         # Moved before the prototypes: the examples embed on the device (in float32 there too,
         # so the cached pretrained embeddings are the same whichever device made them).

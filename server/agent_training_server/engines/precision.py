@@ -58,7 +58,7 @@ class Precision:
 
 
 def for_device(device: str) -> Precision:
-    """The precision training uses on ``device`` (``cpu`` or ``cuda:N``; empty is ``cpu``)."""
+    """The precision training uses on ``device``: ``cpu`` or ``cuda:N`` (devices.resolve)."""
     where = torch.device(device or "cpu")
     if where.type != "cuda":
         return Precision(where, FLOAT32)
