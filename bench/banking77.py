@@ -1,21 +1,29 @@
 """Banking77 through the running service, against scikit-learn's TF-IDF + LinearSVC, in one run.
 
+Several ``--data`` folders are merged into one data set (their train.csv files concatenated, and
+their test.csv files): Banking77 + HWU64 makes 141 outputs, a larger output space than either.
+
 1. Starts the service (``agent-training serve``) on a free loopback port with a fresh data folder.
 2. Trains on train.csv with one TrainAgent call carrying the data, timed from the call to the
    final event, then scores test.csv with InvokeAgent batches.
 3. Fits TF-IDF (word 1-2 grams + char 2-5 grams, sublinear tf) + LinearSVC on the same split.
 4. Trains the same engine in-process (no gRPC, no worker) to show what the service adds.
 
-Each contender is timed ROUNDS times, interleaved, and the median is reported: the machine is
-shared and noisy, so the comparison is the ratio of medians within one run. Prints one table and
-writes bench/results/banking77.json. Usage:
-    python bench/banking77.py [--data ../shared/data/banking77] [--rounds 3]
+Each contender is timed ROUNDS times, the three interleaved round by round, and the median is
+reported: the machine is shared and noisy, so the comparison is the ratio of medians within one
+run; each median comes with the fastest and slowest round, and the 1-minute load average is read
+before and after. Prints one table and writes bench/results/banking77.json (other data:
+bench/results/NAME-NAME.json).
+Usage:
+    python bench/banking77.py [--data ../shared/data/banking77 [../shared/data/hwu64]] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import functools
 import json
 import os
 import re
@@ -23,7 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "banking77"
@@ -35,6 +45,20 @@ def read_split(path: Path) -> tuple[list[str], list[str]]:
     return [row["text"] for row in rows], [row["category"] for row in rows]
 
 
+def read_merged(folders: list[Path], split: str) -> tuple[list[str], list[str]]:
+    """One split of several data sets, concatenated; their output names must not collide."""
+    texts: list[str] = []
+    labels: list[str] = []
+    for folder in folders:
+        more_texts, more_labels = read_split(folder / f"{split}.csv")
+        if split == "train" and set(more_labels) & set(labels):
+            shared = sorted(set(more_labels) & set(labels))[:5]
+            raise SystemExit(f"{folder.name} shares output names with the others: {shared}")
+        texts += more_texts
+        labels += more_labels
+    return texts, labels
+
+
 def accuracy_of(predicted: list[str], expected: list[str]) -> float:
     return sum(p == y for p, y in zip(predicted, expected, strict=True)) / len(expected)
 
@@ -44,6 +68,8 @@ def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
     ordered = sorted(rounds, key=lambda row: row["train_seconds"])
     chosen = dict(ordered[len(ordered) // 2])
     chosen["train_seconds_all"] = [round(row["train_seconds"], 3) for row in rounds]
+    chosen["train_seconds_min"] = ordered[0]["train_seconds"]
+    chosen["train_seconds_max"] = ordered[-1]["train_seconds"]
     return chosen
 
 
@@ -101,7 +127,9 @@ def start_service(data_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     return process, match.group(1)
 
 
-def through_service(train, test, rounds: int) -> list[dict[str, float]]:
+@contextlib.contextmanager
+def service_rounds(train, test) -> Iterator[Callable[[int], dict[str, float]]]:
+    """A started, warmed-up service; the function it yields trains and scores one round."""
     from agent_training.v1 import training_pb2
     from agent_training_client import AgentTrainingClient
 
@@ -109,7 +137,27 @@ def through_service(train, test, rounds: int) -> list[dict[str, float]]:
         training_pb2.TrainingExample(input=text, expected_output=label)
         for text, label in zip(*train, strict=True)
     ]
-    results = []
+
+    def one_round(client: AgentTrainingClient, round_number: int) -> dict[str, float]:
+        agent_id = f"supervised-{round_number}"
+        client.create_agent(agent_id=agent_id)
+        started = time.perf_counter()
+        events = list(client.train_agent(agent_id=agent_id, training_data=examples))
+        seconds = time.perf_counter() - started
+        final = events[-1].finished
+        if final.status != training_pb2.TRAINING_STATUS_SUCCEEDED:
+            raise RuntimeError(f"training failed: {final.error}")
+        predicted = []
+        for start in range(0, len(test[0]), 1000):
+            response = client.invoke_agent(agent_id=agent_id, inputs=test[0][start : start + 1000])
+            predicted += [p.output for p in response.predictions]
+        return {
+            "accuracy": accuracy_of(predicted, test[1]),
+            "train_seconds": seconds,
+            "epochs_run": final.metrics.epochs_run,
+            "validation_accuracy": final.metrics.validation_accuracy,
+        }
+
     with tempfile.TemporaryDirectory() as data_dir:
         process, address = start_service(Path(data_dir))
         try:
@@ -123,33 +171,10 @@ def through_service(train, test, rounds: int) -> list[dict[str, float]]:
                         config=training_pb2.TrainingConfig(epochs=1),
                     )
                 )
-                for round_number in range(rounds):
-                    agent_id = f"banking77-{round_number}"
-                    client.create_agent(agent_id=agent_id)
-                    started = time.perf_counter()
-                    events = list(client.train_agent(agent_id=agent_id, training_data=examples))
-                    seconds = time.perf_counter() - started
-                    final = events[-1].finished
-                    if final.status != training_pb2.TRAINING_STATUS_SUCCEEDED:
-                        raise RuntimeError(f"training failed: {final.error}")
-                    predicted = []
-                    for start in range(0, len(test[0]), 1000):
-                        response = client.invoke_agent(
-                            agent_id=agent_id, inputs=test[0][start : start + 1000]
-                        )
-                        predicted += [p.output for p in response.predictions]
-                    results.append(
-                        {
-                            "accuracy": accuracy_of(predicted, test[1]),
-                            "train_seconds": seconds,
-                            "epochs_run": final.metrics.epochs_run,
-                            "validation_accuracy": final.metrics.validation_accuracy,
-                        }
-                    )
+                yield functools.partial(one_round, client)
         finally:
             process.terminate()
             process.wait(30)
-    return results
 
 
 class SilentReporter:
@@ -163,7 +188,8 @@ class SilentReporter:
         return False
 
 
-def in_process(train, test, rounds: int) -> list[dict[str, float]]:
+def in_process_round(train, test) -> dict[str, float]:
+    """Train the supervised engine in this process (no service) and score it on test."""
     import torch
 
     from agent_training_server.engines import registry
@@ -171,41 +197,46 @@ def in_process(train, test, rounds: int) -> list[dict[str, float]]:
 
     torch.set_num_threads(os.cpu_count() or 1)
     examples = [Example(text, label) for text, label in zip(*train, strict=True)]
-    results = []
-    for _round in range(rounds + 1):  # the first round pays torch's one-time imports: dropped
-        with tempfile.TemporaryDirectory() as workdir:
-            started = time.perf_counter()
-            artifact = registry.get_engine("supervised").train(
-                examples, TrainSettings(), SilentReporter(), Path(workdir)
-            )
-            seconds = time.perf_counter() - started
-        predictor = registry.load_predictor(artifact.spec, artifact.tensors)
-        best = predictor.predict_proba(test[0]).argmax(axis=1)
-        accuracy = accuracy_of([artifact.outputs[i] for i in best], test[1])
-        results.append({"accuracy": accuracy, "train_seconds": seconds})
-    return results[1:]
+    with tempfile.TemporaryDirectory() as workdir:
+        started = time.perf_counter()
+        artifact = registry.get_engine("supervised").train(
+            examples, TrainSettings(), SilentReporter(), Path(workdir)
+        )
+        seconds = time.perf_counter() - started
+    predictor = registry.load_predictor(artifact.spec, artifact.tensors)
+    best = predictor.predict_proba(test[0]).argmax(axis=1)
+    accuracy = accuracy_of([artifact.outputs[i] for i in best], test[1])
+    return {"accuracy": accuracy, "train_seconds": seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data", type=Path, nargs="+", default=[DEFAULT_DATA], help="one or more data folders"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each contender")
     args = parser.parse_args()
-    train = read_split(args.data / "train.csv")
-    test = read_split(args.data / "test.csv")
+    train = read_merged(args.data, "train")
+    test = read_merged(args.data, "test")
+    load_before = os.getloadavg()[0]
 
-    svc_rounds = [linear_svc(train, test) for _ in range(args.rounds)]
-    results = {
-        "linear_svc": median_of(svc_rounds),
-        "service": median_of(through_service(train, test, args.rounds)),
-        "in_process": median_of(in_process(train, test, args.rounds)),
-    }
+    rounds: dict[str, list[dict[str, float]]] = {"linear_svc": [], "service": [], "in_process": []}
+    with service_rounds(train, test) as service_round:
+        in_process_round(train, test)  # pays torch's one-time imports: dropped
+        for round_number in range(args.rounds):  # interleaved: load changes hit all three alike
+            rounds["linear_svc"].append(linear_svc(train, test))
+            rounds["service"].append(service_round(round_number))
+            rounds["in_process"].append(in_process_round(train, test))
+    results: dict[str, Any] = {name: median_of(rows) for name, rows in rounds.items()}
+    results["data"] = [folder.name for folder in args.data]
+    results["load_average"] = [load_before, os.getloadavg()[0]]
     svc = results["linear_svc"]
     print(
-        f"Banking77: {len(train[0])} train / {len(test[0])} test examples,"
-        f" {os.cpu_count()} cores, median of {args.rounds} rounds"
+        f"{' + '.join(results['data'])}: {len(train[0])} train / {len(test[0])} test examples,"
+        f" {len(set(train[1]))} outputs, {os.cpu_count()} cores, median of {args.rounds} rounds,"
+        f" load {load_before:.2f} -> {results['load_average'][1]:.2f}"
     )
-    print(f"{'system':<44} {'test accuracy':>13} {'train s':>8} {'time ratio':>10}")
+    print(f"{'system':<44} {'test accuracy':>13} {'train s':>8} {'min-max':>13} {'ratio':>6}")
     names = {
         "service": "agent-training service (gRPC, worker process)",
         "in_process": "same engine in-process (plain torch loop)",
@@ -214,8 +245,10 @@ def main() -> None:
     for key in ("service", "in_process", "linear_svc"):
         row = results[key]
         ratio = row["train_seconds"] / svc["train_seconds"]
+        spread = f"{row['train_seconds_min']:.2f}-{row['train_seconds_max']:.2f}"
         print(
-            f"{names[key]:<44} {row['accuracy']:>13.4f} {row['train_seconds']:>8.2f} {ratio:>10.2f}"
+            f"{names[key]:<44} {row['accuracy']:>13.4f} {row['train_seconds']:>8.2f}"
+            f" {spread:>13} {ratio:>6.2f}"
         )
     service = results["service"]
     print(
@@ -224,7 +257,7 @@ def main() -> None:
     )
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "banking77.json").write_text(json.dumps(results, indent=2))
+    (out / f"{'-'.join(results['data'])}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from agent_training_server.engines import registry
 from agent_training_server.engines.base import (
@@ -84,13 +85,16 @@ def test_learns_and_predicts_its_training_examples(tmp_path: Path) -> None:
     assert epochs == sorted(epochs) and epochs[-1] == artifact.metrics["epochs_run"]
 
 
-def test_same_seed_same_metrics_other_seed_other_split(tmp_path: Path) -> None:
-    first = train(tmp_path / "a", seed=3, epochs=5).metrics
-    second = train(tmp_path / "b", seed=3, epochs=5).metrics
+def test_same_seed_same_metrics_and_tensors_other_seed_other_split(tmp_path: Path) -> None:
+    first = train(tmp_path / "a", seed=3, epochs=5)
+    second = train(tmp_path / "b", seed=3, epochs=5)
     other = train(tmp_path / "c", seed=4, epochs=5).metrics
     keys = ("accuracy", "loss", "validation_accuracy", "validation_loss", "macro_f1")
-    assert [first[k] for k in keys] == [second[k] for k in keys]
-    assert [first[k] for k in keys] != [other[k] for k in keys]
+    assert [first.metrics[k] for k in keys] == [second.metrics[k] for k in keys]
+    assert [first.metrics[k] for k in keys] != [other[k] for k in keys]
+    assert first.tensors.keys() == second.tensors.keys()
+    for name, tensor in first.tensors.items():
+        assert torch.equal(tensor, second.tensors[name]), name
 
 
 def test_cancel_stops_training(tmp_path: Path) -> None:
@@ -160,8 +164,6 @@ def test_unknown_training_type_is_reported() -> None:
 
 
 def test_serving_scores_are_the_trained_models_to_float_rounding(tmp_path: Path) -> None:
-    import torch
-
     from agent_training_server.engines import text_features as tf
     from agent_training_server.engines.supervised import SparseLinear
 

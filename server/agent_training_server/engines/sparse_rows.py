@@ -9,12 +9,14 @@ what its examples and their features cost, whatever the number of rows.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+import contextlib
+import dataclasses
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 
 class _BagSum(torch.autograd.Function):
@@ -78,14 +80,31 @@ def bag_sum(
     return result
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's operations on one thread inside the block, then restore the thread count.
+
+    A row-sparse step is dozens of operations of well under a millisecond each. Split over
+    threads, each one waits for the slowest: on a shared machine, one thread descheduled by
+    another process stalls every operation (training up to ten times slower on 2 busy cores),
+    while one thread loses at most the second core's share on an idle machine.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class LazyAdam(torch.optim.Optimizer):
     """Adam that, for a sparse gradient, moves only the rows the gradient has.
 
-    Dense gradients get Adam's update (torch.optim.Adam's formula, without weight decay). For
-    sparse ones the moments and weights of the other rows stay as they are, as in
-    torch.optim.SparseAdam: a row's moments decay only at the steps that use it. The state
-    (``step``, ``exp_avg``, ``exp_avg_sq``) has Adam's names and shapes, so checkpoints of it
-    look like Adam's.
+    Dense gradients get Adam's update. For sparse ones the rows are gathered, updated by the
+    same fused Adam kernel as a small dense block, and put back; the moments and weights of the
+    other rows stay as they are, as in torch.optim.SparseAdam (a row's moments decay only at the
+    steps that use it; bias correction counts the parameter's steps). The state (``step``,
+    ``exp_avg``, ``exp_avg_sq``) has Adam's names and shapes, so its checkpoints look like Adam's.
     """
 
     def __init__(
@@ -101,34 +120,70 @@ class LazyAdam(torch.optim.Optimizer):
     def step(self, closure: None = None) -> None:  # type: ignore[override]
         """Apply one update to every parameter that has a gradient."""
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(param)
-                    state["exp_avg_sq"] = torch.zeros_like(param)
-                state["step"] += 1
-                if param.grad.is_sparse:
-                    _sparse_adam(param, param.grad, state, group)
-                else:
-                    _adam(param, param.grad, state["exp_avg"], state["exp_avg_sq"], state, group)
+            blocks = [self._block(param) for param in group["params"] if param.grad is not None]
+            if not blocks:
+                continue
+            beta1, beta2 = group["betas"]
+            # One fused kernel for all blocks; it also counts each parameter's step.
+            adam(
+                [block.weights for block in blocks],
+                [block.grad for block in blocks],
+                [block.exp_avg for block in blocks],
+                [block.exp_avg_sq for block in blocks],
+                [],
+                [self.state[block.param]["step"] for block in blocks],
+                fused=True,
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=0.0,
+                eps=group["eps"],
+                maximize=False,
+            )
+            for block in blocks:
+                block.put_back(self.state[block.param])
+
+    def _block(self, param: torch.Tensor) -> _Block:
+        """What to update of a parameter: all of it (dense gradient) or copies of its rows."""
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        grad = param.grad
+        assert grad is not None
+        if not grad.is_sparse:
+            return _Block(param, param, grad, state["exp_avg"], state["exp_avg_sq"])
+        rows, values = _unique_rows(grad)
+        return _Block(
+            param,
+            param.index_select(0, rows),
+            values,
+            state["exp_avg"].index_select(0, rows),
+            state["exp_avg_sq"].index_select(0, rows),
+            rows,
+        )
 
 
-def _sparse_adam(
-    param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
-) -> None:
-    """Adam on the gradient's rows only: gathered, updated as a small dense block, put back."""
-    rows, values = _unique_rows(grad)
-    # index_copy_ of gathered rows: several times faster than index_add_ on CPU.
-    weights = param.index_select(0, rows)
-    exp_avg = state["exp_avg"].index_select(0, rows)
-    exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
-    _adam(weights, values, exp_avg, exp_avg_sq, state, group)
-    param.index_copy_(0, rows, weights)
-    state["exp_avg"].index_copy_(0, rows, exp_avg)
-    state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+@dataclasses.dataclass
+class _Block:
+    """Tensors of one parameter for the fused Adam kernel; ``rows`` when they are copies."""
+
+    param: torch.Tensor
+    weights: torch.Tensor
+    grad: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    rows: torch.Tensor | None = None
+
+    def put_back(self, state: dict[str, Any]) -> None:
+        """Write updated row copies into the parameter and its moments."""
+        # index_copy_ of unique rows: several times faster than index_add_ on CPU.
+        if self.rows is not None:
+            self.param.index_copy_(0, self.rows, self.weights)
+            state["exp_avg"].index_copy_(0, self.rows, self.exp_avg)
+            state["exp_avg_sq"].index_copy_(0, self.rows, self.exp_avg_sq)
 
 
 def _unique_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,20 +194,3 @@ def _unique_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grad = grad.coalesce()
         rows = grad._indices()[0]
     return rows, grad._values()
-
-
-def _adam(
-    param: torch.Tensor,
-    grad: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    state: dict[str, Any],
-    group: dict[str, Any],
-) -> None:
-    """Adam's update in place (torch.optim.Adam's formula without weight decay)."""
-    step = int(state["step"].item())
-    beta1, beta2 = group["betas"]
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    denominator = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(group["eps"])
-    param.addcdiv_(exp_avg, denominator, value=-group["lr"] / (1 - beta1**step))

@@ -32,7 +32,7 @@ from agent_training_server.engines.base import (
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
 from agent_training_server.engines.integrity import DamagedFile, check_shape
 from agent_training_server.engines.resumable import ResumableLoop
-from agent_training_server.engines.sparse_rows import LazyAdam, bag_sum
+from agent_training_server.engines.sparse_rows import LazyAdam, bag_sum, one_thread
 
 KIND = "hashed_ngram_linear"
 REPORT_EVERY_STEPS = 50
@@ -112,6 +112,16 @@ class SupervisedEngine(Engine):
         workdir: Path,
     ) -> Artifact:
         """Train, with early stopping on validation loss and a checkpoint per epoch."""
+        with one_thread():
+            return self._train(examples, settings, reporter, workdir)
+
+    def _train(
+        self,
+        examples: Sequence[Example],
+        settings: TrainSettings,
+        reporter: Reporter,
+        workdir: Path,
+    ) -> Artifact:
         started = time.monotonic()
         deadline = started + settings.max_duration_seconds
         reporter.progress(Progress(phase="loading_data"))
