@@ -219,9 +219,10 @@ def test_size_and_latency_candidates_are_measured_and_the_smaller_model_applies(
     assert "measured candidates" in latency.rationale and "p50" in latency.rationale
     assert "Pareto options" in size.rationale
     if not latency.applicable:
-        # Why none can be: the featurising share of a call bounds what the weights can gain.
+        # Why none can be: featurising and scoring's fixed cost bound what the weights can gain.
         assert "no candidate reached" in latency.action
         assert "featurising the text takes" in latency.action
+        assert "the model cut to one feature" in latency.action
         bound = float(latency.action.rsplit("more than ", 1)[1].removesuffix("x faster"))
         assert bound >= 1.0
     applied = client.analyze_and_optimize(
