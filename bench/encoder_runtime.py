@@ -78,21 +78,21 @@ def trained_version(data: Path, work: Path) -> Path:
 
 def load(folder: Path, threads: int, bfloat16: bool):
     """The version's predictor, as served with ``threads`` per session, or (0) on torch."""
-    from agent_training_server.engines import encoder_runtime, registry
+    from agent_training_server.engines import encoder_runtime, precision, registry
 
     spec, tensors, _ = registry.load_artifact_files(folder)
-    saved = sys.modules.get("onnxruntime"), encoder_runtime.THREADS, encoder_runtime.native_bfloat16
+    saved = sys.modules.get("onnxruntime"), encoder_runtime.THREADS, precision.native_bfloat16
     if threads == 0:
         sys.modules["onnxruntime"] = None  # type: ignore[assignment]  # import raises ImportError
     if threads:  # torch reads THREADS at each call: the served count (one thread on 2 cores)
         encoder_runtime.THREADS = threads
-    encoder_runtime.native_bfloat16 = lambda: bfloat16
+    precision.native_bfloat16 = lambda: bfloat16
     try:
         started = time.perf_counter()
         predictor = registry.load_predictor(spec, tensors, folder)
         return predictor, time.perf_counter() - started
     finally:
-        encoder_runtime.THREADS, encoder_runtime.native_bfloat16 = saved[1], saved[2]
+        encoder_runtime.THREADS, precision.native_bfloat16 = saved[1], saved[2]
         if saved[0] is not None:
             sys.modules["onnxruntime"] = saved[0]
         else:

@@ -22,7 +22,7 @@ from agent_training.v1 import training_pb2
 from agent_training_client import AgentTrainingClient
 from agent_training_server import devices
 from agent_training_server.config import load_config
-from agent_training_server.engines import registry
+from agent_training_server.engines import precision, registry
 from agent_training_server.engines.base import Example
 from agent_training_server.engines.defaults import defaults_for
 from tests.conftest import ServerThread, assert_status, expect_error, make_config
@@ -148,7 +148,7 @@ def test_a_job_on_the_cpu_records_its_device_and_precision(trainer: AgentTrainin
     trainer.create_agent(agent_id="on-cpu")
     events = train(trainer, "on-cpu", FEW_SHOT, 3, epochs=1, seed=3, device="CPU")
     assert events[-1].finished.status == SUCCEEDED, events[-1]
-    assert recorded_on(trainer, "on-cpu", events[-1].finished.version_id) == CPU
+    assert recorded_on(trainer, "on-cpu", events[-1].finished.version_id) == ENCODER_ON_CPU
     assert trainer.get_training_job(events[0].training_id).config.device == "cpu"
 
 
@@ -181,7 +181,8 @@ def test_encoder_paradigms_train_and_answer_on_the_gpu_as_on_the_cpu(
     answers = {}
     try:
         with AgentTrainingClient(running.address, timeout=60) as client:
-            for device, recorded in (("cuda", ("cuda:0", mixed_precision())), ("cpu", CPU)):
+            runs = (("cuda", ("cuda:0", mixed_precision())), ("cpu", ENCODER_ON_CPU))
+            for device, recorded in runs:
                 client.create_agent(agent_id=device)
                 events = train(client, device, paradigm, 10, epochs=2, seed=5, device=device)
                 assert events[-1].finished.status == SUCCEEDED, events[-1]
@@ -215,6 +216,8 @@ def test_a_version_served_on_the_gpu_answers_as_on_the_cpu(tmp_path: Path) -> No
 
 
 CPU = ("cpu", "float32")
+ENCODER_ON_CPU = ("cpu", precision.for_device("cpu").name)
+"""An encoder trains in bfloat16 on a CPU that has it natively (AMX, AVX512-BF16)."""
 
 
 def recorded_on(client: AgentTrainingClient, agent_id: str, version_id: str) -> tuple[str, str]:

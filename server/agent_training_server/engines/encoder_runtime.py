@@ -23,7 +23,6 @@ import copy
 import hashlib
 import logging
 import os
-import re
 import secrets
 import tempfile
 import warnings
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent_training_server.engines import integrity, pretrained
+from agent_training_server.engines import integrity, precision, pretrained
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +166,6 @@ class SplitRuntime:
         return runtime.embed(texts)
 
 
-def native_bfloat16() -> bool:
-    """Whether the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16; Linux only).
-
-    Elsewhere bfloat16 is emulated, slower than float32: this reads the CPU's flags rather than
-    torch's bfloat16 check, which says yes to any AVX-512 CPU.
-    """
-    try:
-        cpu = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(amx_bf16|avx512_bf16)\b", cpu) is not None
-
-
 class OnnxRuntime:
     """The encoder's transformer in an ONNX Runtime session; tokens and pooling around it."""
 
@@ -234,7 +220,7 @@ def load(
     BFLOAT16_MIN_TEXTS or more run in bfloat16 (None: where the CPU has it natively).
     """
     small = _float32_runtime(encoder, derived_dir)
-    if not (native_bfloat16() if bfloat16 is None else bfloat16):
+    if not (precision.native_bfloat16() if bfloat16 is None else bfloat16):
         return small
     # ONNX Runtime holds its own copy of the weights; the torch fallback needs the float32 ones.
     owned = encoder if isinstance(small, OnnxRuntime) else copy.deepcopy(encoder)

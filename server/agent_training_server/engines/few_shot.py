@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from agent_training_server import devices
-from agent_training_server.engines import encoder_runtime, precision, pretrained
+from agent_training_server.engines import encoder_runtime, frozen_layers, precision, pretrained
 from agent_training_server.engines.base import (
     Artifact,
     Engine,
@@ -102,9 +102,20 @@ def _scores(probabilities: np.ndarray, labels: torch.Tensor) -> tuple[float, flo
 
 
 @torch.no_grad()
-def _evaluate(model: CosineClassifier, texts: list[str], labels: torch.Tensor) -> tuple:
-    logits = torch.cat([model(texts[start : start + 64]) for start in range(0, len(texts), 64)])
-    logits, labels = logits.float(), labels.to(logits.device)
+def _logits(model: CosineClassifier, states: frozen_layers.CachedLowerLayers) -> torch.Tensor:
+    """Logits of every text of ``states``, in batches of 64, as float32."""
+    rows = range(len(states))
+    return torch.cat(
+        [model.head(states.embed(rows[start : start + 64])) for start in range(0, len(rows), 64)]
+    ).float()
+
+
+@torch.no_grad()
+def _evaluate(
+    model: CosineClassifier, states: frozen_layers.CachedLowerLayers, labels: torch.Tensor
+) -> tuple:
+    logits = _logits(model, states)
+    labels = labels.to(logits.device)
     loss = nn.functional.cross_entropy(logits, labels).item()
     predicted = logits.argmax(dim=1)
     return loss, (predicted == labels).float().mean().item(), predicted.cpu().numpy()
@@ -192,9 +203,19 @@ class FewShotEngine(Engine):
             with torch.no_grad():
                 model.head.weight[: len(known)] = start_from[1]["head.weight"].to(mixed.device)
                 model.head.bias[: len(known)] = start_from[1]["head.bias"].to(mixed.device)
+        # The lower layers' output for each text, once: steps run only the upper layers.
+        train_states = frozen_layers.CachedLowerLayers(model.encoder, train_texts)
+        valid_states = (
+            train_states
+            if valid_rows is train_rows
+            else frozen_layers.CachedLowerLayers(model.encoder, valid_texts)
+        )
         optimizer = torch.optim.AdamW(
             [
-                {"params": model.encoder.parameters(), "lr": settings.learning_rate},
+                {
+                    "params": frozen_layers.upper_parameters(model.encoder),
+                    "lr": settings.learning_rate,
+                },
                 {
                     "params": model.head.parameters(),
                     "lr": settings.learning_rate * HEAD_LEARNING_RATE_FACTOR,
@@ -215,15 +236,17 @@ class FewShotEngine(Engine):
         while loop.running(epochs):
             epoch = loop.epochs_done + 1
             # Frozen first epochs let the new head settle before the encoder moves.
-            model.encoder.requires_grad_(epoch > settings.freeze_encoder_epochs)
+            frozen_layers.train_upper_layers(model.encoder, epoch > settings.freeze_encoder_epochs)
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
             for batch_number, start in enumerate(range(0, len(order), batch_size)):
                 if batch_number < loop.first_batch:
                     continue  # done before the job was interrupted
                 loop.check_stop(reporter, deadline, batch_number)
                 selection = order[start : start + batch_size]
-                with mixed.autocast():  # on a GPU: products in 16 bits, the loss in float32
-                    logits = model([train_texts[i] for i in selection])
+                with (
+                    mixed.autocast()
+                ):  # products in 16 bits where the hardware has them, loss float32
+                    logits = model.head(train_states.embed(selection.tolist()))
                     targets = train_y[selection].to(mixed.device)
                     loss = nn.functional.cross_entropy(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
@@ -243,7 +266,7 @@ class FewShotEngine(Engine):
                 )
             model.eval()
             with mixed.autocast():
-                valid_loss, valid_accuracy, _ = _evaluate(model, valid_texts, valid_y)
+                valid_loss, valid_accuracy, _ = _evaluate(model, valid_states, valid_y)
             model.train()
             loop.end_epoch(valid_loss, patience)
             reporter.progress(
@@ -268,7 +291,14 @@ class FewShotEngine(Engine):
         }
         spec: dict[str, Any] = {"kind": KIND, "outputs": outputs}
         # The version's own metrics in float32 on every device: they are what analysis compares.
-        train_p, valid_p = _probabilities(model, train_texts), _probabilities(model, valid_texts)
+        # The texts' lower layers are cached: only the upper ones run again (once when validation
+        # is the training split, as few_shot's default is).
+        train_p = torch.softmax(_logits(model, train_states), dim=1).cpu().numpy()
+        valid_p = (
+            train_p
+            if valid_states is train_states
+            else torch.softmax(_logits(model, valid_states), dim=1).cpu().numpy()
+        )
         ngrams = self._companion_model(examples, settings, reporter, workdir, deadline)
         if ngrams is not None:
             if ngrams.outputs != outputs:

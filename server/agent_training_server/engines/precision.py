@@ -1,4 +1,4 @@
-"""The arithmetic an encoder trains in on its device: float32 on the CPU, mixed on a GPU.
+"""The arithmetic an encoder trains in on its device: mixed where the hardware has it.
 
 On a GPU, autocast runs the matrix products in bfloat16 where the GPU has it (Ampere and
 later), else in float16; the weights, the optimizer's state and the reductions autocast keeps
@@ -6,14 +6,18 @@ in float32 (softmax, cross-entropy, norms) stay float32. float16 has a narrow ex
 small gradients are scaled up before the backward pass and back down before the step
 (GradScaler); bfloat16 has float32's exponent and needs no scaling.
 
-On the CPU nothing changes: float32 throughout, the same operations as before devices existed,
-so the same seed gives the same weights and metrics.
+On a CPU that multiplies bfloat16 in hardware (AMX or AVX512-BF16), autocast runs the products
+in bfloat16 too: fine-tuning the encoder's upper layers takes about 0.7 times as long at the same
+validation accuracy (engines/frozen_layers.py). Elsewhere the CPU computes in float32 throughout.
+Either way the same seed gives the same weights and metrics on the same machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
+from pathlib import Path
 
 import torch
 
@@ -40,7 +44,7 @@ class Precision:
         return self.device.type
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
-        """The forward pass's context: autocast to the lower precision on a GPU, else nothing."""
+        """The forward pass's context: autocast to the lower precision, or nothing in float32."""
         if self.name == FLOAT32:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.name == BFLOAT16 else torch.float16
@@ -57,11 +61,24 @@ class Precision:
         self.scaler.update()
 
 
+def native_bfloat16() -> bool:
+    """Whether the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16; Linux only).
+
+    Elsewhere bfloat16 is emulated, slower than float32: this reads the CPU's flags rather than
+    torch's bfloat16 check, which says yes to any AVX-512 CPU.
+    """
+    try:
+        cpu = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(amx_bf16|avx512_bf16)\b", cpu) is not None
+
+
 def for_device(device: str) -> Precision:
     """The precision training uses on ``device``: ``cpu`` or ``cuda:N`` (devices.resolve)."""
     where = torch.device(device or "cpu")
     if where.type != "cuda":
-        return Precision(where, FLOAT32)
+        return Precision(where, BFLOAT16 if native_bfloat16() else FLOAT32)
     if torch.cuda.is_bf16_supported():
         return Precision(where, BFLOAT16)
     return Precision(where, FLOAT16, torch.amp.GradScaler("cuda"))

@@ -80,9 +80,7 @@ class SentenceEncoder(nn.Module):
         )
         batch = {name: tensor.to(self.device) for name, tensor in tokens.items()}
         states = self.transformer(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
-        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return nn.functional.normalize(pooled, dim=-1)
+        return mean_pooled(states, batch["attention_mask"])
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
@@ -107,6 +105,13 @@ class SentenceEncoder(nn.Module):
         embeddings = torch.empty(len(texts), DIMENSIONS)
         embeddings[torch.tensor(order)] = torch.cat(parts).float().cpu()
         return embeddings
+
+
+def mean_pooled(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token states over the attention mask, L2-normalised (sentence-transformers')."""
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return nn.functional.normalize(pooled, dim=-1)
 
 
 def describe() -> dict[str, Any]:
