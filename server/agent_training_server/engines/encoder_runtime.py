@@ -121,13 +121,7 @@ class BFloat16Runtime:
 
     @torch.inference_mode()
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        batch = self._tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=pretrained.MAX_TOKENS,
-            return_tensors="pt",
-        )
+        batch = pretrained.tokenize(self._tokenizer, texts)
         with _intra_op_threads(THREADS):
             states = self._transformer(**batch).last_hidden_state.float().numpy()
         return _pooled(states, batch["attention_mask"].numpy())
@@ -180,13 +174,7 @@ class OnnxRuntime:
         return _by_length(texts, self._embed_batch)
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        batch = self._tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=pretrained.MAX_TOKENS,
-            return_tensors="np",
-        )
+        batch = pretrained.tokenize(self._tokenizer, texts, "np")
         mask = batch["attention_mask"].astype(np.int64)
         (states,) = self._session.run(
             None, {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": mask}

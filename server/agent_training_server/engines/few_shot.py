@@ -83,12 +83,6 @@ def _check_counts(
         )
 
 
-@torch.no_grad()
-def _probabilities(model: CosineClassifier, texts: list[str]) -> np.ndarray:
-    logits = torch.cat([model(texts[start : start + 64]) for start in range(0, len(texts), 64)])
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
-
-
 def _scores(probabilities: np.ndarray, labels: torch.Tensor) -> tuple[float, float, np.ndarray]:
     """(mean negative log-likelihood, accuracy, predictions) of probabilities."""
     truth = labels.numpy()

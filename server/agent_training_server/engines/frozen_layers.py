@@ -95,9 +95,7 @@ class CachedLowerLayers:
 
 
 def _tokens(encoder: pretrained.SentenceEncoder, texts: list[str]) -> dict[str, torch.Tensor]:
-    tokens = encoder.tokenizer(
-        texts, padding=True, truncation=True, max_length=pretrained.MAX_TOKENS, return_tensors="pt"
-    )
+    tokens = pretrained.tokenize(encoder.tokenizer, texts)
     return {name: tensor.to(encoder.device) for name, tensor in tokens.items()}
 
 

@@ -71,13 +71,7 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed a batch of texts on the encoder's device (gradients flow when enabled)."""
-        tokens = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=MAX_TOKENS,
-            return_tensors="pt",
-        )
+        tokens = tokenize(self.tokenizer, texts)
         batch = {name: tensor.to(self.device) for name, tensor in tokens.items()}
         states = self.transformer(**batch).last_hidden_state
         return mean_pooled(states, batch["attention_mask"])
@@ -105,6 +99,16 @@ class SentenceEncoder(nn.Module):
         embeddings = torch.empty(len(texts), DIMENSIONS)
         embeddings[torch.tensor(order)] = torch.cat(parts).float().cpu()
         return embeddings
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], tensors: str = "pt") -> Any:
+    """``texts`` as the encoder takes them: padded to the longest, cut at MAX_TOKENS.
+
+    ``tensors`` is ``pt`` (torch) or ``np`` (numpy, for ONNX Runtime).
+    """
+    return tokenizer(
+        list(texts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors=tensors
+    )
 
 
 def mean_pooled(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
