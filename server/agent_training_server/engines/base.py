@@ -159,8 +159,8 @@ class Engine(abc.ABC):
     parallel: DataParallel = SINGLE_PROCESS
     """This process's share of a data-parallel job (set by the executor; one process by default).
 
-    Only engines that train data-parallel (supervised) read it: validation refuses num_workers
-    above 1 for the others.
+    Only engines that train data-parallel (supervised, few_shot and transfer) read it: validation
+    refuses num_workers above 1 for the others.
     """
     starts_from_version: ClassVar[bool] = False
     """Whether ``train`` takes ``start_from``: the (spec, tensors) of the agent's active version."""

@@ -220,9 +220,19 @@ class FewShotEngine(Engine):
             fused=True,
         )
         batch_size = settings.batch_size or 16
-        steps_per_epoch = -(-len(train_rows) // batch_size)
+        # Data-parallel (engines/parallel.py): every process has built the same model, prototypes
+        # and cached states above from the same seed (duplicate work, seconds, accepted: nothing
+        # to send, nothing to keep in step), trains on its share of each epoch with its part of
+        # the batch, and evaluates the whole validation split (the same numbers everywhere).
+        local_batch = self.parallel.local_batch(batch_size)
+        steps_per_epoch = -(-self.parallel.share_size(len(train_rows)) // local_batch)
         loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
         loop.resume(epochs, steps_per_epoch)
+
+        def average_gradients() -> None:
+            # Steps run the head over cached lower layers, not the model's forward, so there is no
+            # DistributedDataParallel: the gradients are averaged here, after each backward pass.
+            self.parallel.average_gradients(model.parameters())
 
         total_steps = steps_per_epoch * epochs
         seen = 0
@@ -234,11 +244,12 @@ class FewShotEngine(Engine):
             # Frozen first epochs let the new head settle before the encoder moves.
             frozen_layers.train_upper_layers(model.encoder, epoch > settings.freeze_encoder_epochs)
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
-            for batch_number, start in enumerate(range(0, len(order), batch_size)):
+            order = self.parallel.share(order)
+            for batch_number, start in enumerate(range(0, len(order), local_batch)):
                 if batch_number < loop.first_batch:
                     continue  # done before the job was interrupted
                 loop.check_stop(reporter, deadline, batch_number)
-                selection = order[start : start + batch_size]
+                selection = order[start : start + local_batch]
                 with (
                     mixed.autocast()
                 ):  # products in 16 bits where the hardware has them, loss float32
@@ -246,7 +257,7 @@ class FewShotEngine(Engine):
                     targets = train_y[selection].to(mixed.device)
                     loss = nn.functional.cross_entropy(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
-                mixed.step(loss, optimizer)
+                mixed.step(loss, optimizer, before_step=average_gradients)
                 seen += len(selection)
                 loop.after_step(batch_number + 1, steps_per_epoch)
                 reporter.progress(
@@ -319,6 +330,7 @@ class FewShotEngine(Engine):
             "train_examples": len(train_rows),
             "validation_examples": len(valid_rows) if valid_rows is not train_rows else 0,
             "batch_size": batch_size,
+            "num_workers": self.parallel.world_size,
         }
         return Artifact(
             tensors=tensors,

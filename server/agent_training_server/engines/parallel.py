@@ -4,6 +4,10 @@ A single process is world size 1 and changes nothing. With world size N (Ray Tra
 torch.distributed process group), every process builds the same features and model from the same
 seed, trains on its 1/N of each epoch's order with 1/N of the batch, and averages gradients with
 the others after each backward pass, so one step sees the same global batch size as one process.
+
+Gradients are averaged by DistributedDataParallel around a model's forward pass (``wrap``), or by
+hand after the backward pass (``average_gradients``) where steps do not go through the model's
+forward (the encoder engines run the head over cached lower layers).
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import numpy as np
+    import torch
     from torch import nn
 
 
@@ -50,6 +57,30 @@ class DataParallel:
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model)
+
+    def average_gradients(self, parameters: Iterable[torch.Tensor]) -> None:
+        """Replace each parameter's gradient with its mean over the processes (one process: no-op).
+
+        Every process must pass the same parameters in the same order, with gradients on the same
+        ones: they all run the same model on the same epoch's settings, so they do. Parameters
+        without a gradient (frozen, or unused by the step) are skipped. The gradients travel as
+        one flat buffer per call: one collective a step, not one per tensor.
+        """
+        if self.world_size == 1:
+            return
+        import torch
+        import torch.distributed as dist
+
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([grad.reshape(-1) for grad in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world_size
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
 
 
 SINGLE_PROCESS = DataParallel()

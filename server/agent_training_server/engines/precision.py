@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,13 +51,28 @@ class Precision:
         dtype = torch.bfloat16 if self.name == BFLOAT16 else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Backward pass and optimizer step (through the loss scaler in float16)."""
+    def step(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        before_step: Callable[[], None] | None = None,
+    ) -> None:
+        """Backward pass and optimizer step (through the loss scaler in float16).
+
+        ``before_step`` runs between the two: a data-parallel process averages its gradients
+        with the others there. In float16 the gradients it sees are still scaled; every process
+        has the same scale (they all start alike and see the same averaged gradients, so they
+        skip and rescale together), so their average is the average of the unscaled ones, scaled.
+        """
         if self.scaler is None:
             loss.backward()
+            if before_step is not None:
+                before_step()
             optimizer.step()
             return
         self.scaler.scale(loss).backward()
+        if before_step is not None:
+            before_step()
         self.scaler.step(optimizer)  # skips the step when a gradient overflowed
         self.scaler.update()
 

@@ -71,6 +71,7 @@ class TransferEngine(FewShotEngine):
         )
         companion = SupervisedEngine()
         companion.checkpoint_every_steps = self.checkpoint_every_steps
+        companion.parallel = self.parallel  # data-parallel like the encoder, in the same group
         return companion.train(
             examples, ngram_settings, _CancellationOnly(reporter), workdir / "ngrams"
         )
