@@ -42,6 +42,13 @@ if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
 DEFAULT_PAGE_SIZE = 50
+DATA_PARALLEL_TYPES = (
+    training_pb2.TRAINING_TYPE_UNSPECIFIED,  # supervised
+    training_pb2.TRAINING_TYPE_SUPERVISED,
+    training_pb2.TRAINING_TYPE_FEW_SHOT,
+    training_pb2.TRAINING_TYPE_TRANSFER,
+)
+"""Training types whose engines train data-parallel (num_workers above 1, on Ray)."""
 
 
 class Checker(checks.Checker):
@@ -243,11 +250,11 @@ def check_train_agent(request: service_pb2.TrainAgentRequest, server: ServerConf
     checker.request_id(request.request_id)
     checker.ranges(request, server)  # config and each example's propensity
     check_training_config(checker, request.config, server)
-    if request.config.num_workers > 1 and request.training_type not in (
-        training_pb2.TRAINING_TYPE_UNSPECIFIED,  # supervised
-        training_pb2.TRAINING_TYPE_SUPERVISED,
-    ):
-        checker.add("config.num_workers", "more than 1 is supported by supervised training only")
+    if request.config.num_workers > 1 and request.training_type not in DATA_PARALLEL_TYPES:
+        checker.add(
+            "config.num_workers",
+            "more than 1 is supported by supervised, few_shot and transfer training only",
+        )
     examples = request.training_data
     if request.dataset_id:
         checker.resource_id("dataset_id", request.dataset_id)

@@ -277,7 +277,8 @@ class TrainingConfig(_message.Message):
     """
     num_workers: _builtins.int
     """Data-parallel worker processes training this one job, 1 to 64. Default 1. More than 1 needs a
-    server started with the `ray` executor and the supervised paradigm; see docs/ray.md.
+    server started with the `ray` executor and the supervised, few_shot or transfer paradigm; see
+    docs/ray.md.
     """
     device: _builtins.str
     """Where the job trains: "auto" (a CUDA GPU when the training workers have one, else the

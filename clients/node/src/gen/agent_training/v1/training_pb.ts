@@ -195,7 +195,8 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
 
   /**
    * Data-parallel worker processes training this one job, 1 to 64. Default 1. More than 1 needs a
-   * server started with the `ray` executor and the supervised paradigm; see docs/ray.md.
+   * server started with the `ray` executor and the supervised, few_shot or transfer paradigm; see
+   * docs/ray.md.
    *
    * @generated from field: optional int32 num_workers = 12;
    */
