@@ -106,14 +106,15 @@ def test_pretrained_embeddings_are_cached_by_content(tmp_path) -> None:
 
     encoder = pretrained.SentenceEncoder()
     texts = ["where is my card", "what is the exchange rate"]
-    first = pretrained.cached_embeddings(encoder, texts, tmp_path)
+    first = pretrained.cached_embeddings(texts, tmp_path, lambda: encoder.embed(texts))
     files = list(tmp_path.glob("embeddings-*.npy"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    again = pretrained.cached_embeddings(encoder, texts, tmp_path)
+    again = pretrained.cached_embeddings(texts, tmp_path, lambda: encoder.embed(texts))
     assert files[0].stat().st_mtime_ns == stamp  # read back, not recomputed
     assert torch.allclose(first, again)
-    other = pretrained.cached_embeddings(encoder, [*texts, "hello"], tmp_path)
+    more = [*texts, "hello"]
+    other = pretrained.cached_embeddings(more, tmp_path, lambda: encoder.embed(more))
     assert other.shape == (3, 384) and len(list(tmp_path.glob("embeddings-*.npy"))) == 2
 
 

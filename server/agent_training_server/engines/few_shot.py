@@ -9,6 +9,7 @@ each output's examples cluster, which generalises to wordings unlike the example
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from agent_training_server.engines.base import (
 from agent_training_server.engines.evaluation import macro_f1, stratified_split
 from agent_training_server.engines.integrity import check_shape
 from agent_training_server.engines.resumable import ResumableLoop
-from agent_training_server.engines.supervised import SupervisedPredictor, taught
+from agent_training_server.engines.supervised import SupervisedPredictor, epoch_sums, taught
 
 KIND = "minilm_cosine"
 MAX_EXAMPLES_PER_OUTPUT = 20
@@ -97,11 +98,8 @@ def _scores(probabilities: np.ndarray, labels: torch.Tensor) -> tuple[float, flo
 
 @torch.no_grad()
 def _logits(model: CosineClassifier, states: frozen_layers.CachedLowerLayers) -> torch.Tensor:
-    """Logits of every text of ``states``, in batches of 64, as float32."""
-    rows = range(len(states))
-    return torch.cat(
-        [model.head(states.embed(rows[start : start + 64])) for start in range(0, len(rows), 64)]
-    ).float()
+    """Logits of every text of ``states``, as float32, on the encoder's device."""
+    return model.head(states.embed_all(on_cpu=False)).float()
 
 
 @torch.no_grad()
@@ -189,14 +187,6 @@ class FewShotEngine(Engine):
         model.to(mixed.device)
         if start_from is not None:
             load_encoder(model, *start_from)
-            initial = model.encoder.embed(train_texts)
-        else:  # pretrained weights: the same data embeds the same, so reuse earlier jobs' work
-            initial = pretrained.cached_embeddings(model.encoder, train_texts, self.cache_dir)
-        model.start_from_prototypes(initial, train_y)
-        if known and start_from is not None:  # known outputs come from start_from
-            with torch.no_grad():
-                model.head.weight[: len(known)] = start_from[1]["head.weight"].to(mixed.device)
-                model.head.bias[: len(known)] = start_from[1]["head.bias"].to(mixed.device)
         # The lower layers' output for each text, once: steps run only the upper layers.
         train_states = frozen_layers.CachedLowerLayers(model.encoder, train_texts)
         valid_states = (
@@ -204,6 +194,20 @@ class FewShotEngine(Engine):
             if valid_rows is train_rows
             else frozen_layers.CachedLowerLayers(model.encoder, valid_texts)
         )
+        # The prototypes: the encoder's embeddings of the examples, the upper layers run over
+        # the cached lower ones. Pretrained weights embed the same data the same, so earlier
+        # jobs' embeddings are reused; a fine-tuned encoder's are its own.
+        if start_from is not None:
+            initial = train_states.embed_all()
+        else:
+            initial = pretrained.cached_embeddings(
+                train_texts, self.cache_dir, compute=train_states.embed_all
+            )
+        model.start_from_prototypes(initial, train_y)
+        if known and start_from is not None:  # known outputs come from start_from
+            with torch.no_grad():
+                model.head.weight[: len(known)] = start_from[1]["head.weight"].to(mixed.device)
+                model.head.bias[: len(known)] = start_from[1]["head.bias"].to(mixed.device)
         optimizer = torch.optim.AdamW(
             [
                 {
@@ -245,10 +249,15 @@ class FewShotEngine(Engine):
             frozen_layers.train_upper_layers(model.encoder, epoch > settings.freeze_encoder_epochs)
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
             order = self.parallel.share(order)
+            # The epoch's training loss and accuracy accumulate on the fly: no extra pass.
+            restored = loop.sums
+            loss_sum = torch.tensor(restored.get("loss", 0.0), dtype=torch.float32)
+            correct = torch.tensor(int(restored.get("correct", 0)), dtype=torch.long)
+            sums = functools.partial(epoch_sums, loss_sum, correct)  # for mid-epoch checkpoints
             for batch_number, start in enumerate(range(0, len(order), local_batch)):
                 if batch_number < loop.first_batch:
                     continue  # done before the job was interrupted
-                loop.check_stop(reporter, deadline, batch_number)
+                loop.check_stop(reporter, deadline, batch_number, sums)
                 selection = order[start : start + local_batch]
                 with (
                     mixed.autocast()
@@ -258,8 +267,11 @@ class FewShotEngine(Engine):
                     loss = nn.functional.cross_entropy(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
                 mixed.step(loss, optimizer, before_step=average_gradients)
+                with torch.no_grad():
+                    loss_sum += loss.detach().cpu() * len(selection)
+                    correct += int((logits.argmax(dim=1) == targets).sum())
                 seen += len(selection)
-                loop.after_step(batch_number + 1, steps_per_epoch)
+                loop.after_step(batch_number + 1, steps_per_epoch, sums)
                 reporter.progress(
                     Progress(
                         phase="training",
@@ -271,11 +283,15 @@ class FewShotEngine(Engine):
                         examples_per_second=seen / (time.monotonic() - started),
                     )
                 )
-            model.eval()
-            with mixed.autocast():
-                valid_loss, valid_accuracy, _ = _evaluate(model, valid_states, valid_y)
-            model.train()
-            loop.end_epoch(valid_loss, patience)
+            validation: dict[str, float] = {}
+            if valid_states is not train_states:  # a held-out split: measure on it
+                model.eval()
+                with mixed.autocast():
+                    valid_loss, valid_accuracy, _ = _evaluate(model, valid_states, valid_y)
+                model.train()
+                validation = {"validation_loss": valid_loss, "validation_accuracy": valid_accuracy}
+            # Without one, nothing tells the epochs apart but training: the latest is kept.
+            loop.end_epoch(validation.get("validation_loss"), patience)
             reporter.progress(
                 Progress(
                     phase="training",
@@ -283,9 +299,10 @@ class FewShotEngine(Engine):
                     total_epochs=epochs,
                     step=epoch * steps_per_epoch,
                     total_steps=total_steps,
-                    validation_accuracy=valid_accuracy,
-                    validation_loss=valid_loss,
+                    loss=loss_sum.item() / len(order),
+                    train_accuracy=correct.item() / len(order),
                     examples_per_second=seen / (time.monotonic() - started),
+                    **validation,
                 )
             )
         loop.finish()

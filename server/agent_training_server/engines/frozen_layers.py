@@ -45,8 +45,8 @@ def train_upper_layers(encoder: pretrained.SentenceEncoder, trainable: bool) -> 
 class CachedLowerLayers:
     """Each text's token states after the frozen layers, computed once, on the encoder's device.
 
-    The states of a text are kept unpadded (tokens x 384, float32); a batch pads them again to
-    its longest text, so a step pays for no more tokens than the batch has.
+    The states of a text are kept unpadded (tokens x 384, float32); a batch packs them end to
+    end (Packing), so a step computes the batch's real tokens and no padding.
     """
 
     def __init__(
@@ -75,6 +75,21 @@ class CachedLowerLayers:
     def __len__(self) -> int:
         return len(self._states)
 
+    @torch.no_grad()
+    def embed_all(self, on_cpu: bool = True) -> torch.Tensor:
+        """Every text's embedding, without gradients, in batches of CACHE_BATCH texts.
+
+        On the CPU in float32 (``on_cpu``), or where the encoder is, in the caller's autocast.
+        The encoder computes as it serves (no dropout) and is left in the mode it was in.
+        """
+        was_training = self._encoder.transformer.training
+        self._encoder.transformer.eval()
+        rows = range(len(self))
+        parts = [self.embed(rows[start : start + CACHE_BATCH]) for start in rows[::CACHE_BATCH]]
+        self._encoder.transformer.train(was_training)
+        embeddings = torch.cat(parts) if parts else torch.zeros(0, pretrained.DIMENSIONS)
+        return embeddings.float().cpu() if on_cpu else embeddings
+
     def embed(self, rows: Sequence[int]) -> torch.Tensor:
         """Unit-length embeddings of the texts at ``rows``, through the upper layers.
 
@@ -82,16 +97,72 @@ class CachedLowerLayers:
         embedding of those texts (to float rounding).
         """
         parts = [self._states[index] for index in rows]
-        longest = max(len(part) for part in parts)
-        device = self._encoder.device
-        states = torch.zeros(len(parts), longest, pretrained.DIMENSIONS, device=device)
-        mask = torch.zeros(len(parts), longest, dtype=torch.long, device=device)
-        for row, part in enumerate(parts):
-            states[row, : len(part)] = part
-            mask[row, : len(part)] = 1
+        packing = Packing([len(part) for part in parts], self._encoder.device)
+        tokens = torch.cat(parts).to(self._encoder.device)
         for layer in self._encoder.transformer.encoder.layer[self._layers :]:
-            states = _as_tensor(layer(states, attention_mask=_additive(mask, states.dtype)))
-        return pretrained.mean_pooled(states, mask)
+            tokens = packed_layer(layer, tokens, packing)
+        return nn.functional.normalize(packing.mean(tokens.float()), dim=-1)
+
+
+class Packing:
+    """The real tokens of a batch of texts, packed end to end, and where each sits when padded.
+
+    Customer messages differ in length: padded to its longest text, a random batch of Banking77
+    is 35 to 45% real tokens. Every part of a transformer layer but attention works token by
+    token, so it runs on the packed tokens alone; attention pads them for its one product.
+    """
+
+    def __init__(self, lengths: Sequence[int], device: torch.device) -> None:
+        self.texts = len(lengths)
+        self.longest = max(lengths)
+        counts = torch.tensor(list(lengths))
+        real = torch.arange(self.longest)[None, :] < counts[:, None]
+        self.mask = real.to(device)
+        """texts x longest: True where a token is real."""
+        self._slots = real.flatten().nonzero().squeeze(1).to(device)
+        self._text_of_token = torch.repeat_interleave(torch.arange(self.texts), counts).to(device)
+        self._counts = counts.to(device)
+
+    def pad(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Packed tokens (tokens x width) as texts x longest x width, zeros after each text."""
+        padded = tokens.new_zeros(self.texts * self.longest, tokens.shape[-1])
+        return padded.index_copy(0, self._slots, tokens).view(self.texts, self.longest, -1)
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``pad``: the real tokens only, packed."""
+        return padded.reshape(self.texts * self.longest, -1).index_select(0, self._slots)
+
+    def mean(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Each text's mean token (texts x width): the encoder's pooling before normalising."""
+        sums = tokens.new_zeros(self.texts, tokens.shape[-1])
+        return sums.index_add(0, self._text_of_token, tokens) / self._counts[:, None]
+
+
+def packed_layer(layer: Any, tokens: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """One BERT layer (transformers' BertLayer, through its own modules) on packed tokens.
+
+    The same operations as the layer's forward, in the same order: the projections, the output
+    blocks and the feed-forward part on the real tokens only; scaled dot-product attention over
+    each text's own tokens, with dropout on its weights when training, as transformers applies.
+    """
+    attention = layer.attention.self
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+
+    def by_head(projection: nn.Module) -> torch.Tensor:  # texts x heads x longest x size
+        padded = packing.pad(projection(tokens))
+        return padded.view(packing.texts, packing.longest, heads, size).transpose(1, 2)
+
+    context = nn.functional.scaled_dot_product_attention(
+        by_head(attention.query),
+        by_head(attention.key),
+        by_head(attention.value),
+        attn_mask=packing.mask[:, None, None, :],
+        dropout_p=attention.dropout.p if attention.training else 0.0,
+        scale=attention.scaling,
+    )
+    context = context.transpose(1, 2).reshape(packing.texts, packing.longest, heads * size)
+    attended = layer.attention.output(packing.unpad(context), tokens)
+    return layer.output(layer.intermediate(attended), attended)
 
 
 def _tokens(encoder: pretrained.SentenceEncoder, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -111,13 +182,3 @@ def _lower_part(transformer: Any, layers: int) -> nn.Module:
     stack.layer = nn.ModuleList(list(transformer.encoder.layer[:layers]))
     lower.encoder = stack
     return lower
-
-
-def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The attention mask as the layers take it: 0 to attend, the dtype's minimum to ignore."""
-    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-
-
-def _as_tensor(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """A layer's token states (older transformers return them in a tuple)."""
-    return output[0] if isinstance(output, tuple) else output

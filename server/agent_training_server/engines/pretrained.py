@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,19 +130,21 @@ def describe() -> dict[str, Any]:
 
 
 def cached_embeddings(
-    encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Path | None
+    texts: Sequence[str], cache_dir: Path | None, compute: Callable[[], torch.Tensor]
 ) -> torch.Tensor:
-    """Pretrained embeddings of ``texts``, stored under ``cache_dir`` by content hash.
+    """The pretrained encoder's embeddings of ``texts``, kept under ``cache_dir`` by content hash.
+
+    ``compute()`` makes them when no earlier job has; the next job with the same texts reads them.
 
     Only valid for the encoder's pretrained weights: a fine-tuned encoder embeds differently.
     """
     if cache_dir is None:
-        return encoder.embed(texts)
+        return compute()
     digest = hashlib.sha256("\n".join([ENCODER_NAME, *texts]).encode()).hexdigest()
     path = cache_dir / f"embeddings-{digest}.npy"
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
-    embeddings = encoder.embed(texts)
+    embeddings = compute()
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.npy")
     np.save(partial, embeddings.numpy())

@@ -224,14 +224,22 @@ class ResumableLoop:
         if due and step_in_epoch < batches:  # the end-of-epoch checkpoint follows anyway
             self._write_mid_epoch(step_in_epoch, sums, skip_if_busy=True)
 
-    def end_epoch(self, validation_loss: float, patience: int, **on_improvement: Any) -> None:
+    def end_epoch(
+        self, validation_loss: float | None, patience: int, **on_improvement: Any
+    ) -> None:
         """Record the epoch: keep the best weights, count stale epochs, write the checkpoint.
 
-        ``on_improvement`` values are stored in the state when the epoch is the best so far.
+        ``validation_loss`` None (nothing held out to measure on): every epoch is the best so
+        far, so the last one's weights are kept. ``on_improvement`` values are stored in the
+        state when the epoch is the best so far.
         """
         epoch = self.epochs_done + 1
         self.state.update(epoch=epoch, step_in_epoch=0, sums={})
-        if validation_loss < self.state["best_loss"] - self._settings.early_stopping_min_delta:
+        if validation_loss is None:
+            self.state.update(best_epoch=epoch, stale=0)
+            self.state.update(on_improvement)
+            self.best = _copy(self._model.state_dict())
+        elif validation_loss < self.state["best_loss"] - self._settings.early_stopping_min_delta:
             self.state.update(best_loss=validation_loss, best_epoch=epoch, stale=0)
             self.state.update(on_improvement)
             self.best = _copy(self._model.state_dict())

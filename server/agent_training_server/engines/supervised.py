@@ -85,7 +85,8 @@ def taught(examples: Sequence[Example]) -> list[Example]:
     return kept
 
 
-def _epoch_sums(loss_sum: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
+def epoch_sums(loss_sum: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
+    """An epoch's running loss and correct answers, as a mid-epoch checkpoint keeps them."""
     return {"loss": loss_sum.item(), "correct": correct.item()}
 
 
@@ -168,7 +169,7 @@ class SupervisedEngine(Engine):
             restored = loop.sums
             loss_sum = torch.tensor(restored.get("loss", 0.0), dtype=torch.float32)
             correct = torch.tensor(int(restored.get("correct", 0)), dtype=torch.long)
-            sums = functools.partial(_epoch_sums, loss_sum, correct)  # for mid-epoch checkpoints
+            sums = functools.partial(epoch_sums, loss_sum, correct)  # for mid-epoch checkpoints
             for batch_number, start in enumerate(range(0, len(order), local_batch)):
                 if batch_number < loop.first_batch:
                     continue  # done before the job was interrupted
