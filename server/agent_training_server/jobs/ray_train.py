@@ -6,9 +6,11 @@ request. The work itself is the local workers' ``run_task`` with the same engine
 
 - one worker: a Ray task; Ray retries it on a lost worker, and the engine resumes from the
   checkpoint in the job's folder;
-- ``num_workers`` > 1: a Ray Train TorchTrainer (gloo) whose workers each train a share of every
+- ``num_workers`` > 1: a Ray Train TorchTrainer whose workers each train a share of every
   epoch; rank 0 speaks for the job, its checkpoints go to Ray Train's storage, and Ray Train
-  restarts a failed worker group from the last of them (FailureConfig).
+  restarts a failed worker group from the last of them (FailureConfig). A job whose device names
+  CUDA gets one GPU per worker and trains on it, its GPU tensors reduced by NCCL; the rest
+  (every tensor of a CPU job, and a GPU job's CPU ones) by gloo.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import ray
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from agent_training_server import devices
 from agent_training_server.engines.base import TrainingTimedOut
 from agent_training_server.engines.checkpoint import FILE_NAME
 from agent_training_server.engines.parallel import DataParallel
@@ -51,6 +54,10 @@ CANCEL_POLL_SECONDS = 30.0
 """Longest wait of one cancel long poll (a new one starts at once)."""
 NO_DEADLINE_SECONDS = 10 * 365 * 86400.0
 """Data-parallel engines get this as their own limit: the job's limit is checked collectively."""
+GPU_BACKEND = "cpu:gloo,cuda:nccl"
+"""torch.distributed backends of a data-parallel job on GPUs, chosen by each tensor's device: the
+encoder's gradients are on the GPU, the step flags (CollectiveSteps) and transfer's n-gram
+companion, which trains on the CPU, are not."""
 
 
 class Mailbox:
@@ -155,21 +162,27 @@ def run_single_job(task: Task, mailbox: Any) -> None:
 
 @ray.remote(num_cpus=0, max_retries=0)
 def run_parallel_job(task: JobTask, mailbox: Any, storage_path: str, max_failures: int) -> None:
-    """A data-parallel job: a TorchTrainer of ``num_workers`` gloo workers, driven from here."""
+    """A data-parallel job: a TorchTrainer of ``num_workers`` workers, driven from here.
+
+    As for a one-worker job (RayExecutor), a device that names CUDA reserves a GPU per worker;
+    ``auto`` and ``cpu`` train on the workers' CPUs.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     events = MailboxEvents(mailbox)
     events.put(Started(task.training_id, 0))
+    use_gpu = devices.names_cuda(task.settings.device)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
             "task": task,
             "mailbox": mailbox,
             "deadline": time.time() + task.settings.max_duration_seconds,
+            "use_gpu": use_gpu,
         },
-        scaling_config=ScalingConfig(num_workers=task.settings.num_workers, use_gpu=False),
-        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=task.settings.num_workers, use_gpu=use_gpu),
+        torch_config=TorchConfig(backend=GPU_BACKEND if use_gpu else "gloo"),
         run_config=RunConfig(
             # The same name after a service restart: Ray Train resumes from its last checkpoint.
             name=task.training_id,
@@ -213,6 +226,7 @@ class HeldOutcome:
 def train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker of a data-parallel job."""
     import torch.distributed as dist
+    from ray.train.torch import get_device
 
     task: JobTask = config["task"]
     context = ray.train.get_context()
@@ -230,7 +244,12 @@ def train_worker(config: dict[str, Any]) -> None:
         _copy_checkpoint(shared_checkpoints, workdir / "checkpoints")
     dist.barrier()
 
-    settings = dataclasses.replace(task.settings, max_duration_seconds=NO_DEADLINE_SECONDS)
+    # Each worker trains on the GPU Ray gave it (whatever cuda:N the job named), else on the CPU:
+    # a gloo-only group cannot reduce CUDA tensors, so ``auto`` must not find a GPU here.
+    device = str(get_device()) if config["use_gpu"] else devices.CPU
+    settings = dataclasses.replace(
+        task.settings, max_duration_seconds=NO_DEADLINE_SECONDS, device=device
+    )
     events = HeldOutcome(MailboxEvents(config["mailbox"]) if primary else None)
     steps = CollectiveSteps(config["mailbox"], config["deadline"], workdir, primary)
     try:
@@ -254,20 +273,24 @@ class CollectiveSteps(CancelWatch):
     All ranks must leave the loop at the same step (one left behind would wait forever for
     gradients), so each step they all-reduce three flags: cancelled, past the deadline, and (from
     rank 0) a new checkpoint to hand to Ray Train, which every rank then reports together.
+    A checkpoint is the engine's newest file and those of its helper loops in subfolders
+    (transfer's n-gram companion trains in ``ngrams/``).
     """
 
     def __init__(self, mailbox: Any, deadline: float, workdir: Path, primary: bool) -> None:
         super().__init__(mailbox)
         self._deadline = deadline
-        self._checkpoint = workdir / "checkpoints" / FILE_NAME
+        self._checkpoints = workdir / "checkpoints"
         self._primary = primary
         self._reported_mtime = self._mtime()
         self._staging = Path(tempfile.mkdtemp(prefix="agent-training-checkpoint-"))
 
     def _mtime(self) -> int:
         try:
-            return self._checkpoint.stat().st_mtime_ns
-        except FileNotFoundError:
+            return max(
+                (path.stat().st_mtime_ns for path in _newest_files(self._checkpoints)), default=0
+            )
+        except FileNotFoundError:  # replaced while read: the next step sees the new one
             return 0
 
     def __contains__(self, _training_id: object) -> bool:
@@ -291,7 +314,7 @@ class CollectiveSteps(CancelWatch):
         if self._primary:
             # The engine replaces the file atomically: a copy is always one whole checkpoint.
             self._reported_mtime = self._mtime()
-            shutil.copy2(self._checkpoint, self._staging / FILE_NAME)
+            _copy_checkpoint(self._checkpoints, self._staging)
             checkpoint = ray.train.Checkpoint.from_directory(str(self._staging))
         ray.train.report({}, checkpoint=checkpoint)
 
@@ -309,7 +332,18 @@ def _restore(checkpoint: Any, folder: Path) -> None:
         _copy_checkpoint(Path(directory), folder)
 
 
+def _newest_files(folder: Path) -> list[Path]:
+    """The newest checkpoint file of ``folder`` and of each of its subfolders."""
+    return sorted(folder.rglob(FILE_NAME)) if folder.is_dir() else []
+
+
 def _copy_checkpoint(source: Path, folder: Path) -> None:
-    if (source / FILE_NAME).exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / FILE_NAME, folder / FILE_NAME)
+    """Copy the newest checkpoint files of ``source`` (see _newest_files) into ``folder``.
+
+    Every rank must resume every loop from the same point, helper loops included: a rank that
+    resumed transfer's companion while another started it afresh would wait forever for it.
+    """
+    for path in _newest_files(source):
+        target = folder / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
