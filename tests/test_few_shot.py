@@ -40,7 +40,7 @@ def test_few_shot_learns_from_five_examples_each(client: AgentTrainingClient) ->
     version = client.list_agent_versions("tiny").versions[0]
     assert version.training_type == FEW_SHOT
     assert version.encoder.name == "all-MiniLM-L6-v2" and version.encoder.dimensions == 384
-    assert version.manifest.config.epochs == 3 and version.manifest.config.learning_rate == 5e-5
+    assert version.manifest.config.epochs == 3 and version.manifest.config.learning_rate == 2e-4
 
     # Worded unlike any of its examples:
     answer = client.invoke_agent(

@@ -7,8 +7,11 @@ from agent_training_server.engines.base import TrainSettings
 DEFAULTS: dict[str, TrainSettings] = {
     "supervised": TrainSettings(),
     # Fine-tuning a pretrained encoder: few passes, a small step, and with at most 20 examples
-    # per output no held-out split (validation metrics then measure fit, as documented).
-    "few_shot": TrainSettings(epochs=3, learning_rate=5e-5, batch_size=16, validation_split=0.0),
+    # per output no held-out split (validation metrics then measure fit, as documented). Batches
+    # of 64 at 2e-4 against 16 at 5e-5, chosen on held-out Banking77 training texts and HWU64's
+    # validation file at 10 per intent: Banking77 87.10 against 86.45%, HWU64 83.46% either way,
+    # in 0.8 times the time (a quarter of the steps at the same cost per token).
+    "few_shot": TrainSettings(epochs=3, learning_rate=2e-4, batch_size=64, validation_split=0.0),
     "transfer": TrainSettings(epochs=3, learning_rate=3e-5, batch_size=32, validation_split=0.1),
     "reinforcement": TrainSettings(),
 }

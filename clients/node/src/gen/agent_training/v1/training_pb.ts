@@ -116,7 +116,7 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
 
   /**
    * Optimizer (Adam) learning rate, in [1e-7, 10]. Default: supervised and reinforcement 0.02,
-   * few_shot 5e-5, transfer 3e-5.
+   * few_shot 2e-4, transfer 3e-5.
    *
    * @generated from field: optional double learning_rate = 2;
    */
@@ -124,7 +124,7 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
 
   /**
    * Examples per optimizer step, 1 to 4096. Default: supervised and reinforcement automatic
-   * (about 40 steps per epoch, 16 to 256), few_shot 16, transfer 32.
+   * (about 40 steps per epoch, 16 to 256), few_shot 64, transfer 32.
    *
    * @generated from field: optional int32 batch_size = 3;
    */
