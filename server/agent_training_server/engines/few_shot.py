@@ -119,6 +119,8 @@ class FewShotEngine(Engine):
     training_type = "few_shot"
     most_examples_per_output: int | None = MAX_EXAMPLES_PER_OUTPUT
     starts_from_version = True
+    frozen_lower_layers = frozen_layers.FROZEN_LAYERS
+    """The encoder's lowest layers kept as training starts (engines/frozen_layers.py)."""
 
     def _companion_model(
         self,
@@ -188,11 +190,15 @@ class FewShotEngine(Engine):
         if start_from is not None:
             load_encoder(model, *start_from)
         # The lower layers' output for each text, once: steps run only the upper layers.
-        train_states = frozen_layers.CachedLowerLayers(model.encoder, train_texts)
+        train_states = frozen_layers.CachedLowerLayers(
+            model.encoder, train_texts, self.frozen_lower_layers
+        )
         valid_states = (
             train_states
             if valid_rows is train_rows
-            else frozen_layers.CachedLowerLayers(model.encoder, valid_texts)
+            else frozen_layers.CachedLowerLayers(
+                model.encoder, valid_texts, self.frozen_lower_layers
+            )
         )
         # The prototypes: the encoder's embeddings of the examples, the upper layers run over
         # the cached lower ones. Pretrained weights embed the same data the same, so earlier
@@ -211,7 +217,9 @@ class FewShotEngine(Engine):
         optimizer = torch.optim.AdamW(
             [
                 {
-                    "params": frozen_layers.upper_parameters(model.encoder),
+                    "params": frozen_layers.upper_parameters(
+                        model.encoder, self.frozen_lower_layers
+                    ),
                     "lr": settings.learning_rate,
                 },
                 {
@@ -246,7 +254,9 @@ class FewShotEngine(Engine):
         while loop.running(epochs):
             epoch = loop.epochs_done + 1
             # Frozen first epochs let the new head settle before the encoder moves.
-            frozen_layers.train_upper_layers(model.encoder, epoch > settings.freeze_encoder_epochs)
+            frozen_layers.train_upper_layers(
+                model.encoder, epoch > settings.freeze_encoder_epochs, self.frozen_lower_layers
+            )
             order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_rows))
             order = self.parallel.share(order)
             # The epoch's training loss and accuracy accumulate on the fly: no extra pass.

@@ -23,22 +23,25 @@ from torch import nn
 from agent_training_server.engines import pretrained
 
 FROZEN_LAYERS = 2
-"""Transformer layers below the ones fine-tuned (MiniLM-L6 has 6), the token embeddings too."""
+"""Transformer layers below the ones fine-tuned (MiniLM-L6 has 6), the token embeddings too:
+few_shot's; transfer, with far more examples, freezes one more (engines/transfer.py)."""
 CACHE_BATCH = 64
 """Texts per pass when the frozen layers' output is computed, sorted by length."""
 
 
-def upper_parameters(encoder: pretrained.SentenceEncoder) -> list[nn.Parameter]:
-    """The weights training changes: the layers above the frozen ones (and the pooler's none)."""
-    return [
-        p for layer in encoder.transformer.encoder.layer[FROZEN_LAYERS:] for p in layer.parameters()
-    ]
+def upper_parameters(
+    encoder: pretrained.SentenceEncoder, frozen: int = FROZEN_LAYERS
+) -> list[nn.Parameter]:
+    """The weights training changes: the layers above the ``frozen`` lowest ones."""
+    return [p for layer in encoder.transformer.encoder.layer[frozen:] for p in layer.parameters()]
 
 
-def train_upper_layers(encoder: pretrained.SentenceEncoder, trainable: bool) -> None:
-    """Gradients on for the upper layers when ``trainable``; never for the frozen ones."""
+def train_upper_layers(
+    encoder: pretrained.SentenceEncoder, trainable: bool, frozen: int = FROZEN_LAYERS
+) -> None:
+    """Gradients on for the upper layers when ``trainable``; never for the ``frozen`` ones."""
     encoder.requires_grad_(False)
-    for layer in encoder.transformer.encoder.layer[FROZEN_LAYERS:]:
+    for layer in encoder.transformer.encoder.layer[frozen:]:
         layer.requires_grad_(trainable)
 
 

@@ -238,15 +238,15 @@ class TrainingConfig(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
     """Maximum number of passes over the training data, 1 to 1000. Default: supervised and
-    reinforcement 10, few_shot and transfer 3.
+    reinforcement 10, few_shot 3, transfer 2.
     """
     learning_rate: _builtins.float
     """Optimizer (Adam) learning rate, in [1e-7, 10]. Default: supervised and reinforcement 0.02,
-    few_shot 2e-4, transfer 3e-5.
+    few_shot 2e-4, transfer 6e-5.
     """
     batch_size: _builtins.int
     """Examples per optimizer step, 1 to 4096. Default: supervised and reinforcement automatic
-    (about 40 steps per epoch, 16 to 256), few_shot 64, transfer 32.
+    (about 40 steps per epoch, 16 to 256), few_shot and transfer 64.
     """
     seed: _builtins.int
     """Seed for the validation split, initialisation and data order, 0 to 2^63-1 (negative seeds

@@ -108,7 +108,7 @@ export const EarlyStoppingSchema: GenMessage<EarlyStopping> = /*@__PURE__*/
 export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
   /**
    * Maximum number of passes over the training data, 1 to 1000. Default: supervised and
-   * reinforcement 10, few_shot and transfer 3.
+   * reinforcement 10, few_shot 3, transfer 2.
    *
    * @generated from field: optional int32 epochs = 1;
    */
@@ -116,7 +116,7 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
 
   /**
    * Optimizer (Adam) learning rate, in [1e-7, 10]. Default: supervised and reinforcement 0.02,
-   * few_shot 2e-4, transfer 3e-5.
+   * few_shot 2e-4, transfer 6e-5.
    *
    * @generated from field: optional double learning_rate = 2;
    */
@@ -124,7 +124,7 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
 
   /**
    * Examples per optimizer step, 1 to 4096. Default: supervised and reinforcement automatic
-   * (about 40 steps per epoch, 16 to 256), few_shot 64, transfer 32.
+   * (about 40 steps per epoch, 16 to 256), few_shot and transfer 64.
    *
    * @generated from field: optional int32 batch_size = 3;
    */
