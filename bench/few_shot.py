@@ -100,7 +100,7 @@ def main() -> None:
         "service": through_service(shots, test),
     }
     print(
-        f"Banking77 few-shot: {args.per_intent} examples per intent ({len(shots[0])}),"
+        f"{args.data.name} few-shot: {args.per_intent} examples per intent ({len(shots[0])}),"
         f" {len(test[0])} test examples, {os.cpu_count()} cores"
     )
     print(f"{'system':<52} {'test accuracy':>13} {'train s':>8}")

@@ -1,10 +1,10 @@
 """Banking77, full training set, transfer from the pretrained encoder through the service.
 
-One TrainAgent(training_type=TRANSFER) call with all 10,003 training examples (its defaults), timed from the
-call to the final event (limit: config.max_duration_seconds = 900), then test.csv scored through
-InvokeAgent. The reference, measured in the same run: frozen all-MiniLM-L6-v2 embeddings +
-scikit-learn LogisticRegression on the same training set (the brief gives 93.0%); published
-fine-tuned BERT-base: 93.7%. Takes about 13 minutes on 2 cores. Writes
+One TrainAgent(training_type=TRANSFER) call with all 10,003 training examples (its defaults),
+timed from the call to the final event (limit: config.max_duration_seconds = 900), then test.csv
+scored through InvokeAgent. The reference, measured in the same run: frozen all-MiniLM-L6-v2
+embeddings + scikit-learn LogisticRegression on the same training set (the brief gives 93.0%);
+published fine-tuned BERT-base: 93.7%. Takes about 3 minutes on 2 cores. Writes
 bench/results/transfer_full.json.
 Usage: python bench/transfer_full.py [--data ../shared/data/banking77]
 """
@@ -69,7 +69,7 @@ def main() -> None:
         "validation_accuracy": final.metrics.validation_accuracy,
         "reference": frozen_embeddings_lr(train, test),
     }
-    print(f"Banking77 transfer, full training set ({len(examples)}), {os.cpu_count()} cores")
+    print(f"{args.data.name} transfer, full training set ({len(examples)}), {os.cpu_count()} cores")
     print(f"{'system':<56} {'test accuracy':>13} {'train s':>8}")
     print(
         f"{'agent-training transfer (MiniLM fine-tuned + n-grams)':<56}"
