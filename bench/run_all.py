@@ -14,6 +14,7 @@ BENCHMARKS = [  # a script, or a script and its arguments
     "reinforcement.py",
     "transfer.py",
     "transfer_full.py",
+    "out_of_scope.py",
     "synthetic_usefulness.py",
     "synthetic_usefulness.py --validation-split 0",
     "synthetic_throughput.py",
@@ -70,6 +71,19 @@ def summary() -> list[tuple[str, str, str]]:
                 "transfer, Banking77 full",
                 f"{result['accuracy']:.2%} in {result['train_seconds']:.0f} s",
                 f"frozen MiniLM + LR {result['reference']['accuracy']:.2%}",
+            )
+        )
+    if result := _load("out_of_scope"):
+        peers = ("linear_svc", "frozen_embeddings_lr")
+        ours = max((key for key in result if key not in peers), key=lambda k: result[k]["auroc"])
+        peer = max(peers, key=lambda key: result[key]["auroc"])
+        rows.append(
+            (
+                "out-of-scope detection, banking77-oos",
+                f"{ours} AUROC {result[ours]['auroc']:.3f}, recall"
+                f" {result[ours]['oos_recall']:.1%} at 95% in-scope kept",
+                f"{peer} AUROC {result[peer]['auroc']:.3f}, recall"
+                f" {result[peer]['oos_recall']:.1%}",
             )
         )
     if result := _load("transfer"):
