@@ -30,6 +30,8 @@ class BehaviorSettings:
     """Runner-up outputs returned with each answer."""
     disabled_outputs: tuple[str, ...] = ()
     """Outputs never answered."""
+    ambiguity_margin: float = 0.0
+    """Answers whose best two confidences differ by at most this are marked ambiguous (0: off)."""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""

@@ -61,6 +61,11 @@ def behavior_from_proto(message: agents_pb2.BehaviorSettings) -> BehaviorSetting
             else default.num_alternatives
         ),
         disabled_outputs=tuple(message.disabled_outputs),
+        ambiguity_margin=(
+            message.ambiguity_margin
+            if message.HasField("ambiguity_margin")
+            else default.ambiguity_margin
+        ),
     )
 
 
@@ -73,6 +78,7 @@ def behavior_to_proto(behavior: BehaviorSettings) -> agents_pb2.BehaviorSettings
         temperature=behavior.temperature,
         num_alternatives=behavior.num_alternatives,
         disabled_outputs=list(behavior.disabled_outputs),
+        ambiguity_margin=behavior.ambiguity_margin,
     )
 
 
@@ -298,4 +304,9 @@ def answer_to_proto(answer: Answer) -> invocation_pb2.Prediction:
         ],
         propensity=answer.propensity,
         explored=answer.explored,
+        is_ambiguous=bool(answer.ambiguous_outputs),
+        ambiguous_outputs=[
+            invocation_pb2.Alternative(output=output, confidence=confidence)
+            for output, confidence in answer.ambiguous_outputs
+        ],
     )

@@ -34,17 +34,25 @@ INLINE_INPUTS = 64
 
 
 @dataclasses.dataclass(frozen=True)
-class Answer:
-    """The answer to one input."""
+class Choice:
+    """What an agent's behaviour settings make of one input's probabilities."""
 
-    invocation_id: str
-    input: str
     output: str
     confidence: float
     is_fallback: bool
     alternatives: list[tuple[str, float]]
     propensity: float
     explored: bool
+    ambiguous_outputs: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    """The best two outputs when their confidences are within the ambiguity margin, else []."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer(Choice):
+    """The answer to one input: the choice, with its id and input."""
+
+    invocation_id: str = ""
+    input: str = ""
 
 
 def apply_behavior(
@@ -52,11 +60,8 @@ def apply_behavior(
     outputs: Sequence[str],
     behavior: BehaviorSettings,
     rng: random.Random,
-) -> tuple[str, float, bool, list[tuple[str, float]], float, bool]:
-    """Choose an output for one input's probabilities, as the behaviour settings say.
-
-    Returns (output, confidence, is_fallback, alternatives, propensity, explored).
-    """
+) -> Choice:
+    """Choose an output for one input's probabilities, as the behaviour settings say."""
     scores = probabilities.astype(np.float64)
     if behavior.temperature != 1.0:
         # Same as dividing the logits by the temperature, computed from probabilities.
@@ -78,8 +83,28 @@ def apply_behavior(
         if int(i) != chosen
     ][: behavior.num_alternatives]
     if not explored and confidence < behavior.confidence_threshold:
-        return behavior.fallback_output, confidence, True, alternatives, propensity, False
-    return outputs[chosen], confidence, False, alternatives, propensity, explored
+        return Choice(behavior.fallback_output, confidence, True, alternatives, propensity, False)
+    return Choice(
+        outputs[chosen],
+        confidence,
+        False,
+        alternatives,
+        propensity,
+        explored,
+        [] if explored else _ambiguous(scores, order, outputs, behavior.ambiguity_margin),
+    )
+
+
+def _ambiguous(
+    scores: np.ndarray, order: np.ndarray, outputs: Sequence[str], margin: float
+) -> list[tuple[str, float]]:
+    """The best two outputs with their confidences when they are within ``margin``, else []."""
+    if margin <= 0 or len(order) < 2:
+        return []
+    first, second = int(order[0]), int(order[1])
+    if scores[second] <= 0 or scores[first] - scores[second] > margin:
+        return []
+    return [(outputs[first], float(scores[first])), (outputs[second], float(scores[second]))]
 
 
 def _explore(
@@ -159,20 +184,10 @@ class InferenceService:
         probabilities, scored = await self._batcher.score(version, inputs)
         answers = []
         for text, row in zip(inputs, probabilities, strict=True):
-            output, confidence, fallback, alternatives, propensity, explored = apply_behavior(
-                row, version.outputs, version.behavior, self._rng
-            )
+            choice = apply_behavior(row, version.outputs, version.behavior, self._rng)
             answers.append(
-                Answer(
-                    invocation_id=f"inv_{secrets.token_hex(8)}",
-                    input=text,
-                    output=output,
-                    confidence=confidence,
-                    is_fallback=fallback,
-                    alternatives=alternatives,
-                    propensity=propensity,
-                    explored=explored,
-                )
+                # vars, not dataclasses.asdict: a shallow copy, on the hot path of every call.
+                Answer(**vars(choice), invocation_id=f"inv_{secrets.token_hex(8)}", input=text)
             )
         if self._metrics is not None:
             self._metrics.invocations.labels(agent_id).inc(len(answers))

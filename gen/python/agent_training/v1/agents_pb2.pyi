@@ -32,6 +32,7 @@ class BehaviorSettings(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     NUM_ALTERNATIVES_FIELD_NUMBER: _builtins.int
     DISABLED_OUTPUTS_FIELD_NUMBER: _builtins.int
+    AMBIGUITY_MARGIN_FIELD_NUMBER: _builtins.int
     confidence_threshold: _builtins.float
     """Answers whose confidence is below this return `fallback_output` instead, in [0, 1].
     Default 0 (never fall back).
@@ -48,6 +49,12 @@ class BehaviorSettings(_message.Message):
     """
     num_alternatives: _builtins.int
     """Number of runner-up alternatives returned with an answer, 0 to 20. Default 3."""
+    ambiguity_margin: _builtins.float
+    """Answers whose best two outputs' confidences differ by at most this are marked ambiguous and
+    carry both (Prediction.ambiguous_outputs), so a caller can ask the customer to choose; in
+    [0, 1]. Fallback answers (under confidence_threshold) and explored ones are never marked.
+    Default 0 (never marked).
+    """
     @_builtins.property
     def disabled_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Outputs that are never answered (disabled without retraining): at most
@@ -64,11 +71,14 @@ class BehaviorSettings(_message.Message):
         temperature: _builtins.float | None = ...,
         num_alternatives: _builtins.int | None = ...,
         disabled_outputs: _abc.Iterable[_builtins.str] | None = ...,
+        ambiguity_margin: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence_threshold", b"_confidence_threshold", "_exploration_rate", b"_exploration_rate", "_num_alternatives", b"_num_alternatives", "_temperature", b"_temperature", "confidence_threshold", b"confidence_threshold", "exploration_rate", b"exploration_rate", "num_alternatives", b"num_alternatives", "temperature", b"temperature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ambiguity_margin", b"_ambiguity_margin", "_confidence_threshold", b"_confidence_threshold", "_exploration_rate", b"_exploration_rate", "_num_alternatives", b"_num_alternatives", "_temperature", b"_temperature", "ambiguity_margin", b"ambiguity_margin", "confidence_threshold", b"confidence_threshold", "exploration_rate", b"exploration_rate", "num_alternatives", b"num_alternatives", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence_threshold", b"_confidence_threshold", "_exploration_rate", b"_exploration_rate", "_num_alternatives", b"_num_alternatives", "_temperature", b"_temperature", "confidence_threshold", b"confidence_threshold", "disabled_outputs", b"disabled_outputs", "exploration_rate", b"exploration_rate", "fallback_output", b"fallback_output", "num_alternatives", b"num_alternatives", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ambiguity_margin", b"_ambiguity_margin", "_confidence_threshold", b"_confidence_threshold", "_exploration_rate", b"_exploration_rate", "_num_alternatives", b"_num_alternatives", "_temperature", b"_temperature", "ambiguity_margin", b"ambiguity_margin", "confidence_threshold", b"confidence_threshold", "disabled_outputs", b"disabled_outputs", "exploration_rate", b"exploration_rate", "fallback_output", b"fallback_output", "num_alternatives", b"num_alternatives", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ambiguity_margin: _TypeAlias = _typing.Literal["ambiguity_margin"]  # noqa: Y015
+    _WhichOneofArgType__ambiguity_margin: _TypeAlias = _typing.Literal["_ambiguity_margin", b"_ambiguity_margin"]  # noqa: Y015
     _WhichOneofReturnType__confidence_threshold: _TypeAlias = _typing.Literal["confidence_threshold"]  # noqa: Y015
     _WhichOneofArgType__confidence_threshold: _TypeAlias = _typing.Literal["_confidence_threshold", b"_confidence_threshold"]  # noqa: Y015
     _WhichOneofReturnType__exploration_rate: _TypeAlias = _typing.Literal["exploration_rate"]  # noqa: Y015
@@ -77,6 +87,8 @@ class BehaviorSettings(_message.Message):
     _WhichOneofArgType__num_alternatives: _TypeAlias = _typing.Literal["_num_alternatives", b"_num_alternatives"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ambiguity_margin) -> _WhichOneofReturnType__ambiguity_margin | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__confidence_threshold) -> _WhichOneofReturnType__confidence_threshold | None: ...
     @_typing.overload

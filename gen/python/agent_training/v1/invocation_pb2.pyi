@@ -58,6 +58,8 @@ class Prediction(_message.Message):
     ALTERNATIVES_FIELD_NUMBER: _builtins.int
     PROPENSITY_FIELD_NUMBER: _builtins.int
     EXPLORED_FIELD_NUMBER: _builtins.int
+    IS_AMBIGUOUS_FIELD_NUMBER: _builtins.int
+    AMBIGUOUS_OUTPUTS_FIELD_NUMBER: _builtins.int
     invocation_id: _builtins.str
     """Id of this answer, for RecordFeedback."""
     input: _builtins.str
@@ -72,9 +74,17 @@ class Prediction(_message.Message):
     """Probability with which `output` was chosen (below 1 when exploring)."""
     explored: _builtins.bool
     """Whether `output` was chosen by exploration rather than as the best output."""
+    is_ambiguous: _builtins.bool
+    """Whether the best two outputs are within the agent's `ambiguity_margin` of each other:
+    `output` is still the best, and `ambiguous_outputs` holds both to offer as a choice.
+    """
     @_builtins.property
     def alternatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alternative]:
         """Runner-up outputs, best first."""
+
+    @_builtins.property
+    def ambiguous_outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alternative]:
+        """When `is_ambiguous`: the best two outputs with their confidences, best first; else empty."""
 
     def __init__(
         self,
@@ -87,10 +97,12 @@ class Prediction(_message.Message):
         alternatives: _abc.Iterable[Global___Alternative] | None = ...,
         propensity: _builtins.float = ...,
         explored: _builtins.bool = ...,
+        is_ambiguous: _builtins.bool = ...,
+        ambiguous_outputs: _abc.Iterable[Global___Alternative] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "confidence", b"confidence", "explored", b"explored", "input", b"input", "invocation_id", b"invocation_id", "is_fallback", b"is_fallback", "output", b"output", "propensity", b"propensity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "ambiguous_outputs", b"ambiguous_outputs", "confidence", b"confidence", "explored", b"explored", "input", b"input", "invocation_id", b"invocation_id", "is_ambiguous", b"is_ambiguous", "is_fallback", b"is_fallback", "output", b"output", "propensity", b"propensity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent_training/v1/invocation.proto.
  */
 export const file_agent_training_v1_invocation: GenFile = /*@__PURE__*/
-  fileDesc("CiJhZ2VudF90cmFpbmluZy92MS9pbnZvY2F0aW9uLnByb3RvEhFhZ2VudF90cmFpbmluZy52MSIxCgtBbHRlcm5hdGl2ZRIOCgZvdXRwdXQYASABKAkSEgoKY29uZmlkZW5jZRgCIAEoASLHAQoKUHJlZGljdGlvbhIVCg1pbnZvY2F0aW9uX2lkGAEgASgJEg0KBWlucHV0GAIgASgJEg4KBm91dHB1dBgDIAEoCRISCgpjb25maWRlbmNlGAQgASgBEhMKC2lzX2ZhbGxiYWNrGAUgASgIEjQKDGFsdGVybmF0aXZlcxgGIAMoCzIeLmFnZW50X3RyYWluaW5nLnYxLkFsdGVybmF0aXZlEhIKCnByb3BlbnNpdHkYByABKAESEAoIZXhwbG9yZWQYCCABKAhiBnByb3RvMw");
+  fileDesc("CiJhZ2VudF90cmFpbmluZy92MS9pbnZvY2F0aW9uLnByb3RvEhFhZ2VudF90cmFpbmluZy52MSIxCgtBbHRlcm5hdGl2ZRIOCgZvdXRwdXQYASABKAkSEgoKY29uZmlkZW5jZRgCIAEoASKYAgoKUHJlZGljdGlvbhIVCg1pbnZvY2F0aW9uX2lkGAEgASgJEg0KBWlucHV0GAIgASgJEg4KBm91dHB1dBgDIAEoCRISCgpjb25maWRlbmNlGAQgASgBEhMKC2lzX2ZhbGxiYWNrGAUgASgIEjQKDGFsdGVybmF0aXZlcxgGIAMoCzIeLmFnZW50X3RyYWluaW5nLnYxLkFsdGVybmF0aXZlEhIKCnByb3BlbnNpdHkYByABKAESEAoIZXhwbG9yZWQYCCABKAgSFAoMaXNfYW1iaWd1b3VzGAkgASgIEjkKEWFtYmlndW91c19vdXRwdXRzGAogAygLMh4uYWdlbnRfdHJhaW5pbmcudjEuQWx0ZXJuYXRpdmViBnByb3RvMw");
 
 /**
  * A runner-up output.
@@ -101,6 +101,21 @@ export type Prediction = Message<"agent_training.v1.Prediction"> & {
    * @generated from field: bool explored = 8;
    */
   explored: boolean;
+
+  /**
+   * Whether the best two outputs are within the agent's `ambiguity_margin` of each other:
+   * `output` is still the best, and `ambiguous_outputs` holds both to offer as a choice.
+   *
+   * @generated from field: bool is_ambiguous = 9;
+   */
+  isAmbiguous: boolean;
+
+  /**
+   * When `is_ambiguous`: the best two outputs with their confidences, best first; else empty.
+   *
+   * @generated from field: repeated agent_training.v1.Alternative ambiguous_outputs = 10;
+   */
+  ambiguousOutputs: Alternative[];
 };
 
 /**
