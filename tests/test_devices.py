@@ -61,6 +61,10 @@ def test_devices_are_recorded_one_way() -> None:
     assert devices.unavailable_reason("cuda:1", 2) is None
     assert "no CUDA GPU" in str(devices.unavailable_reason("cuda:0", 0))
     assert "cuda:0 to cuda:1" in str(devices.unavailable_reason("cuda:2", 2))
+    # A data-parallel job takes a GPU per worker.
+    assert devices.unavailable_reason("cuda:0", 2, workers=2) is None
+    assert "3 data-parallel workers" in str(devices.unavailable_reason("cuda:0", 2, workers=3))
+    assert devices.unavailable_reason("cpu", 0, workers=4) is None
 
 
 def refused(data_dir: Path, device: str) -> tuple[int, str]:

@@ -54,8 +54,11 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def unavailable_reason(device: str, cuda_devices: int) -> str | None:
-    """Why ``device`` cannot run where ``cuda_devices`` GPUs are seen, or None when it can."""
+def unavailable_reason(device: str, cuda_devices: int, workers: int = 1) -> str | None:
+    """Why ``device`` cannot run where ``cuda_devices`` GPUs are seen, or None when it can.
+
+    A data-parallel job (``workers`` > 1) takes one GPU per worker.
+    """
     if not names_cuda(device):
         return None
     number = int(device.split(":", 1)[1])
@@ -65,6 +68,11 @@ def unavailable_reason(device: str, cuda_devices: int) -> str | None:
         return (
             f"device {device} is not available: torch sees {cuda_devices} CUDA GPU(s),"
             f" cuda:0 to cuda:{cuda_devices - 1}"
+        )
+    if workers > cuda_devices:
+        return (
+            f"{workers} data-parallel workers on {device} take a GPU each, and there are"
+            f" {cuda_devices}"
         )
     return None
 

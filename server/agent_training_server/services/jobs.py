@@ -489,20 +489,22 @@ class JobManager:
         """The settings with the device the job asks for (the server's when it names none).
 
         Raises:
-            FailedPrecondition: DEVICE_UNAVAILABLE, it names a CUDA GPU the workers lack.
+            FailedPrecondition: DEVICE_UNAVAILABLE, it names a CUDA GPU the workers lack (or
+                asks for more data-parallel workers than there are GPUs, one each).
         """
         device = devices.parse(settings.device or self._config.device)
         if devices.names_cuda(device):
             # Off the event loop: the local pool's answer imports torch the first time.
             reason = devices.unavailable_reason(
-                device, await asyncio.to_thread(self._pool.cuda_devices)
+                device, await asyncio.to_thread(self._pool.cuda_devices), settings.num_workers
             )
             if reason is not None:
                 raise FailedPrecondition(
                     f"{reason} on the training workers",
                     code="DEVICE_UNAVAILABLE",
                     hint="Set config.device to auto or cpu (or leave it empty for the server's"
-                    " setting), or send the job to a server whose workers have that GPU.",
+                    " setting), lower config.num_workers, or send the job to a server whose"
+                    " workers have those GPUs.",
                 )
         return dataclasses.replace(settings, device=device)
 
