@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from agent_training.v1 import agents_pb2, training_pb2
+from agent_training.v1 import agents_pb2
 from agent_training_client import AgentTrainingClient
 from tests.conftest import ServerThread, assert_status, expect_error, make_config
-from tests.test_training import banking_examples
+from tests.test_analysis import trained
 
 MARGIN = 0.3
 # Clear requests of the trained intents, and vague ones that sit between them.
@@ -38,14 +38,6 @@ def server(tmp_path_factory) -> Iterator[ServerThread]:
 def client(server: ServerThread) -> Iterator[AgentTrainingClient]:
     with AgentTrainingClient(server.address, timeout=120) as made:
         yield made
-
-
-def trained(client: AgentTrainingClient, agent_id: str, **behavior) -> None:
-    client.create_agent(agent_id=agent_id, default_behavior=agents_pb2.BehaviorSettings(**behavior))
-    events = list(
-        client.train_agent(agent_id=agent_id, training_data=banking_examples(per_intent=30))
-    )
-    assert events[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
 
 
 def pairs(alternatives) -> list[tuple[str, float]]:
