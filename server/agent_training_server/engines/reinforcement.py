@@ -14,6 +14,9 @@ clipped, self-normalised importance weight 1/propensity:
   Unconfident ones are skipped, so early, poor guesses do not teach their own mistakes.
 Each epoch reports the self-normalised inverse propensity (SNIPS) estimate of the policy's value
 on held-out interactions, next to the loss.
+
+As in the supervised engine, the features are built on the CPU and the policy trains on the job's
+device in float32 (supervised.ngram_precision); the weights are saved from the CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agent_training_server import devices
 from agent_training_server.engines import text_features as tf
 from agent_training_server.engines.base import (
     Artifact,
@@ -38,7 +42,7 @@ from agent_training_server.engines.base import (
 )
 from agent_training_server.engines.evaluation import stratified_split
 from agent_training_server.engines.resumable import ResumableLoop
-from agent_training_server.engines.supervised import KIND, SparseLinear
+from agent_training_server.engines.supervised import KIND, SparseLinear, ngram_precision
 
 MAX_IMPORTANCE_WEIGHT = 20.0
 """Clip of 1/propensity: rare explorations count more, but no single one dominates."""
@@ -127,7 +131,7 @@ def policy_value(
     propensities: np.ndarray,
 ) -> float:
     """SNIPS estimate of the greedy policy's expected reward on logged interactions."""
-    greedy = model(rows).argmax(dim=1).numpy()
+    greedy = model(rows).argmax(dim=1).cpu().numpy()
     match = (greedy == actions).astype(np.float64) / propensities
     total = match.sum()
     return float((match * rewards).sum() / total) if total > 0 else 0.0
@@ -175,11 +179,13 @@ class ReinforcementEngine(Engine):
             settings.seed,
         )
 
+        mixed = ngram_precision(devices.resolve(settings.device))
         torch.manual_seed(settings.seed)
         model = SparseLinear(vocabulary.size, len(outputs))
         with torch.no_grad():
             model.weight.weight.copy_(weight)
             model.bias.copy_(bias)
+        model.to(mixed.device)  # before the optimizer takes its parameters
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
         batch_size = settings.batch_size or max(16, min(256, len(train_rows) // 40))
         steps_per_epoch = -(-len(train_rows) // batch_size)
@@ -187,11 +193,12 @@ class ReinforcementEngine(Engine):
         loop.resume(settings.epochs, steps_per_epoch)
 
         def tensors_of(rows: np.ndarray) -> tuple:
+            # The features stay in numpy (the model copies them to its device); the rest goes now.
             return (
                 features.rows(rows),
-                torch.from_numpy(actions[rows]),
-                torch.from_numpy(rewards[rows]),
-                torch.from_numpy(importance[rows]),
+                torch.from_numpy(actions[rows]).to(mixed.device),
+                torch.from_numpy(rewards[rows]).to(mixed.device),
+                torch.from_numpy(importance[rows]).to(mixed.device),
             )
 
         valid = tensors_of(valid_rows)
@@ -211,8 +218,7 @@ class ReinforcementEngine(Engine):
                 )
                 loss = interaction_loss(model(rows), batch_actions, batch_rewards, batch_weights)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                mixed.step(loss, optimizer)
                 seen += len(batch_actions)
                 loop.after_step(batch_number + 1, steps_per_epoch)
             with torch.no_grad():
@@ -265,9 +271,9 @@ class ReinforcementEngine(Engine):
             "train_examples": len(train_rows),
             "validation_examples": len(valid_rows),
         }
-        tensors = {
-            "weight": model.weight.weight.detach().contiguous(),
-            "bias": model.bias.detach().contiguous(),
+        tensors = {  # saved from the CPU, whichever device trained them
+            "weight": model.weight.weight.detach().cpu().contiguous(),
+            "bias": model.bias.detach().cpu().contiguous(),
             "vocabulary": torch.from_numpy(vocabulary.buckets),
             "idf": torch.from_numpy(vocabulary.idf),
         }
@@ -288,5 +294,11 @@ class ReinforcementEngine(Engine):
             "started_from_version": bool(start_from),
         }
         return Artifact(
-            tensors=tensors, spec=spec, outputs=outputs, metrics=metrics, encoder=encoder
+            tensors=tensors,
+            spec=spec,
+            outputs=outputs,
+            metrics=metrics,
+            encoder=encoder,
+            device=mixed.device_name,
+            precision=mixed.name,
         )

@@ -4,7 +4,8 @@ A mini-batch of short texts touches a few thousand of the tens of thousands of n
 training pays for every row at every step: a zeroed gradient the size of the whole table, and
 Adam's update of every entry. Here the gradient holds only the batch's rows (a sparse tensor,
 summed per row in the backward pass) and ``LazyAdam`` updates only those rows, so a step costs
-what its examples and their features cost, whatever the number of rows.
+what its examples and their features cost, whatever the number of rows. Everything runs on the
+device the weights are on, the CPU or a GPU.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def row_gradient(
     gradient is written once per used row, never once per entry nor once per table row.
     """
     bags = torch.repeat_interleave(
-        torch.arange(len(offsets), dtype=torch.int64),
+        torch.arange(len(offsets), dtype=torch.int64, device=offsets.device),
         torch.diff(offsets, append=offsets.new_tensor([len(indices)])),
     )
     # int32 keys sort about twice as fast as int64 ones; row ids fit easily.
@@ -148,9 +149,14 @@ class LazyAdam(torch.optim.Optimizer):
         """What to update of a parameter: all of it (dense gradient) or copies of its rows."""
         state = self.state[param]
         if not state:
-            state["step"] = torch.tensor(0.0)
+            # The fused kernel reads the step count where the weights are (on a GPU, there).
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
+        elif state["step"].device != param.device:
+            # Loaded from a checkpoint: load_state_dict moves the moments to the weights' device
+            # but leaves the step count where the file put it, on the CPU.
+            state["step"] = state["step"].to(param.device)
         grad = param.grad
         assert grad is not None
         if not grad.is_sparse:

@@ -3,6 +3,10 @@
 The model is one EmbeddingBag (a sparse linear layer: each n-gram's row holds its score for every
 output) plus a bias, trained with Adam on mini-batches. The features do the heavy lifting, as they
 do for a linear SVM; the whole Banking77 training set trains in seconds on two cores.
+
+The features are built in numpy on the CPU; the model trains on the job's device (the CPU or a
+GPU), in float32 on both (`ngram_precision`). Its predictor scores on the CPU, in numpy, wherever
+it trained (`SupervisedPredictor`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent_training_server import devices
+from agent_training_server.engines import precision
 from agent_training_server.engines import text_features as tf
 from agent_training_server.engines.base import (
     Artifact,
@@ -55,13 +61,36 @@ class SparseLinear(nn.Module):
         nn.init.zeros_(self.weight.weight)
 
     def forward(self, batch: tf.SparseBatch) -> torch.Tensor:
-        """Return logits of shape (rows, outputs)."""
-        indices = torch.from_numpy(batch.indices)
-        offsets = torch.from_numpy(batch.offsets[:-1])
-        weights = torch.from_numpy(batch.weights)
+        """Return logits of shape (rows, outputs), on the model's device."""
+        device = self.bias.device  # the CPU: no copy; a GPU: the batch's copy to it
+        indices = torch.from_numpy(batch.indices).to(device)
+        offsets = torch.from_numpy(batch.offsets[:-1]).to(device)
+        weights = torch.from_numpy(batch.weights).to(device)
         if self.weight.sparse:
             return bag_sum(self.weight.weight, indices, offsets, weights) + self.bias
         return self.weight(indices, offsets, per_sample_weights=weights) + self.bias
+
+
+def ngram_precision(device: str) -> precision.Precision:
+    """How an n-gram model trains on ``device`` (``cpu`` or ``cuda:N``): float32 on both.
+
+    Unlike the encoder's, its steps have no matrix product for 16-bit arithmetic to speed up:
+    they gather rows of the table and sum them weighted, bound by memory, not arithmetic. In
+    16 bits each summed term would keep 8 (bfloat16) to 11 (float16) significant bits: mixed
+    precision would cost accuracy for no time saved. On the CPU this is the arithmetic the
+    engine always used, so a seed's weights and metrics are what they were.
+    """
+    return precision.Precision(torch.device(device), precision.FLOAT32)
+
+
+def sparse_gradients(device: torch.device, world_size: int) -> bool:
+    """Whether the table trains with row-sparse gradients (sparse_rows.LazyAdam).
+
+    Always, but for a data-parallel job on GPUs: NCCL cannot all-reduce a sparse tensor, so
+    there the gradient is dense (every row, every step: cheap on a GPU) and DDP averages it as
+    any other; LazyAdam then updates every row, as Adam does.
+    """
+    return world_size == 1 or device.type != "cuda"
 
 
 def auto_batch_size(train_examples: int) -> int:
@@ -94,7 +123,7 @@ def epoch_sums(loss_sum: torch.Tensor, correct: torch.Tensor) -> dict[str, float
 def evaluate(model: SparseLinear, rows: tf.SparseBatch, labels: np.ndarray) -> tuple[float, float]:
     """Return (mean cross-entropy, accuracy) over all rows."""
     logits = model(rows)
-    target = torch.from_numpy(labels)
+    target = torch.from_numpy(labels).to(logits.device)
     loss = nn.functional.cross_entropy(logits, target).item()
     accuracy = (logits.argmax(dim=1) == target).float().mean().item()
     return loss, accuracy
@@ -146,9 +175,14 @@ class SupervisedEngine(Engine):
         train_x, train_y = features.rows(train_rows), labels[train_rows]
         valid_x, valid_y = features.rows(valid_rows), labels[valid_rows]
 
+        # Phase: the model, on the job's device; the features stay in numpy on the CPU and each
+        # batch's ids and weights are copied to the device as it is used.
+        mixed = ngram_precision(devices.resolve(settings.device))
         torch.manual_seed(settings.seed)
-        model = SparseLinear(vocabulary.size, len(outputs), sparse_grad=True)
-        # A step updates the rows its batch uses: its cost follows the data, not the table size.
+        sparse = sparse_gradients(mixed.device, self.parallel.world_size)
+        model = SparseLinear(vocabulary.size, len(outputs), sparse_grad=sparse).to(mixed.device)
+        # With sparse gradients a step updates the rows its batch uses: its cost follows the
+        # data, not the table size.
         optimizer = LazyAdam(model.parameters(), lr=settings.learning_rate)
         batch_size = settings.batch_size or auto_batch_size(len(train_rows))
         local_batch = self.parallel.local_batch(batch_size)
@@ -167,8 +201,12 @@ class SupervisedEngine(Engine):
             epoch_x = train_x.rows(order)  # one gather an epoch; batches are spans of it
             # Training loss and accuracy of the epoch accumulate on the fly: no extra pass.
             restored = loop.sums
-            loss_sum = torch.tensor(restored.get("loss", 0.0), dtype=torch.float32)
-            correct = torch.tensor(int(restored.get("correct", 0)), dtype=torch.long)
+            loss_sum = torch.tensor(
+                restored.get("loss", 0.0), dtype=torch.float32, device=mixed.device
+            )
+            correct = torch.tensor(
+                int(restored.get("correct", 0)), dtype=torch.long, device=mixed.device
+            )
             sums = functools.partial(epoch_sums, loss_sum, correct)  # for mid-epoch checkpoints
             for batch_number, start in enumerate(range(0, len(order), local_batch)):
                 if batch_number < loop.first_batch:
@@ -176,11 +214,10 @@ class SupervisedEngine(Engine):
                 loop.check_stop(reporter, deadline, batch_number, sums)
                 selection = order[start : start + local_batch]
                 logits = trainer(epoch_x.span(start, start + len(selection)))
-                target = torch.from_numpy(train_y[selection])
+                target = torch.from_numpy(train_y[selection]).to(mixed.device)
                 loss = nn.functional.cross_entropy(logits, target)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                mixed.step(loss, optimizer)
                 with torch.no_grad():
                     loss_sum += loss.detach() * len(selection)
                     correct += (logits.argmax(dim=1) == target).sum()
@@ -228,7 +265,7 @@ class SupervisedEngine(Engine):
         train_loss, train_accuracy = evaluate(model, train_x, train_y)
         valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
         with torch.no_grad():
-            predicted = model(valid_x).argmax(dim=1).numpy()
+            predicted = model(valid_x).argmax(dim=1).cpu().numpy()
         duration = time.monotonic() - started
         metrics = {
             "accuracy": train_accuracy,
@@ -251,15 +288,21 @@ class SupervisedEngine(Engine):
             "char_ngrams": f"{config.char_ngram_min}-{config.char_ngram_max}",
             "weighting": "sublinear tf-idf, l2 per block",
         }
-        tensors = {
-            "weight": model.weight.weight.detach().contiguous(),
-            "bias": model.bias.detach().contiguous(),
+        tensors = {  # saved from the CPU, whichever device trained them
+            "weight": model.weight.weight.detach().cpu().contiguous(),
+            "bias": model.bias.detach().cpu().contiguous(),
             "vocabulary": torch.from_numpy(vocabulary.buckets),
             "idf": torch.from_numpy(vocabulary.idf),
         }
         spec = {"kind": KIND, "features": dataclasses.asdict(config), "outputs": outputs}
         return Artifact(
-            tensors=tensors, spec=spec, outputs=outputs, metrics=metrics, encoder=encoder
+            tensors=tensors,
+            spec=spec,
+            outputs=outputs,
+            metrics=metrics,
+            encoder=encoder,
+            device=mixed.device_name,
+            precision=mixed.name,
         )
 
 
@@ -268,7 +311,10 @@ class SupervisedPredictor(Predictor):
 
     Serving scores a handful of texts per call: a sparse product in numpy costs a fraction of
     torch's EmbeddingBag call for them (bench/invoke_profile.py) and gives the same scores to
-    float32 rounding.
+    float32 rounding. It stays on the CPU on a GPU server too, whatever device the version
+    trained on: a GPU would add a copy each way and a kernel launch or more to tens of
+    microseconds of work, and the scoring runs on the event loop (``scores_inline``), where
+    waiting for a GPU would hold up every other call.
     """
 
     scores_inline = True

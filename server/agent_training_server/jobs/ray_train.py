@@ -56,8 +56,9 @@ NO_DEADLINE_SECONDS = 10 * 365 * 86400.0
 """Data-parallel engines get this as their own limit: the job's limit is checked collectively."""
 GPU_BACKEND = "cpu:gloo,cuda:nccl"
 """torch.distributed backends of a data-parallel job on GPUs, chosen by each tensor's device: the
-encoder's gradients are on the GPU, the step flags (CollectiveSteps) and transfer's n-gram
-companion, which trains on the CPU, are not."""
+encoder's gradients and the supervised engine's (dense there: NCCL has no sparse all-reduce) are
+on the GPU, the step flags (CollectiveSteps) and transfer's n-gram companion, which trains on the
+CPU, are not."""
 
 
 class Mailbox:
