@@ -32,6 +32,8 @@ class BehaviorSettings:
     """Outputs never answered."""
     ambiguity_margin: float = 0.0
     """Answers whose best two confidences differ by at most this are marked ambiguous (0: off)."""
+    out_of_scope_threshold: float = 1.0
+    """Answers whose out-of-scope score is above this return the fallback output (1: off)."""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""

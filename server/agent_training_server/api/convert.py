@@ -66,6 +66,11 @@ def behavior_from_proto(message: agents_pb2.BehaviorSettings) -> BehaviorSetting
             if message.HasField("ambiguity_margin")
             else default.ambiguity_margin
         ),
+        out_of_scope_threshold=(
+            message.out_of_scope_threshold
+            if message.HasField("out_of_scope_threshold")
+            else default.out_of_scope_threshold
+        ),
     )
 
 
@@ -79,6 +84,7 @@ def behavior_to_proto(behavior: BehaviorSettings) -> agents_pb2.BehaviorSettings
         num_alternatives=behavior.num_alternatives,
         disabled_outputs=list(behavior.disabled_outputs),
         ambiguity_margin=behavior.ambiguity_margin,
+        out_of_scope_threshold=behavior.out_of_scope_threshold,
     )
 
 
@@ -309,4 +315,5 @@ def answer_to_proto(answer: Answer) -> invocation_pb2.Prediction:
             invocation_pb2.Alternative(output=output, confidence=confidence)
             for output, confidence in answer.ambiguous_outputs
         ],
+        out_of_scope_score=answer.out_of_scope_score,
     )

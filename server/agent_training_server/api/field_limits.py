@@ -236,6 +236,7 @@ _LIMITS: dict[str, Limit] = {
     "BehaviorSettings.temperature": TEMPERATURE,
     "BehaviorSettings.num_alternatives": Range(low=0, high=MAX_ALTERNATIVES),
     "BehaviorSettings.ambiguity_margin": SHARE,
+    "BehaviorSettings.out_of_scope_threshold": SHARE,
     "BehaviorSettings.disabled_outputs": Size(
         items=Setting("max_outputs_per_agent"),
         chars=TEXT,

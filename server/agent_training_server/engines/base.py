@@ -182,6 +182,24 @@ class Engine(abc.ABC):
         """
 
 
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """What a predictor makes of a batch of texts: one row per text."""
+
+    probabilities: np.ndarray
+    """Shape (texts, outputs): each output's probability."""
+    out_of_scope: np.ndarray
+    """Shape (texts,): how unlike the training data each text is, in [0, 1]
+    (engines/out_of_scope.py)."""
+
+    def __getitem__(self, rows: slice) -> Scores:
+        """The scores of some of the texts."""
+        return Scores(self.probabilities[rows], self.out_of_scope[rows])
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+
 class Predictor(abc.ABC):
     """A loaded model that scores inputs."""
 
@@ -221,3 +239,11 @@ class Predictor(abc.ABC):
     @abc.abstractmethod
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Return an array of shape (len(texts), len(outputs)) of probabilities."""
+
+    def score(self, texts: Sequence[str]) -> Scores:
+        """The texts' probabilities and out-of-scope scores.
+
+        The default: one minus the best probability (engines/out_of_scope.py).
+        """
+        probabilities = self.predict_proba(texts)
+        return Scores(probabilities, 1.0 - probabilities.max(axis=1))

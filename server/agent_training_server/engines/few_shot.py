@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,13 @@ import torch
 from torch import nn
 
 from agent_training_server import devices
-from agent_training_server.engines import encoder_runtime, frozen_layers, precision, pretrained
+from agent_training_server.engines import (
+    encoder_runtime,
+    frozen_layers,
+    out_of_scope,
+    precision,
+    pretrained,
+)
 from agent_training_server.engines.base import (
     Artifact,
     Engine,
@@ -28,6 +35,7 @@ from agent_training_server.engines.base import (
     Predictor,
     Progress,
     Reporter,
+    Scores,
     TrainingDataError,
     TrainSettings,
 )
@@ -139,6 +147,15 @@ class FewShotEngine(Engine):
             return []
         return list(start_from[0]["outputs"])
 
+    def _pretrained_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """The pretrained encoder's embeddings of ``texts`` (cached across jobs).
+
+        For a job whose encoder starts from a version's fine-tuned one.
+        """
+        return pretrained.cached_embeddings(
+            texts, self.cache_dir, compute=lambda: pretrained.SentenceEncoder().embed(texts)
+        )
+
     def train(
         self,
         examples: Sequence[Example],
@@ -209,6 +226,10 @@ class FewShotEngine(Engine):
             initial = pretrained.cached_embeddings(
                 train_texts, self.cache_dir, compute=train_states.embed_all
             )
+        # The pretrained space, where out-of-scope distances are measured (out_of_scope.py).
+        known_embeddings = (
+            initial if start_from is None else self._pretrained_embeddings(train_texts)
+        )
         model.start_from_prototypes(initial, train_y)
         if known and start_from is not None:  # known outputs come from start_from
             with torch.no_grad():
@@ -342,6 +363,11 @@ class FewShotEngine(Engine):
             ngram_predictor = SupervisedPredictor(ngrams.spec, ngrams.tensors)
             train_p = (train_p + ngram_predictor.predict_proba(train_texts)) / 2
             valid_p = (valid_p + ngram_predictor.predict_proba(valid_texts)) / 2
+        # An extended version is also in scope where the version it extends was.
+        earlier = start_from[1].get(out_of_scope.KNOWN_EMBEDDINGS) if known and start_from else None
+        tensors[out_of_scope.KNOWN_EMBEDDINGS] = out_of_scope.known_embeddings(
+            known_embeddings, earlier
+        )
         train_loss, train_accuracy, _ = _scores(train_p, train_y)
         valid_loss, valid_accuracy, predicted = _scores(valid_p, valid_y)
         duration = time.monotonic() - started
@@ -412,9 +438,15 @@ class FewShotPredictor(Predictor):
         self.outputs = list(spec["outputs"])
         model = CosineClassifier(pretrained.SentenceEncoder(), len(self.outputs))
         model.load_state_dict(
-            {name: t for name, t in tensors.items() if not name.startswith("ngrams.")}
+            {
+                name: t
+                for name, t in tensors.items()
+                if not name.startswith(("ngrams.", out_of_scope.PREFIX))
+            }
         )
         self._encoder = _serving_runtime(model.encoder, derived_dir)
+        known = tensors.get(out_of_scope.KNOWN_EMBEDDINGS)
+        self._known = None if known is None else known.float().numpy()
         self._head_weight = model.head.weight.detach().numpy().T.copy()
         self._head_bias = model.head.bias.detach().numpy().copy()
         self._ngrams = None
@@ -453,6 +485,7 @@ class FewShotPredictor(Predictor):
         outputs = len(spec["outputs"])
         check_shape(tensors, "head.weight", (outputs, pretrained.DIMENSIONS))
         check_shape(tensors, "head.bias", (outputs,))
+        out_of_scope.check(tensors, pretrained.DIMENSIONS)
         if "ngrams" in spec:
             companion = {
                 name.removeprefix("ngrams."): t
@@ -470,3 +503,30 @@ class FewShotPredictor(Predictor):
         if self._ngrams is not None:
             probabilities = (probabilities + self._ngrams.predict_proba(texts)) / 2
         return probabilities
+
+    def score(self, texts: Sequence[str]) -> Scores:
+        """Probabilities, and out-of-scope scores (engines/out_of_scope.py).
+
+        The distance is measured in the pretrained encoder's space: a second encoder pass.
+        """
+        probabilities = self.predict_proba(texts)
+        if self._known is None:  # a version trained before the distance existed
+            return Scores(probabilities, out_of_scope.score(probabilities))
+        embeddings = _pretrained_runtime().embed(list(texts))
+        embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+        distance = out_of_scope.neighbour_distance(embeddings, self._known)
+        return Scores(probabilities, out_of_scope.score(probabilities, distance))
+
+
+_pretrained_lock = threading.Lock()
+
+
+@functools.cache
+def _pretrained_runtime_unlocked() -> encoder_runtime.EncoderRuntime:
+    return _serving_runtime(pretrained.SentenceEncoder(), None)
+
+
+def _pretrained_runtime() -> encoder_runtime.EncoderRuntime:
+    """The pretrained encoder, loaded once per process and shared by every encoder version."""
+    with _pretrained_lock:
+        return _pretrained_runtime_unlocked()

@@ -19,6 +19,7 @@ import numpy as np
 from agent_training_server.artifacts import load_version_predictor
 from agent_training_server.auth import current_tenant
 from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings, Invocation
+from agent_training_server.engines.base import Scores
 from agent_training_server.errors import FailedPrecondition
 from agent_training_server.metrics import Metrics
 from agent_training_server.not_found import version_not_found
@@ -45,6 +46,8 @@ class Choice:
     explored: bool
     ambiguous_outputs: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     """The best two outputs when their confidences are within the ambiguity margin, else []."""
+    out_of_scope_score: float = 0.0
+    """How unlike the agent's training data the input is, in [0, 1] (engines/out_of_scope.py)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +63,13 @@ def apply_behavior(
     outputs: Sequence[str],
     behavior: BehaviorSettings,
     rng: random.Random,
+    out_of_scope_score: float = 0.0,
 ) -> Choice:
-    """Choose an output for one input's probabilities, as the behaviour settings say."""
+    """Choose an output for one input's probabilities, as the behaviour settings say.
+
+    The fallback answers an input the agent is unsure of (best confidence under the threshold)
+    or that looks unlike anything it was trained on (out-of-scope score above its threshold).
+    """
     scores = probabilities.astype(np.float64)
     if behavior.temperature != 1.0:
         # Same as dividing the logits by the temperature, computed from probabilities.
@@ -82,8 +90,18 @@ def apply_behavior(
         for i in order[: behavior.num_alternatives + 1]
         if int(i) != chosen
     ][: behavior.num_alternatives]
-    if not explored and confidence < behavior.confidence_threshold:
-        return Choice(behavior.fallback_output, confidence, True, alternatives, propensity, False)
+    unsure = confidence < behavior.confidence_threshold
+    unknown = out_of_scope_score > behavior.out_of_scope_threshold
+    if not explored and (unsure or unknown):
+        return Choice(
+            behavior.fallback_output,
+            confidence,
+            True,
+            alternatives,
+            propensity,
+            False,
+            out_of_scope_score=out_of_scope_score,
+        )
     return Choice(
         outputs[chosen],
         confidence,
@@ -92,6 +110,7 @@ def apply_behavior(
         propensity,
         explored,
         [] if explored else _ambiguous(scores, order, outputs, behavior.ambiguity_margin),
+        out_of_scope_score,
     )
 
 
@@ -155,7 +174,7 @@ class InferenceService:
         self._lookups: ReadCache[tuple[Agent, AgentVersion | None]] = ReadCache(
             store.agent_with_version, lambda: store.commits, max_age=read_seconds
         )
-        self._batcher: MicroBatcher[AgentVersion] = MicroBatcher(
+        self._batcher: MicroBatcher[AgentVersion, Scores] = MicroBatcher(
             self._score,
             key=lambda version: version.version_id,
             max_inputs=batch_inputs,
@@ -181,10 +200,12 @@ class InferenceService:
     ) -> tuple[AgentVersion, list[Answer]]:
         """Answer each input in order."""
         version = await self._active_version(agent_id, version_id)
-        probabilities, scored = await self._batcher.score(version, inputs)
+        scores, scored = await self._batcher.score(version, inputs)
         answers = []
-        for text, row in zip(inputs, probabilities, strict=True):
-            choice = apply_behavior(row, version.outputs, version.behavior, self._rng)
+        for text, row, out_of_scope in zip(
+            inputs, scores.probabilities, scores.out_of_scope.tolist(), strict=True
+        ):
+            choice = apply_behavior(row, version.outputs, version.behavior, self._rng, out_of_scope)
             answers.append(
                 # vars, not dataclasses.asdict: a shallow copy, on the hot path of every call.
                 Answer(**vars(choice), invocation_id=f"inv_{secrets.token_hex(8)}", input=text)
@@ -257,8 +278,9 @@ class InferenceService:
         """The loaded model of a version (cached); call from a worker thread."""
         return self._predictor(version)
 
-    def _score(self, version: AgentVersion, texts: list[str]) -> np.ndarray:
-        return self._predictor(version).predict_proba(texts)
+    def _score(self, version: AgentVersion, texts: list[str]) -> Scores:
+        scores: Scores = self._predictor(version).score(texts)
+        return scores
 
     def _predictor(self, version: AgentVersion) -> Any:
         with self._cache_lock:

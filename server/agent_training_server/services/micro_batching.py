@@ -18,29 +18,37 @@ import collections
 import dataclasses
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, TypeVar
-
-import numpy as np
+from typing import Generic, Protocol, Self, TypeVar
 
 V = TypeVar("V")
 
 
+class Rows(Protocol):
+    """Scores of a batch, one row per text, that can be cut into each call's rows."""
+
+    def __getitem__(self, rows: slice, /) -> Self: ...
+
+
+R = TypeVar("R", bound=Rows)
+
+
 @dataclasses.dataclass
-class _Call:
+class _Call(Generic[R]):
     texts: Sequence[str]
-    answer: asyncio.Future[tuple[np.ndarray, float]]
+    answer: asyncio.Future[tuple[R, float]]
 
 
-class MicroBatcher(Generic[V]):
+class MicroBatcher(Generic[V, R]):
     """Scores concurrent calls for the same version together, on a worker thread.
 
-    ``score(version, texts)`` runs on a worker thread and returns one row per text. A call's
-    inputs are never split across batches; a call with more than ``max_inputs`` is a batch alone.
+    ``score(version, texts)`` runs on a worker thread and returns one row per text (a numpy
+    array, or anything cut into rows by slicing). A call's inputs are never split across
+    batches; a call with more than ``max_inputs`` is a batch alone.
     """
 
     def __init__(
         self,
-        score: Callable[[V, list[str]], np.ndarray],
+        score: Callable[[V, list[str]], R],
         key: Callable[[V], Hashable],
         max_inputs: int = 64,
         max_wait: float = 0.0,
@@ -58,10 +66,10 @@ class MicroBatcher(Generic[V]):
         self._max_inputs = max_inputs
         self._max_wait = max_wait
         self._on_batch = on_batch
-        self._queues: dict[Hashable, collections.deque[_Call]] = {}
+        self._queues: dict[Hashable, collections.deque[_Call[R]]] = {}
         self._runners: set[asyncio.Future[None]] = set()
 
-    async def score(self, version: V, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+    async def score(self, version: V, texts: Sequence[str]) -> tuple[R, float]:
         """Rows for ``texts`` and the seconds their batch took to score (on the event loop)."""
         key = self._key(version)
         queue = self._queues.get(key)
@@ -76,7 +84,7 @@ class MicroBatcher(Generic[V]):
             queue.append(call)
         return await call.answer
 
-    async def _run(self, key: Hashable, version: V, queue: collections.deque[_Call]) -> None:
+    async def _run(self, key: Hashable, version: V, queue: collections.deque[_Call[R]]) -> None:
         try:
             while queue:
                 if self._max_wait > 0 and _inputs(queue) < self._max_inputs:
@@ -88,7 +96,7 @@ class MicroBatcher(Generic[V]):
             for call in queue:  # left by a cancelled runner (shutdown)
                 call.answer.cancel()
 
-    def _take(self, queue: collections.deque[_Call]) -> list[_Call]:
+    def _take(self, queue: collections.deque[_Call[R]]) -> list[_Call[R]]:
         """The first calls of the queue, as many as fit in one batch (at least one)."""
         calls = [queue.popleft()]
         inputs = len(calls[0].texts)
@@ -97,7 +105,7 @@ class MicroBatcher(Generic[V]):
             calls.append(queue.popleft())
         return calls
 
-    async def _answer(self, version: V, calls: list[_Call]) -> None:
+    async def _answer(self, version: V, calls: list[_Call[R]]) -> None:
         texts = [text for call in calls for text in call.texts]
         try:
             if self._inline(version, len(texts)):
@@ -120,11 +128,11 @@ class MicroBatcher(Generic[V]):
                 call.answer.set_result((rows[start:end], seconds))
             start = end
 
-    def _timed_score(self, version: V, texts: list[str]) -> tuple[np.ndarray, float]:
+    def _timed_score(self, version: V, texts: list[str]) -> tuple[R, float]:
         started = time.perf_counter()
         rows = self._score(version, texts)
         return rows, time.perf_counter() - started
 
 
-def _inputs(queue: collections.deque[_Call]) -> int:
+def _inputs(queue: collections.deque[_Call[R]]) -> int:
     return sum(len(call.texts) for call in queue)

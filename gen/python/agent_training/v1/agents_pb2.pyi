@@ -33,6 +33,7 @@ class BehaviorSettings(_message.Message):
     NUM_ALTERNATIVES_FIELD_NUMBER: _builtins.int
     DISABLED_OUTPUTS_FIELD_NUMBER: _builtins.int
     AMBIGUITY_MARGIN_FIELD_NUMBER: _builtins.int
+    OUT_OF_SCOPE_THRESHOLD_FIELD_NUMBER: _builtins.int
     confidence_threshold: _builtins.float
     """Answers whose confidence is below this return `fallback_output` instead, in [0, 1].
     Default 0 (never fall back).
@@ -55,6 +56,11 @@ class BehaviorSettings(_message.Message):
     [0, 1]. Fallback answers (under confidence_threshold) and explored ones are never marked.
     Default 0 (never marked).
     """
+    out_of_scope_threshold: _builtins.float
+    """Answers whose `Prediction.out_of_scope_score` is above this return `fallback_output`
+    instead, in [0, 1]: 0.95 keeps about 95% of messages like the agent's training data and
+    turns away what looks less in scope (docs/out-of-scope.md). Default 1 (never).
+    """
     @_builtins.property
     def disabled_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Outputs that are never answered (disabled without retraining): at most
@@ -72,10 +78,11 @@ class BehaviorSettings(_message.Message):
         num_alternatives: _builtins.int | None = ...,
         disabled_outputs: _abc.Iterable[_builtins.str] | None = ...,
         ambiguity_margin: _builtins.float | None = ...,
+        out_of_scope_threshold: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ambiguity_margin", b"_ambiguity_margin", "_confidence_threshold", b"_confidence_threshold", "_exploration_rate", b"_exploration_rate", "_num_alternatives", b"_num_alternatives", "_temperature", b"_temperature", "ambiguity_margin", b"ambiguity_margin", "confidence_threshold", b"confidence_threshold", "exploration_rate", b"exploration_rate", "num_alternatives", b"num_alternatives", "temperature", b"temperature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ambiguity_margin", b"_ambiguity_margin", "_confidence_threshold", b"_confidence_threshold", "_exploration_rate", b"_exploration_rate", "_num_alternatives", b"_num_alternatives", "_out_of_scope_threshold", b"_out_of_scope_threshold", "_temperature", b"_temperature", "ambiguity_margin", b"ambiguity_margin", "confidence_threshold", b"confidence_threshold", "exploration_rate", b"exploration_rate", "num_alternatives", b"num_alternatives", "out_of_scope_threshold", b"out_of_scope_threshold", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ambiguity_margin", b"_ambiguity_margin", "_confidence_threshold", b"_confidence_threshold", "_exploration_rate", b"_exploration_rate", "_num_alternatives", b"_num_alternatives", "_temperature", b"_temperature", "ambiguity_margin", b"ambiguity_margin", "confidence_threshold", b"confidence_threshold", "disabled_outputs", b"disabled_outputs", "exploration_rate", b"exploration_rate", "fallback_output", b"fallback_output", "num_alternatives", b"num_alternatives", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ambiguity_margin", b"_ambiguity_margin", "_confidence_threshold", b"_confidence_threshold", "_exploration_rate", b"_exploration_rate", "_num_alternatives", b"_num_alternatives", "_out_of_scope_threshold", b"_out_of_scope_threshold", "_temperature", b"_temperature", "ambiguity_margin", b"ambiguity_margin", "confidence_threshold", b"confidence_threshold", "disabled_outputs", b"disabled_outputs", "exploration_rate", b"exploration_rate", "fallback_output", b"fallback_output", "num_alternatives", b"num_alternatives", "out_of_scope_threshold", b"out_of_scope_threshold", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ambiguity_margin: _TypeAlias = _typing.Literal["ambiguity_margin"]  # noqa: Y015
     _WhichOneofArgType__ambiguity_margin: _TypeAlias = _typing.Literal["_ambiguity_margin", b"_ambiguity_margin"]  # noqa: Y015
@@ -85,6 +92,8 @@ class BehaviorSettings(_message.Message):
     _WhichOneofArgType__exploration_rate: _TypeAlias = _typing.Literal["_exploration_rate", b"_exploration_rate"]  # noqa: Y015
     _WhichOneofReturnType__num_alternatives: _TypeAlias = _typing.Literal["num_alternatives"]  # noqa: Y015
     _WhichOneofArgType__num_alternatives: _TypeAlias = _typing.Literal["_num_alternatives", b"_num_alternatives"]  # noqa: Y015
+    _WhichOneofReturnType__out_of_scope_threshold: _TypeAlias = _typing.Literal["out_of_scope_threshold"]  # noqa: Y015
+    _WhichOneofArgType__out_of_scope_threshold: _TypeAlias = _typing.Literal["_out_of_scope_threshold", b"_out_of_scope_threshold"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
     @_typing.overload
@@ -95,6 +104,8 @@ class BehaviorSettings(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exploration_rate) -> _WhichOneofReturnType__exploration_rate | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__num_alternatives) -> _WhichOneofReturnType__num_alternatives | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__out_of_scope_threshold) -> _WhichOneofReturnType__out_of_scope_threshold | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 

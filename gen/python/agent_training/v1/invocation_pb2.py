@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agent_training/v1/invocation.proto\x12\x11\x61gent_training.v1\"1\n\x0b\x41lternative\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\"\x98\x02\n\nPrediction\x12\x15\n\rinvocation_id\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x13\n\x0bis_fallback\x18\x05 \x01(\x08\x12\x34\n\x0c\x61lternatives\x18\x06 \x03(\x0b\x32\x1e.agent_training.v1.Alternative\x12\x12\n\npropensity\x18\x07 \x01(\x01\x12\x10\n\x08\x65xplored\x18\x08 \x01(\x08\x12\x14\n\x0cis_ambiguous\x18\t \x01(\x08\x12\x39\n\x11\x61mbiguous_outputs\x18\n \x03(\x0b\x32\x1e.agent_training.v1.Alternativeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"agent_training/v1/invocation.proto\x12\x11\x61gent_training.v1\"1\n\x0b\x41lternative\x12\x0e\n\x06output\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\"\xb4\x02\n\nPrediction\x12\x15\n\rinvocation_id\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x13\n\x0bis_fallback\x18\x05 \x01(\x08\x12\x34\n\x0c\x61lternatives\x18\x06 \x03(\x0b\x32\x1e.agent_training.v1.Alternative\x12\x12\n\npropensity\x18\x07 \x01(\x01\x12\x10\n\x08\x65xplored\x18\x08 \x01(\x08\x12\x14\n\x0cis_ambiguous\x18\t \x01(\x08\x12\x39\n\x11\x61mbiguous_outputs\x18\n \x03(\x0b\x32\x1e.agent_training.v1.Alternative\x12\x1a\n\x12out_of_scope_score\x18\x0b \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALTERNATIVE']._serialized_start=57
   _globals['_ALTERNATIVE']._serialized_end=106
   _globals['_PREDICTION']._serialized_start=109
-  _globals['_PREDICTION']._serialized_end=389
+  _globals['_PREDICTION']._serialized_end=417
 # @@protoc_insertion_point(module_scope)

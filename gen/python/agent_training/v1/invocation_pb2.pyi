@@ -60,6 +60,7 @@ class Prediction(_message.Message):
     EXPLORED_FIELD_NUMBER: _builtins.int
     IS_AMBIGUOUS_FIELD_NUMBER: _builtins.int
     AMBIGUOUS_OUTPUTS_FIELD_NUMBER: _builtins.int
+    OUT_OF_SCOPE_SCORE_FIELD_NUMBER: _builtins.int
     invocation_id: _builtins.str
     """Id of this answer, for RecordFeedback."""
     input: _builtins.str
@@ -69,7 +70,9 @@ class Prediction(_message.Message):
     confidence: _builtins.float
     """Confidence of the best output, in [0, 1]."""
     is_fallback: _builtins.bool
-    """Whether `output` is the fallback because confidence was under the threshold."""
+    """Whether `output` is the fallback: confidence under the agent's `confidence_threshold`, or
+    `out_of_scope_score` above its `out_of_scope_threshold`.
+    """
     propensity: _builtins.float
     """Probability with which `output` was chosen (below 1 when exploring)."""
     explored: _builtins.bool
@@ -77,6 +80,11 @@ class Prediction(_message.Message):
     is_ambiguous: _builtins.bool
     """Whether the best two outputs are within the agent's `ambiguity_margin` of each other:
     `output` is still the best, and `ambiguous_outputs` holds both to offer as a choice.
+    """
+    out_of_scope_score: _builtins.float
+    """How unlike the agent's training data the input is, in [0, 1]: the share of the version's
+    in-scope reference messages (held out at training) that look more in scope than this one.
+    0.99 means more unusual than 99% of them. See docs/out-of-scope.md.
     """
     @_builtins.property
     def alternatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alternative]:
@@ -99,10 +107,11 @@ class Prediction(_message.Message):
         explored: _builtins.bool = ...,
         is_ambiguous: _builtins.bool = ...,
         ambiguous_outputs: _abc.Iterable[Global___Alternative] | None = ...,
+        out_of_scope_score: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "ambiguous_outputs", b"ambiguous_outputs", "confidence", b"confidence", "explored", b"explored", "input", b"input", "invocation_id", b"invocation_id", "is_ambiguous", b"is_ambiguous", "is_fallback", b"is_fallback", "output", b"output", "propensity", b"propensity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "ambiguous_outputs", b"ambiguous_outputs", "confidence", b"confidence", "explored", b"explored", "input", b"input", "invocation_id", b"invocation_id", "is_ambiguous", b"is_ambiguous", "is_fallback", b"is_fallback", "out_of_scope_score", b"out_of_scope_score", "output", b"output", "propensity", b"propensity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent_training/v1/invocation.proto.
  */
 export const file_agent_training_v1_invocation: GenFile = /*@__PURE__*/
-  fileDesc("CiJhZ2VudF90cmFpbmluZy92MS9pbnZvY2F0aW9uLnByb3RvEhFhZ2VudF90cmFpbmluZy52MSIxCgtBbHRlcm5hdGl2ZRIOCgZvdXRwdXQYASABKAkSEgoKY29uZmlkZW5jZRgCIAEoASKYAgoKUHJlZGljdGlvbhIVCg1pbnZvY2F0aW9uX2lkGAEgASgJEg0KBWlucHV0GAIgASgJEg4KBm91dHB1dBgDIAEoCRISCgpjb25maWRlbmNlGAQgASgBEhMKC2lzX2ZhbGxiYWNrGAUgASgIEjQKDGFsdGVybmF0aXZlcxgGIAMoCzIeLmFnZW50X3RyYWluaW5nLnYxLkFsdGVybmF0aXZlEhIKCnByb3BlbnNpdHkYByABKAESEAoIZXhwbG9yZWQYCCABKAgSFAoMaXNfYW1iaWd1b3VzGAkgASgIEjkKEWFtYmlndW91c19vdXRwdXRzGAogAygLMh4uYWdlbnRfdHJhaW5pbmcudjEuQWx0ZXJuYXRpdmViBnByb3RvMw");
+  fileDesc("CiJhZ2VudF90cmFpbmluZy92MS9pbnZvY2F0aW9uLnByb3RvEhFhZ2VudF90cmFpbmluZy52MSIxCgtBbHRlcm5hdGl2ZRIOCgZvdXRwdXQYASABKAkSEgoKY29uZmlkZW5jZRgCIAEoASK0AgoKUHJlZGljdGlvbhIVCg1pbnZvY2F0aW9uX2lkGAEgASgJEg0KBWlucHV0GAIgASgJEg4KBm91dHB1dBgDIAEoCRISCgpjb25maWRlbmNlGAQgASgBEhMKC2lzX2ZhbGxiYWNrGAUgASgIEjQKDGFsdGVybmF0aXZlcxgGIAMoCzIeLmFnZW50X3RyYWluaW5nLnYxLkFsdGVybmF0aXZlEhIKCnByb3BlbnNpdHkYByABKAESEAoIZXhwbG9yZWQYCCABKAgSFAoMaXNfYW1iaWd1b3VzGAkgASgIEjkKEWFtYmlndW91c19vdXRwdXRzGAogAygLMh4uYWdlbnRfdHJhaW5pbmcudjEuQWx0ZXJuYXRpdmUSGgoSb3V0X29mX3Njb3BlX3Njb3JlGAsgASgBYgZwcm90bzM");
 
 /**
  * A runner-up output.
@@ -75,7 +75,8 @@ export type Prediction = Message<"agent_training.v1.Prediction"> & {
   confidence: number;
 
   /**
-   * Whether `output` is the fallback because confidence was under the threshold.
+   * Whether `output` is the fallback: confidence under the agent's `confidence_threshold`, or
+   * `out_of_scope_score` above its `out_of_scope_threshold`.
    *
    * @generated from field: bool is_fallback = 5;
    */
@@ -116,6 +117,15 @@ export type Prediction = Message<"agent_training.v1.Prediction"> & {
    * @generated from field: repeated agent_training.v1.Alternative ambiguous_outputs = 10;
    */
   ambiguousOutputs: Alternative[];
+
+  /**
+   * How unlike the agent's training data the input is, in [0, 1]: the share of the version's
+   * in-scope reference messages (held out at training) that look more in scope than this one.
+   * 0.99 means more unusual than 99% of them. See docs/out-of-scope.md.
+   *
+   * @generated from field: double out_of_scope_score = 11;
+   */
+  outOfScopeScore: number;
 };
 
 /**
