@@ -72,6 +72,7 @@ class TransferEngine(FewShotEngine):
             defaults_for("supervised"),
             seed=settings.seed,
             validation_split=settings.validation_split,
+            device=settings.device,  # where the job trains, not the server's setting
             max_duration_seconds=max(1.0, deadline - time.monotonic()),
         )
         companion = SupervisedEngine()
