@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from agent_training.v1 import agents_pb2, training_pb2
+from agent_training.v1 import agents_pb2, synthetic_pb2, training_pb2
 from agent_training_client import AgentTrainingClient
 from tests.conftest import ServerThread, assert_status, expect_error, make_config
 from tests.test_training import banking_examples
@@ -37,12 +37,14 @@ def client(tmp_path_factory) -> Iterator[AgentTrainingClient]:
     server.stop()
 
 
-def train(client: AgentTrainingClient, agent_id: str, training_type, **behavior) -> None:
+def train(
+    client: AgentTrainingClient, agent_id: str, training_type, negatives=(), **behavior
+) -> None:
     client.create_agent(agent_id=agent_id, default_behavior=agents_pb2.BehaviorSettings(**behavior))
     events = list(
         client.train_agent(
             agent_id=agent_id,
-            training_data=banking_examples(INTENTS, per_intent=5),
+            training_data=[*banking_examples(INTENTS, per_intent=5), *negatives],
             training_type=training_type,
             timeout=300,
         )
@@ -100,6 +102,47 @@ def test_an_ngram_agent_scores_one_minus_its_confidence(client) -> None:
     answers = client.invoke_agent(agent_id="ngrams", inputs=IN_SCOPE + OFF_TOPIC).predictions
     for answer in answers:  # the model's float32 probability against its float64 confidence
         assert answer.out_of_scope_score == pytest.approx(1 - answer.confidence, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def generated_out_of_scope(client: AgentTrainingClient) -> list[str]:
+    """Off-topic messages from the service's own out_of_scope generator."""
+    messages = client.generate_synthetic_training_data(
+        data_type=synthetic_pb2.SYNTHETIC_DATA_TYPE_OUT_OF_SCOPE, count=60
+    )
+    examples = [e.example for message in messages for e in message.examples]
+    assert {e.expected_output for e in examples} == {"fallback"}  # the agents' fallback output
+    return [e.input for e in examples]
+
+
+@pytest.mark.parametrize(
+    "training_type", [training_pb2.TRAINING_TYPE_SUPERVISED, training_pb2.TRAINING_TYPE_FEW_SHOT]
+)
+def test_negatives_are_trained_on_not_learned_as_an_output(
+    client, generated_out_of_scope, training_type
+) -> None:
+    """Examples labelled with the fallback output lower the agent's confidence on messages like
+    them (held out from the same generator), and are never an output it answers."""
+    taught, held_out = generated_out_of_scope[:20], generated_out_of_scope[20:]
+    name = training_pb2.TrainingType.Name(training_type).lower()
+    negatives = [
+        training_pb2.TrainingExample(input=text, expected_output="fallback") for text in taught
+    ]
+    train(client, f"without-{name}", training_type)
+    train(client, f"with-{name}", training_type, negatives=negatives)
+    version = client.list_agent_versions(f"with-{name}").versions[0]
+    assert "fallback" not in version.outputs and len(version.outputs) == len(INTENTS)
+
+    def answers(agent_id: str, texts: list[str]) -> list:
+        return list(client.invoke_agent(agent_id=agent_id, inputs=texts).predictions)
+
+    before, after = answers(f"without-{name}", held_out), answers(f"with-{name}", held_out)
+    assert np.mean([a.confidence for a in after]) < np.mean([b.confidence for b in before])
+    score = np.mean([a.out_of_scope_score for a in after])
+    assert score > np.mean([b.out_of_scope_score for b in before])
+    assert "fallback" not in {a.output for a in after}  # no threshold: an output, never it
+    # The outputs' examples are still learned; accuracy is measured on them alone.
+    assert version.metrics.accuracy >= 0.9, version.metrics
 
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan")])

@@ -82,6 +82,9 @@ class TrainSettings:
     """Transfer: that agent's version; empty means its active version."""
     num_workers: int = 1
     """Data-parallel processes training the job; more than 1 needs the Ray executor."""
+    negative_output: str = ""
+    """Examples with this expected output are negatives, not an output to learn
+    (engines/negatives.py): the agent's fallback output, set by the job system. Empty: none."""
     device: str = ""
     """Where to train. As a job records it: what was asked (``auto``, ``cpu``, ``cuda:N``).
     As an engine receives it from a job: the concrete ``cpu`` or ``cuda:N`` the worker resolved

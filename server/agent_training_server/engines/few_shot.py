@@ -24,6 +24,7 @@ from agent_training_server import devices
 from agent_training_server.engines import (
     encoder_runtime,
     frozen_layers,
+    negatives,
     out_of_scope,
     precision,
     pretrained,
@@ -39,7 +40,7 @@ from agent_training_server.engines.base import (
     TrainingDataError,
     TrainSettings,
 )
-from agent_training_server.engines.evaluation import macro_f1, stratified_split
+from agent_training_server.engines.evaluation import macro_f1
 from agent_training_server.engines.integrity import check_shape
 from agent_training_server.engines.resumable import ResumableLoop
 from agent_training_server.engines.supervised import SupervisedPredictor, epoch_sums, taught
@@ -92,15 +93,22 @@ def _check_counts(
         )
 
 
-def _scores(probabilities: np.ndarray, labels: torch.Tensor) -> tuple[float, float, np.ndarray]:
-    """(mean negative log-likelihood, accuracy, predictions) of probabilities."""
-    truth = labels.numpy()
-    picked = probabilities[np.arange(len(truth)), truth]
-    predicted = probabilities.argmax(axis=1)
+def _scores(
+    probabilities: np.ndarray, labels: torch.Tensor
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """(mean negative log-likelihood, accuracy, truth, predictions) of probabilities.
+
+    Over the outputs' examples: negatives are skipped.
+    """
+    kept = labels.numpy() != negatives.NEGATIVE
+    truth = labels.numpy()[kept]
+    picked = probabilities[kept][np.arange(len(truth)), truth]
+    predicted = probabilities[kept].argmax(axis=1)
     return (
         float(-np.log(np.clip(picked, 1e-12, 1.0)).mean()),
         float((predicted == truth).mean()),
-        (predicted),
+        truth,
+        predicted,
     )
 
 
@@ -114,8 +122,9 @@ def _logits(model: CosineClassifier, states: frozen_layers.CachedLowerLayers) ->
 def _evaluate(
     model: CosineClassifier, states: frozen_layers.CachedLowerLayers, labels: torch.Tensor
 ) -> tuple:
-    logits = _logits(model, states)
-    labels = labels.to(logits.device)
+    kept = labels != negatives.NEGATIVE  # the outputs' examples
+    logits = _logits(model, states)[kept.to(model.head.weight.device)]
+    labels = labels[kept].to(logits.device)
     loss = nn.functional.cross_entropy(logits, labels).item()
     predicted = logits.argmax(dim=1)
     return loss, (predicted == labels).float().mean().item(), predicted.cpu().numpy()
@@ -176,19 +185,20 @@ class FewShotEngine(Engine):
         if self.training_type == "few_shot" and start_from and start_from[0].get("kind") != KIND:
             start_from = None  # an n-gram version has no encoder to extend: start afresh
         known = self._extension(start_from)
-        _check_counts(examples, self.most_examples_per_output, known)
-        new_outputs = sorted({e.expected_output for e in examples} - set(known))
-        outputs = known + new_outputs
+        taught_outputs = {e.expected_output for e in examples} - {settings.negative_output}
+        _check_counts(
+            [e for e in examples if e.expected_output in taught_outputs],
+            self.most_examples_per_output,
+            known,
+        )
+        outputs = known + sorted(taught_outputs - set(known))
         # Only new outputs: the existing ones keep their rows untouched, the new ones get their
         # prototypes, and no step is taken (a step on new outputs alone would erode the old).
-        epochs = (
-            0
-            if known and not set(known) & {e.expected_output for e in examples}
-            else (settings.epochs)
+        epochs = 0 if known and not set(known) & taught_outputs else settings.epochs
+        labels = negatives.labels_of(
+            [e.expected_output for e in examples], outputs, settings.negative_output
         )
-        label_of = {output: index for index, output in enumerate(outputs)}
-        labels = np.array([label_of[e.expected_output] for e in examples], dtype=np.int64)
-        train_rows, valid_rows = stratified_split(labels, settings.validation_split, settings.seed)
+        train_rows, valid_rows = negatives.split(labels, settings.validation_split, settings.seed)
         texts = [example.input for example in examples]
         train_texts = [texts[i] for i in train_rows]
         valid_texts = [texts[i] for i in valid_rows]
@@ -229,7 +239,7 @@ class FewShotEngine(Engine):
         # The pretrained space, where out-of-scope distances are measured (out_of_scope.py).
         known_embeddings = (
             initial if start_from is None else self._pretrained_embeddings(train_texts)
-        )
+        )[negatives.positive(train_y)]  # negatives are what the agent is *not* trained on
         model.start_from_prototypes(initial, train_y)
         if known and start_from is not None:  # known outputs come from start_from
             with torch.no_grad():
@@ -269,6 +279,11 @@ class FewShotEngine(Engine):
 
         total_steps = steps_per_epoch * epochs
         seen = 0
+
+        def taught_in(order: np.ndarray) -> int:
+            """The outputs' examples among these training rows (accuracy counts only them)."""
+            return int(negatives.positive(train_y[order]).sum())
+
         # Early stopping needs a held-out split to measure on.
         patience = settings.early_stopping_patience if valid_rows is not train_rows else 0
         model.train()
@@ -295,7 +310,7 @@ class FewShotEngine(Engine):
                 ):  # products in 16 bits where the hardware has them, loss float32
                     logits = model.head(train_states.embed(selection.tolist()))
                     targets = train_y[selection].to(mixed.device)
-                    loss = nn.functional.cross_entropy(logits.float(), targets)
+                    loss = negatives.loss(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
                 mixed.step(loss, optimizer, before_step=average_gradients)
                 with torch.no_grad():
@@ -331,7 +346,7 @@ class FewShotEngine(Engine):
                     step=epoch * steps_per_epoch,
                     total_steps=total_steps,
                     loss=loss_sum.item() / len(order),
-                    train_accuracy=correct.item() / len(order),
+                    train_accuracy=correct.item() / max(1, taught_in(order)),
                     examples_per_second=seen / (time.monotonic() - started),
                     **validation,
                 )
@@ -368,15 +383,15 @@ class FewShotEngine(Engine):
         tensors[out_of_scope.KNOWN_EMBEDDINGS] = out_of_scope.known_embeddings(
             known_embeddings, earlier
         )
-        train_loss, train_accuracy, _ = _scores(train_p, train_y)
-        valid_loss, valid_accuracy, predicted = _scores(valid_p, valid_y)
+        train_loss, train_accuracy, _, _ = _scores(train_p, train_y)
+        valid_loss, valid_accuracy, truth, predicted = _scores(valid_p, valid_y)
         duration = time.monotonic() - started
         metrics = {
             "accuracy": train_accuracy,
             "loss": train_loss,
             "validation_accuracy": valid_accuracy,
             "validation_loss": valid_loss,
-            "macro_f1": macro_f1(valid_y.numpy(), predicted, len(outputs)),
+            "macro_f1": macro_f1(truth, predicted, len(outputs)),
             "epochs_run": loop.epochs_done,
             "duration_seconds": duration,
             "examples_per_second": seen / duration if seen else 0.0,

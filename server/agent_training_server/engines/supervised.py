@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from agent_training_server import devices
-from agent_training_server.engines import precision
+from agent_training_server.engines import negatives, precision
 from agent_training_server.engines import text_features as tf
 from agent_training_server.engines.base import (
     Artifact,
@@ -35,7 +35,7 @@ from agent_training_server.engines.base import (
     TrainingDataError,
     TrainSettings,
 )
-from agent_training_server.engines.evaluation import macro_f1, stratified_split
+from agent_training_server.engines.evaluation import macro_f1
 from agent_training_server.engines.integrity import DamagedFile, check_shape
 from agent_training_server.engines.resumable import ResumableLoop
 from agent_training_server.engines.sparse_rows import LazyAdam, bag_sum, one_thread
@@ -121,8 +121,11 @@ def epoch_sums(loss_sum: torch.Tensor, correct: torch.Tensor) -> dict[str, float
 
 @torch.no_grad()
 def evaluate(model: SparseLinear, rows: tf.SparseBatch, labels: np.ndarray) -> tuple[float, float]:
-    """Return (mean cross-entropy, accuracy) over all rows."""
+    """Return (mean cross-entropy, accuracy) over the rows of outputs (negatives skipped)."""
     logits = model(rows)
+    if bool((labels == negatives.NEGATIVE).any()):
+        kept = labels != negatives.NEGATIVE
+        logits, labels = logits[torch.from_numpy(kept).to(logits.device)], labels[kept]
     target = torch.from_numpy(labels).to(logits.device)
     loss = nn.functional.cross_entropy(logits, target).item()
     accuracy = (logits.argmax(dim=1) == target).float().mean().item()
@@ -156,12 +159,13 @@ class SupervisedEngine(Engine):
         deadline = started + settings.max_duration_seconds
         reporter.progress(Progress(phase="loading_data"))
         examples = taught(examples)
-        outputs = sorted({example.expected_output for example in examples})
+        outputs = sorted({e.expected_output for e in examples} - {settings.negative_output})
         if not outputs:  # one output is allowed: that agent answers it to everything
             raise TrainingDataError("the data teaches no output; at least 1 is needed")
-        label_of = {output: index for index, output in enumerate(outputs)}
-        labels = np.array([label_of[e.expected_output] for e in examples], dtype=np.int64)
-        train_rows, valid_rows = stratified_split(labels, settings.validation_split, settings.seed)
+        labels = negatives.labels_of(
+            [e.expected_output for e in examples], outputs, settings.negative_output
+        )
+        train_rows, valid_rows = negatives.split(labels, settings.validation_split, settings.seed)
 
         # Phase: features. The vocabulary and idf come from the training split only.
         config = tf.FeatureConfig()
@@ -215,7 +219,7 @@ class SupervisedEngine(Engine):
                 selection = order[start : start + local_batch]
                 logits = trainer(epoch_x.span(start, start + len(selection)))
                 target = torch.from_numpy(train_y[selection]).to(mixed.device)
-                loss = nn.functional.cross_entropy(logits, target)
+                loss = negatives.loss(logits, target)
                 optimizer.zero_grad(set_to_none=True)
                 mixed.step(loss, optimizer)
                 with torch.no_grad():
@@ -238,7 +242,7 @@ class SupervisedEngine(Engine):
                     )
             # Phase: end of epoch. Measure, keep the best, checkpoint.
             train_loss = loss_sum.item() / len(order)  # .item(): a sync point, once an epoch
-            train_accuracy = correct.item() / len(order)
+            train_accuracy = correct.item() / max(1, int((train_y[order] >= 0).sum()))
             valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
             loop.end_epoch(valid_loss, settings.early_stopping_patience)
             reporter.progress(
@@ -266,13 +270,14 @@ class SupervisedEngine(Engine):
         valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
         with torch.no_grad():
             predicted = model(valid_x).argmax(dim=1).cpu().numpy()
+        taught_rows = valid_y != negatives.NEGATIVE  # all but where nothing was held out
         duration = time.monotonic() - started
         metrics = {
             "accuracy": train_accuracy,
             "loss": train_loss,
             "validation_accuracy": valid_accuracy,
             "validation_loss": valid_loss,
-            "macro_f1": macro_f1(valid_y, predicted, len(outputs)),
+            "macro_f1": macro_f1(valid_y[taught_rows], predicted[taught_rows], len(outputs)),
             "epochs_run": loop.epochs_done,
             "examples_per_second": seen_examples / duration if seen_examples else 0.0,
             "duration_seconds": duration,

@@ -73,6 +73,7 @@ class TransferEngine(FewShotEngine):
             seed=settings.seed,
             validation_split=settings.validation_split,
             device=settings.device,  # where the job trains, not the server's setting
+            negative_output=settings.negative_output,
             max_duration_seconds=max(1.0, deadline - time.monotonic()),
         )
         companion = SupervisedEngine()

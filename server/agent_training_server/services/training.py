@@ -91,6 +91,11 @@ class TrainingService:
         if order.training_type == "few_shot":
             await self._check_few_shot(agent, examples)
         settings = order.settings
+        if order.training_type != "reinforcement":  # it learns from rewards, not labels
+            # Examples labelled with the fallback output teach what not to answer.
+            settings = dataclasses.replace(
+                settings, negative_output=agent.default_behavior.fallback_output
+            )
         if order.training_type == "transfer" and settings.base_agent_id:
             settings = await self._resolve_base(settings)
         job = await self._jobs.submit(
