@@ -252,8 +252,11 @@ class AnalysisService:
                 hint="Pass evaluation_data or dataset_id (the held-out split is rebuilt for"
                 " supervised versions only).",
             )
-        examples = _taught(await self._training_data(version))
         column = {output: index for index, output in enumerate(version.outputs)}
+        # Examples of no output the version learned (those labelled with the fallback output,
+        # where the engine trains them as negatives) are not split: the outputs' examples are.
+        taught = _taught(await self._training_data(version))
+        examples = [e for e in taught if e.expected_output in column]
         labels = np.array([column[e.expected_output] for e in examples], dtype=np.int64)
         train_rows, valid_rows = stratified_split(
             labels, float(config.get("validation_split", 0.1)), int(config.get("seed", 0))
