@@ -1,4 +1,4 @@
-"""Evaluation of an agent version's answers: accuracy, F1, confusions, calibration, coverage.
+"""Evaluation of an agent version's answers: accuracy, F1, calibration, coverage, out of scope.
 
 Pure numpy over the model's probabilities, so every figure can be recomputed independently from
 the answers InvokeAgent gives (the tests do).
@@ -159,3 +159,114 @@ def _confused_pairs(
                 examples[(e, p)].append(text)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:CONFUSED_PAIRS]
     return [(e, p, count, examples[(e, p)]) for (e, p), count in ranked]
+
+
+@dataclasses.dataclass(frozen=True)
+class OutOfScopeRows:
+    """What out-of-scope measures need of each evaluation example's answer, one row each."""
+
+    out_of_scope: np.ndarray
+    """Bool: the expected output is the fallback output (an out-of-scope example)."""
+    right: np.ndarray
+    """Bool: the best output is the expected one."""
+    confidence: np.ndarray
+    """The best output's confidence, with the version's temperature."""
+    scores: np.ndarray
+    """The out-of-scope score (engines/out_of_scope.py)."""
+    best_is_fallback: np.ndarray
+    """Bool: the best output is the fallback output itself (a version trained on examples
+    labelled with it answers it like any output)."""
+
+    @classmethod
+    def of(
+        cls,
+        expected: Sequence[str],
+        outputs: Sequence[str],
+        probabilities: np.ndarray,
+        scores: np.ndarray,
+        fallback: str,
+    ) -> OutOfScopeRows:
+        """The rows of answers given as tempered `probabilities` and out-of-scope `scores`."""
+        best = probabilities.argmax(axis=1)
+        predicted = [outputs[index] for index in best]
+        return cls(
+            out_of_scope=np.array([e == fallback for e in expected], dtype=bool),
+            right=np.array([p == e for p, e in zip(predicted, expected, strict=True)], dtype=bool),
+            confidence=probabilities[np.arange(len(best)), best].astype(np.float64),
+            scores=np.asarray(scores, dtype=np.float64),
+            best_is_fallback=np.array([p == fallback for p in predicted], dtype=bool),
+        )
+
+    def flagged(self, confidence_threshold: float, out_of_scope_threshold: float) -> np.ndarray:
+        """Bool: the answer is the fallback output, as InvokeAgent decides it."""
+        return (
+            (self.confidence < confidence_threshold)
+            | (self.scores > out_of_scope_threshold)
+            | self.best_is_fallback
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class OutOfScope:
+    """How the fallback catches out-of-scope examples at one setting."""
+
+    out_of_scope_count: int
+    in_scope_count: int
+    auroc: float
+    """Of the out-of-scope score: out-of-scope against in-scope examples (ties count half)."""
+    recall: float
+    """Share of the out-of-scope examples flagged."""
+    precision: float
+    """Share of the flagged examples that are out of scope (0 when none is)."""
+    in_scope_accuracy: float
+    """Share of the in-scope examples answered with their expected output."""
+    in_scope_coverage: float
+    """Share of the in-scope examples answered (not flagged)."""
+    confidence_threshold: float
+    out_of_scope_threshold: float
+
+
+def out_of_scope(
+    rows: OutOfScopeRows, confidence_threshold: float, out_of_scope_threshold: float
+) -> OutOfScope | None:
+    """Out-of-scope detection at a setting; None when no example is out of scope."""
+    positive = rows.out_of_scope
+    if not positive.any():
+        return None
+    flagged = rows.flagged(confidence_threshold, out_of_scope_threshold)
+    in_scope = ~positive
+    answered_in_scope = in_scope & ~flagged
+    return OutOfScope(
+        out_of_scope_count=int(positive.sum()),
+        in_scope_count=int(in_scope.sum()),
+        auroc=auroc(rows.scores, positive),
+        recall=float(flagged[positive].mean()),
+        precision=float(positive[flagged].mean()) if flagged.any() else 0.0,
+        in_scope_accuracy=float((rows.right & answered_in_scope).sum() / in_scope.sum())
+        if in_scope.any()
+        else 0.0,
+        in_scope_coverage=float(answered_in_scope.sum() / in_scope.sum())
+        if in_scope.any()
+        else 0.0,
+        confidence_threshold=confidence_threshold,
+        out_of_scope_threshold=out_of_scope_threshold,
+    )
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for the `positive` rows against the others.
+
+    The Mann-Whitney statistic over mid-ranks: the chance that a positive row scores above a
+    negative one, ties counting one half. 0 when either kind is missing.
+    """
+    positives = int(positive.sum())
+    negatives = len(positive) - positives
+    if not positives or not negatives:
+        return 0.0
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    _values, first, counts = np.unique(ordered, return_index=True, return_counts=True)
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # 1-based mid-ranks
+    wins = ranks[positive].sum() - positives * (positives + 1) / 2.0
+    return float(wins / (positives * negatives))

@@ -6,18 +6,29 @@
   "after" is not measured on the data it was fitted on.
 - maximize_coverage: a threshold sweep: the lowest confidence threshold whose accuracy on the
   answered inputs stays within half a point of the current one.
+- maximize_oos_recall: the lowest out-of-scope threshold that keeps a target share of the
+  in-scope examples answered (AdaptAgentBehavior's `oos_recall` target: the highest one that
+  flags a target share of the out-of-scope examples). Any threshold between two neighbouring
+  scores of the set answers the set alike; the midpoint is taken, so a score that moves in its
+  last digits between one batch and another stays on its side.
 - latency: the model timed at batch size 1 and at a batch size, on the evaluation inputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agent_training_server.analysis.metrics import calibration, log_loss, tempered
+from agent_training_server.analysis.metrics import (
+    OutOfScopeRows,
+    calibration,
+    log_loss,
+    tempered,
+)
 
 TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(5.0), 61))
 """Temperatures tried when fitting: 0.2 to 5, evenly spaced in log scale."""
@@ -109,6 +120,45 @@ def sweep_threshold(
         if choice.accuracy_when_answered >= now.accuracy_when_answered - COVERAGE_PRECISION_SLACK:
             return now, choice
     return now, now
+
+
+def retention_threshold(
+    rows: OutOfScopeRows, confidence_threshold: float, retention: float
+) -> float | None:
+    """The lowest out-of-scope threshold keeping `retention` of the in-scope rows answered.
+
+    None when the confidence threshold alone (or the fallback as best output) answers fewer.
+    """
+    in_scope = ~rows.out_of_scope
+    needed = math.ceil(retention * int(in_scope.sum()) - 1e-9)
+    answerable = np.sort(rows.scores[in_scope & ~rows.flagged(confidence_threshold, math.inf)])
+    if needed < 1 or needed > len(answerable):
+        return None
+    kept = answerable[needed - 1]  # answered when its score is not above the threshold
+    higher = rows.scores[rows.scores > kept]
+    return float((kept + higher.min()) / 2) if len(higher) else 1.0
+
+
+def recall_threshold(
+    rows: OutOfScopeRows, confidence_threshold: float, recall: float
+) -> tuple[float, bool]:
+    """The highest out-of-scope threshold flagging `recall` of the out-of-scope rows.
+
+    Returns (threshold, reached): where no threshold flags that many, 0 (the most any threshold
+    flags) and False.
+    """
+    out_of_scope = rows.out_of_scope
+    needed = math.ceil(recall * int(out_of_scope.sum()) - 1e-9)
+    other = rows.flagged(confidence_threshold, math.inf)
+    missing = needed - int((out_of_scope & other).sum())
+    if missing <= 0:
+        return 1.0, True
+    unflagged = -np.sort(-rows.scores[out_of_scope & ~other])  # highest first
+    last = unflagged[missing - 1]  # flagged when its score is above the threshold
+    if last <= 0:
+        return 0.0, False
+    lower = rows.scores[rows.scores < last]
+    return float((last + (lower.max() if len(lower) else 0.0)) / 2), True
 
 
 @dataclasses.dataclass(frozen=True)

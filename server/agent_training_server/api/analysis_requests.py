@@ -9,7 +9,7 @@ from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
 from agent_training_server.example_checks import check_example_fields
-from agent_training_server.services.analysis import BALANCE_VARIANTS, Report, Suggestion
+from agent_training_server.services.analysis import BALANCE_VARIANTS, Goal, Report, Suggestion
 
 _GOAL_NAMES = [
     name
@@ -23,14 +23,18 @@ def check_analyze(
 ) -> list[str]:
     """Validate the request; return its goals as short names ("improve_calibration").
 
-    The counts of goals and evaluation examples were checked before the handler (field_limits).
+    maximize_oos_recall carries the request's target_in_scope_retention. The counts of goals and
+    evaluation examples were checked before the handler (field_limits).
     """
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id)
     checker.resource_id("version_id", request.version_id, required=False)
     checker.request_id(request.request_id)
     checker.ranges(request, server)
-    goals = []
+    retention = (
+        request.target_in_scope_retention if request.HasField("target_in_scope_retention") else None
+    )
+    goals: list[str] = []
     for index, goal in enumerate(request.optimization_goals[:MAX_GOALS]):
         try:
             name = analysis_pb2.OptimizationGoal.Name(goal)
@@ -40,7 +44,7 @@ def check_analyze(
             valid = ", ".join(_GOAL_NAMES)
             checker.add(f"optimization_goals[{index}]", f"unknown goal {goal}; one of {valid}")
         else:
-            goals.append(name.removeprefix("OPTIMIZATION_GOAL_").lower())
+            goals.append(Goal.of(name.removeprefix("OPTIMIZATION_GOAL_").lower(), retention))
     if request.evaluation_data and request.dataset_id:
         checker.add("dataset_id", "set evaluation_data or dataset_id, not both")
     checker.resource_id("dataset_id", request.dataset_id, required=False)
@@ -98,6 +102,21 @@ def report_to_proto(report: Report) -> service_pb2.AnalyzeAndOptimizeResponse:
         confidence_threshold=e.confidence_threshold,
         log_loss=e.log_loss,
     )
+    if report.out_of_scope is not None:
+        o = report.out_of_scope
+        analysis.out_of_scope.CopyFrom(
+            analysis_pb2.OutOfScopeAnalysis(
+                out_of_scope_count=o.out_of_scope_count,
+                in_scope_count=o.in_scope_count,
+                auroc=o.auroc,
+                recall=o.recall,
+                precision=o.precision,
+                in_scope_accuracy=o.in_scope_accuracy,
+                in_scope_coverage=o.in_scope_coverage,
+                confidence_threshold=o.confidence_threshold,
+                out_of_scope_threshold=o.out_of_scope_threshold,
+            )
+        )
     suggestions = [_suggestion(s) for s in report.suggestions]
     return service_pb2.AnalyzeAndOptimizeResponse(
         version_id=report.version.version_id, analysis=analysis, suggestions=suggestions

@@ -208,6 +208,9 @@ _LIMITS: dict[str, Limit] = {
     "AnalyzeAndOptimizeRequest.apply_suggestion_id": Size(chars=SUGGESTION_ID_CHARS),
     "AnalyzeAndOptimizeRequest.request_id": REQUEST_ID,
     "AnalyzeAndOptimizeRequest.dataset_id": ID,
+    "AnalyzeAndOptimizeRequest.target_in_scope_retention": Range(
+        low=0.5, high=1, note="the share of in-scope examples to keep answered; unset means 0.95"
+    ),
     "GetAnalysisJobRequest.analysis_id": ID,
     "WatchAnalysisJobRequest.analysis_id": ID,
     # AdaptAgentBehavior

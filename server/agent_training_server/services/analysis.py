@@ -1,9 +1,10 @@
 """AnalyzeAndOptimize: evaluate a version, measure candidate optimisations, apply one.
 
-Every goal of the contract is measured (see docs/analysis.md): calibration and coverage change
-behaviour settings (the new version shares the weights); size and latency compact the weights;
-accuracy and balance retrain on the version's own data. A suggestion id carries what it would
-do, so it can be applied later without the service remembering it.
+Every goal of the contract is measured (see docs/analysis.md): calibration, coverage and
+out-of-scope recall change behaviour settings (the new version shares the weights); size and
+latency compact the weights; accuracy and balance retrain on the version's own data. A
+suggestion id carries what it would do, so it can be applied later without the service
+remembering it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from agent_training_server.domain import AgentVersion
 from agent_training_server.engines import registry, supervised
 from agent_training_server.engines.base import Artifact, Example, TrainSettings
 from agent_training_server.engines.evaluation import stratified_split
-from agent_training_server.errors import FailedPrecondition, InvalidArgument
+from agent_training_server.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from agent_training_server.jobs.work import InThread, WorkRunner
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.inference import InferenceService
@@ -53,6 +55,32 @@ LATENCY_CALLS = 200
 BATCH_SIZE = 256
 BATCH_CALLS = 10
 MAX_TEMPERATURE = 10.0
+DEFAULT_RETENTION = 0.95
+"""maximize_oos_recall: share of in-scope examples kept answered when the request sets none."""
+OUT_OF_SCOPE_HINT = (
+    "Pass evaluation data that holds out-of-scope examples (messages the agent should not"
+    " answer, with the version's fallback output as their expected output), or train the agent"
+    " with examples labelled with the fallback output."
+)
+
+
+class Goal(str):
+    """A goal's short name ("maximize_oos_recall") with the request's setting for it.
+
+    It compares and hashes as its name, so the settings travel with the goal through every
+    layer that passes goals along.
+    """
+
+    in_scope_retention: float = DEFAULT_RETENTION
+    """maximize_oos_recall: share of the in-scope examples the threshold keeps answered."""
+
+    @classmethod
+    def of(cls, name: str, in_scope_retention: float | None = None) -> Goal:
+        """The goal `name`; `in_scope_retention` None means the default."""
+        made = cls(name)
+        if in_scope_retention is not None:
+            made.in_scope_retention = in_scope_retention
+        return made
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +108,8 @@ class Report:
     batch_latency: optimize.Latency
     training_curve_summary: str
     suggestions: list[Suggestion]
+    out_of_scope: metrics.OutOfScope | None = None
+    """Out-of-scope detection; None when no evaluation example is out of scope."""
 
 
 class AnalysisService:
@@ -127,6 +157,8 @@ class AnalysisService:
         """
         version = await self._version(agent_id, version_id)
         examples = list(evaluation) if evaluation else await self.held_out(version)
+        if "maximize_oos_recall" in goals:
+            check_out_of_scope_goal(examples, version.behavior.fallback_output, list(goals))
         if len(examples) > max_examples:
             raise FailedPrecondition(
                 f"{len(examples)} evaluation examples; this call analyses at most {max_examples}",
@@ -190,6 +222,10 @@ class AnalysisService:
         if "temperature" in change:
             behavior = dataclasses.replace(behavior, temperature=change["temperature"])
             what = f"temperature {version.behavior.temperature:g} -> {change['temperature']:g}"
+        elif "out_of_scope_threshold" in change:
+            new = float(change["out_of_scope_threshold"])
+            behavior = dataclasses.replace(behavior, out_of_scope_threshold=new)
+            what = f"out-of-scope threshold {version.behavior.out_of_scope_threshold:g} -> {new:g}"
         else:
             behavior = dataclasses.replace(behavior, confidence_threshold=change["threshold"])
             what = (
@@ -306,16 +342,27 @@ def build_report(
         if progress is not None:
             progress(phase, done, total, percent)
 
-    parts = []
+    parts, out_of_scope_parts = [], []
     for start in range(0, len(inputs), SCORING_CHUNK):
-        parts.append(predictor.predict_proba(inputs[start : start + SCORING_CHUNK]))
+        scored = predictor.score(inputs[start : start + SCORING_CHUNK])
+        parts.append(scored.probabilities)
+        out_of_scope_parts.append(scored.out_of_scope)
         done = min(len(inputs), start + SCORING_CHUNK)
         report("scoring", done, 60.0 * done / max(1, len(inputs)))
     raw = np.concatenate(parts) if parts else np.zeros((0, len(outputs)), np.float32)
+    out_of_scope_scores = (
+        np.concatenate(out_of_scope_parts) if out_of_scope_parts else np.zeros(0, np.float64)
+    )
     behavior = version.behavior
     probabilities = metrics.tempered(raw, behavior.temperature)
     evaluation = metrics.evaluate(
         inputs, expected, outputs, probabilities, behavior.confidence_threshold
+    )
+    rows = metrics.OutOfScopeRows.of(
+        expected, outputs, probabilities, out_of_scope_scores, behavior.fallback_output
+    )
+    out_of_scope = metrics.out_of_scope(
+        rows, behavior.confidence_threshold, behavior.out_of_scope_threshold
     )
 
     def score(texts: list[str]) -> np.ndarray:
@@ -341,6 +388,9 @@ def build_report(
             )
         elif goal == "balance_outputs":
             suggestions.append(_balance(version, training_data, inputs, expected, evaluation))
+        elif goal == "maximize_oos_recall":
+            retention = getattr(goal, "in_scope_retention", DEFAULT_RETENTION)
+            suggestions.append(_out_of_scope_recall(version, rows, retention))
         else:
             variants = variants or _variants(data_dir, version, inputs, expected)
             suggestions.append(_compaction(version, goal, variants))
@@ -351,6 +401,7 @@ def build_report(
         batch_latency=batch,
         training_curve_summary=optimize.training_curve_summary(version.metrics, configured),
         suggestions=suggestions,
+        out_of_scope=out_of_scope,
     )
 
 
@@ -427,6 +478,9 @@ def decode_suggestion(suggestion_id: str) -> dict[str, Any]:
             outputs = change["balance"]
             if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
                 raise ValueError
+        elif "out_of_scope_threshold" in change:
+            if not 0 <= float(change["out_of_scope_threshold"]) <= 1:
+                raise ValueError
         elif "epochs" in change:
             if (
                 not 1 <= int(change["epochs"]) <= 1000
@@ -491,6 +545,91 @@ def _coverage(
         after=after if better else before,
         applicable=better,
     )
+
+
+def check_out_of_scope_goal(examples: Sequence[Example], fallback: str, goals: list[str]) -> None:
+    """maximize_oos_recall needs out-of-scope and in-scope evaluation examples.
+
+    Raises:
+        InvalidArgument: the evaluation set lacks either.
+    """
+    out_of_scope = sum(e.expected_output == fallback for e in examples)
+    if out_of_scope and out_of_scope < len(examples):
+        return
+    field = f"optimization_goals[{goals.index('maximize_oos_recall')}]"
+    missing = (
+        f"no example whose expected output is the fallback output {fallback!r}"
+        if not out_of_scope
+        else "only out-of-scope examples, none of the outputs the agent answers"
+    )
+    raise InvalidArgument(
+        f"OPTIMIZATION_GOAL_MAXIMIZE_OOS_RECALL needs out-of-scope and in-scope evaluation"
+        f" examples; the evaluation set ({len(examples)} examples) has {missing}",
+        hint=OUT_OF_SCOPE_HINT,
+        violations=[FieldViolation(field, f"the evaluation set has {missing}")],
+    )
+
+
+def _out_of_scope_recall(
+    version: AgentVersion, rows: metrics.OutOfScopeRows, retention: float
+) -> Suggestion:
+    """maximize_oos_recall: the lowest out-of-scope threshold keeping `retention` answered."""
+    behavior = version.behavior
+    current = behavior.out_of_scope_threshold
+    now = metrics.out_of_scope(rows, behavior.confidence_threshold, current)
+    if now is None:  # not reached: check_out_of_scope_goal refuses such a set before scoring
+        raise InvalidArgument(
+            "the evaluation set has no out-of-scope example", hint=OUT_OF_SCOPE_HINT
+        )
+    threshold = optimize.retention_threshold(rows, behavior.confidence_threshold, retention)
+    suggested = (
+        metrics.out_of_scope(rows, behavior.confidence_threshold, threshold)
+        if threshold is not None
+        else None
+    )
+    before, after = _out_of_scope_figures(now), _out_of_scope_figures(suggested or now)
+    useful = threshold is not None and abs(threshold - current) > 1e-12
+    if threshold is None:
+        action = (
+            f"no out-of-scope threshold keeps {retention:.1%} of the in-scope examples answered:"
+            f" the confidence threshold {behavior.confidence_threshold:g} alone answers"
+            f" {_answered_alone(rows, behavior.confidence_threshold):.1%} of them"
+        )
+    elif useful:
+        action = f"set the out-of-scope threshold to {threshold:.4g} (now {current:g})"
+    else:
+        action = "keep the out-of-scope threshold: it is already the one the target gives"
+    return Suggestion(
+        suggestion_id=encode_suggestion(version.version_id, out_of_scope_threshold=threshold)
+        if useful and threshold is not None
+        else "",
+        goal="maximize_oos_recall",
+        action=action,
+        rationale=f"{now.out_of_scope_count} out-of-scope and {now.in_scope_count} in-scope"
+        f" evaluation examples; the out-of-scope score separates them with AUROC"
+        f" {now.auroc:.3f}. At threshold {current:g} the fallback catches {now.recall:.1%} of"
+        f" the out-of-scope ones and answers {now.in_scope_coverage:.1%} of the in-scope ones;"
+        f" the lowest threshold answering at least {retention:.1%} of them is picked",
+        before=before,
+        after=after if useful else before,
+        applicable=useful,
+    )
+
+
+def _out_of_scope_figures(measured: metrics.OutOfScope) -> dict[str, float]:
+    return {
+        "out_of_scope_threshold": measured.out_of_scope_threshold,
+        "out_of_scope_recall": measured.recall,
+        "out_of_scope_precision": measured.precision,
+        "in_scope_accuracy": measured.in_scope_accuracy,
+        "in_scope_coverage": measured.in_scope_coverage,
+    }
+
+
+def _answered_alone(rows: metrics.OutOfScopeRows, confidence_threshold: float) -> float:
+    """Share of the in-scope rows answered with the out-of-scope threshold off."""
+    in_scope = ~rows.out_of_scope
+    return float((~rows.flagged(confidence_threshold, math.inf))[in_scope].mean())
 
 
 def check_goals(goals: Sequence[str]) -> None:

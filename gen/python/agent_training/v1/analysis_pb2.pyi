@@ -40,6 +40,11 @@ class _OptimizationGoalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Opti
     """Answer more inputs without losing precision."""
     OPTIMIZATION_GOAL_BALANCE_OUTPUTS: _OptimizationGoal.ValueType  # 6
     """Lift the weakest outputs."""
+    OPTIMIZATION_GOAL_MAXIMIZE_OOS_RECALL: _OptimizationGoal.ValueType  # 7
+    """Catch more out-of-scope inputs: the out-of-scope threshold that keeps
+    `target_in_scope_retention` of the in-scope evaluation examples answered. Needs evaluation
+    examples whose expected output is the version's fallback output (out-of-scope ones).
+    """
 
 class OptimizationGoal(_OptimizationGoal, metaclass=_OptimizationGoalEnumTypeWrapper):
     """Goals AnalyzeAndOptimize can optimise for."""
@@ -58,6 +63,11 @@ OPTIMIZATION_GOAL_MAXIMIZE_COVERAGE: OptimizationGoal.ValueType  # 5
 """Answer more inputs without losing precision."""
 OPTIMIZATION_GOAL_BALANCE_OUTPUTS: OptimizationGoal.ValueType  # 6
 """Lift the weakest outputs."""
+OPTIMIZATION_GOAL_MAXIMIZE_OOS_RECALL: OptimizationGoal.ValueType  # 7
+"""Catch more out-of-scope inputs: the out-of-scope threshold that keeps
+`target_in_scope_retention` of the in-scope evaluation examples answered. Needs evaluation
+examples whose expected output is the version's fallback output (out-of-scope ones).
+"""
 Global___OptimizationGoal: _TypeAlias = OptimizationGoal  # noqa: Y015
 
 @_typing.final
@@ -196,6 +206,7 @@ class Analysis(_message.Message):
     UNSEEN_OUTPUTS_FIELD_NUMBER: _builtins.int
     CONFIDENCE_THRESHOLD_FIELD_NUMBER: _builtins.int
     LOG_LOSS_FIELD_NUMBER: _builtins.int
+    OUT_OF_SCOPE_FIELD_NUMBER: _builtins.int
     example_count: _builtins.int
     """Number of evaluation examples."""
     accuracy: _builtins.float
@@ -246,6 +257,13 @@ class Analysis(_message.Message):
         counts as an error).
         """
 
+    @_builtins.property
+    def out_of_scope(self) -> Global___OutOfScopeAnalysis:
+        """How the out-of-scope score and the fallback separate out-of-scope examples (those whose
+        expected output is the version's fallback output) from in-scope ones. Absent when the
+        evaluation set has no out-of-scope example.
+        """
+
     def __init__(
         self,
         *,
@@ -267,14 +285,74 @@ class Analysis(_message.Message):
         unseen_outputs: _abc.Iterable[_builtins.str] | None = ...,
         confidence_threshold: _builtins.float = ...,
         log_loss: _builtins.float = ...,
+        out_of_scope: Global___OutOfScopeAnalysis | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_latency", b"batch_latency", "latency", b"latency"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch_latency", b"batch_latency", "latency", b"latency", "out_of_scope", b"out_of_scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "accuracy_when_answered", b"accuracy_when_answered", "batch_latency", b"batch_latency", "confidence_threshold", b"confidence_threshold", "confused_pairs", b"confused_pairs", "coverage", b"coverage", "example_count", b"example_count", "expected_calibration_error", b"expected_calibration_error", "latency", b"latency", "log_loss", b"log_loss", "macro_f1", b"macro_f1", "parameter_count", b"parameter_count", "per_output", b"per_output", "reliability", b"reliability", "size_bytes", b"size_bytes", "training_curve_summary", b"training_curve_summary", "unseen_outputs", b"unseen_outputs", "weighted_f1", b"weighted_f1"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "accuracy_when_answered", b"accuracy_when_answered", "batch_latency", b"batch_latency", "confidence_threshold", b"confidence_threshold", "confused_pairs", b"confused_pairs", "coverage", b"coverage", "example_count", b"example_count", "expected_calibration_error", b"expected_calibration_error", "latency", b"latency", "log_loss", b"log_loss", "macro_f1", b"macro_f1", "out_of_scope", b"out_of_scope", "parameter_count", b"parameter_count", "per_output", b"per_output", "reliability", b"reliability", "size_bytes", b"size_bytes", "training_curve_summary", b"training_curve_summary", "unseen_outputs", b"unseen_outputs", "weighted_f1", b"weighted_f1"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Analysis: _TypeAlias = Analysis  # noqa: Y015
+
+@_typing.final
+class OutOfScopeAnalysis(_message.Message):
+    """Out-of-scope detection, measured on the evaluation examples. An example is flagged when the
+    version answers it with the fallback output: confidence under `confidence_threshold`,
+    out-of-scope score above `out_of_scope_threshold`, or the fallback output as its best output.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUT_OF_SCOPE_COUNT_FIELD_NUMBER: _builtins.int
+    IN_SCOPE_COUNT_FIELD_NUMBER: _builtins.int
+    AUROC_FIELD_NUMBER: _builtins.int
+    RECALL_FIELD_NUMBER: _builtins.int
+    PRECISION_FIELD_NUMBER: _builtins.int
+    IN_SCOPE_ACCURACY_FIELD_NUMBER: _builtins.int
+    IN_SCOPE_COVERAGE_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    OUT_OF_SCOPE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    out_of_scope_count: _builtins.int
+    """Evaluation examples whose expected output is the fallback output."""
+    in_scope_count: _builtins.int
+    """The other evaluation examples."""
+    auroc: _builtins.float
+    """Area under the ROC curve of the out-of-scope score separating out-of-scope from in-scope
+    examples, in [0, 1] (ties count one half; 0 when there is no in-scope example).
+    """
+    recall: _builtins.float
+    """Share of the out-of-scope examples flagged, in [0, 1]."""
+    precision: _builtins.float
+    """Share of the flagged examples that are out of scope, in [0, 1] (0 when none is flagged)."""
+    in_scope_accuracy: _builtins.float
+    """Share of the in-scope examples answered with their expected output (a fallback is wrong)."""
+    in_scope_coverage: _builtins.float
+    """Share of the in-scope examples answered (not flagged)."""
+    confidence_threshold: _builtins.float
+    """The confidence threshold these were measured at (the version's)."""
+    out_of_scope_threshold: _builtins.float
+    """The out-of-scope threshold these were measured at (the version's; 1: off)."""
+    def __init__(
+        self,
+        *,
+        out_of_scope_count: _builtins.int = ...,
+        in_scope_count: _builtins.int = ...,
+        auroc: _builtins.float = ...,
+        recall: _builtins.float = ...,
+        precision: _builtins.float = ...,
+        in_scope_accuracy: _builtins.float = ...,
+        in_scope_coverage: _builtins.float = ...,
+        confidence_threshold: _builtins.float = ...,
+        out_of_scope_threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auroc", b"auroc", "confidence_threshold", b"confidence_threshold", "in_scope_accuracy", b"in_scope_accuracy", "in_scope_count", b"in_scope_count", "in_scope_coverage", b"in_scope_coverage", "out_of_scope_count", b"out_of_scope_count", "out_of_scope_threshold", b"out_of_scope_threshold", "precision", b"precision", "recall", b"recall"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutOfScopeAnalysis: _TypeAlias = OutOfScopeAnalysis  # noqa: Y015
 
 @_typing.final
 class ReliabilityBin(_message.Message):

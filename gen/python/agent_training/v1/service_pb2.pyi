@@ -295,6 +295,7 @@ class AnalyzeAndOptimizeRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DATASET_ID_FIELD_NUMBER: _builtins.int
     ACTIVATE_FIELD_NUMBER: _builtins.int
+    TARGET_IN_SCOPE_RETENTION_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent to analyse. Required."""
     version_id: _builtins.str
@@ -307,6 +308,10 @@ class AnalyzeAndOptimizeRequest(_message.Message):
     """Evaluate on this stored dataset instead of `evaluation_data`."""
     activate: _builtins.bool
     """Make the version made by `apply_suggestion_id` the agent's active version."""
+    target_in_scope_retention: _builtins.float
+    """OPTIMIZATION_GOAL_MAXIMIZE_OOS_RECALL: the share of in-scope evaluation examples the
+    suggested out-of-scope threshold must keep answered, in [0.5, 1]; unset: 0.95.
+    """
     @_builtins.property
     def optimization_goals(self) -> _containers.RepeatedScalarFieldContainer[_analysis_pb2.OptimizationGoal.ValueType]:
         """Goals to make suggestions for (at most 16; repeats are merged)."""
@@ -326,12 +331,15 @@ class AnalyzeAndOptimizeRequest(_message.Message):
         request_id: _builtins.str = ...,
         dataset_id: _builtins.str = ...,
         activate: _builtins.bool = ...,
+        target_in_scope_retention: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target_in_scope_retention", b"_target_in_scope_retention", "target_in_scope_retention", b"target_in_scope_retention"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activate", b"activate", "agent_id", b"agent_id", "apply_suggestion_id", b"apply_suggestion_id", "dataset_id", b"dataset_id", "evaluation_data", b"evaluation_data", "optimization_goals", b"optimization_goals", "request_id", b"request_id", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target_in_scope_retention", b"_target_in_scope_retention", "activate", b"activate", "agent_id", b"agent_id", "apply_suggestion_id", b"apply_suggestion_id", "dataset_id", b"dataset_id", "evaluation_data", b"evaluation_data", "optimization_goals", b"optimization_goals", "request_id", b"request_id", "target_in_scope_retention", b"target_in_scope_retention", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__target_in_scope_retention: _TypeAlias = _typing.Literal["target_in_scope_retention"]  # noqa: Y015
+    _WhichOneofArgType__target_in_scope_retention: _TypeAlias = _typing.Literal["_target_in_scope_retention", b"_target_in_scope_retention"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_in_scope_retention) -> _WhichOneofReturnType__target_in_scope_retention | None: ...
 
 Global___AnalyzeAndOptimizeRequest: _TypeAlias = AnalyzeAndOptimizeRequest  # noqa: Y015
 

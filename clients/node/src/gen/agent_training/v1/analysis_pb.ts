@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent_training/v1/analysis.proto.
  */
 export const file_agent_training_v1_analysis: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudF90cmFpbmluZy92MS9hbmFseXNpcy5wcm90bxIRYWdlbnRfdHJhaW5pbmcudjEiXwoNT3V0cHV0TWV0cmljcxIOCgZvdXRwdXQYASABKAkSEQoJcHJlY2lzaW9uGAIgASgBEg4KBnJlY2FsbBgDIAEoARIKCgJmMRgEIAEoARIPCgdzdXBwb3J0GAUgASgFImgKDENvbmZ1c2VkUGFpchIXCg9leHBlY3RlZF9vdXRwdXQYASABKAkSGAoQcHJlZGljdGVkX291dHB1dBgCIAEoCRINCgVjb3VudBgDIAEoBRIWCg5leGFtcGxlX2lucHV0cxgEIAMoCSJyCg1MYXRlbmN5UmVwb3J0Eg4KBnA1MF9tcxgBIAEoARIOCgZwOTVfbXMYAiABKAESDgoGcDk5X21zGAMgASgBEhIKCmJhdGNoX3NpemUYBCABKAUSHQoVdGhyb3VnaHB1dF9wZXJfc2Vjb25kGAUgASgBItgECghBbmFseXNpcxIVCg1leGFtcGxlX2NvdW50GAEgASgFEhAKCGFjY3VyYWN5GAIgASgBEhAKCG1hY3JvX2YxGAMgASgBEhMKC3dlaWdodGVkX2YxGAQgASgBEjQKCnBlcl9vdXRwdXQYBSADKAsyIC5hZ2VudF90cmFpbmluZy52MS5PdXRwdXRNZXRyaWNzEjcKDmNvbmZ1c2VkX3BhaXJzGAYgAygLMh8uYWdlbnRfdHJhaW5pbmcudjEuQ29uZnVzZWRQYWlyEiIKGmV4cGVjdGVkX2NhbGlicmF0aW9uX2Vycm9yGAcgASgBEhAKCGNvdmVyYWdlGAggASgBEh4KFmFjY3VyYWN5X3doZW5fYW5zd2VyZWQYCSABKAESMQoHbGF0ZW5jeRgKIAEoCzIgLmFnZW50X3RyYWluaW5nLnYxLkxhdGVuY3lSZXBvcnQSFwoPcGFyYW1ldGVyX2NvdW50GAsgASgDEhIKCnNpemVfYnl0ZXMYDCABKAMSHgoWdHJhaW5pbmdfY3VydmVfc3VtbWFyeRgNIAEoCRI3Cg1iYXRjaF9sYXRlbmN5GA4gASgLMiAuYWdlbnRfdHJhaW5pbmcudjEuTGF0ZW5jeVJlcG9ydBI2CgtyZWxpYWJpbGl0eRgPIAMoCzIhLmFnZW50X3RyYWluaW5nLnYxLlJlbGlhYmlsaXR5QmluEhYKDnVuc2Vlbl9vdXRwdXRzGBAgAygJEhwKFGNvbmZpZGVuY2VfdGhyZXNob2xkGBEgASgBEhAKCGxvZ19sb3NzGBIgASgBImgKDlJlbGlhYmlsaXR5QmluEg0KBWxvd2VyGAEgASgBEg0KBXVwcGVyGAIgASgBEg0KBWNvdW50GAMgASgFEhAKCGFjY3VyYWN5GAQgASgBEhcKD21lYW5fY29uZmlkZW5jZRgFIAEoASKEBAoKU3VnZ2VzdGlvbhIVCg1zdWdnZXN0aW9uX2lkGAEgASgJEjEKBGdvYWwYAiABKA4yIy5hZ2VudF90cmFpbmluZy52MS5PcHRpbWl6YXRpb25Hb2FsEg4KBmFjdGlvbhgDIAEoCRIRCglyYXRpb25hbGUYBCABKAkSOQoGYmVmb3JlGAUgAygLMikuYWdlbnRfdHJhaW5pbmcudjEuU3VnZ2VzdGlvbi5CZWZvcmVFbnRyeRI3CgVhZnRlchgGIAMoCzIoLmFnZW50X3RyYWluaW5nLnYxLlN1Z2dlc3Rpb24uQWZ0ZXJFbnRyeRISCgphcHBsaWNhYmxlGAcgASgIEkEKE3N5bnRoZXRpY19kYXRhX3R5cGUYCCABKA4yJC5hZ2VudF90cmFpbmluZy52MS5TeW50aGV0aWNEYXRhVHlwZRJIChRzeW50aGV0aWNfcGFyYW1ldGVycxgJIAEoCzIqLmFnZW50X3RyYWluaW5nLnYxLlN5bnRoZXRpY0RhdGFQYXJhbWV0ZXJzEhcKD3N5bnRoZXRpY19jb3VudBgKIAEoBRotCgtCZWZvcmVFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBGiwKCkFmdGVyRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASqmAgoQT3B0aW1pemF0aW9uR29hbBIhCh1PUFRJTUlaQVRJT05fR09BTF9VTlNQRUNJRklFRBAAEicKI09QVElNSVpBVElPTl9HT0FMX01BWElNSVpFX0FDQ1VSQUNZEAESJgoiT1BUSU1JWkFUSU9OX0dPQUxfTUlOSU1JWkVfTEFURU5DWRACEiMKH09QVElNSVpBVElPTl9HT0FMX01JTklNSVpFX1NJWkUQAxIpCiVPUFRJTUlaQVRJT05fR09BTF9JTVBST1ZFX0NBTElCUkFUSU9OEAQSJwojT1BUSU1JWkFUSU9OX0dPQUxfTUFYSU1JWkVfQ09WRVJBR0UQBRIlCiFPUFRJTUlaQVRJT05fR09BTF9CQUxBTkNFX09VVFBVVFMQBmIGcHJvdG8z", [file_agent_training_v1_synthetic]);
+  fileDesc("CiBhZ2VudF90cmFpbmluZy92MS9hbmFseXNpcy5wcm90bxIRYWdlbnRfdHJhaW5pbmcudjEiXwoNT3V0cHV0TWV0cmljcxIOCgZvdXRwdXQYASABKAkSEQoJcHJlY2lzaW9uGAIgASgBEg4KBnJlY2FsbBgDIAEoARIKCgJmMRgEIAEoARIPCgdzdXBwb3J0GAUgASgFImgKDENvbmZ1c2VkUGFpchIXCg9leHBlY3RlZF9vdXRwdXQYASABKAkSGAoQcHJlZGljdGVkX291dHB1dBgCIAEoCRINCgVjb3VudBgDIAEoBRIWCg5leGFtcGxlX2lucHV0cxgEIAMoCSJyCg1MYXRlbmN5UmVwb3J0Eg4KBnA1MF9tcxgBIAEoARIOCgZwOTVfbXMYAiABKAESDgoGcDk5X21zGAMgASgBEhIKCmJhdGNoX3NpemUYBCABKAUSHQoVdGhyb3VnaHB1dF9wZXJfc2Vjb25kGAUgASgBIpUFCghBbmFseXNpcxIVCg1leGFtcGxlX2NvdW50GAEgASgFEhAKCGFjY3VyYWN5GAIgASgBEhAKCG1hY3JvX2YxGAMgASgBEhMKC3dlaWdodGVkX2YxGAQgASgBEjQKCnBlcl9vdXRwdXQYBSADKAsyIC5hZ2VudF90cmFpbmluZy52MS5PdXRwdXRNZXRyaWNzEjcKDmNvbmZ1c2VkX3BhaXJzGAYgAygLMh8uYWdlbnRfdHJhaW5pbmcudjEuQ29uZnVzZWRQYWlyEiIKGmV4cGVjdGVkX2NhbGlicmF0aW9uX2Vycm9yGAcgASgBEhAKCGNvdmVyYWdlGAggASgBEh4KFmFjY3VyYWN5X3doZW5fYW5zd2VyZWQYCSABKAESMQoHbGF0ZW5jeRgKIAEoCzIgLmFnZW50X3RyYWluaW5nLnYxLkxhdGVuY3lSZXBvcnQSFwoPcGFyYW1ldGVyX2NvdW50GAsgASgDEhIKCnNpemVfYnl0ZXMYDCABKAMSHgoWdHJhaW5pbmdfY3VydmVfc3VtbWFyeRgNIAEoCRI3Cg1iYXRjaF9sYXRlbmN5GA4gASgLMiAuYWdlbnRfdHJhaW5pbmcudjEuTGF0ZW5jeVJlcG9ydBI2CgtyZWxpYWJpbGl0eRgPIAMoCzIhLmFnZW50X3RyYWluaW5nLnYxLlJlbGlhYmlsaXR5QmluEhYKDnVuc2Vlbl9vdXRwdXRzGBAgAygJEhwKFGNvbmZpZGVuY2VfdGhyZXNob2xkGBEgASgBEhAKCGxvZ19sb3NzGBIgASgBEjsKDG91dF9vZl9zY29wZRgTIAEoCzIlLmFnZW50X3RyYWluaW5nLnYxLk91dE9mU2NvcGVBbmFseXNpcyLuAQoST3V0T2ZTY29wZUFuYWx5c2lzEhoKEm91dF9vZl9zY29wZV9jb3VudBgBIAEoBRIWCg5pbl9zY29wZV9jb3VudBgCIAEoBRINCgVhdXJvYxgDIAEoARIOCgZyZWNhbGwYBCABKAESEQoJcHJlY2lzaW9uGAUgASgBEhkKEWluX3Njb3BlX2FjY3VyYWN5GAYgASgBEhkKEWluX3Njb3BlX2NvdmVyYWdlGAcgASgBEhwKFGNvbmZpZGVuY2VfdGhyZXNob2xkGAggASgBEh4KFm91dF9vZl9zY29wZV90aHJlc2hvbGQYCSABKAEiaAoOUmVsaWFiaWxpdHlCaW4SDQoFbG93ZXIYASABKAESDQoFdXBwZXIYAiABKAESDQoFY291bnQYAyABKAUSEAoIYWNjdXJhY3kYBCABKAESFwoPbWVhbl9jb25maWRlbmNlGAUgASgBIoQECgpTdWdnZXN0aW9uEhUKDXN1Z2dlc3Rpb25faWQYASABKAkSMQoEZ29hbBgCIAEoDjIjLmFnZW50X3RyYWluaW5nLnYxLk9wdGltaXphdGlvbkdvYWwSDgoGYWN0aW9uGAMgASgJEhEKCXJhdGlvbmFsZRgEIAEoCRI5CgZiZWZvcmUYBSADKAsyKS5hZ2VudF90cmFpbmluZy52MS5TdWdnZXN0aW9uLkJlZm9yZUVudHJ5EjcKBWFmdGVyGAYgAygLMiguYWdlbnRfdHJhaW5pbmcudjEuU3VnZ2VzdGlvbi5BZnRlckVudHJ5EhIKCmFwcGxpY2FibGUYByABKAgSQQoTc3ludGhldGljX2RhdGFfdHlwZRgIIAEoDjIkLmFnZW50X3RyYWluaW5nLnYxLlN5bnRoZXRpY0RhdGFUeXBlEkgKFHN5bnRoZXRpY19wYXJhbWV0ZXJzGAkgASgLMiouYWdlbnRfdHJhaW5pbmcudjEuU3ludGhldGljRGF0YVBhcmFtZXRlcnMSFwoPc3ludGhldGljX2NvdW50GAogASgFGi0KC0JlZm9yZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEaLAoKQWZ0ZXJFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBKtECChBPcHRpbWl6YXRpb25Hb2FsEiEKHU9QVElNSVpBVElPTl9HT0FMX1VOU1BFQ0lGSUVEEAASJwojT1BUSU1JWkFUSU9OX0dPQUxfTUFYSU1JWkVfQUNDVVJBQ1kQARImCiJPUFRJTUlaQVRJT05fR09BTF9NSU5JTUlaRV9MQVRFTkNZEAISIwofT1BUSU1JWkFUSU9OX0dPQUxfTUlOSU1JWkVfU0laRRADEikKJU9QVElNSVpBVElPTl9HT0FMX0lNUFJPVkVfQ0FMSUJSQVRJT04QBBInCiNPUFRJTUlaQVRJT05fR09BTF9NQVhJTUlaRV9DT1ZFUkFHRRAFEiUKIU9QVElNSVpBVElPTl9HT0FMX0JBTEFOQ0VfT1VUUFVUUxAGEikKJU9QVElNSVpBVElPTl9HT0FMX01BWElNSVpFX09PU19SRUNBTEwQB2IGcHJvdG8z", [file_agent_training_v1_synthetic]);
 
 /**
  * Quality of one output.
@@ -286,6 +286,15 @@ export type Analysis = Message<"agent_training.v1.Analysis"> & {
    * @generated from field: double log_loss = 18;
    */
   logLoss: number;
+
+  /**
+   * How the out-of-scope score and the fallback separate out-of-scope examples (those whose
+   * expected output is the version's fallback output) from in-scope ones. Absent when the
+   * evaluation set has no out-of-scope example.
+   *
+   * @generated from field: agent_training.v1.OutOfScopeAnalysis out_of_scope = 19;
+   */
+  outOfScope?: OutOfScopeAnalysis | undefined;
 };
 
 /**
@@ -294,6 +303,86 @@ export type Analysis = Message<"agent_training.v1.Analysis"> & {
  */
 export const AnalysisSchema: GenMessage<Analysis> = /*@__PURE__*/
   messageDesc(file_agent_training_v1_analysis, 3);
+
+/**
+ * Out-of-scope detection, measured on the evaluation examples. An example is flagged when the
+ * version answers it with the fallback output: confidence under `confidence_threshold`,
+ * out-of-scope score above `out_of_scope_threshold`, or the fallback output as its best output.
+ *
+ * @generated from message agent_training.v1.OutOfScopeAnalysis
+ */
+export type OutOfScopeAnalysis = Message<"agent_training.v1.OutOfScopeAnalysis"> & {
+  /**
+   * Evaluation examples whose expected output is the fallback output.
+   *
+   * @generated from field: int32 out_of_scope_count = 1;
+   */
+  outOfScopeCount: number;
+
+  /**
+   * The other evaluation examples.
+   *
+   * @generated from field: int32 in_scope_count = 2;
+   */
+  inScopeCount: number;
+
+  /**
+   * Area under the ROC curve of the out-of-scope score separating out-of-scope from in-scope
+   * examples, in [0, 1] (ties count one half; 0 when there is no in-scope example).
+   *
+   * @generated from field: double auroc = 3;
+   */
+  auroc: number;
+
+  /**
+   * Share of the out-of-scope examples flagged, in [0, 1].
+   *
+   * @generated from field: double recall = 4;
+   */
+  recall: number;
+
+  /**
+   * Share of the flagged examples that are out of scope, in [0, 1] (0 when none is flagged).
+   *
+   * @generated from field: double precision = 5;
+   */
+  precision: number;
+
+  /**
+   * Share of the in-scope examples answered with their expected output (a fallback is wrong).
+   *
+   * @generated from field: double in_scope_accuracy = 6;
+   */
+  inScopeAccuracy: number;
+
+  /**
+   * Share of the in-scope examples answered (not flagged).
+   *
+   * @generated from field: double in_scope_coverage = 7;
+   */
+  inScopeCoverage: number;
+
+  /**
+   * The confidence threshold these were measured at (the version's).
+   *
+   * @generated from field: double confidence_threshold = 8;
+   */
+  confidenceThreshold: number;
+
+  /**
+   * The out-of-scope threshold these were measured at (the version's; 1: off).
+   *
+   * @generated from field: double out_of_scope_threshold = 9;
+   */
+  outOfScopeThreshold: number;
+};
+
+/**
+ * Describes the message agent_training.v1.OutOfScopeAnalysis.
+ * Use `create(OutOfScopeAnalysisSchema)` to create a new message.
+ */
+export const OutOfScopeAnalysisSchema: GenMessage<OutOfScopeAnalysis> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_analysis, 4);
 
 /**
  * One confidence bin of a reliability table.
@@ -342,7 +431,7 @@ export type ReliabilityBin = Message<"agent_training.v1.ReliabilityBin"> & {
  * Use `create(ReliabilityBinSchema)` to create a new message.
  */
 export const ReliabilityBinSchema: GenMessage<ReliabilityBin> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_analysis, 4);
+  messageDesc(file_agent_training_v1_analysis, 5);
 
 /**
  * A measured suggestion for one goal.
@@ -427,7 +516,7 @@ export type Suggestion = Message<"agent_training.v1.Suggestion"> & {
  * Use `create(SuggestionSchema)` to create a new message.
  */
 export const SuggestionSchema: GenMessage<Suggestion> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_analysis, 5);
+  messageDesc(file_agent_training_v1_analysis, 6);
 
 /**
  * Goals AnalyzeAndOptimize can optimise for.
@@ -483,6 +572,15 @@ export enum OptimizationGoal {
    * @generated from enum value: OPTIMIZATION_GOAL_BALANCE_OUTPUTS = 6;
    */
   BALANCE_OUTPUTS = 6,
+
+  /**
+   * Catch more out-of-scope inputs: the out-of-scope threshold that keeps
+   * `target_in_scope_retention` of the in-scope evaluation examples answered. Needs evaluation
+   * examples whose expected output is the version's fallback output (out-of-scope ones).
+   *
+   * @generated from enum value: OPTIMIZATION_GOAL_MAXIMIZE_OOS_RECALL = 7;
+   */
+  MAXIMIZE_OOS_RECALL = 7,
 }
 
 /**
