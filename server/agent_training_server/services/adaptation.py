@@ -8,8 +8,11 @@ Strategies served:
 - threshold: move the confidence threshold to the operating point that meets `targets`
   (`success_rate`: share of answered queries that are right; or `escalation_rate`: the most
   answers that may go to the fallback), measured on the feedback recorded for the active version
-  when there is enough of it, else on the version's held-out validation split;
-- conservative / aggressive: the same move, bounded to 0.05 / 0.25 of threshold per call;
+  when there is enough of it, else on the version's held-out validation split; `oos_recall`
+  (share of out-of-scope inputs that must get the fallback) moves the out-of-scope threshold
+  instead, to the highest one flagging that share of the held-out split's out-of-scope examples
+  (those labelled with the fallback output; feedback does not say which inputs were out of scope);
+- conservative / aggressive: the same moves, bounded to 0.05 / 0.25 of threshold per call;
 - calibration: refit the temperature on the same data (log-loss), as AnalyzeAndOptimize does;
 - rollback: when the reported success rate (or satisfaction) fell below an earlier version's,
   return to the best earlier version's weights and behaviour.
@@ -25,16 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
+from agent_training_server.analysis import metrics as analysis_metrics
 from agent_training_server.analysis import optimize, search
 from agent_training_server.artifacts import (
     derived_version,
     load_version_files,
     write_version_files,
 )
-from agent_training_server.domain import AgentVersion
+from agent_training_server.domain import AgentVersion, BehaviorSettings
 from agent_training_server.engines.base import Artifact, Example
 from agent_training_server.engines.defaults import defaults_for
-from agent_training_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from agent_training_server.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    Unimplemented,
+)
 from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
@@ -52,6 +61,14 @@ MIN_FEEDBACK = 30
 """Feedback on the active version needed before it, not the validation split, sets the point."""
 DEGRADATION = 0.01
 """How far a reported rate must fall below an earlier version's before rollback acts."""
+CONFIDENCE_TARGETS = ("success_rate", "escalation_rate")
+"""Targets that move the confidence threshold (`oos_recall` moves the out-of-scope one)."""
+OUT_OF_SCOPE_HINT = (
+    "Pass evaluation data with out-of-scope examples (the fallback output as their expected"
+    " output) to AnalyzeAndOptimize with OPTIMIZATION_GOAL_MAXIMIZE_OOS_RECALL and apply its"
+    " suggestion. Training examples labelled with the fallback output help here only where"
+    " training keeps some of them out for validation."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,25 +198,127 @@ class AdaptationService:
         behavior = active.behavior
         if strategy == "calibration":
             return await self._recalibrated(active)
-        confidence, success, source = await self._operating_data(active)
-        point, evidence, why = _operating_point(confidence, success, targets)
         step = STEP_LIMITS[strategy]
-        old = behavior.confidence_threshold
-        new = old + max(-step, min(step, point - old))
-        new = round(new, 4)
-        evidence = {**evidence, "examples": float(len(confidence))}
-        if abs(new - old) < 1e-9:
+        changes = []
+        if "oos_recall" not in targets or set(CONFIDENCE_TARGETS) & targets.keys():
+            confidence, success, source = await self._operating_data(active)
+            point, evidence, why = _operating_point(confidence, success, targets)
+            old = behavior.confidence_threshold
+            new = old + max(-step, min(step, point - old))
+            new = round(new, 4)
+            evidence = {**evidence, "examples": float(len(confidence))}
+            if abs(new - old) >= 1e-9:
+                changes.append(
+                    Change(
+                        "confidence_threshold",
+                        f"{old:g}",
+                        f"{new:g}",
+                        f"{why}; measured on {source}"
+                        + (
+                            f"; step bounded to {step:g} ({strategy})"
+                            if new != round(point, 4)
+                            else ""
+                        ),
+                        evidence,
+                    )
+                )
+                behavior = dataclasses.replace(behavior, confidence_threshold=new)
+        if "oos_recall" in targets:
+            # Measured with the confidence threshold just set: it sends inputs to the fallback too.
+            moved = await self._out_of_scope_move(
+                active, behavior, step, float(targets["oos_recall"])
+            )
+            if moved is not None:
+                threshold, change = moved
+                changes.append(change)
+                behavior = dataclasses.replace(behavior, out_of_scope_threshold=threshold)
+        if not changes:
             return None, []
+        return _adapted(active, behavior, *changes), changes
+
+    async def _out_of_scope_move(
+        self, active: AgentVersion, behavior: BehaviorSettings, step: float, target: float
+    ) -> tuple[float, Change] | None:
+        """The out-of-scope threshold reaching `target` recall, and the change; None if it stays.
+
+        Measured on the held-out split, bounded to `step` from the current threshold.
+
+        Raises:
+            InvalidArgument: the held-out split has no out-of-scope example.
+        """
+        rows, source = await self._out_of_scope_rows(active)
+        point, reached = optimize.recall_threshold(rows, behavior.confidence_threshold, target)
+        old = behavior.out_of_scope_threshold
+        # Not rounded: a threshold between two held-out scores keeps both on their side.
+        new = min(1.0, max(0.0, old + max(-step, min(step, point - old))))
+        if abs(new - old) < 1e-12:
+            return None
+        at_point = analysis_metrics.out_of_scope(rows, behavior.confidence_threshold, point)
+        measured = analysis_metrics.out_of_scope(rows, behavior.confidence_threshold, new)
+        assert at_point is not None and measured is not None  # _out_of_scope_rows checked
+        why = (
+            f"the highest out-of-scope threshold whose recall meets the target {target:.3f}"
+            if reached
+            else f"the target {target:.3f} is out of reach: the lowest threshold flags"
+            f" {at_point.recall:.1%} of the out-of-scope examples"
+        )
+        bounded = f"; step bounded to {step:g}" if abs(new - point) > 1e-12 else ""
         change = Change(
-            "confidence_threshold",
+            "out_of_scope_threshold",
             f"{old:g}",
             f"{new:g}",
-            f"{why}; measured on {source}"
-            + (f"; step bounded to {step:g} ({strategy})" if new != round(point, 4) else ""),
-            evidence,
+            f"{why} (flags {measured.recall:.1%} of the out-of-scope examples, answers"
+            f" {measured.in_scope_coverage:.1%} of the in-scope ones); measured on {source}"
+            + bounded,
+            {
+                "oos_recall": measured.recall,
+                "target_oos_recall": target,
+                "oos_precision": measured.precision,
+                "in_scope_accuracy": measured.in_scope_accuracy,
+                "in_scope_coverage": measured.in_scope_coverage,
+                "out_of_scope_examples": float(measured.out_of_scope_count),
+                "in_scope_examples": float(measured.in_scope_count),
+                "examples": float(measured.out_of_scope_count + measured.in_scope_count),
+            },
         )
-        made = _adapted(active, dataclasses.replace(behavior, confidence_threshold=new), change)
-        return made, [change]
+        return new, change
+
+    async def _out_of_scope_rows(
+        self, active: AgentVersion
+    ) -> tuple[analysis_metrics.OutOfScopeRows, str]:
+        """The held-out split's answers, for the out-of-scope measures.
+
+        Raises:
+            InvalidArgument: it has no example labelled with the fallback output (or there is
+                no held-out split).
+        """
+        fallback = active.behavior.fallback_output
+        try:
+            examples = await self._analysis.held_out(active)
+        except FailedPrecondition as error:
+            examples, missing = [], f"{error.message}, so it has no out-of-scope example"
+        else:
+            missing = (
+                f"its held-out validation split ({len(examples)} examples) has no example"
+                f" labelled with the fallback output {fallback!r}"
+            )
+        if not any(e.expected_output == fallback for e in examples):
+            raise InvalidArgument(
+                f"targets['oos_recall'] is measured on out-of-scope examples: {missing}",
+                hint=OUT_OF_SCOPE_HINT,
+                violations=[FieldViolation("targets['oos_recall']", missing)],
+            )
+        predictor = await asyncio.to_thread(self._inference.predictor, active)
+        scored = await asyncio.to_thread(predictor.score, [e.input for e in examples])
+        probabilities = analysis_metrics.tempered(scored.probabilities, active.behavior.temperature)
+        rows = analysis_metrics.OutOfScopeRows.of(
+            [e.expected_output for e in examples],
+            list(active.outputs),
+            probabilities,
+            scored.out_of_scope,
+            fallback,
+        )
+        return rows, f"the held-out validation split ({len(examples)} examples)"
 
     async def _recalibrated(self, active: AgentVersion) -> tuple[AgentVersion | None, list[Change]]:
         """Refit the temperature on the held-out validation split (labels are needed)."""
@@ -421,16 +540,16 @@ def _operating_point(
             f" (escalates {1 - coverage:.1%}, answered success rate {rate:.3f})",
         )
     raise InvalidArgument(
-        "this strategy needs targets.success_rate or targets.escalation_rate",
+        "this strategy needs targets.success_rate, targets.escalation_rate or targets.oos_recall",
         hint='Pass targets such as {"success_rate": 0.9}.',
     )
 
 
-def _adapted(active: AgentVersion, behavior: object, change: Change) -> AgentVersion:
+def _adapted(active: AgentVersion, behavior: object, *changes: Change) -> AgentVersion:
     return derived_version(
         active,
         "adaptation",
-        f"{change.setting} {change.old_value} -> {change.new_value}: {change.reason}",
+        "; ".join(f"{c.setting} {c.old_value} -> {c.new_value}: {c.reason}" for c in changes),
         behavior=behavior,
     )
 
