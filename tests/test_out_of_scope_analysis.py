@@ -2,10 +2,9 @@
 
 AnalyzeAndOptimize's out-of-scope section is recomputed from InvokeAgent's answers; the
 maximize_oos_recall goal's threshold, applied, keeps its share of in-scope inputs answered;
-AdaptAgentBehavior's `oos_recall` target moves the out-of-scope threshold (the held-out split is
-replaced by the evaluation data there: a split holds out-of-scope examples only where training
-held some of its fallback-labelled examples out); settings that cannot be served are refused
-with a hint.
+AdaptAgentBehavior's `oos_recall` target moves the out-of-scope threshold, measured on the
+held-out split of a supervised agent trained with negatives (a share of them is held out);
+settings that cannot be served are refused with a hint.
 """
 
 from __future__ import annotations
@@ -17,11 +16,10 @@ import grpc
 import numpy as np
 import pytest
 
-from agent_training.v1 import adaptation_pb2, analysis_pb2, training_pb2
+from agent_training.v1 import adaptation_pb2, analysis_pb2, synthetic_pb2, training_pb2
 from agent_training_client import AgentTrainingClient
 from agent_training_server.analysis import metrics, optimize
-from agent_training_server.engines.base import Example
-from agent_training_server.services.analysis import AnalysisService
+from agent_training_server.engines import negatives
 from tests.conftest import ServerThread, assert_status, expect_error, make_config
 from tests.test_analysis import banking_test_examples, trained
 from tests.test_training import INTENTS, banking_examples
@@ -88,9 +86,9 @@ def evaluation_data() -> list[training_pb2.TrainingExample]:
     return [*banking_test_examples(per_intent=8), *off_topic]
 
 
-def recomputed(client: AgentTrainingClient, agent_id: str, version_id: str = "") -> dict:
-    """The out-of-scope figures, from InvokeAgent's answers to the evaluation data."""
-    data = evaluation_data()
+def recomputed(client: AgentTrainingClient, agent_id: str, version_id: str = "", data=None) -> dict:
+    """The out-of-scope figures, from InvokeAgent's answers to ``data`` (the evaluation data)."""
+    data = data or evaluation_data()
     answers = client.invoke_agent(
         agent_id=agent_id, inputs=[e.input for e in data], version_id=version_id
     ).predictions
@@ -240,15 +238,23 @@ def test_an_oos_recall_target_without_out_of_scope_examples_is_refused_with_a_hi
     assert "AnalyzeAndOptimize" in error.hint and "fallback output" in error.hint
 
 
-def test_an_oos_recall_target_moves_the_out_of_scope_threshold(client, monkeypatch) -> None:
-    trained(client, "oos-adapted", confidence_threshold=0.3)
-    data = evaluation_data()
+def held_out_split(data: list[training_pb2.TrainingExample]) -> list[training_pb2.TrainingExample]:
+    """The validation split a job with the default seed and validation_split holds out."""
+    outputs = sorted({e.expected_output for e in data} - {FALLBACK})
+    labels = negatives.labels_of([e.expected_output for e in data], outputs, FALLBACK)
+    _train, valid = negatives.split(labels, 0.1, 0)
+    return [data[i] for i in valid]
 
-    async def held_out(self, version) -> list[Example]:
-        """A held-out split holding out-of-scope examples: the evaluation data."""
-        return [Example(e.input, e.expected_output) for e in data]
 
-    monkeypatch.setattr(AnalysisService, "held_out", held_out)
+def test_an_oos_recall_target_moves_the_out_of_scope_threshold(client) -> None:
+    """Measured on the held-out split, which holds a share of the negatives trained with."""
+    generated = client.generate_synthetic_training_data(
+        data_type=synthetic_pb2.SYNTHETIC_DATA_TYPE_OUT_OF_SCOPE, count=60
+    )
+    training = [*banking_examples(), *(e.example for m in generated for e in m.examples)]
+    trained(client, "oos-adapted", data=training, confidence_threshold=0.3)
+    data = held_out_split(training)
+    assert sum(e.expected_output == FALLBACK for e in data) == 6
     target = 0.75
 
     def adapt(strategy, dry_run=False):
@@ -285,7 +291,7 @@ def test_an_oos_recall_target_moves_the_out_of_scope_threshold(client, monkeypat
 
     assert recall(threshold) >= target
     assert recall(float(scores[scores > threshold].min())) < target
-    figures = recomputed(client, "oos-adapted", moved.version.version_id)
+    figures = recomputed(client, "oos-adapted", moved.version.version_id, data)
     assert figures["recall"] == pytest.approx(change.evidence["oos_recall"], abs=1e-9)
     assert figures["precision"] == pytest.approx(change.evidence["oos_precision"], abs=1e-9)
     assert figures["in_scope_coverage"] == pytest.approx(

@@ -17,18 +17,24 @@ def test_the_fallback_output_is_labelled_negative_and_nothing_else() -> None:
         negatives.labels_of(["fallback"], ["a", "b"], "")
 
 
-def test_the_split_holds_out_what_it_would_without_negatives_and_trains_every_negative() -> None:
+def test_the_split_holds_out_what_it_would_without_negatives_and_a_share_of_negatives() -> None:
     outputs = np.repeat(np.arange(4), 10)
-    labels = np.concatenate([outputs, np.full(7, negatives.NEGATIVE)])
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(labels))  # negatives anywhere among the examples
+    labels = np.concatenate([outputs, np.full(10, negatives.NEGATIVE)])
+    order = np.random.default_rng(0).permutation(len(labels))  # negatives among the examples
     mixed = labels[order]
     train, valid = negatives.split(mixed, 0.2, seed=3)
     alone_train, alone_valid = stratified_split(mixed[mixed >= 0], 0.2, seed=3)
     positive = np.flatnonzero(mixed >= 0)
-    assert positive[alone_valid].tolist() == valid.tolist()
-    assert set(np.flatnonzero(mixed < 0)) <= set(train.tolist())
-    assert sorted([*positive[alone_train], *np.flatnonzero(mixed < 0)]) == train.tolist()
+    assert set(positive[alone_valid]) == set(valid[mixed[valid] >= 0].tolist())
+    assert set(positive[alone_train]) == set(train[mixed[train] >= 0].tolist())
+    assert (mixed[valid] < 0).sum() == 2 and (mixed[train] < 0).sum() == 8
+    assert sorted([*train, *valid]) == list(range(len(mixed)))
+
+
+def test_a_single_negative_trains() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1, negatives.NEGATIVE])
+    train, valid = negatives.split(labels, 0.34, 0)
+    assert 6 in train.tolist() and 6 not in valid.tolist()
 
 
 def test_without_negatives_the_split_is_stratified_split_itself() -> None:

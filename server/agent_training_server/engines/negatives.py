@@ -36,19 +36,28 @@ def labels_of(expected: list[str], outputs: list[str], negative_output: str) -> 
 
 
 def split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, validation rows): every negative trains.
+    """(train rows, validation rows), negatives held out at the same fraction.
 
     The outputs' examples are split as without negatives: the same seed holds out the same ones.
-
-    Where nothing is held out the validation rows are the training rows (the same object), as
-    stratified_split returns them; scores over them skip the negatives (``positive``).
+    Held-out negatives let the validation split measure out-of-scope detection (analysis,
+    AdaptAgentBehavior's oos_recall target); scores of outputs skip them (``positive``). Where
+    nothing is held out the validation rows are the training rows (the same object), as
+    stratified_split returns them.
     """
-    if not bool((labels == NEGATIVE).any()):
+    negative = np.flatnonzero(labels == NEGATIVE)
+    if len(negative) == 0:
         return stratified_split(labels, fraction, seed)
     positive = np.flatnonzero(labels != NEGATIVE)
     train, valid = stratified_split(labels[positive], fraction, seed)
-    train_rows = np.sort(np.concatenate([positive[train], np.flatnonzero(labels == NEGATIVE)]))
-    return (train_rows, train_rows) if valid is train else (train_rows, positive[valid])
+    if valid is train:  # nothing held out: everything trains, and "validates"
+        every = np.arange(len(labels))
+        return every, every
+    negative_train, negative_valid = stratified_split(labels[negative], fraction, seed + 1)
+    if negative_valid is negative_train:  # a single negative: it trains
+        negative_valid = negative_valid[:0]
+    train_rows = np.sort(np.concatenate([positive[train], negative[negative_train]]))
+    valid_rows = np.sort(np.concatenate([positive[valid], negative[negative_valid]]))
+    return train_rows, valid_rows
 
 
 def positive(labels: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

@@ -66,8 +66,8 @@ CONFIDENCE_TARGETS = ("success_rate", "escalation_rate")
 OUT_OF_SCOPE_HINT = (
     "Pass evaluation data with out-of-scope examples (the fallback output as their expected"
     " output) to AnalyzeAndOptimize with OPTIMIZATION_GOAL_MAXIMIZE_OOS_RECALL and apply its"
-    " suggestion. Training examples labelled with the fallback output help here only where"
-    " training keeps some of them out for validation."
+    " suggestion, or train a supervised version with examples labelled with the fallback"
+    " output: config.validation_split of them is held out, and measured here."
 )
 
 

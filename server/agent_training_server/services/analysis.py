@@ -29,9 +29,8 @@ from agent_training_server.artifacts import (
 )
 from agent_training_server.cancellation import raise_if_cancelled
 from agent_training_server.domain import AgentVersion
-from agent_training_server.engines import registry, supervised
+from agent_training_server.engines import negatives, registry, supervised
 from agent_training_server.engines.base import Artifact, Example, TrainSettings
-from agent_training_server.engines.evaluation import stratified_split
 from agent_training_server.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from agent_training_server.jobs.work import InThread, WorkRunner
 from agent_training_server.services.agents import AgentService
@@ -288,13 +287,18 @@ class AnalysisService:
                 hint="Pass evaluation_data or dataset_id (the held-out split is rebuilt for"
                 " supervised versions only).",
             )
-        column = {output: index for index, output in enumerate(version.outputs)}
-        # Examples of no output the version learned (those labelled with the fallback output,
-        # where the engine trains them as negatives) are not split: the outputs' examples are.
-        taught = _taught(await self._training_data(version))
-        examples = [e for e in taught if e.expected_output in column]
-        labels = np.array([column[e.expected_output] for e in examples], dtype=np.int64)
-        train_rows, valid_rows = stratified_split(
+        # Split as the engine did: negatives (examples labelled with the fallback output the
+        # job named) are held out at the same fraction, so the split measures out-of-scope
+        # detection too; examples of no known output (none, unless the data changed) are not.
+        negative_output = str(config.get("negative_output", ""))
+        known = {*version.outputs, negative_output} - {""}
+        examples = [
+            e for e in _taught(await self._training_data(version)) if e.expected_output in known
+        ]
+        labels = negatives.labels_of(
+            [e.expected_output for e in examples], list(version.outputs), negative_output
+        )
+        train_rows, valid_rows = negatives.split(
             labels, float(config.get("validation_split", 0.1)), int(config.get("seed", 0))
         )
         if valid_rows is train_rows or len(valid_rows) == 0:
