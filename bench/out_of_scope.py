@@ -5,17 +5,25 @@ other Banking77 intents, out of scope (id-oos-valid.csv, id-oos-test.csv): the h
 domain and wording.
 
 1. Through the service (one server, a fresh data folder): supervised on train.csv, few_shot on a
-   fixed sample of 10 per intent, transfer on train.csv; every agent created with a fallback
-   threshold of 0, so each answer carries its best output and that output's confidence.
+   fixed sample of 10 per intent, transfer on train.csv; no thresholds, so each answer carries
+   its best output and its out-of-scope score (Prediction.out_of_scope_score).
 2. Peers in the same run, on train.csv: TF-IDF + LinearSVC (its best decision value) and frozen
    all-MiniLM-L6-v2 embeddings + LogisticRegression (its best probability).
+3. Negatives (examples labelled with the agents' fallback output), whether they help: supervised
+   and transfer again with 500 messages of the service's out_of_scope generator (off-topic:
+   weather, sport, recipes...), and with labelled out-of-scope messages: a fixed half of
+   id-oos-valid.csv (264 messages of the 27 other intents, from Banking77's training set; the
+   test files come from its test set). The peers get the same labelled half as a 51st class and
+   score by their best in-scope class.
 
-Each contender scores a message by how in-scope it looks (confidence, decision value). The
-threshold that keeps 95% of valid.csv's in-scope messages is chosen on the valid files only; the
-test files report: in-scope accuracy on test.csv, the AUROC separating id-oos-test.csv (positive)
-from test.csv, and at the chosen threshold the out-of-scope recall and the in-scope retention.
+Each contender scores a message by how in-scope it looks (minus the out-of-scope score,
+confidence, decision value). The threshold that keeps 95% of valid.csv's in-scope messages is
+chosen on valid.csv only; the test files report: in-scope accuracy on test.csv, the AUROC
+separating id-oos-test.csv (positive) from test.csv, and at the chosen threshold the
+out-of-scope recall and the in-scope retention.
 Prints one table; writes bench/results/out_of_scope.json.
-Usage: python bench/out_of_scope.py [--data ../shared/data/banking77-oos] [--skip transfer]
+Usage: python bench/out_of_scope.py [--data ../shared/data/banking77-oos] [--skip transfer ...]
+(names: supervised, few_shot, transfer, and the same with +generated or +labelled)
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "banking77-oos"
 RETENTION = 0.95
 """Share of in-scope validation messages the threshold keeps."""
 SPLITS = ("valid", "id-oos-valid", "test", "id-oos-test")
+FALLBACK = "fallback"
+"""The agents' fallback output: examples labelled with it are negatives."""
+GENERATED_NEGATIVES = 500
+Data = tuple[list[str], list[str]]
 
 Scorer = Callable[[list[str]], tuple[list[str], np.ndarray]]
 """Texts -> (best output, in-scope score) per text."""
@@ -66,7 +78,24 @@ def evaluate(scorer: Scorer, data: dict[str, tuple[list[str], list[str]]]) -> di
     return {"in_scope_accuracy": accuracy, **detection(scores)}
 
 
-def linear_svc(train: tuple[list[str], list[str]]) -> tuple[Scorer, float]:
+def labelled_negatives(data: dict[str, Data]) -> Data:
+    """A fixed half of id-oos-valid, labelled with the fallback output."""
+    texts = data["id-oos-valid"][0]
+    half = np.random.default_rng(0).permutation(len(texts))[: len(texts) // 2]
+    return [texts[i] for i in sorted(half)], [FALLBACK] * len(half)
+
+
+def with_negatives(train: Data, negatives: Data) -> Data:
+    return train[0] + negatives[0], train[1] + negatives[1]
+
+
+def in_scope_best(classes: np.ndarray, values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The best in-scope class and its value (a fallback class, where trained, left out)."""
+    values = np.where(classes == FALLBACK, -np.inf, values)
+    return list(classes[values.argmax(axis=1)]), values.max(axis=1)
+
+
+def linear_svc(train: Data) -> tuple[Scorer, float]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion, make_pipeline
     from sklearn.svm import LinearSVC
@@ -79,13 +108,12 @@ def linear_svc(train: tuple[list[str], list[str]]) -> tuple[Scorer, float]:
     seconds = time.perf_counter() - started
 
     def scorer(texts: list[str]) -> tuple[list[str], np.ndarray]:
-        margins = model.decision_function(texts)
-        return list(model.classes_[margins.argmax(axis=1)]), margins.max(axis=1)
+        return in_scope_best(model.classes_, model.decision_function(texts))
 
     return scorer, seconds
 
 
-def frozen_embeddings_lr(train: tuple[list[str], list[str]]) -> tuple[Scorer, float]:
+def frozen_embeddings_lr(train: Data) -> tuple[Scorer, float]:
     import torch
     from sklearn.linear_model import LogisticRegression
 
@@ -98,17 +126,34 @@ def frozen_embeddings_lr(train: tuple[list[str], list[str]]) -> tuple[Scorer, fl
     seconds = time.perf_counter() - started
 
     def scorer(texts: list[str]) -> tuple[list[str], np.ndarray]:
-        probabilities = model.predict_proba(encoder.embed(texts).numpy())
-        return list(model.classes_[probabilities.argmax(axis=1)]), probabilities.max(axis=1)
+        return in_scope_best(model.classes_, model.predict_proba(encoder.embed(texts).numpy()))
 
     return scorer, seconds
 
 
+def generated_negatives(client) -> Data:
+    """Off-topic messages of the service's out_of_scope generator, labelled with the fallback."""
+    from agent_training.v1 import synthetic_pb2
+
+    texts = [
+        item.example.input
+        for message in client.generate_synthetic_training_data(
+            data_type=synthetic_pb2.SYNTHETIC_DATA_TYPE_OUT_OF_SCOPE, count=GENERATED_NEGATIVES
+        )
+        for item in message.examples
+    ]
+    return texts, [FALLBACK] * len(texts)
+
+
 def through_service(
-    trainings: dict[str, tuple[int, tuple[list[str], list[str]]]],
-    data: dict[str, tuple[list[str], list[str]]],
+    trainings: dict[str, tuple[int, Data]],
+    data: dict[str, Data],
+    generated_for: set[str],
 ) -> dict[str, dict[str, float]]:
-    """Train each paradigm through one service and evaluate its answers' confidence."""
+    """Train each paradigm through one service and evaluate its answers' out-of-scope score.
+
+    The trainings named in ``generated_for`` also get the out_of_scope generator's negatives.
+    """
     from agent_training.v1 import agents_pb2, training_pb2
     from agent_training_client import AgentTrainingClient
 
@@ -118,15 +163,18 @@ def through_service(
         process, address = start_service(Path(data_dir), "--metrics-address", "")
         try:
             with AgentTrainingClient(address, timeout=900) as client:
+                generated = generated_negatives(client) if generated_for else ([], [])
                 for name, (training_type, examples) in trainings.items():
+                    if name in generated_for:
+                        examples = with_negatives(examples, generated)
                     client.create_agent(
-                        agent_id=name,
-                        default_behavior=agents_pb2.BehaviorSettings(confidence_threshold=0.0),
+                        agent_id=name.replace("+", "-"),
+                        default_behavior=agents_pb2.BehaviorSettings(fallback_output=FALLBACK),
                     )
                     started = time.perf_counter()
                     events = list(
                         client.train_agent(
-                            agent_id=name,
+                            agent_id=name.replace("+", "-"),
                             training_type=training_type,
                             training_data=[
                                 training_pb2.TrainingExample(input=text, expected_output=label)
@@ -140,14 +188,14 @@ def through_service(
                         raise RuntimeError(f"{name} training failed: {final.error}")
 
                     def scorer(texts: list[str], agent: str = name) -> tuple[list[str], np.ndarray]:
-                        outputs, confidences = [], []
+                        outputs, scores = [], []
                         for start in range(0, len(texts), 500):
                             answer = client.invoke_agent(
-                                agent_id=agent, inputs=texts[start : start + 500]
+                                agent_id=agent.replace("+", "-"), inputs=texts[start : start + 500]
                             )
                             outputs += [p.output for p in answer.predictions]
-                            confidences += [p.confidence for p in answer.predictions]
-                        return outputs, np.array(confidences)
+                            scores += [-p.out_of_scope_score for p in answer.predictions]
+                        return outputs, np.array(scores)
 
                     results[name] = {**evaluate(scorer, data), "train_seconds": seconds}
         finally:
@@ -164,17 +212,29 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], help="paradigms not to train")
     args = parser.parse_args()
     data = {split: read_split(args.data / f"{split}.csv") for split in ("train", *SPLITS)}
+    supervised, transfer = (
+        training_pb2.TRAINING_TYPE_SUPERVISED,
+        training_pb2.TRAINING_TYPE_TRANSFER,
+    )
+    labelled = with_negatives(data["train"], labelled_negatives(data))
     trainings = {
-        "supervised": (training_pb2.TRAINING_TYPE_SUPERVISED, data["train"]),
+        "supervised": (supervised, data["train"]),
         "few_shot": (training_pb2.TRAINING_TYPE_FEW_SHOT, sample(data["train"], 10)),
-        "transfer": (training_pb2.TRAINING_TYPE_TRANSFER, data["train"]),
+        "transfer": (transfer, data["train"]),
+        "supervised+generated": (supervised, data["train"]),
+        "transfer+generated": (transfer, data["train"]),
+        "supervised+labelled": (supervised, labelled),
+        "transfer+labelled": (transfer, labelled),
     }
     trainings = {name: value for name, value in trainings.items() if name not in args.skip}
     results = {}
-    for name, build in (("linear_svc", linear_svc), ("frozen_embeddings_lr", frozen_embeddings_lr)):
-        scorer, seconds = build(data["train"])
-        results[name] = {**evaluate(scorer, data), "train_seconds": seconds}
-    results.update(through_service(trainings, data))
+    peers = (("linear_svc", linear_svc), ("frozen_embeddings_lr", frozen_embeddings_lr))
+    for name, build in peers:
+        for variant, train in (("", data["train"]), ("+labelled", labelled)):
+            scorer, seconds = build(train)
+            results[name + variant] = {**evaluate(scorer, data), "train_seconds": seconds}
+    generated_for = {name for name in trainings if name.endswith("+generated")}
+    results.update(through_service(trainings, data, generated_for))
 
     print(
         f"{args.data.name}: {len(set(data['train'][1]))} in-scope intents,"
@@ -183,19 +243,25 @@ def main() -> None:
         " cores"
     )
     print(
-        f"{'contender (score)':<44} {'in-scope acc':>12} {'AUROC':>6} {'OOS recall':>10}"
+        f"{'contender (score)':<60} {'in-scope acc':>12} {'AUROC':>6} {'OOS recall':>10}"
         f" {'retention':>9} {'train s':>8}"
     )
     names = {
         "linear_svc": "TF-IDF + LinearSVC (best margin)",
         "frozen_embeddings_lr": "frozen MiniLM + LR (best probability)",
-        "supervised": "agent-training supervised (confidence)",
-        "few_shot": "agent-training few_shot, 10/intent (confidence)",
-        "transfer": "agent-training transfer (confidence)",
+        "supervised": "supervised (out-of-scope score)",
+        "few_shot": "few_shot, 10/intent (out-of-scope score)",
+        "transfer": "transfer (out-of-scope score)",
+    }
+    extra = {
+        "+generated": f" + {GENERATED_NEGATIVES} generated negatives",
+        "+labelled": " + labelled negatives",
     }
     for key, row in results.items():
+        base, _, variant = key.partition("+")
+        label = names[base] + (extra["+" + variant] if variant else "")
         print(
-            f"{names[key]:<44} {row['in_scope_accuracy']:>12.4f} {row['auroc']:>6.3f}"
+            f"{label:<60} {row['in_scope_accuracy']:>12.4f} {row['auroc']:>6.3f}"
             f" {row['oos_recall']:>10.3f} {row['in_scope_retention']:>9.3f}"
             f" {row['train_seconds']:>8.1f}"
         )
