@@ -195,6 +195,15 @@ class Invocation:
     explored: bool = False
     is_fallback: bool = False
     time: float = 0.0
+    rollout_id: str = ""
+    """The rollout running when it was answered (empty: none)."""
+    arm: str = ""
+    """In a rollout: ``active`` or ``candidate`` (returned to the caller), or ``shadow`` (the
+    candidate's answer in shadow mode, recorded and not returned)."""
+    shadow_of: str = ""
+    """A shadow answer: the invocation_id of the active version's answer to the same input."""
+    latency_ms: float = 0.0
+    """Time to score the input (its batch's scoring time, per input), in milliseconds."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -211,6 +220,67 @@ class Feedback:
     corrected_output: str = ""
     comment: str = ""
     time: float = 0.0
+
+
+class RolloutState:
+    """Where a rollout stands."""
+
+    RUNNING = "running"
+    PROMOTED = "promoted"
+    ABORTED = "aborted"
+
+
+class RolloutMode:
+    """How the candidate meets traffic."""
+
+    CANARY = "canary"
+    """It answers a share of the inputs."""
+    SHADOW = "shadow"
+    """It answers every input too, recorded and not returned."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RolloutPolicy:
+    """When a running rollout decides by itself (rollouts/decisions.py)."""
+
+    confidence: float = 0.95
+    """Promote once the candidate is better with this confidence; abort once it is worse by
+    more than ``abort_margin`` with it."""
+    abort_margin: float = 0.0
+    min_feedback: int = 30
+    """Answers with feedback each arm needs before any automatic decision."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RolloutDecision:
+    """A decision that ended a rollout."""
+
+    action: str
+    """``promote`` or ``abort``."""
+    reason: str
+    automatic: bool
+    """Taken by the rollout's policy (else by a caller)."""
+    evidence: dict[str, float] = dataclasses.field(default_factory=dict)
+    time: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Rollout:
+    """A candidate version meeting live traffic before it may become the active one."""
+
+    rollout_id: str
+    agent_id: str
+    candidate_version_id: str
+    active_version_id: str
+    """The agent's active version when the rollout started: the other arm."""
+    mode: str = RolloutMode.CANARY
+    traffic_share: float = 0.0
+    """Canary: share of the inputs the candidate answers, in (0, 1)."""
+    policy: RolloutPolicy | None = None
+    state: str = RolloutState.RUNNING
+    decisions: tuple[RolloutDecision, ...] = ()
+    create_time: float = 0.0
+    update_time: float = 0.0
 
 
 class AnalysisStatus:

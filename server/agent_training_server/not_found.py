@@ -62,3 +62,19 @@ def invocation_not_found(invocation_id: str) -> NotFound:
         code="INVOCATION_NOT_FOUND",
         hint="Pass an invocation_id from an InvokeAgent answer of this agent.",
     )
+
+
+def rollout_not_found(agent_id: str, rollout_id: str = "") -> NotFound:
+    """The error for a rollout the agent does not have (``""``: the agent has none at all)."""
+    if not rollout_id:
+        return NotFound(
+            f"agent {agent_id!r} has no rollout",
+            code="ROLLOUT_NOT_FOUND",
+            hint="StartRollout starts one with a candidate version of the agent.",
+        )
+    return NotFound(
+        f"agent {agent_id!r} has no rollout {rollout_id!r}",
+        code="ROLLOUT_NOT_FOUND",
+        hint="Check the rollout_id; GetRollout without one reads the agent's running or latest"
+        " rollout.",
+    )

@@ -21,6 +21,8 @@ from agent_training_server.domain import (
     Feedback,
     Invocation,
     JobEvent,
+    Rollout,
+    RolloutDecision,
     TrainingJob,
 )
 
@@ -57,6 +59,14 @@ class JobLimitReached(Exception):
         super().__init__(f"{limit}: {count}")
         self.limit = limit
         self.count = count
+
+
+class RolloutRunning(Exception):
+    """`Store.create_rollout` refused a rollout: the agent has a running one."""
+
+    def __init__(self, rollout: Rollout) -> None:
+        super().__init__(rollout.rollout_id)
+        self.rollout = rollout
 
 
 class LeaseLost(Exception):
@@ -185,6 +195,49 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def performance_history(self, agent_id: str) -> dict[str, dict[str, float]]:
         """The latest reported value of each metric, by version id, of the agent's versions."""
+
+    # Rollouts -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_rollout(self, rollout: Rollout, key: IdempotencyKey | None = None) -> Rollout:
+        """Store a new running rollout and return it (the earlier one on a replay of ``key``).
+
+        Raises:
+            NotFound: the agent or its candidate version is missing.
+            RolloutRunning: the agent has a running rollout already (one at a time, across
+                replicas: checked in the same transaction).
+        """
+
+    @abc.abstractmethod
+    def get_rollout(self, agent_id: str, rollout_id: str = "") -> Rollout:
+        """The agent's rollout ``rollout_id``, or (empty) its running or else latest one.
+
+        Raises NotFound (code ROLLOUT_NOT_FOUND) when there is none.
+        """
+
+    @abc.abstractmethod
+    def running_rollout(self, agent_id: str) -> Rollout | None:
+        """The agent's running rollout, or None: read on every InvokeAgent (keep it cheap)."""
+
+    @abc.abstractmethod
+    def update_rollout(self, rollout: Rollout) -> Rollout:
+        """Store a running rollout's new mode, traffic share or policy; return it.
+
+        Raises FailedPrecondition (code ROLLOUT_ENDED) when it is no longer running.
+        """
+
+    @abc.abstractmethod
+    def end_rollout(self, agent_id: str, rollout_id: str, decision: RolloutDecision) -> Rollout:
+        """End a running rollout with ``decision``; return it as ended.
+
+        ``promote``: in the same transaction the candidate becomes the agent's active version.
+        Raises FailedPrecondition (code ROLLOUT_ENDED) when it is no longer running (a
+        concurrent decision won), NotFound when it or the agent is gone.
+        """
+
+    @abc.abstractmethod
+    def rollout_invocations(self, rollout_id: str) -> list[tuple[Invocation, Feedback | None]]:
+        """Every answer recorded under the rollout, shadow ones included, with its feedback."""
 
     # Named datasets -------------------------------------------------------------------------
 

@@ -150,8 +150,32 @@ ALTER TABLE analysis_jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE named_datasets ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 """
 
+ROLLOUTS = """
+CREATE TABLE rollouts (
+    rollout_id           TEXT PRIMARY KEY,
+    agent_id             TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    candidate_version_id TEXT NOT NULL,
+    active_version_id    TEXT NOT NULL,
+    mode                 TEXT NOT NULL,
+    traffic_share        DOUBLE PRECISION NOT NULL,
+    policy_json          TEXT NOT NULL,
+    state                TEXT NOT NULL,
+    decisions_json       TEXT NOT NULL,
+    create_time          DOUBLE PRECISION NOT NULL,
+    update_time          DOUBLE PRECISION NOT NULL
+);
+CREATE UNIQUE INDEX rollouts_running_per_agent ON rollouts (agent_id) WHERE state = 'running';
+CREATE INDEX rollouts_by_agent ON rollouts (agent_id, create_time);
+ALTER TABLE invocations ADD COLUMN rollout_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE invocations ADD COLUMN arm TEXT NOT NULL DEFAULT '';
+ALTER TABLE invocations ADD COLUMN shadow_of TEXT NOT NULL DEFAULT '';
+ALTER TABLE invocations ADD COLUMN latency_ms DOUBLE PRECISION NOT NULL DEFAULT 0;
+CREATE INDEX invocations_by_rollout ON invocations (rollout_id) WHERE rollout_id <> '';
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "the tables of the service", INITIAL_TABLES),
     (2, "replicas, and the replica owning each job, analysis and dataset upload", REPLICAS),
+    (3, "rollouts, and the rollout, arm and scoring time of each answer", ROLLOUTS),
 )
 """(version, what it does, SQL), in the order they apply; versions are 1, 2, 3..."""

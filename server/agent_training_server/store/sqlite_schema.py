@@ -154,6 +154,28 @@ CREATE TABLE IF NOT EXISTS analysis_jobs (
 );
 """
 
+ROLLOUT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollouts (
+    rollout_id           TEXT PRIMARY KEY,
+    agent_id             TEXT NOT NULL REFERENCES agents(agent_id) ON DELETE CASCADE,
+    candidate_version_id TEXT NOT NULL,
+    active_version_id    TEXT NOT NULL,
+    mode                 TEXT NOT NULL,
+    traffic_share        REAL NOT NULL,
+    policy_json          TEXT NOT NULL,
+    state                TEXT NOT NULL,
+    decisions_json       TEXT NOT NULL,
+    create_time          REAL NOT NULL,
+    update_time          REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS rollouts_running_per_agent ON rollouts (agent_id)
+    WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS rollouts_by_agent ON rollouts (agent_id, create_time);
+"""
+"""Candidate versions meeting live traffic. The partial unique index allows one ``running``
+rollout per agent, whoever inserts it; their answers are the invocations naming them
+(`INVOCATION_COLUMNS`)."""
+
 REPLICA_SCHEMA = """
 CREATE TABLE IF NOT EXISTS replicas (
     replica_id TEXT PRIMARY KEY,
@@ -173,6 +195,7 @@ SCHEMA = "".join(
         FEEDBACK_SCHEMA,
         ANALYSIS_SCHEMA,
         REPLICA_SCHEMA,
+        ROLLOUT_SCHEMA,
     )
 )
 """Every table. The first three were the first release's; the later columns came after."""
@@ -189,15 +212,30 @@ OWNER_COLUMNS = (
 """(table, column): the replica that runs a job or analysis or writes a dataset, and a job's
 cancellation asked of its owner by another replica."""
 
+INVOCATION_COLUMNS = (
+    ("invocations", "rollout_id TEXT NOT NULL DEFAULT ''"),
+    ("invocations", "arm TEXT NOT NULL DEFAULT ''"),
+    ("invocations", "shadow_of TEXT NOT NULL DEFAULT ''"),
+    ("invocations", "latency_ms REAL NOT NULL DEFAULT 0.0"),
+)
+"""(table, column): the rollout an answer was given under, its arm, the answer a shadow one
+shadows, and its scoring time."""
+
 
 def add_later_columns(db: sqlite3.Connection) -> None:
     """Add the columns (and indexes) later releases added to tables that lack them."""
     add_tenant_columns(db)
-    for table, column in OWNER_COLUMNS:
+    for table, column in OWNER_COLUMNS + INVOCATION_COLUMNS:
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column.split()[0] not in columns:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
     db.execute("CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status)")
+    # Partial: most answers are given under no rollout, and InvokeAgent's writes should not pay
+    # for indexing them. A query uses it only when it repeats the condition (sql/rollouts.py).
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS invocations_by_rollout ON invocations (rollout_id)"
+        " WHERE rollout_id <> ''"
+    )
 
 
 def add_tenant_columns(db: sqlite3.Connection) -> None:

@@ -24,6 +24,8 @@ from agent_training_server.domain import (
     Feedback,
     Invocation,
     JobEvent,
+    Rollout,
+    RolloutDecision,
     TrainingJob,
 )
 from agent_training_server.store.base import IdempotencyKey, JobLimits, Store
@@ -143,6 +145,36 @@ class TracedStore(Store):
         """Traced `Store.performance_history`."""
         with self._span("performance_history"):
             return self._store.performance_history(agent_id)
+
+    def create_rollout(self, rollout: Rollout, key: IdempotencyKey | None = None) -> Rollout:
+        """Traced `Store.create_rollout`."""
+        with self._span("create_rollout"):
+            return self._store.create_rollout(rollout, key)
+
+    def get_rollout(self, agent_id: str, rollout_id: str = "") -> Rollout:
+        """Traced `Store.get_rollout`."""
+        with self._span("get_rollout"):
+            return self._store.get_rollout(agent_id, rollout_id)
+
+    def running_rollout(self, agent_id: str) -> Rollout | None:
+        """Traced `Store.running_rollout`."""
+        with self._span("running_rollout"):
+            return self._store.running_rollout(agent_id)
+
+    def update_rollout(self, rollout: Rollout) -> Rollout:
+        """Traced `Store.update_rollout`."""
+        with self._span("update_rollout"):
+            return self._store.update_rollout(rollout)
+
+    def end_rollout(self, agent_id: str, rollout_id: str, decision: RolloutDecision) -> Rollout:
+        """Traced `Store.end_rollout`."""
+        with self._span("end_rollout"):
+            return self._store.end_rollout(agent_id, rollout_id, decision)
+
+    def rollout_invocations(self, rollout_id: str) -> list[tuple[Invocation, Feedback | None]]:
+        """Traced `Store.rollout_invocations`."""
+        with self._span("rollout_invocations"):
+            return self._store.rollout_invocations(rollout_id)
 
     def begin_dataset(
         self, dataset: Dataset, key: IdempotencyKey | None = None, owner: str = ""

@@ -2,7 +2,9 @@
 
 An invocation row is what InvokeAgent answered: the version, the input, the output chosen and
 the probability the behaviour chose it with (its propensity), so feedback on it can teach the
-reinforcement engine later. Feedback is unique per invocation: the first one recorded stands.
+reinforcement engine later. An answer given during a rollout also names the rollout and its
+arm (sql/rollouts.py reads them back). Feedback is unique per invocation: the first one recorded
+stands.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from agent_training_server.domain import Feedback, Invocation
 from agent_training_server.not_found import invocation_not_found
 from agent_training_server.store.sql.database import Database, Row
 from agent_training_server.store.sql.tenancy import tenant_row
+
+_INVOCATION_COLUMNS = (
+    "invocation_id, agent_id, version_id, input, context_json, output, confidence, propensity,"
+    " explored, is_fallback, time, rollout_id, arm, shadow_of, latency_ms"
+)
+"""Named, not by position: the rollout columns came later (added with ALTER TABLE on open)."""
 
 
 class FeedbackTables:
@@ -32,7 +40,8 @@ class FeedbackTables:
         """
         with self._database.write(counted=False) as db:
             db.executemany(
-                "INSERT INTO invocations SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                f"INSERT INTO invocations ({_INVOCATION_COLUMNS})"
+                " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
                 " WHERE EXISTS (SELECT 1 FROM agents WHERE agent_id = ?) ON CONFLICT DO NOTHING",
                 [
                     (
@@ -47,6 +56,10 @@ class FeedbackTables:
                         int(i.explored),
                         int(i.is_fallback),
                         i.time,
+                        i.rollout_id,
+                        i.arm,
+                        i.shadow_of,
+                        i.latency_ms,
                         i.agent_id,
                     )
                     for i in invocations
@@ -63,19 +76,7 @@ class FeedbackTables:
                 tenant,
                 invocation_not_found,
             )
-        return Invocation(
-            invocation_id=row["invocation_id"],
-            agent_id=row["agent_id"],
-            version_id=row["version_id"],
-            input=row["input"],
-            context=tuple(json.loads(row["context_json"])),
-            output=row["output"],
-            confidence=row["confidence"],
-            propensity=row["propensity"],
-            explored=bool(row["explored"]),
-            is_fallback=bool(row["is_fallback"]),
-            time=row["time"],
-        )
+        return invocation_from_row(row)
 
     def record_feedback(self, feedback: Feedback) -> tuple[Feedback, bool]:
         """Store feedback unless the invocation has some; return (stored feedback, duplicate)."""
@@ -127,12 +128,16 @@ class FeedbackTables:
         with self._database.read() as db:
             rows = db.execute(
                 "SELECT f.*, i.version_id, i.input, i.context_json, i.output, i.confidence,"
-                " i.propensity, i.explored, i.is_fallback, i.time AS invocation_time"
+                " i.propensity, i.explored, i.is_fallback, i.time AS invocation_time,"
+                " i.rollout_id, i.arm, i.shadow_of, i.latency_ms"
                 " FROM feedback f JOIN invocations i USING (invocation_id)"
                 " WHERE f.agent_id = ? AND f.time > ? ORDER BY f.time, f.feedback_id",
                 (agent_id, since),
             ).fetchall()
-        return [(_feedback_from_row(row), _invocation_from_joined(row)) for row in rows]
+        return [
+            (_feedback_from_row(row), invocation_from_row(row, time_column="invocation_time"))
+            for row in rows
+        ]
 
 
 def _feedback_from_row(row: Row) -> Feedback:
@@ -148,7 +153,12 @@ def _feedback_from_row(row: Row) -> Feedback:
     )
 
 
-def _invocation_from_joined(row: Row) -> Invocation:
+def invocation_from_row(row: Row, time_column: str = "time") -> Invocation:
+    """The invocation of a row with the invocations table's columns (its time in ``time_column``).
+
+    Rows of a database older than the rollout columns never reach here without them: they are
+    added on open (sqlite_schema, postgres_migrations).
+    """
     return Invocation(
         invocation_id=row["invocation_id"],
         agent_id=row["agent_id"],
@@ -160,5 +170,9 @@ def _invocation_from_joined(row: Row) -> Invocation:
         propensity=row["propensity"],
         explored=bool(row["explored"]),
         is_fallback=bool(row["is_fallback"]),
-        time=row["invocation_time"],
+        time=row[time_column],
+        rollout_id=row["rollout_id"],
+        arm=row["arm"],
+        shadow_of=row["shadow_of"],
+        latency_ms=row["latency_ms"],
     )

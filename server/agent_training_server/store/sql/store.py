@@ -1,10 +1,11 @@
 """The store over SQL tables, on any `Database` (SQLite or PostgreSQL).
 
 `SqlStore` hands one `Database` (its connections and transactions) to one class per group of
-tables (agents, jobs, datasets, feedback, analysis, in this package); each `Store` method below
-says which of them answers it. Writes that span two groups (a job's event with the version it
-made) are one transaction of the shared database, so nothing is ever half stored. The backends
-(`store/sqlite.py`, `store/postgres.py`) only open their database.
+tables (agents, jobs, datasets, feedback, rollouts, analysis, in this package); each `Store`
+method below says which of them answers it. Writes that span two groups (a job's event with the
+version it made, a promoted rollout with its agent's new active version) are one transaction of
+the shared database, so nothing is ever half stored. The backends (`store/sqlite.py`,
+`store/postgres.py`) only open their database.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from agent_training_server.domain import (
     Feedback,
     Invocation,
     JobEvent,
+    Rollout,
+    RolloutDecision,
     TrainingJob,
 )
 from agent_training_server.store.base import IdempotencyKey, JobLimits, Store
@@ -30,6 +33,7 @@ from agent_training_server.store.sql.datasets import DatasetTables
 from agent_training_server.store.sql.feedback import FeedbackTables
 from agent_training_server.store.sql.jobs import JobTables, TrainingDataTables
 from agent_training_server.store.sql.replicas import ReplicaTables
+from agent_training_server.store.sql.rollouts import RolloutTables
 
 
 class SqlStore(Store):
@@ -44,6 +48,7 @@ class SqlStore(Store):
         self._jobs = JobTables(self._database, self._versions)
         self._datasets = DatasetTables(self._database)
         self._feedback = FeedbackTables(self._database)
+        self._rollouts = RolloutTables(self._database, self._agents, self._versions)
         self._analyses = AnalysisTables(self._database)
         self._replicas = ReplicaTables(self._database)
 
@@ -138,6 +143,32 @@ class SqlStore(Store):
     def performance_history(self, agent_id: str) -> dict[str, dict[str, float]]:
         """The latest reported metrics of each of the agent's versions."""
         return self._feedback.performance_history(agent_id)
+
+    # Rollouts -------------------------------------------------------------------------------
+
+    def create_rollout(self, rollout: Rollout, key: IdempotencyKey | None = None) -> Rollout:
+        """Insert a running rollout, or replay the one an earlier same-key call made."""
+        return self._rollouts.create_rollout(rollout, key)
+
+    def get_rollout(self, agent_id: str, rollout_id: str = "") -> Rollout:
+        """The agent's rollout ``rollout_id``, or (empty) its running or else latest one."""
+        return self._rollouts.get_rollout(agent_id, rollout_id)
+
+    def running_rollout(self, agent_id: str) -> Rollout | None:
+        """The agent's running rollout, or None (one indexed lookup)."""
+        return self._rollouts.running_rollout(agent_id)
+
+    def update_rollout(self, rollout: Rollout) -> Rollout:
+        """Store a running rollout's mode, traffic share and policy."""
+        return self._rollouts.update_rollout(rollout)
+
+    def end_rollout(self, agent_id: str, rollout_id: str, decision: RolloutDecision) -> Rollout:
+        """End a running rollout; a promotion activates its candidate in the same transaction."""
+        return self._rollouts.end_rollout(agent_id, rollout_id, decision)
+
+    def rollout_invocations(self, rollout_id: str) -> list[tuple[Invocation, Feedback | None]]:
+        """Every answer recorded under the rollout, with its feedback (None without)."""
+        return self._rollouts.rollout_invocations(rollout_id)
 
     # Named datasets -------------------------------------------------------------------------
 
