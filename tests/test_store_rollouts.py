@@ -339,6 +339,30 @@ def test_a_rollouts_answers_are_read_with_their_feedback(store: Store) -> None:
     assert store.rollout_invocations("") == []  # answers of no rollout are no rollout's
 
 
+def test_a_rollouts_feedback_is_counted_per_returned_arm(store: Store) -> None:
+    _two_versions(store)
+    answers = [
+        _answer("inv-a1", rollout_id="rollout-1", arm="active"),
+        _answer("inv-a2", rollout_id="rollout-1", arm="active"),
+        _answer("inv-a3", rollout_id="rollout-1", arm="active"),
+        _answer("inv-c1", rollout_id="rollout-1", arm="candidate"),
+        _answer("inv-s1", rollout_id="rollout-1", arm="shadow", shadow_of="inv-a1"),
+        _answer("inv-x1", rollout_id="rollout-2", arm="candidate"),
+    ]
+    store.record_invocations(answers)
+    assert store.rollout_feedback_counts("rollout-1") == {}
+    for feedback_id, invocation_id, reward in [
+        ("fb-1", "inv-a1", 1.0),
+        ("fb-2", "inv-a2", -1.0),
+        ("fb-3", "inv-c1", 0.5),
+        ("fb-4", "inv-s1", 1.0),  # a shadow answer's feedback is no arm's
+        ("fb-5", "inv-x1", 1.0),  # another rollout's
+    ]:
+        store.record_feedback(_feedback(feedback_id, invocation_id, 7.0, reward=reward))
+    assert store.rollout_feedback_counts("rollout-1") == {"active": (2, 1), "candidate": (1, 1)}
+    assert store.rollout_feedback_counts("rollout-9") == {}
+
+
 # The backends' own -----------------------------------------------------------------------
 
 

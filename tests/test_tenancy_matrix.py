@@ -18,6 +18,7 @@ import pytest
 
 from agent_training.v1 import (
     adaptation_pb2,
+    rollouts_pb2,
     service_pb2,
     service_pb2_grpc,
     synthetic_pb2,
@@ -113,6 +114,17 @@ NOT_FOUND_PROBES: dict[str, list[Probe]] = {
             config=training_pb2.TrainingConfig(base_agent_id=o.agent),
         ),
     ],
+    "StartRollout": [
+        lambda o: service_pb2.StartRolloutRequest(
+            agent_id=o.agent, candidate_version_id=o.version, mode=rollouts_pb2.ROLLOUT_MODE_SHADOW
+        )
+    ],
+    "GetRollout": [lambda o: service_pb2.GetRolloutRequest(agent_id=o.agent)],
+    "UpdateRollout": [
+        lambda o: service_pb2.UpdateRolloutRequest(agent_id=o.agent, remove_policy=True)
+    ],
+    "PromoteRollout": [lambda o: service_pb2.PromoteRolloutRequest(agent_id=o.agent)],
+    "AbortRollout": [lambda o: service_pb2.AbortRolloutRequest(agent_id=o.agent)],
     "GetTrainingJob": [lambda o: service_pb2.GetTrainingJobRequest(training_id=o.job)],
     "CancelTrainingJob": [lambda o: service_pb2.CancelTrainingJobRequest(training_id=o.job)],
     "WatchTrainingJob": [lambda o: service_pb2.WatchTrainingJobRequest(training_id=o.job)],

@@ -24,6 +24,7 @@ from agent_training_server.api.handlers.agents import AgentHandlers
 from agent_training_server.api.handlers.analysis import AnalysisHandlers
 from agent_training_server.api.handlers.datasets import DatasetHandlers
 from agent_training_server.api.handlers.inference import InferenceHandlers
+from agent_training_server.api.handlers.rollouts import RolloutHandlers
 from agent_training_server.api.handlers.synthetic import SyntheticHandlers
 from agent_training_server.api.handlers.training import TrainingHandlers
 from agent_training_server.api.keepalive import keepalive_options
@@ -46,6 +47,7 @@ from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
 from agent_training_server.services.replicas import ReplicaLease
+from agent_training_server.services.rollouts import RolloutService
 from agent_training_server.services.synthetic import SyntheticService
 from agent_training_server.services.training import TrainingService
 from agent_training_server.startup import (
@@ -253,6 +255,7 @@ async def create_server(
         )
         analysis = AnalysisService(store, agents, inference, artifacts, work=jobs)
         adaptation = AdaptationService(store, agents, inference, analysis, artifacts, metrics)
+        rollouts = RolloutService(store, tracer, metrics, flush_answers=feedback.flush)
         analysis_jobs = AnalysisJobs(store, config.max_analysis_jobs, owner=replica.replica_id)
         await analysis_jobs.fail_orphaned()
         replica.on_beat(analysis_jobs.fail_orphaned)
@@ -265,13 +268,14 @@ async def create_server(
                 training=TrainingHandlers(
                     config, TrainingService(agents, datasets, jobs, config), tracer
                 ),
-                inference=InferenceHandlers(config, inference, feedback, tracer),
+                inference=InferenceHandlers(config, inference, feedback, rollouts, tracer),
                 datasets=DatasetHandlers(config, datasets),
                 synthetic=SyntheticHandlers(config, synthetic, datasets),
                 analysis=AnalysisHandlers(
                     config, AnalysisRuns(agents, datasets, analysis, analysis_jobs)
                 ),
                 adaptation=AdaptationHandlers(adaptation),
+                rollouts=RolloutHandlers(config, rollouts),
             ),
             server,
         )

@@ -148,6 +148,10 @@ class Metrics:
             p + "adaptations", "AdaptAgentBehavior calls that changed something, by strategy.",
             ("strategy",), registry=r,
         )  # fmt: skip
+        self.rollout_decisions = Counter(
+            p + "rollout_decisions", "Rollouts ended, by action (promote, abort) and by whether"
+            " the rollout's policy decided (automatic).", ("action", "automatic"), registry=r,
+        )  # fmt: skip
         self.store_errors = Counter(
             p + "store_errors", "Store operations that failed unexpectedly.", registry=r
         )

@@ -92,6 +92,32 @@ export async function activateAgentVersionExample() {
   const response = await client.rpc.activateAgentVersion({ agentId: "support-bot", versionId: "ver_0123456789abcdef" });
 }
 
+export async function startRolloutExample() {
+  const response = await client.rpc.startRollout({
+    agentId: "support-bot",
+    candidateVersionId: "ver_0123456789abcdef",
+    mode: contract.RolloutMode.CANARY,
+    trafficShare: 0.1,
+    policy: { confidence: 0.95, minFeedback: 100 },
+  });
+}
+
+export async function getRolloutExample() {
+  const response = await client.rpc.getRollout({ agentId: "support-bot" });
+}
+
+export async function updateRolloutExample() {
+  const response = await client.rpc.updateRollout({ agentId: "support-bot", trafficShare: 0.25 });
+}
+
+export async function promoteRolloutExample() {
+  const response = await client.rpc.promoteRollout({ agentId: "support-bot", reason: "better on every measure" });
+}
+
+export async function abortRolloutExample() {
+  const response = await client.rpc.abortRollout({ agentId: "support-bot", reason: "twice the fallbacks" });
+}
+
 export async function getTrainingJobExample() {
   const response = await client.rpc.getTrainingJob({ trainingId: "train_0123456789abcdef" });
 }

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent_training.v1 import (
     agents_pb2,
+    rollouts_pb2,
     service_pb2,
     service_pb2_grpc,
     synthetic_pb2,
@@ -250,6 +251,35 @@ class AgentTrainingClient:
         """Make a version active (roll back or forward) and return the agent."""
         request = service_pb2.ActivateAgentVersionRequest(agent_id=agent_id, version_id=version_id)
         return self._unary(self._stub.ActivateAgentVersion, request).agent
+
+    # Rollouts -------------------------------------------------------------------------------
+
+    def start_rollout(self, **fields: Any) -> rollouts_pb2.Rollout:
+        """Start a rollout of a version (canary or shadow) and return it."""
+        request = service_pb2.StartRolloutRequest(**with_request_id(fields))
+        return self._unary(self._stub.StartRollout, request).rollout
+
+    def get_rollout(self, agent_id: str, rollout_id: str = "") -> rollouts_pb2.Rollout:
+        """The agent's running (else latest) rollout, or a named one, with its evidence."""
+        request = service_pb2.GetRolloutRequest(agent_id=agent_id, rollout_id=rollout_id)
+        return self._unary(self._stub.GetRollout, request).rollout
+
+    def update_rollout(self, **fields: Any) -> rollouts_pb2.Rollout:
+        """Change the running rollout's mode, traffic share or policy and return it."""
+        request = service_pb2.UpdateRolloutRequest(**fields)
+        return self._unary(self._stub.UpdateRollout, request).rollout
+
+    def promote_rollout(
+        self, agent_id: str, reason: str = ""
+    ) -> service_pb2.PromoteRolloutResponse:
+        """Make the rollout's candidate the active version; the rollout and the agent."""
+        request = service_pb2.PromoteRolloutRequest(agent_id=agent_id, reason=reason)
+        return self._unary(self._stub.PromoteRollout, request)
+
+    def abort_rollout(self, agent_id: str, reason: str = "") -> rollouts_pb2.Rollout:
+        """End the rollout, keeping the active version; return the rollout."""
+        request = service_pb2.AbortRolloutRequest(agent_id=agent_id, reason=reason)
+        return self._unary(self._stub.AbortRollout, request).rollout
 
     # Jobs -----------------------------------------------------------------------------------
 

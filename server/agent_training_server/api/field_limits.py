@@ -82,6 +82,8 @@ Limit = Size | Range | CheckedBy
 ID_CHARS = 64
 """Ids: 1 to 64 characters of [A-Za-z0-9_.-] (the pattern is checked by the validators)."""
 MAX_REQUEST_ID = 128
+MAX_ASSIGNMENT_KEY = 128
+"""A rollout's sticky assignment key: a conversation or customer id."""
 MAX_DISPLAY_NAME = 200
 MAX_DESCRIPTION = 2_000
 MAX_LABELS = 32
@@ -254,6 +256,28 @@ _LIMITS: dict[str, Limit] = {
     "ListAgentVersionsRequest.page_token": PAGE_TOKEN,
     "ActivateAgentVersionRequest.agent_id": ID,
     "ActivateAgentVersionRequest.version_id": ID,
+    # Rollouts
+    "StartRolloutRequest.agent_id": ID,
+    "StartRolloutRequest.candidate_version_id": ID,
+    "StartRolloutRequest.mode": CheckedBy("StartRollout's validator: canary or shadow"),
+    "StartRolloutRequest.traffic_share": CheckedBy(
+        "StartRollout's validator: in (0, 1) for a canary, unset for a shadow"
+    ),
+    "StartRolloutRequest.request_id": REQUEST_ID,
+    "RolloutPolicy.confidence": Range(low=0.5, high=0.999),
+    "RolloutPolicy.abort_margin": SHARE,
+    "RolloutPolicy.min_feedback": Range(low=1, high=100_000),
+    "GetRolloutRequest.agent_id": ID,
+    "GetRolloutRequest.rollout_id": ID,
+    "UpdateRolloutRequest.agent_id": ID,
+    "UpdateRolloutRequest.mode": CheckedBy("UpdateRollout's validator: canary or shadow"),
+    "UpdateRolloutRequest.traffic_share": CheckedBy(
+        "UpdateRollout's validator: in (0, 1), for a canary"
+    ),
+    "PromoteRolloutRequest.agent_id": ID,
+    "PromoteRolloutRequest.reason": Size(chars=MAX_DESCRIPTION),
+    "AbortRolloutRequest.agent_id": ID,
+    "AbortRolloutRequest.reason": Size(chars=MAX_DESCRIPTION),
     # Training jobs
     "GetTrainingJobRequest.training_id": ID,
     "ListTrainingJobsRequest.agent_id": ID,
@@ -268,6 +292,7 @@ _LIMITS: dict[str, Limit] = {
     "InvokeAgentRequest.inputs": Size(items=Setting("max_batch_size"), chars=TEXT),
     "InvokeAgentRequest.context": Size(items=Setting("max_context_turns"), chars=TEXT),
     "InvokeAgentRequest.version_id": ID,
+    "InvokeAgentRequest.assignment_key": Size(chars=MAX_ASSIGNMENT_KEY),
     "RecordFeedbackRequest.agent_id": ID,
     "RecordFeedbackRequest.invocation_id": Size(chars=ID_CHARS),
     "RecordFeedbackRequest.feedback": Size(chars=MAX_FEEDBACK),

@@ -15,6 +15,7 @@ from agent_training_server.api.handlers.agents import AgentHandlers
 from agent_training_server.api.handlers.analysis import AnalysisHandlers
 from agent_training_server.api.handlers.datasets import DatasetHandlers
 from agent_training_server.api.handlers.inference import InferenceHandlers
+from agent_training_server.api.handlers.rollouts import RolloutHandlers
 from agent_training_server.api.handlers.synthetic import SyntheticHandlers
 from agent_training_server.api.handlers.training import TrainingHandlers
 
@@ -34,6 +35,7 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         synthetic: SyntheticHandlers,
         analysis: AnalysisHandlers,
         adaptation: AdaptationHandlers,
+        rollouts: RolloutHandlers,
     ) -> None:
         self._agents = agents
         self._training = training
@@ -42,6 +44,7 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         self._synthetic = synthetic
         self._analysis = analysis
         self._adaptation = adaptation
+        self._rollouts = rollouts
 
     # Agents -------------------------------------------------------------------------------
 
@@ -103,6 +106,33 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
     ) -> AsyncIterator[service_pb2.WatchTrainingJobResponse]:
         async for response in self._training.watch_job(request):
             yield response
+
+    # Rollouts -----------------------------------------------------------------------------
+
+    async def StartRollout(  # noqa: D102
+        self, request: service_pb2.StartRolloutRequest, context: Context
+    ) -> service_pb2.StartRolloutResponse:
+        return await self._rollouts.start(request)
+
+    async def GetRollout(  # noqa: D102
+        self, request: service_pb2.GetRolloutRequest, context: Context
+    ) -> service_pb2.GetRolloutResponse:
+        return await self._rollouts.get(request)
+
+    async def UpdateRollout(  # noqa: D102
+        self, request: service_pb2.UpdateRolloutRequest, context: Context
+    ) -> service_pb2.UpdateRolloutResponse:
+        return await self._rollouts.update(request)
+
+    async def PromoteRollout(  # noqa: D102
+        self, request: service_pb2.PromoteRolloutRequest, context: Context
+    ) -> service_pb2.PromoteRolloutResponse:
+        return await self._rollouts.promote(request)
+
+    async def AbortRollout(  # noqa: D102
+        self, request: service_pb2.AbortRolloutRequest, context: Context
+    ) -> service_pb2.AbortRolloutResponse:
+        return await self._rollouts.abort(request)
 
     # Using agents -------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from agent_training.v1 import agents_pb2, service_pb2, training_pb2
 from agent_training_server import checks, devices
 from agent_training_server.api import limit_checks
 from agent_training_server.api.field_limits import (
+    MAX_ASSIGNMENT_KEY,
     MAX_BEHAVIOR_FALLBACK,
     MAX_DESCRIPTION,
     MAX_DISPLAY_NAME,
@@ -306,6 +307,7 @@ def check_invoke_agent(request: service_pb2.InvokeAgentRequest, server: ServerCo
         if checker.full:
             break
     checker.texts("context", request.context, server.max_context_turns, server.max_text_length)
+    checker.text("assignment_key", request.assignment_key, MAX_ASSIGNMENT_KEY)
     checker.raise_if_any()
 
 

@@ -18,11 +18,19 @@ import numpy as np
 
 from agent_training_server.artifacts import load_version_predictor
 from agent_training_server.auth import current_tenant
-from agent_training_server.domain import Agent, AgentVersion, BehaviorSettings, Invocation
+from agent_training_server.domain import (
+    Agent,
+    AgentVersion,
+    BehaviorSettings,
+    Invocation,
+    Rollout,
+    RolloutMode,
+)
 from agent_training_server.engines.base import Scores
-from agent_training_server.errors import FailedPrecondition
+from agent_training_server.errors import FailedPrecondition, NotFound
 from agent_training_server.metrics import Metrics
 from agent_training_server.not_found import version_not_found
+from agent_training_server.rollouts import assignment
 from agent_training_server.services.micro_batching import MicroBatcher
 from agent_training_server.store.base import Store
 from agent_training_server.store.read_cache import ReadCache
@@ -56,6 +64,16 @@ class Answer(Choice):
 
     invocation_id: str = ""
     input: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """An InvokeAgent call's answers and who gave them."""
+
+    version: AgentVersion
+    answers: list[Answer]
+    arm: str = ""
+    """While a rollout runs: ``active`` or ``candidate``; else empty."""
 
 
 def apply_behavior(
@@ -174,6 +192,13 @@ class InferenceService:
         self._lookups: ReadCache[tuple[Agent, AgentVersion | None]] = ReadCache(
             store.agent_with_version, lambda: store.commits, max_age=read_seconds
         )
+        # The agent's running rollout, read on every call like the version: a 1-tuple, so that
+        # "no rollout" is kept too.
+        self._rollouts: ReadCache[tuple[Rollout | None]] = ReadCache(
+            lambda agent_id: (store.running_rollout(agent_id),),
+            lambda: store.commits,
+            max_age=read_seconds,
+        )
         self._batcher: MicroBatcher[AgentVersion, Scores] = MicroBatcher(
             self._score,
             key=lambda version: version.version_id,
@@ -197,19 +222,38 @@ class InferenceService:
         inputs: Sequence[str],
         version_id: str = "",
         context: Sequence[str] = (),
-    ) -> tuple[AgentVersion, list[Answer]]:
-        """Answer each input in order."""
+        assignment_key: str = "",
+    ) -> Served:
+        """Answer each input in order, with the named version or the agent's (or its rollout's).
+
+        While a rollout runs and no version is named, a canary's candidate answers its share of
+        the calls (sticky by ``assignment_key``), and a shadow's answers every input unseen.
+        """
         version = await self._active_version(agent_id, version_id)
-        scores, scored = await self._batcher.score(version, inputs)
-        answers = []
-        for text, row, out_of_scope in zip(
-            inputs, scores.probabilities, scores.out_of_scope.tolist(), strict=True
-        ):
-            choice = apply_behavior(row, version.outputs, version.behavior, self._rng, out_of_scope)
-            answers.append(
-                # vars, not dataclasses.asdict: a shallow copy, on the hot path of every call.
-                Answer(**vars(choice), invocation_id=f"inv_{secrets.token_hex(8)}", input=text)
-            )
+        rollout = None if version_id else await self._running_rollout(agent_id)
+        arm, arm_probability = "", 1.0
+        candidate = None
+        if rollout is not None:
+            candidate = await self._candidate(agent_id, rollout)
+            arm, arm_probability = assignment.arm_for(rollout, assignment_key, self._rng)
+            if candidate is None:  # the candidate is gone: the active version answers alone
+                rollout, arm, arm_probability = None, "", 1.0
+            elif arm == assignment.CANDIDATE:
+                version = candidate
+        answers, scored = await self._answer(version, inputs, arm_probability)
+        invocations = self._records(agent_id, version, answers, context, scored, rollout, arm)
+        if rollout is not None and candidate is not None and rollout.mode == RolloutMode.SHADOW:
+            shadows, shadow_scored = await self._answer(candidate, inputs, 1.0)
+            invocations += [
+                dataclasses.replace(record, arm=assignment.SHADOW, shadow_of=answer.invocation_id)
+                for record, answer in zip(
+                    self._records(
+                        agent_id, candidate, shadows, context, shadow_scored, rollout, arm
+                    ),
+                    answers,
+                    strict=True,
+                )
+            ]
         if self._metrics is not None:
             self._metrics.invocations.labels(agent_id).inc(len(answers))
             self._metrics.invocation_seconds.labels(agent_id).observe(scored)
@@ -217,26 +261,77 @@ class InferenceService:
             if fallbacks:
                 self._metrics.fallbacks.labels(agent_id).inc(fallbacks)
         if self._on_answers is not None:
-            now = time.time()
-            self._on_answers(
-                [
-                    Invocation(
-                        invocation_id=a.invocation_id,
-                        agent_id=agent_id,
-                        version_id=version.version_id,
-                        input=a.input,
-                        context=tuple(context),
-                        output=a.output,
-                        confidence=a.confidence,
-                        propensity=a.propensity,
-                        explored=a.explored,
-                        is_fallback=a.is_fallback,
-                        time=now,
-                    )
-                    for a in answers
-                ]
+            self._on_answers(invocations)
+        return Served(version, answers, arm)
+
+    async def _answer(
+        self, version: AgentVersion, inputs: Sequence[str], arm_probability: float
+    ) -> tuple[list[Answer], float]:
+        """Score the inputs with a version and apply its behaviour; (answers, scoring seconds).
+
+        ``arm_probability``: the rollout arm's, folded into each answer's propensity.
+        """
+        scores, scored = await self._batcher.score(version, inputs)
+        answers = []
+        for text, row, out_of_scope in zip(
+            inputs, scores.probabilities, scores.out_of_scope.tolist(), strict=True
+        ):
+            choice = apply_behavior(row, version.outputs, version.behavior, self._rng, out_of_scope)
+            # vars, not dataclasses.asdict: a shallow copy, on the hot path of every call.
+            fields = vars(choice)
+            if arm_probability != 1.0:
+                fields = {**fields, "propensity": choice.propensity * arm_probability}
+            answers.append(
+                Answer(**fields, invocation_id=f"inv_{secrets.token_hex(8)}", input=text)
             )
-        return version, answers
+        return answers, scored
+
+    @staticmethod
+    def _records(
+        agent_id: str,
+        version: AgentVersion,
+        answers: Sequence[Answer],
+        context: Sequence[str],
+        scored: float,
+        rollout: Rollout | None,
+        arm: str,
+    ) -> list[Invocation]:
+        """The answers as stored for feedback (and for a rollout's evidence)."""
+        now = time.time()
+        latency_ms = 1000.0 * scored / max(1, len(answers))
+        return [
+            Invocation(
+                invocation_id=a.invocation_id,
+                agent_id=agent_id,
+                version_id=version.version_id,
+                input=a.input,
+                context=tuple(context),
+                output=a.output,
+                confidence=a.confidence,
+                propensity=a.propensity,
+                explored=a.explored,
+                is_fallback=a.is_fallback,
+                time=now,
+                rollout_id=rollout.rollout_id if rollout is not None else "",
+                arm=arm,
+                latency_ms=latency_ms,
+            )
+            for a in answers
+        ]
+
+    async def _running_rollout(self, agent_id: str) -> Rollout | None:
+        """The agent's running rollout: in memory until the store's next write."""
+        kept = self._rollouts.cached(agent_id)
+        if kept is None:
+            kept = await asyncio.to_thread(self._rollouts.get, agent_id)
+        return kept[0]
+
+    async def _candidate(self, agent_id: str, rollout: Rollout) -> AgentVersion | None:
+        """The rollout's candidate version; None if it is gone (its calls go to the active)."""
+        try:
+            return await self._active_version(agent_id, rollout.candidate_version_id)
+        except NotFound:
+            return None
 
     def _scores_inline(self, version: AgentVersion, inputs: int) -> bool:
         """Whether scoring ``inputs`` with ``version`` is quicker than a hop to a worker thread.

@@ -236,6 +236,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def rollout_feedback_counts(self, rollout_id: str) -> dict[str, tuple[int, int]]:
+        """Per arm of the rollout: (answers with feedback, those with a reward above 0).
+
+        Arms are ``active`` and ``candidate`` (shadow answers are no arm's); arms without
+        feedback are absent. Counted by the database: a rollout's policy reads it after every
+        feedback.
+        """
+
+    @abc.abstractmethod
     def rollout_invocations(self, rollout_id: str) -> list[tuple[Invocation, Feedback | None]]:
         """Every answer recorded under the rollout, shadow ones included, with its feedback."""
 

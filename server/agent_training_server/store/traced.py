@@ -171,6 +171,11 @@ class TracedStore(Store):
         with self._span("end_rollout"):
             return self._store.end_rollout(agent_id, rollout_id, decision)
 
+    def rollout_feedback_counts(self, rollout_id: str) -> dict[str, tuple[int, int]]:
+        """Traced `Store.rollout_feedback_counts`."""
+        with self._span("rollout_feedback_counts"):
+            return self._store.rollout_feedback_counts(rollout_id)
+
     def rollout_invocations(self, rollout_id: str) -> list[tuple[Invocation, Feedback | None]]:
         """Traced `Store.rollout_invocations`."""
         with self._span("rollout_invocations"):

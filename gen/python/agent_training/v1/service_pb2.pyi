@@ -8,6 +8,7 @@ from agent_training.v1 import agents_pb2 as _agents_pb2
 from agent_training.v1 import analysis_pb2 as _analysis_pb2
 from agent_training.v1 import errors_pb2 as _errors_pb2
 from agent_training.v1 import invocation_pb2 as _invocation_pb2
+from agent_training.v1 import rollouts_pb2 as _rollouts_pb2
 from agent_training.v1 import synthetic_pb2 as _synthetic_pb2
 from agent_training.v1 import training_pb2 as _training_pb2
 from collections import abc as _abc
@@ -1146,6 +1147,300 @@ class ActivateAgentVersionResponse(_message.Message):
 Global___ActivateAgentVersionResponse: _TypeAlias = ActivateAgentVersionResponse  # noqa: Y015
 
 @_typing.final
+class StartRolloutRequest(_message.Message):
+    """Request of StartRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    CANDIDATE_VERSION_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    TRAFFIC_SHARE_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent. Required."""
+    candidate_version_id: _builtins.str
+    """The version on trial: one of the agent's versions other than its active one. Required."""
+    mode: _rollouts_pb2.RolloutMode.ValueType
+    """Canary or shadow. Required."""
+    traffic_share: _builtins.float
+    """Canary: share of the inputs the candidate answers, in (0, 1); required for canary, unset
+    for shadow.
+    """
+    request_id: _builtins.str
+    """Optional idempotency key (at most 128 characters)."""
+    @_builtins.property
+    def policy(self) -> _rollouts_pb2.RolloutPolicy:
+        """Automatic decisions (optional): without it only PromoteRollout and AbortRollout decide."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        candidate_version_id: _builtins.str = ...,
+        mode: _rollouts_pb2.RolloutMode.ValueType = ...,
+        traffic_share: _builtins.float | None = ...,
+        policy: _rollouts_pb2.RolloutPolicy | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share", "policy", b"policy", "traffic_share", b"traffic_share"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share", "agent_id", b"agent_id", "candidate_version_id", b"candidate_version_id", "mode", b"mode", "policy", b"policy", "request_id", b"request_id", "traffic_share", b"traffic_share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__traffic_share: _TypeAlias = _typing.Literal["traffic_share"]  # noqa: Y015
+    _WhichOneofArgType__traffic_share: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__traffic_share) -> _WhichOneofReturnType__traffic_share | None: ...
+
+Global___StartRolloutRequest: _TypeAlias = StartRolloutRequest  # noqa: Y015
+
+@_typing.final
+class StartRolloutResponse(_message.Message):
+    """Response of StartRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rollout(self) -> _rollouts_pb2.Rollout:
+        """The rollout, running."""
+
+    def __init__(
+        self,
+        *,
+        rollout: _rollouts_pb2.Rollout | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartRolloutResponse: _TypeAlias = StartRolloutResponse  # noqa: Y015
+
+@_typing.final
+class GetRolloutRequest(_message.Message):
+    """Request of GetRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ROLLOUT_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent. Required."""
+    rollout_id: _builtins.str
+    """The rollout; default the running one, else the latest."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        rollout_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "rollout_id", b"rollout_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRolloutRequest: _TypeAlias = GetRolloutRequest  # noqa: Y015
+
+@_typing.final
+class GetRolloutResponse(_message.Message):
+    """Response of GetRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rollout(self) -> _rollouts_pb2.Rollout:
+        """The rollout with its evidence."""
+
+    def __init__(
+        self,
+        *,
+        rollout: _rollouts_pb2.Rollout | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRolloutResponse: _TypeAlias = GetRolloutResponse  # noqa: Y015
+
+@_typing.final
+class UpdateRolloutRequest(_message.Message):
+    """Request of UpdateRollout: the fields set change, the others stay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    TRAFFIC_SHARE_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    REMOVE_POLICY_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent whose running rollout to change. Required."""
+    mode: _rollouts_pb2.RolloutMode.ValueType
+    """A new mode (UNSPECIFIED keeps it); canary needs a traffic share."""
+    traffic_share: _builtins.float
+    """A new canary traffic share, in (0, 1)."""
+    remove_policy: _builtins.bool
+    """Remove the policy: only callers decide from now on."""
+    @_builtins.property
+    def policy(self) -> _rollouts_pb2.RolloutPolicy:
+        """A new policy (absent keeps it)."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        mode: _rollouts_pb2.RolloutMode.ValueType = ...,
+        traffic_share: _builtins.float | None = ...,
+        policy: _rollouts_pb2.RolloutPolicy | None = ...,
+        remove_policy: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share", "policy", b"policy", "traffic_share", b"traffic_share"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share", "agent_id", b"agent_id", "mode", b"mode", "policy", b"policy", "remove_policy", b"remove_policy", "traffic_share", b"traffic_share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__traffic_share: _TypeAlias = _typing.Literal["traffic_share"]  # noqa: Y015
+    _WhichOneofArgType__traffic_share: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__traffic_share) -> _WhichOneofReturnType__traffic_share | None: ...
+
+Global___UpdateRolloutRequest: _TypeAlias = UpdateRolloutRequest  # noqa: Y015
+
+@_typing.final
+class UpdateRolloutResponse(_message.Message):
+    """Response of UpdateRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rollout(self) -> _rollouts_pb2.Rollout:
+        """The rollout as changed."""
+
+    def __init__(
+        self,
+        *,
+        rollout: _rollouts_pb2.Rollout | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRolloutResponse: _TypeAlias = UpdateRolloutResponse  # noqa: Y015
+
+@_typing.final
+class PromoteRolloutRequest(_message.Message):
+    """Request of PromoteRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent whose running rollout to promote. Required."""
+    reason: _builtins.str
+    """Why (optional, at most 2000 characters): kept with the decision."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteRolloutRequest: _TypeAlias = PromoteRolloutRequest  # noqa: Y015
+
+@_typing.final
+class PromoteRolloutResponse(_message.Message):
+    """Response of PromoteRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rollout(self) -> _rollouts_pb2.Rollout:
+        """The rollout, promoted, with the evidence at the decision."""
+
+    @_builtins.property
+    def agent(self) -> _agents_pb2.Agent:
+        """The agent, its candidate now active."""
+
+    def __init__(
+        self,
+        *,
+        rollout: _rollouts_pb2.Rollout | None = ...,
+        agent: _agents_pb2.Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "rollout", b"rollout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "rollout", b"rollout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteRolloutResponse: _TypeAlias = PromoteRolloutResponse  # noqa: Y015
+
+@_typing.final
+class AbortRolloutRequest(_message.Message):
+    """Request of AbortRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent whose running rollout to abort. Required."""
+    reason: _builtins.str
+    """Why (optional, at most 2000 characters): kept with the decision."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortRolloutRequest: _TypeAlias = AbortRolloutRequest  # noqa: Y015
+
+@_typing.final
+class AbortRolloutResponse(_message.Message):
+    """Response of AbortRollout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLLOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rollout(self) -> _rollouts_pb2.Rollout:
+        """The rollout, aborted, with the evidence at the decision."""
+
+    def __init__(
+        self,
+        *,
+        rollout: _rollouts_pb2.Rollout | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbortRolloutResponse: _TypeAlias = AbortRolloutResponse  # noqa: Y015
+
+@_typing.final
 class GetTrainingJobRequest(_message.Message):
     """Request of GetTrainingJob."""
 
@@ -1362,12 +1657,18 @@ class InvokeAgentRequest(_message.Message):
     INPUTS_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     VERSION_ID_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_KEY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent. Required."""
     input: _builtins.str
     """One input, at most `max_text_length` characters. Exactly one of `input` and `inputs` is set."""
     version_id: _builtins.str
-    """The version to use; default the active version."""
+    """The version to use; default the active version (or, while a rollout runs, its arm)."""
+    assignment_key: _builtins.str
+    """While a canary rollout runs: inputs with the same key get the same arm (e.g. a
+    conversation or customer id; at most 128 characters). Empty: each call is assigned at
+    random.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """A batch of inputs (at most `max_batch_size`, each at most `max_text_length` characters),
@@ -1388,10 +1689,11 @@ class InvokeAgentRequest(_message.Message):
         inputs: _abc.Iterable[_builtins.str] | None = ...,
         context: _abc.Iterable[_builtins.str] | None = ...,
         version_id: _builtins.str = ...,
+        assignment_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "context", b"context", "input", b"input", "inputs", b"inputs", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "assignment_key", b"assignment_key", "context", b"context", "input", b"input", "inputs", b"inputs", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1405,8 +1707,11 @@ class InvokeAgentResponse(_message.Message):
 
     PREDICTIONS_FIELD_NUMBER: _builtins.int
     VERSION_ID_FIELD_NUMBER: _builtins.int
+    ROLLOUT_ARM_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
     """The version that answered."""
+    rollout_arm: _builtins.str
+    """While a rollout runs: "active" or "candidate", the arm that answered; else empty."""
     @_builtins.property
     def predictions(self) -> _containers.RepeatedCompositeFieldContainer[_invocation_pb2.Prediction]:
         """One prediction per input, in order."""
@@ -1416,10 +1721,11 @@ class InvokeAgentResponse(_message.Message):
         *,
         predictions: _abc.Iterable[_invocation_pb2.Prediction] | None = ...,
         version_id: _builtins.str = ...,
+        rollout_arm: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["predictions", b"predictions", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["predictions", b"predictions", "rollout_arm", b"rollout_arm", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

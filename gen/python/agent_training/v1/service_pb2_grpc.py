@@ -107,6 +107,31 @@ class AgentTrainingServiceStub:
                 request_serializer=agent__training_dot_v1_dot_service__pb2.ActivateAgentVersionRequest.SerializeToString,
                 response_deserializer=agent__training_dot_v1_dot_service__pb2.ActivateAgentVersionResponse.FromString,
                 _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/StartRollout',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.StartRolloutResponse.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/GetRollout',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.GetRolloutResponse.FromString,
+                _registered_method=True)
+        self.UpdateRollout = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/UpdateRollout',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.UpdateRolloutRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.UpdateRolloutResponse.FromString,
+                _registered_method=True)
+        self.PromoteRollout = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/PromoteRollout',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.PromoteRolloutRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.PromoteRolloutResponse.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/AbortRollout',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.AbortRolloutRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.AbortRolloutResponse.FromString,
+                _registered_method=True)
         self.GetTrainingJob = channel.unary_unary(
                 '/agent_training.v1.AgentTrainingService/GetTrainingJob',
                 request_serializer=agent__training_dot_v1_dot_service__pb2.GetTrainingJobRequest.SerializeToString,
@@ -275,6 +300,42 @@ class AgentTrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRollout(self, request, context):
+        """Starts a rollout of one of the agent's versions: it answers a share of the traffic (canary)
+        or every input unseen (shadow) while the active version stays active. One at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """Returns the agent's running (else latest) rollout, or a named one, with its evidence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRollout(self, request, context):
+        """Changes the running rollout's mode, traffic share or policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteRollout(self, request, context):
+        """Makes the candidate the agent's active version and ends the rollout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """Ends the rollout; the active version stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTrainingJob(self, request, context):
         """Returns a training job.
         """
@@ -425,6 +486,31 @@ def add_AgentTrainingServiceServicer_to_server(servicer, server):
                     servicer.ActivateAgentVersion,
                     request_deserializer=agent__training_dot_v1_dot_service__pb2.ActivateAgentVersionRequest.FromString,
                     response_serializer=agent__training_dot_v1_dot_service__pb2.ActivateAgentVersionResponse.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.StartRolloutRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.StartRolloutResponse.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.GetRolloutRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.GetRolloutResponse.SerializeToString,
+            ),
+            'UpdateRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRollout,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.UpdateRolloutRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.UpdateRolloutResponse.SerializeToString,
+            ),
+            'PromoteRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteRollout,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.PromoteRolloutRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.PromoteRolloutResponse.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.AbortRolloutRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.AbortRolloutResponse.SerializeToString,
             ),
             'GetTrainingJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrainingJob,
@@ -863,6 +949,141 @@ class AgentTrainingService:
             '/agent_training.v1.AgentTrainingService/ActivateAgentVersion',
             agent__training_dot_v1_dot_service__pb2.ActivateAgentVersionRequest.SerializeToString,
             agent__training_dot_v1_dot_service__pb2.ActivateAgentVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/StartRollout',
+            agent__training_dot_v1_dot_service__pb2.StartRolloutRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.StartRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/GetRollout',
+            agent__training_dot_v1_dot_service__pb2.GetRolloutRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.GetRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/UpdateRollout',
+            agent__training_dot_v1_dot_service__pb2.UpdateRolloutRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.UpdateRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/PromoteRollout',
+            agent__training_dot_v1_dot_service__pb2.PromoteRolloutRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.PromoteRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/AbortRollout',
+            agent__training_dot_v1_dot_service__pb2.AbortRolloutRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.AbortRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,

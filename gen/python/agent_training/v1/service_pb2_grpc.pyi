@@ -76,6 +76,18 @@ class AgentTrainingServiceStub:
     """Lists an agent's versions, newest first, a page at a time."""
     ActivateAgentVersion: _grpc.UnaryUnaryMultiCallable[_service_pb2.ActivateAgentVersionRequest, _service_pb2.ActivateAgentVersionResponse]
     """Makes a version the agent's active version (also to roll back)."""
+    StartRollout: _grpc.UnaryUnaryMultiCallable[_service_pb2.StartRolloutRequest, _service_pb2.StartRolloutResponse]
+    """Starts a rollout of one of the agent's versions: it answers a share of the traffic (canary)
+    or every input unseen (shadow) while the active version stays active. One at a time.
+    """
+    GetRollout: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetRolloutRequest, _service_pb2.GetRolloutResponse]
+    """Returns the agent's running (else latest) rollout, or a named one, with its evidence."""
+    UpdateRollout: _grpc.UnaryUnaryMultiCallable[_service_pb2.UpdateRolloutRequest, _service_pb2.UpdateRolloutResponse]
+    """Changes the running rollout's mode, traffic share or policy."""
+    PromoteRollout: _grpc.UnaryUnaryMultiCallable[_service_pb2.PromoteRolloutRequest, _service_pb2.PromoteRolloutResponse]
+    """Makes the candidate the agent's active version and ends the rollout."""
+    AbortRollout: _grpc.UnaryUnaryMultiCallable[_service_pb2.AbortRolloutRequest, _service_pb2.AbortRolloutResponse]
+    """Ends the rollout; the active version stays."""
     GetTrainingJob: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetTrainingJobRequest, _service_pb2.GetTrainingJobResponse]
     """Returns a training job."""
     ListTrainingJobs: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListTrainingJobsRequest, _service_pb2.ListTrainingJobsResponse]
@@ -149,6 +161,18 @@ class AgentTrainingServiceAsyncStub(AgentTrainingServiceStub):
     """Lists an agent's versions, newest first, a page at a time."""
     ActivateAgentVersion: _aio.UnaryUnaryMultiCallable[_service_pb2.ActivateAgentVersionRequest, _service_pb2.ActivateAgentVersionResponse]  # type: ignore[assignment]
     """Makes a version the agent's active version (also to roll back)."""
+    StartRollout: _aio.UnaryUnaryMultiCallable[_service_pb2.StartRolloutRequest, _service_pb2.StartRolloutResponse]  # type: ignore[assignment]
+    """Starts a rollout of one of the agent's versions: it answers a share of the traffic (canary)
+    or every input unseen (shadow) while the active version stays active. One at a time.
+    """
+    GetRollout: _aio.UnaryUnaryMultiCallable[_service_pb2.GetRolloutRequest, _service_pb2.GetRolloutResponse]  # type: ignore[assignment]
+    """Returns the agent's running (else latest) rollout, or a named one, with its evidence."""
+    UpdateRollout: _aio.UnaryUnaryMultiCallable[_service_pb2.UpdateRolloutRequest, _service_pb2.UpdateRolloutResponse]  # type: ignore[assignment]
+    """Changes the running rollout's mode, traffic share or policy."""
+    PromoteRollout: _aio.UnaryUnaryMultiCallable[_service_pb2.PromoteRolloutRequest, _service_pb2.PromoteRolloutResponse]  # type: ignore[assignment]
+    """Makes the candidate the agent's active version and ends the rollout."""
+    AbortRollout: _aio.UnaryUnaryMultiCallable[_service_pb2.AbortRolloutRequest, _service_pb2.AbortRolloutResponse]  # type: ignore[assignment]
+    """Ends the rollout; the active version stays."""
     GetTrainingJob: _aio.UnaryUnaryMultiCallable[_service_pb2.GetTrainingJobRequest, _service_pb2.GetTrainingJobResponse]  # type: ignore[assignment]
     """Returns a training job."""
     ListTrainingJobs: _aio.UnaryUnaryMultiCallable[_service_pb2.ListTrainingJobsRequest, _service_pb2.ListTrainingJobsResponse]  # type: ignore[assignment]
@@ -303,6 +327,48 @@ class AgentTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.ActivateAgentVersionResponse, _abc.Awaitable[_service_pb2.ActivateAgentVersionResponse]]:
         """Makes a version the agent's active version (also to roll back)."""
+
+    @_abc_1.abstractmethod
+    def StartRollout(
+        self,
+        request: _service_pb2.StartRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.StartRolloutResponse, _abc.Awaitable[_service_pb2.StartRolloutResponse]]:
+        """Starts a rollout of one of the agent's versions: it answers a share of the traffic (canary)
+        or every input unseen (shadow) while the active version stays active. One at a time.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRollout(
+        self,
+        request: _service_pb2.GetRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetRolloutResponse, _abc.Awaitable[_service_pb2.GetRolloutResponse]]:
+        """Returns the agent's running (else latest) rollout, or a named one, with its evidence."""
+
+    @_abc_1.abstractmethod
+    def UpdateRollout(
+        self,
+        request: _service_pb2.UpdateRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.UpdateRolloutResponse, _abc.Awaitable[_service_pb2.UpdateRolloutResponse]]:
+        """Changes the running rollout's mode, traffic share or policy."""
+
+    @_abc_1.abstractmethod
+    def PromoteRollout(
+        self,
+        request: _service_pb2.PromoteRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.PromoteRolloutResponse, _abc.Awaitable[_service_pb2.PromoteRolloutResponse]]:
+        """Makes the candidate the agent's active version and ends the rollout."""
+
+    @_abc_1.abstractmethod
+    def AbortRollout(
+        self,
+        request: _service_pb2.AbortRolloutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.AbortRolloutResponse, _abc.Awaitable[_service_pb2.AbortRolloutResponse]]:
+        """Ends the rollout; the active version stays."""
 
     @_abc_1.abstractmethod
     def GetTrainingJob(

@@ -12,6 +12,7 @@ from agent_training_server.config import ServerConfig
 from agent_training_server.example_checks import check_feedback
 from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
+from agent_training_server.services.rollouts import RolloutService
 from agent_training_server.telemetry import child_span
 
 
@@ -23,11 +24,13 @@ class InferenceHandlers:
         config: ServerConfig,
         inference: InferenceService,
         feedback: FeedbackService,
+        rollouts: RolloutService,
         tracer: trace.Tracer,
     ) -> None:
         self._config = config
         self._inference = inference
         self._feedback = feedback
+        self._rollouts = rollouts
         self._tracer = tracer
 
     async def invoke(
@@ -37,12 +40,17 @@ class InferenceHandlers:
         with child_span(self._tracer, "validate", **{"rpc.method": "InvokeAgent"}):
             validation.check_invoke_agent(request, self._config)
         inputs = [request.input] if request.input else list(request.inputs)
-        version, answers = await self._inference.invoke(
-            request.agent_id, inputs, request.version_id, list(request.context)
+        served = await self._inference.invoke(
+            request.agent_id,
+            inputs,
+            request.version_id,
+            list(request.context),
+            request.assignment_key,
         )
         return service_pb2.InvokeAgentResponse(
-            version_id=version.version_id,
-            predictions=[convert.answer_to_proto(answer) for answer in answers],
+            version_id=served.version.version_id,
+            predictions=[convert.answer_to_proto(answer) for answer in served.answers],
+            rollout_arm=served.arm,
         )
 
     async def record_feedback(
@@ -63,6 +71,9 @@ class InferenceHandlers:
             request.corrected_output,
             request.comment,
         )
+        if not duplicate:
+            # A running rollout's policy may now decide (it answers before this call does).
+            await self._rollouts.follow_policy(request.agent_id)
         return service_pb2.RecordFeedbackResponse(
             feedback_id=feedback.feedback_id, duplicate=duplicate
         )

@@ -162,6 +162,19 @@ class RolloutTables:
                 self._agents.set_active_version(db, agent_id, candidate, decision.time)
             return _rollout_in(db, agent_id, rollout_id)
 
+    def rollout_feedback_counts(self, rollout_id: str) -> dict[str, tuple[int, int]]:
+        """Per returned arm: (answers with feedback, those rewarded above 0)."""
+        with self._database.read() as db:
+            rows = db.execute(
+                "SELECT i.arm, COUNT(*) AS feedback,"
+                " SUM(CASE WHEN f.reward > 0 THEN 1 ELSE 0 END) AS successes"
+                " FROM invocations i JOIN feedback f ON f.invocation_id = i.invocation_id"
+                " WHERE i.rollout_id = ? AND i.rollout_id <> ''"
+                " AND i.arm IN ('active', 'candidate') GROUP BY i.arm",
+                (rollout_id,),
+            ).fetchall()
+        return {row["arm"]: (int(row["feedback"]), int(row["successes"])) for row in rows}
+
     def rollout_invocations(self, rollout_id: str) -> list[tuple[Invocation, Feedback | None]]:
         """Every answer recorded under the rollout, shadow ones included, with its feedback.
 

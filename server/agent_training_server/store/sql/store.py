@@ -166,6 +166,10 @@ class SqlStore(Store):
         """End a running rollout; a promotion activates its candidate in the same transaction."""
         return self._rollouts.end_rollout(agent_id, rollout_id, decision)
 
+    def rollout_feedback_counts(self, rollout_id: str) -> dict[str, tuple[int, int]]:
+        """`Store.rollout_feedback_counts`."""
+        return self._rollouts.rollout_feedback_counts(rollout_id)
+
     def rollout_invocations(self, rollout_id: str) -> list[tuple[Invocation, Feedback | None]]:
         """Every answer recorded under the rollout, with its feedback (None without)."""
         return self._rollouts.rollout_invocations(rollout_id)
