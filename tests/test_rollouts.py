@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from agent_training.v1 import rollouts_pb2, training_pb2
+from agent_training.v1 import adaptation_pb2, rollouts_pb2, training_pb2
 from agent_training_client import AgentTrainingClient
 from tests.conftest import ServerThread, assert_status, expect_error, make_config
 from tests.test_training import INTENTS, banking_examples
@@ -258,6 +258,105 @@ def test_the_candidate_must_not_be_the_active_version(client) -> None:
         client.start_rollout, agent_id="same", candidate_version_id="ver_nothere", mode=SHADOW
     )
     assert_status(error, grpc.StatusCode.NOT_FOUND)
+
+
+def test_a_training_job_can_start_a_rollout_instead_of_activating(client) -> None:
+    client.create_agent(agent_id="trained-rollout")
+    canary = rollouts_pb2.VersionRollout(mode=CANARY, traffic_share=0.2)
+
+    def train(per_intent: int):
+        events = list(
+            client.train_agent(
+                agent_id="trained-rollout",
+                training_data=banking_examples(INTENTS, per_intent=per_intent),
+                config=training_pb2.TrainingConfig(epochs=3),
+                rollout=canary,
+            )
+        )
+        assert events[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
+        return events[-1].finished.version_id
+
+    first = train(3)  # nothing to compare the first version with: it becomes active
+    assert client.get_agent("trained-rollout").active_version_id == first
+    second = train(20)
+    assert client.get_agent("trained-rollout").active_version_id == first
+    rollout = client.get_rollout("trained-rollout")
+    assert rollout.state == rollouts_pb2.ROLLOUT_STATE_RUNNING
+    assert (rollout.candidate_version_id, rollout.active_version_id) == (second, first)
+    assert (rollout.mode, rollout.traffic_share) == (CANARY, pytest.approx(0.2))
+    # A third job while it runs keeps its version, not active, for StartRollout.
+    third = train(10)
+    assert client.get_rollout("trained-rollout").candidate_version_id == second
+    versions = {v.version_id for v in client.list_agent_versions("trained-rollout").versions}
+    assert third in versions and client.get_agent("trained-rollout").active_version_id == first
+
+
+def test_an_adaptation_can_start_a_rollout_instead_of_activating(client) -> None:
+    # Every fifth label wrong: the held-out split's success rate is short of 0.99, so the
+    # threshold strategy raises the confidence threshold.
+    data = banking_examples(INTENTS, per_intent=20)
+    for index in range(0, len(data), 5):
+        data[index].expected_output = INTENTS[(INTENTS.index(data[index].expected_output) + 1) % 4]
+    client.create_agent(agent_id="adapted-rollout")
+    events = list(client.train_agent(agent_id="adapted-rollout", training_data=data))
+    assert events[-1].finished.status == training_pb2.TRAINING_STATUS_SUCCEEDED
+    active = events[-1].finished.version_id
+    adapted = client.adapt_agent_behavior(
+        agent_id="adapted-rollout",
+        performance_metrics={"success_rate": 0.8},
+        adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_THRESHOLD,
+        targets={"success_rate": 0.99},
+        rollout=rollouts_pb2.VersionRollout(mode=SHADOW),
+    )
+    assert adapted.changes and adapted.rollout_id
+    assert client.get_agent("adapted-rollout").active_version_id == active
+    rollout = client.get_rollout("adapted-rollout")
+    assert rollout.rollout_id == adapted.rollout_id
+    assert rollout.candidate_version_id == adapted.version.version_id
+    error = expect_error(
+        client.adapt_agent_behavior,
+        agent_id="adapted-rollout",
+        performance_metrics={"success_rate": 0.8},
+        adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_THRESHOLD,
+        targets={"success_rate": 0.995},
+        rollout=rollouts_pb2.VersionRollout(mode=SHADOW),
+    )
+    assert_status(error, grpc.StatusCode.FAILED_PRECONDITION)
+    assert error.code == "ROLLOUT_RUNNING" and error.hint
+
+
+@pytest.mark.parametrize(
+    ("rollout", "field"),
+    [
+        (rollouts_pb2.VersionRollout(mode=CANARY), "rollout.traffic_share"),
+        (rollouts_pb2.VersionRollout(), "rollout.mode"),
+        (
+            rollouts_pb2.VersionRollout(
+                mode=SHADOW, policy=rollouts_pb2.RolloutPolicy(abort_margin=2.0)
+            ),
+            "rollout.policy.abort_margin",
+        ),
+    ],
+)
+def test_a_bad_rollout_option_is_refused_with_a_hint(client, rollout, field: str) -> None:
+    for call in (
+        lambda: list(
+            client.train_agent(
+                agent_id="canary", training_data=banking_examples(INTENTS, 3), rollout=rollout
+            )
+        ),
+        lambda: client.adapt_agent_behavior(
+            agent_id="canary",
+            performance_metrics={"success_rate": 0.8},
+            adaptation_strategy=adaptation_pb2.ADAPTATION_STRATEGY_THRESHOLD,
+            targets={"success_rate": 0.9},
+            rollout=rollout,
+        ),
+    ):
+        error = expect_error(call)
+        assert_status(error, grpc.StatusCode.INVALID_ARGUMENT)
+        assert field in {v.field for v in error.field_violations}, error.field_violations
+        assert error.hint
 
 
 @pytest.mark.parametrize(

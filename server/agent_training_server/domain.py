@@ -252,6 +252,29 @@ class RolloutPolicy:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class RolloutRequest:
+    """A rollout to start with a version a job or an adaptation makes, instead of activating it."""
+
+    mode: str
+    traffic_share: float = 0.0
+    policy: RolloutPolicy | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As a job's configuration keeps it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RolloutRequest:
+        """From ``to_json``."""
+        policy = data.get("policy")
+        return cls(
+            mode=data["mode"],
+            traffic_share=float(data.get("traffic_share", 0.0)),
+            policy=RolloutPolicy(**policy) if policy else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RolloutDecision:
     """A decision that ended a rollout."""
 

@@ -264,6 +264,10 @@ _LIMITS: dict[str, Limit] = {
         "StartRollout's validator: in (0, 1) for a canary, unset for a shadow"
     ),
     "StartRolloutRequest.request_id": REQUEST_ID,
+    "VersionRollout.mode": CheckedBy("the request's validator: canary or shadow"),
+    "VersionRollout.traffic_share": CheckedBy(
+        "the request's validator: in (0, 1) for a canary, unset for a shadow"
+    ),
     "RolloutPolicy.confidence": Range(low=0.5, high=0.999),
     "RolloutPolicy.abort_margin": SHARE,
     "RolloutPolicy.min_feedback": Range(low=1, high=100_000),

@@ -7,7 +7,7 @@ from agent_training_server.api import convert
 from agent_training_server.api.field_limits import MAX_DESCRIPTION
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
-from agent_training_server.domain import RolloutMode, RolloutPolicy
+from agent_training_server.domain import RolloutMode, RolloutPolicy, RolloutRequest
 from agent_training_server.rollouts.evidence import ArmEvidence
 from agent_training_server.services.rollouts import RolloutReport
 
@@ -47,6 +47,29 @@ def check_start(
     checker.raise_if_any()
     policy = policy_from_proto(request.policy) if request.HasField("policy") else None
     return mode, share, policy
+
+
+def check_version_rollout(
+    checker: Checker, field: str, message: rollouts_pb2.VersionRollout
+) -> RolloutRequest:
+    """Check the rollout a TrainAgent or AdaptAgentBehavior request asks for; return it.
+
+    Its policy's ranges were checked with the request's.
+    """
+    mode = MODES.get(message.mode, "")
+    if not mode:
+        checker.add(f"{field}.mode", "is required: ROLLOUT_MODE_CANARY or ROLLOUT_MODE_SHADOW")
+    if mode == RolloutMode.CANARY and not (
+        message.HasField("traffic_share") and 0 < message.traffic_share < 1
+    ):
+        checker.add(f"{field}.traffic_share", f"{SHARE_RULE}; it is required for a canary")
+    if mode == RolloutMode.SHADOW and message.HasField("traffic_share"):
+        checker.add(f"{field}.traffic_share", "is for canaries: a shadow answers every input")
+    return RolloutRequest(
+        mode=mode or RolloutMode.CANARY,
+        traffic_share=message.traffic_share if mode == RolloutMode.CANARY else 0.0,
+        policy=policy_from_proto(message.policy) if message.HasField("policy") else None,
+    )
 
 
 def check_update(

@@ -93,6 +93,15 @@ class TrainSettings:
     Artifact."""
 
 
+def settings_of(config: dict[str, Any]) -> TrainSettings:
+    """The training settings of a job's stored configuration.
+
+    Its other keys, such as the rollout its version starts, are not the engine's.
+    """
+    known = {field.name for field in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{name: value for name, value in config.items() if name in known})
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Progress:
     """A progress report from inside an engine."""

@@ -35,7 +35,7 @@ from agent_training_server.artifacts import (
     load_version_files,
     write_version_files,
 )
-from agent_training_server.domain import AgentVersion, BehaviorSettings
+from agent_training_server.domain import AgentVersion, BehaviorSettings, RolloutRequest
 from agent_training_server.engines.base import Artifact, Example
 from agent_training_server.engines.defaults import defaults_for
 from agent_training_server.errors import (
@@ -48,7 +48,8 @@ from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import AgentService
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.inference import InferenceService
-from agent_training_server.store.base import Store
+from agent_training_server.services.rollouts import new_rollout
+from agent_training_server.store.base import RolloutRunning, Store
 
 RATE_METRICS = ("success_rate", "user_satisfaction", "escalation_rate")
 KNOWN_METRICS = (*RATE_METRICS, "latency_p95_ms")
@@ -93,6 +94,8 @@ class Adaptation:
     summary: str
     active_version_id: str
     """The agent's active version once the adaptation is stored (the new one, when made)."""
+    rollout_id: str = ""
+    """The rollout the new version started, when asked for one."""
 
 
 def check_metrics(metrics: Mapping[str, float]) -> list[str]:
@@ -143,8 +146,12 @@ class AdaptationService:
         strategy: str,
         targets: Mapping[str, float],
         dry_run: bool,
+        rollout: RolloutRequest | None = None,
     ) -> Adaptation:
-        """Decide and (unless `dry_run`) store one adaptation."""
+        """Decide and (unless `dry_run`) store one adaptation.
+
+        With ``rollout`` the new version starts that rollout instead of becoming active.
+        """
         ignored = check_metrics(metrics)
         if strategy not in STRATEGIES:
             raise Unimplemented(
@@ -164,6 +171,15 @@ class AdaptationService:
                     hint="Train the agent first.",
                 )
             active = await self._agents.get_version(agent_id, agent.active_version_id)
+            if rollout is not None and not dry_run:
+                running = await asyncio.to_thread(self._store.running_rollout, agent_id)
+                if running is not None:
+                    raise FailedPrecondition(
+                        f"agent {agent_id!r} has a running rollout ({running.rollout_id})",
+                        code="ROLLOUT_RUNNING",
+                        hint="End it with PromoteRollout or AbortRollout first, or adapt"
+                        " without `rollout`.",
+                    )
             if strategy != "rollback":  # rolling back is the way out of a damaged version
                 # Loads (and checks, once) the weights: a damaged version is not adapted.
                 await asyncio.to_thread(self._inference.predictor, active)
@@ -179,9 +195,11 @@ class AdaptationService:
                 made, changes, note = await self._reinforce(active, dry_run)
             else:
                 made, changes = await self._retune(active, strategy, targets)
-            stored = None
+            stored, rollout_id = None, ""
             if made is not None and not dry_run and changes:
-                stored = await asyncio.to_thread(self._store.add_version, made, True)
+                stored = await asyncio.to_thread(self._store.add_version, made, rollout is None)
+                if rollout is not None:
+                    rollout_id = await self._start_rollout(stored, active, rollout)
                 if self._metrics is not None:
                     self._metrics.adaptations.labels(strategy).inc()
             summary = (
@@ -189,8 +207,26 @@ class AdaptationService:
                 if changes
                 else "no change: " + (note or "nothing to improve")
             )
-            now_active = stored.version_id if stored is not None else active.version_id
-            return Adaptation(active.version_id, stored, changes, ignored, summary, now_active)
+            now_active = (
+                stored.version_id if stored is not None and rollout is None else active.version_id
+            )
+            return Adaptation(
+                active.version_id, stored, changes, ignored, summary, now_active, rollout_id
+            )
+
+    async def _start_rollout(
+        self, made: AgentVersion, active: AgentVersion, request: RolloutRequest
+    ) -> str:
+        """Start the asked rollout of the adapted version; return its id.
+
+        "" if one started meanwhile: the version is kept, not active, for StartRollout.
+        """
+        rollout = new_rollout(made.agent_id, made.version_id, active.version_id, request)
+        try:
+            made_rollout = await asyncio.to_thread(self._store.create_rollout, rollout)
+        except RolloutRunning:
+            return ""
+        return made_rollout.rollout_id
 
     async def _retune(
         self, active: AgentVersion, strategy: str, targets: Mapping[str, float]

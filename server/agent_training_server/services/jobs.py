@@ -36,12 +36,20 @@ from agent_training_server import __version__, devices, storage_errors
 from agent_training_server.artifacts import move_version_files
 from agent_training_server.auth import current_tenant
 from agent_training_server.config import ServerConfig
-from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, Page, TrainingJob
-from agent_training_server.engines.base import Example, TrainSettings
+from agent_training_server.domain import (
+    AgentVersion,
+    JobEvent,
+    JobStatus,
+    Page,
+    RolloutRequest,
+    TrainingJob,
+)
+from agent_training_server.engines.base import Example, TrainSettings, settings_of
 from agent_training_server.errors import (
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
+    ServiceError,
     Unavailable,
 )
 from agent_training_server.jobs.executor import Executor
@@ -67,12 +75,14 @@ from agent_training_server.jobs.worker import JobTask
 from agent_training_server.metrics import Metrics
 from agent_training_server.services.agents import new_id, request_digest
 from agent_training_server.services.replicas import ReplicaLease
+from agent_training_server.services.rollouts import new_rollout
 from agent_training_server.storage_health import StorageMonitor
 from agent_training_server.store.base import (
     IdempotencyKey,
     JobLimitReached,
     JobLimits,
     LeaseLost,
+    RolloutRunning,
     Store,
 )
 from agent_training_server.telemetry import (
@@ -83,6 +93,9 @@ from agent_training_server.telemetry import (
 )
 
 log = logging.getLogger(__name__)
+
+ROLLOUT_KEY = "rollout"
+"""Key of a job's configuration: the rollout its version starts instead of becoming active."""
 
 STARTS_FROM_VERSION = ("reinforcement", "few_shot")
 """Paradigms that continue from the agent's active version (engines are not imported here:
@@ -414,8 +427,13 @@ class JobManager:
         parent_version_id: str,
         request_id: str = "",
         request_bytes: bytes = b"",
+        rollout: RolloutRequest | None = None,
     ) -> TrainingJob:
-        """Store the data and the job, append its accepted event and queue it."""
+        """Store the data and the job, append its accepted event and queue it.
+
+        ``rollout``: start one with the job's version instead of activating it (kept in the
+        job's configuration, so a job resumed elsewhere does the same).
+        """
         if self._closing:
             raise Unavailable(
                 "the server is shutting down",
@@ -433,7 +451,10 @@ class JobManager:
             training_id=new_id("train"),
             agent_id=agent_id,
             training_type=training_type,
-            config=dataclasses.asdict(settings),
+            config={
+                **dataclasses.asdict(settings),
+                **({ROLLOUT_KEY: rollout.to_json()} if rollout is not None else {}),
+            },
             example_count=len(examples),
             output_count=len({e.expected_output for e in examples}),
             dataset_sha256=sha256,
@@ -525,7 +546,7 @@ class JobManager:
             training_id=job.training_id,
             training_type=job.training_type,
             examples=examples,
-            settings=TrainSettings(**job.config),
+            settings=settings_of(job.config),
             workdir=str(self._workdir(job.training_id)),
             start_from_dir=start_from_dir,
             cache_dir=str(self._config.data_dir / "cache"),
@@ -841,6 +862,9 @@ class JobManager:
                 "precision": result.precision,
             },
         )
+        rollout = job.config.get(ROLLOUT_KEY)
+        # Nothing to compare a first version with: it becomes active whatever was asked.
+        starts_rollout = bool(rollout) and bool(agent.active_version_id)
         try:
             await self._end(
                 active,
@@ -849,10 +873,33 @@ class JobManager:
                 "trained",
                 version=version,
                 metrics=result.metrics,
+                activate=not starts_rollout,
             )
         except _EventNotRecorded:
             await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)  # no row names it
             raise
+        if rollout and starts_rollout:
+            await self._start_rollout(version, agent.active_version_id, rollout)
+
+    async def _start_rollout(
+        self, version: AgentVersion, active_version_id: str, request: dict[str, Any]
+    ) -> None:
+        """Start the rollout a job's request asked for, with the version it made.
+
+        Where one runs already (started since the job was accepted) the version stays, not
+        active, for StartRollout; so does it if the server stops between the job's end and this.
+        """
+        rollout = new_rollout(
+            version.agent_id, version.version_id, active_version_id,
+            RolloutRequest.from_json(request),
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(self._store.create_rollout, rollout)
+        except (RolloutRunning, ServiceError) as error:
+            log.warning(
+                "job version %s of agent %s kept, not active: its rollout did not start (%s)",
+                version.version_id, version.agent_id, error,
+            )  # fmt: skip
 
     # Recording ----------------------------------------------------------------------------
 
@@ -863,6 +910,7 @@ class JobManager:
         payload: dict[str, Any],
         version: AgentVersion | None = None,
         after_store: Callable[[], Awaitable[None]] | None = None,
+        activate: bool = True,
         **changes: Any,
     ) -> JobEvent:
         """Append one event with the job's changes, durably, then publish it.
@@ -880,7 +928,9 @@ class JobManager:
             job = dataclasses.replace(active.job, last_sequence=sequence, **changes)
             event = JobEvent(job.training_id, sequence, time.time(), kind, payload)
             try:
-                await asyncio.to_thread(self._store.append_event, event, job, version, self.owner)
+                await asyncio.to_thread(
+                    self._store.append_event, event, job, version, self.owner, activate
+                )
             except LeaseLost:
                 pass  # failure stays None: another replica owns the job
             except Exception as error:  # sqlite3.Error, OSError, a job row that is gone
@@ -1004,6 +1054,7 @@ class JobManager:
         reason: str,
         version: AgentVersion | None = None,
         metrics: dict[str, float] | None = None,
+        activate: bool = True,
     ) -> None:
         if active.job.status in JobStatus.ENDED:
             return
@@ -1018,6 +1069,7 @@ class JobManager:
             "finished",
             payload,
             version=version,
+            activate=activate,
             # Its worker is done with it (or never had it), and nothing resumes an ended job: its
             # checkpoints go once the final state (and version) is stored, before the event is
             # published, so a client that sees the end sees the folder gone. A crash in between

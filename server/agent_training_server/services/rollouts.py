@@ -24,6 +24,7 @@ from agent_training_server.domain import (
     RolloutDecision,
     RolloutMode,
     RolloutPolicy,
+    RolloutRequest,
     RolloutState,
 )
 from agent_training_server.errors import FailedPrecondition
@@ -36,6 +37,24 @@ from agent_training_server.store.base import RolloutRunning, Store
 
 PROMOTE = "promote"
 ABORT = "abort"
+
+
+def new_rollout(
+    agent_id: str, candidate_version_id: str, active_version_id: str, request: RolloutRequest
+) -> Rollout:
+    """A running rollout of ``candidate_version_id`` against the active version, as asked."""
+    now = time.time()
+    return Rollout(
+        rollout_id=new_id("rollout"),
+        agent_id=agent_id,
+        candidate_version_id=candidate_version_id,
+        active_version_id=active_version_id,
+        mode=request.mode,
+        traffic_share=request.traffic_share if request.mode == RolloutMode.CANARY else 0.0,
+        policy=request.policy,
+        create_time=now,
+        update_time=now,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,17 +120,11 @@ class RolloutService:
                 code="ROLLOUT_CANDIDATE_ACTIVE",
                 hint="Roll out a version other than the active one.",
             )
-        now = time.time()
-        rollout = Rollout(
-            rollout_id=new_id("rollout"),
-            agent_id=agent_id,
-            candidate_version_id=candidate_version_id,
-            active_version_id=agent.active_version_id,
-            mode=mode,
-            traffic_share=traffic_share if mode == RolloutMode.CANARY else 0.0,
-            policy=policy,
-            create_time=now,
-            update_time=now,
+        rollout = new_rollout(
+            agent_id,
+            candidate_version_id,
+            agent.active_version_id,
+            RolloutRequest(mode=mode, traffic_share=traffic_share, policy=policy),
         )
         key = idempotency_key("StartRollout", request_id, request_bytes)
         try:

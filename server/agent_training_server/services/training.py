@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from agent_training_server.auth import current_tenant
 from agent_training_server.checks import Checker
 from agent_training_server.config import ServerConfig
-from agent_training_server.domain import Agent, JobEvent, Page, TrainingJob
+from agent_training_server.domain import Agent, JobEvent, Page, RolloutRequest, TrainingJob
 from agent_training_server.engines import registry
 from agent_training_server.engines.base import Example, TrainSettings
 from agent_training_server.engines.pretrained import ENCODER_NAME
@@ -52,6 +52,8 @@ class TrainingOrder:
     request_id: str = ""
     request_bytes: bytes = b""
     """The serialised request, to tell a retry from another request with its request_id."""
+    rollout: RolloutRequest | None = None
+    """Start this rollout with the job's version instead of activating it."""
 
 
 class TrainingService:
@@ -106,6 +108,7 @@ class TrainingService:
             parent_version_id=agent.active_version_id,
             request_id=order.request_id,
             request_bytes=order.request_bytes,
+            rollout=order.rollout,
         )
         async for event in self._jobs.watch(job.training_id, 1):
             yield event

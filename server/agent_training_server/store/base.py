@@ -387,8 +387,12 @@ class Store(abc.ABC):
         job: TrainingJob,
         new_version: AgentVersion | None = None,
         owner: str = "",
+        activate: bool = True,
     ) -> None:
-        """Append an event, save the job's state and maybe add an active version, atomically.
+        """Append an event, save the job's state and maybe add a version, atomically.
+
+        The version becomes the agent's active one unless ``activate`` is off (a job whose
+        version starts a rollout instead).
 
         ``event.sequence`` must be the job's last sequence plus one: a sequence the job already
         has is refused with an error, and then nothing of the call is stored (neither the event,

@@ -314,10 +314,11 @@ class TracedStore(Store):
         job: TrainingJob,
         new_version: AgentVersion | None = None,
         owner: str = "",
+        activate: bool = True,
     ) -> None:
         """Traced `Store.append_event`."""
         with self._span("append_event"):
-            self._store.append_event(event, job, new_version, owner)
+            self._store.append_event(event, job, new_version, owner, activate)
 
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Traced `Store.list_events`."""

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agent_training/v1/rollouts.proto\x12\x11\x61gent_training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x01\n\rRolloutPolicy\x12\x17\n\nconfidence\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0c\x61\x62ort_margin\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cmin_feedback\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\r\n\x0b_confidenceB\x0f\n\r_abort_marginB\x0f\n\r_min_feedback\"\xe2\x01\n\nRolloutArm\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x12\n\nversion_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61nswers\x18\x03 \x01(\x03\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x04 \x01(\x03\x12\x14\n\x0csuccess_rate\x18\x05 \x01(\x01\x12\x18\n\x10success_rate_low\x18\x06 \x01(\x01\x12\x19\n\x11success_rate_high\x18\x07 \x01(\x01\x12\x15\n\rfallback_rate\x18\x08 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\t \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\n \x01(\x01\"\x90\x01\n\x0eShadowEvidence\x12\x10\n\x08\x63ompared\x18\x01 \x01(\x03\x12\x11\n\tagreement\x18\x02 \x01(\x01\x12\x17\n\x0flogged_feedback\x18\x03 \x01(\x03\x12\x1e\n\x16\x65stimated_success_rate\x18\x04 \x01(\x01\x12 \n\x18\x65stimated_standard_error\x18\x05 \x01(\x01\"\xe3\x01\n\x0fRolloutDecision\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tautomatic\x18\x03 \x01(\x08\x12\x42\n\x08\x65vidence\x18\x04 \x03(\x0b\x32\x30.agent_training.v1.RolloutDecision.EvidenceEntry\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x04\n\x07Rollout\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x1c\n\x14\x63\x61ndidate_version_id\x18\x03 \x01(\t\x12\x19\n\x11\x61\x63tive_version_id\x18\x04 \x01(\t\x12,\n\x04mode\x18\x05 \x01(\x0e\x32\x1e.agent_training.v1.RolloutMode\x12\x15\n\rtraffic_share\x18\x06 \x01(\x01\x12\x30\n\x06policy\x18\x07 \x01(\x0b\x32 .agent_training.v1.RolloutPolicy\x12.\n\x05state\x18\x08 \x01(\x0e\x32\x1f.agent_training.v1.RolloutState\x12+\n\x04\x61rms\x18\t \x03(\x0b\x32\x1d.agent_training.v1.RolloutArm\x12\x31\n\x06shadow\x18\n \x01(\x0b\x32!.agent_training.v1.ShadowEvidence\x12\x35\n\tdecisions\x18\x0b \x03(\x0b\x32\".agent_training.v1.RolloutDecision\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp*]\n\x0bRolloutMode\x12\x1c\n\x18ROLLOUT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROLLOUT_MODE_CANARY\x10\x01\x12\x17\n\x13ROLLOUT_MODE_SHADOW\x10\x02*\x7f\n\x0cRolloutState\x12\x1d\n\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLLOUT_STATE_RUNNING\x10\x01\x12\x1a\n\x16ROLLOUT_STATE_PROMOTED\x10\x02\x12\x19\n\x15ROLLOUT_STATE_ABORTED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agent_training/v1/rollouts.proto\x12\x11\x61gent_training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x01\n\rRolloutPolicy\x12\x17\n\nconfidence\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0c\x61\x62ort_margin\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cmin_feedback\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\r\n\x0b_confidenceB\x0f\n\r_abort_marginB\x0f\n\r_min_feedback\"\x9e\x01\n\x0eVersionRollout\x12,\n\x04mode\x18\x01 \x01(\x0e\x32\x1e.agent_training.v1.RolloutMode\x12\x1a\n\rtraffic_share\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x30\n\x06policy\x18\x03 \x01(\x0b\x32 .agent_training.v1.RolloutPolicyB\x10\n\x0e_traffic_share\"\xe2\x01\n\nRolloutArm\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x12\n\nversion_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61nswers\x18\x03 \x01(\x03\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x04 \x01(\x03\x12\x14\n\x0csuccess_rate\x18\x05 \x01(\x01\x12\x18\n\x10success_rate_low\x18\x06 \x01(\x01\x12\x19\n\x11success_rate_high\x18\x07 \x01(\x01\x12\x15\n\rfallback_rate\x18\x08 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\t \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\n \x01(\x01\"\x90\x01\n\x0eShadowEvidence\x12\x10\n\x08\x63ompared\x18\x01 \x01(\x03\x12\x11\n\tagreement\x18\x02 \x01(\x01\x12\x17\n\x0flogged_feedback\x18\x03 \x01(\x03\x12\x1e\n\x16\x65stimated_success_rate\x18\x04 \x01(\x01\x12 \n\x18\x65stimated_standard_error\x18\x05 \x01(\x01\"\xe3\x01\n\x0fRolloutDecision\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tautomatic\x18\x03 \x01(\x08\x12\x42\n\x08\x65vidence\x18\x04 \x03(\x0b\x32\x30.agent_training.v1.RolloutDecision.EvidenceEntry\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x04\n\x07Rollout\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x1c\n\x14\x63\x61ndidate_version_id\x18\x03 \x01(\t\x12\x19\n\x11\x61\x63tive_version_id\x18\x04 \x01(\t\x12,\n\x04mode\x18\x05 \x01(\x0e\x32\x1e.agent_training.v1.RolloutMode\x12\x15\n\rtraffic_share\x18\x06 \x01(\x01\x12\x30\n\x06policy\x18\x07 \x01(\x0b\x32 .agent_training.v1.RolloutPolicy\x12.\n\x05state\x18\x08 \x01(\x0e\x32\x1f.agent_training.v1.RolloutState\x12+\n\x04\x61rms\x18\t \x03(\x0b\x32\x1d.agent_training.v1.RolloutArm\x12\x31\n\x06shadow\x18\n \x01(\x0b\x32!.agent_training.v1.ShadowEvidence\x12\x35\n\tdecisions\x18\x0b \x03(\x0b\x32\".agent_training.v1.RolloutDecision\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp*]\n\x0bRolloutMode\x12\x1c\n\x18ROLLOUT_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROLLOUT_MODE_CANARY\x10\x01\x12\x17\n\x13ROLLOUT_MODE_SHADOW\x10\x02*\x7f\n\x0cRolloutState\x12\x1d\n\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLLOUT_STATE_RUNNING\x10\x01\x12\x1a\n\x16ROLLOUT_STATE_PROMOTED\x10\x02\x12\x19\n\x15ROLLOUT_STATE_ABORTED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROLLOUTDECISION_EVIDENCEENTRY']._loaded_options = None
   _globals['_ROLLOUTDECISION_EVIDENCEENTRY']._serialized_options = b'8\001'
-  _globals['_ROLLOUTMODE']._serialized_start=1363
-  _globals['_ROLLOUTMODE']._serialized_end=1456
-  _globals['_ROLLOUTSTATE']._serialized_start=1458
-  _globals['_ROLLOUTSTATE']._serialized_end=1585
+  _globals['_ROLLOUTMODE']._serialized_start=1524
+  _globals['_ROLLOUTMODE']._serialized_end=1617
+  _globals['_ROLLOUTSTATE']._serialized_start=1619
+  _globals['_ROLLOUTSTATE']._serialized_end=1746
   _globals['_ROLLOUTPOLICY']._serialized_start=89
   _globals['_ROLLOUTPOLICY']._serialized_end=232
-  _globals['_ROLLOUTARM']._serialized_start=235
-  _globals['_ROLLOUTARM']._serialized_end=461
-  _globals['_SHADOWEVIDENCE']._serialized_start=464
-  _globals['_SHADOWEVIDENCE']._serialized_end=608
-  _globals['_ROLLOUTDECISION']._serialized_start=611
-  _globals['_ROLLOUTDECISION']._serialized_end=838
-  _globals['_ROLLOUTDECISION_EVIDENCEENTRY']._serialized_start=791
-  _globals['_ROLLOUTDECISION_EVIDENCEENTRY']._serialized_end=838
-  _globals['_ROLLOUT']._serialized_start=841
-  _globals['_ROLLOUT']._serialized_end=1361
+  _globals['_VERSIONROLLOUT']._serialized_start=235
+  _globals['_VERSIONROLLOUT']._serialized_end=393
+  _globals['_ROLLOUTARM']._serialized_start=396
+  _globals['_ROLLOUTARM']._serialized_end=622
+  _globals['_SHADOWEVIDENCE']._serialized_start=625
+  _globals['_SHADOWEVIDENCE']._serialized_end=769
+  _globals['_ROLLOUTDECISION']._serialized_start=772
+  _globals['_ROLLOUTDECISION']._serialized_end=999
+  _globals['_ROLLOUTDECISION_EVIDENCEENTRY']._serialized_start=952
+  _globals['_ROLLOUTDECISION_EVIDENCEENTRY']._serialized_end=999
+  _globals['_ROLLOUT']._serialized_start=1002
+  _globals['_ROLLOUT']._serialized_end=1522
 # @@protoc_insertion_point(module_scope)

@@ -125,6 +125,43 @@ class RolloutPolicy(_message.Message):
 Global___RolloutPolicy: _TypeAlias = RolloutPolicy  # noqa: Y015
 
 @_typing.final
+class VersionRollout(_message.Message):
+    """A rollout to start with a version a training job or an adaptation makes, instead of making
+    it active. Where the agent has no active version yet the new version becomes active as usual;
+    where a rollout is running already the new version is kept, not active, for StartRollout.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    TRAFFIC_SHARE_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    mode: Global___RolloutMode.ValueType
+    """Canary or shadow. Required."""
+    traffic_share: _builtins.float
+    """Canary: share of the inputs the new version answers, in (0, 1); unset for shadow."""
+    @_builtins.property
+    def policy(self) -> Global___RolloutPolicy:
+        """Automatic decisions (optional)."""
+
+    def __init__(
+        self,
+        *,
+        mode: Global___RolloutMode.ValueType = ...,
+        traffic_share: _builtins.float | None = ...,
+        policy: Global___RolloutPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share", "policy", b"policy", "traffic_share", b"traffic_share"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share", "mode", b"mode", "policy", b"policy", "traffic_share", b"traffic_share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__traffic_share: _TypeAlias = _typing.Literal["traffic_share"]  # noqa: Y015
+    _WhichOneofArgType__traffic_share: _TypeAlias = _typing.Literal["_traffic_share", b"_traffic_share"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__traffic_share) -> _WhichOneofReturnType__traffic_share | None: ...
+
+Global___VersionRollout: _TypeAlias = VersionRollout  # noqa: Y015
+
+@_typing.final
 class RolloutArm(_message.Message):
     """What one arm of a rollout did since the rollout started."""
 

@@ -68,6 +68,7 @@ class TrainAgentRequest(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DATASET_ID_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent to train. Required; the agent must exist."""
     training_type: _training_pb2.TrainingType.ValueType
@@ -86,6 +87,12 @@ class TrainAgentRequest(_message.Message):
     def config(self) -> _training_pb2.TrainingConfig:
         """Training configuration; unset fields take defaults."""
 
+    @_builtins.property
+    def rollout(self) -> _rollouts_pb2.VersionRollout:
+        """Start a rollout of the new version instead of making it active (optional; see
+        VersionRollout).
+        """
+
     def __init__(
         self,
         *,
@@ -95,10 +102,11 @@ class TrainAgentRequest(_message.Message):
         config: _training_pb2.TrainingConfig | None = ...,
         request_id: _builtins.str = ...,
         dataset_id: _builtins.str = ...,
+        rollout: _rollouts_pb2.VersionRollout | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "config", b"config", "dataset_id", b"dataset_id", "request_id", b"request_id", "training_data", b"training_data", "training_type", b"training_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "config", b"config", "dataset_id", b"dataset_id", "request_id", b"request_id", "rollout", b"rollout", "training_data", b"training_data", "training_type", b"training_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -718,6 +726,7 @@ class AdaptAgentBehaviorRequest(_message.Message):
     TARGETS_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """The agent to adapt. Required."""
     adaptation_strategy: _adaptation_pb2.AdaptationStrategy.ValueType
@@ -737,6 +746,12 @@ class AdaptAgentBehaviorRequest(_message.Message):
     def targets(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Targets the adaptation must meet, e.g. {"success_rate": 0.9}: at most 64, each in [0, 1]."""
 
+    @_builtins.property
+    def rollout(self) -> _rollouts_pb2.VersionRollout:
+        """Start a rollout of the adapted version instead of making it active (optional; see
+        VersionRollout).
+        """
+
     def __init__(
         self,
         *,
@@ -746,10 +761,11 @@ class AdaptAgentBehaviorRequest(_message.Message):
         targets: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         dry_run: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        rollout: _rollouts_pb2.VersionRollout | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rollout", b"rollout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptation_strategy", b"adaptation_strategy", "agent_id", b"agent_id", "dry_run", b"dry_run", "performance_metrics", b"performance_metrics", "request_id", b"request_id", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptation_strategy", b"adaptation_strategy", "agent_id", b"agent_id", "dry_run", b"dry_run", "performance_metrics", b"performance_metrics", "request_id", b"request_id", "rollout", b"rollout", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -766,10 +782,13 @@ class AdaptAgentBehaviorResponse(_message.Message):
     CHANGES_FIELD_NUMBER: _builtins.int
     IGNORED_METRICS_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    ROLLOUT_ID_FIELD_NUMBER: _builtins.int
     previous_version_id: _builtins.str
     """The version active before."""
     summary: _builtins.str
     """Summary in words."""
+    rollout_id: _builtins.str
+    """With `rollout`: the rollout the new version started (empty when it could not start one)."""
     @_builtins.property
     def version(self) -> _agents_pb2.AgentVersion:
         """The new version (absent on dry runs or when nothing changed)."""
@@ -790,10 +809,11 @@ class AdaptAgentBehaviorResponse(_message.Message):
         changes: _abc.Iterable[_adaptation_pb2.BehaviorChange] | None = ...,
         ignored_metrics: _abc.Iterable[_builtins.str] | None = ...,
         summary: _builtins.str = ...,
+        rollout_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "ignored_metrics", b"ignored_metrics", "previous_version_id", b"previous_version_id", "summary", b"summary", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "ignored_metrics", b"ignored_metrics", "previous_version_id", b"previous_version_id", "rollout_id", b"rollout_id", "summary", b"summary", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from agent_training.v1 import adaptation_pb2, service_pb2
-from agent_training_server.api import convert
+from agent_training_server.api import convert, rollout_messages
 from agent_training_server.api.validation import Checker
+from agent_training_server.config import ServerConfig
+from agent_training_server.domain import RolloutRequest
 from agent_training_server.services.adaptation import AdaptationService
 
 
@@ -18,7 +20,7 @@ class AdaptationHandlers:
         self, request: service_pb2.AdaptAgentBehaviorRequest
     ) -> service_pb2.AdaptAgentBehaviorResponse:
         """AdaptAgentBehavior."""
-        _check_adapt(request)
+        rollout = _check_adapt(request)
         # The adaptation service checks the metrics, then fetches the agent (tenant-checked).
         strategy = adaptation_pb2.AdaptationStrategy.Name(request.adaptation_strategy)
         result = await self._adaptation.adapt(
@@ -27,6 +29,7 @@ class AdaptationHandlers:
             strategy.removeprefix("ADAPTATION_STRATEGY_").lower(),
             dict(request.targets),
             request.dry_run,
+            rollout,
         )
         response = service_pb2.AdaptAgentBehaviorResponse(
             previous_version_id=result.previous_version_id,
@@ -42,6 +45,7 @@ class AdaptationHandlers:
             ],
             ignored_metrics=result.ignored_metrics,
             summary=result.summary,
+            rollout_id=result.rollout_id,
         )
         if result.version is not None:
             response.version.CopyFrom(
@@ -50,7 +54,8 @@ class AdaptationHandlers:
         return response
 
 
-def _check_adapt(request: service_pb2.AdaptAgentBehaviorRequest) -> None:
+def _check_adapt(request: service_pb2.AdaptAgentBehaviorRequest) -> RolloutRequest | None:
+    """Check the request; return the rollout it asks for, if any."""
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id)
     checker.enum(
@@ -67,4 +72,10 @@ def _check_adapt(request: service_pb2.AdaptAgentBehaviorRequest) -> None:
     checker.metric_map("performance_metrics", request.performance_metrics)
     checker.metric_map("targets", request.targets, bounds=(0, 1))
     checker.request_id(request.request_id)
+    rollout = None
+    if request.HasField("rollout"):
+        # The policy's ranges are fixed numbers: the default configuration resolves them.
+        checker.ranges(request.rollout.policy, ServerConfig(), "rollout.policy.")
+        rollout = rollout_messages.check_version_rollout(checker, "rollout", request.rollout)
     checker.raise_if_any()
+    return rollout

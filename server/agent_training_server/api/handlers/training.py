@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from opentelemetry import trace
 
 from agent_training.v1 import service_pb2, training_pb2
-from agent_training_server.api import convert, validation
+from agent_training_server.api import convert, rollout_messages, validation
 from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.services.training import TrainingOrder, TrainingService
@@ -30,6 +30,13 @@ class TrainingHandlers:
         """TrainAgent: start a job and stream its events; closing the stream leaves it running."""
         with child_span(self._tracer, "validate", **{"rpc.method": "TrainAgent"}):
             validation.check_train_agent(request, self._config)
+            rollout = None
+            if request.HasField("rollout"):
+                checker = Checker()
+                rollout = rollout_messages.check_version_rollout(
+                    checker, "rollout", request.rollout
+                )
+                checker.raise_if_any()
         training_type = convert.TRAINING_TYPE_NAMES[request.training_type]
         order = TrainingOrder(
             agent_id=request.agent_id,
@@ -41,6 +48,7 @@ class TrainingHandlers:
             dataset_id=request.dataset_id,
             request_id=request.request_id,
             request_bytes=request.SerializeToString(deterministic=True),
+            rollout=rollout,
         )
         async for event in self._training.train(order):
             yield service_pb2.TrainAgentResponse(event=convert.event_to_proto(event))

@@ -131,8 +131,9 @@ class JobTables:
         job: TrainingJob,
         new_version: AgentVersion | None = None,
         owner: str = "",
+        activate: bool = True,
     ) -> None:
-        """Append an event and save the job (and a new active version) in one transaction."""
+        """Append an event and save the job (and a new version) in one transaction."""
         with self._database.write() as db:
             # The job's row first, fenced by its owner: a replica that lost the job is refused
             # before anything else (its next sequence number may be the new owner's already).
@@ -151,7 +152,7 @@ class JobTables:
                     raise LeaseLost(f"job {job.training_id} is owned by another replica")
                 raise training_job_not_found(job.training_id)
             if new_version is not None:
-                self._versions.insert_version(db, new_version, activate=True)
+                self._versions.insert_version(db, new_version, activate=activate)
             # The key (training_id, sequence) refuses a sequence the job already has.
             _insert_event(db, event)
             self._database.announce(db, JOB_EVENTS_CHANNEL, job.training_id)

@@ -295,9 +295,10 @@ class SqlStore(Store):
         job: TrainingJob,
         new_version: AgentVersion | None = None,
         owner: str = "",
+        activate: bool = True,
     ) -> None:
-        """Append an event and save the job (and a new active version) in one transaction."""
-        self._jobs.append_event(event, job, new_version, owner)
+        """Append an event and save the job (and a new version) in one transaction."""
+        self._jobs.append_event(event, job, new_version, owner, activate)
 
     def list_events(self, training_id: str, from_sequence: int) -> list[JobEvent]:
         """Return a job's events from a sequence number on."""

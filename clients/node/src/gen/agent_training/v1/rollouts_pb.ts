@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent_training/v1/rollouts.proto.
  */
 export const file_agent_training_v1_rollouts: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudF90cmFpbmluZy92MS9yb2xsb3V0cy5wcm90bxIRYWdlbnRfdHJhaW5pbmcudjEijwEKDVJvbGxvdXRQb2xpY3kSFwoKY29uZmlkZW5jZRgBIAEoAUgAiAEBEhkKDGFib3J0X21hcmdpbhgCIAEoAUgBiAEBEhkKDG1pbl9mZWVkYmFjaxgDIAEoBUgCiAEBQg0KC19jb25maWRlbmNlQg8KDV9hYm9ydF9tYXJnaW5CDwoNX21pbl9mZWVkYmFjayLiAQoKUm9sbG91dEFybRILCgNhcm0YASABKAkSEgoKdmVyc2lvbl9pZBgCIAEoCRIPCgdhbnN3ZXJzGAMgASgDEhAKCGZlZWRiYWNrGAQgASgDEhQKDHN1Y2Nlc3NfcmF0ZRgFIAEoARIYChBzdWNjZXNzX3JhdGVfbG93GAYgASgBEhkKEXN1Y2Nlc3NfcmF0ZV9oaWdoGAcgASgBEhUKDWZhbGxiYWNrX3JhdGUYCCABKAESFgoObGF0ZW5jeV9wNTBfbXMYCSABKAESFgoObGF0ZW5jeV9wOTVfbXMYCiABKAEikAEKDlNoYWRvd0V2aWRlbmNlEhAKCGNvbXBhcmVkGAEgASgDEhEKCWFncmVlbWVudBgCIAEoARIXCg9sb2dnZWRfZmVlZGJhY2sYAyABKAMSHgoWZXN0aW1hdGVkX3N1Y2Nlc3NfcmF0ZRgEIAEoARIgChhlc3RpbWF0ZWRfc3RhbmRhcmRfZXJyb3IYBSABKAEi4wEKD1JvbGxvdXREZWNpc2lvbhIOCgZhY3Rpb24YASABKAkSDgoGcmVhc29uGAIgASgJEhEKCWF1dG9tYXRpYxgDIAEoCBJCCghldmlkZW5jZRgEIAMoCzIwLmFnZW50X3RyYWluaW5nLnYxLlJvbGxvdXREZWNpc2lvbi5FdmlkZW5jZUVudHJ5EigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDUV2aWRlbmNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASKIBAoHUm9sbG91dBISCgpyb2xsb3V0X2lkGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEhwKFGNhbmRpZGF0ZV92ZXJzaW9uX2lkGAMgASgJEhkKEWFjdGl2ZV92ZXJzaW9uX2lkGAQgASgJEiwKBG1vZGUYBSABKA4yHi5hZ2VudF90cmFpbmluZy52MS5Sb2xsb3V0TW9kZRIVCg10cmFmZmljX3NoYXJlGAYgASgBEjAKBnBvbGljeRgHIAEoCzIgLmFnZW50X3RyYWluaW5nLnYxLlJvbGxvdXRQb2xpY3kSLgoFc3RhdGUYCCABKA4yHy5hZ2VudF90cmFpbmluZy52MS5Sb2xsb3V0U3RhdGUSKwoEYXJtcxgJIAMoCzIdLmFnZW50X3RyYWluaW5nLnYxLlJvbGxvdXRBcm0SMQoGc2hhZG93GAogASgLMiEuYWdlbnRfdHJhaW5pbmcudjEuU2hhZG93RXZpZGVuY2USNQoJZGVjaXNpb25zGAsgAygLMiIuYWdlbnRfdHJhaW5pbmcudjEuUm9sbG91dERlY2lzaW9uEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqXQoLUm9sbG91dE1vZGUSHAoYUk9MTE9VVF9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTUk9MTE9VVF9NT0RFX0NBTkFSWRABEhcKE1JPTExPVVRfTU9ERV9TSEFET1cQAip/CgxSb2xsb3V0U3RhdGUSHQoZUk9MTE9VVF9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVJPTExPVVRfU1RBVEVfUlVOTklORxABEhoKFlJPTExPVVRfU1RBVEVfUFJPTU9URUQQAhIZChVST0xMT1VUX1NUQVRFX0FCT1JURUQQA2IGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudF90cmFpbmluZy92MS9yb2xsb3V0cy5wcm90bxIRYWdlbnRfdHJhaW5pbmcudjEijwEKDVJvbGxvdXRQb2xpY3kSFwoKY29uZmlkZW5jZRgBIAEoAUgAiAEBEhkKDGFib3J0X21hcmdpbhgCIAEoAUgBiAEBEhkKDG1pbl9mZWVkYmFjaxgDIAEoBUgCiAEBQg0KC19jb25maWRlbmNlQg8KDV9hYm9ydF9tYXJnaW5CDwoNX21pbl9mZWVkYmFjayKeAQoOVmVyc2lvblJvbGxvdXQSLAoEbW9kZRgBIAEoDjIeLmFnZW50X3RyYWluaW5nLnYxLlJvbGxvdXRNb2RlEhoKDXRyYWZmaWNfc2hhcmUYAiABKAFIAIgBARIwCgZwb2xpY3kYAyABKAsyIC5hZ2VudF90cmFpbmluZy52MS5Sb2xsb3V0UG9saWN5QhAKDl90cmFmZmljX3NoYXJlIuIBCgpSb2xsb3V0QXJtEgsKA2FybRgBIAEoCRISCgp2ZXJzaW9uX2lkGAIgASgJEg8KB2Fuc3dlcnMYAyABKAMSEAoIZmVlZGJhY2sYBCABKAMSFAoMc3VjY2Vzc19yYXRlGAUgASgBEhgKEHN1Y2Nlc3NfcmF0ZV9sb3cYBiABKAESGQoRc3VjY2Vzc19yYXRlX2hpZ2gYByABKAESFQoNZmFsbGJhY2tfcmF0ZRgIIAEoARIWCg5sYXRlbmN5X3A1MF9tcxgJIAEoARIWCg5sYXRlbmN5X3A5NV9tcxgKIAEoASKQAQoOU2hhZG93RXZpZGVuY2USEAoIY29tcGFyZWQYASABKAMSEQoJYWdyZWVtZW50GAIgASgBEhcKD2xvZ2dlZF9mZWVkYmFjaxgDIAEoAxIeChZlc3RpbWF0ZWRfc3VjY2Vzc19yYXRlGAQgASgBEiAKGGVzdGltYXRlZF9zdGFuZGFyZF9lcnJvchgFIAEoASLjAQoPUm9sbG91dERlY2lzaW9uEg4KBmFjdGlvbhgBIAEoCRIOCgZyZWFzb24YAiABKAkSEQoJYXV0b21hdGljGAMgASgIEkIKCGV2aWRlbmNlGAQgAygLMjAuYWdlbnRfdHJhaW5pbmcudjEuUm9sbG91dERlY2lzaW9uLkV2aWRlbmNlRW50cnkSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLwoNRXZpZGVuY2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIogECgdSb2xsb3V0EhIKCnJvbGxvdXRfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSHAoUY2FuZGlkYXRlX3ZlcnNpb25faWQYAyABKAkSGQoRYWN0aXZlX3ZlcnNpb25faWQYBCABKAkSLAoEbW9kZRgFIAEoDjIeLmFnZW50X3RyYWluaW5nLnYxLlJvbGxvdXRNb2RlEhUKDXRyYWZmaWNfc2hhcmUYBiABKAESMAoGcG9saWN5GAcgASgLMiAuYWdlbnRfdHJhaW5pbmcudjEuUm9sbG91dFBvbGljeRIuCgVzdGF0ZRgIIAEoDjIfLmFnZW50X3RyYWluaW5nLnYxLlJvbGxvdXRTdGF0ZRIrCgRhcm1zGAkgAygLMh0uYWdlbnRfdHJhaW5pbmcudjEuUm9sbG91dEFybRIxCgZzaGFkb3cYCiABKAsyIS5hZ2VudF90cmFpbmluZy52MS5TaGFkb3dFdmlkZW5jZRI1CglkZWNpc2lvbnMYCyADKAsyIi5hZ2VudF90cmFpbmluZy52MS5Sb2xsb3V0RGVjaXNpb24SLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCpdCgtSb2xsb3V0TW9kZRIcChhST0xMT1VUX01PREVfVU5TUEVDSUZJRUQQABIXChNST0xMT1VUX01PREVfQ0FOQVJZEAESFwoTUk9MTE9VVF9NT0RFX1NIQURPVxACKn8KDFJvbGxvdXRTdGF0ZRIdChlST0xMT1VUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUk9MTE9VVF9TVEFURV9SVU5OSU5HEAESGgoWUk9MTE9VVF9TVEFURV9QUk9NT1RFRBACEhkKFVJPTExPVVRfU1RBVEVfQUJPUlRFRBADYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * When a running rollout decides by itself (optional).
@@ -52,6 +52,43 @@ export type RolloutPolicy = Message<"agent_training.v1.RolloutPolicy"> & {
  */
 export const RolloutPolicySchema: GenMessage<RolloutPolicy> = /*@__PURE__*/
   messageDesc(file_agent_training_v1_rollouts, 0);
+
+/**
+ * A rollout to start with a version a training job or an adaptation makes, instead of making
+ * it active. Where the agent has no active version yet the new version becomes active as usual;
+ * where a rollout is running already the new version is kept, not active, for StartRollout.
+ *
+ * @generated from message agent_training.v1.VersionRollout
+ */
+export type VersionRollout = Message<"agent_training.v1.VersionRollout"> & {
+  /**
+   * Canary or shadow. Required.
+   *
+   * @generated from field: agent_training.v1.RolloutMode mode = 1;
+   */
+  mode: RolloutMode;
+
+  /**
+   * Canary: share of the inputs the new version answers, in (0, 1); unset for shadow.
+   *
+   * @generated from field: optional double traffic_share = 2;
+   */
+  trafficShare?: number | undefined;
+
+  /**
+   * Automatic decisions (optional).
+   *
+   * @generated from field: agent_training.v1.RolloutPolicy policy = 3;
+   */
+  policy?: RolloutPolicy | undefined;
+};
+
+/**
+ * Describes the message agent_training.v1.VersionRollout.
+ * Use `create(VersionRolloutSchema)` to create a new message.
+ */
+export const VersionRolloutSchema: GenMessage<VersionRollout> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_rollouts, 1);
 
 /**
  * What one arm of a rollout did since the rollout started.
@@ -135,7 +172,7 @@ export type RolloutArm = Message<"agent_training.v1.RolloutArm"> & {
  * Use `create(RolloutArmSchema)` to create a new message.
  */
 export const RolloutArmSchema: GenMessage<RolloutArm> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_rollouts, 1);
+  messageDesc(file_agent_training_v1_rollouts, 2);
 
 /**
  * A shadow rollout's comparison of the candidate with the active version.
@@ -186,7 +223,7 @@ export type ShadowEvidence = Message<"agent_training.v1.ShadowEvidence"> & {
  * Use `create(ShadowEvidenceSchema)` to create a new message.
  */
 export const ShadowEvidenceSchema: GenMessage<ShadowEvidence> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_rollouts, 2);
+  messageDesc(file_agent_training_v1_rollouts, 3);
 
 /**
  * A decision taken on a rollout.
@@ -235,7 +272,7 @@ export type RolloutDecision = Message<"agent_training.v1.RolloutDecision"> & {
  * Use `create(RolloutDecisionSchema)` to create a new message.
  */
 export const RolloutDecisionSchema: GenMessage<RolloutDecision> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_rollouts, 3);
+  messageDesc(file_agent_training_v1_rollouts, 4);
 
 /**
  * A candidate version meeting live traffic before it may become the active one.
@@ -340,7 +377,7 @@ export type Rollout = Message<"agent_training.v1.Rollout"> & {
  * Use `create(RolloutSchema)` to create a new message.
  */
 export const RolloutSchema: GenMessage<Rollout> = /*@__PURE__*/
-  messageDesc(file_agent_training_v1_rollouts, 4);
+  messageDesc(file_agent_training_v1_rollouts, 5);
 
 /**
  * How a rollout's candidate version meets traffic.
