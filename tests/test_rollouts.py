@@ -5,6 +5,7 @@ restart in the middle, and bad requests refused with a hint."""
 from __future__ import annotations
 
 import collections
+import shutil
 from collections.abc import Iterator
 
 import grpc
@@ -245,6 +246,23 @@ def test_a_deleted_agent_takes_its_rollout_with_it(client) -> None:
     client.delete_agent("doomed")
     error = expect_error(client.get_rollout, "doomed")
     assert_status(error, grpc.StatusCode.NOT_FOUND)
+
+
+@pytest.mark.parametrize("mode", [CANARY, SHADOW])
+def test_a_candidate_whose_files_are_gone_never_fails_a_call(server, client, mode) -> None:
+    agent_id = f"lost-{mode}"
+    active, candidate = two_versions(client, agent_id)
+    stored = server.running.store.get_version(agent_id, candidate)
+    shutil.rmtree(server.config.artifact_root / stored.artifact_dir)
+    share = {"traffic_share": 0.5} if mode == CANARY else {}
+    client.start_rollout(agent_id=agent_id, candidate_version_id=candidate, mode=mode, **share)
+    responses = [client.invoke_agent(agent_id=agent_id, input=QUESTIONS[i % 4]) for i in range(30)]
+    assert {r.version_id for r in responses} == {active}
+    assert {r.rollout_arm for r in responses} == {"active"}
+    rollout = client.get_rollout(agent_id)
+    assert {a.arm: a.answers for a in rollout.arms} == {"active": 30, "candidate": 0}
+    assert rollout.shadow.compared == 0
+    client.abort_rollout(agent_id, reason="its files are gone")
 
 
 def test_the_candidate_must_not_be_the_active_version(client) -> None:

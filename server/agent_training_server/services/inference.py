@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import math
 import random
 import secrets
@@ -27,13 +28,15 @@ from agent_training_server.domain import (
     RolloutMode,
 )
 from agent_training_server.engines.base import Scores
-from agent_training_server.errors import FailedPrecondition, NotFound
+from agent_training_server.errors import FailedPrecondition, NotFound, VersionDamaged
 from agent_training_server.metrics import Metrics
 from agent_training_server.not_found import version_not_found
 from agent_training_server.rollouts import assignment
 from agent_training_server.services.micro_batching import MicroBatcher
 from agent_training_server.store.base import Store
 from agent_training_server.store.read_cache import ReadCache
+
+log = logging.getLogger(__name__)
 
 CACHE_SIZE = 16
 """Loaded models kept in memory, least recently used evicted first."""
@@ -240,17 +243,30 @@ class InferenceService:
                 rollout, arm, arm_probability = None, "", 1.0
             elif arm == assignment.CANDIDATE:
                 version = candidate
-        answers, scored = await self._answer(version, inputs, arm_probability)
+        try:
+            answers, scored = await self._answer(version, inputs, arm_probability)
+        except VersionDamaged:
+            if arm != assignment.CANDIDATE:
+                raise
+            # A candidate whose files are damaged or gone answers nothing: the active version
+            # does, and the caller never sees the trial's failure.
+            log.warning("rollout candidate of %s cannot answer: the active version does", agent_id)
+            version, arm = await self._active_version(agent_id, ""), assignment.ACTIVE
+            answers, scored = await self._answer(version, inputs, 1.0)
         invocations = self._records(agent_id, version, answers, context, scored, rollout, arm)
         if rollout is not None and candidate is not None and rollout.mode == RolloutMode.SHADOW:
-            shadows, shadow_scored = await self._answer(candidate, inputs, 1.0)
+            try:
+                shadows, shadow_scored = await self._answer(candidate, inputs, 1.0)
+            except VersionDamaged:
+                log.warning("rollout candidate of %s cannot shadow: not recorded", agent_id)
+                shadows, shadow_scored = [], 0.0
             invocations += [
                 dataclasses.replace(record, arm=assignment.SHADOW, shadow_of=answer.invocation_id)
                 for record, answer in zip(
                     self._records(
                         agent_id, candidate, shadows, context, shadow_scored, rollout, arm
                     ),
-                    answers,
+                    answers[: len(shadows)],
                     strict=True,
                 )
             ]
