@@ -9,7 +9,12 @@ from agent_training_server.api.validation import Checker
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import AnalysisJob, AnalysisStatus
 from agent_training_server.example_checks import check_example_fields
-from agent_training_server.services.analysis import BALANCE_VARIANTS, Goal, Report, Suggestion
+from agent_training_server.services.analysis import (
+    BALANCE_VARIANTS,
+    GoalSettings,
+    Report,
+    Suggestion,
+)
 
 _GOAL_NAMES = [
     name
@@ -20,19 +25,22 @@ _GOAL_NAMES = [
 
 def check_analyze(
     request: service_pb2.AnalyzeAndOptimizeRequest, server: ServerConfig
-) -> list[str]:
-    """Validate the request; return its goals as short names ("improve_calibration").
+) -> tuple[list[str], GoalSettings]:
+    """Validate the request; return its goals and how they are measured.
 
-    maximize_oos_recall carries the request's target_in_scope_retention. The counts of goals and
-    evaluation examples were checked before the handler (field_limits).
+    Goals come as short names ("improve_calibration"); the settings carry the request's
+    target_in_scope_retention (maximize_oos_recall). The counts of goals and evaluation
+    examples were checked before the handler (field_limits).
     """
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id)
     checker.resource_id("version_id", request.version_id, required=False)
     checker.request_id(request.request_id)
     checker.ranges(request, server)
-    retention = (
-        request.target_in_scope_retention if request.HasField("target_in_scope_retention") else None
+    settings = (
+        GoalSettings(in_scope_retention=request.target_in_scope_retention)
+        if request.HasField("target_in_scope_retention")
+        else GoalSettings()
     )
     goals: list[str] = []
     for index, goal in enumerate(request.optimization_goals[:MAX_GOALS]):
@@ -44,13 +52,13 @@ def check_analyze(
             valid = ", ".join(_GOAL_NAMES)
             checker.add(f"optimization_goals[{index}]", f"unknown goal {goal}; one of {valid}")
         else:
-            goals.append(Goal.of(name.removeprefix("OPTIMIZATION_GOAL_").lower(), retention))
+            goals.append(name.removeprefix("OPTIMIZATION_GOAL_").lower())
     if request.evaluation_data and request.dataset_id:
         checker.add("dataset_id", "set evaluation_data or dataset_id, not both")
     checker.resource_id("dataset_id", request.dataset_id, required=False)
     check_example_fields(checker, "evaluation_data", request.evaluation_data, server)
     checker.raise_if_any()
-    return goals
+    return goals, settings
 
 
 def report_to_proto(report: Report) -> service_pb2.AnalyzeAndOptimizeResponse:

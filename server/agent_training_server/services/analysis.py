@@ -63,23 +63,15 @@ OUT_OF_SCOPE_HINT = (
 )
 
 
-class Goal(str):
-    """A goal's short name ("maximize_oos_recall") with the request's setting for it.
-
-    It compares and hashes as its name, so the settings travel with the goal through every
-    layer that passes goals along.
-    """
+@dataclasses.dataclass(frozen=True)
+class GoalSettings:
+    """What a request says about how its goals are measured."""
 
     in_scope_retention: float = DEFAULT_RETENTION
     """maximize_oos_recall: share of the in-scope examples the threshold keeps answered."""
 
-    @classmethod
-    def of(cls, name: str, in_scope_retention: float | None = None) -> Goal:
-        """The goal `name`; `in_scope_retention` None means the default."""
-        made = cls(name)
-        if in_scope_retention is not None:
-            made.in_scope_retention = in_scope_retention
-        return made
+
+DEFAULT_GOAL_SETTINGS = GoalSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +140,7 @@ class AnalysisService:
         *,
         max_examples: int,
         progress: ProgressCallback | None = None,
+        settings: GoalSettings = DEFAULT_GOAL_SETTINGS,
     ) -> Report:
         """Evaluate a version (the active one by default) and measure suggestions for `goals`.
 
@@ -179,11 +172,20 @@ class AnalysisService:
                 version,
                 examples,
                 list(goals),
+                settings,
                 training_data,
                 progress=progress,
             )
         return await asyncio.to_thread(
-            build_report, self._data_dir, version, predictor, examples, goals, None, progress
+            build_report,
+            self._data_dir,
+            version,
+            predictor,
+            examples,
+            goals,
+            settings,
+            None,
+            progress,
         )
 
     async def apply(
@@ -315,12 +317,15 @@ def report_in_worker(
     version: AgentVersion,
     examples: list[Example],
     goals: list[str],
+    settings: GoalSettings,
     training_data: list[Example] | None,
     progress: ProgressCallback | None = None,
 ) -> Report:
     """build_report in a worker process (JobManager.run_work): the model is loaded here."""
     predictor = load_version_predictor(data_dir, version)
-    return build_report(data_dir, version, predictor, examples, goals, training_data, progress)
+    return build_report(
+        data_dir, version, predictor, examples, goals, settings, training_data, progress
+    )
 
 
 def build_report(
@@ -329,6 +334,7 @@ def build_report(
     predictor: Any,
     examples: list[Example],
     goals: Sequence[str],
+    settings: GoalSettings,
     training_data: list[Example] | None,
     progress: ProgressCallback | None,
 ) -> Report:
@@ -393,8 +399,7 @@ def build_report(
         elif goal == "balance_outputs":
             suggestions.append(_balance(version, training_data, inputs, expected, evaluation))
         elif goal == "maximize_oos_recall":
-            retention = getattr(goal, "in_scope_retention", DEFAULT_RETENTION)
-            suggestions.append(_out_of_scope_recall(version, rows, retention))
+            suggestions.append(_out_of_scope_recall(version, rows, settings.in_scope_retention))
         else:
             variants = variants or _variants(data_dir, version, inputs, expected)
             suggestions.append(_compaction(version, goal, variants))

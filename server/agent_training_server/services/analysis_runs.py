@@ -13,7 +13,13 @@ from agent_training_server.auth import current_tenant
 from agent_training_server.domain import AgentVersion, AnalysisJob
 from agent_training_server.engines.base import Example
 from agent_training_server.services.agents import AgentService, idempotency_key
-from agent_training_server.services.analysis import AnalysisService, ProgressCallback, Report
+from agent_training_server.services.analysis import (
+    DEFAULT_GOAL_SETTINGS,
+    AnalysisService,
+    GoalSettings,
+    ProgressCallback,
+    Report,
+)
 from agent_training_server.services.analysis_jobs import AnalysisJobs
 from agent_training_server.services.datasets import DatasetService
 
@@ -45,11 +51,12 @@ class AnalysisRuns:
         goals: Sequence[str],
         *,
         max_examples: int,
+        settings: GoalSettings = DEFAULT_GOAL_SETTINGS,
     ) -> Report:
         """Analyse the caller's agent now, on `evaluation`, a dataset, or its held-out data."""
         await self._agents.get(agent_id)
         return await self._analyze(
-            agent_id, version_id, evaluation, dataset_id, goals, max_examples
+            agent_id, version_id, evaluation, dataset_id, goals, max_examples, settings
         )
 
     async def start(
@@ -64,6 +71,7 @@ class AnalysisRuns:
         encode: ReportEncoder,
         request_id: str = "",
         request_bytes: bytes = b"",
+        settings: GoalSettings = DEFAULT_GOAL_SETTINGS,
     ) -> AnalysisJob:
         """Start an analysis job (a retry with the same request_id re-attaches to it).
 
@@ -78,7 +86,14 @@ class AnalysisRuns:
 
         async def analysis(progress: ProgressCallback) -> bytes:
             report = await self._analyze(
-                agent_id, version_id, evaluation, dataset_id, goals, max_examples, progress
+                agent_id,
+                version_id,
+                evaluation,
+                dataset_id,
+                goals,
+                max_examples,
+                settings,
+                progress,
             )
             return encode(report)
 
@@ -118,6 +133,7 @@ class AnalysisRuns:
         dataset_id: str,
         goals: Sequence[str],
         max_examples: int,
+        settings: GoalSettings,
         progress: ProgressCallback | None = None,
     ) -> Report:
         examples = list(evaluation)
@@ -130,4 +146,5 @@ class AnalysisRuns:
             goals,
             max_examples=max_examples,
             progress=progress,
+            settings=settings,
         )

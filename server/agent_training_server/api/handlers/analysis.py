@@ -28,7 +28,7 @@ class AnalysisHandlers:
         self, request: service_pb2.AnalyzeAndOptimizeRequest
     ) -> service_pb2.AnalyzeAndOptimizeResponse:
         """AnalyzeAndOptimize: a report now, or (apply_suggestion_id) the version it makes."""
-        goals = analysis_requests.check_analyze(request, self._config)
+        goals, settings = analysis_requests.check_analyze(request, self._config)
         if request.apply_suggestion_id:
             check_scope(current_principal(), "agents:write", "applying a suggestion")
             return await self._apply_suggestion(request)
@@ -39,6 +39,7 @@ class AnalysisHandlers:
             request.dataset_id,
             goals,
             max_examples=self._config.max_direct_analysis_examples,
+            settings=settings,
         )
         return analysis_requests.report_to_proto(report)
 
@@ -62,7 +63,7 @@ class AnalysisHandlers:
     ) -> AsyncIterator[service_pb2.AnalyzeAndOptimizeStreamResponse]:
         """AnalyzeAndOptimizeStream: an analysis job, its progress and its result."""
         inner = request.request
-        goals = analysis_requests.check_analyze(inner, self._config)
+        goals, settings = analysis_requests.check_analyze(inner, self._config)
         if inner.apply_suggestion_id:
             raise InvalidArgument(
                 "AnalyzeAndOptimizeStream does not apply suggestions",
@@ -75,6 +76,7 @@ class AnalysisHandlers:
             inner.dataset_id,
             goals,
             max_examples=self._config.max_dataset_examples,
+            settings=settings,
             encode=_response_bytes,
             request_id=inner.request_id,
             request_bytes=request.SerializeToString(deterministic=True),
