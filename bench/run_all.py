@@ -20,6 +20,7 @@ BENCHMARKS = [  # a script, or a script and its arguments
     "synthetic_throughput.py",
     "analysis.py",
     "closed_loop.py",
+    "rollout.py",
     "invoke_throughput.py",
     "invoke_during_analysis.py",
     "postgres_vs_sqlite.py",
@@ -138,6 +139,22 @@ def summary() -> list[tuple[str, str, str]]:
                 " -> ".join(f"{r['accuracy']:.2%}" for r in rounds),
                 f"threshold alone: {threshold['answered_success_rate']:.2%} right when answered"
                 f" (target {threshold['target']:.0%})",
+            )
+        )
+    if result := _load("rollout"):
+        better, worse = result["summary"]["better"], result["summary"]["worse"]
+        accuracy = result["accuracy"]
+        medians = " / ".join(
+            f"{row['answers_to_decision_median'] or 0:,.0f}" for row in (better, worse)
+        )
+        rows.append(
+            (
+                "rollouts, canary 50%, candidate +/-5 points",
+                f"promoted {better['right']}/{better['runs']}, aborted"
+                f" {worse['right']}/{worse['runs']}, wrong {better['wrong'] + worse['wrong']};"
+                f" median {medians} answers",
+                f"versions {accuracy['full']:.2%} vs {accuracy['degraded']:.2%}; a worse one"
+                f" cost {worse['successes_lost_mean']:.1f} successes per run",
             )
         )
     if (result := _load("invoke_throughput")) and "agents" in result:
