@@ -57,7 +57,9 @@ def test_sigterm_checkpoints_running_jobs_and_ends_streams_retryably(tmp_path: P
     # No step-count checkpoints: a mid-epoch checkpoint can only come from the shutdown.
     server = ServerProcess(data_dir, log, checkpoint_every_steps=0, shutdown_grace_seconds=5)
     try:
-        with AgentTrainingClient(server.address, timeout=60) as client:
+        # No re-attaching: the streams' own ends are under test (the client would otherwise try
+        # for two minutes to re-attach to the server that is gone).
+        with AgentTrainingClient(server.address, timeout=60, reattach_seconds=0) as client:
             client.create_agent(agent_id="interrupted")
             stream = client.train_agent(
                 agent_id="interrupted", training_data=examples, config=CONFIG, timeout=300
@@ -70,7 +72,7 @@ def test_sigterm_checkpoints_running_jobs_and_ends_streams_retryably(tmp_path: P
                 seen.extend(stream)
             assert_retryable_shutdown(caught.value)
             # A generous bound: on a loaded machine the second stream's end can lag the first's.
-            watcher["thread"].join(120)
+            watcher["thread"].join(60)
             assert not watcher["thread"].is_alive(), "the watcher's stream did not end"
             assert_retryable_shutdown(watcher["error"])
     finally:
