@@ -22,52 +22,46 @@ STATE_VALUES = {
     "aborted": rollouts_pb2.ROLLOUT_STATE_ABORTED,
 }
 SHARE_RULE = "is the canary's share of the traffic, in (0, 1): both arms need some"
+SHADOW_SHARE = "is for canaries: a shadow answers every input unseen"
 
 
-def check_start(
-    request: service_pb2.StartRolloutRequest, config: ServerConfig
-) -> tuple[str, float, RolloutPolicy | None]:
-    """Validate StartRollout; return (mode, traffic share, policy)."""
+def check_start(request: service_pb2.StartRolloutRequest, config: ServerConfig) -> RolloutRequest:
+    """Validate StartRollout; return the rollout it asks for."""
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id)
     checker.resource_id("candidate_version_id", request.candidate_version_id)
     checker.request_id(request.request_id)
     checker.ranges(request, config)
-    mode = MODES.get(request.mode, "")
-    if not mode:
-        checker.add("mode", "is required: ROLLOUT_MODE_CANARY or ROLLOUT_MODE_SHADOW")
-    share = request.traffic_share
-    if mode == RolloutMode.CANARY:
-        if not request.HasField("traffic_share"):
-            checker.add("traffic_share", SHARE_RULE + "; it is required for a canary")
-        elif not 0 < share < 1:  # also refuses NaN
-            checker.add("traffic_share", f"{SHARE_RULE}; got {share}")
-    elif mode == RolloutMode.SHADOW and request.HasField("traffic_share"):
-        checker.add("traffic_share", "is for canaries: a shadow answers every input unseen")
+    asked = check_rollout(checker, "", request)
     checker.raise_if_any()
-    policy = policy_from_proto(request.policy) if request.HasField("policy") else None
-    return mode, share, policy
+    return asked
 
 
-def check_version_rollout(
-    checker: Checker, field: str, message: rollouts_pb2.VersionRollout
+def check_rollout(
+    checker: Checker,
+    prefix: str,
+    message: service_pb2.StartRolloutRequest | rollouts_pb2.VersionRollout,
 ) -> RolloutRequest:
-    """Check the rollout a TrainAgent or AdaptAgentBehavior request asks for; return it.
+    """Check a rollout's mode and share; return the rollout.
 
-    Its policy's ranges were checked with the request's.
+    StartRollout's own fields (``prefix`` ""), or the `rollout` of TrainAgent and
+    AdaptAgentBehavior (``prefix`` "rollout."). Its policy's ranges are checked with the
+    request's.
     """
     mode = MODES.get(message.mode, "")
     if not mode:
-        checker.add(f"{field}.mode", "is required: ROLLOUT_MODE_CANARY or ROLLOUT_MODE_SHADOW")
-    if mode == RolloutMode.CANARY and not (
-        message.HasField("traffic_share") and 0 < message.traffic_share < 1
-    ):
-        checker.add(f"{field}.traffic_share", f"{SHARE_RULE}; it is required for a canary")
-    if mode == RolloutMode.SHADOW and message.HasField("traffic_share"):
-        checker.add(f"{field}.traffic_share", "is for canaries: a shadow answers every input")
+        checker.add(f"{prefix}mode", "is required: ROLLOUT_MODE_CANARY or ROLLOUT_MODE_SHADOW")
+    share = message.traffic_share
+    if mode == RolloutMode.CANARY:
+        if not message.HasField("traffic_share"):
+            checker.add(f"{prefix}traffic_share", SHARE_RULE + "; it is required for a canary")
+        elif not 0 < share < 1:  # also refuses NaN
+            checker.add(f"{prefix}traffic_share", f"{SHARE_RULE}; got {share}")
+    elif mode == RolloutMode.SHADOW and message.HasField("traffic_share"):
+        checker.add(f"{prefix}traffic_share", SHADOW_SHARE)
     return RolloutRequest(
         mode=mode or RolloutMode.CANARY,
-        traffic_share=message.traffic_share if mode == RolloutMode.CANARY else 0.0,
+        traffic_share=share if mode == RolloutMode.CANARY else 0.0,
         policy=policy_from_proto(message.policy) if message.HasField("policy") else None,
     )
 
@@ -86,7 +80,7 @@ def check_update(
     if share is not None and not 0 < share < 1:
         checker.add("traffic_share", f"{SHARE_RULE}; got {share}")
     if share is not None and mode == RolloutMode.SHADOW:
-        checker.add("traffic_share", "is for canaries: a shadow answers every input unseen")
+        checker.add("traffic_share", SHADOW_SHARE)
     if request.remove_policy and request.HasField("policy"):
         checker.add("remove_policy", "removes the policy: send it without a policy")
     checker.raise_if_any()

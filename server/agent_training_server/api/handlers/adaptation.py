@@ -76,6 +76,6 @@ def _check_adapt(request: service_pb2.AdaptAgentBehaviorRequest) -> RolloutReque
     if request.HasField("rollout"):
         # The policy's ranges are fixed numbers: the default configuration resolves them.
         checker.ranges(request.rollout.policy, ServerConfig(), "rollout.policy.")
-        rollout = rollout_messages.check_version_rollout(checker, "rollout", request.rollout)
+        rollout = rollout_messages.check_rollout(checker, "rollout.", request.rollout)
     checker.raise_if_any()
     return rollout

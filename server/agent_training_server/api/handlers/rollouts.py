@@ -19,13 +19,13 @@ class RolloutHandlers:
         self, request: service_pb2.StartRolloutRequest
     ) -> service_pb2.StartRolloutResponse:
         """StartRollout."""
-        mode, share, policy = rollout_messages.check_start(request, self._config)
+        asked = rollout_messages.check_start(request, self._config)
         report = await self._rollouts.start(
             agent_id=request.agent_id,
             candidate_version_id=request.candidate_version_id,
-            mode=mode,
-            traffic_share=share,
-            policy=policy,
+            mode=asked.mode,
+            traffic_share=asked.traffic_share,
+            policy=asked.policy,
             request_id=request.request_id,
             request_bytes=request.SerializeToString(deterministic=True),
         )

@@ -33,9 +33,7 @@ class TrainingHandlers:
             rollout = None
             if request.HasField("rollout"):
                 checker = Checker()
-                rollout = rollout_messages.check_version_rollout(
-                    checker, "rollout", request.rollout
-                )
+                rollout = rollout_messages.check_rollout(checker, "rollout.", request.rollout)
                 checker.raise_if_any()
         training_type = convert.TRAINING_TYPE_NAMES[request.training_type]
         order = TrainingOrder(
