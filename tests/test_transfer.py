@@ -119,3 +119,18 @@ def test_transfer_from_an_unknown_or_unsuitable_base_is_refused(
     assert_status(error, grpc.StatusCode.FAILED_PRECONDITION)
     assert error.code == "BASE_ENCODER_NOT_TRANSFERABLE"
     assert client.list_training_jobs(agent_id="orphan").jobs == []
+
+
+def test_a_transfer_versions_held_out_split_is_rebuilt_for_analysis(client) -> None:
+    """AnalyzeAndOptimize without evaluation data measures the split the job held out."""
+    client.create_agent(agent_id="analysed-transfer")
+    result = finished(
+        client, "analysed-transfer", banking_examples(NEW_INTENTS, per_intent=20), epochs=1
+    )
+    assert result.status == SUCCEEDED
+    held_out = int(result.metrics.validation_examples)
+    assert held_out == 6  # 10% of 20 per output, 3 outputs
+    report = client.analyze_and_optimize(agent_id="analysed-transfer").analysis
+    assert report.example_count == held_out
+    # The job measured it in float32; answers may run in bfloat16: one example apart at most.
+    assert abs(report.accuracy - result.metrics.validation_accuracy) <= 1 / held_out + 1e-9

@@ -280,14 +280,23 @@ class AnalysisService:
         return examples_from_bytes(data)
 
     async def held_out(self, version: AgentVersion) -> list[Example]:
-        """The validation split the version was measured on (supervised versions)."""
+        """The validation split the version was measured on.
+
+        The labelled engines split their examples alike (negatives.split over the outputs in
+        sorted order), so the split is rebuilt for supervised, transfer and few_shot versions;
+        not for a few_shot version that extended another (its earlier outputs come first), nor
+        for reinforcement (its examples are logged answers).
+        """
         config = version.manifest.get("config", {})
-        if version.training_type != "supervised" or not version.manifest.get("data_sha256"):
+        rebuildable = version.training_type in ("supervised", "transfer", "few_shot") and list(
+            version.outputs
+        ) == sorted(version.outputs)
+        if not rebuildable or not version.manifest.get("data_sha256"):
             raise FailedPrecondition(
                 f"version {version.version_id} has no held-out split this service can rebuild",
                 code="NO_EVALUATION_DATA",
                 hint="Pass evaluation_data or dataset_id (the held-out split is rebuilt for"
-                " supervised versions only).",
+                " supervised, transfer and few_shot versions).",
             )
         # Split as the engine did: negatives (examples labelled with the fallback output the
         # job named) are held out at the same fraction, so the split measures out-of-scope
