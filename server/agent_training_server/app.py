@@ -274,7 +274,7 @@ async def create_server(
                 analysis=AnalysisHandlers(
                     config, AnalysisRuns(agents, datasets, analysis, analysis_jobs)
                 ),
-                adaptation=AdaptationHandlers(adaptation),
+                adaptation=AdaptationHandlers(config, adaptation),
                 rollouts=RolloutHandlers(config, rollouts),
             ),
             server,

@@ -242,7 +242,7 @@ class SupervisedEngine(Engine):
                     )
             # Phase: end of epoch. Measure, keep the best, checkpoint.
             train_loss = loss_sum.item() / len(order)  # .item(): a sync point, once an epoch
-            train_accuracy = correct.item() / max(1, int((train_y[order] >= 0).sum()))
+            train_accuracy = correct.item() / max(1, int(negatives.positive(train_y[order]).sum()))
             valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
             loop.end_epoch(valid_loss, settings.early_stopping_patience)
             reporter.progress(

@@ -142,8 +142,10 @@ class FeedbackService:
         feedback: str,
         corrected_output: str = "",
         comment: str = "",
-    ) -> tuple[Feedback, bool]:
-        """Store feedback on an answer of the caller's `agent_id`; return (it, was it a duplicate).
+    ) -> tuple[Feedback, bool, Invocation]:
+        """Store feedback on an answer of the caller's `agent_id`.
+
+        Returns (the feedback stored, whether it was a duplicate, the answer it is about).
 
         Raises:
             NotFound: the agent or the invocation is unknown (or another tenant's).
@@ -174,7 +176,7 @@ class FeedbackService:
         if self._metrics is not None and not duplicate:
             kind = record.feedback if record.feedback in ("correct", "incorrect") else "reward"
             self._metrics.feedback.labels(kind).inc()
-        return stored, duplicate
+        return stored, duplicate, invocation
 
     async def invocation(self, invocation_id: str, tenant: str | None = None) -> Invocation:
         """An answer given by one of ``tenant``'s agents, stored or still queued. Raises NotFound.

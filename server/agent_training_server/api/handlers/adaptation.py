@@ -13,14 +13,15 @@ from agent_training_server.services.adaptation import AdaptationService
 class AdaptationHandlers:
     """AdaptAgentBehavior."""
 
-    def __init__(self, adaptation: AdaptationService) -> None:
+    def __init__(self, config: ServerConfig, adaptation: AdaptationService) -> None:
+        self._config = config
         self._adaptation = adaptation
 
     async def adapt(
         self, request: service_pb2.AdaptAgentBehaviorRequest
     ) -> service_pb2.AdaptAgentBehaviorResponse:
         """AdaptAgentBehavior."""
-        rollout = _check_adapt(request)
+        rollout = _check_adapt(request, self._config)
         # The adaptation service checks the metrics, then fetches the agent (tenant-checked).
         strategy = adaptation_pb2.AdaptationStrategy.Name(request.adaptation_strategy)
         result = await self._adaptation.adapt(
@@ -54,7 +55,9 @@ class AdaptationHandlers:
         return response
 
 
-def _check_adapt(request: service_pb2.AdaptAgentBehaviorRequest) -> RolloutRequest | None:
+def _check_adapt(
+    request: service_pb2.AdaptAgentBehaviorRequest, config: ServerConfig
+) -> RolloutRequest | None:
     """Check the request; return the rollout it asks for, if any."""
     checker = Checker()
     checker.resource_id("agent_id", request.agent_id)
@@ -74,8 +77,7 @@ def _check_adapt(request: service_pb2.AdaptAgentBehaviorRequest) -> RolloutReque
     checker.request_id(request.request_id)
     rollout = None
     if request.HasField("rollout"):
-        # The policy's ranges are fixed numbers: the default configuration resolves them.
-        checker.ranges(request.rollout.policy, ServerConfig(), "rollout.policy.")
+        checker.ranges(request.rollout.policy, config, "rollout.policy.")
         rollout = rollout_messages.check_rollout(checker, "rollout.", request.rollout)
     checker.raise_if_any()
     return rollout

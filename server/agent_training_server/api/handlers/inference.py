@@ -64,15 +64,16 @@ class InferenceHandlers:
         checker.text("corrected_output", request.corrected_output, self._config.max_text_length)
         checker.text("comment", request.comment, MAX_DESCRIPTION)
         checker.raise_if_any()
-        feedback, duplicate = await self._feedback.record(
+        feedback, duplicate, answer = await self._feedback.record(
             request.agent_id,
             request.invocation_id,
             request.feedback,
             request.corrected_output,
             request.comment,
         )
-        if not duplicate:
-            # A running rollout's policy may now decide (it answers before this call does).
+        if answer.rollout_id and not duplicate:
+            # The rollout's policy may now decide (it answers before this call does); feedback
+            # on an answer given outside a rollout changes no rollout's evidence.
             await self._rollouts.follow_policy(request.agent_id)
         return service_pb2.RecordFeedbackResponse(
             feedback_id=feedback.feedback_id, duplicate=duplicate
