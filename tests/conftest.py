@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -125,6 +126,18 @@ def assert_status(error: AgentTrainingError, code: grpc.StatusCode) -> None:
     assert error.status_code == code, error
     assert error.code and error.message and error.hint, error.to_dict()
     assert TRACE_ID.match(error.trace_id), error.trace_id
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_folders_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Removes the folders a test module made once its last test ends. A trained encoder and
+    its checkpoints take hundreds of MB; kept to the end of the session, a full run would hold
+    gigabytes of them (tests' own folders go as each passes: tmp_path_retention_policy)."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    for folder in set(base.iterdir()) - before:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
