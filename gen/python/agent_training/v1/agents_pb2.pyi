@@ -323,6 +323,7 @@ class AgentVersion(_message.Message):
     ACTIVE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
     """Server-assigned id, e.g. "ver_1a2b..."."""
     agent_id: _builtins.str
@@ -330,7 +331,9 @@ class AgentVersion(_message.Message):
     version_number: _builtins.int
     """1 for the first version of the agent, then 2, 3..."""
     source: _builtins.str
-    """How the version was made: "training", "adaptation" or "optimization"."""
+    """How the version was made: "training", "adaptation", "optimization" or "checkpoint"
+    (CreateVersionFromCheckpoint).
+    """
     training_type: _training_pb2.TrainingType.ValueType
     """The paradigm that trained its weights."""
     training_id: _builtins.str
@@ -345,6 +348,10 @@ class AgentVersion(_message.Message):
     """Whether it is the agent's active version."""
     description: _builtins.str
     """Why it was made, in words (e.g. what an adaptation changed)."""
+    checkpoint_id: _builtins.str
+    """The checkpoint of `training_id` it was made from (CreateVersionFromCheckpoint); empty for a
+    version made at the end of a job.
+    """
     @_builtins.property
     def outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The outputs it can answer, in model order."""
@@ -389,10 +396,11 @@ class AgentVersion(_message.Message):
         active: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         description: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["behavior", b"behavior", "create_time", b"create_time", "encoder", b"encoder", "manifest", b"manifest", "metrics", b"metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "agent_id", b"agent_id", "behavior", b"behavior", "create_time", b"create_time", "description", b"description", "encoder", b"encoder", "manifest", b"manifest", "metrics", b"metrics", "outputs", b"outputs", "parameter_count", b"parameter_count", "parent_version_id", b"parent_version_id", "size_bytes", b"size_bytes", "source", b"source", "training_id", b"training_id", "training_type", b"training_type", "version_id", b"version_id", "version_number", b"version_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "agent_id", b"agent_id", "behavior", b"behavior", "checkpoint_id", b"checkpoint_id", "create_time", b"create_time", "description", b"description", "encoder", b"encoder", "manifest", b"manifest", "metrics", b"metrics", "outputs", b"outputs", "parameter_count", b"parameter_count", "parent_version_id", b"parent_version_id", "size_bytes", b"size_bytes", "source", b"source", "training_id", b"training_id", "training_type", b"training_type", "version_id", b"version_id", "version_number", b"version_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

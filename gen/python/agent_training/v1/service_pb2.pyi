@@ -1667,6 +1667,350 @@ class WatchTrainingJobResponse(_message.Message):
 Global___WatchTrainingJobResponse: _TypeAlias = WatchTrainingJobResponse  # noqa: Y015
 
 @_typing.final
+class PauseTrainingJobRequest(_message.Message):
+    """Request of PauseTrainingJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_ID_FIELD_NUMBER: _builtins.int
+    training_id: _builtins.str
+    """The job: QUEUED or RUNNING. Required."""
+    def __init__(
+        self,
+        *,
+        training_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["training_id", b"training_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTrainingJobRequest: _TypeAlias = PauseTrainingJobRequest  # noqa: Y015
+
+@_typing.final
+class PauseTrainingJobResponse(_message.Message):
+    """Response of PauseTrainingJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _training_pb2.TrainingJob:
+        """The job; PAUSED once it has checkpointed (a running job stops at its next step)."""
+
+    def __init__(
+        self,
+        *,
+        job: _training_pb2.TrainingJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTrainingJobResponse: _TypeAlias = PauseTrainingJobResponse  # noqa: Y015
+
+@_typing.final
+class ResumeTrainingJobRequest(_message.Message):
+    """Request of ResumeTrainingJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_ID_FIELD_NUMBER: _builtins.int
+    training_id: _builtins.str
+    """The job: PAUSED. Required."""
+    def __init__(
+        self,
+        *,
+        training_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["training_id", b"training_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTrainingJobRequest: _TypeAlias = ResumeTrainingJobRequest  # noqa: Y015
+
+@_typing.final
+class ResumeTrainingJobResponse(_message.Message):
+    """Response of ResumeTrainingJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _training_pb2.TrainingJob:
+        """The job, QUEUED again."""
+
+    def __init__(
+        self,
+        *,
+        job: _training_pb2.TrainingJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTrainingJobResponse: _TypeAlias = ResumeTrainingJobResponse  # noqa: Y015
+
+@_typing.final
+class ListTrainingCheckpointsRequest(_message.Message):
+    """Request of ListTrainingCheckpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    training_id: _builtins.str
+    """The job. Required."""
+    page_size: _builtins.int
+    """Maximum checkpoints per page, 0 to 1000; 0 means 50."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page (at most 1024 characters); empty for the first page."""
+    def __init__(
+        self,
+        *,
+        training_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "training_id", b"training_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTrainingCheckpointsRequest: _TypeAlias = ListTrainingCheckpointsRequest  # noqa: Y015
+
+@_typing.final
+class ListTrainingCheckpointsResponse(_message.Message):
+    """Response of ListTrainingCheckpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[_training_pb2.TrainingCheckpoint]:
+        """A page of the job's kept checkpoints, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        checkpoints: _abc.Iterable[_training_pb2.TrainingCheckpoint] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTrainingCheckpointsResponse: _TypeAlias = ListTrainingCheckpointsResponse  # noqa: Y015
+
+@_typing.final
+class CreateVersionFromCheckpointRequest(_message.Message):
+    """Request of CreateVersionFromCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    ACTIVATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    training_id: _builtins.str
+    """The job. Required; it must not be QUEUED or RUNNING (pause it first)."""
+    checkpoint_id: _builtins.str
+    """One of the job's kept checkpoints (ListTrainingCheckpoints). Required."""
+    activate: _builtins.bool
+    """Make the new version the agent's active version. Default false: it is kept for
+    ActivateAgentVersion or StartRollout.
+    """
+    request_id: _builtins.str
+    """Idempotency key (optional, at most 128 characters): a retry with the same key and request
+    returns the version made the first time.
+    """
+    def __init__(
+        self,
+        *,
+        training_id: _builtins.str = ...,
+        checkpoint_id: _builtins.str = ...,
+        activate: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activate", b"activate", "checkpoint_id", b"checkpoint_id", "request_id", b"request_id", "training_id", b"training_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateVersionFromCheckpointRequest: _TypeAlias = CreateVersionFromCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class CreateVersionFromCheckpointResponse(_message.Message):
+    """Response of CreateVersionFromCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def version(self) -> _agents_pb2.AgentVersion:
+        """The new version, with the checkpoint's weights and its metrics measured as a job's are."""
+
+    def __init__(
+        self,
+        *,
+        version: _agents_pb2.AgentVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateVersionFromCheckpointResponse: _TypeAlias = CreateVersionFromCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class ExportAgentVersionRequest(_message.Message):
+    """Request of ExportAgentVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent. Required."""
+    version_id: _builtins.str
+    """The version to export; default the agent's active version."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        version_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportAgentVersionRequest: _TypeAlias = ExportAgentVersionRequest  # noqa: Y015
+
+@_typing.final
+class ExportHeader(_message.Message):
+    """What an export bundle holds, sent first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    ONNX_FIELD_NUMBER: _builtins.int
+    format: _builtins.str
+    """The bundle's format, "agent-training-bundle/1": a tar archive whose manifest.json says
+    what each file is.
+    """
+    size_bytes: _builtins.int
+    """The bundle's size in bytes."""
+    onnx: _builtins.bool
+    """Whether the bundle holds an ONNX model of the scorer (model.onnx)."""
+    @_builtins.property
+    def version(self) -> _agents_pb2.AgentVersion:
+        """The version exported."""
+
+    @_builtins.property
+    def files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The files in the archive, in archive order."""
+
+    def __init__(
+        self,
+        *,
+        version: _agents_pb2.AgentVersion | None = ...,
+        format: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        files: _abc.Iterable[_builtins.str] | None = ...,
+        onnx: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "format", b"format", "onnx", b"onnx", "size_bytes", b"size_bytes", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportHeader: _TypeAlias = ExportHeader  # noqa: Y015
+
+@_typing.final
+class ExportTrailer(_message.Message):
+    """Sent last: what the bundle's bytes must hash to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """SHA-256 of the whole bundle (hex)."""
+    size_bytes: _builtins.int
+    """The bundle's size in bytes."""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportTrailer: _TypeAlias = ExportTrailer  # noqa: Y015
+
+@_typing.final
+class ExportAgentVersionResponse(_message.Message):
+    """One message of ExportAgentVersion's stream: the header, then chunks, then the trailer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    TRAILER_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The bundle's next bytes (at most 1 MiB each)."""
+    @_builtins.property
+    def header(self) -> Global___ExportHeader:
+        """First message."""
+
+    @_builtins.property
+    def trailer(self) -> Global___ExportTrailer:
+        """Last message."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___ExportHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+        trailer: Global___ExportTrailer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part", "trailer", b"trailer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part", "trailer", b"trailer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk", "trailer"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ExportAgentVersionResponse: _TypeAlias = ExportAgentVersionResponse  # noqa: Y015
+
+@_typing.final
 class InvokeAgentRequest(_message.Message):
     """Request of InvokeAgent."""
 

@@ -152,6 +152,31 @@ class AgentTrainingServiceStub:
                 request_serializer=agent__training_dot_v1_dot_service__pb2.WatchTrainingJobRequest.SerializeToString,
                 response_deserializer=agent__training_dot_v1_dot_service__pb2.WatchTrainingJobResponse.FromString,
                 _registered_method=True)
+        self.PauseTrainingJob = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/PauseTrainingJob',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.PauseTrainingJobRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.PauseTrainingJobResponse.FromString,
+                _registered_method=True)
+        self.ResumeTrainingJob = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/ResumeTrainingJob',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.ResumeTrainingJobRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.ResumeTrainingJobResponse.FromString,
+                _registered_method=True)
+        self.ListTrainingCheckpoints = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/ListTrainingCheckpoints',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.ListTrainingCheckpointsRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.ListTrainingCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.CreateVersionFromCheckpoint = channel.unary_unary(
+                '/agent_training.v1.AgentTrainingService/CreateVersionFromCheckpoint',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.CreateVersionFromCheckpointRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.CreateVersionFromCheckpointResponse.FromString,
+                _registered_method=True)
+        self.ExportAgentVersion = channel.unary_stream(
+                '/agent_training.v1.AgentTrainingService/ExportAgentVersion',
+                request_serializer=agent__training_dot_v1_dot_service__pb2.ExportAgentVersionRequest.SerializeToString,
+                response_deserializer=agent__training_dot_v1_dot_service__pb2.ExportAgentVersionResponse.FromString,
+                _registered_method=True)
         self.InvokeAgent = channel.unary_unary(
                 '/agent_training.v1.AgentTrainingService/InvokeAgent',
                 request_serializer=agent__training_dot_v1_dot_service__pb2.InvokeAgentRequest.SerializeToString,
@@ -364,6 +389,41 @@ class AgentTrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseTrainingJob(self, request, context):
+        """Pauses a queued or running job: it checkpoints where it is and frees its worker (PAUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTrainingJob(self, request, context):
+        """Queues a paused job again; it continues from the checkpoint it paused at.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrainingCheckpoints(self, request, context):
+        """Lists the epoch checkpoints a job kept, oldest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateVersionFromCheckpoint(self, request, context):
+        """Makes a new version of the job's agent from one of its kept checkpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportAgentVersion(self, request, context):
+        """Streams a version as a self-describing bundle (a tar archive) to serve elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def InvokeAgent(self, request, context):
         """Answers one input or a batch with the agent's active (or a named) version.
         """
@@ -531,6 +591,31 @@ def add_AgentTrainingServiceServicer_to_server(servicer, server):
                     servicer.WatchTrainingJob,
                     request_deserializer=agent__training_dot_v1_dot_service__pb2.WatchTrainingJobRequest.FromString,
                     response_serializer=agent__training_dot_v1_dot_service__pb2.WatchTrainingJobResponse.SerializeToString,
+            ),
+            'PauseTrainingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTrainingJob,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.PauseTrainingJobRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.PauseTrainingJobResponse.SerializeToString,
+            ),
+            'ResumeTrainingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTrainingJob,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.ResumeTrainingJobRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.ResumeTrainingJobResponse.SerializeToString,
+            ),
+            'ListTrainingCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainingCheckpoints,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.ListTrainingCheckpointsRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.ListTrainingCheckpointsResponse.SerializeToString,
+            ),
+            'CreateVersionFromCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVersionFromCheckpoint,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.CreateVersionFromCheckpointRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.CreateVersionFromCheckpointResponse.SerializeToString,
+            ),
+            'ExportAgentVersion': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportAgentVersion,
+                    request_deserializer=agent__training_dot_v1_dot_service__pb2.ExportAgentVersionRequest.FromString,
+                    response_serializer=agent__training_dot_v1_dot_service__pb2.ExportAgentVersionResponse.SerializeToString,
             ),
             'InvokeAgent': grpc.unary_unary_rpc_method_handler(
                     servicer.InvokeAgent,
@@ -1192,6 +1277,141 @@ class AgentTrainingService:
             '/agent_training.v1.AgentTrainingService/WatchTrainingJob',
             agent__training_dot_v1_dot_service__pb2.WatchTrainingJobRequest.SerializeToString,
             agent__training_dot_v1_dot_service__pb2.WatchTrainingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/PauseTrainingJob',
+            agent__training_dot_v1_dot_service__pb2.PauseTrainingJobRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.PauseTrainingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/ResumeTrainingJob',
+            agent__training_dot_v1_dot_service__pb2.ResumeTrainingJobRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.ResumeTrainingJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainingCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/ListTrainingCheckpoints',
+            agent__training_dot_v1_dot_service__pb2.ListTrainingCheckpointsRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.ListTrainingCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVersionFromCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/CreateVersionFromCheckpoint',
+            agent__training_dot_v1_dot_service__pb2.CreateVersionFromCheckpointRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.CreateVersionFromCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportAgentVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent_training.v1.AgentTrainingService/ExportAgentVersion',
+            agent__training_dot_v1_dot_service__pb2.ExportAgentVersionRequest.SerializeToString,
+            agent__training_dot_v1_dot_service__pb2.ExportAgentVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

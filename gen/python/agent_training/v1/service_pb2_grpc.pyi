@@ -96,6 +96,16 @@ class AgentTrainingServiceStub:
     """Cancels a queued or running job; it stops at its next step and ends CANCELLED."""
     WatchTrainingJob: _grpc.UnaryStreamMultiCallable[_service_pb2.WatchTrainingJobRequest, _service_pb2.WatchTrainingJobResponse]
     """Streams a job's events from `from_sequence`: the stored ones, then live ones to the end."""
+    PauseTrainingJob: _grpc.UnaryUnaryMultiCallable[_service_pb2.PauseTrainingJobRequest, _service_pb2.PauseTrainingJobResponse]
+    """Pauses a queued or running job: it checkpoints where it is and frees its worker (PAUSED)."""
+    ResumeTrainingJob: _grpc.UnaryUnaryMultiCallable[_service_pb2.ResumeTrainingJobRequest, _service_pb2.ResumeTrainingJobResponse]
+    """Queues a paused job again; it continues from the checkpoint it paused at."""
+    ListTrainingCheckpoints: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListTrainingCheckpointsRequest, _service_pb2.ListTrainingCheckpointsResponse]
+    """Lists the epoch checkpoints a job kept, oldest first, a page at a time."""
+    CreateVersionFromCheckpoint: _grpc.UnaryUnaryMultiCallable[_service_pb2.CreateVersionFromCheckpointRequest, _service_pb2.CreateVersionFromCheckpointResponse]
+    """Makes a new version of the job's agent from one of its kept checkpoints."""
+    ExportAgentVersion: _grpc.UnaryStreamMultiCallable[_service_pb2.ExportAgentVersionRequest, _service_pb2.ExportAgentVersionResponse]
+    """Streams a version as a self-describing bundle (a tar archive) to serve elsewhere."""
     InvokeAgent: _grpc.UnaryUnaryMultiCallable[_service_pb2.InvokeAgentRequest, _service_pb2.InvokeAgentResponse]
     """Answers one input or a batch with the agent's active (or a named) version."""
     RecordFeedback: _grpc.UnaryUnaryMultiCallable[_service_pb2.RecordFeedbackRequest, _service_pb2.RecordFeedbackResponse]
@@ -181,6 +191,16 @@ class AgentTrainingServiceAsyncStub(AgentTrainingServiceStub):
     """Cancels a queued or running job; it stops at its next step and ends CANCELLED."""
     WatchTrainingJob: _aio.UnaryStreamMultiCallable[_service_pb2.WatchTrainingJobRequest, _service_pb2.WatchTrainingJobResponse]  # type: ignore[assignment]
     """Streams a job's events from `from_sequence`: the stored ones, then live ones to the end."""
+    PauseTrainingJob: _aio.UnaryUnaryMultiCallable[_service_pb2.PauseTrainingJobRequest, _service_pb2.PauseTrainingJobResponse]  # type: ignore[assignment]
+    """Pauses a queued or running job: it checkpoints where it is and frees its worker (PAUSED)."""
+    ResumeTrainingJob: _aio.UnaryUnaryMultiCallable[_service_pb2.ResumeTrainingJobRequest, _service_pb2.ResumeTrainingJobResponse]  # type: ignore[assignment]
+    """Queues a paused job again; it continues from the checkpoint it paused at."""
+    ListTrainingCheckpoints: _aio.UnaryUnaryMultiCallable[_service_pb2.ListTrainingCheckpointsRequest, _service_pb2.ListTrainingCheckpointsResponse]  # type: ignore[assignment]
+    """Lists the epoch checkpoints a job kept, oldest first, a page at a time."""
+    CreateVersionFromCheckpoint: _aio.UnaryUnaryMultiCallable[_service_pb2.CreateVersionFromCheckpointRequest, _service_pb2.CreateVersionFromCheckpointResponse]  # type: ignore[assignment]
+    """Makes a new version of the job's agent from one of its kept checkpoints."""
+    ExportAgentVersion: _aio.UnaryStreamMultiCallable[_service_pb2.ExportAgentVersionRequest, _service_pb2.ExportAgentVersionResponse]  # type: ignore[assignment]
+    """Streams a version as a self-describing bundle (a tar archive) to serve elsewhere."""
     InvokeAgent: _aio.UnaryUnaryMultiCallable[_service_pb2.InvokeAgentRequest, _service_pb2.InvokeAgentResponse]  # type: ignore[assignment]
     """Answers one input or a batch with the agent's active (or a named) version."""
     RecordFeedback: _aio.UnaryUnaryMultiCallable[_service_pb2.RecordFeedbackRequest, _service_pb2.RecordFeedbackResponse]  # type: ignore[assignment]
@@ -401,6 +421,46 @@ class AgentTrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_service_pb2.WatchTrainingJobResponse], _abc.AsyncIterator[_service_pb2.WatchTrainingJobResponse]]:
         """Streams a job's events from `from_sequence`: the stored ones, then live ones to the end."""
+
+    @_abc_1.abstractmethod
+    def PauseTrainingJob(
+        self,
+        request: _service_pb2.PauseTrainingJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.PauseTrainingJobResponse, _abc.Awaitable[_service_pb2.PauseTrainingJobResponse]]:
+        """Pauses a queued or running job: it checkpoints where it is and frees its worker (PAUSED)."""
+
+    @_abc_1.abstractmethod
+    def ResumeTrainingJob(
+        self,
+        request: _service_pb2.ResumeTrainingJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ResumeTrainingJobResponse, _abc.Awaitable[_service_pb2.ResumeTrainingJobResponse]]:
+        """Queues a paused job again; it continues from the checkpoint it paused at."""
+
+    @_abc_1.abstractmethod
+    def ListTrainingCheckpoints(
+        self,
+        request: _service_pb2.ListTrainingCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListTrainingCheckpointsResponse, _abc.Awaitable[_service_pb2.ListTrainingCheckpointsResponse]]:
+        """Lists the epoch checkpoints a job kept, oldest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def CreateVersionFromCheckpoint(
+        self,
+        request: _service_pb2.CreateVersionFromCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.CreateVersionFromCheckpointResponse, _abc.Awaitable[_service_pb2.CreateVersionFromCheckpointResponse]]:
+        """Makes a new version of the job's agent from one of its kept checkpoints."""
+
+    @_abc_1.abstractmethod
+    def ExportAgentVersion(
+        self,
+        request: _service_pb2.ExportAgentVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.ExportAgentVersionResponse], _abc.AsyncIterator[_service_pb2.ExportAgentVersionResponse]]:
+        """Streams a version as a self-describing bundle (a tar archive) to serve elsewhere."""
 
     @_abc_1.abstractmethod
     def InvokeAgent(

@@ -71,6 +71,10 @@ class _TrainingStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Traini
     """Stopped with an error; see the job's `error`."""
     TRAINING_STATUS_CANCELLED: _TrainingStatus.ValueType  # 5
     """Cancelled by CancelTrainingJob; the agent keeps its previous active version."""
+    TRAINING_STATUS_PAUSED: _TrainingStatus.ValueType  # 6
+    """Paused by PauseTrainingJob: checkpointed where it was, holding no worker, until
+    ResumeTrainingJob queues it again (it stays paused across restarts of the server).
+    """
 
 class TrainingStatus(_TrainingStatus, metaclass=_TrainingStatusEnumTypeWrapper):
     """The lifecycle state of a training job."""
@@ -87,6 +91,10 @@ TRAINING_STATUS_FAILED: TrainingStatus.ValueType  # 4
 """Stopped with an error; see the job's `error`."""
 TRAINING_STATUS_CANCELLED: TrainingStatus.ValueType  # 5
 """Cancelled by CancelTrainingJob; the agent keeps its previous active version."""
+TRAINING_STATUS_PAUSED: TrainingStatus.ValueType  # 6
+"""Paused by PauseTrainingJob: checkpointed where it was, holding no worker, until
+ResumeTrainingJob queues it again (it stays paused across restarts of the server).
+"""
 Global___TrainingStatus: _TypeAlias = TrainingStatus  # noqa: Y015
 
 class _TrainingPhase:
@@ -236,6 +244,7 @@ class TrainingConfig(_message.Message):
     FREEZE_ENCODER_EPOCHS_FIELD_NUMBER: _builtins.int
     NUM_WORKERS_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
+    KEEP_CHECKPOINTS_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
     """Maximum number of passes over the training data, 1 to 1000. Default: supervised and
     reinforcement 10, few_shot 3, transfer 2.
@@ -289,6 +298,12 @@ class TrainingConfig(_message.Message):
     in float32, so the same seed gives the same metrics. The version's ReplayManifest records
     the device and precision the job ran on.
     """
+    keep_checkpoints: _builtins.int
+    """Epoch checkpoints a job keeps for ListTrainingCheckpoints and CreateVersionFromCheckpoint,
+    besides the one with the best validation loss: the last N, 0 to 100. Default 1 (the best
+    and the last). They stay on the server's disk after the job ends, until its agent is
+    deleted: each holds the model's weights (about 90 MB for the encoder paradigms).
+    """
     @_builtins.property
     def early_stopping(self) -> Global___EarlyStopping:
         """Early stopping on validation loss."""
@@ -309,10 +324,11 @@ class TrainingConfig(_message.Message):
         freeze_encoder_epochs: _builtins.int | None = ...,
         num_workers: _builtins.int | None = ...,
         device: _builtins.str = ...,
+        keep_checkpoints: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "batch_size", b"batch_size", "early_stopping", b"early_stopping", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_keep_checkpoints", b"_keep_checkpoints", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "batch_size", b"batch_size", "early_stopping", b"early_stopping", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "keep_checkpoints", b"keep_checkpoints", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "base_agent_id", b"base_agent_id", "base_version_id", b"base_version_id", "batch_size", b"batch_size", "device", b"device", "early_stopping", b"early_stopping", "encoder", b"encoder", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_freeze_encoder_epochs", b"_freeze_encoder_epochs", "_keep_checkpoints", b"_keep_checkpoints", "_learning_rate", b"_learning_rate", "_max_duration_seconds", b"_max_duration_seconds", "_num_workers", b"_num_workers", "_seed", b"_seed", "_validation_split", b"_validation_split", "base_agent_id", b"base_agent_id", "base_version_id", b"base_version_id", "batch_size", b"batch_size", "device", b"device", "early_stopping", b"early_stopping", "encoder", b"encoder", "epochs", b"epochs", "freeze_encoder_epochs", b"freeze_encoder_epochs", "keep_checkpoints", b"keep_checkpoints", "learning_rate", b"learning_rate", "max_duration_seconds", b"max_duration_seconds", "num_workers", b"num_workers", "seed", b"seed", "validation_split", b"validation_split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
@@ -320,6 +336,8 @@ class TrainingConfig(_message.Message):
     _WhichOneofArgType__epochs: _TypeAlias = _typing.Literal["_epochs", b"_epochs"]  # noqa: Y015
     _WhichOneofReturnType__freeze_encoder_epochs: _TypeAlias = _typing.Literal["freeze_encoder_epochs"]  # noqa: Y015
     _WhichOneofArgType__freeze_encoder_epochs: _TypeAlias = _typing.Literal["_freeze_encoder_epochs", b"_freeze_encoder_epochs"]  # noqa: Y015
+    _WhichOneofReturnType__keep_checkpoints: _TypeAlias = _typing.Literal["keep_checkpoints"]  # noqa: Y015
+    _WhichOneofArgType__keep_checkpoints: _TypeAlias = _typing.Literal["_keep_checkpoints", b"_keep_checkpoints"]  # noqa: Y015
     _WhichOneofReturnType__learning_rate: _TypeAlias = _typing.Literal["learning_rate"]  # noqa: Y015
     _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
     _WhichOneofReturnType__max_duration_seconds: _TypeAlias = _typing.Literal["max_duration_seconds"]  # noqa: Y015
@@ -336,6 +354,8 @@ class TrainingConfig(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__epochs) -> _WhichOneofReturnType__epochs | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__freeze_encoder_epochs) -> _WhichOneofReturnType__freeze_encoder_epochs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__keep_checkpoints) -> _WhichOneofReturnType__keep_checkpoints | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
     @_typing.overload
@@ -596,7 +616,9 @@ Global___TrainingAccepted: _TypeAlias = TrainingAccepted  # noqa: Y015
 
 @_typing.final
 class TrainingProgress(_message.Message):
-    """Progress of a running job."""
+    """Progress of a running job, or a change of its status short of its end: RUNNING, QUEUED again
+    (its worker was lost or the server restarted; resumed by ResumeTrainingJob), or PAUSED.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -615,7 +637,7 @@ class TrainingProgress(_message.Message):
     PERCENT_COMPLETE_FIELD_NUMBER: _builtins.int
     POLICY_VALUE_FIELD_NUMBER: _builtins.int
     status: Global___TrainingStatus.ValueType
-    """Status (RUNNING)."""
+    """Status: RUNNING, QUEUED or PAUSED."""
     phase: Global___TrainingPhase.ValueType
     """What the job is doing."""
     epoch: _builtins.int
@@ -782,3 +804,84 @@ class TrainingEvent(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___TrainingEvent: _TypeAlias = TrainingEvent  # noqa: Y015
+
+@_typing.final
+class TrainingCheckpoint(_message.Message):
+    """One checkpoint a training job kept at the end of an epoch (see TrainingConfig.keep_checkpoints)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    TRAINING_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    TRAIN_ACCURACY_FIELD_NUMBER: _builtins.int
+    VALIDATION_LOSS_FIELD_NUMBER: _builtins.int
+    VALIDATION_ACCURACY_FIELD_NUMBER: _builtins.int
+    BEST_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    checkpoint_id: _builtins.str
+    """Its id within the job, e.g. "epoch-3"."""
+    training_id: _builtins.str
+    """The job that wrote it."""
+    epoch: _builtins.int
+    """Epochs completed when it was written, from 1."""
+    step: _builtins.int
+    """Optimizer steps done when it was written."""
+    loss: _builtins.float
+    """Mean training loss of its epoch."""
+    train_accuracy: _builtins.float
+    """Training accuracy of its epoch, in [0, 1]."""
+    validation_loss: _builtins.float
+    """Validation loss of its weights (unset when the job held nothing out)."""
+    validation_accuracy: _builtins.float
+    """Validation accuracy of its weights, in [0, 1] (unset when the job held nothing out)."""
+    best: _builtins.bool
+    """Whether its validation loss is the job's best so far: the weights a finished job's version
+    holds.
+    """
+    size_bytes: _builtins.int
+    """Its size on disk in bytes."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was written."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint_id: _builtins.str = ...,
+        training_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        step: _builtins.int = ...,
+        loss: _builtins.float | None = ...,
+        train_accuracy: _builtins.float | None = ...,
+        validation_loss: _builtins.float | None = ...,
+        validation_accuracy: _builtins.float | None = ...,
+        best: _builtins.bool = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        size_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_loss", b"_loss", "_train_accuracy", b"_train_accuracy", "_validation_accuracy", b"_validation_accuracy", "_validation_loss", b"_validation_loss", "create_time", b"create_time", "loss", b"loss", "train_accuracy", b"train_accuracy", "validation_accuracy", b"validation_accuracy", "validation_loss", b"validation_loss"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_loss", b"_loss", "_train_accuracy", b"_train_accuracy", "_validation_accuracy", b"_validation_accuracy", "_validation_loss", b"_validation_loss", "best", b"best", "checkpoint_id", b"checkpoint_id", "create_time", b"create_time", "epoch", b"epoch", "loss", b"loss", "size_bytes", b"size_bytes", "step", b"step", "train_accuracy", b"train_accuracy", "training_id", b"training_id", "validation_accuracy", b"validation_accuracy", "validation_loss", b"validation_loss"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__loss: _TypeAlias = _typing.Literal["loss"]  # noqa: Y015
+    _WhichOneofArgType__loss: _TypeAlias = _typing.Literal["_loss", b"_loss"]  # noqa: Y015
+    _WhichOneofReturnType__train_accuracy: _TypeAlias = _typing.Literal["train_accuracy"]  # noqa: Y015
+    _WhichOneofArgType__train_accuracy: _TypeAlias = _typing.Literal["_train_accuracy", b"_train_accuracy"]  # noqa: Y015
+    _WhichOneofReturnType__validation_accuracy: _TypeAlias = _typing.Literal["validation_accuracy"]  # noqa: Y015
+    _WhichOneofArgType__validation_accuracy: _TypeAlias = _typing.Literal["_validation_accuracy", b"_validation_accuracy"]  # noqa: Y015
+    _WhichOneofReturnType__validation_loss: _TypeAlias = _typing.Literal["validation_loss"]  # noqa: Y015
+    _WhichOneofArgType__validation_loss: _TypeAlias = _typing.Literal["_validation_loss", b"_validation_loss"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__loss) -> _WhichOneofReturnType__loss | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__train_accuracy) -> _WhichOneofReturnType__train_accuracy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__validation_accuracy) -> _WhichOneofReturnType__validation_accuracy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__validation_loss) -> _WhichOneofReturnType__validation_loss | None: ...
+
+Global___TrainingCheckpoint: _TypeAlias = TrainingCheckpoint  # noqa: Y015

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent_training/v1/training.proto.
  */
 export const file_agent_training_v1_training: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudF90cmFpbmluZy92MS90cmFpbmluZy5wcm90bxIRYWdlbnRfdHJhaW5pbmcudjEihAEKD1RyYWluaW5nRXhhbXBsZRINCgVpbnB1dBgBIAEoCRIXCg9leHBlY3RlZF9vdXRwdXQYAiABKAkSEAoIZmVlZGJhY2sYAyABKAkSDwoHY29udGV4dBgEIAMoCRIXCgpwcm9wZW5zaXR5GAUgASgBSACIAQFCDQoLX3Byb3BlbnNpdHkiWQoNRWFybHlTdG9wcGluZxIVCghwYXRpZW5jZRgBIAEoBUgAiAEBEhYKCW1pbl9kZWx0YRgCIAEoAUgBiAEBQgsKCV9wYXRpZW5jZUIMCgpfbWluX2RlbHRhIoUECg5UcmFpbmluZ0NvbmZpZxITCgZlcG9jaHMYASABKAVIAIgBARIaCg1sZWFybmluZ19yYXRlGAIgASgBSAGIAQESFwoKYmF0Y2hfc2l6ZRgDIAEoBUgCiAEBEhEKBHNlZWQYBCABKANIA4gBARIdChB2YWxpZGF0aW9uX3NwbGl0GAUgASgBSASIAQESOAoOZWFybHlfc3RvcHBpbmcYBiABKAsyIC5hZ2VudF90cmFpbmluZy52MS5FYXJseVN0b3BwaW5nEg8KB2VuY29kZXIYByABKAkSFQoNYmFzZV9hZ2VudF9pZBgIIAEoCRIXCg9iYXNlX3ZlcnNpb25faWQYCSABKAkSIQoUbWF4X2R1cmF0aW9uX3NlY29uZHMYCiABKAVIBYgBARIiChVmcmVlemVfZW5jb2Rlcl9lcG9jaHMYCyABKAVIBogBARIYCgtudW1fd29ya2VycxgMIAEoBUgHiAEBEg4KBmRldmljZRgNIAEoCUIJCgdfZXBvY2hzQhAKDl9sZWFybmluZ19yYXRlQg0KC19iYXRjaF9zaXplQgcKBV9zZWVkQhMKEV92YWxpZGF0aW9uX3NwbGl0QhcKFV9tYXhfZHVyYXRpb25fc2Vjb25kc0IYChZfZnJlZXplX2VuY29kZXJfZXBvY2hzQg4KDF9udW1fd29ya2VycyKPAgoPVHJhaW5pbmdNZXRyaWNzEhAKCGFjY3VyYWN5GAEgASgBEgwKBGxvc3MYAiABKAESGwoTdmFsaWRhdGlvbl9hY2N1cmFjeRgDIAEoARIXCg92YWxpZGF0aW9uX2xvc3MYBCABKAESEAoIbWFjcm9fZjEYBSABKAESEgoKZXBvY2hzX3J1bhgGIAEoBRIbChNleGFtcGxlc19wZXJfc2Vjb25kGAcgASgBEhgKEGR1cmF0aW9uX3NlY29uZHMYCCABKAESFgoOdHJhaW5fZXhhbXBsZXMYCSABKAUSGwoTdmFsaWRhdGlvbl9leGFtcGxlcxgKIAEoBRIUCgxwb2xpY3lfdmFsdWUYCyABKAEifwoQU3RhdHVzVHJhbnNpdGlvbhIxCgZzdGF0dXMYASABKA4yIS5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ1N0YXR1cxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YAyABKAki3gUKC1RyYWluaW5nSm9iEhMKC3RyYWluaW5nX2lkGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEjYKDXRyYWluaW5nX3R5cGUYAyABKA4yHy5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ1R5cGUSMQoGc3RhdHVzGAQgASgOMiEuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdTdGF0dXMSLwoFcGhhc2UYBSABKA4yIC5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ1BoYXNlEjEKBmNvbmZpZxgGIAEoCzIhLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nQ29uZmlnEhUKDWV4YW1wbGVfY291bnQYByABKAUSFAoMb3V0cHV0X2NvdW50GAggASgFEjMKB21ldHJpY3MYCSABKAsyIi5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ01ldHJpY3MSEgoKdmVyc2lvbl9pZBgKIAEoCRItCgVlcnJvchgLIAEoCzIeLmFnZW50X3RyYWluaW5nLnYxLkVycm9yRGV0YWlsEhgKEHBlcmNlbnRfY29tcGxldGUYDCABKAESFQoNbGFzdF9zZXF1ZW5jZRgNIAEoAxI1Cgh0aW1lbGluZRgOIAMoCzIjLmFnZW50X3RyYWluaW5nLnYxLlN0YXR1c1RyYW5zaXRpb24SLwoLY3JlYXRlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFwYXJlbnRfdmVyc2lvbl9pZBgSIAEoCRIQCghleGVjdXRvchgTIAEoCRIQCgh0cmFjZV9pZBgUIAEoCSKKAQoQVHJhaW5pbmdBY2NlcHRlZBIxCgZzdGF0dXMYASABKA4yIS5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ1N0YXR1cxIWCg5xdWV1ZV9wb3NpdGlvbhgCIAEoBRIVCg1leGFtcGxlX2NvdW50GAMgASgFEhQKDG91dHB1dF9jb3VudBgEIAEoBSKDBAoQVHJhaW5pbmdQcm9ncmVzcxIxCgZzdGF0dXMYASABKA4yIS5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ1N0YXR1cxIvCgVwaGFzZRgCIAEoDjIgLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nUGhhc2USDQoFZXBvY2gYAyABKAUSFAoMdG90YWxfZXBvY2hzGAQgASgFEgwKBHN0ZXAYBSABKAMSEwoLdG90YWxfc3RlcHMYBiABKAMSEQoEbG9zcxgHIAEoAUgAiAEBEhsKDnRyYWluX2FjY3VyYWN5GAggASgBSAGIAQESIAoTdmFsaWRhdGlvbl9hY2N1cmFjeRgJIAEoAUgCiAEBEhwKD3ZhbGlkYXRpb25fbG9zcxgKIAEoAUgDiAEBEhsKE2V4YW1wbGVzX3Blcl9zZWNvbmQYCyABKAESGAoLZXRhX3NlY29uZHMYDCABKAFIBIgBARIYChBwZXJjZW50X2NvbXBsZXRlGA0gASgBEhkKDHBvbGljeV92YWx1ZRgOIAEoAUgFiAEBQgcKBV9sb3NzQhEKD190cmFpbl9hY2N1cmFjeUIWChRfdmFsaWRhdGlvbl9hY2N1cmFjeUISChBfdmFsaWRhdGlvbl9sb3NzQg4KDF9ldGFfc2Vjb25kc0IPCg1fcG9saWN5X3ZhbHVlIr0BChBUcmFpbmluZ0ZpbmlzaGVkEjEKBnN0YXR1cxgBIAEoDjIhLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nU3RhdHVzEjMKB21ldHJpY3MYAiABKAsyIi5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ01ldHJpY3MSEgoKdmVyc2lvbl9pZBgDIAEoCRItCgVlcnJvchgEIAEoCzIeLmFnZW50X3RyYWluaW5nLnYxLkVycm9yRGV0YWlsIpMCCg1UcmFpbmluZ0V2ZW50EhMKC3RyYWluaW5nX2lkGAEgASgJEhAKCHNlcXVlbmNlGAIgASgDEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjcKCGFjY2VwdGVkGAQgASgLMiMuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdBY2NlcHRlZEgAEjcKCHByb2dyZXNzGAUgASgLMiMuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdQcm9ncmVzc0gAEjcKCGZpbmlzaGVkGAYgASgLMiMuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdGaW5pc2hlZEgAQgYKBGtpbmQqpAEKDFRyYWluaW5nVHlwZRIdChlUUkFJTklOR19UWVBFX1VOU1BFQ0lGSUVEEAASHAoYVFJBSU5JTkdfVFlQRV9TVVBFUlZJU0VEEAESHwobVFJBSU5JTkdfVFlQRV9SRUlORk9SQ0VNRU5UEAISGgoWVFJBSU5JTkdfVFlQRV9GRVdfU0hPVBADEhoKFlRSQUlOSU5HX1RZUEVfVFJBTlNGRVIQBCrEAQoOVHJhaW5pbmdTdGF0dXMSHwobVFJBSU5JTkdfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWVFJBSU5JTkdfU1RBVFVTX1FVRVVFRBABEhsKF1RSQUlOSU5HX1NUQVRVU19SVU5OSU5HEAISHQoZVFJBSU5JTkdfU1RBVFVTX1NVQ0NFRURFRBADEhoKFlRSQUlOSU5HX1NUQVRVU19GQUlMRUQQBBIdChlUUkFJTklOR19TVEFUVVNfQ0FOQ0VMTEVEEAUqywEKDVRyYWluaW5nUGhhc2USHgoaVFJBSU5JTkdfUEhBU0VfVU5TUEVDSUZJRUQQABIfChtUUkFJTklOR19QSEFTRV9MT0FESU5HX0RBVEEQARIbChdUUkFJTklOR19QSEFTRV9UUkFJTklORxACEh0KGVRSQUlOSU5HX1BIQVNFX0VWQUxVQVRJTkcQAxIZChVUUkFJTklOR19QSEFTRV9TQVZJTkcQBBIiCh5UUkFJTklOR19QSEFTRV9MT0FESU5HX0VOQ09ERVIQBWIGcHJvdG8z", [file_agent_training_v1_errors, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudF90cmFpbmluZy92MS90cmFpbmluZy5wcm90bxIRYWdlbnRfdHJhaW5pbmcudjEihAEKD1RyYWluaW5nRXhhbXBsZRINCgVpbnB1dBgBIAEoCRIXCg9leHBlY3RlZF9vdXRwdXQYAiABKAkSEAoIZmVlZGJhY2sYAyABKAkSDwoHY29udGV4dBgEIAMoCRIXCgpwcm9wZW5zaXR5GAUgASgBSACIAQFCDQoLX3Byb3BlbnNpdHkiWQoNRWFybHlTdG9wcGluZxIVCghwYXRpZW5jZRgBIAEoBUgAiAEBEhYKCW1pbl9kZWx0YRgCIAEoAUgBiAEBQgsKCV9wYXRpZW5jZUIMCgpfbWluX2RlbHRhIrkECg5UcmFpbmluZ0NvbmZpZxITCgZlcG9jaHMYASABKAVIAIgBARIaCg1sZWFybmluZ19yYXRlGAIgASgBSAGIAQESFwoKYmF0Y2hfc2l6ZRgDIAEoBUgCiAEBEhEKBHNlZWQYBCABKANIA4gBARIdChB2YWxpZGF0aW9uX3NwbGl0GAUgASgBSASIAQESOAoOZWFybHlfc3RvcHBpbmcYBiABKAsyIC5hZ2VudF90cmFpbmluZy52MS5FYXJseVN0b3BwaW5nEg8KB2VuY29kZXIYByABKAkSFQoNYmFzZV9hZ2VudF9pZBgIIAEoCRIXCg9iYXNlX3ZlcnNpb25faWQYCSABKAkSIQoUbWF4X2R1cmF0aW9uX3NlY29uZHMYCiABKAVIBYgBARIiChVmcmVlemVfZW5jb2Rlcl9lcG9jaHMYCyABKAVIBogBARIYCgtudW1fd29ya2VycxgMIAEoBUgHiAEBEg4KBmRldmljZRgNIAEoCRIdChBrZWVwX2NoZWNrcG9pbnRzGA4gASgFSAiIAQFCCQoHX2Vwb2Noc0IQCg5fbGVhcm5pbmdfcmF0ZUINCgtfYmF0Y2hfc2l6ZUIHCgVfc2VlZEITChFfdmFsaWRhdGlvbl9zcGxpdEIXChVfbWF4X2R1cmF0aW9uX3NlY29uZHNCGAoWX2ZyZWV6ZV9lbmNvZGVyX2Vwb2Noc0IOCgxfbnVtX3dvcmtlcnNCEwoRX2tlZXBfY2hlY2twb2ludHMijwIKD1RyYWluaW5nTWV0cmljcxIQCghhY2N1cmFjeRgBIAEoARIMCgRsb3NzGAIgASgBEhsKE3ZhbGlkYXRpb25fYWNjdXJhY3kYAyABKAESFwoPdmFsaWRhdGlvbl9sb3NzGAQgASgBEhAKCG1hY3JvX2YxGAUgASgBEhIKCmVwb2Noc19ydW4YBiABKAUSGwoTZXhhbXBsZXNfcGVyX3NlY29uZBgHIAEoARIYChBkdXJhdGlvbl9zZWNvbmRzGAggASgBEhYKDnRyYWluX2V4YW1wbGVzGAkgASgFEhsKE3ZhbGlkYXRpb25fZXhhbXBsZXMYCiABKAUSFAoMcG9saWN5X3ZhbHVlGAsgASgBIn8KEFN0YXR1c1RyYW5zaXRpb24SMQoGc3RhdHVzGAEgASgOMiEuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdTdGF0dXMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAMgASgJIt4FCgtUcmFpbmluZ0pvYhITCgt0cmFpbmluZ19pZBgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRI2Cg10cmFpbmluZ190eXBlGAMgASgOMh8uYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdUeXBlEjEKBnN0YXR1cxgEIAEoDjIhLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nU3RhdHVzEi8KBXBoYXNlGAUgASgOMiAuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdQaGFzZRIxCgZjb25maWcYBiABKAsyIS5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ0NvbmZpZxIVCg1leGFtcGxlX2NvdW50GAcgASgFEhQKDG91dHB1dF9jb3VudBgIIAEoBRIzCgdtZXRyaWNzGAkgASgLMiIuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdNZXRyaWNzEhIKCnZlcnNpb25faWQYCiABKAkSLQoFZXJyb3IYCyABKAsyHi5hZ2VudF90cmFpbmluZy52MS5FcnJvckRldGFpbBIYChBwZXJjZW50X2NvbXBsZXRlGAwgASgBEhUKDWxhc3Rfc2VxdWVuY2UYDSABKAMSNQoIdGltZWxpbmUYDiADKAsyIy5hZ2VudF90cmFpbmluZy52MS5TdGF0dXNUcmFuc2l0aW9uEi8KC2NyZWF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRcGFyZW50X3ZlcnNpb25faWQYEiABKAkSEAoIZXhlY3V0b3IYEyABKAkSEAoIdHJhY2VfaWQYFCABKAkiigEKEFRyYWluaW5nQWNjZXB0ZWQSMQoGc3RhdHVzGAEgASgOMiEuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdTdGF0dXMSFgoOcXVldWVfcG9zaXRpb24YAiABKAUSFQoNZXhhbXBsZV9jb3VudBgDIAEoBRIUCgxvdXRwdXRfY291bnQYBCABKAUigwQKEFRyYWluaW5nUHJvZ3Jlc3MSMQoGc3RhdHVzGAEgASgOMiEuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdTdGF0dXMSLwoFcGhhc2UYAiABKA4yIC5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ1BoYXNlEg0KBWVwb2NoGAMgASgFEhQKDHRvdGFsX2Vwb2NocxgEIAEoBRIMCgRzdGVwGAUgASgDEhMKC3RvdGFsX3N0ZXBzGAYgASgDEhEKBGxvc3MYByABKAFIAIgBARIbCg50cmFpbl9hY2N1cmFjeRgIIAEoAUgBiAEBEiAKE3ZhbGlkYXRpb25fYWNjdXJhY3kYCSABKAFIAogBARIcCg92YWxpZGF0aW9uX2xvc3MYCiABKAFIA4gBARIbChNleGFtcGxlc19wZXJfc2Vjb25kGAsgASgBEhgKC2V0YV9zZWNvbmRzGAwgASgBSASIAQESGAoQcGVyY2VudF9jb21wbGV0ZRgNIAEoARIZCgxwb2xpY3lfdmFsdWUYDiABKAFIBYgBAUIHCgVfbG9zc0IRCg9fdHJhaW5fYWNjdXJhY3lCFgoUX3ZhbGlkYXRpb25fYWNjdXJhY3lCEgoQX3ZhbGlkYXRpb25fbG9zc0IOCgxfZXRhX3NlY29uZHNCDwoNX3BvbGljeV92YWx1ZSK9AQoQVHJhaW5pbmdGaW5pc2hlZBIxCgZzdGF0dXMYASABKA4yIS5hZ2VudF90cmFpbmluZy52MS5UcmFpbmluZ1N0YXR1cxIzCgdtZXRyaWNzGAIgASgLMiIuYWdlbnRfdHJhaW5pbmcudjEuVHJhaW5pbmdNZXRyaWNzEhIKCnZlcnNpb25faWQYAyABKAkSLQoFZXJyb3IYBCABKAsyHi5hZ2VudF90cmFpbmluZy52MS5FcnJvckRldGFpbCKTAgoNVHJhaW5pbmdFdmVudBITCgt0cmFpbmluZ19pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI3CghhY2NlcHRlZBgEIAEoCzIjLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nQWNjZXB0ZWRIABI3Cghwcm9ncmVzcxgFIAEoCzIjLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nUHJvZ3Jlc3NIABI3CghmaW5pc2hlZBgGIAEoCzIjLmFnZW50X3RyYWluaW5nLnYxLlRyYWluaW5nRmluaXNoZWRIAEIGCgRraW5kIugCChJUcmFpbmluZ0NoZWNrcG9pbnQSFQoNY2hlY2twb2ludF9pZBgBIAEoCRITCgt0cmFpbmluZ19pZBgCIAEoCRINCgVlcG9jaBgDIAEoBRIMCgRzdGVwGAQgASgDEhEKBGxvc3MYBSABKAFIAIgBARIbCg50cmFpbl9hY2N1cmFjeRgGIAEoAUgBiAEBEhwKD3ZhbGlkYXRpb25fbG9zcxgHIAEoAUgCiAEBEiAKE3ZhbGlkYXRpb25fYWNjdXJhY3kYCCABKAFIA4gBARIMCgRiZXN0GAkgASgIEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzaXplX2J5dGVzGAsgASgDQgcKBV9sb3NzQhEKD190cmFpbl9hY2N1cmFjeUISChBfdmFsaWRhdGlvbl9sb3NzQhYKFF92YWxpZGF0aW9uX2FjY3VyYWN5KqQBCgxUcmFpbmluZ1R5cGUSHQoZVFJBSU5JTkdfVFlQRV9VTlNQRUNJRklFRBAAEhwKGFRSQUlOSU5HX1RZUEVfU1VQRVJWSVNFRBABEh8KG1RSQUlOSU5HX1RZUEVfUkVJTkZPUkNFTUVOVBACEhoKFlRSQUlOSU5HX1RZUEVfRkVXX1NIT1QQAxIaChZUUkFJTklOR19UWVBFX1RSQU5TRkVSEAQq4AEKDlRyYWluaW5nU3RhdHVzEh8KG1RSQUlOSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlRSQUlOSU5HX1NUQVRVU19RVUVVRUQQARIbChdUUkFJTklOR19TVEFUVVNfUlVOTklORxACEh0KGVRSQUlOSU5HX1NUQVRVU19TVUNDRUVERUQQAxIaChZUUkFJTklOR19TVEFUVVNfRkFJTEVEEAQSHQoZVFJBSU5JTkdfU1RBVFVTX0NBTkNFTExFRBAFEhoKFlRSQUlOSU5HX1NUQVRVU19QQVVTRUQQBirLAQoNVHJhaW5pbmdQaGFzZRIeChpUUkFJTklOR19QSEFTRV9VTlNQRUNJRklFRBAAEh8KG1RSQUlOSU5HX1BIQVNFX0xPQURJTkdfREFUQRABEhsKF1RSQUlOSU5HX1BIQVNFX1RSQUlOSU5HEAISHQoZVFJBSU5JTkdfUEhBU0VfRVZBTFVBVElORxADEhkKFVRSQUlOSU5HX1BIQVNFX1NBVklORxAEEiIKHlRSQUlOSU5HX1BIQVNFX0xPQURJTkdfRU5DT0RFUhAFYgZwcm90bzM", [file_agent_training_v1_errors, file_google_protobuf_timestamp]);
 
 /**
  * One training example, in the seed's shape.
@@ -214,6 +214,16 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
    * @generated from field: string device = 13;
    */
   device: string;
+
+  /**
+   * Epoch checkpoints a job keeps for ListTrainingCheckpoints and CreateVersionFromCheckpoint,
+   * besides the one with the best validation loss: the last N, 0 to 100. Default 1 (the best
+   * and the last). They stay on the server's disk after the job ends, until its agent is
+   * deleted: each holds the model's weights (about 90 MB for the encoder paradigms).
+   *
+   * @generated from field: optional int32 keep_checkpoints = 14;
+   */
+  keepCheckpoints?: number | undefined;
 };
 
 /**
@@ -549,13 +559,14 @@ export const TrainingAcceptedSchema: GenMessage<TrainingAccepted> = /*@__PURE__*
   messageDesc(file_agent_training_v1_training, 6);
 
 /**
- * Progress of a running job.
+ * Progress of a running job, or a change of its status short of its end: RUNNING, QUEUED again
+ * (its worker was lost or the server restarted; resumed by ResumeTrainingJob), or PAUSED.
  *
  * @generated from message agent_training.v1.TrainingProgress
  */
 export type TrainingProgress = Message<"agent_training.v1.TrainingProgress"> & {
   /**
-   * Status (RUNNING).
+   * Status: RUNNING, QUEUED or PAUSED.
    *
    * @generated from field: agent_training.v1.TrainingStatus status = 1;
    */
@@ -770,6 +781,98 @@ export const TrainingEventSchema: GenMessage<TrainingEvent> = /*@__PURE__*/
   messageDesc(file_agent_training_v1_training, 9);
 
 /**
+ * One checkpoint a training job kept at the end of an epoch (see TrainingConfig.keep_checkpoints).
+ *
+ * @generated from message agent_training.v1.TrainingCheckpoint
+ */
+export type TrainingCheckpoint = Message<"agent_training.v1.TrainingCheckpoint"> & {
+  /**
+   * Its id within the job, e.g. "epoch-3".
+   *
+   * @generated from field: string checkpoint_id = 1;
+   */
+  checkpointId: string;
+
+  /**
+   * The job that wrote it.
+   *
+   * @generated from field: string training_id = 2;
+   */
+  trainingId: string;
+
+  /**
+   * Epochs completed when it was written, from 1.
+   *
+   * @generated from field: int32 epoch = 3;
+   */
+  epoch: number;
+
+  /**
+   * Optimizer steps done when it was written.
+   *
+   * @generated from field: int64 step = 4;
+   */
+  step: bigint;
+
+  /**
+   * Mean training loss of its epoch.
+   *
+   * @generated from field: optional double loss = 5;
+   */
+  loss?: number | undefined;
+
+  /**
+   * Training accuracy of its epoch, in [0, 1].
+   *
+   * @generated from field: optional double train_accuracy = 6;
+   */
+  trainAccuracy?: number | undefined;
+
+  /**
+   * Validation loss of its weights (unset when the job held nothing out).
+   *
+   * @generated from field: optional double validation_loss = 7;
+   */
+  validationLoss?: number | undefined;
+
+  /**
+   * Validation accuracy of its weights, in [0, 1] (unset when the job held nothing out).
+   *
+   * @generated from field: optional double validation_accuracy = 8;
+   */
+  validationAccuracy?: number | undefined;
+
+  /**
+   * Whether its validation loss is the job's best so far: the weights a finished job's version
+   * holds.
+   *
+   * @generated from field: bool best = 9;
+   */
+  best: boolean;
+
+  /**
+   * When it was written.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 10;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Its size on disk in bytes.
+   *
+   * @generated from field: int64 size_bytes = 11;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message agent_training.v1.TrainingCheckpoint.
+ * Use `create(TrainingCheckpointSchema)` to create a new message.
+ */
+export const TrainingCheckpointSchema: GenMessage<TrainingCheckpoint> = /*@__PURE__*/
+  messageDesc(file_agent_training_v1_training, 10);
+
+/**
  * The learning paradigm of a training job.
  *
  * @generated from enum agent_training.v1.TrainingType
@@ -864,6 +967,14 @@ export enum TrainingStatus {
    * @generated from enum value: TRAINING_STATUS_CANCELLED = 5;
    */
   CANCELLED = 5,
+
+  /**
+   * Paused by PauseTrainingJob: checkpointed where it was, holding no worker, until
+   * ResumeTrainingJob queues it again (it stays paused across restarts of the server).
+   *
+   * @generated from enum value: TRAINING_STATUS_PAUSED = 6;
+   */
+  PAUSED = 6,
 }
 
 /**
