@@ -86,6 +86,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "ListTrainingJobs": {"agent_id": "support-bot", "status": "TRAINING_STATUS_RUNNING"},
     "CancelTrainingJob": {"training_id": "train_0123456789abcdef"},
     "WatchTrainingJob": {"training_id": "train_0123456789abcdef", "from_sequence": 5},
+    "PauseTrainingJob": {"training_id": "train_0123456789abcdef"},
+    "ResumeTrainingJob": {"training_id": "train_0123456789abcdef"},
+    "ListTrainingCheckpoints": {"training_id": "train_0123456789abcdef", "page_size": 10},
+    "CreateVersionFromCheckpoint": {
+        "training_id": "train_0123456789abcdef",
+        "checkpoint_id": "epoch-2",
+        "activate": True,
+    },
+    "ExportAgentVersion": {"agent_id": "support-bot", "version_id": "ver_0123456789abcdef"},
     "InvokeAgent": {"agent_id": "support-bot", "input": "my card never came"},
     "RecordFeedback": {
         "agent_id": "support-bot",

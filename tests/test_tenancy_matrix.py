@@ -128,6 +128,21 @@ NOT_FOUND_PROBES: dict[str, list[Probe]] = {
     "GetTrainingJob": [lambda o: service_pb2.GetTrainingJobRequest(training_id=o.job)],
     "CancelTrainingJob": [lambda o: service_pb2.CancelTrainingJobRequest(training_id=o.job)],
     "WatchTrainingJob": [lambda o: service_pb2.WatchTrainingJobRequest(training_id=o.job)],
+    "PauseTrainingJob": [lambda o: service_pb2.PauseTrainingJobRequest(training_id=o.job)],
+    "ResumeTrainingJob": [lambda o: service_pb2.ResumeTrainingJobRequest(training_id=o.job)],
+    "ListTrainingCheckpoints": [
+        lambda o: service_pb2.ListTrainingCheckpointsRequest(training_id=o.job)
+    ],
+    "CreateVersionFromCheckpoint": [
+        lambda o: service_pb2.CreateVersionFromCheckpointRequest(
+            training_id=o.job, checkpoint_id="epoch-1", activate=True
+        )
+    ],
+    "ExportAgentVersion": [
+        lambda o: service_pb2.ExportAgentVersionRequest(agent_id=o.agent),
+        lambda o: service_pb2.ExportAgentVersionRequest(agent_id=o.agent, version_id=o.version),
+        lambda o: service_pb2.ExportAgentVersionRequest(agent_id=o.b_agent, version_id=o.version),
+    ],
     "InvokeAgent": [lambda o: service_pb2.InvokeAgentRequest(agent_id=o.agent, input="my card")],
     "RecordFeedback": [
         lambda o: service_pb2.RecordFeedbackRequest(

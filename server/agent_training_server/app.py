@@ -23,6 +23,7 @@ from agent_training_server.api.handlers.adaptation import AdaptationHandlers
 from agent_training_server.api.handlers.agents import AgentHandlers
 from agent_training_server.api.handlers.analysis import AnalysisHandlers
 from agent_training_server.api.handlers.datasets import DatasetHandlers
+from agent_training_server.api.handlers.export import ExportHandlers
 from agent_training_server.api.handlers.inference import InferenceHandlers
 from agent_training_server.api.handlers.rollouts import RolloutHandlers
 from agent_training_server.api.handlers.synthetic import SyntheticHandlers
@@ -42,7 +43,9 @@ from agent_training_server.services.agents import AgentService, new_id
 from agent_training_server.services.analysis import AnalysisService
 from agent_training_server.services.analysis_jobs import AnalysisJobs
 from agent_training_server.services.analysis_runs import AnalysisRuns
+from agent_training_server.services.checkpoints import CheckpointService
 from agent_training_server.services.datasets import DatasetService
+from agent_training_server.services.export import ExportService
 from agent_training_server.services.feedback import FeedbackService
 from agent_training_server.services.inference import InferenceService
 from agent_training_server.services.jobs import JobManager
@@ -266,7 +269,10 @@ async def create_server(
             AgentTrainingServicer(
                 agents=AgentHandlers(config, agents, tracer),
                 training=TrainingHandlers(
-                    config, TrainingService(agents, datasets, jobs, config), tracer
+                    config,
+                    TrainingService(agents, datasets, jobs, config),
+                    tracer,
+                    CheckpointService(store, jobs, config),
                 ),
                 inference=InferenceHandlers(config, inference, feedback, rollouts, tracer),
                 datasets=DatasetHandlers(config, datasets),
@@ -276,6 +282,7 @@ async def create_server(
                 ),
                 adaptation=AdaptationHandlers(config, adaptation),
                 rollouts=RolloutHandlers(config, rollouts),
+                export=ExportHandlers(config, ExportService(agents, artifacts, jobs)),
             ),
             server,
         )

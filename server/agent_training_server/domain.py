@@ -76,7 +76,7 @@ class AgentVersion:
     agent_id: str
     version_number: int
     source: str
-    """"training", "adaptation" or "optimization"."""
+    """"training", "adaptation", "optimization" or "checkpoint"."""
     training_type: str
     """"supervised", "reinforcement", "few_shot" or "transfer"."""
     training_id: str = ""
@@ -93,6 +93,14 @@ class AgentVersion:
     artifact_dir: str = ""
     """Folder of the weights, relative to the data folder."""
     create_time: float = 0.0
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The kept checkpoint of ``training_id`` it was made from ("" for a job's own version).
+
+        Recorded in the manifest, with the rest of how the version was made.
+        """
+        return str(self.manifest.get("checkpoint_id", ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +119,9 @@ class JobStatus:
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    PAUSED = "PAUSED"
+    """Checkpointed where it was, holding no worker, until resumed (not ended, not unfinished:
+    no replica claims it, no queue or tenant limit counts it)."""
     ENDED = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 

@@ -136,6 +136,28 @@ export async function watchTrainingJobExample() {
   }
 }
 
+export async function pauseTrainingJobExample() {
+  const response = await client.rpc.pauseTrainingJob({ trainingId: "train_0123456789abcdef" });
+}
+
+export async function resumeTrainingJobExample() {
+  const response = await client.rpc.resumeTrainingJob({ trainingId: "train_0123456789abcdef" });
+}
+
+export async function listTrainingCheckpointsExample() {
+  const response = await client.rpc.listTrainingCheckpoints({ trainingId: "train_0123456789abcdef", pageSize: 10 });
+}
+
+export async function createVersionFromCheckpointExample() {
+  const response = await client.rpc.createVersionFromCheckpoint({ trainingId: "train_0123456789abcdef", checkpointId: "epoch-2", activate: true });
+}
+
+export async function exportAgentVersionExample() {
+  for await (const response of client.rpc.exportAgentVersion({ agentId: "support-bot", versionId: "ver_0123456789abcdef" })) {
+    console.log(response);
+  }
+}
+
 export async function invokeAgentExample() {
   const response = await client.rpc.invokeAgent({ agentId: "support-bot", input: "my card never came" });
 }

@@ -298,6 +298,32 @@ class AgentTrainingClient:
         request = service_pb2.CancelTrainingJobRequest(training_id=training_id)
         return self._unary(self._stub.CancelTrainingJob, request).job
 
+    def pause_training_job(self, training_id: str) -> training_pb2.TrainingJob:
+        """Pause a queued or running job (it checkpoints and frees its worker); return it."""
+        request = service_pb2.PauseTrainingJobRequest(training_id=training_id)
+        return self._unary(self._stub.PauseTrainingJob, request).job
+
+    def resume_training_job(self, training_id: str) -> training_pb2.TrainingJob:
+        """Queue a paused job again; return it."""
+        request = service_pb2.ResumeTrainingJobRequest(training_id=training_id)
+        return self._unary(self._stub.ResumeTrainingJob, request).job
+
+    def list_training_checkpoints(
+        self, training_id: str, **fields: Any
+    ) -> service_pb2.ListTrainingCheckpointsResponse:
+        """Return one page of the checkpoints a job kept (page_size, page_token)."""
+        request = service_pb2.ListTrainingCheckpointsRequest(training_id=training_id, **fields)
+        return self._unary(self._stub.ListTrainingCheckpoints, request)
+
+    def create_version_from_checkpoint(
+        self, training_id: str, checkpoint_id: str, **fields: Any
+    ) -> agents_pb2.AgentVersion:
+        """Make a version from one of a job's kept checkpoints (activate, request_id)."""
+        request = service_pb2.CreateVersionFromCheckpointRequest(
+            training_id=training_id, checkpoint_id=checkpoint_id, **fields
+        )
+        return self._unary(self._stub.CreateVersionFromCheckpoint, request).version
+
     def watch_training_job(
         self, training_id: str, from_sequence: int = 0, *, timeout: float | None = None
     ) -> Iterator[training_pb2.TrainingEvent]:

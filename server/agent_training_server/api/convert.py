@@ -160,13 +160,21 @@ def version_to_proto(version: AgentVersion, active_version_id: str) -> agents_pb
         active=version.version_id == active_version_id,
         create_time=timestamp(version.create_time),
         description=version.description,
+        checkpoint_id=version.checkpoint_id,
     )
 
 
 def config_to_proto(config: dict) -> training_pb2.TrainingConfig:
     """Return a TrainingConfig from a resolved config dict (as stored in manifests and jobs)."""
     message = training_pb2.TrainingConfig()
-    for name in ("epochs", "batch_size", "seed", "max_duration_seconds", "freeze_encoder_epochs"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "seed",
+        "max_duration_seconds",
+        "freeze_encoder_epochs",
+        "keep_checkpoints",
+    ):
         if name in config:
             setattr(message, name, int(config[name]))
     if config.get("num_workers", 1) != 1:
@@ -210,6 +218,7 @@ def settings_from_proto(
         base_agent_id=config.base_agent_id,
         base_version_id=config.base_version_id,
         num_workers=pick(config, "num_workers", 1),
+        keep_checkpoints=pick(config, "keep_checkpoints", 1),
         device=config.device,  # empty: the server's setting (JobManager records which)
     )
 

@@ -108,6 +108,8 @@ MAX_DEVICE_NAME = 16
 MAX_BEHAVIOR_FALLBACK = 200
 MAX_PAGE_TOKEN = 1_024
 """Page tokens are opaque and short (the position of the last item)."""
+MAX_KEPT_CHECKPOINTS = 100
+"""TrainingConfig.keep_checkpoints: each one kept is a copy of the model's weights on disk."""
 MAX_DISABLED_OUTPUT_CHARS = 8_000
 """Characters of all of an agent's disabled outputs together: keeps the largest ListAgents page
 within the message limit (docs/limits.md has the computation)."""
@@ -168,6 +170,7 @@ _LIMITS: dict[str, Limit] = {
     ),
     "TrainingConfig.num_workers": Range(low=1, high=MAX_NUM_WORKERS),
     "TrainingConfig.device": Size(chars=MAX_DEVICE_NAME),
+    "TrainingConfig.keep_checkpoints": Range(low=0, high=MAX_KEPT_CHECKPOINTS),
     "EarlyStopping.patience": Range(low=0, high=MAX_EPOCHS, note="0 turns early stopping off"),
     "EarlyStopping.min_delta": Range(low=0, high=10.0),
     # Synthetic data
@@ -290,6 +293,17 @@ _LIMITS: dict[str, Limit] = {
     "CancelTrainingJobRequest.training_id": ID,
     "WatchTrainingJobRequest.training_id": ID,
     "WatchTrainingJobRequest.from_sequence": Range(low=0, high=INT64_MAX),
+    "PauseTrainingJobRequest.training_id": ID,
+    "ResumeTrainingJobRequest.training_id": ID,
+    "ListTrainingCheckpointsRequest.training_id": ID,
+    "ListTrainingCheckpointsRequest.page_size": PAGE_SIZE,
+    "ListTrainingCheckpointsRequest.page_token": PAGE_TOKEN,
+    "CreateVersionFromCheckpointRequest.training_id": ID,
+    "CreateVersionFromCheckpointRequest.checkpoint_id": ID,
+    "CreateVersionFromCheckpointRequest.request_id": REQUEST_ID,
+    # Export
+    "ExportAgentVersionRequest.agent_id": ID,
+    "ExportAgentVersionRequest.version_id": ID,
     # Using agents
     "InvokeAgentRequest.agent_id": ID,
     "InvokeAgentRequest.input": Size(chars=TEXT),

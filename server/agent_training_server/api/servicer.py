@@ -14,6 +14,7 @@ from agent_training_server.api.handlers.adaptation import AdaptationHandlers
 from agent_training_server.api.handlers.agents import AgentHandlers
 from agent_training_server.api.handlers.analysis import AnalysisHandlers
 from agent_training_server.api.handlers.datasets import DatasetHandlers
+from agent_training_server.api.handlers.export import ExportHandlers
 from agent_training_server.api.handlers.inference import InferenceHandlers
 from agent_training_server.api.handlers.rollouts import RolloutHandlers
 from agent_training_server.api.handlers.synthetic import SyntheticHandlers
@@ -36,6 +37,7 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         analysis: AnalysisHandlers,
         adaptation: AdaptationHandlers,
         rollouts: RolloutHandlers,
+        export: ExportHandlers,
     ) -> None:
         self._agents = agents
         self._training = training
@@ -45,6 +47,7 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         self._analysis = analysis
         self._adaptation = adaptation
         self._rollouts = rollouts
+        self._export = export
 
     # Agents -------------------------------------------------------------------------------
 
@@ -105,6 +108,32 @@ class AgentTrainingServicer(service_pb2_grpc.AgentTrainingServiceServicer):
         self, request: service_pb2.WatchTrainingJobRequest, context: Context
     ) -> AsyncIterator[service_pb2.WatchTrainingJobResponse]:
         async for response in self._training.watch_job(request):
+            yield response
+
+    async def PauseTrainingJob(  # noqa: D102
+        self, request: service_pb2.PauseTrainingJobRequest, context: Context
+    ) -> service_pb2.PauseTrainingJobResponse:
+        return await self._training.pause_job(request)
+
+    async def ResumeTrainingJob(  # noqa: D102
+        self, request: service_pb2.ResumeTrainingJobRequest, context: Context
+    ) -> service_pb2.ResumeTrainingJobResponse:
+        return await self._training.resume_job(request)
+
+    async def ListTrainingCheckpoints(  # noqa: D102
+        self, request: service_pb2.ListTrainingCheckpointsRequest, context: Context
+    ) -> service_pb2.ListTrainingCheckpointsResponse:
+        return await self._training.list_checkpoints(request)
+
+    async def CreateVersionFromCheckpoint(  # noqa: D102
+        self, request: service_pb2.CreateVersionFromCheckpointRequest, context: Context
+    ) -> service_pb2.CreateVersionFromCheckpointResponse:
+        return await self._training.version_from_checkpoint(request)
+
+    async def ExportAgentVersion(  # noqa: D102
+        self, request: service_pb2.ExportAgentVersionRequest, context: Context
+    ) -> AsyncIterator[service_pb2.ExportAgentVersionResponse]:
+        async for response in self._export.export(request):
             yield response
 
     # Rollouts -----------------------------------------------------------------------------

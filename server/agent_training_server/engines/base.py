@@ -85,6 +85,8 @@ class TrainSettings:
     negative_output: str = ""
     """Examples with this expected output are negatives, not an output to learn
     (engines/negatives.py): the agent's fallback output, set by the job system. Empty: none."""
+    keep_checkpoints: int = 1
+    """Epoch checkpoints kept besides the best one: the last N (kept_checkpoints.py)."""
     device: str = ""
     """Where to train. As a job records it: what was asked (``auto``, ``cpu``, ``cuda:N``).
     As an engine receives it from a job: the concrete ``cpu`` or ``cuda:N`` the worker resolved

@@ -336,8 +336,14 @@ class FewShotEngine(Engine):
                     valid_loss, valid_accuracy, _ = _evaluate(model, valid_states, valid_y)
                 model.train()
                 validation = {"validation_loss": valid_loss, "validation_accuracy": valid_accuracy}
+            training = {
+                "loss": loss_sum.item() / len(order),
+                "train_accuracy": correct.item() / max(1, taught_in(order)),
+            }
             # Without one, nothing tells the epochs apart but training: the latest is kept.
-            loop.end_epoch(validation.get("validation_loss"), patience)
+            loop.end_epoch(
+                validation.get("validation_loss"), patience, figures={**training, **validation}
+            )
             reporter.progress(
                 Progress(
                     phase="training",
@@ -345,8 +351,7 @@ class FewShotEngine(Engine):
                     total_epochs=epochs,
                     step=epoch * steps_per_epoch,
                     total_steps=total_steps,
-                    loss=loss_sum.item() / len(order),
-                    train_accuracy=correct.item() / max(1, taught_in(order)),
+                    **training,
                     examples_per_second=seen / (time.monotonic() - started),
                     **validation,
                 )

@@ -226,7 +226,12 @@ class ReinforcementEngine(Engine):
             value = policy_value(
                 model, valid[0], actions[valid_rows], rewards[valid_rows], propensities[valid_rows]
             )
-            loop.end_epoch(valid_loss, settings.early_stopping_patience, best_value=value)
+            loop.end_epoch(
+                valid_loss,
+                settings.early_stopping_patience,
+                figures={"loss": loss.item(), "validation_loss": valid_loss},
+                best_value=value,
+            )
             reporter.progress(
                 Progress(
                     phase="training",

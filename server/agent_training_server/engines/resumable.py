@@ -7,14 +7,20 @@ batch order derives from (seed, epoch) alone, so a resumed run skips the batches
 then sees exactly the batches the uninterrupted run saw: same seed, same threads, same numbers.
 
 Checkpoints are written at the end of every epoch, every ``every_steps`` optimizer steps inside
-long epochs, and at once when the job must stop (cancelled, out of time, or its worker is
+long epochs, and at once when the job must stop (cancelled, paused, out of time, or its worker is
 shutting down). A routine one that comes while the previous is still being flushed to the disk
 is skipped, so training never waits for the disk; a stop's checkpoint always waits and is written.
+
+Each epoch's weights are also kept, with what the epoch measured, for ListTrainingCheckpoints and
+CreateVersionFromCheckpoint (job_checkpoints.py: the best and the last ``keep_checkpoints``). A
+loop folder holding a ``finalize.json`` finishes at once from the kept weights it names: the
+engine then measures and builds a version from them as at the end of a job.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from agent_training_server import job_checkpoints
 from agent_training_server.engines import integrity
 from agent_training_server.engines.base import (
     Reporter,
@@ -65,6 +72,7 @@ class ResumableLoop:
         self._optimizer = optimizer
         self._settings = settings
         self._every_steps = every_steps
+        self._steps_per_epoch = 0
         self._steps_since_checkpoint = 0
         self._behind = False
         """A routine checkpoint was skipped since the last one written."""
@@ -88,7 +96,18 @@ class ResumableLoop:
         (``_check``: epoch within [0, epochs], step within the epoch's ``steps_per_epoch``
         batches, the model's shapes, finite numbers). A damaged one is set aside and logged;
         with none good, the job starts from scratch: nothing was loaded into the model.
+
+        A ``finalize.json`` in the folder (CreateVersionFromCheckpoint) loads the kept weights
+        it names instead, as the best and last: the loop is over.
+
+        Raises:
+            DamagedFile: the kept weights to finish from are damaged or do not fit the model.
         """
+        self._steps_per_epoch = steps_per_epoch
+        kept = job_checkpoints.finalize_source(self._workdir)
+        if kept is not None:
+            self._finish_from(kept)
+            return True
         files = checkpoint_files(self._workdir)
         for position, path in enumerate(files):
             try:
@@ -121,6 +140,20 @@ class ResumableLoop:
             )
             return True
         return False
+
+    def _finish_from(self, path: Path) -> None:
+        """Take a kept checkpoint's weights as the loop's best and last: no epoch is left."""
+        tensors, _metadata, _checked = integrity.read_tensors(path)
+        weights = {name.removeprefix("model."): tensor for name, tensor in tensors.items()}
+        _check_tensors("kept", weights, self._model.state_dict())
+        kept = job_checkpoints.read_kept(path)
+        self._model.load_state_dict(weights)
+        self.best = weights
+        self.state.update(
+            epoch=kept.epoch, best_epoch=kept.epoch, stale=0, stopped_early=True, sums={}
+        )
+        self.resumed = True
+        log.info("finishing from the checkpoint kept at epoch %d", kept.epoch)
 
     def _check(
         self, checkpoint: dict[str, Any], state: dict[str, Any], epochs: int, steps_per_epoch: int
@@ -225,13 +258,19 @@ class ResumableLoop:
             self._write_mid_epoch(step_in_epoch, sums, skip_if_busy=True)
 
     def end_epoch(
-        self, validation_loss: float | None, patience: int, **on_improvement: Any
+        self,
+        validation_loss: float | None,
+        patience: int,
+        *,
+        figures: dict[str, float | None] | None = None,
+        **on_improvement: Any,
     ) -> None:
-        """Record the epoch: keep the best weights, count stale epochs, write the checkpoint.
+        """Record the epoch: keep the best weights, count stale epochs, write the checkpoints.
 
         ``validation_loss`` None (nothing held out to measure on): every epoch is the best so
         far, so the last one's weights are kept. ``on_improvement`` values are stored in the
-        state when the epoch is the best so far.
+        state when the epoch is the best so far. ``figures``: what the epoch measured (loss,
+        train_accuracy, validation_loss, validation_accuracy), kept with its weights.
         """
         epoch = self.epochs_done + 1
         self.state.update(epoch=epoch, step_in_epoch=0, sums={})
@@ -250,6 +289,29 @@ class ResumableLoop:
         # While the current weights are the best, the checkpoint needs them once, not twice.
         best = None if self.state["best_epoch"] == epoch else self.best
         self._write(best, self.state, skip_if_busy=True)
+        self._keep(epoch, figures or {})
+
+    def _keep(self, epoch: int, figures: dict[str, float | None]) -> None:
+        """Keep the epoch's weights with its figures, then apply the retention."""
+        folder = self._workdir / job_checkpoints.KEPT_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = {
+            f"model.{name}": tensor.detach().cpu().contiguous()
+            for name, tensor in self._model.state_dict().items()
+        }
+        measured = {name: value for name, value in figures.items() if value is not None}
+        metadata = {
+            job_checkpoints.METADATA_KEY: job_checkpoints.description(
+                epoch, epoch * self._steps_per_epoch, measured, self.state["best_epoch"]
+            )
+        }
+        final = folder / job_checkpoints.file_name(epoch)
+        partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
+        integrity.write_tensors(partial, weights, metadata)
+        os.replace(partial, final)  # listed only once whole
+        job_checkpoints.retain(
+            folder, self.state["best_epoch"], max(0, self._settings.keep_checkpoints)
+        )
 
     def finish(self) -> None:
         """After the last epoch: make sure the checkpoint on disk is the final state."""

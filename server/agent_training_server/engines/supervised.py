@@ -244,7 +244,16 @@ class SupervisedEngine(Engine):
             train_loss = loss_sum.item() / len(order)  # .item(): a sync point, once an epoch
             train_accuracy = correct.item() / max(1, int(negatives.positive(train_y[order]).sum()))
             valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y)
-            loop.end_epoch(valid_loss, settings.early_stopping_patience)
+            loop.end_epoch(
+                valid_loss,
+                settings.early_stopping_patience,
+                figures={
+                    "loss": train_loss,
+                    "train_accuracy": train_accuracy,
+                    "validation_loss": valid_loss,
+                    "validation_accuracy": valid_accuracy,
+                },
+            )
             reporter.progress(
                 Progress(
                     phase="training",

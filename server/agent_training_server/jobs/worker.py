@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Container
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -34,6 +34,7 @@ from agent_training_server.engines.base import (
     TrainingTimedOut,
     TrainSettings,
 )
+from agent_training_server.errors import FailedPrecondition
 from agent_training_server.jobs.messages import (
     PREEMPT,
     Cancelled,
@@ -315,6 +316,56 @@ def _train(task: JobTask, reporter: QueueReporter, parallel: DataParallel | None
             "Check the training data format; if it persists, report the trace_id.",
             retryable=True,
         )
+
+
+class _Dropped:
+    """Where a work task's engine reports go: nowhere (its caller waits for the result only)."""
+
+    def put(self, message: Message) -> None:
+        """Dropped."""
+
+
+def finish_from_checkpoint(task: JobTask, progress: Any = None) -> Trained:
+    """CreateVersionFromCheckpoint's work, in a worker: a version from a job's kept weights.
+
+    ``task.workdir`` names the kept checkpoints to finish from (job_checkpoints.prepare_finalize):
+    the job's engine prepares its data as the job did, loads those weights as its best and last,
+    measures them and writes the artifact to ``<workdir>/artifact``, as at a job's end.
+
+    Raises:
+        FailedPrecondition: CHECKPOINT_DAMAGED, a kept file fails its checksum or does not fit.
+        ServiceError: the engine failed (its error's code and hint).
+    """
+    from agent_training_server import job_checkpoints
+    from agent_training_server.engines import integrity
+    from agent_training_server.engines.integrity import DamagedFile
+
+    loops = Path(task.workdir) / job_checkpoints.LOOP_FOLDER
+    for marker in loops.rglob(job_checkpoints.FINALIZE_FILE):
+        kept = job_checkpoints.finalize_source(marker.parent)
+        try:
+            if kept is not None:
+                integrity.read_tensors(kept)
+        except DamagedFile as error:
+            raise _checkpoint_damaged(str(error)) from None
+    reporter = QueueReporter(task.training_id, _Dropped(), set())
+    outcome = _train(task, reporter, None)
+    if isinstance(outcome, Succeeded):
+        return outcome.result
+    assert isinstance(outcome, Failed), outcome  # nothing cancels or preempts this run
+    failure = outcome.error
+    if failure["code"] == "TRAINING_ERROR":  # the kept weights do not fit the engine's model
+        raise _checkpoint_damaged("its weights do not fit the job's model")
+    raise FailedPrecondition(failure["message"], code=failure["code"], hint=failure["hint"])
+
+
+def _checkpoint_damaged(why: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the checkpoint cannot be used: {why}",
+        code="CHECKPOINT_DAMAGED",
+        hint="Make the version from another of the job's checkpoints (ListTrainingCheckpoints),"
+        " or train again with the same config.seed.",
+    )
 
 
 def _die_with_the_server() -> None:

@@ -9,8 +9,13 @@ Replicas sharing a database (services/replicas.py): a job is run by the replica 
 the store, first the one that accepted it. The owner alone appends its events (the store refuses
 another's with LeaseLost); when the owner's lease runs out, another replica's heartbeat claims
 the job and resumes it from its checkpoint, continuing its event log. A watcher on a replica
-that does not own the job reads the stored log as it grows; a cancellation sent to such a
-replica is recorded in the store and carried out by the owner at its next heartbeat.
+that does not own the job reads the stored log as it grows; a cancellation or pause sent to such
+a replica is recorded in the store and carried out by the owner at its next heartbeat.
+
+A paused job (PauseTrainingJob) stopped at its next step with a checkpoint and holds no worker;
+no replica owns it in memory. ResumeTrainingJob on any replica takes it in the store and queues
+it again; it resumes from that checkpoint. Once a job ends, its folder keeps only the epoch
+checkpoints it kept (job_checkpoints.py), until its agent is deleted.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from typing import Any, assert_never
 from opentelemetry import trace
 from prometheus_client import Counter
 
-from agent_training_server import __version__, devices, storage_errors
-from agent_training_server.artifacts import move_version_files
+from agent_training_server import __version__, devices, job_checkpoints, storage_errors
+from agent_training_server.artifacts import VersionFiles, move_version_files
 from agent_training_server.auth import current_tenant
 from agent_training_server.config import ServerConfig
 from agent_training_server.domain import (
     AgentVersion,
+    BehaviorSettings,
     JobEvent,
     JobStatus,
     Page,
@@ -81,6 +87,7 @@ from agent_training_server.store.base import (
     IdempotencyKey,
     JobLimitReached,
     JobLimits,
+    JobNotPaused,
     LeaseLost,
     RolloutRunning,
     Store,
@@ -119,6 +126,43 @@ class _Moved:
 
 
 MOVED = _Moved()
+
+
+def version_of_job(
+    job: TrainingJob,
+    result: Trained,
+    files: VersionFiles,
+    behavior: BehaviorSettings,
+    checkpoint_id: str = "",
+) -> AgentVersion:
+    """The version a job's engine made (at its end, or from one of its kept checkpoints)."""
+    manifest = {
+        "seed": job.config.get("seed", 0),
+        "data_sha256": job.dataset_sha256,
+        "config": job.config,
+        "package_version": __version__,
+        "encoder": result.encoder,
+        "device": result.device,
+        "precision": result.precision,
+    }
+    return AgentVersion(
+        version_id=files.version_id,
+        agent_id=job.agent_id,
+        version_number=0,
+        source="checkpoint" if checkpoint_id else "training",
+        training_type=job.training_type,
+        training_id=job.training_id,
+        parent_version_id=job.parent_version_id,
+        outputs=tuple(result.outputs),
+        encoder=result.encoder,
+        behavior=behavior,
+        metrics=result.metrics,
+        size_bytes=files.size_bytes,
+        parameter_count=result.parameter_count,
+        artifact_dir=files.artifact_dir,
+        create_time=time.time(),
+        manifest={**manifest, "checkpoint_id": checkpoint_id} if checkpoint_id else manifest,
+    )
 
 
 def dataset_bytes(examples: Sequence[Example]) -> bytes:
@@ -221,6 +265,8 @@ class JobManager:
         self._draining: set[str] = set()
         """Jobs ended by the server while their worker still runs them: the worker slot is
         freed when the worker reports that it stopped."""
+        self._pausing: set[str] = set()
+        """Jobs asked to pause whose worker has not stopped yet: its "cancelled" is a pause."""
         self._let_go: set[str] = set()
         """Jobs another replica took while this one ran them: their folder is the new owner's."""
         self._claimed: dict[str, tuple[TrainingJob, str]] = {}
@@ -325,6 +371,11 @@ class JobManager:
             active = self._active.get(training_id)
             if active is not None:
                 await self._cancel_owned(active)
+        to_pause = await asyncio.to_thread(self._store.pause_requests, self.owner)
+        for training_id in to_pause:
+            active = self._active.get(training_id)
+            if active is not None and training_id not in self._pausing:
+                await self._pause_owned(active)
 
     async def _adopt_orphans(self, reason: str) -> None:
         """Claim the unfinished jobs no live replica owns, and queue them here.
@@ -350,7 +401,7 @@ class JobManager:
         log.info("resuming job %s (was %s; %s)", job.training_id, job.status, reason)
         try:
             data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
-            task = await self._task_for(job, examples_from_bytes(data))
+            task = await self.task_for(job, examples_from_bytes(data))
         except NotFound:
             log.info("job %s is gone with its agent: nothing to resume", job.training_id)
             return
@@ -391,29 +442,30 @@ class JobManager:
             )
 
     async def _remove_ended_workdirs(self) -> None:
-        """Remove job folders a crash left behind: all but those of jobs that will resume.
+        """Clean the job folders a crash left behind.
 
-        A crash between a job's end and the removal of its folder (or during an agent's
-        deletion) leaves checkpoints nothing will read again.
+        A crash between a job's end and the pruning of its folder leaves checkpoints nothing will
+        read again: an ended job's folder keeps only its kept checkpoints. A folder of no job
+        (a crash during an agent's deletion, or a version made from a checkpoint) goes whole.
+        Unfinished and paused jobs keep theirs, whichever replica owns them (the artifact folder
+        may be shared).
         """
         folder = self._config.artifact_root / "jobs"
         names = await asyncio.to_thread(
             lambda: [path.name for path in folder.iterdir()] if folder.is_dir() else []
         )
-        # Listed after the folders: a job whose folder was listed is stored by then. Other
-        # replicas' unfinished jobs keep their folders (the artifact folder may be shared).
-        unfinished = await asyncio.to_thread(
-            self._store.list_jobs,
-            agent_id="",
-            statuses=(JobStatus.QUEUED, JobStatus.RUNNING),
-            limit=1_000_000,
-            before_position=0,
+        # Listed after the folders: a job whose folder was listed is stored by then.
+        rows = await asyncio.to_thread(
+            self._store.list_jobs, agent_id="", statuses=(), limit=10_000_000, before_position=0
         )
-        keep = set(self._active) | set(self._unrecorded) | {j.training_id for _, j in unfinished}
-        stale = [name for name in names if name not in keep]
-        if stale:
-            log.info("removing the folders of %d ended jobs", len(stale))
-        await self._remove_workdirs(stale)
+        status = {job.training_id: job.status for _, job in rows}
+        in_memory = set(self._active) | set(self._unrecorded)
+        of_no_job = [name for name in names if name not in status and name not in in_memory]
+        if of_no_job:
+            log.info("removing %d job folders of no job", len(of_no_job))
+        await self._remove_workdirs(of_no_job)
+        ended = [name for name in names if status.get(name) in JobStatus.ENDED]
+        await self._prune_workdirs([name for name in ended if name not in in_memory])
 
     # Submitting ---------------------------------------------------------------------------
 
@@ -501,7 +553,7 @@ class JobManager:
             raise named from error
         if replayed:
             return stored
-        self._active[job.training_id] = _ActiveJob(job, await self._task_for(job, examples))
+        self._active[job.training_id] = _ActiveJob(job, await self.task_for(job, examples))
         self._waiting.append(job.training_id)
         self._work_available.set()
         return job
@@ -529,7 +581,10 @@ class JobManager:
                 )
         return dataclasses.replace(settings, device=device)
 
-    async def _task_for(self, job: TrainingJob, examples: list[Example]) -> JobTask:
+    async def task_for(
+        self, job: TrainingJob, examples: list[Example], workdir: Path | None = None
+    ) -> JobTask:
+        """The task that trains ``job`` (in its own folder, or in ``workdir``)."""
         start_from_dir = ""
         if job.training_type in STARTS_FROM_VERSION and job.parent_version_id:
             parent = await asyncio.to_thread(
@@ -547,7 +602,7 @@ class JobManager:
             training_type=job.training_type,
             examples=examples,
             settings=settings_of(job.config),
-            workdir=str(self._workdir(job.training_id)),
+            workdir=str(workdir or self.workdir(job.training_id)),
             start_from_dir=start_from_dir,
             cache_dir=str(self._config.data_dir / "cache"),
             agent_id=job.agent_id,
@@ -555,7 +610,8 @@ class JobManager:
             checkpoint_every_steps=self._config.checkpoint_every_steps,
         )
 
-    def _workdir(self, training_id: str) -> Path:
+    def workdir(self, training_id: str) -> Path:
+        """A job's folder: its checkpoints, and its artifact until stored."""
         return self._config.artifact_root / "jobs" / training_id
 
     async def _dispatch(self) -> None:
@@ -695,9 +751,11 @@ class JobManager:
                 if training_id in self._let_go:
                     self._let_go.discard(training_id)  # its folder is another replica's now
                 elif training_id not in self._unrecorded:  # ended in the store: none resumes it
-                    await self._remove_workdirs([training_id])
+                    await self._prune_workdirs([training_id])
             return
         active.worker_done = stopped
+        if stopped and not isinstance(message, Cancelled):
+            self._pausing.discard(training_id)  # it ended (or was lost) before it could pause
         match message:
             case Started():
                 await self._started(active)
@@ -708,6 +766,9 @@ class JobManager:
                 await self._record_progress(active, payload)
             case Succeeded(result=result):
                 await self._succeed(active, result)
+            case Cancelled() if training_id in self._pausing:
+                self._pausing.discard(training_id)
+                await self._record_paused(active)
             case Cancelled():
                 await self._end(
                     active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request"
@@ -823,7 +884,7 @@ class JobManager:
                 move_version_files,
                 self._config.artifact_root,
                 job.agent_id,
-                self._workdir(job.training_id) / "artifact",
+                self.workdir(job.training_id) / "artifact",
             )
         except Exception as error:
             storage = self._storage.classify(error)
@@ -836,32 +897,7 @@ class JobManager:
             return
         agent = await asyncio.to_thread(self._store.get_agent, job.agent_id)
         target = self._config.artifact_root / files.artifact_dir
-        version = AgentVersion(
-            version_id=files.version_id,
-            agent_id=job.agent_id,
-            version_number=0,
-            source="training",
-            training_type=job.training_type,
-            training_id=job.training_id,
-            parent_version_id=job.parent_version_id,
-            outputs=tuple(result.outputs),
-            encoder=result.encoder,
-            behavior=agent.default_behavior,
-            metrics=result.metrics,
-            size_bytes=files.size_bytes,
-            parameter_count=result.parameter_count,
-            artifact_dir=files.artifact_dir,
-            create_time=time.time(),
-            manifest={
-                "seed": job.config.get("seed", 0),
-                "data_sha256": job.dataset_sha256,
-                "config": job.config,
-                "package_version": __version__,
-                "encoder": result.encoder,
-                "device": result.device,
-                "precision": result.precision,
-            },
-        )
+        version = version_of_job(job, result, files, agent.default_behavior)
         rollout = job.config.get(ROLLOUT_KEY)
         # Nothing to compare a first version with: it becomes active whatever was asked.
         starts_rollout = bool(rollout) and bool(agent.active_version_id)
@@ -1034,7 +1070,7 @@ class JobManager:
                 self._unrecorded[job.training_id] = (final, event)  # resumes after a restart
             else:
                 if job.training_id not in self._draining:  # else once its worker stopped
-                    await self._remove_workdirs([job.training_id])
+                    await self._prune_workdirs([job.training_id])
             self._publish(active, final, event)
         self._count_end(final)
 
@@ -1071,10 +1107,10 @@ class JobManager:
             version=version,
             activate=activate,
             # Its worker is done with it (or never had it), and nothing resumes an ended job: its
-            # checkpoints go once the final state (and version) is stored, before the event is
-            # published, so a client that sees the end sees the folder gone. A crash in between
-            # leaves the folder to start-up's clean-up.
-            after_store=lambda: self._remove_workdirs([active.job.training_id]),
+            # resumable checkpoints go (the kept ones stay) once the final state (and version)
+            # is stored, before the event is published, so a client that sees the end sees the
+            # folder pruned. A crash in between leaves the folder to start-up's clean-up.
+            after_store=lambda: self._prune_workdirs([active.job.training_id]),
             status=status,
             phase="",
             error=error,
@@ -1104,7 +1140,12 @@ class JobManager:
 
     async def _remove_workdirs(self, training_ids: list[str]) -> None:
         for training_id in training_ids:
-            await asyncio.to_thread(shutil.rmtree, self._workdir(training_id), ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, self.workdir(training_id), ignore_errors=True)
+
+    async def _prune_workdirs(self, training_ids: list[str]) -> None:
+        """Remove what ended jobs no longer need: all but their kept checkpoints."""
+        for training_id in training_ids:
+            await asyncio.to_thread(job_checkpoints.prune_job_folder, self.workdir(training_id))
 
     async def delete_agent_jobs(self, agent_id: str, delete_agent: Any) -> None:
         """Delete an agent through ``delete_agent`` and then its jobs' folders on disk."""
@@ -1247,8 +1288,12 @@ class JobManager:
             raise FailedPrecondition(
                 f"training job {training_id!r} has already ended ({job.status})",
                 code="JOB_ALREADY_ENDED",
-                hint="Only QUEUED or RUNNING jobs can be cancelled.",
+                hint="Only QUEUED, RUNNING or PAUSED jobs can be cancelled.",
             )
+        if job.status == JobStatus.PAUSED:
+            await self._cancel_paused(training_id)
+            return await self.get(training_id)
+        self._pausing.discard(training_id)  # a cancel wins over a pause asked for before
         active = self._active.get(training_id)
         if active is None:
             await asyncio.to_thread(self._store.request_job_cancel, training_id)
@@ -1262,6 +1307,129 @@ class JobManager:
                 async for _event in self.watch(training_id, job.last_sequence + 1):
                     pass
         return await self.get(training_id)
+
+    async def _cancel_paused(self, training_id: str) -> None:
+        """End a paused job CANCELLED (it holds no worker: nothing to stop)."""
+        job = await self._take_paused(training_id)
+        active = _ActiveJob(job)
+        self._active[training_id] = active
+        with contextlib.suppress(_EventNotRecorded):
+            await self._end(active, JobStatus.CANCELLED, _cancelled_error(), "cancelled by request")
+
+    async def _take_paused(self, training_id: str, limits: JobLimits | None = None) -> TrainingJob:
+        """Own a paused job in the store, to resume or cancel it.
+
+        Raises:
+            FailedPrecondition: JOB_NOT_PAUSED, resumed or cancelled meanwhile.
+            ResourceExhausted: a limit of ``limits`` is reached.
+        """
+        try:
+            return await asyncio.to_thread(
+                self._store.take_paused_job, training_id, self.owner, limits
+            )
+        except JobNotPaused as error:
+            raise _not_paused(training_id, error.status) from None
+        except JobLimitReached as reached:
+            assert limits is not None
+            raise _limit_error(reached, limits) from None
+
+    async def pause(self, training_id: str, wait_seconds: float = 10.0) -> TrainingJob:
+        """Pause a queued or running job: it checkpoints at its next step and frees its worker.
+
+        Waits up to ``wait_seconds`` for a running job to stop. A job another replica runs is
+        paused by that replica, which finds the request in the store at its next heartbeat.
+        Pausing a paused job changes nothing.
+
+        Raises:
+            FailedPrecondition: JOB_ALREADY_ENDED.
+        """
+        job = await self.get(training_id)
+        if job.status in JobStatus.ENDED:
+            raise FailedPrecondition(
+                f"training job {training_id!r} has already ended ({job.status})",
+                code="JOB_ALREADY_ENDED",
+                hint="Only QUEUED or RUNNING jobs can be paused; a finished job's checkpoints"
+                " are listed by ListTrainingCheckpoints.",
+            )
+        if job.status == JobStatus.PAUSED:
+            return job
+        active = self._active.get(training_id)
+        if active is None:
+            await asyncio.to_thread(self._store.request_job_pause, training_id)
+        else:
+            await self._pause_owned(active)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_seconds):
+                async for event in self.watch(training_id, job.last_sequence + 1):
+                    if event.payload.get("status") == "TRAINING_STATUS_PAUSED":
+                        break
+        return await self.get(training_id)
+
+    async def _pause_owned(self, active: _ActiveJob) -> None:
+        """Pause a job this replica owns: at once while queued, else at its worker's next step."""
+        if not active.dispatched:
+            with contextlib.suppress(_EventNotRecorded):
+                await self._record_paused(active)
+            return
+        self._pausing.add(active.job.training_id)
+        self._pool.cancel(active.job.training_id)  # it checkpoints, then reports "cancelled"
+
+    async def _record_paused(self, active: _ActiveJob) -> None:
+        """Record the job PAUSED and let it go: no worker, no queue place, no live watchers.
+
+        Its watchers read on from the stored log, where they see it resumed.
+        """
+        training_id = active.job.training_id
+        await self._record(
+            active,
+            "progress",
+            {"status": "TRAINING_STATUS_PAUSED"},
+            status=JobStatus.PAUSED,
+            phase="",
+            timeline=_timeline(active.job, JobStatus.PAUSED, "paused by request"),
+        )
+        self._active.pop(training_id, None)
+        if active.dispatched:
+            self._free_workers.release()
+        for subscriber in active.subscribers:
+            subscriber.put_nowait(MOVED)
+
+    async def resume(self, training_id: str) -> TrainingJob:
+        """Queue a paused job again; it continues from the checkpoint it paused at.
+
+        Counted against the queue and tenant limits as a new job.
+
+        Raises:
+            FailedPrecondition: JOB_NOT_PAUSED.
+            ResourceExhausted: QUEUE_FULL or TENANT_JOB_LIMIT.
+            Unavailable: the server is shutting down.
+        """
+        job = await self.get(training_id)
+        if job.status != JobStatus.PAUSED:
+            raise _not_paused(training_id, job.status)
+        if self._closing:
+            raise _work_shutting_down()
+        limits = JobLimits(
+            self._config.max_queued_jobs, self._config.max_jobs_per_tenant, current_tenant()
+        )
+        job = await self._take_paused(training_id, limits)
+        data = await asyncio.to_thread(self._store.load_dataset, job.dataset_sha256)
+        active = _ActiveJob(job, await self.task_for(job, examples_from_bytes(data)))
+        self._active[training_id] = active
+        try:
+            await self._record(
+                active,
+                "progress",
+                {"status": "TRAINING_STATUS_QUEUED"},
+                status=JobStatus.QUEUED,
+                phase="",
+                timeline=_timeline(job, JobStatus.QUEUED, "resumed by request"),
+            )
+        except _EventNotRecorded:
+            return await self.get(training_id)
+        self._waiting.append(training_id)
+        self._work_available.set()
+        return active.job
 
     async def _cancel_owned(self, active: _ActiveJob) -> None:
         """Cancel a job this replica owns: at once while queued, else at its worker's next step."""
@@ -1352,6 +1520,15 @@ def _work_lost(exit_code: int | None, error: dict[str, Any] | None) -> Unavailab
         f"the worker process doing this work exited (code {exit_code})",
         code="WORKER_LOST",
         hint="Retry; if it repeats, the data or settings may exhaust the worker's memory.",
+    )
+
+
+def _not_paused(training_id: str, status: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"training job {training_id!r} is {status}, not PAUSED",
+        code="JOB_NOT_PAUSED",
+        hint="Only a job paused by PauseTrainingJob can be resumed; GetTrainingJob shows its"
+        " status.",
     )
 
 

@@ -186,6 +186,16 @@ class TrainingService:
         await self.job(training_id)
         return await self._jobs.cancel(training_id)
 
+    async def pause(self, training_id: str) -> TrainingJob:
+        """Pause the caller's job; return it (PAUSED once its worker has checkpointed)."""
+        await self.job(training_id)
+        return await self._jobs.pause(training_id)
+
+    async def resume(self, training_id: str) -> TrainingJob:
+        """Queue the caller's paused job again; return it."""
+        await self.job(training_id)
+        return await self._jobs.resume(training_id)
+
     async def watch(self, training_id: str, from_sequence: int) -> AsyncIterator[JobEvent]:
         """The events of the caller's job from `from_sequence` to its end."""
         await self.job(training_id)

@@ -73,6 +73,14 @@ class LeaseLost(Exception):
     """A replica wrote to a job it no longer owns (another replica took it): nothing stored."""
 
 
+class JobNotPaused(Exception):
+    """A paused job to take is not PAUSED (resumed or cancelled meanwhile): nothing changed."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the job is {status}")
+        self.status = status
+
+
 class Store(abc.ABC):
     """Durable state of the service.
 
@@ -421,6 +429,32 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def cancel_requests(self, owner: str) -> list[str]:
         """Unfinished jobs of replica ``owner`` whose cancellation was asked for."""
+
+    @abc.abstractmethod
+    def request_job_pause(self, training_id: str) -> None:
+        """Ask the replica that owns an unfinished job to pause it (see `pause_requests`).
+
+        A cancellation asked for before wins: the pause is not recorded.
+        """
+
+    @abc.abstractmethod
+    def pause_requests(self, owner: str) -> list[str]:
+        """Unfinished jobs of replica ``owner`` whose pause was asked for."""
+
+    @abc.abstractmethod
+    def take_paused_job(
+        self, training_id: str, owner: str, limits: JobLimits | None = None
+    ) -> TrainingJob:
+        """Make replica ``owner`` the owner of a PAUSED job (to resume or cancel it); return it.
+
+        Clears any pause or cancel request. With ``limits``, they are counted in the same
+        transaction, as for a new job.
+
+        Raises:
+            NotFound: no such job.
+            JobNotPaused: the job is not PAUSED; nothing changed.
+            JobLimitReached: a limit is reached; nothing changed.
+        """
 
     # Replicas -------------------------------------------------------------------------------
 

@@ -340,6 +340,22 @@ class TracedStore(Store):
         """`Store.cancel_requests`, not traced."""
         return self._store.cancel_requests(owner)
 
+    def pause_requests(self, owner: str) -> list[str]:
+        """`Store.pause_requests`, not traced."""
+        return self._store.pause_requests(owner)
+
+    def request_job_pause(self, training_id: str) -> None:
+        """Traced `Store.request_job_pause`."""
+        with self._span("request_job_pause"):
+            self._store.request_job_pause(training_id)
+
+    def take_paused_job(
+        self, training_id: str, owner: str, limits: JobLimits | None = None
+    ) -> TrainingJob:
+        """Traced `Store.take_paused_job`."""
+        with self._span("take_paused_job"):
+            return self._store.take_paused_job(training_id, owner, limits)
+
     def claim_orphaned_jobs(self, owner: str, now: float) -> list[TrainingJob]:
         """`Store.claim_orphaned_jobs`, not traced."""
         return self._store.claim_orphaned_jobs(owner, now)

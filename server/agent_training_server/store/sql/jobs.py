@@ -16,7 +16,13 @@ from typing import Any
 from agent_training_server.domain import AgentVersion, JobEvent, JobStatus, TrainingJob
 from agent_training_server.errors import NotFound
 from agent_training_server.not_found import training_job_not_found
-from agent_training_server.store.base import IdempotencyKey, JobLimitReached, JobLimits, LeaseLost
+from agent_training_server.store.base import (
+    IdempotencyKey,
+    JobLimitReached,
+    JobLimits,
+    JobNotPaused,
+    LeaseLost,
+)
 from agent_training_server.store.sql.agents import VersionTables
 from agent_training_server.store.sql.database import Connection, Database
 from agent_training_server.store.sql.idempotency import remember, replayed_resource
@@ -26,6 +32,10 @@ from agent_training_server.store.sql.tenancy import agent_tenant_clause, tenant_
 JOB_EVENTS_CHANNEL = "agent_training_job_events"
 """Where each committed job event is announced, with the job's training_id."""
 UNFINISHED = f"status IN ('{JobStatus.QUEUED}', '{JobStatus.RUNNING}')"
+CANCEL_REQUESTED = 1
+"""jobs.cancel_requested: another replica asked the owner to cancel the job."""
+PAUSE_REQUESTED = 2
+"""jobs.cancel_requested: another replica asked the owner to pause the job (a cancel wins)."""
 
 
 class TrainingDataTables:
@@ -184,17 +194,61 @@ class JobTables:
         """Ask the owner of an unfinished job to cancel it."""
         with self._database.write() as db:
             db.execute(
-                f"UPDATE jobs SET cancel_requested = 1 WHERE training_id = ? AND {UNFINISHED}",
-                (training_id,),
+                f"UPDATE jobs SET cancel_requested = ? WHERE training_id = ? AND {UNFINISHED}",
+                (CANCEL_REQUESTED, training_id),
             )
+
+    def request_job_pause(self, training_id: str) -> None:
+        """Ask the owner of an unfinished job to pause it (unless a cancel was asked for)."""
+        with self._database.write() as db:
+            db.execute(
+                "UPDATE jobs SET cancel_requested = ? WHERE training_id = ?"
+                f" AND cancel_requested = 0 AND {UNFINISHED}",
+                (PAUSE_REQUESTED, training_id),
+            )
+
+    def pause_requests(self, owner: str) -> list[str]:
+        """Unfinished jobs of ``owner`` whose pause was asked for."""
+        return self._requests(owner, PAUSE_REQUESTED)
+
+    def take_paused_job(
+        self, training_id: str, owner: str, limits: JobLimits | None = None
+    ) -> TrainingJob:
+        """Make ``owner`` the owner of a paused job, to resume or cancel it; return the job.
+
+        With ``limits``, counted in the same transaction (the job is about to be queued).
+
+        Raises:
+            NotFound: no such job.
+            JobNotPaused: it is not PAUSED (anymore): nothing changed.
+            JobLimitReached: a limit is reached; nothing changed.
+        """
+        with self._database.write() as db:
+            row = db.execute(
+                "SELECT status, job_json FROM jobs WHERE training_id = ?", (training_id,)
+            ).fetchone()
+            if row is None:
+                raise training_job_not_found(training_id)
+            if row["status"] != JobStatus.PAUSED:
+                raise JobNotPaused(row["status"])
+            if limits is not None:
+                _check_limits(db, limits)
+            db.execute(
+                "UPDATE jobs SET owner = ?, cancel_requested = 0 WHERE training_id = ?",
+                (owner, training_id),
+            )
+        return _job_from_json(row["job_json"])
 
     def cancel_requests(self, owner: str) -> list[str]:
         """Unfinished jobs of ``owner`` whose cancellation was asked for."""
+        return self._requests(owner, CANCEL_REQUESTED)
+
+    def _requests(self, owner: str, request: int) -> list[str]:
         with self._database.read() as db:
             rows = db.execute(
-                f"SELECT training_id FROM jobs WHERE owner = ? AND cancel_requested = 1"
+                f"SELECT training_id FROM jobs WHERE owner = ? AND cancel_requested = ?"
                 f" AND {UNFINISHED}",
-                (owner,),
+                (owner, request),
             ).fetchall()
         return [row["training_id"] for row in rows]
 

@@ -316,6 +316,20 @@ class SqlStore(Store):
         """Unfinished jobs of ``owner`` whose cancellation was asked for."""
         return self._jobs.cancel_requests(owner)
 
+    def request_job_pause(self, training_id: str) -> None:
+        """Ask the owner of an unfinished job to pause it."""
+        self._jobs.request_job_pause(training_id)
+
+    def pause_requests(self, owner: str) -> list[str]:
+        """Unfinished jobs of ``owner`` whose pause was asked for."""
+        return self._jobs.pause_requests(owner)
+
+    def take_paused_job(
+        self, training_id: str, owner: str, limits: JobLimits | None = None
+    ) -> TrainingJob:
+        """Make ``owner`` the owner of a paused job; return it."""
+        return self._jobs.take_paused_job(training_id, owner, limits)
+
     def claim_orphaned_jobs(self, owner: str, now: float) -> list[TrainingJob]:
         """Take every unfinished job whose owner is not alive at ``now``; oldest first."""
         return self._jobs.claim_orphaned_jobs(owner, now)
