@@ -235,6 +235,32 @@ def test_a_job_running_on_one_replica_is_watched_and_cancelled_through_another(
         assert error.code == "JOB_ALREADY_ENDED"
 
 
+def test_a_job_running_on_one_replica_is_paused_and_resumed_through_another(
+    two_replicas: tuple[ServerThread, ServerThread],
+) -> None:
+    first, second = two_replicas
+    with (
+        AgentTrainingClient(first.address, timeout=60) as on_first,
+        AgentTrainingClient(second.address, timeout=60) as on_second,
+    ):
+        on_first.create_agent(agent_id="paused-across")
+        examples = banking_examples(INTENTS[:3], per_intent=10)
+        training_id, stream = running(on_first, agent_id="paused-across", training_data=examples)
+        # The owner finds the request at its next heartbeat; the second waits for the pause.
+        job = on_second.pause_training_job(training_id)
+        assert job.status == training_pb2.TRAINING_STATUS_PAUSED
+        # The second takes the paused job in the store and runs it to its end.
+        assert on_second.resume_training_job(training_id).status == (
+            training_pb2.TRAINING_STATUS_QUEUED
+        )
+        rest = list(stream)
+        assert rest[-1].finished.status == SUCCEEDED
+        events = list(on_first.watch_training_job(training_id))
+        assert [event.sequence for event in events] == list(range(1, len(events) + 1))
+        reasons = [t.reason for t in on_second.get_training_job(training_id).timeline]
+        assert reasons.index("paused by request") < reasons.index("resumed by request")
+
+
 def test_limits_and_idempotent_creates_hold_across_replicas(
     two_replicas: tuple[ServerThread, ServerThread],
 ) -> None:
