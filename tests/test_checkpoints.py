@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -16,6 +17,7 @@ import pytest
 from agent_training.v1 import training_pb2
 from agent_training_client import AgentTrainingClient
 from tests.conftest import BANKING77, ServerThread, assert_status, expect_error, make_config
+from tests.test_cli_user_errors import error_object, run
 
 TIMING = ("duration_seconds", "examples_per_second")
 SUCCEEDED = training_pb2.TRAINING_STATUS_SUCCEEDED
@@ -220,3 +222,21 @@ def test_a_transfer_version_from_its_first_epoch(client: AgentTrainingClient) ->
     )
     assert answer.version_id == version.version_id
     assert answer.predictions[0].output in version.outputs
+
+
+def test_the_cli_lists_checkpoints_and_makes_a_version_from_one(
+    client: AgentTrainingClient, server: ServerThread, finished
+) -> None:
+    table = run("jobs", "checkpoints", finished.training_id, target=server.address)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["CHECKPOINT", "EPOCH", "STEP"]
+    listed = [line.split()[0] for line in lines[1:]]
+    assert listed == [c.checkpoint_id for c in all_checkpoints(client, finished.training_id)]
+    made = run("jobs", "version-from", finished.training_id, listed[-1], target=server.address)
+    assert made.returncode == 0, made.stderr
+    version = json.loads(made.stdout)
+    assert version["checkpoint_id"] == listed[-1] and version["source"] == "checkpoint"
+    missing = run("jobs", "version-from", finished.training_id, "epoch-99", target=server.address)
+    assert missing.returncode != 0
+    assert error_object(missing.stderr)["code"] == "CHECKPOINT_NOT_FOUND"

@@ -408,17 +408,20 @@ def test_interrupted_job_resumes_after_restart(tmp_path: Path) -> None:
         restarted.stop()
 
 
-def test_finished_jobs_leave_no_checkpoints_and_deleted_agents_no_files(
+def test_finished_jobs_leave_only_their_kept_checkpoints_and_deleted_agents_no_files(
     shared_server: ServerThread, trainer: AgentTrainingClient
 ) -> None:
     trainer.create_agent(agent_id="tidy")
     events = train(trainer, "tidy", epochs=3)
     data_dir = shared_server.config.data_dir
-    assert not (data_dir / "jobs" / events[0].training_id).exists()
+    job_folder = data_dir / "jobs" / events[0].training_id
+    left = {p.relative_to(job_folder).parent.as_posix() for p in job_folder.rglob("*.*")}
+    assert left == {"checkpoints/kept"}, left  # the resumable checkpoints are gone
     version = trainer.get_agent("tidy").active_version_id
     assert (data_dir / "artifacts" / "tidy" / version / "model.safetensors").exists()
     trainer.delete_agent("tidy")
     assert not (data_dir / "artifacts" / "tidy").exists()
+    assert not job_folder.exists()
 
 
 def test_train_retry_with_same_request_id_reattaches_to_the_same_job(

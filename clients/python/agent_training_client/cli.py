@@ -190,6 +190,46 @@ def _jobs_cancel(args: argparse.Namespace, client: AgentTrainingClient) -> None:
     show(client.cancel_training_job(args.training_id), output_format(args))
 
 
+def _jobs_pause(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    show(client.pause_training_job(args.training_id), output_format(args))
+
+
+def _jobs_resume(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    show(client.resume_training_job(args.training_id), output_format(args))
+
+
+CHECKPOINT_COLUMNS: list[Column] = [
+    ("CHECKPOINT", field("checkpoint_id")),
+    ("EPOCH", field("epoch")),
+    ("STEP", field("step")),
+    ("LOSS", field("loss", then=fixed(4))),
+    ("VAL_LOSS", field("validation_loss", then=fixed(4))),
+    ("VAL_ACC", field("validation_accuracy", then=fixed(3))),
+    ("BEST", field("best")),
+    ("SIZE", field("size_bytes")),
+    ("CREATED", field("create_time")),
+]
+
+
+def _jobs_checkpoints(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    checkpoints: list[training_pb2.TrainingCheckpoint] = []
+    token = ""
+    while True:
+        page = client.list_training_checkpoints(args.training_id, page_token=token)
+        checkpoints += page.checkpoints
+        token = page.next_page_token
+        if not token:
+            break
+    show_list(checkpoints, output_format(args), CHECKPOINT_COLUMNS)
+
+
+def _jobs_version_from(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    version = client.create_version_from_checkpoint(
+        args.training_id, args.checkpoint_id, activate=args.activate
+    )
+    show(version, output_format(args))
+
+
 def _health(args: argparse.Namespace, client: AgentTrainingClient) -> None:
     status = client.health(args.service)
     if output_format(args) == "json":
@@ -348,7 +388,13 @@ def _add_training(commands: Any) -> None:
     watch.set_defaults(handler=_jobs_watch)
     for name, handler, text in (
         ("get", _jobs_get, "show a job"),
-        ("cancel", _jobs_cancel, "cancel a queued or running job"),
+        ("cancel", _jobs_cancel, "cancel a queued, running or paused job"),
+        (
+            "pause",
+            _jobs_pause,
+            "pause a queued or running job (it checkpoints and frees its worker)",
+        ),
+        ("resume", _jobs_resume, "queue a paused job again; it continues where it paused"),
     ):
         sub = add_command(jobs, name, text)
         sub.add_argument("training_id")
@@ -359,6 +405,14 @@ def _add_training(commands: Any) -> None:
         "--status", type=enum_value, choices=STATUSES, default=None, help="only jobs in this status"
     )
     listing.set_defaults(handler=_jobs_list)
+    kept = add_command(jobs, "checkpoints", "list a job's kept checkpoints", output="table")
+    kept.add_argument("training_id")
+    kept.set_defaults(handler=_jobs_checkpoints)
+    version = add_command(jobs, "version-from", "make a version from a job's kept checkpoint")
+    version.add_argument("training_id")
+    version.add_argument("checkpoint_id", help="e.g. epoch-3 (see 'jobs checkpoints')")
+    version.add_argument("--activate", action="store_true", help="make it the active version")
+    version.set_defaults(handler=_jobs_version_from)
 
 
 def build_parser() -> argparse.ArgumentParser:
