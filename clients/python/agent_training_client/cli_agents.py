@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 from typing import Any
 
 from agent_training.v1 import adaptation_pb2, agents_pb2
@@ -90,6 +91,22 @@ def _agents_versions(args: argparse.Namespace, client: AgentTrainingClient) -> N
 
 def _agents_activate(args: argparse.Namespace, client: AgentTrainingClient) -> None:
     show(client.activate_agent_version(args.agent_id, args.version_id), output_format(args))
+
+
+def _agents_export(args: argparse.Namespace, client: AgentTrainingClient) -> None:
+    header, path = client.export_agent_version(args.agent_id, args.version, args.out)
+    with path.open("rb") as handle:  # checked against the trailer already; shown for the user
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    exported = {
+        "path": str(path),
+        "version_id": header.version.version_id,
+        "format": header.format,
+        "size_bytes": header.size_bytes,
+        "sha256": sha256,
+        "onnx": header.onnx,
+        "files": list(header.files),
+    }
+    show(exported, output_format(args))
 
 
 PREDICTION_COLUMNS: list[Column] = [
@@ -198,6 +215,17 @@ def add_commands(commands: Any) -> None:
     activate.add_argument("agent_id")
     activate.add_argument("version_id", help="from `agent-training agents versions AGENT`")
     activate.set_defaults(handler=_agents_activate)
+    export = add_command(
+        agents, "export", "download a version as a bundle (weights, manifest, ONNX model)"
+    )
+    export.add_argument("agent_id")
+    export.add_argument(
+        "--version", default="", metavar="VERSION_ID", help="a version other than the active one"
+    )
+    export.add_argument(
+        "--out", default=None, metavar="PATH", help="the file to write (default: AGENT-VERSION.tar)"
+    )
+    export.set_defaults(handler=_agents_export)
 
     invoke = add_command(commands, "invoke", "ask a trained agent")
     invoke.add_argument("--agent", required=True, metavar="AGENT_ID", help="the agent to ask")

@@ -6,7 +6,10 @@ raises :class:`AgentTrainingError` (the seed's error object) on failure. Streams
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -251,6 +254,70 @@ class AgentTrainingClient:
         """Make a version active (roll back or forward) and return the agent."""
         request = service_pb2.ActivateAgentVersionRequest(agent_id=agent_id, version_id=version_id)
         return self._unary(self._stub.ActivateAgentVersion, request).agent
+
+    def export_agent_version(
+        self,
+        agent_id: str,
+        version_id: str = "",
+        path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[service_pb2.ExportHeader, Path]:
+        """Download a version's export bundle (default: the active version's) to ``path``.
+
+        ``path`` defaults to ``<agent_id>-<version_id>.tar`` in the current folder. The bytes
+        go to ``<path>.partial`` first and are renamed to ``path`` only once their size and
+        SHA-256 match the stream's trailer; a stream that fails or does not match leaves no
+        file. Returns the stream's header (the version, the bundle's files, whether it holds
+        an ONNX model) and the path written.
+
+        Raises:
+            AgentTrainingError: the call failed, or the bytes received do not match the trailer
+                (EXPORT_INCOMPLETE).
+            OSError: ``path`` cannot be written.
+        """
+        request = service_pb2.ExportAgentVersionRequest(agent_id=agent_id, version_id=version_id)
+        call = self._stub.ExportAgentVersion(request, timeout=timeout)
+        header: service_pb2.ExportHeader | None = None
+        trailer: service_pb2.ExportTrailer | None = None
+        target = partial = Path()
+        hasher = hashlib.sha256()
+        try:
+            for response in call:
+                part = response.WhichOneof("part")
+                if part == "header":
+                    header = response.header
+                    target = Path(path or f"{agent_id}-{header.version.version_id}.tar")
+                    partial = target.with_name(f"{target.name}.partial")
+                    partial.write_bytes(b"")
+                elif part == "chunk" and header is not None:
+                    with partial.open("ab") as handle:  # chunks are 1 MiB: reopening is cheap
+                        handle.write(response.chunk)
+                    hasher.update(response.chunk)
+                elif part == "trailer":
+                    trailer = response.trailer
+            received = partial.stat().st_size if header is not None else 0
+            if header is None or trailer is None:
+                problem = "the stream ended without its header or trailer"
+            elif (received, hasher.hexdigest()) != (trailer.size_bytes, trailer.sha256):
+                problem = (
+                    f"received {received} bytes with SHA-256 {hasher.hexdigest()}; the server"
+                    f" sent {trailer.size_bytes} bytes with SHA-256 {trailer.sha256}"
+                )
+            else:
+                return header, partial.replace(target)
+            raise AgentTrainingError(
+                code="EXPORT_INCOMPLETE",
+                message=f"the bundle was not received whole: {problem}",
+                hint="Export again; the partial file was removed.",
+                retryable=True,
+            )
+        except grpc.RpcError as error:
+            raise AgentTrainingError.from_rpc_error(error) from None
+        finally:
+            call.cancel()
+            if header is not None:
+                partial.unlink(missing_ok=True)  # gone already when the bundle was whole
 
     # Rollouts -------------------------------------------------------------------------------
 
