@@ -466,7 +466,13 @@ def _token_input_entries() -> list[dict[str, Any]]:
         f" padded to the longest and truncated at {pretrained.MAX_TOKENS} tokens"
     )
     return [
-        {"name": "input_ids", "type": "int64", "shape": ["texts", "tokens"], "how": how},
+        {
+            "name": "input_ids",
+            "type": "int64",
+            "shape": ["texts", "tokens"],
+            "how": how,
+            "max_tokens": pretrained.MAX_TOKENS,
+        },
         {
             "name": "attention_mask",
             "type": "int64",
