@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +245,34 @@ def _ngram_part(spec: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: 
         _constant(name("epsilon"), np.float32(1e-12)),
         _constant(name("terms_axis"), np.array([1], np.int64)),
     ]
-    nodes = [
+    nodes = _ngram_nodes(name, vocabulary)
+    inputs = [
+        helper.make_tensor_value_info("ngram_ids", TensorProto.INT64, ["texts", "terms"]),
+        helper.make_tensor_value_info("ngram_counts", TensorProto.FLOAT, ["texts", "terms"]),
+    ]
+    output = _float_output(name("ngram_probabilities"))
+    graph = helper.make_graph(nodes, "ngrams", inputs, [output], initializer=initializers)
+    predictor = ngram_model.SupervisedPredictor(spec, tensors)
+    return _Part(
+        graph=graph,
+        inputs=_ngram_input_entries(settings),
+        reference=predictor.predict_proba,
+        feeds=lambda texts: dict(
+            zip(
+                ("ngram_ids", "ngram_counts"),
+                ngram_features.ngram_arrays(texts, settings),
+                strict=True,
+            )
+        ),
+        ngram_settings=settings,
+    )
+
+
+def _ngram_nodes(name: Callable[[str], str], vocabulary: np.ndarray) -> list[Any]:
+    """The n-gram model's computation, from the padded ids and counts to its probabilities."""
+    from onnx import TensorProto, helper
+
+    return [
         # Vocabulary position of each id; -1 for ids training never saw (and for padding).
         helper.make_node(
             "LabelEncoder",
@@ -287,29 +314,9 @@ def _ngram_part(spec: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: 
         helper.make_node("Add", [name("scores"), name("bias")], [name("logits")]),
         helper.make_node("Softmax", [name("logits")], [name("ngram_probabilities")], axis=-1),
     ]
-    inputs = [
-        helper.make_tensor_value_info("ngram_ids", TensorProto.INT64, ["texts", "terms"]),
-        helper.make_tensor_value_info("ngram_counts", TensorProto.FLOAT, ["texts", "terms"]),
-    ]
-    output = _float_output(name("ngram_probabilities"))
-    graph = helper.make_graph(nodes, "ngrams", inputs, [output], initializer=initializers)
-    predictor = ngram_model.SupervisedPredictor(spec, tensors)
-    return _Part(
-        graph=graph,
-        inputs=_ngram_input_entries(settings),
-        reference=predictor.predict_proba,
-        feeds=lambda texts: dict(
-            zip(
-                ("ngram_ids", "ngram_counts"),
-                ngram_features.ngram_arrays(texts, settings),
-                strict=True,
-            )
-        ),
-        ngram_settings=settings,
-    )
 
 
-def _block_norm(name: Any, block: str, result: str) -> list[Any]:
+def _block_norm(name: Callable[[str], str], block: str, result: str) -> list[Any]:
     """Nodes of each text's L2 norm over one block's terms (at least 1e-12), shape (texts, 1)."""
     from onnx import helper
 
