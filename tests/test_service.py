@@ -53,6 +53,7 @@ def test_contract_has_the_seed_operations_and_streams() -> None:
         "GenerateSyntheticTrainingData",
         "AnalyzeAndOptimizeStream",
         "WatchAnalysisJob",
+        "ExportAgentVersion",
     }
     uploads = {name for name, method in methods.items() if method.client_streaming}
     assert uploads == {"UploadDataset"}

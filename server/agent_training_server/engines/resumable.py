@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,7 @@ class ResumableLoop:
         every_steps: int = 0,
     ) -> None:
         self._writer = CheckpointWriter(workdir)
+        self._kept = _KeptWriter()
         self._workdir = workdir
         self._model = model
         self._optimizer = optimizer
@@ -240,10 +242,12 @@ class ResumableLoop:
         if reporter.cancelled():
             self._write_mid_epoch(step_in_epoch, sums)
             self._writer.wait()
+            self._kept.wait()
             raise TrainingCancelled()
         if time.monotonic() > deadline:
             self._write_mid_epoch(step_in_epoch, sums)  # the best weights so far are in it
             self._writer.wait()
+            self._kept.wait()
             raise TrainingTimedOut(
                 f"stopped after {self._settings.max_duration_seconds:g} s in epoch"
                 f" {self.epochs_done + 1} (best validation loss so far at epoch"
@@ -292,33 +296,31 @@ class ResumableLoop:
         self._keep(epoch, figures or {})
 
     def _keep(self, epoch: int, figures: dict[str, float | None]) -> None:
-        """Keep the epoch's weights with its figures, then apply the retention."""
-        folder = self._workdir / job_checkpoints.KEPT_FOLDER
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = {
-            f"model.{name}": tensor.detach().cpu().contiguous()
+        """Keep the epoch's weights with its figures (written while the next epoch runs)."""
+        weights = {  # copies: the optimizer goes on changing the live tensors
+            f"model.{name}": tensor.detach().to("cpu", copy=True).contiguous()
             for name, tensor in self._model.state_dict().items()
         }
         measured = {name: value for name, value in figures.items() if value is not None}
-        metadata = {
-            job_checkpoints.METADATA_KEY: job_checkpoints.description(
-                epoch, epoch * self._steps_per_epoch, measured, self.state["best_epoch"]
-            )
-        }
-        final = folder / job_checkpoints.file_name(epoch)
-        partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
-        integrity.write_tensors(partial, weights, metadata)
-        os.replace(partial, final)  # listed only once whole
-        job_checkpoints.retain(
-            folder, self.state["best_epoch"], max(0, self._settings.keep_checkpoints)
+        description = job_checkpoints.description(
+            epoch, epoch * self._steps_per_epoch, measured, self.state["best_epoch"]
+        )
+        self._kept.write(
+            self._workdir / job_checkpoints.KEPT_FOLDER,
+            epoch,
+            weights,
+            description,
+            self.state["best_epoch"],
+            max(0, self._settings.keep_checkpoints),
         )
 
     def finish(self) -> None:
-        """After the last epoch: make sure the checkpoint on disk is the final state."""
+        """After the last epoch: make sure the checkpoints on disk are the final state."""
         if self._behind:
             best = None if self.state["best_epoch"] == self.epochs_done else self.best
             self._write(best, self.state)
         self._writer.wait()
+        self._kept.wait()
 
     def _write_mid_epoch(self, step_in_epoch: int, sums: Sums, skip_if_busy: bool = False) -> None:
         state = {**self.state, "step_in_epoch": step_in_epoch, "sums": sums()}
@@ -337,6 +339,61 @@ class ResumableLoop:
         self._behind = not started
         if started:
             self._steps_since_checkpoint = 0
+
+
+class _KeptWriter:
+    """Writes kept checkpoints on a thread of its own, one at a time, then applies retention."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(
+        self,
+        folder: Path,
+        epoch: int,
+        weights: dict[str, torch.Tensor],
+        description: str,
+        best_epoch: int,
+        keep_last: int,
+    ) -> None:
+        """Start writing an epoch's weights (copies) after the previous write has ended."""
+        self.wait()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(folder, epoch, weights, description, best_epoch, keep_last),
+            name="kept-checkpoint-writer",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(
+        self,
+        folder: Path,
+        epoch: int,
+        weights: dict[str, torch.Tensor],
+        description: str,
+        best_epoch: int,
+        keep_last: int,
+    ) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            final = folder / job_checkpoints.file_name(epoch)
+            partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
+            integrity.write_tensors(partial, weights, {job_checkpoints.METADATA_KEY: description})
+            os.replace(partial, final)  # listed only once whole
+            job_checkpoints.retain(folder, best_epoch, keep_last)
+        except BaseException as error:
+            self._error = error
+
+    def wait(self) -> None:
+        """Block until the write in flight is on disk; re-raise its error if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 _STATE_NON_NUMBERS = ("sums", "stopped_early", "best_loss")
