@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agent_training.v1 import training_pb2
 from agent_training_client import AgentTrainingClient
+from agent_training_server import job_checkpoints
 from agent_training_server.services.jobs import MAX_WORKER_RESTARTS
 from tests.server_process import ServerProcess
 from tests.test_crash_recovery import (
@@ -103,7 +104,7 @@ def test_a_killed_worker_resumes_its_job_then_fails_it_past_the_bound(tmp_path: 
             )
             reasons = [entry.reason for entry in client.get_training_job(training_id).timeline]
             assert sum(reason.startswith("worker lost") for reason in reasons) == 1, reasons
-            assert not (jobs_dir / training_id).exists()
+            assert job_checkpoints.only_kept(jobs_dir / training_id)
 
             # Killed at every start: resumed MAX_WORKER_RESTARTS times, then FAILED.
             client.create_agent(agent_id="doomed")
@@ -134,7 +135,7 @@ def test_a_killed_worker_resumes_its_job_then_fails_it_past_the_bound(tmp_path: 
             )
             assert resumptions(reference) == 0
             assert comparable(finished.metrics) == comparable(reference[-1].finished.metrics)
-            assert not (jobs_dir / reference[0].training_id).exists()
+            assert job_checkpoints.only_kept(jobs_dir / reference[0].training_id)
     finally:
         server.kill()
 
@@ -203,16 +204,19 @@ def test_start_up_removes_the_folders_of_ended_jobs_and_keeps_the_resumable(
             )
     finally:
         server.kill()
-    # What a crash between a job's end and the removal of its folder leaves.
+    # What a crash between a job's end and the pruning of its folder leaves.
     for leftover in (ended[0].training_id, "train_of_a_deleted_agent"):
-        (jobs_dir / leftover / "checkpoints").mkdir(parents=True)
+        (jobs_dir / leftover / "checkpoints").mkdir(parents=True, exist_ok=True)
         (jobs_dir / leftover / "checkpoints" / "stale").write_bytes(b"\0" * 64)
     interrupted = seen[0].training_id
     assert (jobs_dir / interrupted).is_dir()
 
     server = ServerProcess(data_dir, log, checkpoint_every_steps=CHECKPOINT_EVERY_STEPS)
     try:
-        assert sorted(path.name for path in jobs_dir.iterdir()) in ([interrupted], [])
+        # The ended job keeps what it kept; the deleted agent's job folder is gone.
+        names = sorted(path.name for path in jobs_dir.iterdir())
+        assert names == sorted([interrupted, ended[0].training_id]), names
+        assert job_checkpoints.only_kept(jobs_dir / ended[0].training_id)
         with AgentTrainingClient(server.address, timeout=60) as client:
             events = list(client.watch_training_job(interrupted, 0, timeout=300))
             sequences_are_whole(events)
@@ -220,6 +224,6 @@ def test_start_up_removes_the_folders_of_ended_jobs_and_keeps_the_resumable(
             assert resumed_from_checkpoint(log, interrupted) is not None, (
                 "its checkpoint was not kept"
             )
-        assert not jobs_dir.exists() or not list(jobs_dir.iterdir())
+        assert all(job_checkpoints.only_kept(folder) for folder in jobs_dir.iterdir())
     finally:
         server.kill()

@@ -19,6 +19,7 @@ from, and the engine builds and measures a version from those weights as at a jo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -156,8 +157,21 @@ def retain(kept_folder: Path, best: int, keep_last: int) -> None:
 def prune_job_folder(job_folder: Path) -> None:
     """Remove what a job no longer needs once it has ended: everything but its kept folders.
 
-    A job that kept nothing leaves no folder at all.
+    A job that kept nothing leaves no folder at all. Best effort, as ``shutil.rmtree`` with
+    ``ignore_errors``: a folder the server may not read or write stays as it is.
     """
+    with contextlib.suppress(OSError):
+        _prune(job_folder)
+
+
+def only_kept(job_folder: Path) -> bool:
+    """Whether every file left in a job's folder is a kept checkpoint (or none is left)."""
+    if not job_folder.exists():
+        return True
+    return all(path.parent.name == KEPT_FOLDER for path in job_folder.rglob("*") if path.is_file())
+
+
+def _prune(job_folder: Path) -> None:
     loops = job_folder / LOOP_FOLDER
     kept = [loops / KEPT_FOLDER, *(sub / KEPT_FOLDER for sub in _subfolders(loops))]
     kept = [folder for folder in kept if folder.is_dir() and any(folder.iterdir())]
