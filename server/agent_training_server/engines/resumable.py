@@ -144,13 +144,22 @@ class ResumableLoop:
         return False
 
     def _finish_from(self, path: Path) -> None:
-        """Take a kept checkpoint's weights as the loop's best and last: no epoch is left."""
+        """Take a kept checkpoint's weights as the loop's best and last: no epoch is left.
+
+        The file holds the tensors the job could change (``_kept_names``); the rest of the model
+        is as the engine built it, as it was all through the job.
+        """
         tensors, _metadata, _checked = integrity.read_tensors(path)
         weights = {name.removeprefix("model."): tensor for name, tensor in tensors.items()}
-        _check_tensors("kept", weights, self._model.state_dict())
+        expected = self._model.state_dict()
+        if not self._kept_names() <= set(weights):
+            raise DamagedFile("its weights lack tensors the job trains")
+        _check_tensors(
+            "kept", weights, {name: expected[name] for name in weights if name in expected}
+        )
         kept = job_checkpoints.read_kept(path)
-        self._model.load_state_dict(weights)
-        self.best = weights
+        self._model.load_state_dict(weights, strict=False)
+        self.best = _copy(self._model.state_dict())
         self.state.update(
             epoch=kept.epoch, best_epoch=kept.epoch, stale=0, stopped_early=True, sums={}
         )
@@ -297,9 +306,11 @@ class ResumableLoop:
 
     def _keep(self, epoch: int, figures: dict[str, float | None]) -> None:
         """Keep the epoch's weights with its figures (written while the next epoch runs)."""
+        names = self._kept_names()
         weights = {  # copies: the optimizer goes on changing the live tensors
             f"model.{name}": tensor.detach().to("cpu", copy=True).contiguous()
             for name, tensor in self._model.state_dict().items()
+            if name in names
         }
         measured = {name: value for name, value in figures.items() if value is not None}
         description = job_checkpoints.description(
@@ -313,6 +324,18 @@ class ResumableLoop:
             self.state["best_epoch"],
             max(0, self._settings.keep_checkpoints),
         )
+
+    def _kept_names(self) -> set[str]:
+        """The tensors a kept checkpoint holds: those the optimizer may change, and buffers.
+
+        A frozen encoder's lower layers (few_shot, transfer) are never given to the optimizer:
+        they stay as the engine built them, so keeping them again each epoch would only cost
+        time and disk (two thirds of a few_shot model).
+        """
+        optimized = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
+        names = {name for name, p in self._model.named_parameters() if id(p) in optimized}
+        names |= {name for name, _buffer in self._model.named_buffers()}
+        return names & set(self._model.state_dict())  # not the buffers it does not save
 
     def finish(self) -> None:
         """After the last epoch: make sure the checkpoints on disk are the final state."""
