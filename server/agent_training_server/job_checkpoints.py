@@ -25,6 +25,7 @@ import json
 import re
 import shutil
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,6 @@ def epoch_of(checkpoint: str) -> int | None:
 
 def description(epoch: int, step: int, figures: dict[str, float], best_epoch: int) -> str:
     """The metadata entry of a kept file (JSON), written beside the weights."""
-    import time
-
     chosen = {name: float(figures[name]) for name in FIGURES if figures.get(name) is not None}
     return json.dumps(
         {
@@ -89,6 +88,18 @@ def description(epoch: int, step: int, figures: dict[str, float], best_epoch: in
             "time": time.time(),
         }
     )
+
+
+def epoch_in(metadata: dict[str, str]) -> int:
+    """The epoch a kept file's metadata describes.
+
+    Raises:
+        ValueError: the metadata holds no description of a kept checkpoint.
+    """
+    try:
+        return int(json.loads(metadata[METADATA_KEY])["epoch"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError("not a kept checkpoint's description") from error
 
 
 def read_kept(path: Path) -> KeptCheckpoint:

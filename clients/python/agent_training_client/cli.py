@@ -212,14 +212,7 @@ CHECKPOINT_COLUMNS: list[Column] = [
 
 
 def _jobs_checkpoints(args: argparse.Namespace, client: AgentTrainingClient) -> None:
-    checkpoints: list[training_pb2.TrainingCheckpoint] = []
-    token = ""
-    while True:
-        page = client.list_training_checkpoints(args.training_id, page_token=token)
-        checkpoints += page.checkpoints
-        token = page.next_page_token
-        if not token:
-            break
+    checkpoints = list(client.iter_training_checkpoints(args.training_id))
     show_list(checkpoints, output_format(args), CHECKPOINT_COLUMNS)
 
 

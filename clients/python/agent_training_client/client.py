@@ -382,6 +382,20 @@ class AgentTrainingClient:
         request = service_pb2.ListTrainingCheckpointsRequest(training_id=training_id, **fields)
         return self._unary(self._stub.ListTrainingCheckpoints, request)
 
+    def iter_training_checkpoints(
+        self, training_id: str, page_size: int = 0
+    ) -> Iterator[training_pb2.TrainingCheckpoint]:
+        """Yield every checkpoint a job kept, oldest first, fetching pages as needed."""
+        token = ""
+        while True:
+            page = self.list_training_checkpoints(
+                training_id, page_size=page_size, page_token=token
+            )
+            yield from page.checkpoints
+            token = page.next_page_token
+            if not token:
+                return
+
     def create_version_from_checkpoint(
         self, training_id: str, checkpoint_id: str, **fields: Any
     ) -> agents_pb2.AgentVersion:

@@ -316,30 +316,37 @@ def _write_cached(derived_dir: Path, key: str, model: bytes) -> None:
 
 
 def _export(encoder: pretrained.SentenceEncoder) -> bytes:
-    """The transformer as ONNX, with dynamic batch and token axes.
+    """The transformer as ONNX: token states out, dynamic batch and token axes."""
+    wrapped = _LastHiddenState(encoder.transformer).eval()
+    return trace_to_onnx(wrapped, encoder.tokenizer, "last_hidden_state", {0: "texts", 1: "tokens"})
+
+
+def trace_to_onnx(
+    module: nn.Module, tokenizer: Any, output_name: str, output_axes: dict[int, str]
+) -> bytes:
+    """A module of (input_ids, attention_mask) as ONNX, with dynamic text and token axes.
 
     The TorchScript exporter (``dynamo=False``): it needs no package beyond torch, takes about a
     second, and its graph matches torch to 1e-5; the dynamo exporter needs onnxscript and takes
     several times longer for the same graph. The example batch is padded, so the traced graph
     applies the attention mask.
     """
-    example = encoder.tokenizer(["a", "a padded example"], padding=True, return_tensors="pt")
-    wrapped = _LastHiddenState(encoder.transformer).eval()
+    example = tokenizer(["a", "a padded example"], padding=True, return_tensors="pt")
     dynamic = {0: "texts", 1: "tokens"}
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        path = Path(folder) / "encoder.onnx"
+        path = Path(folder) / "model.onnx"
         torch.onnx.export(
-            wrapped,
+            module,
             (example["input_ids"], example["attention_mask"]),
             path,
             dynamo=False,
             input_names=["input_ids", "attention_mask"],
-            output_names=["last_hidden_state"],
+            output_names=[output_name],
             dynamic_axes={
                 "input_ids": dynamic,
                 "attention_mask": dynamic,
-                "last_hidden_state": dynamic,
+                output_name: output_axes,
             },
             opset_version=OPSET,
         )

@@ -34,6 +34,10 @@ class DamagedFile(Exception):
     """
 
 
+class KeptCheckpointDamaged(DamagedFile):
+    """The kept checkpoint a version is to be made from is damaged or does not fit the model."""
+
+
 def digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """SHA-256 of the tensors (name, dtype, shape, bytes) and the metadata (but the digest)."""
     hasher = hashlib.sha256()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent_training_server.engines import few_shot, ngram_features, out_of_scope, pretrained
+from agent_training_server.engines import (
+    encoder_runtime,
+    few_shot,
+    ngram_features,
+    out_of_scope,
+    pretrained,
+)
 from agent_training_server.engines import supervised as ngram_model
 
-OPSET = 17
+OPSET = encoder_runtime.OPSET
+"""The traced encoder's opset: the combined graph has one."""
 ML_OPSET = 3
+"""ai.onnx.ml's version, for LabelEncoder (the vocabulary lookup)."""
 IR_VERSION = 8
 """The ONNX file format of opset 17: readable by ONNX Runtime 1.14 and later."""
-"""ai.onnx.ml's version, for LabelEncoder (the vocabulary lookup)."""
 AGREEMENT = 1e-4
 """Largest difference allowed between ONNX Runtime's probabilities and the reference's."""
 PROBES = (
@@ -383,30 +389,8 @@ def _encoder_part(spec: dict[str, Any], tensors: dict[str, torch.Tensor]) -> _Pa
 
 
 def _traced(scorer: _EncoderScorer, tokenizer: Any) -> bytes:
-    """The encoder scorer as ONNX, with dynamic text and token axes (as encoder_runtime's).
-
-    The example batch is padded, so the traced graph applies the attention mask.
-    """
-    example = tokenizer(["a", "a padded example"], padding=True, return_tensors="pt")
-    dynamic = {0: "texts", 1: "tokens"}
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        path = Path(folder) / "scorer.onnx"
-        torch.onnx.export(
-            scorer,
-            (example["input_ids"], example["attention_mask"]),
-            path,
-            dynamo=False,
-            input_names=["input_ids", "attention_mask"],
-            output_names=["encoder_probabilities"],
-            dynamic_axes={
-                "input_ids": dynamic,
-                "attention_mask": dynamic,
-                "encoder_probabilities": {0: "texts"},
-            },
-            opset_version=OPSET,
-        )
-        return path.read_bytes()
+    """The encoder scorer as ONNX, traced as the serving encoder is (encoder_runtime)."""
+    return encoder_runtime.trace_to_onnx(scorer, tokenizer, "encoder_probabilities", {0: "texts"})
 
 
 def _probe_difference(onnxruntime: Any, model: bytes, parts: list[_Part]) -> float:

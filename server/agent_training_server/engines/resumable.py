@@ -44,7 +44,7 @@ from agent_training_server.engines.checkpoint import (
     read_checkpoint,
     set_aside,
 )
-from agent_training_server.engines.integrity import DamagedFile
+from agent_training_server.engines.integrity import DamagedFile, KeptCheckpointDamaged
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,19 @@ class ResumableLoop:
 
         The file holds the tensors the job could change (``_kept_names``); the rest of the model
         is as the engine built it, as it was all through the job.
+
+        Raises:
+            KeptCheckpointDamaged: the file fails its checksum or does not fit the model.
         """
-        tensors, _metadata, _checked = integrity.read_tensors(path)
+        try:
+            self._load_kept(path)
+        except (DamagedFile, ValueError) as error:  # ValueError: no kept checkpoint's metadata
+            raise KeptCheckpointDamaged(str(error)) from None
+        log.info("finishing from the checkpoint kept at epoch %d", self.epochs_done)
+
+    def _load_kept(self, path: Path) -> None:
+        tensors, metadata, _checked = integrity.read_tensors(path)
+        epoch = job_checkpoints.epoch_in(metadata)
         weights = {name.removeprefix("model."): tensor for name, tensor in tensors.items()}
         expected = self._model.state_dict()
         if not self._kept_names() <= set(weights):
@@ -157,14 +168,10 @@ class ResumableLoop:
         _check_tensors(
             "kept", weights, {name: expected[name] for name in weights if name in expected}
         )
-        kept = job_checkpoints.read_kept(path)
         self._model.load_state_dict(weights, strict=False)
         self.best = _copy(self._model.state_dict())
-        self.state.update(
-            epoch=kept.epoch, best_epoch=kept.epoch, stale=0, stopped_early=True, sums={}
-        )
+        self.state.update(epoch=epoch, best_epoch=epoch, stale=0, stopped_early=True, sums={})
         self.resumed = True
-        log.info("finishing from the checkpoint kept at epoch %d", kept.epoch)
 
     def _check(
         self, checkpoint: dict[str, Any], state: dict[str, Any], epochs: int, steps_per_epoch: int

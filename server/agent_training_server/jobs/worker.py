@@ -227,7 +227,7 @@ def _train(task: JobTask, reporter: QueueReporter, parallel: DataParallel | None
     """Run the job's engine; return the outcome message to send."""
     training_id = task.training_id
     from agent_training_server.engines import registry
-    from agent_training_server.engines.integrity import DamagedFile
+    from agent_training_server.engines.integrity import DamagedFile, KeptCheckpointDamaged
 
     workdir = Path(task.workdir)
     try:
@@ -296,6 +296,14 @@ def _train(task: JobTask, reporter: QueueReporter, parallel: DataParallel | None
             str(error),
             "Fix the training data (or the server set-up the message names) and train again.",
         )
+    except KeptCheckpointDamaged as error:  # CreateVersionFromCheckpoint's weights
+        return _failed(
+            training_id,
+            "CHECKPOINT_DAMAGED",
+            f"the checkpoint cannot be used: {error}",
+            "Make the version from another of the job's checkpoints (ListTrainingCheckpoints),"
+            " or train again with the same config.seed.",
+        )
     except Exception as error:
         # Classified here, where the exception still is: the server only sees the payload.
         storage = storage_errors.classify(error, workdir, any_error=True)
@@ -333,39 +341,16 @@ def finish_from_checkpoint(task: JobTask, progress: Any = None) -> Trained:
     measures them and writes the artifact to ``<workdir>/artifact``, as at a job's end.
 
     Raises:
-        FailedPrecondition: CHECKPOINT_DAMAGED, a kept file fails its checksum or does not fit.
-        ServiceError: the engine failed (its error's code and hint).
+        FailedPrecondition: the engine's failure, with its code and hint: CHECKPOINT_DAMAGED
+            when a kept file fails its checksum or does not fit the job's model.
     """
-    from agent_training_server import job_checkpoints
-    from agent_training_server.engines import integrity
-    from agent_training_server.engines.integrity import DamagedFile
-
-    loops = Path(task.workdir) / job_checkpoints.LOOP_FOLDER
-    for marker in loops.rglob(job_checkpoints.FINALIZE_FILE):
-        kept = job_checkpoints.finalize_source(marker.parent)
-        try:
-            if kept is not None:
-                integrity.read_tensors(kept)
-        except DamagedFile as error:
-            raise _checkpoint_damaged(str(error)) from None
     reporter = QueueReporter(task.training_id, _Dropped(), set())
     outcome = _train(task, reporter, None)
     if isinstance(outcome, Succeeded):
         return outcome.result
     assert isinstance(outcome, Failed), outcome  # nothing cancels or preempts this run
     failure = outcome.error
-    if failure["code"] == "TRAINING_ERROR":  # the kept weights do not fit the engine's model
-        raise _checkpoint_damaged("its weights do not fit the job's model")
     raise FailedPrecondition(failure["message"], code=failure["code"], hint=failure["hint"])
-
-
-def _checkpoint_damaged(why: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"the checkpoint cannot be used: {why}",
-        code="CHECKPOINT_DAMAGED",
-        hint="Make the version from another of the job's checkpoints (ListTrainingCheckpoints),"
-        " or train again with the same config.seed.",
-    )
 
 
 def _die_with_the_server() -> None:

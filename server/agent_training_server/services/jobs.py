@@ -1285,11 +1285,7 @@ class JobManager:
         """
         job = await self.get(training_id)
         if job.status in JobStatus.ENDED:
-            raise FailedPrecondition(
-                f"training job {training_id!r} has already ended ({job.status})",
-                code="JOB_ALREADY_ENDED",
-                hint="Only QUEUED, RUNNING or PAUSED jobs can be cancelled.",
-            )
+            raise _already_ended(job, "Only QUEUED, RUNNING or PAUSED jobs can be cancelled.")
         if job.status == JobStatus.PAUSED:
             await self._cancel_paused(training_id)
             return await self.get(training_id)
@@ -1345,11 +1341,10 @@ class JobManager:
         """
         job = await self.get(training_id)
         if job.status in JobStatus.ENDED:
-            raise FailedPrecondition(
-                f"training job {training_id!r} has already ended ({job.status})",
-                code="JOB_ALREADY_ENDED",
-                hint="Only QUEUED or RUNNING jobs can be paused; a finished job's checkpoints"
-                " are listed by ListTrainingCheckpoints.",
+            raise _already_ended(
+                job,
+                "Only QUEUED or RUNNING jobs can be paused; a finished job's checkpoints are"
+                " listed by ListTrainingCheckpoints.",
             )
         if job.status == JobStatus.PAUSED:
             return job
@@ -1520,6 +1515,14 @@ def _work_lost(exit_code: int | None, error: dict[str, Any] | None) -> Unavailab
         f"the worker process doing this work exited (code {exit_code})",
         code="WORKER_LOST",
         hint="Retry; if it repeats, the data or settings may exhaust the worker's memory.",
+    )
+
+
+def _already_ended(job: TrainingJob, hint: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"training job {job.training_id!r} has already ended ({job.status})",
+        code="JOB_ALREADY_ENDED",
+        hint=hint,
     )
 
 
