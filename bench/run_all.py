@@ -21,6 +21,7 @@ BENCHMARKS = [  # a script, or a script and its arguments
     "analysis.py",
     "closed_loop.py",
     "rollout.py",
+    "checkpoints.py",
     "invoke_throughput.py",
     "invoke_during_analysis.py",
     "postgres_vs_sqlite.py",
