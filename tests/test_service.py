@@ -32,7 +32,13 @@ def test_every_rpc_has_a_client_method_none_missing_none_extra() -> None:
         for name in vars(AgentTrainingClient)
         if not name.startswith("_") and callable(getattr(AgentTrainingClient, name))
     }
-    helpers = {"close", "iter_agents", "iter_dataset_examples", "health"}
+    helpers = {
+        "close",
+        "iter_agents",
+        "iter_dataset_examples",
+        "iter_training_checkpoints",
+        "health",
+    }
     assert rpc_methods - client_methods == set()
     assert client_methods - rpc_methods - helpers == set()
 
