@@ -40,8 +40,10 @@ FOLLOW_POLL_SECONDS = 10.0
 CONTACT_GRACE_SECONDS = 60.0
 """How much longer than asked a mailbox may take to answer before the cluster counts as lost
 (a new mailbox may wait for a worker process to start on a busy node)."""
-PROBE_SECONDS = 15.0
-"""How long a new actor may take to answer when checking whether the cluster is still there."""
+PROBE_SECONDS = CONTACT_GRACE_SECONDS
+"""How long a new actor may take to answer when checking whether the cluster is still there: as
+long as a new mailbox, since it too may wait for a worker process to start. A shorter wait took a
+busy node for a lost cluster and refused every later job."""
 
 
 def unavailable_error(error: BaseException) -> dict[str, Any]:
