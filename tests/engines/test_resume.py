@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent_training_server.engines import registry
+from agent_training_server.engines import few_shot, registry
 from agent_training_server.engines.base import Example, Progress, TrainingCancelled
-from agent_training_server.engines.checkpoint import load_checkpoint
+from agent_training_server.engines.checkpoint import (
+    checkpoint_files,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from agent_training_server.engines.defaults import defaults_for
+from agent_training_server.engines.pretrained import SentenceEncoder as pretrained_encoder
 from tests.engines.test_supervised import banking
 
 TIMING = ("duration_seconds", "examples_per_second")
@@ -87,3 +93,40 @@ def test_stopped_mid_epoch_and_resumed_matches_an_unbroken_run(
         assert torch.equal(tensor, last_resumed[name]), name
     expected = {k: v for k, v in whole.metrics.items() if k not in TIMING}
     assert {k: v for k, v in resumed.metrics.items() if k not in TIMING} == expected
+
+
+def test_an_encoder_checkpoint_holds_what_training_changes_and_full_ones_still_resume(
+    tmp_path: Path,
+) -> None:
+    """The frozen lower layers are rebuilt, not written each epoch; older files held them."""
+    torch.set_num_threads(1)
+    with pytest.raises(TrainingCancelled):
+        run("few_shot", tmp_path / "split", StopAfterSteps(CASES["few_shot"][2]), every_steps=5)
+    saved = load_checkpoint(tmp_path / "split")["model"]
+    assert {"head.weight", "encoder.transformer.encoder.layer.5.output.dense.weight"} <= set(saved)
+    assert not any(name.startswith("encoder.transformer.embeddings.") for name in saved)
+    assert not any(".layer.0." in name for name in saved)
+    whole = run("few_shot", tmp_path / "whole", StopAfterSteps(), every_steps=0)
+
+    # A checkpoint as written before: every tensor of the model, the frozen ones too.
+    folder = tmp_path / "split"
+    checkpoint = read_checkpoint(checkpoint_files(folder)[0])
+    # The frozen tensors as a job builds them: the pretrained encoder's.
+    built = few_shot.CosineClassifier(pretrained_encoder(), 1).state_dict()
+    full = {
+        name: tensor
+        for name, tensor in built.items()
+        if name.startswith("encoder.") and name not in checkpoint["model"]
+    }
+    save_checkpoint(
+        folder,
+        {**full, **checkpoint["model"]},
+        checkpoint["optimizer"],
+        checkpoint["best"] or None,
+        checkpoint["state"],
+        checkpoint["rng"],
+    )
+    assert set(load_checkpoint(folder)["model"]) > set(saved)
+    resumed = run("few_shot", folder, StopAfterSteps(), every_steps=5)
+    for name, tensor in whole.tensors.items():
+        assert torch.equal(tensor, resumed.tensors[name]), name
