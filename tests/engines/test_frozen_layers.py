@@ -32,14 +32,19 @@ def test_packed_upper_layers_embed_as_the_whole_encoder(encoder) -> None:
     assert torch.allclose(states.embed_all(), expected, atol=1e-5)
 
 
-def test_packing_round_trips_and_pools_each_text_over_its_own_tokens() -> None:
-    packing = frozen_layers.Packing([2, 3, 1], torch.device("cpu"))
-    tokens = torch.arange(6, dtype=torch.float32)[:, None].repeat(1, 2)  # texts 0-1, 2-4, 5
-    padded = packing.pad(tokens)
-    assert padded.shape == (3, 3, 2)
-    assert padded[:, :, 0].tolist() == [[0, 1, 0], [2, 3, 4], [5, 0, 0]]
-    assert torch.equal(packing.unpad(padded), tokens)
-    assert packing.mean(tokens)[:, 0].tolist() == [0.5, 3.0, 5.0]
+def test_packing_groups_texts_by_length_and_pools_each_over_its_own_tokens() -> None:
+    # Texts of 2, 3 and 1 tokens: packed shortest first (2, 0, 1), in groups of 2 texts.
+    packing = frozen_layers.Packing([2, 3, 1], torch.device("cpu"), row_multiple=4, group_size=2)
+    values = torch.arange(6, dtype=torch.float32)[:, None].repeat(1, 2)
+    tokens = packing.packed([values[:2], values[2:5], values[5:]], torch.device("cpu"))
+    assert tokens[:, 0].tolist() == [5, 0, 1, 2, 3, 4, 0, 0]  # 6 tokens, 2 spare rows
+    tokens[6:] = 99.0  # whatever a layer leaves in the spare rows is never read
+    first, second = packing.groups
+    assert first.pad(tokens)[:, :, 0].tolist() == [[5, 0], [0, 1]]  # each text padded
+    assert second.pad(tokens)[:, :, 0].tolist() == [[2, 3, 4]]  # to its group's longest
+    rejoined = packing.joined([group.unpad(group.pad(tokens)) for group in packing.groups])
+    assert rejoined[:, 0].tolist() == [5, 0, 1, 2, 3, 4, 0, 0]
+    assert packing.mean(tokens)[:, 0].tolist() == [0.5, 3.0, 5.0]  # in the texts' own order
 
 
 def test_gradients_reach_the_upper_layers_only(encoder) -> None:
