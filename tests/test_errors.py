@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -11,12 +12,27 @@ from grpc_status import rpc_status
 
 from agent_training.v1 import errors_pb2, service_pb2, service_pb2_grpc, training_pb2
 from agent_training_client import AgentTrainingClient
-from tests.conftest import ServerThread, assert_status, expect_error
+from tests.conftest import ServerThread, assert_status, expect_error, make_config
 
 EXAMPLES = [
     training_pb2.TrainingExample(input="where is my card", expected_output="card_arrival"),
     training_pb2.TrainingExample(input="I lost my card", expected_output="lost_card"),
 ]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """One server for the module: a refused call must leave it as it was, so they can share."""
+    running = ServerThread(make_config(tmp_path_factory.mktemp("errors")))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerThread) -> Iterator[AgentTrainingClient]:
+    with AgentTrainingClient(server.address, timeout=30) as made:
+        made.create_agent(agent_id="kept", display_name="must not change")
+        yield made
 
 
 def _snapshot(client: AgentTrainingClient) -> list[tuple]:
@@ -88,7 +104,6 @@ def test_invalid_input_is_rejected_with_violation_hint_and_trace(
     case: str, server: ServerThread, client: AgentTrainingClient
 ) -> None:
     method, fields, bad_field = INVALID_CALLS[case]
-    client.create_agent(agent_id="kept", display_name="must not change")
     before = _snapshot(client)
 
     error = expect_error(getattr(client, method), **fields)
