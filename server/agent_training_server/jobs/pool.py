@@ -33,6 +33,7 @@ from agent_training_server.jobs.messages import (
     PREEMPT,
     Cancelled,
     Message,
+    Ready,
     WorkerLost,
 )
 from agent_training_server.jobs.worker import Task, worker_main
@@ -63,6 +64,8 @@ class _Worker:
     messages: multiprocessing.connection.Connection
     task_id: str | None = None
     """The task handed to it, until it reports the task's end or dies (event-loop state)."""
+    ready: bool = False
+    """It has reported Ready: its imports are done and it reads its pipes."""
 
     def send(self, pipe: multiprocessing.connection.Connection, value: Any) -> bool:
         """Send on one of its pipes; False when it is dead (its end of the pipe closed)."""
@@ -239,6 +242,8 @@ class WorkerPool:
         except Exception:  # a message cut short by the sender's death
             log.warning("training worker %d sent an unreadable message", worker.index)
             return
+        if isinstance(message, Ready):
+            worker.ready = True
         self._schedule(self._deliver, worker, message)
 
     def _drain(self, worker: _Worker) -> None:
@@ -294,6 +299,11 @@ class WorkerPool:
         with self._lock:
             workers = list(self._workers)
         for worker in workers:
+            if not worker.ready and worker.task_id is None:
+                # Still importing torch (seconds): it holds nothing, and would read the stop
+                # only once its imports are done. A server stopped just after it started (a
+                # failed start, a test) ends at once rather than wait for it.
+                worker.process.kill()
             worker.send(worker.tasks, None)
             worker.send(worker.control, None)
         deadline = time.monotonic() + timeout
