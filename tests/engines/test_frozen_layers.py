@@ -36,7 +36,7 @@ def test_packing_groups_texts_by_length_and_pools_each_over_its_own_tokens() -> 
     # Texts of 2, 3 and 1 tokens: packed shortest first (2, 0, 1), in groups of 2 texts.
     packing = frozen_layers.Packing([2, 3, 1], torch.device("cpu"), row_multiple=4, group_size=2)
     values = torch.arange(6, dtype=torch.float32)[:, None].repeat(1, 2)
-    tokens = packing.packed([values[:2], values[2:5], values[5:]], torch.device("cpu"))
+    tokens = packing.packed([values[:2], values[2:5], values[5:]])
     assert tokens[:, 0].tolist() == [5, 0, 1, 2, 3, 4, 0, 0]  # 6 tokens, 2 spare rows
     tokens[6:] = 99.0  # whatever a layer leaves in the spare rows is never read
     first, second = packing.groups

@@ -6,10 +6,9 @@ change during training, so it is computed once per text, without gradients, and 
 only the layers above. Chosen on 10 examples per intent, held-out training texts of Banking77 and
 HWU64's validation file, seeds 0-2 (bfloat16, 3 epochs): 3 frozen layers score as 2 do (85.4%
 against 85.1% and 82.8% against 83.0%) in about three quarters of the time; 4 lost half a point
-on HWU64; the whole encoder fine-tuned took twice as long as 2 layers for no gain.
-Much of the gain is the token
-embeddings (11.7 million of the encoder's 22.7 million weights): frozen, the optimizer no longer
-updates them at every step, and the texts are tokenised once.
+on HWU64; the whole encoder fine-tuned took twice as long as 2 layers for no gain. Much of the
+gain is the token embeddings (11.7 million of the encoder's 22.7 million weights): frozen, the
+optimizer no longer updates them at every step, and the texts are tokenised once.
 """
 
 from __future__ import annotations
@@ -109,7 +108,7 @@ class CachedLowerLayers:
         """
         parts = [self._states[index] for index in rows]
         packing = Packing([len(part) for part in parts], self._encoder.device)
-        tokens = packing.packed(parts, self._encoder.device)
+        tokens = packing.packed(parts)
         for layer in self._encoder.transformer.encoder.layer[self._layers :]:
             tokens = packed_layer(layer, tokens, packing)
         return nn.functional.normalize(packing.mean(tokens.float()), dim=-1)
@@ -135,6 +134,7 @@ class Packing:
         group_size: int = ATTENTION_GROUP,
     ) -> None:
         self.texts = len(lengths)
+        self._device = device
         self._order = sorted(range(self.texts), key=lambda text: lengths[text])
         by_length = [lengths[text] for text in self._order]
         self.tokens = sum(lengths)
@@ -150,10 +150,10 @@ class Packing:
         self._text_of_token = torch.repeat_interleave(order, torch.tensor(by_length)).to(device)
         self._counts = torch.tensor(list(lengths)).to(device)
 
-    def packed(self, parts: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    def packed(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """The texts' tokens (each its length x width) in packing order, then the spare rows."""
         spare = parts[0].new_zeros(self.rows - self.tokens, parts[0].shape[-1])
-        return torch.cat([*(parts[text] for text in self._order), spare]).to(device)
+        return torch.cat([*(parts[text] for text in self._order), spare]).to(self._device)
 
     def joined(self, groups: Sequence[torch.Tensor]) -> torch.Tensor:
         """The groups' packed tokens (AttentionGroup.unpad) as the batch's, spare rows after."""

@@ -72,6 +72,8 @@ class ResumableLoop:
         self._workdir = workdir
         self._model = model
         self._optimizer = optimizer
+        self._trained = _trained_names(model, optimizer)
+        """Names of the tensors checkpoints hold (the optimizer's parameters do not change)."""
         self._settings = settings
         self._every_steps = every_steps
         self._steps_per_epoch = 0
@@ -148,7 +150,7 @@ class ResumableLoop:
     def _finish_from(self, path: Path) -> None:
         """Take a kept checkpoint's weights as the loop's best and last: no epoch is left.
 
-        The file holds the tensors the job could change (``_kept_names``); the rest of the model
+        The file holds the tensors the job could change (``_trained``); the rest of the model
         is as the engine built it, as it was all through the job.
 
         Raises:
@@ -164,7 +166,7 @@ class ResumableLoop:
         tensors, metadata, _checked = integrity.read_tensors(path)
         epoch = job_checkpoints.epoch_in(metadata)
         weights = {name.removeprefix("model."): tensor for name, tensor in tensors.items()}
-        _check_tensors("kept", weights, self._model.state_dict(), self._trained())
+        _check_tensors("kept", weights, self._model.state_dict(), self._trained)
         self._model.load_state_dict(weights, strict=False)
         self.best = _copy(self._model.state_dict())
         self.state.update(epoch=epoch, best_epoch=epoch, stale=0, stopped_early=True, sums={})
@@ -195,10 +197,9 @@ class ResumableLoop:
         if not all(integrity.finite_number(v) for v in [*numbers, *sums.values()]):
             raise DamagedFile("its loop state holds values that are not finite numbers")
         expected = self._model.state_dict()
-        trained = self._trained()
-        _check_tensors("model", checkpoint["model"], expected, trained)
+        _check_tensors("model", checkpoint["model"], expected, self._trained)
         if checkpoint["best"]:
-            _check_tensors("best", checkpoint["best"], expected, trained)
+            _check_tensors("best", checkpoint["best"], expected, self._trained)
         self._check_optimizer(checkpoint["optimizer"])
         rng = checkpoint["rng"]
         if rng is not None and (
@@ -311,11 +312,10 @@ class ResumableLoop:
 
     def _keep(self, epoch: int, figures: dict[str, float | None]) -> None:
         """Keep the epoch's weights with its figures (written while the next epoch runs)."""
-        names = self._trained()
         weights = {  # copies: the optimizer goes on changing the live tensors
             f"model.{name}": tensor.detach().to("cpu", copy=True).contiguous()
             for name, tensor in self._model.state_dict().items()
-            if name in names
+            if name in self._trained
         }
         measured = {name: value for name, value in figures.items() if value is not None}
         description = job_checkpoints.description(
@@ -329,18 +329,6 @@ class ResumableLoop:
             self.state["best_epoch"],
             max(0, self._settings.keep_checkpoints),
         )
-
-    def _trained(self) -> set[str]:
-        """The tensors checkpoints hold: those the optimizer may change, and buffers.
-
-        A frozen encoder's lower layers (few_shot, transfer) are never given to the optimizer:
-        they stay as the engine built them, so writing them again each epoch would only cost
-        time and disk (three quarters of a few_shot model; its job about 2 s in 14).
-        """
-        optimized = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
-        names = {name for name, p in self._model.named_parameters() if id(p) in optimized}
-        names |= {name for name, _buffer in self._model.named_buffers()}
-        return names & set(self._model.state_dict())  # not the buffers it does not save
 
     def finish(self) -> None:
         """After the last epoch: make sure the checkpoints on disk are the final state."""
@@ -362,10 +350,9 @@ class ResumableLoop:
     ) -> None:
         # Routine checkpoints never make training wait for the disk; a stop's checkpoint must be
         # written, so it waits for the one in flight.
-        trained = self._trained()
-        model = {k: v for k, v in self._model.state_dict().items() if k in trained}
+        model = {k: v for k, v in self._model.state_dict().items() if k in self._trained}
         if best is not None:
-            best = {k: v for k, v in best.items() if k in trained}
+            best = {k: v for k, v in best.items() if k in self._trained}
         optimizer = self._optimizer.state_dict()
         started = self._writer.write(model, optimizer, best, state, skip_if_busy=skip_if_busy)
         self._behind = not started
@@ -440,7 +427,7 @@ def _check_tensors(
     section: str,
     saved: dict[str, torch.Tensor],
     expected: dict[str, torch.Tensor],
-    trained: set[str],
+    trained: frozenset[str],
 ) -> None:
     """The saved tensors must include every trained one and fit the model's shapes.
 
@@ -459,3 +446,16 @@ def _check_tensors(
 
 def _copy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.clone() for name, tensor in tensors.items()}
+
+
+def _trained_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> frozenset[str]:
+    """The tensors checkpoints hold: those the optimizer may change, and buffers.
+
+    A frozen encoder's lower layers (few_shot, transfer) are never given to the optimizer:
+    they stay as the engine built them, so writing them again each epoch would only cost
+    time and disk (three quarters of a few_shot model; its job about 2 s in 14).
+    """
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    names = {name for name, p in model.named_parameters() if id(p) in optimized}
+    names |= {name for name, _buffer in model.named_buffers()}
+    return frozenset(names & set(model.state_dict()))  # not the buffers it does not save
