@@ -11,6 +11,7 @@ import torch
 from agent_training_server.engines import few_shot, registry
 from agent_training_server.engines.base import Example, Progress, TrainingCancelled
 from agent_training_server.engines.checkpoint import (
+    DAMAGED_SUFFIX,
     checkpoint_files,
     load_checkpoint,
     read_checkpoint,
@@ -128,5 +129,41 @@ def test_an_encoder_checkpoint_holds_what_training_changes_and_full_ones_still_r
     )
     assert set(load_checkpoint(folder)["model"]) > set(saved)
     resumed = run("few_shot", folder, StopAfterSteps(), every_steps=5)
+    for name, tensor in whole.tensors.items():
+        assert torch.equal(tensor, resumed.tensors[name]), name
+
+
+def test_a_checkpoint_of_another_optimizer_is_set_aside_and_the_job_starts_again(
+    tmp_path: Path,
+) -> None:
+    """A supervised job paused while it trained with Adam, resumed by the Adagrad engine."""
+    torch.set_num_threads(1)
+    folder = tmp_path / "split"
+    with pytest.raises(TrainingCancelled):
+        run("supervised", folder, StopAfterSteps(CASES["supervised"][2]), every_steps=5)
+    for path in checkpoint_files(folder):
+        checkpoint = read_checkpoint(path)
+        shapes = [
+            state["sum"].shape for _, state in sorted(checkpoint["optimizer"]["state"].items())
+        ]
+        params = [torch.zeros(shape, requires_grad=True) for shape in shapes]
+        adam = torch.optim.Adam(params, lr=0.02)
+        for param in params:
+            param.grad = torch.ones_like(param)
+        adam.step()
+        path.unlink()
+        save_checkpoint(
+            folder,
+            checkpoint["model"],
+            adam.state_dict(),
+            checkpoint["best"] or None,
+            checkpoint["state"],
+            checkpoint["rng"],
+        )
+    assert len(checkpoint_files(folder)) == 2
+
+    resumed = run("supervised", folder, StopAfterSteps(), every_steps=5)
+    whole = run("supervised", tmp_path / "whole", StopAfterSteps(), every_steps=0)
+    assert len(list(folder.glob(f"*{DAMAGED_SUFFIX}"))) == 2  # both set aside: from scratch
     for name, tensor in whole.tensors.items():
         assert torch.equal(tensor, resumed.tensors[name]), name

@@ -61,7 +61,7 @@ class TrainSettings:
     epochs: int = 10
     """Maximum number of passes over the training split."""
     learning_rate: float = 0.02
-    """Optimizer (Adam) step size."""
+    """Optimizer step size (supervised: Adagrad; the others: Adam or AdamW)."""
     batch_size: int = 0
     """Examples per optimizer step; 0 means automatic (about 40 steps per epoch, 16 to 256)."""
     seed: int = 0

@@ -214,6 +214,10 @@ class ResumableLoop:
             g["params"] for g in current
         ]:
             raise DamagedFile("its optimizer groups do not fit the model")
+        if [set(g) for g in groups] != [set(g) for g in current]:
+            # Another optimizer's state (a job paused before its engine changed optimizer):
+            # loading it would leave this one without its own state.
+            raise DamagedFile("its optimizer state was written by another optimizer")
         params = [p for group in self._optimizer.param_groups for p in group["params"]]
         for index, values in saved["state"].items():
             if not 0 <= index < len(params):

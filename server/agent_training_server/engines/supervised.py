@@ -1,8 +1,8 @@
 """The supervised engine: a linear softmax model over hashed n-gram TF-IDF features, from scratch.
 
 The model is one EmbeddingBag (a sparse linear layer: each n-gram's row holds its score for every
-output) plus a bias, trained with Adam on mini-batches. The features do the heavy lifting, as they
-do for a linear SVM; the whole Banking77 training set trains in seconds on two cores.
+output) plus a bias, trained with Adagrad on mini-batches. The features do the heavy lifting, as
+they do for a linear SVM; the whole Banking77 training set trains in seconds on two cores.
 
 The features are built in numpy on the CPU; the model trains on the job's device (the CPU or a
 GPU), in float32 on both (`ngram_precision`). Its predictor scores on the CPU, in numpy, wherever
@@ -38,7 +38,7 @@ from agent_training_server.engines.base import (
 from agent_training_server.engines.evaluation import macro_f1
 from agent_training_server.engines.integrity import DamagedFile, check_shape
 from agent_training_server.engines.resumable import ResumableLoop
-from agent_training_server.engines.sparse_rows import LazyAdam, bag_sum, one_thread
+from agent_training_server.engines.sparse_rows import SparseAdagrad, bag_sum, one_thread
 
 KIND = "hashed_ngram_linear"
 REPORT_EVERY_STEPS = 50
@@ -50,7 +50,7 @@ class SparseLinear(nn.Module):
     """Scores of every output for a batch of sparse feature rows.
 
     With ``sparse_grad`` the weight's gradient holds only the rows a batch uses (train it with
-    sparse_rows.LazyAdam); without, it is dense, one row per feature (any optimizer).
+    sparse_rows.SparseAdagrad); without, it is dense, one row per feature (any optimizer).
     """
 
     def __init__(self, features: int, outputs: int, sparse_grad: bool = False) -> None:
@@ -84,11 +84,11 @@ def ngram_precision(device: str) -> precision.Precision:
 
 
 def sparse_gradients(device: torch.device, world_size: int) -> bool:
-    """Whether the table trains with row-sparse gradients (sparse_rows.LazyAdam).
+    """Whether the table trains with row-sparse gradients (sparse_rows.SparseAdagrad).
 
     Always, but for a data-parallel job on GPUs: NCCL cannot all-reduce a sparse tensor, so
     there the gradient is dense (every row, every step: cheap on a GPU) and DDP averages it as
-    any other; LazyAdam then updates every row, as Adam does.
+    any other; Adagrad then updates every row (the same update: it moves no row without gradient).
     """
     return world_size == 1 or device.type != "cuda"
 
@@ -187,7 +187,7 @@ class SupervisedEngine(Engine):
         model = SparseLinear(vocabulary.size, len(outputs), sparse_grad=sparse).to(mixed.device)
         # With sparse gradients a step updates the rows its batch uses: its cost follows the
         # data, not the table size.
-        optimizer = LazyAdam(model.parameters(), lr=settings.learning_rate)
+        optimizer = SparseAdagrad(model.parameters(), lr=settings.learning_rate)
         batch_size = settings.batch_size or auto_batch_size(len(train_rows))
         local_batch = self.parallel.local_batch(batch_size)
         steps_per_epoch = -(-self.parallel.share_size(len(train_rows)) // local_batch)

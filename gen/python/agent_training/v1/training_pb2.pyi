@@ -246,12 +246,13 @@ class TrainingConfig(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     KEEP_CHECKPOINTS_FIELD_NUMBER: _builtins.int
     epochs: _builtins.int
-    """Maximum number of passes over the training data, 1 to 1000. Default: supervised and
+    """Maximum number of passes over the training data, 1 to 1000. Default: supervised 3,
     reinforcement 10, few_shot 3, transfer 2.
     """
     learning_rate: _builtins.float
-    """Optimizer (Adam) learning rate, in [1e-7, 10]. Default: supervised and reinforcement 0.02,
-    few_shot 2e-4, transfer 6e-5.
+    """Optimizer learning rate, in [1e-7, 10] (supervised: Adagrad; reinforcement: Adam; few_shot
+    and transfer: AdamW). Default: supervised 0.15, reinforcement 0.02, few_shot 2e-4, transfer
+    6e-5.
     """
     batch_size: _builtins.int
     """Examples per optimizer step, 1 to 4096. Default: supervised and reinforcement automatic

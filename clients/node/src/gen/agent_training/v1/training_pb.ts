@@ -107,7 +107,7 @@ export const EarlyStoppingSchema: GenMessage<EarlyStopping> = /*@__PURE__*/
  */
 export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
   /**
-   * Maximum number of passes over the training data, 1 to 1000. Default: supervised and
+   * Maximum number of passes over the training data, 1 to 1000. Default: supervised 3,
    * reinforcement 10, few_shot 3, transfer 2.
    *
    * @generated from field: optional int32 epochs = 1;
@@ -115,8 +115,9 @@ export type TrainingConfig = Message<"agent_training.v1.TrainingConfig"> & {
   epochs?: number | undefined;
 
   /**
-   * Optimizer (Adam) learning rate, in [1e-7, 10]. Default: supervised and reinforcement 0.02,
-   * few_shot 2e-4, transfer 6e-5.
+   * Optimizer learning rate, in [1e-7, 10] (supervised: Adagrad; reinforcement: Adam; few_shot
+   * and transfer: AdamW). Default: supervised 0.15, reinforcement 0.02, few_shot 2e-4, transfer
+   * 6e-5.
    *
    * @generated from field: optional double learning_rate = 2;
    */
