@@ -334,11 +334,21 @@ class ResumableLoop:
             max(0, self._settings.keep_checkpoints),
         )
 
-    def finish(self) -> None:
-        """After the last epoch: make sure the checkpoints on disk are the final state."""
+    def finish(self, wait: bool = True) -> None:
+        """After the last epoch: make the checkpoints on disk the final state.
+
+        With ``wait`` False the last writes may still run on their threads when this returns
+        (they write copies: the engine may go on, evaluating or loading the best weights);
+        ``wait`` must then be called before the engine returns.
+        """
         if self._behind:
             best = None if self.state["best_epoch"] == self.epochs_done else self.best
             self._write(best, self.state)
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until every checkpoint started is on disk; re-raise a write's error."""
         self._writer.wait()
         self._kept.wait()
 

@@ -269,7 +269,7 @@ class SupervisedEngine(Engine):
                 )
             )
 
-        loop.finish()
+        loop.finish(wait=False)  # the last checkpoints are written while the evaluation runs
         # Phase: evaluate the best weights.
         reporter.progress(
             Progress(phase="evaluating", epoch=loop.epochs_done, total_epochs=settings.epochs)
@@ -280,6 +280,7 @@ class SupervisedEngine(Engine):
         with torch.no_grad():
             predicted = model(valid_x).argmax(dim=1).cpu().numpy()
         taught_rows = valid_y != negatives.NEGATIVE  # all but where nothing was held out
+        loop.wait()
         duration = time.monotonic() - started
         metrics = {
             "accuracy": train_accuracy,

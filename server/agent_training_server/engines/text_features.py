@@ -46,9 +46,8 @@ class SparseBatch:
         starts, ends = self.offsets[selection], self.offsets[selection + 1]
         lengths = ends - starts
         offsets = np.concatenate(([0], np.cumsum(lengths)))
-        # Position of every kept entry: its row's start plus its rank within the row.
-        within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
-        positions = np.repeat(starts, lengths) + within
+        # Position of every kept entry: its rank in the result shifted by its row's move.
+        positions = np.arange(offsets[-1]) + np.repeat(starts - offsets[:-1], lengths)
         return SparseBatch(self.indices[positions], offsets, self.weights[positions])
 
     def span(self, start: int, stop: int) -> SparseBatch:
@@ -59,20 +58,23 @@ class SparseBatch:
 
 
 def _word_hashes(texts: Sequence[str], config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    docs, hashes = [], []
+    # Tokens of all texts in one array (a numpy call per text would cost more than the hashing);
+    # a bigram joins two neighbouring tokens of the same text.
+    docs: list[int] = []
+    tokens: list[int] = []
     for doc, text in enumerate(texts):
-        tokens = [zlib.crc32(token.encode()) for token in WORD.findall(text)]
-        if not tokens:
-            continue
-        unigrams = np.asarray(tokens, dtype=np.uint64)
-        bigrams = unigrams[:-1] * PRIME ^ (unigrams[1:] + np.uint64(0x9E3779B97F4A7C15))
-        grams = np.concatenate((unigrams, bigrams))
-        docs.append(np.full(len(grams), doc, dtype=np.int64))
-        hashes.append(grams)
-    if not docs:
+        words = WORD.findall(text)
+        tokens.extend(zlib.crc32(word.encode()) for word in words)
+        docs.extend(itertools.repeat(doc, len(words)))
+    if not tokens:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    buckets = (np.concatenate(hashes) % np.uint64(config.word_buckets)).astype(np.int64)
-    return np.concatenate(docs), buckets
+    unigrams = np.asarray(tokens, dtype=np.uint64)
+    unigram_docs = np.asarray(docs, dtype=np.int64)
+    same_text = unigram_docs[1:] == unigram_docs[:-1]
+    bigrams = unigrams[:-1] * PRIME ^ (unigrams[1:] + np.uint64(_BIGRAM_OFFSET))
+    grams = np.concatenate((unigrams, bigrams[same_text]))
+    buckets = (grams % np.uint64(config.word_buckets)).astype(np.int64)
+    return np.concatenate((unigram_docs, unigram_docs[:-1][same_text])), buckets
 
 
 def _char_hashes(texts: Sequence[str], config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
