@@ -72,6 +72,21 @@ def test_the_loss_without_negatives_is_cross_entropy_and_with_only_negatives_is_
     )
 
 
+def test_label_smoothing_moves_part_of_each_outputs_target_to_uniform() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0], [1.0, -2.0, 0.0]])
+    log_p = torch.log_softmax(logits, dim=1)
+    smoothed = [
+        0.7 * -log_p[row, label] + 0.3 * -log_p[row].mean() for row, label in ((0, 0), (2, 2))
+    ]
+    with_negative = torch.tensor([0, negatives.NEGATIVE, 2])
+    expected = (smoothed[0] + smoothed[1] + 0.5 * -log_p[1].mean()) / 3
+    assert negatives.loss(logits, with_negative, 0.3).item() == pytest.approx(expected.item())
+    outputs_only = torch.tensor([0, 2, 2])
+    assert negatives.loss(logits, outputs_only, 0.3).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, outputs_only, label_smoothing=0.3).item()
+    )
+
+
 def test_uniform_predictions_minimise_the_negatives_term() -> None:
     uniform = torch.zeros(1, 4, requires_grad=True)
     negatives.loss(uniform, torch.tensor([negatives.NEGATIVE])).backward()

@@ -186,3 +186,17 @@ def test_serving_scores_are_the_trained_models_to_float_rounding(tmp_path: Path)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-7)
     assert (served.argmax(axis=1) == expected.argmax(axis=1)).all()
     np.testing.assert_allclose(predictor.predict_proba(texts[1:2]), expected[1:2], rtol=1e-5)
+
+
+def test_saved_scores_are_the_trained_ones_sharpened_by_the_temperature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_training_server.engines import supervised
+
+    temperature = supervised.SCORE_TEMPERATURE
+    assert 0 < temperature < 1  # smoothed targets leave scores too soft: they are sharpened
+    sharpened = train(tmp_path / "sharpened", epochs=2).tensors
+    monkeypatch.setattr(supervised, "SCORE_TEMPERATURE", 1.0)
+    trained = train(tmp_path / "trained", epochs=2).tensors
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(sharpened[name], trained[name] / temperature)

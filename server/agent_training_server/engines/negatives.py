@@ -65,19 +65,23 @@ def positive(labels: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     return labels != NEGATIVE
 
 
-def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """The training loss of a batch, averaged over its examples.
 
     Cross-entropy on the outputs' examples plus WEIGHT times the negatives' cross-entropy to the
-    uniform distribution; a batch without negatives gives plain cross-entropy.
+    uniform distribution; a batch without negatives gives plain cross-entropy. With
+    ``label_smoothing`` e an output's example aims at (1 - e) on its output and e spread evenly
+    over all (torch's ``cross_entropy(label_smoothing=e)``).
     """
     negative = targets == NEGATIVE
     if not bool(negative.any()):
-        return nn.functional.cross_entropy(logits, targets)
+        return nn.functional.cross_entropy(logits, targets, label_smoothing=label_smoothing)
     log_probabilities = nn.functional.log_softmax(logits, dim=1)
     positive = ~negative
     outputs_term = (
-        nn.functional.nll_loss(log_probabilities[positive], targets[positive], reduction="sum")
+        nn.functional.cross_entropy(
+            logits[positive], targets[positive], reduction="sum", label_smoothing=label_smoothing
+        )
         if bool(positive.any())
         else logits.new_zeros(())
     )
