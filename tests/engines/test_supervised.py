@@ -188,15 +188,23 @@ def test_serving_scores_are_the_trained_models_to_float_rounding(tmp_path: Path)
     np.testing.assert_allclose(predictor.predict_proba(texts[1:2]), expected[1:2], rtol=1e-5)
 
 
-def test_saved_scores_are_the_trained_ones_sharpened_by_the_temperature(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from agent_training_server.engines import supervised
+def test_saved_scores_are_the_trained_ones_sharpened_by_the_temperature(tmp_path: Path) -> None:
+    from agent_training_server.engines.supervised import SMOOTHED, SupervisedEngine, Targets
 
-    temperature = supervised.SCORE_TEMPERATURE
-    assert 0 < temperature < 1  # smoothed targets leave scores too soft: they are sharpened
-    sharpened = train(tmp_path / "sharpened", epochs=2).tensors
-    monkeypatch.setattr(supervised, "SCORE_TEMPERATURE", 1.0)
-    trained = train(tmp_path / "trained", epochs=2).tensors
+    assert 0 < SMOOTHED.label_smoothing < 1 and 0 < SMOOTHED.temperature < 1
+    settings = TrainSettings(epochs=2)
+    sharpened = SupervisedEngine().train(banking(), settings, Recorder(), tmp_path / "a").tensors
+    as_trained = SupervisedEngine()
+    as_trained.targets = Targets(SMOOTHED.label_smoothing, temperature=1.0)
+    trained = as_trained.train(banking(), settings, Recorder(), tmp_path / "b").tensors
     for name in ("weight", "bias"):
-        torch.testing.assert_close(sharpened[name], trained[name] / temperature)
+        torch.testing.assert_close(sharpened[name], trained[name] / SMOOTHED.temperature)
+
+
+def test_targets_are_smoothed_unless_the_data_holds_negatives() -> None:
+    from agent_training_server.engines import negatives
+    from agent_training_server.engines.supervised import PLAIN, SMOOTHED, targets_for
+
+    assert targets_for(np.array([0, 1, 1, 2])) == SMOOTHED
+    assert targets_for(np.array([0, negatives.NEGATIVE, 1])) == PLAIN
+    assert PLAIN.label_smoothing == 0 and PLAIN.temperature == 1

@@ -23,7 +23,7 @@ from agent_training_server.engines.base import (
 )
 from agent_training_server.engines.defaults import defaults_for
 from agent_training_server.engines.few_shot import FewShotEngine
-from agent_training_server.engines.supervised import SupervisedEngine
+from agent_training_server.engines.supervised import PLAIN, SupervisedEngine
 
 
 class _CancellationOnly:
@@ -77,6 +77,7 @@ class TransferEngine(FewShotEngine):
             max_duration_seconds=max(1.0, deadline - time.monotonic()),
         )
         companion = SupervisedEngine()
+        companion.targets = PLAIN  # its probabilities are averaged with the encoder's
         companion.checkpoint_every_steps = self.checkpoint_every_steps
         companion.parallel = self.parallel  # data-parallel like the encoder, in the same group
         return companion.train(
