@@ -40,6 +40,9 @@ from agent_training_server.jobs.worker import Task, worker_main
 
 log = logging.getLogger(__name__)
 
+WATCHER_EXIT_SECONDS = 10.0
+"""How long stop() waits for the watcher thread, which ends within a second of the last worker."""
+
 WORKER_ENVIRONMENT = {
     # glibc returns large freed blocks to the OS at once, so every job would page-fault its
     # feature arrays and optimizer state in again. A long-lived training worker keeps them.
@@ -105,6 +108,7 @@ class WorkerPool:
         self._preempting = False
         self._on_message: Callable[[Message], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: threading.Thread | None = None
 
     @property
     def size(self) -> int:
@@ -116,7 +120,8 @@ class WorkerPool:
         self._loop = asyncio.get_running_loop()
         self._on_message = on_message
         self._workers = [self._spawn(index) for index in range(self._size)]
-        threading.Thread(target=self._watch, name="worker-watch", daemon=True).start()
+        self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+        self._watcher.start()
 
     def cuda_devices(self) -> int:
         """CUDA GPUs the workers see: those of this machine (imports torch; call off the loop).
@@ -313,3 +318,8 @@ class WorkerPool:
             if worker.process.is_alive():
                 worker.process.kill()  # workers ignore SIGTERM (see worker_main)
                 worker.process.join()
+        # The watcher reaps each worker too (it joins those whose sentinel fires), and a
+        # process object is not safe to join from two threads at once: where its join got the
+        # exit status first, ours saw none. Once the watcher is done, every exit code is set.
+        if self._watcher is not None:
+            self._watcher.join(WATCHER_EXIT_SECONDS)
