@@ -1,8 +1,10 @@
 """The supervised engine: a linear softmax model over hashed n-gram TF-IDF features, from scratch.
 
 The model is one EmbeddingBag (a sparse linear layer: each n-gram's row holds its score for every
-output) plus a bias, trained with Adagrad on mini-batches. The features do the heavy lifting, as
-they do for a linear SVM; the whole Banking77 training set trains in seconds on two cores.
+output) plus a bias, trained with Adagrad on mini-batches towards label-smoothed targets, its
+scores then sharpened back by a fixed temperature (``Targets``). The features do the heavy
+lifting, as they do for a linear SVM; the whole Banking77 training set trains in seconds on two
+cores.
 
 The features are built in numpy on the CPU; the model trains on the job's device (the CPU or a
 GPU), in float32 on both (`ngram_precision`). Its predictor scores on the CPU, in numpy, wherever
