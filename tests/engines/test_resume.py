@@ -167,3 +167,32 @@ def test_a_checkpoint_of_another_optimizer_is_set_aside_and_the_job_starts_again
     assert len(list(folder.glob(f"*{DAMAGED_SUFFIX}"))) == 2  # both set aside: from scratch
     for name, tensor in whole.tensors.items():
         assert torch.equal(tensor, resumed.tensors[name]), name
+
+
+def test_a_checkpoint_of_another_objective_is_set_aside_and_the_job_starts_again(
+    tmp_path: Path,
+) -> None:
+    """A supervised job paused while it trained on one-hot targets, resumed on smoothed ones."""
+    torch.set_num_threads(1)
+    folder = tmp_path / "split"
+    with pytest.raises(TrainingCancelled):
+        run("supervised", folder, StopAfterSteps(CASES["supervised"][2]), every_steps=5)
+    for path in checkpoint_files(folder):
+        checkpoint = read_checkpoint(path)
+        assert checkpoint["state"]["objective"] == "label_smoothing=0.3"
+        older = {k: v for k, v in checkpoint["state"].items() if k != "objective"}
+        path.unlink()
+        save_checkpoint(
+            folder,
+            checkpoint["model"],
+            checkpoint["optimizer"],
+            checkpoint["best"] or None,
+            older,  # as written before checkpoints named their objective: the plain one
+            checkpoint["rng"],
+        )
+
+    resumed = run("supervised", folder, StopAfterSteps(), every_steps=5)
+    whole = run("supervised", tmp_path / "whole", StopAfterSteps(), every_steps=0)
+    assert len(list(folder.glob(f"*{DAMAGED_SUFFIX}"))) == 2  # both set aside: from scratch
+    for name, tensor in whole.tensors.items():
+        assert torch.equal(tensor, resumed.tensors[name]), name

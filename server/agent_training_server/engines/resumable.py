@@ -66,7 +66,14 @@ class ResumableLoop:
         optimizer: torch.optim.Optimizer,
         settings: TrainSettings,
         every_steps: int = 0,
+        objective: str = "",
     ) -> None:
+        """Start a loop; nothing is read until ``resume``.
+
+        ``objective`` names what the steps minimise, where an engine has more than one ("" for
+        the plain one): a checkpoint written for another is set aside, as its best loss and
+        weights were measured and trained against something else.
+        """
         self._writer = CheckpointWriter(workdir)
         self._kept = _KeptWriter()
         self._workdir = workdir
@@ -88,6 +95,7 @@ class ResumableLoop:
             "best_epoch": 0,
             "stale": 0,
             "stopped_early": False,
+            "objective": objective,
         }
         self.best = _copy(model.state_dict())
         self.resumed = False
@@ -187,6 +195,12 @@ class ResumableLoop:
                 raise DamagedFile(f"its {name} {state[name]!r} is outside [0, {epoch}]")
         if not isinstance(state["stopped_early"], bool):
             raise DamagedFile("its stopped_early is not a boolean")
+        written_for = checkpoint["state"].get("objective", "")  # older ones: the plain one
+        if written_for != self.state["objective"]:
+            raise DamagedFile(
+                f"it was written for another objective ({written_for or 'plain'!r}, this job's:"
+                f" {self.state['objective'] or 'plain'!r})"
+            )
         best_loss = state["best_loss"]
         if not (integrity.finite_number(best_loss) or best_loss == float("inf")):
             raise DamagedFile("its best_loss is not a number")
@@ -429,7 +443,7 @@ class _KeptWriter:
             raise error
 
 
-_STATE_NON_NUMBERS = ("sums", "stopped_early", "best_loss")
+_STATE_NON_NUMBERS = ("sums", "stopped_early", "best_loss", "objective")
 """Loop state entries that are not plain finite numbers (checked on their own)."""
 
 

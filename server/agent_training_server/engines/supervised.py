@@ -57,6 +57,11 @@ class Targets:
     temperature: float
     """The saved weights are the trained ones divided by this (``served``)."""
 
+    @property
+    def objective(self) -> str:
+        """The loss the steps minimise, as checkpoints record it ("" for plain cross-entropy)."""
+        return f"label_smoothing={self.label_smoothing:g}" if self.label_smoothing else ""
+
 
 SMOOTHED = Targets(label_smoothing=0.3, temperature=0.45)
 """The default: each target keeps 0.7 on its output, and the scores are sharpened back after.
@@ -266,7 +271,9 @@ class SupervisedEngine(Engine):
         batch_size = settings.batch_size or auto_batch_size(len(train_rows))
         local_batch = self.parallel.local_batch(batch_size)
         steps_per_epoch = -(-self.parallel.share_size(len(train_rows)) // local_batch)
-        loop = ResumableLoop(workdir, model, optimizer, settings, self.checkpoint_every_steps)
+        loop = ResumableLoop(
+            workdir, model, optimizer, settings, self.checkpoint_every_steps, targets.objective
+        )
         loop.resume(settings.epochs, steps_per_epoch)
 
         trainer = self.parallel.wrap(model)  # steps go through it: it averages gradients
