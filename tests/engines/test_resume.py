@@ -133,16 +133,39 @@ def test_an_encoder_checkpoint_holds_what_training_changes_and_full_ones_still_r
         assert torch.equal(tensor, resumed.tensors[name]), name
 
 
+def rewrite_paused_supervised_checkpoints(folder: Path, rewrite) -> None:
+    """Pause a supervised job in ``folder``; replace each checkpoint by ``rewrite(checkpoint)``."""
+    torch.set_num_threads(1)
+    with pytest.raises(TrainingCancelled):
+        run("supervised", folder, StopAfterSteps(CASES["supervised"][2]), every_steps=5)
+    for path in checkpoint_files(folder):
+        checkpoint = rewrite(read_checkpoint(path))
+        path.unlink()
+        save_checkpoint(
+            folder,
+            checkpoint["model"],
+            checkpoint["optimizer"],
+            checkpoint["best"] or None,
+            checkpoint["state"],
+            checkpoint["rng"],
+        )
+    assert len(checkpoint_files(folder)) == 2
+
+
+def assert_both_set_aside_and_started_again(folder: Path, tmp_path: Path) -> None:
+    resumed = run("supervised", folder, StopAfterSteps(), every_steps=5)
+    whole = run("supervised", tmp_path / "whole", StopAfterSteps(), every_steps=0)
+    assert len(list(folder.glob(f"*{DAMAGED_SUFFIX}"))) == 2  # both set aside: from scratch
+    for name, tensor in whole.tensors.items():
+        assert torch.equal(tensor, resumed.tensors[name]), name
+
+
 def test_a_checkpoint_of_another_optimizer_is_set_aside_and_the_job_starts_again(
     tmp_path: Path,
 ) -> None:
     """A supervised job paused while it trained with Adam, resumed by the Adagrad engine."""
-    torch.set_num_threads(1)
-    folder = tmp_path / "split"
-    with pytest.raises(TrainingCancelled):
-        run("supervised", folder, StopAfterSteps(CASES["supervised"][2]), every_steps=5)
-    for path in checkpoint_files(folder):
-        checkpoint = read_checkpoint(path)
+
+    def as_if_adam(checkpoint: dict) -> dict:
         shapes = [
             state["sum"].shape for _, state in sorted(checkpoint["optimizer"]["state"].items())
         ]
@@ -151,48 +174,22 @@ def test_a_checkpoint_of_another_optimizer_is_set_aside_and_the_job_starts_again
         for param in params:
             param.grad = torch.ones_like(param)
         adam.step()
-        path.unlink()
-        save_checkpoint(
-            folder,
-            checkpoint["model"],
-            adam.state_dict(),
-            checkpoint["best"] or None,
-            checkpoint["state"],
-            checkpoint["rng"],
-        )
-    assert len(checkpoint_files(folder)) == 2
+        return {**checkpoint, "optimizer": adam.state_dict()}
 
-    resumed = run("supervised", folder, StopAfterSteps(), every_steps=5)
-    whole = run("supervised", tmp_path / "whole", StopAfterSteps(), every_steps=0)
-    assert len(list(folder.glob(f"*{DAMAGED_SUFFIX}"))) == 2  # both set aside: from scratch
-    for name, tensor in whole.tensors.items():
-        assert torch.equal(tensor, resumed.tensors[name]), name
+    rewrite_paused_supervised_checkpoints(tmp_path / "split", as_if_adam)
+    assert_both_set_aside_and_started_again(tmp_path / "split", tmp_path)
 
 
 def test_a_checkpoint_of_another_objective_is_set_aside_and_the_job_starts_again(
     tmp_path: Path,
 ) -> None:
     """A supervised job paused while it trained on one-hot targets, resumed on smoothed ones."""
-    torch.set_num_threads(1)
-    folder = tmp_path / "split"
-    with pytest.raises(TrainingCancelled):
-        run("supervised", folder, StopAfterSteps(CASES["supervised"][2]), every_steps=5)
-    for path in checkpoint_files(folder):
-        checkpoint = read_checkpoint(path)
-        assert checkpoint["state"]["objective"] == "label_smoothing=0.3"
-        older = {k: v for k, v in checkpoint["state"].items() if k != "objective"}
-        path.unlink()
-        save_checkpoint(
-            folder,
-            checkpoint["model"],
-            checkpoint["optimizer"],
-            checkpoint["best"] or None,
-            older,  # as written before checkpoints named their objective: the plain one
-            checkpoint["rng"],
-        )
 
-    resumed = run("supervised", folder, StopAfterSteps(), every_steps=5)
-    whole = run("supervised", tmp_path / "whole", StopAfterSteps(), every_steps=0)
-    assert len(list(folder.glob(f"*{DAMAGED_SUFFIX}"))) == 2  # both set aside: from scratch
-    for name, tensor in whole.tensors.items():
-        assert torch.equal(tensor, resumed.tensors[name]), name
+    def as_written_before(checkpoint: dict) -> dict:
+        assert checkpoint["state"]["objective"] == "label_smoothing=0.3"
+        # Before checkpoints named their objective, every one held the plain one.
+        older = {k: v for k, v in checkpoint["state"].items() if k != "objective"}
+        return {**checkpoint, "state": older}
+
+    rewrite_paused_supervised_checkpoints(tmp_path / "split", as_written_before)
+    assert_both_set_aside_and_started_again(tmp_path / "split", tmp_path)
